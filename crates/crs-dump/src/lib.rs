@@ -1,0 +1,2 @@
+//! Walks a frozen tree and writes CRIU images.
+#![forbid(unsafe_code)]

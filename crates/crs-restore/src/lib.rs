@@ -1,0 +1,2 @@
+//! Reads CRIU images and rebuilds the process tree.
+#![forbid(unsafe_code)]

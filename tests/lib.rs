@@ -1,0 +1,2 @@
+//! Shared helpers for the integration tests: process guards, workload discovery,
+//! reference-image locations.
