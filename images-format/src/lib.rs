@@ -16,6 +16,7 @@ pub mod pb {
 
 pub mod codec;
 pub mod error;
+pub mod explore;
 pub mod frame;
 pub mod json;
 pub mod magic;
