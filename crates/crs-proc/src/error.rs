@@ -87,7 +87,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The pidfd check through `/proc/self/fdinfo/<pidfd>` could not be done.
+    /// The pidfd check through `/proc/thread-self/fdinfo/<pidfd>` could not be done.
     #[error("checking the pidfd of pid {pid} through {path}")]
     PidfdCheck {
         /// The pid.

@@ -133,8 +133,16 @@ pub fn parse_limits(bytes: &[u8]) -> Result<Limits, ParseError> {
             continue;
         };
         let mut t = tokens(&line[label.len()..]);
-        let soft = value(&ctx, "soft limit", t.next().ok_or_else(|| ctx.missing("soft limit"))?)?;
-        let hard = value(&ctx, "hard limit", t.next().ok_or_else(|| ctx.missing("hard limit"))?)?;
+        let soft = value(
+            &ctx,
+            "soft limit",
+            t.next().ok_or_else(|| ctx.missing("soft limit"))?,
+        )?;
+        let hard = value(
+            &ctx,
+            "hard limit",
+            t.next().ok_or_else(|| ctx.missing("hard limit"))?,
+        )?;
         out.limits[*res as usize] = Some(Limit { soft, hard });
     }
     if !header {
@@ -159,15 +167,33 @@ mod tests {
     #[test]
     fn limits_zoo_parsed_with_unlimited() {
         let l = parse_limits(ZOO).unwrap();
-        assert_eq!(l.get(Resource::Cpu), Some(Limit { soft: None, hard: None }));
+        assert_eq!(
+            l.get(Resource::Cpu),
+            Some(Limit {
+                soft: None,
+                hard: None
+            })
+        );
         assert_eq!(
             l.get(Resource::Stack),
-            Some(Limit { soft: Some(8388608), hard: None })
+            Some(Limit {
+                soft: Some(8388608),
+                hard: None
+            })
         );
         assert_eq!(l.get(Resource::Nofile).unwrap().as_raw(), (20000, 20000));
         assert_eq!(l.get(Resource::Core).unwrap().soft, Some(0));
-        assert_eq!(l.get(Resource::Nice), Some(Limit { soft: Some(0), hard: Some(0) }));
-        assert_eq!(l.get(Resource::Rttime).unwrap().as_raw(), (u64::MAX, u64::MAX));
+        assert_eq!(
+            l.get(Resource::Nice),
+            Some(Limit {
+                soft: Some(0),
+                hard: Some(0)
+            })
+        );
+        assert_eq!(
+            l.get(Resource::Rttime).unwrap().as_raw(),
+            (u64::MAX, u64::MAX)
+        );
         assert!(l.unknown.is_empty());
     }
 
@@ -184,7 +210,9 @@ mod tests {
     #[test]
     fn limits_bad_value_names_line() {
         let mut text = ZOO.to_vec();
-        text.extend_from_slice(b"Max cpu time              lots                 unlimited  seconds\n");
+        text.extend_from_slice(
+            b"Max cpu time              lots                 unlimited  seconds\n",
+        );
         let e = parse_limits(&text).unwrap_err();
         assert_eq!(e.location, Location::Line(18));
     }
@@ -198,7 +226,9 @@ mod tests {
     #[test]
     fn limits_unknown_row_kept() {
         let mut text = ZOO.to_vec();
-        text.extend_from_slice(b"Max widgets               5                    6          things\n");
+        text.extend_from_slice(
+            b"Max widgets               5                    6          things\n",
+        );
         let l = parse_limits(&text).unwrap();
         assert_eq!(l.unknown.len(), 1);
     }

@@ -159,7 +159,11 @@ mod tests {
         assert_eq!((v[1].start, v[1].end), (2, Some(6)));
         assert_eq!(
             v[1].file,
-            Some(LockedFile { dev_major: 0xfe, dev_minor: 0, inode: 10011160 })
+            Some(LockedFile {
+                dev_major: 0xfe,
+                dev_minor: 0,
+                inode: 10011160
+            })
         );
         assert_eq!(v[2].class, LockClass::Flock);
         assert_eq!(v[2].mode, "ADVISORY");

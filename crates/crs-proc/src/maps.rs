@@ -470,10 +470,7 @@ pub struct SmapsEntry {
 }
 
 fn is_vma_header(line: &[u8]) -> bool {
-    let first = line
-        .split(|&b| b == b' ')
-        .next()
-        .unwrap_or(&[]);
+    let first = line.split(|&b| b == b' ').next().unwrap_or(&[]);
     match first.iter().position(|&b| b == b'-') {
         Some(p) => p > 0 && first[..p].iter().all(u8::is_ascii_hexdigit),
         None => false,
@@ -591,11 +588,23 @@ mod tests {
         assert_eq!(v.len(), 34);
         let first = &v[0];
         assert_eq!((first.start, first.end), (0x5587f5408000, 0x5587f540a000));
-        assert_eq!(first.perms, Perms { read: true, ..Perms::default() });
-        assert_eq!((first.dev_major, first.dev_minor, first.inode), (0xfe, 0, 10011163));
+        assert_eq!(
+            first.perms,
+            Perms {
+                read: true,
+                ..Perms::default()
+            }
+        );
+        assert_eq!(
+            (first.dev_major, first.dev_minor, first.inode),
+            (0xfe, 0, 10011163)
+        );
         assert_eq!(
             first.name,
-            VmaName::File { path: "/tmp/crsproc/zoo".into(), deleted: false }
+            VmaName::File {
+                path: "/tmp/crsproc/zoo".into(),
+                deleted: false
+            }
         );
         let heap = find(&v, &VmaName::Heap);
         assert!(heap.perms.write && !heap.perms.shared);
@@ -613,24 +622,33 @@ mod tests {
         let v = parse_maps(MAPS).unwrap();
         let d = find(
             &v,
-            &VmaName::File { path: "/tmp/crsproc/deleted file".into(), deleted: true },
+            &VmaName::File {
+                path: "/tmp/crsproc/deleted file".into(),
+                deleted: true,
+            },
         );
         assert!(d.perms.shared && d.perms.write);
         let memfd = find(
             &v,
-            &VmaName::File { path: "/memfd:crs memfd".into(), deleted: true },
+            &VmaName::File {
+                path: "/memfd:crs memfd".into(),
+                deleted: true,
+            },
         );
         assert_eq!((memfd.dev_major, memfd.dev_minor), (0, 1));
-        find(&v, &VmaName::File { path: "/dev/zero".into(), deleted: true });
+        find(
+            &v,
+            &VmaName::File {
+                path: "/dev/zero".into(),
+                deleted: true,
+            },
+        );
     }
 
     #[test]
     fn maps_anonymous_and_prot_none_parsed() {
         let v = parse_maps(MAPS).unwrap();
-        let none = v
-            .iter()
-            .find(|m| m.start == 0x7f1a09bff000)
-            .unwrap();
+        let none = v.iter().find(|m| m.start == 0x7f1a09bff000).unwrap();
         assert_eq!(none.perms, Perms::default());
         assert_eq!(none.name, VmaName::Anonymous);
         assert_eq!(none.len(), 0x1000);
@@ -650,7 +668,13 @@ mod tests {
         assert_eq!(v[3].name, VmaName::ThreadStack(123));
         assert_eq!(v[4].dev_major, 0x103);
         assert_eq!(v[4].offset, 0x1000);
-        assert_eq!(v[4].name, VmaName::File { path: "/a\nb".into(), deleted: false });
+        assert_eq!(
+            v[4].name,
+            VmaName::File {
+                path: "/a\nb".into(),
+                deleted: false
+            }
+        );
     }
 
     #[test]
@@ -663,7 +687,13 @@ mod tests {
         let text = b"1000-2000 r--p 00000000 00:00 0\n1000-2000 rq-p 00000000 00:00 0\n";
         let e = parse_maps(text).unwrap_err();
         assert_eq!(e.location, Location::Line(2));
-        assert!(matches!(e.kind, ParseErrorKind::Invalid { field: "permissions", .. }));
+        assert!(matches!(
+            e.kind,
+            ParseErrorKind::Invalid {
+                field: "permissions",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -694,7 +724,12 @@ mod tests {
         let flags: Vec<_> = first.vm_flags.iter().collect();
         assert_eq!(
             flags,
-            vec![VmFlag::Read, VmFlag::MayRead, VmFlag::MayWrite, VmFlag::MayExec]
+            vec![
+                VmFlag::Read,
+                VmFlag::MayRead,
+                VmFlag::MayWrite,
+                VmFlag::MayExec
+            ]
         );
         assert!(v.iter().any(|e| e.vm_flags.contains(VmFlag::HugePage)));
         assert!(v.iter().any(|e| e.vm_flags.contains(VmFlag::DontCopy)));

@@ -170,13 +170,56 @@ impl Stat {
 }
 
 const FIELDS: [&str; 50] = [
-    "state", "ppid", "pgrp", "session", "tty_nr", "tpgid", "flags", "minflt", "cminflt",
-    "majflt", "cmajflt", "utime", "stime", "cutime", "cstime", "priority", "nice",
-    "num_threads", "itrealvalue", "starttime", "vsize", "rss", "rsslim", "startcode",
-    "endcode", "startstack", "kstkesp", "kstkeip", "signal", "blocked", "sigignore",
-    "sigcatch", "wchan", "nswap", "cnswap", "exit_signal", "processor", "rt_priority",
-    "policy", "delayacct_blkio_ticks", "guest_time", "cguest_time", "start_data", "end_data",
-    "start_brk", "arg_start", "arg_end", "env_start", "env_end", "exit_code",
+    "state",
+    "ppid",
+    "pgrp",
+    "session",
+    "tty_nr",
+    "tpgid",
+    "flags",
+    "minflt",
+    "cminflt",
+    "majflt",
+    "cmajflt",
+    "utime",
+    "stime",
+    "cutime",
+    "cstime",
+    "priority",
+    "nice",
+    "num_threads",
+    "itrealvalue",
+    "starttime",
+    "vsize",
+    "rss",
+    "rsslim",
+    "startcode",
+    "endcode",
+    "startstack",
+    "kstkesp",
+    "kstkeip",
+    "signal",
+    "blocked",
+    "sigignore",
+    "sigcatch",
+    "wchan",
+    "nswap",
+    "cnswap",
+    "exit_signal",
+    "processor",
+    "rt_priority",
+    "policy",
+    "delayacct_blkio_ticks",
+    "guest_time",
+    "cguest_time",
+    "start_data",
+    "end_data",
+    "start_brk",
+    "arg_start",
+    "arg_end",
+    "env_start",
+    "env_end",
+    "exit_code",
 ];
 
 /// Parses `/proc/PID/stat`. comm runs from the first `(` to the last `)`, so a comm holding
@@ -358,6 +401,9 @@ mod tests {
         let mut line = b"1 (x) R x".to_vec();
         line.extend(std::iter::repeat_n(&b" 0"[..], 49).flatten());
         let e = parse_stat(&line).unwrap_err();
-        assert!(matches!(e.kind, ParseErrorKind::Invalid { field: "ppid", .. }), "{e}");
+        assert!(
+            matches!(e.kind, ParseErrorKind::Invalid { field: "ppid", .. }),
+            "{e}"
+        );
     }
 }

@@ -422,10 +422,14 @@ pub fn parse_status(bytes: &[u8]) -> Result<Status, ParseError> {
             }
             b"Seccomp_filters" => seccomp_filters = Some(ctx.dec("Seccomp_filters", v)?),
             b"Speculation_Store_Bypass" => {
-                ssb = Some(Speculation::from_text(ctx.text("Speculation_Store_Bypass", v)?))
+                ssb = Some(Speculation::from_text(
+                    ctx.text("Speculation_Store_Bypass", v)?,
+                ))
             }
             b"SpeculationIndirectBranch" => {
-                ib = Some(Speculation::from_text(ctx.text("SpeculationIndirectBranch", v)?))
+                ib = Some(Speculation::from_text(
+                    ctx.text("SpeculationIndirectBranch", v)?,
+                ))
             }
             b"Cpus_allowed_list" => cpus_allowed_list = Some(lossy(v)),
             b"Mems_allowed_list" => mems_allowed_list = Some(lossy(v)),
@@ -520,11 +524,20 @@ mod tests {
         assert!(!s.no_new_privs);
         assert_eq!(s.seccomp, SeccompMode::Disabled);
         assert_eq!(s.seccomp_filters, Some(0));
-        assert_eq!(s.speculation_store_bypass, Some(Speculation::ThreadVulnerable));
-        assert_eq!(s.speculation_indirect_branch, Some(Speculation::ConditionalEnabled));
+        assert_eq!(
+            s.speculation_store_bypass,
+            Some(Speculation::ThreadVulnerable)
+        );
+        assert_eq!(
+            s.speculation_indirect_branch,
+            Some(Speculation::ConditionalEnabled)
+        );
         assert_eq!(s.untag_mask, Some(u64::MAX));
         assert_eq!(s.cpus_allowed_list.as_deref(), Some("0-1"));
-        assert!(s.unknown.iter().any(|(k, v)| k == "Cpus_allowed" && v == "3"));
+        assert!(s
+            .unknown
+            .iter()
+            .any(|(k, v)| k == "Cpus_allowed" && v == "3"));
     }
 
     #[test]
@@ -555,7 +568,10 @@ Seccomp:\t2\nSeccomp_filters:\t3\nx86_Thread_features:\tshstk\n";
         assert_eq!(s.ns_pid, vec![40, 7, 1]);
         assert!(s.no_new_privs);
         assert_eq!(s.seccomp, SeccompMode::Filter);
-        assert_eq!(s.unknown, vec![("x86_Thread_features".into(), "shstk".into())]);
+        assert_eq!(
+            s.unknown,
+            vec![("x86_Thread_features".into(), "shstk".into())]
+        );
     }
 
     #[test]
@@ -581,7 +597,10 @@ Seccomp:\t2\nSeccomp_filters:\t3\nx86_Thread_features:\tshstk\n";
     fn status_bad_uid_count_is_invalid_with_line() {
         let e = parse_status(b"Name:\tx\nUid:\t0\t0\t0\n").unwrap_err();
         assert_eq!(e.location, Location::Line(2));
-        assert!(matches!(e.kind, ParseErrorKind::Invalid { field: "Uid", .. }));
+        assert!(matches!(
+            e.kind,
+            ParseErrorKind::Invalid { field: "Uid", .. }
+        ));
     }
 
     #[test]

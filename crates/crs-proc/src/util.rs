@@ -25,13 +25,6 @@ impl Ctx {
         }
     }
 
-    pub fn at_line(self, line: usize) -> Self {
-        Ctx {
-            loc: Location::Line(line),
-            ..self
-        }
-    }
-
     pub fn err(&self, kind: ParseErrorKind) -> ParseError {
         ParseError {
             file: self.file,
@@ -242,7 +235,10 @@ mod tests {
     fn lines_empty_input_yields_nothing() {
         assert_eq!(lines(b"").count(), 0);
         assert_eq!(lines(b"\n").count(), 1);
-        assert_eq!(lines(b"a\nb\n").collect::<Vec<_>>(), vec![(1, &b"a"[..]), (2, &b"b"[..])]);
+        assert_eq!(
+            lines(b"a\nb\n").collect::<Vec<_>>(),
+            vec![(1, &b"a"[..]), (2, &b"b"[..])]
+        );
     }
 
     #[test]
