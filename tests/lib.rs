@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod process;
+
 /// The shared/ directory that sits beside the repository (CI puts a copy there).
 /// `CRS_SHARED` overrides it.
 pub fn shared_dir() -> PathBuf {

@@ -2,7 +2,7 @@
 //! carry, and conversion of a whole image to and from crit's JSON form.
 
 use protobuf::reflect::{MessageDescriptor, ReflectValueRef};
-use protobuf::{Message, MessageDyn};
+use protobuf::{Message, MessageDyn, MessageFull};
 use serde_json::{json, Map, Value};
 
 use crate::error::{ImageError, Result};
@@ -146,6 +146,13 @@ fn decode_msg(
     md: &MessageDescriptor,
     e: &frame::RawEntry<'_>,
 ) -> Result<Box<dyn MessageDyn>> {
+    crate::wire::check(md, e.message).map_err(|source| ImageError::Wire {
+        image: cur.image().to_string(),
+        entry: e.index,
+        offset: e.offset,
+        message: md.name().to_string(),
+        source,
+    })?;
     md.parse_from_bytes(e.message)
         .map_err(|source| ImageError::Decode {
             image: cur.image().to_string(),
@@ -597,10 +604,17 @@ impl<'a> ImageReader<'a> {
     }
 
     /// Decodes the next entry as `M`, or `None` at the end.
-    pub fn next<M: Message>(&mut self) -> Result<Option<M>> {
+    pub fn next<M: MessageFull>(&mut self) -> Result<Option<M>> {
         let Some(e) = self.cursor.next_entry()? else {
             return Ok(None);
         };
+        crate::wire::check(&M::descriptor(), e.message).map_err(|source| ImageError::Wire {
+            image: self.cursor.image().to_string(),
+            entry: e.index,
+            offset: e.offset,
+            message: M::descriptor().name().to_string(),
+            source,
+        })?;
         M::parse_from_bytes(e.message)
             .map(Some)
             .map_err(|source| ImageError::Decode {
@@ -617,7 +631,7 @@ impl<'a> ImageReader<'a> {
     }
 
     /// Decodes every remaining entry as `M`.
-    pub fn all<M: Message>(&mut self) -> Result<Vec<M>> {
+    pub fn all<M: MessageFull>(&mut self) -> Result<Vec<M>> {
         let mut v = Vec::new();
         while let Some(m) = self.next()? {
             v.push(m);

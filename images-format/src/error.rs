@@ -62,6 +62,15 @@ pub enum ImageError {
         #[source]
         source: protobuf::Error,
     },
+    #[error("{image}: entry {entry} at offset {offset}: malformed {message}")]
+    Wire {
+        image: String,
+        entry: usize,
+        offset: usize,
+        message: String,
+        #[source]
+        source: crate::wire::WireError,
+    },
     #[error("{image}: entry {entry}: cannot encode {message}")]
     Encode {
         image: String,

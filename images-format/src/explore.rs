@@ -30,7 +30,11 @@ impl<'a> Dir<'a> {
         }
         let path = self.dir.join(name);
         let bytes = read_file(&path)?;
-        let v = decode_image(&path.display().to_string(), &bytes, DecodeOptions::default())?;
+        let v = decode_image(
+            &path.display().to_string(),
+            &bytes,
+            DecodeOptions::default(),
+        )?;
         let entries = v["entries"].as_array().cloned().unwrap_or_default();
         self.cache.insert(name.to_string(), entries.clone());
         Ok(entries)
@@ -38,12 +42,15 @@ impl<'a> Dir<'a> {
 
     fn first(&mut self, name: &str) -> Result<Value> {
         let path = self.dir.join(name).display().to_string();
-        self.entries(name)?.into_iter().next().ok_or(ImageError::Invalid {
-            image: path,
-            entry: 0,
-            offset: 0,
-            what: "image has no entries".into(),
-        })
+        self.entries(name)?
+            .into_iter()
+            .next()
+            .ok_or(ImageError::Invalid {
+                image: path,
+                entry: 0,
+                offset: 0,
+                what: "image has no entries".into(),
+            })
     }
 
     /// A human name for file `id` of type `ty` ("REG", "PIPE", ...).
@@ -117,9 +124,21 @@ pub fn ps(dir: &Path) -> Result<String> {
         }
     }
     let mut out = format!("{:>7}{:>7}{:>7}   {}\n", "PID", "PGID", "SID", "COMM");
-    fn show(out: &mut String, pid: u64, depth: usize, rows: &HashMap<u64, (u64, u64)>, comm: &BTreeMap<u64, String>, kids: &BTreeMap<u64, Vec<u64>>) {
+    fn show(
+        out: &mut String,
+        pid: u64,
+        depth: usize,
+        rows: &HashMap<u64, (u64, u64)>,
+        comm: &BTreeMap<u64, String>,
+        kids: &BTreeMap<u64, Vec<u64>>,
+    ) {
         let (pgid, sid) = rows[&pid];
-        let _ = writeln!(out, "{pid:>7}{pgid:>7}{sid:>7}   {}{}", " ".repeat(4 * depth), comm[&pid]);
+        let _ = writeln!(
+            out,
+            "{pid:>7}{pgid:>7}{sid:>7}   {}{}",
+            " ".repeat(4 * depth),
+            comm[&pid]
+        );
         for k in kids.get(&pid).into_iter().flatten() {
             show(out, *k, depth + 1, rows, comm, kids);
         }

@@ -22,5 +22,6 @@ pub mod json;
 pub mod magic;
 pub mod registry;
 pub mod textcodec;
+pub mod wire;
 
 pub use error::{ImageError, Result};

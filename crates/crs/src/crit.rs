@@ -79,7 +79,9 @@ fn read_input(path: Option<&PathBuf>) -> Result<(String, Vec<u8>)> {
         }
         None => {
             let mut bytes = Vec::new();
-            std::io::stdin().read_to_end(&mut bytes).context("reading stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading stdin")?;
             Ok(("<stdin>".to_string(), bytes))
         }
     }
@@ -90,7 +92,9 @@ fn write_output(path: Option<&PathBuf>, bytes: &[u8]) -> Result<()> {
         Some(p) => std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display())),
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(bytes).and_then(|()| out.flush()).context("writing stdout")
+            out.write_all(bytes)
+                .and_then(|()| out.flush())
+                .context("writing stdout")
         }
     }
 }
@@ -103,7 +107,8 @@ fn decode_to(input: Option<&PathBuf>, output: Option<&PathBuf>, opts: DecodeOpti
             bail!("{image} holds raw data ({kind}), not entries; nothing to decode")
         }
         Err(e @ ImageError::BadMagic { .. }) => {
-            return Err(anyhow::Error::new(e).context("maybe this is an image with raw data (e.g. pages-*.img)?"))
+            return Err(anyhow::Error::new(e)
+                .context("maybe this is an image with raw data (e.g. pages-*.img)?"))
         }
         Err(e) => return Err(e.into()),
     };
@@ -138,8 +143,9 @@ pub fn show(a: &ShowArgs) -> Result<()> {
 
 pub fn encode(a: &EncodeArgs) -> Result<()> {
     let (name, bytes) = read_input(a.input.as_ref())?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{name}: not JSON (encode expects crit's JSON form of an image)"))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!("{name}: not JSON (encode expects crit's JSON form of an image)")
+    })?;
     let image = encode_image(&name, &value)?;
     write_output(a.output.as_ref(), &image)
 }
@@ -148,7 +154,14 @@ pub fn info(a: &InfoArgs) -> Result<()> {
     let name = a.input.display().to_string();
     let bytes = std::fs::read(&a.input).with_context(|| format!("reading {name}"))?;
     let (magic, start) = frame::parse_header(&name, &bytes)?;
-    let value = decode_image(&name, &bytes, DecodeOptions { pretty: false, no_payload: true })?;
+    let value = decode_image(
+        &name,
+        &bytes,
+        DecodeOptions {
+            pretty: false,
+            no_payload: true,
+        },
+    )?;
     let mut count = value["entries"].as_array().map_or(0, Vec::len);
     if magic.name == "PAGEMAP" {
         count = count.saturating_sub(1);

@@ -28,7 +28,11 @@ impl Formatter for Compact {
     fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(b": ")
     }
-    fn write_string_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         write_ascii(w, fragment)
     }
 }
@@ -64,7 +68,11 @@ impl Formatter for Pretty<'_> {
     fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.0.end_object_value(w)
     }
-    fn write_string_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         write_ascii(w, fragment)
     }
 }
@@ -90,7 +98,10 @@ fn write_ascii<W: ?Sized + Write>(w: &mut W, fragment: &str) -> io::Result<()> {
 pub fn to_string(value: &serde_json::Value, pretty: bool) -> String {
     let mut out = Vec::new();
     let r = if pretty {
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, Pretty(PrettyFormatter::with_indent(b"    ")));
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut out,
+            Pretty(PrettyFormatter::with_indent(b"    ")),
+        );
         value.serialize(&mut ser)
     } else {
         let mut ser = serde_json::Serializer::with_formatter(&mut out, Compact);
@@ -111,11 +122,17 @@ mod tests {
 
     #[test]
     fn compact_uses_python_separators() {
-        assert_eq!(to_string(&json!({"a": [1, 2], "b": "x"}), false), r#"{"a": [1, 2], "b": "x"}"#);
+        assert_eq!(
+            to_string(&json!({"a": [1, 2], "b": "x"}), false),
+            r#"{"a": [1, 2], "b": "x"}"#
+        );
     }
 
     #[test]
     fn pretty_indents_by_four_and_escapes_non_ascii() {
-        assert_eq!(to_string(&json!({"a": "é"}), true), "{\n    \"a\": \"\\u00e9\"\n}");
+        assert_eq!(
+            to_string(&json!({"a": "é"}), true),
+            "{\n    \"a\": \"\\u00e9\"\n}"
+        );
     }
 }
