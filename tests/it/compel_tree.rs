@@ -10,6 +10,8 @@ use crs_tests::process::{skip_unless_root, ProcessGuard};
 
 const ITERATIONS: usize = 500;
 const PAGE: u64 = 4096;
+/// Iterations between two progress checks of the workload.
+const TICK_EVERY: usize = 10;
 
 fn start_tree(children: &str) -> ProcessGuard {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_compel_tree"));
@@ -64,7 +66,7 @@ fn inject_round(tree: &mut SeizedTree) {
                 .syscall(tid, libc::SYS_mmap, [0, PAGE, prot, flags, u64::MAX, 0])
                 .expect("mmap");
             assert!(
-                addr > 0 && addr as u64 % PAGE == 0,
+                addr > 0 && addr as u64 & (PAGE - 1) == 0,
                 "mmap in {tid} gave {addr:#x}"
             );
             let ret = tree
@@ -80,7 +82,7 @@ fn compel_tree_seize_inject_release_500_times_workload_passes() {
     if skip_unless_root("compel_tree_seize_inject_release_500_times_workload_passes") {
         return;
     }
-    let wl = start_tree("2");
+    let mut wl = start_tree("2");
 
     // Shape and state, once.
     let tree = SeizedTree::seize(wl.pid(), &SeizeOptions::default()).expect("seize");
@@ -117,6 +119,13 @@ fn compel_tree_seize_inject_release_500_times_workload_passes() {
         inject_round(&mut tree);
         tree.release(Release::Detach)
             .unwrap_or_else(|e| panic!("release #{i}: {e}"));
+        if i % TICK_EVERY == TICK_EVERY - 1 {
+            // Every thread of every process must move before the next holds: the tree
+            // lives between holds, and no thread is starved long enough to make a sleep
+            // look late.
+            wl.send_line("tick").expect("tick");
+            wl.expect_line("tick");
+        }
     }
     eprintln!(
         "compel_tree: {ITERATIONS} x (seize 24 threads, 102 syscalls, release) in {:?}",

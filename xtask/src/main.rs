@@ -1,1 +1,119 @@
-fn main() {}
+//! Project tasks: `cargo xtask demo|test|lint|fuzz|bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut c: Command) -> Result<()> {
+    eprintln!("+ {c:?}");
+    let st = c.status().with_context(|| format!("running {c:?}"))?;
+    if !st.success() {
+        bail!("{c:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn have_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The whole test suite: builds the crs binary the end-to-end tests drive,
+/// then runs every test of every crate (nextest when present: each test in its
+/// own process, which ptrace-heavy tests want).
+fn test(extra: &[String]) -> Result<()> {
+    let mut b = cargo();
+    b.args(["build", "--workspace", "--bins"]);
+    run(b)?;
+    let mut t = cargo();
+    if have_nextest() {
+        t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        t.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    t.args(extra);
+    run(t)
+}
+
+fn lint() -> Result<()> {
+    let mut f = cargo();
+    f.args(["fmt", "--all", "--", "--check"]);
+    run(f)?;
+    let mut c = cargo();
+    c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run(c)
+}
+
+/// Runs each fuzz target for `secs` seconds (needs cargo-fuzz and nightly).
+fn fuzz(secs: u64) -> Result<()> {
+    let out = Command::new("cargo").args(["fuzz", "list"]).current_dir(root().join("fuzz")).output();
+    let targets = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => bail!("cargo-fuzz is needed: cargo install cargo-fuzz (and a nightly toolchain)"),
+    };
+    for t in targets.lines().map(str::trim).filter(|t| !t.is_empty()) {
+        let mut c = Command::new("cargo");
+        c.current_dir(root().join("fuzz")).args([
+            "+nightly",
+            "fuzz",
+            "run",
+            t,
+            "--",
+            &format!("-max_total_time={secs}"),
+            "-rss_limit_mb=512",
+        ]);
+        run(c)?;
+    }
+    Ok(())
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args(["bench", "-p", "crs-benches"]).args(extra);
+    run(c)
+}
+
+fn demo() -> Result<()> {
+    let mut b = cargo();
+    b.args(["build", "--release", "-p", "crs", "-p", "crs-tests", "--bins"]);
+    run(b)?;
+    let mut d = Command::new(root().join("target/release/crs-demo"));
+    d.arg(root().join("target/release/crs"));
+    run(d)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
+    let r = match args.first().map(String::as_str) {
+        Some("test") => test(rest),
+        Some("lint") => lint(),
+        Some("fuzz") => fuzz(rest.first().and_then(|s| s.parse().ok()).unwrap_or(60)),
+        Some("bench") => bench(rest),
+        Some("demo") => demo(),
+        _ => {
+            eprintln!("usage: cargo xtask demo|test|lint|fuzz [SECS]|bench");
+            return ExitCode::from(2);
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -5,9 +5,13 @@
 //! Errors are plain `std::io::Error` (the errno); callers add context.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod futex;
 pub mod pidfd;
+pub mod probe;
 pub mod ptrace;
 pub mod remote;
+pub mod seccomp;
+pub mod time;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

@@ -62,11 +62,15 @@ pub const PEEKSIGINFO_SHARED: u32 = 1;
 /// x86_64 general-purpose registers as PTRACE_GETREGS transfers them.
 pub type UserRegs = libc::user_regs_struct;
 
-/// One raw request with integer arguments.
-fn raw(request: u32, tid: Tid, addr: u64, data: u64) -> io::Result<libc::c_long> {
-    // SAFETY: every request routed here takes `addr`/`data` as plain integers (options,
-    // signal numbers, sizes) or as pointers that the caller built from a live buffer of the
-    // size the request needs (see each caller). The kernel validates the tracee.
+/// One raw request.
+///
+/// # Safety
+///
+/// When `request` interprets `addr` or `data` as a pointer, it must point to live memory
+/// of the size and layout that request reads or writes, exclusively borrowed if written.
+unsafe fn raw(request: u32, tid: Tid, addr: u64, data: u64) -> io::Result<libc::c_long> {
+    // SAFETY: the caller guarantees pointer arguments are valid for this request (see
+    // above); integer arguments touch no memory. The kernel validates the tracee itself.
     let ret = unsafe {
         libc::ptrace(
             request as _,
@@ -80,54 +84,63 @@ fn raw(request: u32, tid: Tid, addr: u64, data: u64) -> io::Result<libc::c_long>
 
 /// PTRACE_SEIZE with `options` (an `opt::*` mask). Does not stop the thread.
 pub fn seize(tid: Tid, options: u64) -> io::Result<()> {
-    raw(req::SEIZE, tid, 0, options).map(drop)
+    // SAFETY: this request takes integers only; no memory of ours is touched.
+    unsafe { raw(req::SEIZE, tid, 0, options) }.map(drop)
 }
 
 /// PTRACE_INTERRUPT: ask a seized thread to stop (reported as PTRACE_EVENT_STOP).
 pub fn interrupt(tid: Tid) -> io::Result<()> {
-    raw(req::INTERRUPT, tid, 0, 0).map(drop)
+    // SAFETY: this request takes integers only; no memory of ours is touched.
+    unsafe { raw(req::INTERRUPT, tid, 0, 0) }.map(drop)
 }
 
 /// PTRACE_SETOPTIONS.
 pub fn set_options(tid: Tid, options: u64) -> io::Result<()> {
-    raw(req::SETOPTIONS, tid, 0, options).map(drop)
+    // SAFETY: this request takes integers only; no memory of ours is touched.
+    unsafe { raw(req::SETOPTIONS, tid, 0, options) }.map(drop)
 }
 
 /// PTRACE_CONT, delivering `sig` (0 for none).
 pub fn cont(tid: Tid, sig: i32) -> io::Result<()> {
-    raw(req::CONT, tid, 0, sig as u64).map(drop)
+    // SAFETY: this request takes integers only; no memory of ours is touched.
+    unsafe { raw(req::CONT, tid, 0, sig as u64) }.map(drop)
 }
 
 /// PTRACE_SYSCALL: resume until the next syscall entry or exit, delivering `sig`.
 pub fn syscall(tid: Tid, sig: i32) -> io::Result<()> {
-    raw(req::SYSCALL, tid, 0, sig as u64).map(drop)
+    // SAFETY: this request takes integers only; no memory of ours is touched.
+    unsafe { raw(req::SYSCALL, tid, 0, sig as u64) }.map(drop)
 }
 
 /// PTRACE_DETACH, delivering `sig` (0 for none).
 pub fn detach(tid: Tid, sig: i32) -> io::Result<()> {
-    raw(req::DETACH, tid, 0, sig as u64).map(drop)
+    // SAFETY: this request takes integers only; no memory of ours is touched.
+    unsafe { raw(req::DETACH, tid, 0, sig as u64) }.map(drop)
 }
 
 /// PTRACE_GETEVENTMSG.
 pub fn get_event_msg(tid: Tid) -> io::Result<u64> {
     let mut msg: libc::c_ulong = 0;
     let ptr = &mut msg as *mut libc::c_ulong as u64;
-    // `ptr` points at a live c_ulong, the size the request writes.
-    raw(req::GETEVENTMSG, tid, 0, ptr)?;
+    // SAFETY: `ptr` points at a live, exclusively borrowed c_ulong: what the request writes.
+    unsafe { raw(req::GETEVENTMSG, tid, 0, ptr) }?;
     Ok(msg)
 }
 
 /// PTRACE_GETREGS.
 pub fn get_regs(tid: Tid) -> io::Result<UserRegs> {
     let mut regs = MaybeUninit::<UserRegs>::uninit();
-    raw(req::GETREGS, tid, 0, regs.as_mut_ptr() as u64)?;
+    // SAFETY: `regs` is live, exclusively borrowed storage for one user_regs_struct, which
+    // is exactly what GETREGS writes.
+    unsafe { raw(req::GETREGS, tid, 0, regs.as_mut_ptr() as u64) }?;
     // SAFETY: GETREGS succeeded, so the kernel wrote a whole user_regs_struct into `regs`.
     Ok(unsafe { regs.assume_init() })
 }
 
 /// PTRACE_SETREGS.
 pub fn set_regs(tid: Tid, regs: &UserRegs) -> io::Result<()> {
-    raw(req::SETREGS, tid, 0, regs as *const UserRegs as u64).map(drop)
+    // SAFETY: `regs` is a live user_regs_struct that SETREGS only reads.
+    unsafe { raw(req::SETREGS, tid, 0, regs as *const UserRegs as u64) }.map(drop)
 }
 
 /// PTRACE_GETREGSET of note type `nt` into `buf`; returns the number of bytes the kernel
@@ -137,9 +150,17 @@ pub fn get_regset(tid: Tid, nt: u32, buf: &mut [u8]) -> io::Result<usize> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // The iovec describes `buf`, live and exclusively borrowed; the kernel writes at most
-    // iov_len bytes there and updates iov_len.
-    raw(req::GETREGSET, tid, nt as u64, &mut iov as *mut libc::iovec as u64)?;
+    // SAFETY: `iov` is a live iovec describing `buf`, which is exclusively borrowed and
+    // `iov_len` bytes long; the kernel writes at most that many bytes there and updates
+    // `iov.iov_len`.
+    unsafe {
+        raw(
+            req::GETREGSET,
+            tid,
+            nt as u64,
+            &mut iov as *mut libc::iovec as u64,
+        )
+    }?;
     Ok(iov.iov_len)
 }
 
@@ -149,8 +170,17 @@ pub fn set_regset(tid: Tid, nt: u32, buf: &[u8]) -> io::Result<()> {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    // The kernel only reads `buf` through this iovec.
-    raw(req::SETREGSET, tid, nt as u64, &iov as *const libc::iovec as u64).map(drop)
+    // SAFETY: `iov` is a live iovec describing `buf` (live, `iov_len` bytes); the kernel only
+    // reads through it.
+    unsafe {
+        raw(
+            req::SETREGSET,
+            tid,
+            nt as u64,
+            &iov as *const libc::iovec as u64,
+        )
+    }
+    .map(drop)
 }
 
 /// PTRACE_GETSIGMASK: the thread's blocked-signal mask (bit n-1 = signal n). When the
@@ -158,7 +188,15 @@ pub fn set_regset(tid: Tid, nt: u32, buf: &[u8]) -> io::Result<()> {
 /// the mask that will be restored, i.e. the thread's own.
 pub fn get_sigmask(tid: Tid) -> io::Result<u64> {
     let mut mask: u64 = 0;
-    raw(req::GETSIGMASK, tid, size_of::<u64>() as u64, &mut mask as *mut u64 as u64)?;
+    // SAFETY: `addr` says 8 bytes and `data` points at a live, exclusively borrowed u64.
+    unsafe {
+        raw(
+            req::GETSIGMASK,
+            tid,
+            size_of::<u64>() as u64,
+            &mut mask as *mut u64 as u64,
+        )
+    }?;
     Ok(mask)
 }
 
@@ -166,7 +204,16 @@ pub fn get_sigmask(tid: Tid) -> io::Result<u64> {
 /// pending "restore the saved mask" of the thread; a restarted ppoll/sigsuspend reinstalls
 /// its temporary mask itself.
 pub fn set_sigmask(tid: Tid, mask: u64) -> io::Result<()> {
-    raw(req::SETSIGMASK, tid, size_of::<u64>() as u64, &mask as *const u64 as u64).map(drop)
+    // SAFETY: `addr` says 8 bytes and `data` points at a live u64 the kernel only reads.
+    unsafe {
+        raw(
+            req::SETSIGMASK,
+            tid,
+            size_of::<u64>() as u64,
+            &mask as *const u64 as u64,
+        )
+    }
+    .map(drop)
 }
 
 /// Layout of `struct ptrace_peeksiginfo_args`.
@@ -191,13 +238,16 @@ pub fn peek_siginfo(
         flags: if shared { PEEKSIGINFO_SHARED } else { 0 },
         nr: i32::try_from(buf.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
     };
-    // `args` is a live struct of the kernel's layout; `buf` has room for `nr` siginfos.
-    let n = raw(
-        req::PEEKSIGINFO,
-        tid,
-        &args as *const PeekSiginfoArgs as u64,
-        buf.as_mut_ptr() as u64,
-    )?;
+    // SAFETY: `args` is a live struct with the kernel's layout (read only); `buf` is
+    // exclusively borrowed with room for `nr` siginfo_t, the most the kernel copies.
+    let n = unsafe {
+        raw(
+            req::PEEKSIGINFO,
+            tid,
+            &args as *const PeekSiginfoArgs as u64,
+            buf.as_mut_ptr() as u64,
+        )
+    }?;
     Ok(n as usize)
 }
 
@@ -231,12 +281,20 @@ pub struct SockFilter {
 /// PTRACE_SECCOMP_GET_FILTER: the BPF program of the `index`-th seccomp filter of the
 /// thread (0 = most recently installed). ENOENT past the last filter.
 pub fn seccomp_get_filter(tid: Tid, index: u64) -> io::Result<Vec<SockFilter>> {
-    // With a null buffer the kernel returns the instruction count.
-    let count = raw(req::SECCOMP_GET_FILTER, tid, index, 0)? as usize;
+    // SAFETY: with a null buffer the kernel writes nothing and returns the instruction count.
+    let count = unsafe { raw(req::SECCOMP_GET_FILTER, tid, index, 0) }? as usize;
     let mut prog = vec![SockFilter::default(); count];
-    // `prog` has room for `count` instructions, which is what the kernel copies; the
-    // filter cannot change while the tracee is stopped.
-    let n = raw(req::SECCOMP_GET_FILTER, tid, index, prog.as_mut_ptr() as u64)? as usize;
+    // SAFETY: `prog` is exclusively borrowed with room for `count` instructions, which is
+    // what the kernel copies: filters are immutable once installed, and an index names the
+    // same filter while the tracee is stopped (only the thread itself can add filters).
+    let n = unsafe {
+        raw(
+            req::SECCOMP_GET_FILTER,
+            tid,
+            index,
+            prog.as_mut_ptr() as u64,
+        )
+    }? as usize;
     prog.truncate(n);
     Ok(prog)
 }
@@ -254,13 +312,16 @@ pub fn seccomp_get_metadata(tid: Tid, index: u64) -> io::Result<u64> {
         filter_off: index,
         flags: 0,
     };
-    // `md` is a live struct of the kernel's layout and `addr` is its size.
-    raw(
-        req::SECCOMP_GET_METADATA,
-        tid,
-        size_of::<SeccompMetadata>() as u64,
-        &mut md as *mut SeccompMetadata as u64,
-    )?;
+    // SAFETY: `md` is a live, exclusively borrowed struct of the kernel's layout and `addr`
+    // is its size, so the kernel reads and writes only inside it.
+    unsafe {
+        raw(
+            req::SECCOMP_GET_METADATA,
+            tid,
+            size_of::<SeccompMetadata>() as u64,
+            &mut md as *mut SeccompMetadata as u64,
+        )
+    }?;
     Ok(md.flags)
 }
 
@@ -278,13 +339,16 @@ pub struct RseqConfiguration {
 /// PTRACE_GET_RSEQ_CONFIGURATION. A thread without rseq has a zero pointer and size.
 pub fn get_rseq_configuration(tid: Tid) -> io::Result<RseqConfiguration> {
     let mut conf = RseqConfiguration::default();
-    // `conf` is a live struct of the kernel's layout and `addr` is its size.
-    raw(
-        req::GET_RSEQ_CONFIGURATION,
-        tid,
-        size_of::<RseqConfiguration>() as u64,
-        &mut conf as *mut RseqConfiguration as u64,
-    )?;
+    // SAFETY: `conf` is a live, exclusively borrowed struct of the kernel's layout and
+    // `addr` is its size, so the kernel writes only inside it.
+    unsafe {
+        raw(
+            req::GET_RSEQ_CONFIGURATION,
+            tid,
+            size_of::<RseqConfiguration>() as u64,
+            &mut conf as *mut RseqConfiguration as u64,
+        )
+    }?;
     Ok(conf)
 }
 
@@ -346,6 +410,18 @@ pub fn wait(tid: Tid) -> io::Result<Stop> {
     }
 }
 
+/// `waitpid(tid, __WALL | WNOHANG)`: `None` when `tid` has nothing to report.
+pub fn try_wait(tid: Tid) -> io::Result<Option<Stop>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a live int the kernel writes; no other memory is touched.
+    let ret = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        _ => Ok(Some(Stop::from_status(status))),
+    }
+}
+
 /// `tgkill(tgid, tid, sig)`.
 pub fn tgkill(tgid: Tid, tid: Tid, sig: i32) -> io::Result<()> {
     // SAFETY: tgkill takes integers only.
@@ -372,12 +448,18 @@ mod tests {
     #[test]
     fn stop_from_status_realtime_signal_is_signal() {
         let status = ((libc::SIGRTMIN() + 3) << 8) | 0x7f;
-        assert_eq!(Stop::from_status(status), Stop::Signal(libc::SIGRTMIN() + 3));
+        assert_eq!(
+            Stop::from_status(status),
+            Stop::Signal(libc::SIGRTMIN() + 3)
+        );
     }
 
     #[test]
     fn stop_from_status_killed_is_signaled() {
-        assert_eq!(Stop::from_status(libc::SIGKILL), Stop::Signaled(libc::SIGKILL));
+        assert_eq!(
+            Stop::from_status(libc::SIGKILL),
+            Stop::Signaled(libc::SIGKILL)
+        );
     }
 
     #[test]

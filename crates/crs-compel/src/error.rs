@@ -1,0 +1,186 @@
+use std::io;
+use std::path::PathBuf;
+
+use crs_sys::{RemoteAddr, Tid};
+
+/// Everything that can fail while holding a tree.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("process {pid} does not exist")]
+    NoSuchProcess { pid: Tid },
+    #[error("process {pid} is crs itself")]
+    SelfInTree { pid: Tid },
+    #[error("listing the threads of process {pid}")]
+    ListThreads {
+        pid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the children of thread {tid}")]
+    ListChildren {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading /proc/{tid}/status")]
+    Status {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("seizing thread {tid}")]
+    Seize {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("thread {tid} is already traced by process {tracer}")]
+    AlreadyTraced { tid: Tid, tracer: Tid },
+    #[error("interrupting thread {tid}")]
+    Interrupt {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("waiting for thread {tid} to stop")]
+    Wait {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("resuming thread {tid}")]
+    Resume {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("thread {tid} is not held by this tree")]
+    NotSeized { tid: Tid },
+    #[error("thread {tid} exited while held")]
+    ThreadGone { tid: Tid },
+    #[error(
+        "thread {tid} got signal {signo} while running an injected syscall (the signal is lost)"
+    )]
+    UnexpectedSignal { tid: Tid, signo: i32 },
+    #[error(
+        "thread {tid} runs in compat mode (cs {cs:#x}); only native 64-bit tasks are supported"
+    )]
+    CompatMode { tid: Tid, cs: u64 },
+    #[error("reading the registers of thread {tid}")]
+    GetRegs {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing the registers of thread {tid}")]
+    SetRegs {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the extended FPU state of thread {tid}")]
+    GetXstate {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing the extended FPU state of thread {tid}")]
+    SetXstate {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the signal mask of thread {tid}")]
+    GetSigmask {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing the signal mask of thread {tid}")]
+    SetSigmask {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("peeking the {} signal queue of thread {tid}", if *.shared { "shared" } else { "private" })]
+    PeekSiginfo {
+        tid: Tid,
+        shared: bool,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading seccomp filter {index} of thread {tid}")]
+    SeccompFilter {
+        tid: Tid,
+        index: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the rseq configuration of thread {tid}")]
+    Rseq {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading /proc/{pid}/maps")]
+    Maps {
+        pid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no executable syscall instruction found in process {pid}")]
+    NoSyscallSite { pid: Tid },
+    #[error("mapping the scratch area in process {pid} failed with errno {errno}")]
+    ScratchMap { pid: Tid, errno: i64 },
+    #[error("reading {len:#x} bytes at {addr} of process {pid}")]
+    RemoteRead {
+        pid: Tid,
+        addr: RemoteAddr,
+        len: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing {len:#x} bytes at {addr} of process {pid}")]
+    RemoteWrite {
+        pid: Tid,
+        addr: RemoteAddr,
+        len: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening a pidfd for process {pid}")]
+    PidfdOpen {
+        pid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("taking fd {fd} of process {pid}")]
+    GetFd {
+        pid: Tid,
+        fd: i32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cgroup {path} has no freezer (neither cgroup.freeze nor freezer.state)")]
+    NoFreezer { path: PathBuf },
+    #[error("writing the freezer state of cgroup {path}")]
+    Freeze {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cgroup {path} did not reach the frozen state within {timeout_ms} ms")]
+    FreezeTimeout { path: PathBuf, timeout_ms: u64 },
+    #[error("detaching thread {tid}")]
+    Detach {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("killing process {pid}")]
+    Kill {
+        pid: Tid,
+        #[source]
+        source: io::Error,
+    },
+}

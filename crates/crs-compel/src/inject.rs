@@ -1,0 +1,288 @@
+//! Running syscalls inside a held thread, and reaching its memory and files.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use crs_sys::ptrace::{self, Stop};
+use crs_sys::remote::{self, RemoteRange};
+use crs_sys::{pidfd, RemoteAddr, Tid};
+use tracing::{debug, trace};
+
+use crate::arch::{Arch, Host};
+use crate::tree::{SeizedThread, SeizedTree};
+use crate::{procfs, Error, Result};
+
+/// Size of the scratch area mapped on demand in a process for pointer arguments.
+pub const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Every signal blocked (the kernel keeps SIGKILL and SIGSTOP deliverable).
+const BLOCK_ALL: u64 = !0;
+
+/// How much of an executable mapping is read at a time while looking for a syscall
+/// instruction.
+const SCAN_CHUNK: usize = 64 * 1024;
+
+impl SeizedTree {
+    /// Runs syscall `nr` with `args` in held thread `tid`, in the thread's own context, and
+    /// returns the raw result (`-errno` on failure). The thread's registers and signal mask
+    /// are put back exactly afterwards.
+    pub fn syscall(&mut self, tid: Tid, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let pid = self.pid_of(tid)?;
+        let site = self.syscall_site(pid)?;
+        let thread = self.thread_mut(tid)?;
+        let ret = inject(thread, site, nr, &args)?;
+        trace!(tid, nr, ret, "injected syscall");
+        Ok(ret)
+    }
+
+    /// The address of a `syscall` instruction in process `pid` that injected syscalls run
+    /// from: found once (the vDSO first, then any readable executable mapping) and cached.
+    pub fn syscall_site(&mut self, pid: Tid) -> Result<RemoteAddr> {
+        let proc_ = self.procs.get(&pid).ok_or(Error::NotSeized { tid: pid })?;
+        if let Some(site) = proc_.syscall_site {
+            return Ok(site);
+        }
+        let site = find_syscall_site(pid)?;
+        debug!(pid, %site, "syscall site");
+        self.procs
+            .get_mut(&pid)
+            .expect("checked above")
+            .syscall_site = Some(site);
+        Ok(site)
+    }
+
+    /// Makes injected syscalls of process `pid` run from the `syscall` instruction at `site`
+    /// (the caller vouches that it is one, and executable).
+    pub fn set_syscall_site(&mut self, pid: Tid, site: RemoteAddr) -> Result<()> {
+        let proc_ = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(Error::NotSeized { tid: pid })?;
+        proc_.syscall_site = Some(site);
+        Ok(())
+    }
+
+    /// A private read-write area of [`SCRATCH_SIZE`] bytes in process `pid`, for syscall
+    /// arguments that are pointers. Mapped on first use by an injected mmap; unmapped at
+    /// release.
+    pub fn scratch(&mut self, pid: Tid) -> Result<RemoteRange> {
+        let proc_ = self.procs.get(&pid).ok_or(Error::NotSeized { tid: pid })?;
+        if let Some(s) = proc_.scratch {
+            return Ok(s);
+        }
+        let tid = proc_
+            .threads
+            .first()
+            .ok_or(Error::NotSeized { tid: pid })?
+            .tid;
+        let ret = self.syscall(
+            tid,
+            libc::SYS_mmap,
+            [
+                0,
+                SCRATCH_SIZE as u64,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        if (-4095..0).contains(&ret) {
+            return Err(Error::ScratchMap { pid, errno: -ret });
+        }
+        let range = RemoteRange {
+            addr: RemoteAddr(ret as u64),
+            len: SCRATCH_SIZE,
+        };
+        debug!(pid, addr = %range.addr, "scratch mapped");
+        self.procs.get_mut(&pid).expect("checked above").scratch = Some(range);
+        Ok(range)
+    }
+
+    pub(crate) fn unmap_scratch(&mut self, pid: Tid) -> Result<()> {
+        let Some(proc_) = self.procs.get_mut(&pid) else {
+            return Ok(());
+        };
+        let Some(range) = proc_.scratch.take() else {
+            return Ok(());
+        };
+        let Some(tid) = proc_.threads.first().map(|t| t.tid) else {
+            return Ok(());
+        };
+        let ret = self.syscall(
+            tid,
+            libc::SYS_munmap,
+            [range.addr.get(), range.len as u64, 0, 0, 0, 0],
+        )?;
+        if ret != 0 {
+            debug!(pid, ret, "munmap of the scratch area failed");
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `addr` of process `pid` (process_vm_readv).
+    pub fn read_memory(&self, pid: Tid, addr: RemoteAddr, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len();
+        remote::read_exact(pid, addr, buf).map_err(|source| Error::RemoteRead {
+            pid,
+            addr,
+            len,
+            source,
+        })
+    }
+
+    /// Writes `buf` at `addr` of process `pid` (process_vm_writev; honours protections).
+    pub fn write_memory(&self, pid: Tid, addr: RemoteAddr, buf: &[u8]) -> Result<()> {
+        remote::write_all(pid, addr, buf).map_err(|source| Error::RemoteWrite {
+            pid,
+            addr,
+            len: buf.len(),
+            source,
+        })
+    }
+
+    /// A duplicate in crs of file descriptor `fd` of process `pid` (pidfd_getfd).
+    pub fn take_fd(&self, pid: Tid, fd: i32) -> Result<OwnedFd> {
+        let proc_ = self.procs.get(&pid).ok_or(Error::NotSeized { tid: pid })?;
+        let opened;
+        let pfd = match &proc_.pidfd {
+            Some(p) => p.as_fd(),
+            None => {
+                opened =
+                    pidfd::pidfd_open(pid, 0).map_err(|source| Error::PidfdOpen { pid, source })?;
+                opened.as_fd()
+            }
+        };
+        pidfd::pidfd_getfd(pfd, fd).map_err(|source| Error::GetFd { pid, fd, source })
+    }
+}
+
+fn find_syscall_site(pid: Tid) -> Result<RemoteAddr> {
+    let mut maps = procfs::exec_mappings(pid).map_err(|source| Error::Maps { pid, source })?;
+    // The vDSO first: small, always there, identical in every task.
+    maps.sort_by_key(|&(_, _, vdso)| !vdso);
+    let insn = Host::SYSCALL_INSN;
+    let mut buf = vec![0u8; SCAN_CHUNK];
+    for (start, end, _) in maps {
+        let mut at = start;
+        while at < end {
+            let len = ((end - at) as usize).min(SCAN_CHUNK);
+            let Ok(n) = remote::process_vm_readv(
+                pid,
+                &mut [io::IoSliceMut::new(&mut buf[..len])],
+                &[RemoteRange {
+                    addr: RemoteAddr(at),
+                    len,
+                }],
+            ) else {
+                break;
+            };
+            if n == 0 {
+                break;
+            }
+            if let Some(off) = buf[..n].windows(insn.len()).position(|w| w == insn) {
+                return Ok(RemoteAddr(at + off as u64));
+            }
+            // Overlap so an instruction across the chunk border is not missed.
+            at += (n - (insn.len() - 1)).max(1) as u64;
+        }
+    }
+    Err(Error::NoSyscallSite { pid })
+}
+
+/// Runs one syscall in `thread` and puts it back as it was.
+fn inject(thread: &mut SeizedThread, site: RemoteAddr, nr: i64, args: &[u64; 6]) -> Result<i64> {
+    let tid = thread.tid;
+    let saved = thread.regs;
+    Host::check_native(&saved).map_err(|cs| Error::CompatMode { tid, cs })?;
+    ptrace::set_sigmask(tid, BLOCK_ALL).map_err(|source| Error::SetSigmask { tid, source })?;
+    let run = run_syscall(thread, site, nr, args);
+    let back = put_back(thread);
+    match (run, back) {
+        (Ok(ret), Ok(())) => Ok(ret),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+fn run_syscall(
+    thread: &mut SeizedThread,
+    site: RemoteAddr,
+    nr: i64,
+    args: &[u64; 6],
+) -> Result<i64> {
+    let tid = thread.tid;
+    let regs = Host::syscall_regs(&thread.regs, site, nr, args);
+    Host::set_regs(tid, &regs).map_err(|source| Error::SetRegs { tid, source })?;
+    // Entry stop, then exit stop.
+    for _ in 0..2 {
+        ptrace::syscall(tid, 0).map_err(|source| Error::Resume { tid, source })?;
+        wait_for(thread, Want::Syscall)?;
+    }
+    let out = Host::get_regs(tid).map_err(|source| Error::GetRegs { tid, source })?;
+    Ok(Host::syscall_result(&out))
+}
+
+/// Restores the saved registers and mask. A thread that the kernel must restart a syscall
+/// in is first brought back to a stop inside signal handling, where the restart happens.
+fn put_back(thread: &mut SeizedThread) -> Result<()> {
+    let tid = thread.tid;
+    if Host::pending_restart(&thread.regs).is_some() {
+        ptrace::interrupt(tid).map_err(|source| Error::Interrupt { tid, source })?;
+        ptrace::cont(tid, 0).map_err(|source| Error::Resume { tid, source })?;
+        wait_for(thread, Want::Trap)?;
+    }
+    Host::set_regs(tid, &thread.regs).map_err(|source| Error::SetRegs { tid, source })?;
+    ptrace::set_sigmask(tid, thread.sigmask).map_err(|source| Error::SetSigmask { tid, source })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Syscall,
+    Trap,
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
+}
+
+/// Waits until `thread` reaches the wanted stop, passing through group-stops and
+/// stop signals the way the kernel would.
+fn wait_for(thread: &mut SeizedThread, want: Want) -> Result<()> {
+    let tid = thread.tid;
+    let resume = |sig: i32| match want {
+        Want::Syscall => ptrace::syscall(tid, sig),
+        Want::Trap => ptrace::cont(tid, sig),
+    };
+    loop {
+        let st = match ptrace::wait(tid) {
+            Ok(st) => st,
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                return Err(Error::ThreadGone { tid })
+            }
+            Err(source) => return Err(Error::Wait { tid, source }),
+        };
+        let sig = match st {
+            Stop::Syscall if want == Want::Syscall => return Ok(()),
+            Stop::EventStop(_) if want == Want::Trap => return Ok(()),
+            Stop::EventStop(sig) => {
+                // A group-stop began while we ran the thread; the kernel reinstates it
+                // at detach.
+                if sig != libc::SIGTRAP {
+                    thread.stopped = true;
+                }
+                0
+            }
+            Stop::Signal(sig) if is_stop_signal(sig) => sig,
+            Stop::Signal(signo) => return Err(Error::UnexpectedSignal { tid, signo }),
+            Stop::Syscall => 0,
+            Stop::Exited(_) | Stop::Signaled(_) | Stop::Event(ptrace::event::EXIT, _) => {
+                return Err(Error::ThreadGone { tid })
+            }
+            Stop::Event(..) => 0,
+        };
+        resume(sig).map_err(|source| Error::Resume { tid, source })?;
+    }
+}

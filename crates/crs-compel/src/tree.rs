@@ -1,0 +1,560 @@
+//! Seizing a process tree, holding it, and letting it go.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crs_sys::ptrace::{self, Stop};
+use crs_sys::remote::RemoteRange;
+use crs_sys::{pidfd, RemoteAddr, Tid};
+use tracing::{debug, debug_span, warn};
+
+use crate::arch::{Arch, Host, Regs};
+use crate::freezer::Freezer;
+use crate::{procfs, Error, Result};
+
+/// How to seize a tree.
+#[derive(Clone, Debug)]
+pub struct SeizeOptions {
+    /// Set PTRACE_O_SUSPEND_SECCOMP so injected syscalls bypass the tasks' seccomp filters
+    /// (needs CAP_SYS_ADMIN and an unfiltered crs).
+    pub suspend_seccomp: bool,
+    /// Freeze this cgroup (v1 `freezer.state` or v2 `cgroup.freeze`) while seizing, so the
+    /// tree cannot change under the walk; it is thawed once every task is held.
+    pub freeze_cgroup: Option<PathBuf>,
+    /// How long to wait for the cgroup to report frozen.
+    pub freeze_timeout: Duration,
+}
+
+impl Default for SeizeOptions {
+    fn default() -> Self {
+        SeizeOptions {
+            suspend_seccomp: true,
+            freeze_cgroup: None,
+            freeze_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What to do with the tree when letting it go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Detach every thread, leaving it running (or group-stopped) as it was found.
+    Detach,
+    /// SIGKILL every process and reap the traced threads.
+    Kill,
+}
+
+/// One held thread.
+#[derive(Debug)]
+pub struct SeizedThread {
+    pub(crate) tid: Tid,
+    pub(crate) stopped: bool,
+    pub(crate) regs: Regs,
+    pub(crate) sigmask: u64,
+}
+
+impl SeizedThread {
+    /// The thread id.
+    pub fn tid(&self) -> Tid {
+        self.tid
+    }
+
+    /// Whether the thread was in group-stop (SIGSTOP, job control) when seized; release
+    /// leaves it stopped.
+    pub fn was_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The registers the thread had when seized (or as last set), which it will resume with.
+    pub fn regs(&self) -> &Regs {
+        &self.regs
+    }
+
+    /// The thread's blocked-signal mask (bit n-1 = signal n).
+    pub fn sigmask(&self) -> u64 {
+        self.sigmask
+    }
+}
+
+/// One held process.
+#[derive(Debug)]
+pub struct SeizedProcess {
+    pub(crate) pid: Tid,
+    pub(crate) ppid: Tid,
+    pub(crate) threads: Vec<SeizedThread>,
+    pub(crate) pidfd: Option<OwnedFd>,
+    pub(crate) syscall_site: Option<RemoteAddr>,
+    pub(crate) scratch: Option<RemoteRange>,
+}
+
+impl SeizedProcess {
+    /// The process id (thread-group id).
+    pub fn pid(&self) -> Tid {
+        self.pid
+    }
+
+    /// The parent process id when seized.
+    pub fn ppid(&self) -> Tid {
+        self.ppid
+    }
+
+    /// The held threads, in the order they were seized.
+    pub fn threads(&self) -> &[SeizedThread] {
+        &self.threads
+    }
+
+    /// Whether the process was group-stopped when seized.
+    pub fn was_stopped(&self) -> bool {
+        self.threads.iter().any(|t| t.stopped)
+    }
+}
+
+/// A process tree whose every thread is stopped under ptrace by the calling thread.
+///
+/// Not `Send`: ptrace binds tracees to the thread that attached them. Dropping it without
+/// [`SeizedTree::release`] detaches every thread.
+pub struct SeizedTree {
+    root: Tid,
+    options: u64,
+    pub(crate) procs: BTreeMap<Tid, SeizedProcess>,
+    pub(crate) owner: HashMap<Tid, Tid>,
+    /// Seized and interrupted, stop not yet collected: (pid, tid).
+    pending: Vec<(Tid, Tid)>,
+    /// Threads that are exiting and cannot be seized (a zombie leader of a live group).
+    unseizable: HashSet<Tid>,
+    zombies: BTreeSet<Tid>,
+    released: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// What seizing one thread came to.
+enum SeizeOutcome {
+    Seized,
+    /// Exiting or already gone: not part of the tree any more.
+    Gone,
+    /// A zombie: listed in /proc but cannot be traced.
+    Zombie,
+}
+
+impl SeizedTree {
+    /// Stops every thread of every process at or below `root`, and keeps looking until no
+    /// new thread or child appears. A thread that exits meanwhile is dropped from the tree;
+    /// zombie processes are listed in [`SeizedTree::zombies`].
+    pub fn seize(root: Tid, opts: &SeizeOptions) -> Result<SeizedTree> {
+        let _span = debug_span!("seize", root).entered();
+        if root == std::process::id() as Tid {
+            return Err(Error::SelfInTree { pid: root });
+        }
+        procfs::status(root).map_err(|_| Error::NoSuchProcess { pid: root })?;
+        let mut options = ptrace::opt::TRACESYSGOOD | ptrace::opt::TRACEEXIT;
+        if opts.suspend_seccomp {
+            options |= ptrace::opt::SUSPEND_SECCOMP;
+        }
+        let mut tree = SeizedTree {
+            root,
+            options,
+            procs: BTreeMap::new(),
+            owner: HashMap::new(),
+            pending: Vec::new(),
+            unseizable: HashSet::new(),
+            zombies: BTreeSet::new(),
+            released: false,
+            _not_send: PhantomData,
+        };
+        if let Some(path) = &opts.freeze_cgroup {
+            let freezer = Freezer::freeze(path, opts.freeze_timeout)?;
+            // Frozen tasks (cgroup v1) only take the interrupt once thawed: seize and
+            // interrupt everything now, thaw, then collect the stops.
+            let walked = tree.seize_frozen();
+            let thawed = freezer.thaw();
+            walked?;
+            thawed?;
+            tree.settle_pending()?;
+        }
+        tree.collect()?;
+        debug!(
+            processes = tree.procs.len(),
+            threads = tree.owner.len(),
+            zombies = tree.zombies.len(),
+            "tree seized"
+        );
+        Ok(tree)
+    }
+
+    /// The root pid the tree was seized from.
+    pub fn root(&self) -> Tid {
+        self.root
+    }
+
+    /// The held processes, by pid.
+    pub fn processes(&self) -> impl Iterator<Item = &SeizedProcess> {
+        self.procs.values()
+    }
+
+    /// One held process.
+    pub fn process(&self, pid: Tid) -> Option<&SeizedProcess> {
+        self.procs.get(&pid)
+    }
+
+    /// Every held thread id.
+    pub fn tids(&self) -> impl Iterator<Item = Tid> + '_ {
+        self.procs
+            .values()
+            .flat_map(|p| p.threads.iter().map(|t| t.tid))
+    }
+
+    /// Number of held threads.
+    pub fn thread_count(&self) -> usize {
+        self.owner.len()
+    }
+
+    /// Zombie processes found in the tree (not traced: they run no code).
+    pub fn zombies(&self) -> impl Iterator<Item = Tid> + '_ {
+        self.zombies.iter().copied()
+    }
+
+    /// The pid of the process a held thread belongs to.
+    pub fn pid_of(&self, tid: Tid) -> Result<Tid> {
+        self.owner
+            .get(&tid)
+            .copied()
+            .ok_or(Error::NotSeized { tid })
+    }
+
+    /// A held thread.
+    pub fn thread(&self, tid: Tid) -> Result<&SeizedThread> {
+        let pid = self.pid_of(tid)?;
+        self.procs[&pid]
+            .threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .ok_or(Error::NotSeized { tid })
+    }
+
+    pub(crate) fn thread_mut(&mut self, tid: Tid) -> Result<&mut SeizedThread> {
+        let pid = self.pid_of(tid)?;
+        self.procs
+            .get_mut(&pid)
+            .and_then(|p| p.threads.iter_mut().find(|t| t.tid == tid))
+            .ok_or(Error::NotSeized { tid })
+    }
+
+    /// Lets the tree go: detach (as found) or kill. Every thread is handled even when one
+    /// fails; the first error is returned.
+    pub fn release(mut self, how: Release) -> Result<()> {
+        self.release_inner(how)
+    }
+
+    /// Walks the tree and seizes until a whole pass finds nothing new.
+    fn collect(&mut self) -> Result<()> {
+        loop {
+            let mut changed = false;
+            let mut todo = VecDeque::from([self.root]);
+            let mut seen = HashSet::new();
+            while let Some(pid) = todo.pop_front() {
+                if !seen.insert(pid) {
+                    continue;
+                }
+                changed |= self.seize_threads(pid)?;
+                let Some(proc_) = self.procs.get(&pid) else {
+                    continue;
+                };
+                for t in &proc_.threads {
+                    match procfs::children(pid, t.tid) {
+                        Ok(kids) => todo.extend(kids),
+                        // A held thread cannot vanish unless killed from outside.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(source) => return Err(Error::ListChildren { tid: t.tid, source }),
+                    }
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Seizes the threads of `pid` not yet held, until its thread list is stable. Returns
+    /// whether anything new was found.
+    fn seize_threads(&mut self, pid: Tid) -> Result<bool> {
+        let mut changed = false;
+        loop {
+            let tids = match procfs::list_tids(pid) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(changed),
+                Err(source) => return Err(Error::ListThreads { pid, source }),
+            };
+            let new: Vec<Tid> = tids
+                .iter()
+                .copied()
+                .filter(|t| !self.owner.contains_key(t) && !self.unseizable.contains(t))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            changed = true;
+            for tid in new {
+                match self.seize_one(tid)? {
+                    SeizeOutcome::Seized => self.pending.push((pid, tid)),
+                    SeizeOutcome::Zombie => {
+                        self.unseizable.insert(tid);
+                    }
+                    SeizeOutcome::Gone => {}
+                }
+            }
+            self.settle_pending()?;
+        }
+        if !self.procs.contains_key(&pid) && !self.zombies.contains(&pid) {
+            if let Ok(st) = procfs::status(pid) {
+                if st.state == 'Z' {
+                    self.zombies.insert(pid);
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    fn seize_one(&mut self, tid: Tid) -> Result<SeizeOutcome> {
+        match ptrace::seize(tid, self.options) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(SeizeOutcome::Gone),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                return match procfs::status(tid) {
+                    Err(_) => Ok(SeizeOutcome::Gone),
+                    Ok(st) if st.state == 'Z' || st.state == 'X' => Ok(SeizeOutcome::Zombie),
+                    Ok(st) if st.tracer != 0 => Err(Error::AlreadyTraced {
+                        tid,
+                        tracer: st.tracer,
+                    }),
+                    Ok(_) => Err(Error::Seize { tid, source: e }),
+                };
+            }
+            Err(source) => return Err(Error::Seize { tid, source }),
+        }
+        match ptrace::interrupt(tid) {
+            Ok(()) => Ok(SeizeOutcome::Seized),
+            // Died right after the seize: the wait in settle_pending collects its exit.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(SeizeOutcome::Seized),
+            Err(source) => Err(Error::Interrupt { tid, source }),
+        }
+    }
+
+    /// Collects the stop of every seized-and-interrupted thread and records it. Threads of
+    /// other groups first, thread-group leaders last: an exiting leader is reported only
+    /// after the rest of its group is gone, which may need us to let a thread go first.
+    pub(crate) fn settle_pending(&mut self) -> Result<()> {
+        self.pending
+            .sort_by_key(|&(pid, tid)| std::cmp::Reverse((pid == tid, tid)));
+        let mut first_err = None;
+        while let Some((pid, tid)) = self.pending.pop() {
+            match self.collect_stop(pid, tid) {
+                Ok(()) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn collect_stop(&mut self, pid: Tid, tid: Tid) -> Result<()> {
+        let Some(stopped) = initial_stop(tid)? else {
+            debug!(tid, "thread exited while being seized");
+            return Ok(());
+        };
+        let regs = Host::get_regs(tid).map_err(|source| Error::GetRegs { tid, source });
+        let sigmask = ptrace::get_sigmask(tid).map_err(|source| Error::GetSigmask { tid, source });
+        let (regs, sigmask) = match (regs, sigmask) {
+            (Ok(r), Ok(m)) => (r, m),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = ptrace::detach(tid, 0);
+                return Err(e);
+            }
+        };
+        let proc_ = self.procs.entry(pid).or_insert_with(|| SeizedProcess {
+            pid,
+            ppid: procfs::status(pid).map(|s| s.ppid).unwrap_or(0),
+            threads: Vec::new(),
+            pidfd: pidfd::pidfd_open(pid, 0).ok(),
+            syscall_site: None,
+            scratch: None,
+        });
+        debug!(pid, tid, stopped, ip = %Host::ip(&regs), "thread held");
+        proc_.threads.push(SeizedThread {
+            tid,
+            stopped,
+            regs,
+            sigmask,
+        });
+        self.owner.insert(tid, pid);
+        Ok(())
+    }
+
+    /// Seizes and interrupts every thread of the (frozen) tree without waiting.
+    fn seize_frozen(&mut self) -> Result<()> {
+        let mut todo = VecDeque::from([self.root]);
+        let mut seen = HashSet::new();
+        while let Some(pid) = todo.pop_front() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            let tids = match procfs::list_tids(pid) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(Error::ListThreads { pid, source }),
+            };
+            for tid in tids {
+                if let Ok(kids) = procfs::children(pid, tid) {
+                    todo.extend(kids);
+                }
+                match self.seize_one(tid)? {
+                    SeizeOutcome::Seized => self.pending.push((pid, tid)),
+                    SeizeOutcome::Zombie => {
+                        self.unseizable.insert(tid);
+                    }
+                    SeizeOutcome::Gone => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn release_inner(&mut self, how: Release) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        let _span = debug_span!("release", root = self.root, ?how).entered();
+        let mut first_err: Option<Error> = self.settle_pending().err();
+        match how {
+            Release::Detach => {
+                let pids: Vec<Tid> = self.procs.keys().copied().collect();
+                for pid in pids {
+                    if let Err(e) = self.unmap_scratch(pid) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                for p in self.procs.values() {
+                    // Leader last: if the group was killed meanwhile, the leader's exit is
+                    // reported only once the other threads are reaped.
+                    for tid in leader_last(p) {
+                        if let Err(e) = detach_thread(tid) {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            Release::Kill => {
+                for p in self.procs.values() {
+                    let sent = match &p.pidfd {
+                        Some(fd) => {
+                            use std::os::fd::AsFd;
+                            pidfd::pidfd_send_signal(fd.as_fd(), libc::SIGKILL)
+                        }
+                        None => nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p.pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        )
+                        .map_err(io::Error::from),
+                    };
+                    if let Err(source) = sent {
+                        if source.raw_os_error() != Some(libc::ESRCH) {
+                            first_err.get_or_insert(Error::Kill { pid: p.pid, source });
+                        }
+                    }
+                }
+                for p in self.procs.values() {
+                    for tid in leader_last(p) {
+                        if let Err(e) = reap_killed(tid) {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        self.procs.clear();
+        self.owner.clear();
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for SeizedTree {
+    fn drop(&mut self) {
+        if !self.released {
+            warn!(root = self.root, "tree dropped while held: detaching it");
+            if let Err(e) = self.release_inner(Release::Detach) {
+                warn!(root = self.root, error = %e, "detaching a dropped tree");
+            }
+        }
+    }
+}
+
+/// Waits for the first stop of a just-interrupted thread. `Some(group_stopped)` once it
+/// is held, `None` if it exited.
+fn initial_stop(tid: Tid) -> Result<Option<bool>> {
+    loop {
+        let st = match ptrace::wait(tid) {
+            Ok(st) => st,
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(None),
+            Err(source) => return Err(Error::Wait { tid, source }),
+        };
+        let resumed = match st {
+            Stop::EventStop(sig) => return Ok(Some(sig != libc::SIGTRAP)),
+            Stop::Exited(_) | Stop::Signaled(_) => return Ok(None),
+            Stop::Event(ptrace::event::EXIT, _) => {
+                // Exiting on its own: let it finish.
+                let _ = ptrace::detach(tid, 0);
+                return Ok(None);
+            }
+            // The thread was about to take a signal when the interrupt came: deliver it
+            // as the kernel would have; the interrupt trap follows.
+            Stop::Signal(sig) => ptrace::cont(tid, sig),
+            Stop::Syscall | Stop::Event(..) => ptrace::cont(tid, 0),
+        };
+        match resumed {
+            Ok(()) => {}
+            // Killed meanwhile: the next wait reports the exit.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(source) => return Err(Error::Resume { tid, source }),
+        }
+    }
+}
+
+fn leader_last(p: &SeizedProcess) -> Vec<Tid> {
+    let mut order: Vec<Tid> = p.threads.iter().map(|t| t.tid).collect();
+    order.sort_by_key(|&t| (t == p.pid, t));
+    order
+}
+
+fn detach_thread(tid: Tid) -> Result<()> {
+    match ptrace::detach(tid, 0) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            // Not in a stop: killed from outside while held. Reap it if it is a zombie
+            // waiting for us, so its real parent gets to see it.
+            let _ = ptrace::try_wait(tid);
+            Ok(())
+        }
+        Err(source) => Err(Error::Detach { tid, source }),
+    }
+}
+
+fn reap_killed(tid: Tid) -> Result<()> {
+    loop {
+        match ptrace::wait(tid) {
+            Ok(Stop::Exited(_) | Stop::Signaled(_)) => return Ok(()),
+            Ok(_) => match ptrace::cont(tid, 0) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(source) => return Err(Error::Resume { tid, source }),
+            },
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(()),
+            Err(source) => return Err(Error::Wait { tid, source }),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The typed reader the restore path uses, on MM images: a fixed header plus
+//! fuzzed entries.
+#![no_main]
+use crs_images::codec::ImageReader;
+use crs_images::{frame, magic, pb};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut img = Vec::new();
+    frame::write_header(&mut img, magic::by_name("MM").unwrap());
+    img.extend_from_slice(data);
+    if let Ok(mut r) = ImageReader::new("fuzz.img", &img, "MM") {
+        let _ = r.all::<pb::mm:::Mm_entry>();
+    }
+});
