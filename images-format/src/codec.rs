@@ -604,6 +604,8 @@ impl<'a> ImageReader<'a> {
     }
 
     /// Decodes the next entry as `M`, or `None` at the end.
+    // Not an Iterator: each call picks the message type of the entry it reads.
+    #[allow(clippy::should_implement_trait)]
     pub fn next<M: MessageFull>(&mut self) -> Result<Option<M>> {
         let Some(e) = self.cursor.next_entry()? else {
             return Ok(None);
