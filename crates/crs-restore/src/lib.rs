@@ -1,2 +1,348 @@
-//! Reads CRIU images and rebuilds the process tree.
+//! Reads CRIU images and rebuilds the process, driven from outside through compel.
+//!
+//! ```text
+//! load + validate every image ──► clone3(set_tid = pid) ──► child: setsid, umask, cwd,
+//!   files at their fds, trampoline page, pause()   (plain syscalls, no allocation)
+//! ──► crs seizes it and runs syscalls in it from the trampoline: unmap crs, move the
+//!   vDSO, mmap every VMA, process_vm_writev the pages (rayon), mprotect, PR_SET_MM_MAP,
+//!   prctls, sigactions, sigaltstack, timers, rseq, pending signals
+//! ──► registers + xstate + sigmask set, trampoline unmapped, detach: it runs on from
+//!   the frozen instruction.
+//! ```
+//! On any error the new task is SIGKILLed and reaped; the images are only read.
 #![forbid(unsafe_code)]
+
+mod arch;
+mod error;
+mod files;
+mod images;
+mod pages;
+mod remote;
+mod task;
+mod vma;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crs_compel::{Release, RemoteAddr, SeizeOptions, SeizedTree, Tid};
+use crs_images::codec::ImageWriter;
+use crs_images::pb::stats::{Restore_stats_entry, Stats_entry};
+use crs_sys::restore::{spawn_with_pid, SpawnError, Spawned};
+use tracing::{debug, info, info_span, warn};
+
+pub use error::RestoreError;
+
+use crate::images::{Images, PAGE, TASK_SIZE};
+use crate::remote::Remote;
+
+/// Length of the trampoline region: one code page and three scratch pages.
+const TRAMPOLINE_LEN: usize = 4 * 4096;
+
+/// How to restore (criu restore's options).
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// -D: the images directory.
+    pub images_dir: PathBuf,
+    /// -d: return once the tree runs; else wait for the root to exit.
+    pub detach: bool,
+    /// -j: the task may belong to crs's session (shell job).
+    pub shell_job: bool,
+    /// --pidfile: the root pid is written there.
+    pub pidfile: Option<PathBuf>,
+    /// -l (not supported yet: refused when set).
+    pub file_locks: bool,
+    /// --tcp-established (not supported yet: refused when set).
+    pub tcp_established: bool,
+    /// --ext-unix-sk (not supported yet: refused when set).
+    pub ext_unix_sk: bool,
+}
+
+/// A finished restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The root task's pid.
+    pub root_pid: i32,
+    /// Without `detach`: the root's exit code, or 128 + the signal that killed it.
+    pub exit_status: Option<i32>,
+}
+
+/// Timings and counts of one restore (the content of `stats-restore`).
+#[derive(Clone, Debug, Default)]
+pub struct RestoreStats {
+    /// clone3 and the child's own setup.
+    pub forking_time: Duration,
+    /// Everything from reading the images to the task running.
+    pub restore_time: Duration,
+    /// Pages copied into the task.
+    pub pages_restored: u64,
+    /// Of which, the time spent copying pages.
+    pub pages_time: Duration,
+    /// Syscalls injected into the task.
+    pub injected_syscalls: u64,
+}
+
+/// Restores the single-process dump in `opts.images_dir` and lets it run.
+pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    restore_with_stats(opts).map(|(r, _)| r)
+}
+
+/// [`restore`], also returning the timings.
+pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
+    let t0 = Instant::now();
+    for (set, what) in [
+        (opts.file_locks, "--file-locks"),
+        (opts.tcp_established, "--tcp-established"),
+        (opts.ext_unix_sk, "--ext-unix-sk"),
+    ] {
+        if set {
+            return Err(RestoreError::Unsupported { what: what.into() });
+        }
+    }
+    let images = Images::load(&opts.images_dir)?;
+    let pid = images.pid;
+    let _span = info_span!("restore", pid).entered();
+    info!(dir = %opts.images_dir.display(), "images read and checked");
+    preflight(&images)?;
+    files::check_sizes(&images)?;
+    task::check_creds(&images)?;
+    let tramp = choose_trampoline(&images)?;
+    let plan = files::child_plan(&images, opts.shell_job, tramp, TRAMPOLINE_LEN)?;
+
+    let t_fork = Instant::now();
+    let spawned = spawn_with_pid(pid, &plan).map_err(|source| match source {
+        SpawnError::Clone(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            RestoreError::PidTaken { pid }
+        }
+        source => RestoreError::Spawn { pid, source },
+    })?;
+    let mut guard = TaskGuard(Some(spawned));
+    let forking_time = t_fork.elapsed();
+    debug!(?forking_time, "task created");
+
+    let mut tree = SeizedTree::seize(pid, &SeizeOptions::default())
+        .map_err(|source| RestoreError::Seize { pid, source })?;
+    let mut stats = RestoreStats {
+        forking_time,
+        ..RestoreStats::default()
+    };
+    let built = build(&mut tree, &images, pid, tramp, &mut stats);
+    let built = built.and_then(|()| write_pidfile(opts.pidfile.as_deref(), pid));
+    if let Err(e) = built {
+        if let Err(k) = tree.release(Release::Kill) {
+            warn!(error = %k, "killing the half-restored task");
+        }
+        drop(guard);
+        return Err(e);
+    }
+    tree.release(Release::Detach)
+        .map_err(|source| RestoreError::Detach { pid, source })?;
+    stats.restore_time = t0.elapsed();
+    let spawned = guard.disarm();
+    info!(restore_time = ?stats.restore_time, pages = stats.pages_restored, "restored, running");
+    write_stats(&opts.images_dir, &stats);
+    if opts.detach {
+        // The task stays our child until we exit; its pidfd is closed here.
+        drop(spawned);
+        return Ok((
+            Restored {
+                root_pid: pid,
+                exit_status: None,
+            },
+            stats,
+        ));
+    }
+    let status =
+        crs_sys::restore::reap(pid).map_err(|source| RestoreError::Wait { pid, source })?;
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Ok((
+        Restored {
+            root_pid: pid,
+            exit_status: Some(code),
+        },
+        stats,
+    ))
+}
+
+/// Kills and reaps the new task when dropped armed.
+struct TaskGuard(Option<Spawned>);
+
+impl TaskGuard {
+    fn disarm(&mut self) -> Spawned {
+        self.0.take().expect("armed")
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            crs_sys::restore::kill_and_reap(s.pid, &s.pidfd);
+        }
+    }
+}
+
+fn preflight(images: &Images) -> Result<(), RestoreError> {
+    let pid = images.pid;
+    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    if pid as u64 >= max {
+        return Err(RestoreError::PidMax { pid, max });
+    }
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(RestoreError::PidTaken { pid });
+    }
+    Ok(())
+}
+
+/// An address range free in crs now (so in the new task, a copy of crs) and in the dumped
+/// layout, with a guard page on each side, above 4 GiB when possible.
+fn choose_trampoline(images: &Images) -> Result<u64, RestoreError> {
+    let own = std::fs::read("/proc/self/maps").map_err(|source| RestoreError::Maps {
+        pid: std::process::id() as Tid,
+        source,
+    })?;
+    let own = crs_proc::parse_maps(&own).map_err(|e| RestoreError::Maps {
+        pid: std::process::id() as Tid,
+        source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    let mut used: Vec<(u64, u64)> = own.iter().map(|m| (m.start, m.end)).collect();
+    used.extend(images.vmas.iter().map(|v| (v.start, v.end)));
+    used.retain(|&(s, _)| s < TASK_SIZE);
+    used.sort_unstable();
+    let need = TRAMPOLINE_LEN as u64 + 2 * PAGE;
+    for floor in [1u64 << 32, 1 << 24] {
+        let mut at = floor;
+        for &(s, e) in used.iter().chain([(TASK_SIZE, TASK_SIZE)].iter()) {
+            if s >= at + need {
+                return Ok(at + PAGE);
+            }
+            at = at.max(e);
+        }
+    }
+    Err(RestoreError::NoTrampolineRoom)
+}
+
+/// Everything between seize and detach.
+fn build(
+    tree: &mut SeizedTree,
+    images: &Images,
+    pid: Tid,
+    tramp: u64,
+    stats: &mut RestoreStats,
+) -> Result<(), RestoreError> {
+    let compel = |what: &str| {
+        let what = what.to_string();
+        move |source| RestoreError::Compel { pid, what, source }
+    };
+    // The task sits in pause(); forget that syscall so injections need no restart dance.
+    let mut regs = *tree
+        .thread(pid)
+        .map_err(compel("reading the registers"))?
+        .regs();
+    regs.orig_rax = u64::MAX;
+    tree.set_regs(pid, &regs)
+        .map_err(compel("clearing the pending syscall"))?;
+    tree.set_syscall_site(pid, RemoteAddr(tramp))
+        .map_err(compel("using the trampoline"))?;
+    let base_xstate = tree.xstate(pid).map_err(compel("reading the FPU state"))?;
+
+    let maps = std::fs::read(format!("/proc/{pid}/maps"))
+        .map_err(|source| RestoreError::Maps { pid, source })?;
+    let maps = crs_proc::parse_maps(&maps).map_err(|e| RestoreError::Maps {
+        pid,
+        source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+
+    let mut r = Remote {
+        tree,
+        pid,
+        trampoline: tramp,
+        scratch: tramp + 4096,
+        scratch_len: TRAMPOLINE_LEN - 4096,
+        calls: 0,
+    };
+    task::drop_inherited_rseq(&mut r)?;
+    let t = Instant::now();
+    vma::unmap_crs(&mut r, &maps, TRAMPOLINE_LEN as u64)?;
+    vma::move_vdso(&mut r, images, &maps, TRAMPOLINE_LEN as u64)?;
+    vma::map_all(&mut r, images)?;
+    debug!(elapsed = ?t.elapsed(), calls = r.calls, "address space rebuilt");
+    let t = Instant::now();
+    stats.pages_restored = pages::fill(pid, images)?;
+    stats.pages_time = t.elapsed();
+    debug!(pages = stats.pages_restored, elapsed = ?stats.pages_time, "pages filled");
+    vma::finish_prot(&mut r, images)?;
+    task::set_mm(&mut r, images)?;
+    task::set_misc(&mut r, images)?;
+    task::set_rlimits(pid, images);
+    let queued = task::queue_signals(&mut r, images)?;
+    debug!(queued, "pending signals queued");
+
+    let ti = images.core.thread_info.as_ref().expect("checked at load");
+    let tree_ref = &*r.tree;
+    let final_regs = arch::final_regs(&ti.gpregs, |ip| {
+        let mut insn = [0u8; 2];
+        tree_ref.read_memory(pid, RemoteAddr(ip), &mut insn).is_ok() && insn == [0x0f, 0x05]
+    });
+    let mut xstate = base_xstate;
+    arch::build_xstate(&ti.fpregs, &mut xstate).map_err(|what| RestoreError::Invalid {
+        image: format!("core-{pid}.img"),
+        what,
+    })?;
+    r.tree
+        .set_xstate(pid, &xstate)
+        .map_err(compel("writing the FPU state"))?;
+    let tc = images.core.tc.as_ref().expect("checked at load");
+    let th = images.core.thread_core.as_ref().expect("checked at load");
+    let mask = th.blk_sigset.unwrap_or(tc.blk_sigset());
+    r.tree
+        .set_sigmask(pid, mask)
+        .map_err(compel("setting the signal mask"))?;
+    r.tree
+        .set_regs(pid, &final_regs)
+        .map_err(compel("setting the registers"))?;
+    // Last injected syscall: the trampoline goes; the registers set above take over.
+    r.call(
+        libc::SYS_munmap,
+        [tramp, TRAMPOLINE_LEN as u64, 0, 0, 0, 0],
+        || "munmap of the trampoline".into(),
+    )?;
+    stats.injected_syscalls = r.calls;
+    Ok(())
+}
+
+fn write_pidfile(path: Option<&Path>, pid: Tid) -> Result<(), RestoreError> {
+    let Some(path) = path else { return Ok(()) };
+    std::fs::write(path, pid.to_string()).map_err(|source| RestoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `stats-restore` in the images dir, as CRIU writes it. Best effort: the images dir may
+/// be read-only.
+fn write_stats(dir: &Path, stats: &RestoreStats) {
+    let mut rs = Restore_stats_entry::new();
+    rs.set_pages_compared(0);
+    rs.set_pages_skipped_cow(0);
+    rs.set_forking_time(stats.forking_time.as_micros() as u32);
+    rs.set_restore_time(stats.restore_time.as_micros() as u32);
+    rs.set_pages_restored(stats.pages_restored);
+    let mut se = Stats_entry::new();
+    se.restore = Some(rs).into();
+    let mut w = ImageWriter::new("stats-restore", "STATS");
+    let path = dir.join("stats-restore");
+    if let Err(e) = w.push(&se) {
+        warn!(error = %e, "stats-restore not encoded");
+        return;
+    }
+    if let Err(e) = std::fs::write(&path, w.into_bytes()) {
+        warn!(path = %path.display(), error = %e, "stats-restore not written");
+    }
+}

@@ -28,3 +28,4 @@ pub(crate) fn cvt(ret: libc::c_long) -> std::io::Result<libc::c_long> {
         Ok(ret)
     }
 }
+pub mod restore;

@@ -1,0 +1,98 @@
+//! Everything a restore can fail at.
+
+use std::io;
+use std::path::PathBuf;
+
+use crs_compel::Tid;
+
+/// A restore failed. The half-built task (if any) was killed and reaped.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("reading images")]
+    Image(#[from] crs_images::ImageError),
+    #[error("{image}: {what}")]
+    Invalid { image: String, what: String },
+    #[error("{what} is not supported by crs restore yet")]
+    Unsupported { what: String },
+    #[error("pid {pid} is taken")]
+    PidTaken { pid: Tid },
+    #[error("pid {pid} is above kernel.pid_max ({max}); raise /proc/sys/kernel/pid_max")]
+    PidMax { pid: Tid, max: u64 },
+    #[error("file {path} has size {found}, the image recorded {expected}")]
+    FileChanged {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("inspecting {path}")]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading /proc/{pid}/maps")]
+    Maps {
+        pid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no free address for the restore trampoline")]
+    NoTrampolineRoom,
+    #[error("creating the task with pid {pid}")]
+    Spawn {
+        pid: Tid,
+        #[source]
+        source: crs_sys::restore::SpawnError,
+    },
+    #[error("seizing the new task {pid}")]
+    Seize {
+        pid: Tid,
+        #[source]
+        source: crs_compel::Error,
+    },
+    #[error("pid {pid}: {what}")]
+    Compel {
+        pid: Tid,
+        what: String,
+        #[source]
+        source: crs_compel::Error,
+    },
+    #[error("pid {pid}: {what} failed with errno {errno}")]
+    Syscall { pid: Tid, what: String, errno: i64 },
+    #[error("pid {pid}: vdso layout differs: image has {image:#x} bytes of vvar+vdso, this kernel {here:#x}")]
+    VdsoMismatch { pid: Tid, image: u64, here: u64 },
+    #[error("{image}: reading {len:#x} bytes at offset {offset:#x}")]
+    ReadPages {
+        image: PathBuf,
+        offset: u64,
+        len: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pid {pid}: writing {len:#x} bytes of pages at {addr:#x}")]
+    WritePages {
+        pid: Tid,
+        addr: u64,
+        len: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pid {pid}: letting the task run")]
+    Detach {
+        pid: Tid,
+        #[source]
+        source: crs_compel::Error,
+    },
+    #[error("waiting for pid {pid} to exit")]
+    Wait {
+        pid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}

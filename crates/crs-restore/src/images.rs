@@ -1,0 +1,497 @@
+//! Loading and validating every image of a single-process dump before anything is touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crs_images::codec::{read_file, ImageReader};
+use crs_images::pb::core::{core_entry::March, Core_entry, Task_kobj_ids_entry};
+use crs_images::pb::core_x86::User_x86_regs_mode;
+use crs_images::pb::fdinfo::{Fd_types, Fdinfo_entry, File_entry};
+use crs_images::pb::fs::Fs_entry;
+use crs_images::pb::inventory::Inventory_entry;
+use crs_images::pb::mm::Mm_entry;
+use crs_images::pb::pagemap::{Pagemap_entry, Pagemap_head};
+use crs_images::pb::pstree::Pstree_entry;
+use crs_images::pb::regfile::Reg_file_entry;
+use protobuf::MessageFull;
+
+use crate::vma::{self, Vma};
+use crate::RestoreError;
+
+pub(crate) const PAGE: u64 = 4096;
+/// Highest user address of x86_64 with 4-level paging.
+pub(crate) const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// pagemap_entry flags.
+const PE_PARENT: u32 = 1;
+const PE_PRESENT: u32 = 4;
+
+/// A run of pages to copy from the pages image into the task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageRun {
+    pub addr: u64,
+    pub len: u64,
+    /// Offset in the pages image.
+    pub offset: u64,
+}
+
+/// Every image of the dump, decoded and checked.
+#[derive(Debug)]
+pub(crate) struct Images {
+    pub pid: i32,
+    pub pstree: Pstree_entry,
+    pub core: Core_entry,
+    pub mm: Mm_entry,
+    pub vmas: Vec<Vma>,
+    pub runs: Vec<PageRun>,
+    pub pages_path: PathBuf,
+    pub fs: Fs_entry,
+    pub files: BTreeMap<u32, File_entry>,
+    pub fdinfo: Vec<Fdinfo_entry>,
+}
+
+fn invalid(image: &str, what: impl Into<String>) -> RestoreError {
+    RestoreError::Invalid {
+        image: image.to_string(),
+        what: what.into(),
+    }
+}
+
+fn unsupported(what: impl Into<String>) -> RestoreError {
+    RestoreError::Unsupported { what: what.into() }
+}
+
+fn read_all<M: MessageFull>(
+    dir: &Path,
+    name: &str,
+    magic: &'static str,
+) -> Result<Vec<M>, RestoreError> {
+    let path = dir.join(name);
+    let bytes = read_file(&path)?;
+    let label = path.display().to_string();
+    let mut r = ImageReader::new(&label, &bytes, magic)?;
+    Ok(r.all::<M>()?)
+}
+
+fn read_one<M: MessageFull>(
+    dir: &Path,
+    name: &str,
+    magic: &'static str,
+) -> Result<M, RestoreError> {
+    let mut v = read_all::<M>(dir, name, magic)?;
+    if v.len() != 1 {
+        return Err(invalid(name, format!("{} entries, expected 1", v.len())));
+    }
+    Ok(v.remove(0))
+}
+
+impl Images {
+    /// Reads and validates the images in `dir`.
+    pub fn load(dir: &Path) -> Result<Images, RestoreError> {
+        let inv: Inventory_entry = read_one(dir, "inventory.img", "INVENTORY")?;
+        if inv.img_version() != 2 {
+            return Err(invalid(
+                "inventory.img",
+                format!("image version {}", inv.img_version()),
+            ));
+        }
+        let tree: Vec<Pstree_entry> = read_all(dir, "pstree.img", "PSTREE")?;
+        let pstree = match tree.as_slice() {
+            [one] => one.clone(),
+            [] => return Err(invalid("pstree.img", "no process")),
+            more => {
+                return Err(unsupported(format!(
+                    "restoring a tree of {} processes",
+                    more.len()
+                )))
+            }
+        };
+        let pid = pstree.pid();
+        if pid == 0 || pid > i32::MAX as u32 {
+            return Err(invalid("pstree.img", format!("pid {pid}")));
+        }
+        if pstree.threads != [pid] {
+            return Err(unsupported(format!(
+                "restoring a process with {} threads",
+                pstree.threads.len()
+            )));
+        }
+        let core_name = format!("core-{pid}.img");
+        let core: Core_entry = read_one(dir, &core_name, "CORE")?;
+        check_core(&core_name, &core)?;
+        let ids_name = format!("ids-{pid}.img");
+        let ids: Task_kobj_ids_entry = if dir.join(&ids_name).exists() {
+            read_one(dir, &ids_name, "IDS")?
+        } else {
+            core.ids
+                .clone()
+                .into_option()
+                .ok_or_else(|| invalid(&core_name, "no ids"))?
+        };
+        check_namespaces(&inv, &ids)?;
+
+        let mm_name = format!("mm-{pid}.img");
+        let mm: Mm_entry = read_one(dir, &mm_name, "MM")?;
+        let vmas = vma::parse(&mm_name, &mm)?;
+        if !mm.aios.is_empty() {
+            return Err(unsupported("AIO rings"));
+        }
+
+        let pm_name = format!("pagemap-{pid}.img");
+        let pm_path = dir.join(&pm_name);
+        let pm_bytes = read_file(&pm_path)?;
+        let label = pm_path.display().to_string();
+        let mut r = ImageReader::new(&label, &pm_bytes, "PAGEMAP")?;
+        let head: Pagemap_head = r
+            .next()?
+            .ok_or_else(|| invalid(&pm_name, "no pagemap_head"))?;
+        let entries: Vec<Pagemap_entry> = r.all()?;
+        let pages_path = dir.join(format!("pages-{}.img", head.pages_id()));
+        let pages_len = std::fs::metadata(&pages_path)
+            .map_err(|source| RestoreError::Stat {
+                path: pages_path.clone(),
+                source,
+            })?
+            .len();
+        let runs = page_runs(&pm_name, &entries, &vmas, pages_len)?;
+
+        let fs: Fs_entry = read_one(dir, &format!("fs-{pid}.img"), "FS")?;
+        let files_list: Vec<File_entry> = if dir.join("files.img").exists() {
+            read_all(dir, "files.img", "FILES")?
+        } else {
+            Vec::new()
+        };
+        let mut files = BTreeMap::new();
+        for f in files_list {
+            let id = f.id();
+            if files.insert(id, f).is_some() {
+                return Err(invalid("files.img", format!("file id {id} twice")));
+            }
+        }
+        let fdinfo_name = format!("fdinfo-{}.img", ids.files_id());
+        let fdinfo: Vec<Fdinfo_entry> = read_all(dir, &fdinfo_name, "FDINFO")?;
+        let mut seen = BTreeSet::new();
+        for e in &fdinfo {
+            if !seen.insert(e.fd()) || e.fd() >= 1 << 20 {
+                return Err(invalid(
+                    &fdinfo_name,
+                    format!("fd {} twice or too large", e.fd()),
+                ));
+            }
+            let f = files.get(&e.id()).ok_or_else(|| {
+                invalid(
+                    &fdinfo_name,
+                    format!(
+                        "fd {} names file id {} absent from files.img",
+                        e.fd(),
+                        e.id()
+                    ),
+                )
+            })?;
+            if f.type_() != Fd_types::REG || e.type_() != Fd_types::REG {
+                return Err(unsupported(format!(
+                    "fd {} of type {:?}",
+                    e.fd(),
+                    e.type_()
+                )));
+            }
+            reg_of(f)?;
+        }
+        for id in [fs.cwd_id(), fs.root_id(), mm.exe_file_id()] {
+            reg_of(
+                files.get(&id).ok_or_else(|| {
+                    invalid("fs/mm", format!("file id {id} absent from files.img"))
+                })?,
+            )?;
+        }
+        for v in &vmas {
+            if let Some(id) = v.file_id {
+                reg_of(files.get(&id).ok_or_else(|| {
+                    invalid(
+                        &mm_name,
+                        format!(
+                            "VMA {:#x}-{:#x} maps file id {id} absent from files.img",
+                            v.start, v.end
+                        ),
+                    )
+                })?)?;
+            }
+        }
+        Ok(Images {
+            pid: pid as i32,
+            pstree,
+            core,
+            mm,
+            vmas,
+            runs,
+            pages_path,
+            fs,
+            files,
+            fdinfo,
+        })
+    }
+
+    /// The regular-file entry with id `id` (checked to exist at load).
+    pub fn reg(&self, id: u32) -> &Reg_file_entry {
+        self.files[&id].reg.as_ref().expect("checked at load")
+    }
+}
+
+fn reg_of(f: &File_entry) -> Result<&Reg_file_entry, RestoreError> {
+    let reg = f
+        .reg
+        .as_ref()
+        .ok_or_else(|| invalid("files.img", format!("file id {} has no reg entry", f.id())))?;
+    if reg.ext() {
+        return Err(unsupported(format!("external file {}", reg.name())));
+    }
+    if !reg.name().starts_with('/') {
+        return Err(unsupported(format!(
+            "file path {:?} relative to another mount",
+            reg.name()
+        )));
+    }
+    Ok(reg)
+}
+
+fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
+    if core.mtype() != March::X86_64 {
+        return Err(unsupported(format!("machine type {:?}", core.mtype())));
+    }
+    let ti = core
+        .thread_info
+        .as_ref()
+        .ok_or_else(|| invalid(name, "no thread_info"))?;
+    if ti.gpregs.mode() != User_x86_regs_mode::NATIVE {
+        return Err(unsupported("32-bit (compat) tasks"));
+    }
+    let tc = core.tc.as_ref().ok_or_else(|| invalid(name, "no tc"))?;
+    if tc.task_state() != 1 {
+        return Err(unsupported(format!(
+            "task state {} (only alive tasks)",
+            tc.task_state()
+        )));
+    }
+    let th = core
+        .thread_core
+        .as_ref()
+        .ok_or_else(|| invalid(name, "no thread_core"))?;
+    if th.seccomp_mode.map(|m| m.value()).unwrap_or(0) != 0 {
+        return Err(unsupported("seccomp"));
+    }
+    if tc.timers.as_ref().is_some_and(|t| !t.posix.is_empty()) {
+        return Err(unsupported("POSIX timers"));
+    }
+    if tc.sigactions.len() > 64 {
+        return Err(invalid(name, format!("{} sigactions", tc.sigactions.len())));
+    }
+    for s in th
+        .signals_p
+        .iter()
+        .flat_map(|q| q.signals.iter())
+        .chain(tc.signals_s.iter().flat_map(|q| q.signals.iter()))
+    {
+        if s.siginfo().len() != 128 {
+            return Err(invalid(
+                name,
+                format!("siginfo of {} bytes", s.siginfo().len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_namespaces(inv: &Inventory_entry, ids: &Task_kobj_ids_entry) -> Result<(), RestoreError> {
+    let Some(root) = inv.root_ids.as_ref() else {
+        return Ok(());
+    };
+    let pairs = [
+        ("pid", root.pid_ns_id, ids.pid_ns_id),
+        ("net", root.net_ns_id, ids.net_ns_id),
+        ("ipc", root.ipc_ns_id, ids.ipc_ns_id),
+        ("uts", root.uts_ns_id, ids.uts_ns_id),
+        ("mnt", root.mnt_ns_id, ids.mnt_ns_id),
+        ("user", root.user_ns_id, ids.user_ns_id),
+        ("cgroup", root.cgroup_ns_id, ids.cgroup_ns_id),
+        ("time", root.time_ns_id, ids.time_ns_id),
+    ];
+    for (kind, a, b) in pairs {
+        if a.is_some() && b.is_some() && a != b {
+            return Err(unsupported(format!(
+                "a process in its own {kind} namespace"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Turns pagemap entries into runs with their pages-image offsets, checking that each lies
+/// inside dumped VMAs, that they are sorted and disjoint, and that the image holds them.
+fn page_runs(
+    image: &str,
+    entries: &[Pagemap_entry],
+    vmas: &[Vma],
+    pages_len: u64,
+) -> Result<Vec<PageRun>, RestoreError> {
+    let mut runs = Vec::with_capacity(entries.len());
+    let mut offset = 0u64;
+    let mut prev_end = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        let nr = if e.has_nr_pages() {
+            e.nr_pages()
+        } else {
+            u64::from(e.compat_nr_pages())
+        };
+        let flags = if e.has_flags() {
+            e.flags()
+        } else if e.in_parent() {
+            PE_PARENT
+        } else {
+            PE_PRESENT
+        };
+        let addr = e.vaddr();
+        let len = nr.checked_mul(PAGE).filter(|&l| l > 0 && l <= TASK_SIZE);
+        let Some(len) = len else {
+            return Err(invalid(
+                image,
+                format!("entry {} at {addr:#x}: {nr} pages", i + 1),
+            ));
+        };
+        if addr % PAGE != 0
+            || addr < prev_end
+            || addr.checked_add(len).is_none_or(|e| e > TASK_SIZE)
+        {
+            return Err(invalid(
+                image,
+                format!(
+                    "entry {} at {addr:#x}: unaligned, unsorted or out of range",
+                    i + 1
+                ),
+            ));
+        }
+        prev_end = addr + len;
+        if !vma::covered(vmas, addr, addr + len) {
+            return Err(invalid(
+                image,
+                format!(
+                    "entry {}: pages {addr:#x}-{prev_end:#x} outside the dumped VMAs",
+                    i + 1
+                ),
+            ));
+        }
+        if flags & PE_PARENT != 0 {
+            return Err(unsupported("incremental dumps (pages in a parent image)"));
+        }
+        if flags & PE_PRESENT == 0 {
+            continue;
+        }
+        runs.push(PageRun { addr, len, offset });
+        offset += len;
+    }
+    if offset > pages_len {
+        return Err(invalid(
+            image,
+            format!("pagemap needs {offset:#x} bytes of pages, the pages image has {pages_len:#x}"),
+        ));
+    }
+    Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vma(start: u64, end: u64) -> Vma {
+        Vma {
+            start,
+            end,
+            prot: 3,
+            flags: (libc_consts::MAP_PRIVATE | libc_consts::MAP_ANONYMOUS) as u32,
+            kind: vma::Kind::Anon,
+            file_id: None,
+            pgoff: 0,
+            fdflags: 0,
+            madv: 0,
+        }
+    }
+
+    mod libc_consts {
+        pub const MAP_PRIVATE: i32 = 2;
+        pub const MAP_ANONYMOUS: i32 = 0x20;
+    }
+
+    fn entry(vaddr: u64, nr: u64, flags: u32) -> Pagemap_entry {
+        let mut e = Pagemap_entry::new();
+        e.set_vaddr(vaddr);
+        e.set_compat_nr_pages(0);
+        e.set_nr_pages(nr);
+        e.set_flags(flags);
+        e
+    }
+
+    #[test]
+    fn page_runs_offsets_accumulate_over_present_entries() {
+        let vmas = [vma(0x1000, 0x9000)];
+        let e = [
+            entry(0x1000, 2, PE_PRESENT),
+            entry(0x4000, 1, 0),
+            entry(0x6000, 3, PE_PRESENT | 2),
+        ];
+        let runs = page_runs("pm", &e, &vmas, 5 * PAGE).unwrap();
+        assert_eq!(
+            runs,
+            [
+                PageRun {
+                    addr: 0x1000,
+                    len: 0x2000,
+                    offset: 0
+                },
+                PageRun {
+                    addr: 0x6000,
+                    len: 0x3000,
+                    offset: 0x2000
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn page_runs_outside_vmas_is_invalid() {
+        let vmas = [vma(0x1000, 0x2000)];
+        let e = [entry(0x1000, 2, PE_PRESENT)];
+        assert!(matches!(
+            page_runs("pm", &e, &vmas, 2 * PAGE),
+            Err(RestoreError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn page_runs_short_pages_image_is_invalid() {
+        let vmas = [vma(0x1000, 0x9000)];
+        let e = [entry(0x1000, 4, PE_PRESENT)];
+        assert!(matches!(
+            page_runs("pm", &e, &vmas, 3 * PAGE),
+            Err(RestoreError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn page_runs_overlapping_entries_are_invalid() {
+        let vmas = [vma(0x1000, 0x9000)];
+        let e = [entry(0x2000, 2, PE_PRESENT), entry(0x3000, 1, PE_PRESENT)];
+        assert!(matches!(
+            page_runs("pm", &e, &vmas, 3 * PAGE),
+            Err(RestoreError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn page_runs_parent_pages_are_unsupported() {
+        let vmas = [vma(0x1000, 0x9000)];
+        let e = [entry(0x2000, 2, PE_PARENT)];
+        assert!(matches!(
+            page_runs("pm", &e, &vmas, 0),
+            Err(RestoreError::Unsupported { .. })
+        ));
+    }
+}

@@ -1,0 +1,410 @@
+//! Process and thread state put back by syscalls run inside the new task: mm fields
+//! (PR_SET_MM_MAP), prctl values, sigactions, sigaltstack, itimers, robust list, rseq,
+//! pending signals, credentials.
+
+use crs_images::pb::creds::Creds_entry;
+use tracing::{debug, warn};
+
+use crate::images::Images;
+use crate::remote::Remote;
+use crate::RestoreError;
+
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+const SS_DISABLE: u32 = 2;
+
+fn le(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Unregisters the rseq area the new task inherited from crs (it lives in memory that is
+/// about to be unmapped, and the kernel would write to it).
+pub(crate) fn drop_inherited_rseq(r: &mut Remote<'_>) -> Result<(), RestoreError> {
+    let conf =
+        crs_sys::ptrace::get_rseq_configuration(r.pid).map_err(|source| RestoreError::Compel {
+            pid: r.pid,
+            what: "reading the inherited rseq registration".into(),
+            source: crs_compel::Error::Rseq { tid: r.pid, source },
+        })?;
+    if conf.rseq_abi_pointer == 0 {
+        return Ok(());
+    }
+    r.call(
+        libc::SYS_rseq,
+        [
+            conf.rseq_abi_pointer,
+            u64::from(conf.rseq_abi_size),
+            RSEQ_FLAG_UNREGISTER,
+            u64::from(conf.signature),
+            0,
+            0,
+        ],
+        || "unregistering the inherited rseq area".into(),
+    )?;
+    Ok(())
+}
+
+/// mm fields, brk, auxv and the exe link, in one PR_SET_MM_MAP.
+pub(crate) fn set_mm(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
+    let mm = &images.mm;
+    let exe = images.reg(mm.exe_file_id()).name().to_string();
+    let p = r.put_str(0, &exe)?;
+    let fd = r.call(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            p,
+            (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_LARGEFILE) as u64,
+            0,
+            0,
+            0,
+        ],
+        || format!("opening the executable {exe}"),
+    )?;
+    if mm.mm_saved_auxv.len() > 2 * 64 {
+        return Err(RestoreError::Invalid {
+            image: "mm".into(),
+            what: format!("{} auxv words", mm.mm_saved_auxv.len()),
+        });
+    }
+    let auxv = r.put(4096, &le(&mm.mm_saved_auxv))?;
+    let mut map = le(&[
+        mm.mm_start_code(),
+        mm.mm_end_code(),
+        mm.mm_start_data(),
+        mm.mm_end_data(),
+        mm.mm_start_brk(),
+        mm.mm_brk(),
+        mm.mm_start_stack(),
+        mm.mm_arg_start(),
+        mm.mm_arg_end(),
+        mm.mm_env_start(),
+        mm.mm_env_end(),
+        auxv,
+    ]);
+    map.extend_from_slice(&((mm.mm_saved_auxv.len() * 8) as u32).to_le_bytes());
+    map.extend_from_slice(&(fd as u32).to_le_bytes());
+    let len = map.len() as u64;
+    let p = r.put(8192, &map)?;
+    r.call(
+        libc::SYS_prctl,
+        [PR_SET_MM, PR_SET_MM_MAP, p, len, 0, 0],
+        || {
+            format!(
+                "prctl(PR_SET_MM_MAP) (code {:#x}-{:#x}, brk {:#x}-{:#x}, exe {exe})",
+                mm.mm_start_code(),
+                mm.mm_end_code(),
+                mm.mm_start_brk(),
+                mm.mm_brk()
+            )
+        },
+    )?;
+    r.call(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], || {
+        "closing the exe fd".into()
+    })?;
+    Ok(())
+}
+
+/// prctl values, personality, robust list, clear-tid address, rseq, sigaltstack,
+/// sigactions, itimers.
+pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
+    let core = &images.core;
+    let tc = core.tc.as_ref().expect("checked at load");
+    let th = core.thread_core.as_ref().expect("checked at load");
+    let ti = core.thread_info.as_ref().expect("checked at load");
+
+    let comm = th.comm.as_deref().unwrap_or(tc.comm());
+    let mut name = comm.as_bytes()[..comm.len().min(15)].to_vec();
+    name.push(0);
+    let p = r.put(0, &name)?;
+    r.call(
+        libc::SYS_prctl,
+        [libc::PR_SET_NAME as u64, p, 0, 0, 0, 0],
+        || "prctl(PR_SET_NAME)".into(),
+    )?;
+    r.call(
+        libc::SYS_personality,
+        [u64::from(tc.personality()), 0, 0, 0, 0, 0],
+        || format!("personality({:#x})", tc.personality()),
+    )?;
+    r.call(
+        libc::SYS_prctl,
+        [
+            libc::PR_SET_PDEATHSIG as u64,
+            u64::from(th.pdeath_sig()),
+            0,
+            0,
+            0,
+            0,
+        ],
+        || "prctl(PR_SET_PDEATHSIG)".into(),
+    )?;
+    if tc.child_subreaper() {
+        r.call(
+            libc::SYS_prctl,
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+            || "prctl(PR_SET_CHILD_SUBREAPER)".into(),
+        )?;
+    }
+    if images.mm.thp_disabled() {
+        r.call(
+            libc::SYS_prctl,
+            [libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0, 0],
+            || "prctl(PR_SET_THP_DISABLE)".into(),
+        )?;
+    }
+    r.call(
+        libc::SYS_set_tid_address,
+        [ti.clear_tid_addr(), 0, 0, 0, 0, 0],
+        || "set_tid_address".into(),
+    )?;
+    if th.futex_rla_len() != 0 {
+        r.call(
+            libc::SYS_set_robust_list,
+            [th.futex_rla(), u64::from(th.futex_rla_len()), 0, 0, 0, 0],
+            || "set_robust_list".into(),
+        )?;
+    }
+    if let Some(rs) = th.rseq_entry.as_ref() {
+        if rs.rseq_abi_pointer() != 0 {
+            r.call(
+                libc::SYS_rseq,
+                [
+                    rs.rseq_abi_pointer(),
+                    u64::from(rs.rseq_abi_size()),
+                    0,
+                    u64::from(rs.signature()),
+                    0,
+                    0,
+                ],
+                || format!("rseq registration at {:#x}", rs.rseq_abi_pointer()),
+            )?;
+        }
+    }
+    let (sp, size, flags) = th.sas.as_ref().map_or((0, 0, SS_DISABLE), |s| {
+        (s.ss_sp(), s.ss_size(), s.ss_flags())
+    });
+    let mut ss = le(&[sp]);
+    ss.extend_from_slice(&(flags as i32).to_le_bytes());
+    ss.extend_from_slice(&[0; 4]);
+    ss.extend_from_slice(&size.to_le_bytes());
+    let p = r.put(0, &ss)?;
+    r.call(libc::SYS_sigaltstack, [p, 0, 0, 0, 0, 0], || {
+        format!("sigaltstack({sp:#x}, {size:#x}, {flags:#x})")
+    })?;
+
+    // Every catchable signal, in image order (1..=64 without SIGKILL and SIGSTOP): crs's
+    // own handlers were inherited and must not survive.
+    let sigs = (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64);
+    let mut table = Vec::with_capacity(62 * 32);
+    let mut which = Vec::new();
+    for (sig, sa) in sigs.zip(tc.sigactions.iter()) {
+        if sa.compat_sigaction() {
+            return Err(RestoreError::Unsupported {
+                what: "compat sigactions".into(),
+            });
+        }
+        table.extend(le(&[sa.sigaction(), sa.flags(), sa.restorer(), sa.mask()]));
+        which.push(sig);
+    }
+    let base = r.put(0, &table)?;
+    for (i, sig) in which.into_iter().enumerate() {
+        r.call(
+            libc::SYS_rt_sigaction,
+            [sig, base + 32 * i as u64, 0, 8, 0, 0],
+            || format!("rt_sigaction({sig})"),
+        )?;
+    }
+
+    if let Some(t) = tc.timers.as_ref() {
+        for (which, it) in [
+            (libc::ITIMER_REAL, &t.real),
+            (libc::ITIMER_VIRTUAL, &t.virt),
+            (libc::ITIMER_PROF, &t.prof),
+        ] {
+            let Some(it) = it.as_ref() else { continue };
+            if it.vsec() == 0 && it.vusec() == 0 {
+                continue;
+            }
+            let p = r.put(0, &le(&[it.isec(), it.iusec(), it.vsec(), it.vusec()]))?;
+            r.call(libc::SYS_setitimer, [which as u64, p, 0, 0, 0, 0], || {
+                format!("setitimer({which})")
+            })?;
+        }
+    }
+    if let Some(adj) = tc.oom_score_adj {
+        if adj != 0 {
+            let path = format!("/proc/{}/oom_score_adj", r.pid);
+            std::fs::write(&path, adj.to_string()).map_err(|source| RestoreError::Write {
+                path: path.into(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Queues the dumped pending signals again (private to the thread, then shared).
+pub(crate) fn queue_signals(r: &mut Remote<'_>, images: &Images) -> Result<usize, RestoreError> {
+    let core = &images.core;
+    let tc = core.tc.as_ref().expect("checked at load");
+    let th = core.thread_core.as_ref().expect("checked at load");
+    let mut n = 0;
+    let private = th
+        .signals_p
+        .iter()
+        .flat_map(|q| q.signals.iter())
+        .map(|s| (true, s));
+    let shared = tc
+        .signals_s
+        .iter()
+        .flat_map(|q| q.signals.iter())
+        .map(|s| (false, s));
+    for (private, s) in private.chain(shared) {
+        let info = s.siginfo();
+        let signo = u64::from(u32::from_le_bytes(
+            info[0..4].try_into().expect("128 bytes checked"),
+        ));
+        let p = r.put(0, info)?;
+        let pid = r.pid as u64;
+        if private {
+            r.call(
+                libc::SYS_rt_tgsigqueueinfo,
+                [pid, pid, signo, p, 0, 0],
+                || format!("queueing signal {signo}"),
+            )?;
+        } else {
+            r.call(libc::SYS_rt_sigqueueinfo, [pid, signo, p, 0, 0, 0], || {
+                format!("queueing shared signal {signo}")
+            })?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Sets the resource limits from crs (prlimit). A limit the kernel refuses to raise (no
+/// CAP_SYS_RESOURCE) is left as inherited, with a warning.
+pub(crate) fn set_rlimits(pid: i32, images: &Images) {
+    let tc = images.core.tc.as_ref().expect("checked at load");
+    let Some(rl) = tc.rlimits.as_ref() else {
+        return;
+    };
+    for (res, l) in rl.rlimits.iter().enumerate() {
+        if let Err(e) = crs_sys::restore::prlimit(pid, res as u32, l.cur(), l.max()) {
+            warn!(pid, resource = res, cur = l.cur(), max = l.max(), error = %e, "resource limit not restored");
+        }
+    }
+}
+
+/// Credentials, last before the registers. Only the credentials crs itself has can be
+/// kept as they are; anything else is refused for now.
+pub(crate) fn check_creds(images: &Images) -> Result<(), RestoreError> {
+    let th = images.core.thread_core.as_ref().expect("checked at load");
+    let Some(c) = th.creds.as_ref() else {
+        return Ok(());
+    };
+    let own = own_creds();
+    if let Some(diff) = differs(c, &own) {
+        return Err(RestoreError::Unsupported {
+            what: format!("restoring credentials other than crs's own ({diff})"),
+        });
+    }
+    debug!("credentials are crs's own");
+    Ok(())
+}
+
+struct OwnCreds {
+    ids: [u32; 8],
+    groups: Vec<u32>,
+    caps: [u64; 4],
+}
+
+fn own_creds() -> OwnCreds {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> Vec<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|w| {
+                        if name.starts_with("Cap") {
+                            u64::from_str_radix(w, 16).ok()
+                        } else {
+                            w.parse().ok()
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let uid = field("Uid:");
+    let gid = field("Gid:");
+    let g = |v: &Vec<u64>, i: usize| v.get(i).copied().unwrap_or(u64::MAX) as u32;
+    let cap = |n: &str| field(n).first().copied().unwrap_or(0);
+    OwnCreds {
+        ids: [
+            g(&uid, 0),
+            g(&gid, 0),
+            g(&uid, 1),
+            g(&gid, 1),
+            g(&uid, 2),
+            g(&gid, 2),
+            g(&uid, 3),
+            g(&gid, 3),
+        ],
+        groups: field("Groups:").into_iter().map(|x| x as u32).collect(),
+        caps: [
+            cap("CapInh:"),
+            cap("CapPrm:"),
+            cap("CapEff:"),
+            cap("CapBnd:"),
+        ],
+    }
+}
+
+fn caps(words: &[u32]) -> u64 {
+    words
+        .iter()
+        .take(2)
+        .enumerate()
+        .fold(0, |acc, (i, w)| acc | (u64::from(*w) << (32 * i)))
+}
+
+fn differs(c: &Creds_entry, own: &OwnCreds) -> Option<String> {
+    let ids = [
+        c.uid(),
+        c.gid(),
+        c.euid(),
+        c.egid(),
+        c.suid(),
+        c.sgid(),
+        c.fsuid(),
+        c.fsgid(),
+    ];
+    if ids != own.ids {
+        return Some(format!("ids {ids:?} vs {:?}", own.ids));
+    }
+    let mut g = c.groups.clone();
+    g.sort_unstable();
+    let mut og = own.groups.clone();
+    og.sort_unstable();
+    if g != og {
+        return Some(format!("groups {g:?} vs {og:?}"));
+    }
+    let img = [
+        caps(&c.cap_inh),
+        caps(&c.cap_prm),
+        caps(&c.cap_eff),
+        caps(&c.cap_bnd),
+    ];
+    if img != own.caps {
+        return Some(format!("capabilities {img:x?} vs {:x?}", own.caps));
+    }
+    if c.secbits() != 0 || c.no_new_privs() != 0 {
+        return Some("securebits or no_new_privs".into());
+    }
+    None
+}

@@ -1,0 +1,438 @@
+//! VMAs: validating the dumped list, and rebuilding the address space of the new task
+//! (unmapping crs's own mappings, moving the vDSO, mapping every VMA, madvise, prot).
+
+use crs_proc::{Vma as MapsVma, VmaName};
+
+use crate::images::{Images, PAGE, TASK_SIZE};
+use crate::remote::Remote;
+use crate::RestoreError;
+
+// VMA status bits (CRIU's VMA_AREA_*).
+const AREA_REGULAR: u32 = 1 << 0;
+const AREA_VSYSCALL: u32 = 1 << 2;
+const AREA_VDSO: u32 = 1 << 3;
+const FILE_PRIVATE: u32 = 1 << 6;
+const FILE_SHARED: u32 = 1 << 7;
+const ANON_SHARED: u32 = 1 << 8;
+const ANON_PRIVATE: u32 = 1 << 9;
+const AREA_VVAR: u32 = 1 << 12;
+/// SYSVIPC, SOCKET, AIORING, MEMFD, SHSTK, UPROBES, UNSUPP.
+const UNSUPPORTED: u32 =
+    (1 << 10) | (1 << 11) | (1 << 13) | (1 << 14) | (1 << 15) | (1 << 17) | (1 << 31);
+
+/// What a dumped VMA is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Anon,
+    FilePrivate,
+    FileShared,
+    Vdso,
+    Vvar,
+    Vsyscall,
+}
+
+/// One dumped VMA, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub prot: u32,
+    pub flags: u32,
+    pub kind: Kind,
+    pub file_id: Option<u32>,
+    pub pgoff: u64,
+    pub fdflags: u32,
+    pub madv: u64,
+}
+
+impl Vma {
+    fn special(&self) -> bool {
+        matches!(self.kind, Kind::Vdso | Kind::Vvar | Kind::Vsyscall)
+    }
+}
+
+/// Checks the VMAs of `mm` (sorted, disjoint, aligned, in user space, of a kind crs
+/// restores) and returns them.
+pub(crate) fn parse(
+    image: &str,
+    mm: &crs_images::pb::mm::Mm_entry,
+) -> Result<Vec<Vma>, RestoreError> {
+    let bad = |what: String| RestoreError::Invalid {
+        image: image.to_string(),
+        what,
+    };
+    let mut out: Vec<Vma> = Vec::with_capacity(mm.vmas.len());
+    for v in &mm.vmas {
+        let (start, end, status) = (v.start(), v.end(), v.status());
+        let range = format!("VMA {start:#x}-{end:#x}");
+        if start % PAGE != 0 || end % PAGE != 0 || start >= end {
+            return Err(bad(format!("{range}: unaligned or empty")));
+        }
+        if let Some(prev) = out.last() {
+            if start < prev.end {
+                return Err(bad(format!(
+                    "{range}: overlaps or precedes the VMA before it"
+                )));
+            }
+        }
+        let kind = if status & AREA_VSYSCALL != 0 {
+            Kind::Vsyscall
+        } else if status & AREA_VDSO != 0 {
+            Kind::Vdso
+        } else if status & AREA_VVAR != 0 {
+            Kind::Vvar
+        } else if status & UNSUPPORTED != 0 || status & ANON_SHARED != 0 {
+            return Err(RestoreError::Unsupported {
+                what: format!("{range} with status {status:#x}"),
+            });
+        } else if status & AREA_REGULAR == 0 {
+            return Err(bad(format!(
+                "{range}: status {status:#x} without VMA_AREA_REGULAR"
+            )));
+        } else if status & FILE_PRIVATE != 0 {
+            Kind::FilePrivate
+        } else if status & FILE_SHARED != 0 {
+            Kind::FileShared
+        } else if status & ANON_PRIVATE != 0 {
+            Kind::Anon
+        } else {
+            return Err(bad(format!("{range}: status {status:#x} names no kind")));
+        };
+        if kind != Kind::Vsyscall && end > TASK_SIZE {
+            return Err(bad(format!("{range}: beyond user space")));
+        }
+        let file_id = match kind {
+            Kind::FilePrivate | Kind::FileShared => Some(
+                u32::try_from(v.shmid())
+                    .map_err(|_| bad(format!("{range}: file id {}", v.shmid())))?,
+            ),
+            _ => None,
+        };
+        if v.prot() & !(libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u32 != 0 {
+            return Err(bad(format!("{range}: prot {:#x}", v.prot())));
+        }
+        out.push(Vma {
+            start,
+            end,
+            prot: v.prot(),
+            flags: v.flags(),
+            kind,
+            file_id,
+            pgoff: v.pgoff(),
+            fdflags: v.fdflags(),
+            madv: v.madv(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `[start, end)` is covered by consecutive VMAs of `vmas` (sorted).
+pub(crate) fn covered(vmas: &[Vma], start: u64, end: u64) -> bool {
+    let mut at = start;
+    let first = vmas.partition_point(|v| v.end <= start);
+    for v in &vmas[first..] {
+        if v.start > at {
+            return false;
+        }
+        at = v.end;
+        if at >= end {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether any page run touches `v`.
+fn has_pages(images: &Images, v: &Vma) -> bool {
+    let i = images.runs.partition_point(|r| r.addr + r.len <= v.start);
+    images.runs.get(i).is_some_and(|r| r.addr < v.end)
+}
+
+/// The kernel's special mappings in the new task: [vvar], [vvar_vclock], [vdso].
+fn vdso_pieces(maps: &[MapsVma]) -> Vec<(u64, u64)> {
+    maps.iter()
+        .filter(|m| matches!(m.name, VmaName::Vdso | VmaName::Vvar | VmaName::VvarVclock))
+        .map(|m| (m.start, m.end))
+        .collect()
+}
+
+/// Unmaps everything of crs in the new task except the trampoline and the vDSO pieces.
+pub(crate) fn unmap_crs(
+    r: &mut Remote<'_>,
+    maps: &[MapsVma],
+    tramp_len: u64,
+) -> Result<(), RestoreError> {
+    let mut keep = vdso_pieces(maps);
+    keep.push((r.trampoline, r.trampoline + tramp_len));
+    keep.sort();
+    let top = maps
+        .iter()
+        .filter(|m| m.end <= TASK_SIZE)
+        .map(|m| m.end)
+        .max()
+        .unwrap_or(TASK_SIZE);
+    let mut at = 0u64;
+    for (s, e) in keep.into_iter().chain([(top, top)]) {
+        if s > at {
+            r.call(libc::SYS_munmap, [at, s - at, 0, 0, 0, 0], || {
+                format!("munmap {at:#x}-{s:#x}")
+            })?;
+        }
+        at = at.max(e);
+    }
+    Ok(())
+}
+
+/// Moves the new task's vvar+vdso block to where the image had it.
+pub(crate) fn move_vdso(
+    r: &mut Remote<'_>,
+    images: &Images,
+    maps: &[MapsVma],
+    tramp_len: u64,
+) -> Result<(), RestoreError> {
+    let pieces = vdso_pieces(maps);
+    let dumped: Vec<&Vma> = images
+        .vmas
+        .iter()
+        .filter(|v| matches!(v.kind, Kind::Vdso | Kind::Vvar))
+        .collect();
+    let (Some(cs), Some(ce)) = (
+        pieces.iter().map(|p| p.0).min(),
+        pieces.iter().map(|p| p.1).max(),
+    ) else {
+        if dumped.is_empty() {
+            return Ok(());
+        }
+        return Err(RestoreError::VdsoMismatch {
+            pid: r.pid,
+            image: dumped.iter().map(|v| v.end - v.start).sum(),
+            here: 0,
+        });
+    };
+    if dumped.is_empty() {
+        for (s, e) in pieces {
+            r.call(libc::SYS_munmap, [s, e - s, 0, 0, 0, 0], || {
+                format!("munmap of the vdso piece {s:#x}-{e:#x}")
+            })?;
+        }
+        return Ok(());
+    }
+    let ds = dumped.iter().map(|v| v.start).min().expect("non-empty");
+    let de = dumped.iter().map(|v| v.end).max().expect("non-empty");
+    let here_vdso = maps
+        .iter()
+        .find(|m| m.name == VmaName::Vdso)
+        .map(|m| m.start - cs);
+    let image_vdso = dumped
+        .iter()
+        .find(|v| v.kind == Kind::Vdso)
+        .map(|v| v.start - ds);
+    if ce - cs != de - ds || here_vdso != image_vdso {
+        return Err(RestoreError::VdsoMismatch {
+            pid: r.pid,
+            image: de - ds,
+            here: ce - cs,
+        });
+    }
+    if cs == ds {
+        return Ok(());
+    }
+    let size = ce - cs;
+    let mut from = cs;
+    if cs < de && ds < ce {
+        // Overlapping: go through a free spot next to the trampoline first.
+        let mut tmp = r.trampoline + tramp_len;
+        if tmp < ce.max(de) && cs.min(ds) < tmp + size {
+            tmp = r.trampoline - size;
+        }
+        mremap_block(r, &pieces, from, tmp)?;
+        from = tmp;
+    }
+    mremap_block(r, &pieces, from, ds)
+}
+
+fn mremap_block(
+    r: &mut Remote<'_>,
+    pieces: &[(u64, u64)],
+    from: u64,
+    to: u64,
+) -> Result<(), RestoreError> {
+    let base = pieces.iter().map(|p| p.0).min().unwrap_or(0);
+    for &(s, e) in pieces {
+        let old = s - base + from;
+        let new = s - base + to;
+        let len = e - s;
+        r.call(
+            libc::SYS_mremap,
+            [
+                old,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                new,
+                0,
+            ],
+            || {
+                format!(
+                    "mremap of the vdso piece {old:#x}-{:#x} to {new:#x}",
+                    old + len
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Maps every dumped VMA at its address; VMAs that get pages are writable until
+/// [`finish_prot`]. Applies madvise bits.
+pub(crate) fn map_all(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
+    let mut fds: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
+    for v in images.vmas.iter().filter(|v| !v.special()) {
+        let writable_for_fill = has_pages(images, v) && v.prot & libc::PROT_WRITE as u32 == 0;
+        if writable_for_fill && v.kind == Kind::FileShared {
+            return Err(RestoreError::Invalid {
+                image: "pagemap".into(),
+                what: format!(
+                    "pages dumped for the shared file mapping {:#x}-{:#x}",
+                    v.start, v.end
+                ),
+            });
+        }
+        let prot = if writable_for_fill {
+            v.prot | libc::PROT_WRITE as u32
+        } else {
+            v.prot
+        };
+        let flags = (v.flags as i32 | libc::MAP_FIXED) & !libc::MAP_FIXED_NOREPLACE;
+        let fd = match v.file_id {
+            None => u64::MAX,
+            Some(id) => {
+                let acc = if v.kind == Kind::FileShared {
+                    v.fdflags & libc::O_ACCMODE as u32
+                } else {
+                    libc::O_RDONLY as u32
+                };
+                if let Some(&fd) = fds.get(&(id, acc)) {
+                    fd as u64
+                } else {
+                    let path = images.reg(id).name().to_string();
+                    let p = r.put_str(0, &path)?;
+                    let fd = r.call(
+                        libc::SYS_openat,
+                        [
+                            libc::AT_FDCWD as u64,
+                            p,
+                            u64::from(acc) | (libc::O_CLOEXEC | libc::O_LARGEFILE) as u64,
+                            0,
+                            0,
+                            0,
+                        ],
+                        || format!("opening {path} to map it"),
+                    )?;
+                    fds.insert((id, acc), fd);
+                    fd as u64
+                }
+            }
+        };
+        let off = if v.file_id.is_some() { v.pgoff } else { 0 };
+        let len = v.end - v.start;
+        let got = r.call(
+            libc::SYS_mmap,
+            [v.start, len, u64::from(prot), flags as u32 as u64, fd, off],
+            || {
+                format!(
+                    "mmap of VMA {:#x}-{:#x} (prot {prot:#x} flags {flags:#x})",
+                    v.start, v.end
+                )
+            },
+        )?;
+        if got as u64 != v.start {
+            return Err(RestoreError::Syscall {
+                pid: r.pid,
+                what: format!("mmap of VMA {:#x} landed at {got:#x}", v.start),
+                errno: 0,
+            });
+        }
+        for bit in 0..64u32 {
+            if v.madv & (1 << bit) != 0 {
+                r.call(
+                    libc::SYS_madvise,
+                    [v.start, len, u64::from(bit), 0, 0, 0],
+                    || format!("madvise({bit}) of VMA {:#x}-{:#x}", v.start, v.end),
+                )?;
+            }
+        }
+    }
+    for (_, fd) in fds {
+        r.call(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], || {
+            format!("close of mapping fd {fd}")
+        })?;
+    }
+    Ok(())
+}
+
+/// Puts back the dumped protection of VMAs that were made writable for the page fill.
+pub(crate) fn finish_prot(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
+    for v in images.vmas.iter().filter(|v| !v.special()) {
+        if has_pages(images, v) && v.prot & libc::PROT_WRITE as u32 == 0 {
+            r.call(
+                libc::SYS_mprotect,
+                [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
+                || {
+                    format!(
+                        "mprotect of VMA {:#x}-{:#x} to {:#x}",
+                        v.start, v.end, v.prot
+                    )
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `v` is a vDSO/vvar VMA (its pages are never written: the kernel provides them).
+pub(crate) fn is_vdso(v: &Vma) -> bool {
+    matches!(v.kind, Kind::Vdso | Kind::Vvar | Kind::Vsyscall)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(start: u64, end: u64) -> Vma {
+        Vma {
+            start,
+            end,
+            prot: 3,
+            flags: 0x22,
+            kind: Kind::Anon,
+            file_id: None,
+            pgoff: 0,
+            fdflags: 0,
+            madv: 0,
+        }
+    }
+
+    #[test]
+    fn covered_adjacent_vmas_is_true() {
+        assert!(covered(
+            &[v(0x1000, 0x3000), v(0x3000, 0x5000)],
+            0x2000,
+            0x4000
+        ));
+    }
+
+    #[test]
+    fn covered_across_hole_is_false() {
+        assert!(!covered(
+            &[v(0x1000, 0x3000), v(0x4000, 0x5000)],
+            0x2000,
+            0x4800
+        ));
+    }
+
+    #[test]
+    fn covered_past_last_vma_is_false() {
+        assert!(!covered(&[v(0x1000, 0x3000)], 0x2000, 0x4000));
+    }
+}

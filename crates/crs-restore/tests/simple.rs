@@ -1,0 +1,288 @@
+//! Restores the CRIU 4.2 reference set `shared/criu-images/simple` (PID 71000) and checks
+//! that the workload continues; and that failed restores leave nothing behind.
+//! Needs root. The tests share PID 71000, so they take a lock.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crs_images::codec::{read_file, ImageReader, ImageWriter};
+use crs_images::pb::core::Core_entry;
+use crs_images::pb::fs::Fs_entry;
+use crs_restore::{restore, restore_with_stats, RestoreError, RestoreOptions};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+const PID: i32 = 71000;
+const REF: &str = "/work/shared/criu-images/simple";
+const WORK: &str = "/tmp/crs-ref/simple";
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Kills and reaps the restored task (our child) even on panic.
+struct Guard(i32);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(self.0), None);
+    }
+}
+
+fn root_or_skip(test: &str) -> bool {
+    if !nix::unistd::geteuid().is_root() || !Path::new(REF).exists() {
+        eprintln!("SKIP: {test}: needs root and {REF}");
+        return false;
+    }
+    true
+}
+
+/// Installs the workload's files, raises pid_max, waits for PID 71000 to be free, and
+/// copies the image set into a temp dir.
+fn setup() -> tempfile::TempDir {
+    let max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if max <= PID as u64 {
+        fs::write("/proc/sys/kernel/pid_max", "4194304").unwrap();
+    }
+    fs::create_dir_all(WORK).unwrap();
+    fs::copy(format!("{REF}/bin/simple"), format!("{WORK}/simple")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(format!("{WORK}/simple"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::copy(format!("{REF}/files/data.bin"), format!("{WORK}/data.bin")).unwrap();
+    // PID 1 reaps late here: wait for a previous holder of the pid to be gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{PID}")).exists() {
+        assert!(Instant::now() < deadline, "pid {PID} stays taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for e in fs::read_dir(REF).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+fn opts(dir: &Path) -> RestoreOptions {
+    RestoreOptions {
+        images_dir: dir.to_path_buf(),
+        detach: true,
+        ..RestoreOptions::default()
+    }
+}
+
+fn log_path() -> PathBuf {
+    PathBuf::from(format!("{WORK}/simple.log"))
+}
+
+/// Waits until the log has a line with `n=<n> `, returns that line.
+fn wait_line(n: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let key = format!(" n={n} ");
+    loop {
+        let log = fs::read_to_string(log_path()).unwrap_or_default();
+        if let Some(l) = log.lines().find(|l| l.contains(&key)) {
+            return l.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line n={n} in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn expected(n: u64, usr1: u32) -> String {
+    format!(
+        "simple n={n} heap=baa5f700e50e491d usr1={usr1} pend_usr2=1 blk_usr2=1 fdpos=8224 cwd={WORK} pid={PID}"
+    )
+}
+
+fn assert_gone() {
+    assert!(
+        !Path::new(&format!("/proc/{PID}")).exists(),
+        "pid {PID} left behind"
+    );
+}
+
+#[test]
+fn restore_simple_reference_continues() {
+    if !root_or_skip("restore_simple_reference_continues") {
+        return;
+    }
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let _ = fs::remove_file(log_path());
+    let before: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.clone(), fs::read(&p).unwrap()))
+        .collect();
+
+    let t = Instant::now();
+    let (r, stats) = restore_with_stats(&opts(dir.path())).expect("restore");
+    let took = t.elapsed();
+    let _g = Guard(r.root_pid);
+    eprintln!("restore took {took:?}: {stats:?}");
+    // The address space is the dumped one (vvar+vvar_vclock are one VMA in the image).
+    let maps = fs::read_to_string(format!("/proc/{PID}/maps")).unwrap();
+    for want in [
+        "00400000-00401000 r--p 00000000",
+        "00401000-0047a000 r-xp 00001000",
+        "004a6000-004a9000 rw-p 000a5000",
+        "004a9000-004ae000 rw-p 00000000 00:00 0",
+        "39f76000-3a798000 rw-p 00000000 00:00 0",
+        "7f62e95f0000-7f62e95f2000 r-xp 00000000 00:00 0                          [vdso]",
+        "7ffcc9672000-7ffcc9693000 rw-p 00000000 00:00 0",
+    ] {
+        assert!(maps.contains(want), "{want} missing from\n{maps}");
+    }
+    assert_eq!(maps.lines().count(), 12, "{maps}");
+    assert_eq!(
+        fs::read_link(format!("/proc/{PID}/exe")).unwrap(),
+        Path::new(&format!("{WORK}/simple"))
+    );
+    assert_eq!(r.root_pid, PID);
+    assert_eq!(r.exit_status, None);
+
+    assert_eq!(wait_line(21), expected(21, 2));
+    assert_eq!(wait_line(22), expected(22, 2));
+    kill(Pid::from_raw(PID), Signal::SIGUSR1).unwrap();
+    let log = fs::read_to_string(log_path()).unwrap();
+    let last: u64 = log.lines().count() as u64 + 20;
+    assert_eq!(wait_line(last + 1), expected(last + 1, 3));
+    // Lines are consecutive from 21.
+    let log = fs::read_to_string(log_path()).unwrap();
+    for (i, l) in log.lines().enumerate() {
+        assert!(
+            l.starts_with(&format!("simple n={} ", 21 + i)),
+            "line {i}: {l}"
+        );
+    }
+    // The images were only read (stats-restore is new).
+    for (p, bytes) in before {
+        assert_eq!(fs::read(&p).unwrap(), bytes, "{} changed", p.display());
+    }
+
+    // A second restore of the same set: the pid is taken.
+    let again = restore(&opts(dir.path()));
+    assert!(
+        matches!(again, Err(RestoreError::PidTaken { pid: PID })),
+        "{again:?}"
+    );
+    assert_eq!(
+        again.unwrap_err().to_string(),
+        format!("pid {PID} is taken")
+    );
+}
+
+fn rewrite<M: protobuf::MessageFull>(
+    dir: &Path,
+    name: &str,
+    magic: &'static str,
+    f: impl FnOnce(&mut M),
+) {
+    let path = dir.join(name);
+    let bytes = read_file(&path).unwrap();
+    let mut m: M = ImageReader::new(name, &bytes, magic)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    f(&mut m);
+    let mut w = ImageWriter::new(name, magic);
+    w.push(&m).unwrap();
+    fs::write(&path, w.into_bytes()).unwrap();
+}
+
+#[test]
+fn restore_truncated_core_fails_before_creating_task() {
+    if !root_or_skip("restore_truncated_core_fails_before_creating_task") {
+        return;
+    }
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let core = dir.path().join(format!("core-{PID}.img"));
+    let bytes = fs::read(&core).unwrap();
+    fs::write(&core, &bytes[..bytes.len() / 2]).unwrap();
+    let err = restore(&opts(dir.path())).unwrap_err();
+    assert!(matches!(err, RestoreError::Image(_)), "{err:?}");
+    assert!(format!("{:#}", err).contains("reading images"));
+    assert_gone();
+}
+
+#[test]
+fn restore_bad_cwd_kills_new_task() {
+    if !root_or_skip("restore_bad_cwd_kills_new_task") {
+        return;
+    }
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    // cwd -> data.bin (file id 3): the new task's chdir fails with ENOTDIR.
+    rewrite::<Fs_entry>(dir.path(), &format!("fs-{PID}.img"), "FS", |fs| {
+        fs.set_cwd_id(3)
+    });
+    let err = restore(&opts(dir.path())).unwrap_err();
+    assert!(
+        err.to_string().contains("creating the task with pid 71000"),
+        "{err}: {:?}",
+        std::error::Error::source(&err).map(|s| s.to_string())
+    );
+    assert_gone();
+}
+
+#[test]
+fn restore_bad_rseq_kills_half_built_task() {
+    if !root_or_skip("restore_bad_rseq_kills_half_built_task") {
+        return;
+    }
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    // An rseq area at an unmapped address: the injected rseq() fails after the memory
+    // was rebuilt, and the task must be killed.
+    rewrite::<Core_entry>(dir.path(), &format!("core-{PID}.img"), "CORE", |c| {
+        c.thread_core
+            .mut_or_insert_default()
+            .rseq_entry
+            .mut_or_insert_default()
+            .set_rseq_abi_pointer(0x1000);
+    });
+    let err = restore(&opts(dir.path())).unwrap_err();
+    assert!(
+        matches!(err, RestoreError::Syscall { pid: PID, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("rseq"), "{err}");
+    assert_gone();
+}
+
+#[test]
+fn restore_attached_returns_exit_status_and_writes_pidfile() {
+    if !root_or_skip("restore_attached_returns_exit_status_and_writes_pidfile") {
+        return;
+    }
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let _ = fs::remove_file(log_path());
+    let pidfile = dir.path().join("restored.pid");
+    let o = RestoreOptions {
+        detach: false,
+        pidfile: Some(pidfile.clone()),
+        ..opts(dir.path())
+    };
+    let _g = Guard(PID);
+    let waiter = std::thread::spawn(move || restore(&o));
+    wait_line(21);
+    assert_eq!(fs::read_to_string(&pidfile).unwrap(), PID.to_string());
+    kill(Pid::from_raw(PID), Signal::SIGTERM).unwrap();
+    let r = waiter.join().unwrap().expect("restore");
+    assert_eq!(r.exit_status, Some(128 + libc::SIGTERM));
+    assert_gone();
+}

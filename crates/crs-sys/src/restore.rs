@@ -1,0 +1,491 @@
+//! Restore's raw calls: creating a task with a chosen PID (clone3 `set_tid`) that sets up
+//! its process-level state with plain syscalls before crs takes it over with ptrace, and
+//! `prlimit` on another process.
+//!
+//! The new task is a copy of the calling thread of crs (no `CLONE_VM`). Between clone3 and
+//! the point where it parks, it runs only the code in this file: raw syscalls on data that
+//! was prepared before the clone ([`ChildPlan`]), no allocation, no locks, no libc state.
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::{cvt, Tid};
+
+/// One open file description the new task gets, installed at one or more fd numbers.
+#[derive(Debug)]
+pub struct PlannedFile {
+    /// Path to open.
+    pub path: CString,
+    /// open(2) flags (without O_CREAT/O_TRUNC/O_EXCL/O_CLOEXEC: the caller strips them).
+    pub flags: i32,
+    /// File position to seek to (skipped when 0).
+    pub pos: u64,
+    /// The fd numbers it goes to, each with its close-on-exec flag.
+    pub fds: Vec<(RawFd, bool)>,
+}
+
+/// What the new task does to itself before it parks.
+#[derive(Debug)]
+pub struct ChildPlan {
+    /// setsid(): the task leads a new session (and process group).
+    pub new_session: bool,
+    /// setpgid(0, 0) when not leading a session: the task leads its process group.
+    pub own_pgrp: bool,
+    /// umask to set.
+    pub umask: u32,
+    /// Directory to chdir to.
+    pub cwd: CString,
+    /// Directory to chroot to (after the chdir), when not `/`.
+    pub root: Option<CString>,
+    /// Files to open at their fd numbers.
+    pub files: Vec<PlannedFile>,
+    /// Address of the trampoline region (page aligned, free in crs at the time of the
+    /// clone). Its first page becomes read+exec and holds [`TRAMPOLINE_CODE`]; the rest is
+    /// read+write scratch.
+    pub trampoline: u64,
+    /// Length of the trampoline region (a multiple of the page size, at least two pages).
+    pub trampoline_len: usize,
+}
+
+/// The code at the start of the trampoline: `syscall; int3`.
+pub const TRAMPOLINE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
+
+const PAGE: usize = 4096;
+
+/// The step of [`ChildPlan`] the new task failed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildStep {
+    PdeathSig,
+    MovePipe,
+    CloseFds,
+    Setsid,
+    Setpgid,
+    Chdir,
+    Chroot,
+    Open,
+    Seek,
+    Dup,
+    SetCloexec,
+    CloseTemp,
+    MapTrampoline,
+    ProtectTrampoline,
+    Unknown(u32),
+}
+
+impl ChildStep {
+    fn code(self) -> u32 {
+        match self {
+            ChildStep::PdeathSig => 1,
+            ChildStep::MovePipe => 2,
+            ChildStep::CloseFds => 3,
+            ChildStep::Setsid => 4,
+            ChildStep::Setpgid => 5,
+            ChildStep::Chdir => 6,
+            ChildStep::Chroot => 7,
+            ChildStep::Open => 8,
+            ChildStep::Seek => 9,
+            ChildStep::Dup => 10,
+            ChildStep::SetCloexec => 11,
+            ChildStep::CloseTemp => 12,
+            ChildStep::MapTrampoline => 13,
+            ChildStep::ProtectTrampoline => 14,
+            ChildStep::Unknown(c) => c,
+        }
+    }
+
+    fn from_code(c: u32) -> ChildStep {
+        [
+            ChildStep::PdeathSig,
+            ChildStep::MovePipe,
+            ChildStep::CloseFds,
+            ChildStep::Setsid,
+            ChildStep::Setpgid,
+            ChildStep::Chdir,
+            ChildStep::Chroot,
+            ChildStep::Open,
+            ChildStep::Seek,
+            ChildStep::Dup,
+            ChildStep::SetCloexec,
+            ChildStep::CloseTemp,
+            ChildStep::MapTrampoline,
+            ChildStep::ProtectTrampoline,
+        ]
+        .into_iter()
+        .find(|s| s.code() == c)
+        .unwrap_or(ChildStep::Unknown(c))
+    }
+}
+
+impl fmt::Display for ChildStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ChildStep::PdeathSig => "prctl(PR_SET_PDEATHSIG)",
+            ChildStep::MovePipe => "moving the report pipe",
+            ChildStep::CloseFds => "closing inherited fds",
+            ChildStep::Setsid => "setsid",
+            ChildStep::Setpgid => "setpgid",
+            ChildStep::Chdir => "chdir to the cwd",
+            ChildStep::Chroot => "chroot to the root",
+            ChildStep::Open => "opening a file",
+            ChildStep::Seek => "seeking a file",
+            ChildStep::Dup => "placing a file at its fd",
+            ChildStep::SetCloexec => "setting FD_CLOEXEC",
+            ChildStep::CloseTemp => "closing a temporary fd",
+            ChildStep::MapTrampoline => "mapping the trampoline",
+            ChildStep::ProtectTrampoline => "protecting the trampoline",
+            ChildStep::Unknown(c) => return write!(f, "unknown step {c}"),
+        };
+        f.write_str(s)
+    }
+}
+
+/// Why [`spawn_with_pid`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("creating the report pipe")]
+    Pipe(#[source] io::Error),
+    #[error("clone3 with set_tid")]
+    Clone(#[source] io::Error),
+    #[error("new task failed at {step} (file {index}): errno {errno}")]
+    Setup {
+        step: ChildStep,
+        index: u32,
+        errno: i32,
+    },
+    #[error("new task died during setup (wait status {status:#x})")]
+    Died { status: i32 },
+    #[error("reading the new task's report")]
+    Report(#[source] io::Error),
+}
+
+/// The new, parked task.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid (the one asked for).
+    pub pid: Tid,
+    /// A pidfd for it (CLONE_PIDFD).
+    pub pidfd: OwnedFd,
+}
+
+/// `struct clone_args` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Report written by the new task: step (0 = ready), file index, errno.
+const REPORT_LEN: usize = 12;
+
+/// Creates a child of the calling thread with pid `pid` (in crs's pid namespace), which
+/// carries out `plan` on itself and then waits in `pause()` to be seized. Returns once the
+/// plan is done. On a setup failure the child has exited and been reaped.
+///
+/// The error of a taken pid is `Clone` with EEXIST.
+pub fn spawn_with_pid(pid: Tid, plan: &ChildPlan) -> Result<Spawned, SpawnError> {
+    assert!(plan.trampoline_len >= 2 * PAGE && plan.trampoline_len.is_multiple_of(PAGE));
+    let (rfd, wfd) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
+    let fd_floor = plan
+        .files
+        .iter()
+        .flat_map(|f| f.fds.iter().map(|&(fd, _)| fd))
+        .max()
+        .map_or(3, |m| m + 1);
+    let set_tid = [pid];
+    let mut pidfd: RawFd = -1;
+    let args = CloneArgs {
+        flags: libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: set_tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a live clone_args of the size passed; the pointers in it (`pidfd`,
+    // `set_tid`) point at live locals of the right types that the kernel writes/reads
+    // during the call. Without CLONE_VM the child gets a copy of this address space and
+    // continues on a copy of this stack, like fork(); it runs only `child_main`, which
+    // never returns and uses only raw syscalls on data prepared before this call, so the
+    // state of other threads' locks copied into the child is never touched.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret == 0 {
+        child_main(plan, rfd.as_raw_fd(), wfd.as_raw_fd(), fd_floor);
+    }
+    let child = cvt(ret).map_err(SpawnError::Clone)? as Tid;
+    drop(wfd);
+    // SAFETY: clone3 succeeded with CLONE_PIDFD, so the kernel stored a new descriptor in
+    // `pidfd` that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let mut report = [0u8; REPORT_LEN];
+    let mut pipe = File::from(rfd);
+    let mut got = 0;
+    while got < REPORT_LEN {
+        match pipe.read(&mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                kill_and_reap(child, &pidfd);
+                return Err(SpawnError::Report(e));
+            }
+        }
+    }
+    if got < REPORT_LEN {
+        let status = kill_and_reap(child, &pidfd);
+        return Err(SpawnError::Died { status });
+    }
+    let word = |i: usize| u32::from_ne_bytes(report[i * 4..i * 4 + 4].try_into().expect("4"));
+    let step = word(0);
+    if step != 0 {
+        kill_and_reap(child, &pidfd);
+        return Err(SpawnError::Setup {
+            step: ChildStep::from_code(step),
+            index: word(1),
+            errno: word(2) as i32,
+        });
+    }
+    Ok(Spawned { pid: child, pidfd })
+}
+
+/// SIGKILLs the child behind `pidfd` and reaps it; returns its wait status.
+pub fn kill_and_reap(pid: Tid, pidfd: &OwnedFd) -> i32 {
+    let _ = crate::pidfd::pidfd_send_signal(std::os::fd::AsFd::as_fd(pidfd), libc::SIGKILL);
+    reap(pid).unwrap_or(0)
+}
+
+/// Blocking `waitpid(pid, __WALL)` of a child, retried on EINTR; the raw wait status.
+pub fn reap(pid: Tid) -> io::Result<i32> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a live int the kernel writes; no other memory is touched.
+        let ret = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if ret == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(err);
+        }
+        return Ok(status);
+    }
+}
+
+/// One raw syscall; returns the raw result (-1 with errno on failure).
+///
+/// # Safety
+/// Pointer arguments must be valid for what syscall `nr` does with them.
+#[inline(always)]
+unsafe fn sys(nr: libc::c_long, a: [u64; 4]) -> libc::c_long {
+    // SAFETY: forwarded to the caller.
+    unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3]) }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The new task's code. Never returns.
+fn child_main(plan: &ChildPlan, rfd: RawFd, wfd: RawFd, fd_floor: RawFd) -> ! {
+    let mut wfd = wfd;
+    // SAFETY: for every `sys` call below, the arguments are integers, or pointers to
+    // NUL-terminated strings owned by `plan` (alive for the whole function, as the parent
+    // keeps `plan` borrowed until the child reports), or the trampoline address that this
+    // task has just mapped itself with the length it mapped.
+    unsafe {
+        sys(libc::SYS_close, [rfd as u64, 0, 0, 0]);
+        if sys(
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64, 0, 0],
+        ) < 0
+        {
+            fail(wfd, ChildStep::PdeathSig, 0, errno());
+        }
+        let moved = sys(
+            libc::SYS_fcntl,
+            [wfd as u64, libc::F_DUPFD_CLOEXEC as u64, fd_floor as u64, 0],
+        );
+        if moved < 0 {
+            fail(wfd, ChildStep::MovePipe, 0, errno());
+        }
+        sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
+        wfd = moved as RawFd;
+        if wfd > 0 && sys(libc::SYS_close_range, [0, (wfd - 1) as u64, 0, 0]) < 0 {
+            fail(wfd, ChildStep::CloseFds, 0, errno());
+        }
+        if sys(
+            libc::SYS_close_range,
+            [(wfd + 1) as u64, u32::MAX as u64, 0, 0],
+        ) < 0
+        {
+            fail(wfd, ChildStep::CloseFds, 0, errno());
+        }
+        if plan.new_session {
+            if sys(libc::SYS_setsid, [0; 4]) < 0 {
+                fail(wfd, ChildStep::Setsid, 0, errno());
+            }
+        } else if plan.own_pgrp && sys(libc::SYS_setpgid, [0; 4]) < 0 {
+            fail(wfd, ChildStep::Setpgid, 0, errno());
+        }
+        sys(libc::SYS_umask, [plan.umask as u64, 0, 0, 0]);
+        if sys(libc::SYS_chdir, [plan.cwd.as_ptr() as u64, 0, 0, 0]) < 0 {
+            fail(wfd, ChildStep::Chdir, 0, errno());
+        }
+        if let Some(root) = &plan.root {
+            if sys(libc::SYS_chroot, [root.as_ptr() as u64, 0, 0, 0]) < 0 {
+                fail(wfd, ChildStep::Chroot, 0, errno());
+            }
+        }
+        for (i, f) in plan.files.iter().enumerate() {
+            let fd = sys(
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as u64,
+                    f.path.as_ptr() as u64,
+                    f.flags as u32 as u64,
+                    0,
+                ],
+            );
+            if fd < 0 {
+                fail(wfd, ChildStep::Open, i, errno());
+            }
+            if f.pos != 0
+                && sys(
+                    libc::SYS_lseek,
+                    [fd as u64, f.pos, libc::SEEK_SET as u64, 0],
+                ) < 0
+            {
+                fail(wfd, ChildStep::Seek, i, errno());
+            }
+            let mut kept = false;
+            for &(target, cloexec) in &f.fds {
+                if target as libc::c_long == fd {
+                    kept = true;
+                    let fl = if cloexec { libc::FD_CLOEXEC } else { 0 };
+                    if sys(
+                        libc::SYS_fcntl,
+                        [fd as u64, libc::F_SETFD as u64, fl as u64, 0],
+                    ) < 0
+                    {
+                        fail(wfd, ChildStep::SetCloexec, i, errno());
+                    }
+                } else {
+                    let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
+                    if sys(libc::SYS_dup3, [fd as u64, target as u64, fl as u64, 0]) < 0 {
+                        fail(wfd, ChildStep::Dup, i, errno());
+                    }
+                }
+            }
+            if !kept && sys(libc::SYS_close, [fd as u64, 0, 0, 0]) < 0 {
+                fail(wfd, ChildStep::CloseTemp, i, errno());
+            }
+        }
+        let at = libc::syscall(
+            libc::SYS_mmap,
+            plan.trampoline,
+            plan.trampoline_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        );
+        if at as u64 != plan.trampoline {
+            fail(wfd, ChildStep::MapTrampoline, 0, errno());
+        }
+        // The region was just mapped read+write by this task, PAGE >= the code length.
+        std::ptr::copy_nonoverlapping(
+            TRAMPOLINE_CODE.as_ptr(),
+            plan.trampoline as usize as *mut u8,
+            TRAMPOLINE_CODE.len(),
+        );
+        if sys(
+            libc::SYS_mprotect,
+            [
+                plan.trampoline,
+                PAGE as u64,
+                (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                0,
+            ],
+        ) < 0
+        {
+            fail(wfd, ChildStep::ProtectTrampoline, 0, errno());
+        }
+        report(wfd, 0, 0, 0);
+        sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
+        loop {
+            sys(libc::SYS_pause, [0; 4]);
+        }
+    }
+}
+
+fn fail(wfd: RawFd, step: ChildStep, index: usize, err: i32) -> ! {
+    report(wfd, step.code(), index as u32, err);
+    exit_now(1)
+}
+
+fn report(wfd: RawFd, step: u32, index: u32, err: i32) {
+    let mut buf = [0u8; REPORT_LEN];
+    buf[0..4].copy_from_slice(&step.to_ne_bytes());
+    buf[4..8].copy_from_slice(&index.to_ne_bytes());
+    buf[8..12].copy_from_slice(&err.to_ne_bytes());
+    // SAFETY: `buf` is a live local of REPORT_LEN bytes the kernel only reads. A pipe
+    // write of 12 bytes is atomic.
+    unsafe {
+        sys(
+            libc::SYS_write,
+            [wfd as u64, buf.as_ptr() as u64, REPORT_LEN as u64, 0],
+        )
+    };
+}
+
+fn exit_now(code: i32) -> ! {
+    loop {
+        // SAFETY: exit_group takes an integer and does not return.
+        unsafe { sys(libc::SYS_exit_group, [code as u64, 0, 0, 0]) };
+    }
+}
+
+/// `prlimit(pid, resource, {cur, max}, NULL)`.
+pub fn prlimit(pid: Tid, resource: u32, cur: u64, max: u64) -> io::Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
+    // SAFETY: `new` is a live rlimit64 the kernel only reads; the old-limit pointer is null.
+    let ret = unsafe {
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+#[cfg(target_arch = "x86_64")]
+/// CPUID leaf 0xD sub-leaf `component`: (offset, size) of that XSAVE component in the
+/// standard (non-compacted) format; (0, 0) when the CPU lacks it.
+pub fn xsave_component(component: u32) -> (usize, usize) {
+    let leaf = std::arch::x86_64::__cpuid_count(0xd, component);
+    (leaf.ebx as usize, leaf.eax as usize)
+}
