@@ -1,2 +1,639 @@
-//! Walks a frozen tree and writes CRIU images.
+//! Walks a frozen process and writes CRIU 4.2 images.
+//!
+//! ```text
+//! dump(&DumpOptions { pid, images_dir, .. })
+//!   seize (compel)  ->  VMAs, mapped files, exe      (before anything is mapped in the task)
+//!                   ->  per-thread state: registers, xsave, signals, TLS, creds, sched ...
+//!                      (ptrace reads, /proc, and syscalls injected in the task)
+//!                   ->  fds, cwd, root
+//!                   ->  pages: PAGEMAP_SCAN, parallel process_vm_readv -> pwrite
+//!   images staged in DIR/.crs-dump-*, synced, moved into DIR, inventory.img last
+//!   release: kill (default) or detach (leave_running); any error before the images are
+//!   in place detaches the task untouched and removes what was written
+//! ```
 #![forbid(unsafe_code)]
+
+mod core;
+mod error;
+mod files;
+mod imgdir;
+mod mm;
+mod ns;
+mod pages;
+mod task;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crs_compel::{Release, SeizeOptions, SeizedTree, Tid};
+use crs_images::codec::ImageWriter;
+use crs_images::pb::core::core_entry::March;
+use crs_images::pb::core::{Core_entry, Task_core_entry, Task_rlimits_entry};
+use crs_images::pb::fs::Fs_entry;
+use crs_images::pb::inventory::{Inventory_entry, Lsmtype, Plugins_entry};
+use crs_images::pb::mm::Mm_entry;
+use crs_images::pb::pagemap::{Pagemap_entry, Pagemap_head};
+use crs_images::pb::pstree::Pstree_entry;
+use crs_images::pb::rlimit::Rlimit_entry;
+use crs_images::pb::sa::Sa_entry;
+use crs_images::pb::seccomp::{Seccomp_entry, Seccomp_filter};
+use crs_images::pb::stats::{Dump_stats_entry, Stats_entry};
+use crs_images::pb::timens::{Timens_entry, Timespec};
+use crs_images::pb::timer::{Itimer_entry, Posix_timer_entry, Task_timers_entry};
+use crs_proc::{ProcDir, TimerNotify};
+use protobuf::{EnumOrUnknown, MessageField};
+use tracing::{debug, info, info_span, warn};
+
+pub use error::DumpError;
+use error::{compel_err, proc_err, Result};
+use files::{image_err, FileTable};
+use imgdir::ImageDir;
+use pages::PAGE_SIZE;
+use task::Remote;
+
+/// What to dump and how (criu dump's options).
+#[derive(Clone, Debug)]
+pub struct DumpOptions {
+    /// `-t`: the root of the tree.
+    pub pid: i32,
+    /// `-D`: where the images go (must exist, like criu).
+    pub images_dir: PathBuf,
+    /// `-R`: leave the tree running after the dump instead of killing it.
+    pub leave_running: bool,
+    /// `-j`: the tree is a shell job (need not be a session leader).
+    pub shell_job: bool,
+    /// `-l`: dump file locks.
+    pub file_locks: bool,
+    /// `--tcp-established`.
+    pub tcp_established: bool,
+    /// `--ext-unix-sk`.
+    pub ext_unix_sk: bool,
+    /// `--freeze-cgroup`: freeze this cgroup while seizing.
+    pub freeze_cgroup: Option<PathBuf>,
+    /// `--timeout`: how long freezing may take (criu's default is 10 s).
+    pub timeout: Duration,
+}
+
+impl DumpOptions {
+    /// Options for dumping `pid` into `images_dir`, everything else as criu's defaults.
+    pub fn new(pid: i32, images_dir: impl Into<PathBuf>) -> DumpOptions {
+        DumpOptions {
+            pid,
+            images_dir: images_dir.into(),
+            leave_running: false,
+            shell_job: false,
+            file_locks: false,
+            tcp_established: false,
+            ext_unix_sk: false,
+            freeze_cgroup: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a dump measured (also written to `stats-dump`).
+#[derive(Clone, Debug, Default)]
+pub struct DumpStats {
+    /// Seizing the tree.
+    pub freezing_time: Duration,
+    /// From frozen until the images were in place.
+    pub frozen_time: Duration,
+    /// Finding the pages to save.
+    pub memdump_time: Duration,
+    /// Copying them into pages-N.img.
+    pub memwrite_time: Duration,
+    pub pages_scanned: u64,
+    pub pages_written: u64,
+    pub pages_skipped_parent: u64,
+}
+
+const TASK_ALIVE: u32 = 1;
+const TASK_STOPPED: u32 = 3;
+/// Resources of `struct rlimit` the kernel knows (RLIM_NLIMITS).
+const RLIM_NLIMITS: usize = 16;
+
+/// Dumps process `opts.pid` into `opts.images_dir`.
+pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
+    let pid = opts.pid;
+    let _span = info_span!("dump", pid).entered();
+    ImageDir::check(&opts.images_dir)?;
+    let proc_dir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
+    let stat = proc_dir.stat().map_err(proc_err(pid, "stat"))?;
+    if !opts.shell_job && stat.session != pid {
+        return Err(DumpError::NotSessionLeader {
+            pid,
+            sid: stat.session,
+        });
+    }
+    // crs's own ids come first, as criu registers itself before the tree.
+    let mut ns_ids = ns::NsIds::new();
+    let me = ProcDir::open(std::process::id() as i32)
+        .map_err(proc_err(std::process::id() as i32, "the /proc directory"))?;
+    let root_ids = ns_ids.ids(&me)?;
+
+    let t0 = Instant::now();
+    let seize = SeizeOptions {
+        freeze_cgroup: opts.freeze_cgroup.clone(),
+        freeze_timeout: opts.timeout,
+        ..SeizeOptions::default()
+    };
+    let mut tree =
+        SeizedTree::seize(pid, &seize).map_err(|source| DumpError::Seize { pid, source })?;
+    let mut stats = DumpStats {
+        freezing_time: t0.elapsed(),
+        ..Default::default()
+    };
+    let frozen_at = Instant::now();
+    info!(pid, threads = tree.thread_count(), "tree seized");
+
+    let staged = dump_seized(
+        &mut tree,
+        &proc_dir,
+        opts,
+        &mut ns_ids,
+        root_ids,
+        &mut stats,
+    )
+    .and_then(|dir| {
+        let t = Instant::now();
+        dir.commit()?;
+        debug!(pid, ms = t.elapsed().as_millis() as u64, "images committed");
+        Ok(())
+    });
+    if let Err(e) = staged {
+        // Before the point of no return: let the task go exactly as it was.
+        if let Err(re) = tree.release(Release::Detach) {
+            warn!(pid, error = %re, "detaching after a failed dump");
+        }
+        return Err(e);
+    }
+    stats.frozen_time = frozen_at.elapsed();
+    let how = if opts.leave_running {
+        Release::Detach
+    } else {
+        Release::Kill
+    };
+    tree.release(how)
+        .map_err(|source| DumpError::Release { pid, source })?;
+    write_stats(&opts.images_dir, &stats)?;
+    info!(
+        pid,
+        pages = stats.pages_written,
+        frozen_ms = stats.frozen_time.as_millis() as u64,
+        "dump done"
+    );
+    Ok(stats)
+}
+
+fn write_stats(dir: &std::path::Path, s: &DumpStats) -> Result<()> {
+    let us = |d: Duration| d.as_micros().min(u32::MAX as u128) as u32;
+    let mut img = ImageWriter::new("stats-dump", "STATS");
+    img.push(&Stats_entry {
+        dump: MessageField::some(Dump_stats_entry {
+            freezing_time: Some(us(s.freezing_time)),
+            frozen_time: Some(us(s.frozen_time)),
+            memdump_time: Some(us(s.memdump_time)),
+            memwrite_time: Some(us(s.memwrite_time)),
+            pages_scanned: Some(s.pages_scanned),
+            pages_skipped_parent: Some(s.pages_skipped_parent),
+            pages_written: Some(s.pages_written),
+            irmap_resolve: Some(0),
+            pages_lazy: Some(0),
+            page_pipes: Some(0),
+            page_pipe_bufs: Some(0),
+            shpages_scanned: Some(0),
+            shpages_skipped_parent: Some(0),
+            shpages_written: Some(0),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .map_err(image_err("stats-dump"))?;
+    let tmp = dir.join(".stats-dump.tmp");
+    let path = dir.join("stats-dump");
+    std::fs::write(&tmp, img.into_bytes()).map_err(|source| DumpError::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| DumpError::Write { path, source })
+}
+
+fn push<M: protobuf::Message>(img: &mut ImageWriter, m: &M) -> Result<()> {
+    let name = img.name().to_string();
+    img.push(m).map_err(image_err(&name))?;
+    Ok(())
+}
+
+/// Everything between seize and commit: returns the staged images.
+fn dump_seized(
+    tree: &mut SeizedTree,
+    proc_dir: &ProcDir,
+    opts: &DumpOptions,
+    ns_ids: &mut ns::NsIds,
+    root_ids: crs_images::pb::core::Task_kobj_ids_entry,
+    stats: &mut DumpStats,
+) -> Result<ImageDir> {
+    let pid = proc_dir.pid();
+    let procs: Vec<Tid> = tree.processes().map(|p| p.pid()).collect();
+    let zombies: Vec<Tid> = tree.zombies().collect();
+    if procs.len() > 1 || !zombies.is_empty() {
+        let mut children: Vec<Tid> = procs.into_iter().filter(|&p| p != pid).collect();
+        children.extend(zombies);
+        return Err(DumpError::TreeNotSupported { pid, children });
+    }
+    let proc_ = tree.process(pid).ok_or(DumpError::Seize {
+        pid,
+        source: crs_compel::Error::NotSeized { tid: pid },
+    })?;
+    let stopped = proc_.was_stopped();
+    let mut tids: Vec<Tid> = proc_.threads().iter().map(|t| t.tid()).collect();
+    tids.sort_by_key(|&t| (t != pid, t));
+
+    // /proc first, while the task's address space is exactly as it was (nothing mapped).
+    let stat = proc_dir.stat().map_err(proc_err(pid, "stat"))?;
+    let mut files = FileTable::new();
+    let vmas = mm::collect_vmas(proc_dir, &mut files)?;
+    let exe_file_id = mm::exe_file_id(proc_dir, &mut files)?;
+    let saved_auxv = mm::saved_auxv(proc_dir)?;
+    let limits = proc_dir.limits().map_err(proc_err(pid, "limits"))?;
+    let timers = proc_dir.timers().map_err(proc_err(pid, "timers"))?;
+    let personality = proc_dir
+        .personality()
+        .map_err(proc_err(pid, "personality"))?;
+    let loginuid = proc_dir.loginuid().map_err(proc_err(pid, "loginuid"))?;
+    let oom_score_adj: i32 = String::from_utf8_lossy(
+        &proc_dir
+            .read("oom_score_adj")
+            .map_err(proc_err(pid, "oom_score_adj"))?,
+    )
+    .trim()
+    .parse()
+    .unwrap_or(0);
+    let ids = ns_ids.ids(proc_dir)?;
+    let same_cgroup = proc_dir.read("cgroup").ok() == std::fs::read("/proc/self/cgroup").ok();
+    if !same_cgroup {
+        warn!(
+            pid,
+            "task is in other cgroups than crs; cgroup.img is not written yet"
+        );
+    }
+    let cg_set = if same_cgroup { 1 } else { 2 };
+
+    // Thread state: ptrace reads, then what only the task can tell.
+    let mut states = Vec::new();
+    for &tid in &tids {
+        let mut st = tree
+            .thread_state(tid)
+            .map_err(compel_err(tid, "reading the thread state"))?;
+        core::fill_legacy_fpu(tid, &mut st.xstate)?;
+        let status = proc_dir
+            .task(tid)
+            .and_then(|t| t.status())
+            .map_err(proc_err(pid, "task status"))?;
+        states.push((tid, st, status));
+    }
+    let mut remote = Remote::new(tree, pid)?;
+    let sigactions = remote.sigactions(pid)?;
+    let itimers = remote.itimers(pid)?;
+    let mut posix = Vec::new();
+    for t in &timers {
+        let (val, overrun) = remote.posix_timer(pid, t.id)?;
+        let notify = match (&t.notify, t.thread_id) {
+            (TimerNotify::Signal, false) => libc::SIGEV_SIGNAL,
+            (TimerNotify::Signal, true) => libc::SIGEV_THREAD_ID,
+            (TimerNotify::None, _) => libc::SIGEV_NONE,
+            (TimerNotify::Thread, _) => libc::SIGEV_THREAD,
+            (TimerNotify::Other(_), _) => libc::SIGEV_SIGNAL,
+        };
+        posix.push(Posix_timer_entry {
+            it_id: Some(t.id as u32),
+            clock_id: Some(t.clock_id as u32),
+            si_signo: Some(t.signo as u32),
+            it_sigev_notify: Some(notify as u32),
+            sival_ptr: Some(t.sigev_value),
+            overrun: Some(overrun),
+            isec: Some(val.interval.0),
+            insec: Some(val.interval.1),
+            vsec: Some(val.value.0),
+            vnsec: Some(val.value.1),
+            notify_thread_id: t.thread_id.then_some(t.notify_pid),
+            ..Default::default()
+        });
+    }
+    let child_subreaper = remote.child_subreaper(pid)?;
+    let dumpable = remote.dumpable(pid)?;
+    let thp_disabled = remote.thp_disabled(pid)?;
+    let brk = remote.brk(pid)?;
+    let mut extras = Vec::new();
+    for &tid in &tids {
+        extras.push(core::ThreadExtra {
+            robust_list: remote.robust_list(tid)?,
+            sched: remote.sched(tid)?,
+            sas: remote.sigaltstack(tid)?,
+            pdeath_sig: remote.pdeath_signal(tid)?,
+            secbits: remote.securebits(tid)?,
+            tls: remote.tls(tid)?,
+            clear_tid_addr: remote.clear_tid_address(tid)?,
+        });
+    }
+
+    // Files: fds, then cwd and root (ids in the order CRIU gives them).
+    let fds = files.dump_fds(tree, proc_dir)?;
+    let cwd_link = proc_dir.cwd().map_err(proc_err(pid, "cwd link"))?;
+    let cwd = files::open_link(&proc_dir.path().join("cwd"), pid)?;
+    let cwd_id = files.special(&cwd_link, &cwd, 0)?;
+    let root_link = proc_dir.root().map_err(proc_err(pid, "root link"))?;
+    let root = files::open_link(&proc_dir.path().join("root"), pid)?;
+    let root_id = files.special(&root_link, &root, 0)?;
+
+    let mut dir = ImageDir::create(&opts.images_dir, pid)?;
+
+    // Memory.
+    let t = Instant::now();
+    let scan: Vec<pages::ScanVma> = vmas.iter().filter_map(|v| v.scan()).collect();
+    let (runs, scanned) = pages::scan(proc_dir, &scan)?;
+    stats.memdump_time = t.elapsed();
+    let total_pages: u64 = runs.iter().map(|r| r.pages).sum();
+    let t = Instant::now();
+    let pages_id = 1u32;
+    let (pages_file, pages_path) =
+        dir.create_raw(&format!("pages-{pages_id}.img"), total_pages * PAGE_SIZE)?;
+    let copied = pages::copy(pid, &runs, &pages_file, &pages_path)?;
+    stats.memwrite_time = t.elapsed();
+    stats.pages_scanned = scanned;
+    stats.pages_written = total_pages;
+    debug!(
+        pid,
+        pages = total_pages,
+        batches = copied.batches,
+        bytes = copied.bytes,
+        ms = stats.memwrite_time.as_millis() as u64,
+        "pages copied"
+    );
+    let mut img = ImageWriter::new(format!("pagemap-{pid}.img"), "PAGEMAP");
+    push(
+        &mut img,
+        &Pagemap_head {
+            pages_id: Some(pages_id),
+            ..Default::default()
+        },
+    )?;
+    const PE_LAZY: u32 = 1 << 1;
+    const PE_PRESENT: u32 = 1 << 2;
+    for (vaddr, n, lazy) in pages::pagemap_entries(&runs) {
+        push(
+            &mut img,
+            &Pagemap_entry {
+                vaddr: Some(vaddr),
+                compat_nr_pages: Some(0),
+                flags: Some(if lazy {
+                    PE_LAZY | PE_PRESENT
+                } else {
+                    PE_PRESENT
+                }),
+                nr_pages: Some(n),
+                ..Default::default()
+            },
+        )?;
+    }
+    dir.write(img)?;
+
+    // mm-PID.img
+    let mut img = ImageWriter::new(format!("mm-{pid}.img"), "MM");
+    push(
+        &mut img,
+        &Mm_entry {
+            mm_start_code: Some(stat.start_code),
+            mm_end_code: Some(stat.end_code),
+            mm_start_data: Some(stat.start_data),
+            mm_end_data: Some(stat.end_data),
+            mm_start_stack: Some(stat.start_stack),
+            mm_start_brk: Some(stat.start_brk),
+            mm_brk: Some(brk),
+            mm_arg_start: Some(stat.arg_start),
+            mm_arg_end: Some(stat.arg_end),
+            mm_env_start: Some(stat.env_start),
+            mm_env_end: Some(stat.env_end),
+            exe_file_id: Some(exe_file_id),
+            mm_saved_auxv: saved_auxv,
+            vmas: vmas.iter().map(|v| v.entry.clone()).collect(),
+            dumpable: Some(dumpable),
+            thp_disabled: Some(thp_disabled),
+            ..Default::default()
+        },
+    )?;
+    dir.write(img)?;
+
+    // seccomp.img: every thread's filter chain, oldest filter first.
+    let mut seccomp = Seccomp_entry::default();
+    let mut filter_pos = Vec::new();
+    for (_, st, _) in &states {
+        if st.seccomp_filters.is_empty() {
+            filter_pos.push(None);
+            continue;
+        }
+        let base = seccomp.seccomp_filters.len();
+        for (i, f) in st.seccomp_filters.iter().rev().enumerate() {
+            let bytes: Vec<u8> = f
+                .program
+                .iter()
+                .flat_map(|ins| {
+                    let mut b = Vec::with_capacity(8);
+                    b.extend_from_slice(&ins.code.to_ne_bytes());
+                    b.push(ins.jt);
+                    b.push(ins.jf);
+                    b.extend_from_slice(&ins.k.to_ne_bytes());
+                    b
+                })
+                .collect();
+            seccomp.seccomp_filters.push(Seccomp_filter {
+                filter: Some(bytes),
+                prev: (i > 0).then(|| (base + i - 1) as u32),
+                flags: Some(f.flags as u32),
+                ..Default::default()
+            });
+        }
+        filter_pos.push(Some((seccomp.seccomp_filters.len() - 1) as u32));
+    }
+    let mut img = ImageWriter::new("seccomp.img", "SECCOMP");
+    push(&mut img, &seccomp)?;
+    dir.write(img)?;
+
+    // core-TID.img
+    let comm = String::from_utf8_lossy(&stat.comm).into_owned();
+    for (i, ((tid, st, status), extra)) in states.iter().zip(&extras).enumerate() {
+        let leader = *tid == pid;
+        let thread_comm = proc_dir
+            .task(*tid)
+            .and_then(|t| t.stat())
+            .map(|s| String::from_utf8_lossy(&s.comm).into_owned())
+            .unwrap_or_else(|_| comm.clone());
+        let mut core = Core_entry {
+            mtype: Some(EnumOrUnknown::new(March::X86_64)),
+            thread_info: MessageField::some(core::thread_info(
+                st,
+                &extra.tls,
+                extra.clear_tid_addr,
+            )),
+            thread_core: MessageField::some(core::thread_core(
+                st,
+                extra,
+                status,
+                &thread_comm,
+                leader,
+                filter_pos[i],
+                cg_set,
+            )),
+            ..Default::default()
+        };
+        if leader {
+            let itimer = |t: &task::TimerVal| Itimer_entry {
+                isec: Some(t.interval.0),
+                iusec: Some(t.interval.1),
+                vsec: Some(t.value.0),
+                vusec: Some(t.value.1),
+                ..Default::default()
+            };
+            let rlimits = (0..RLIM_NLIMITS)
+                .map(|r| {
+                    let (cur, max) = limits.limits[r]
+                        .map(|l| l.as_raw())
+                        .unwrap_or((u64::MAX, u64::MAX));
+                    Rlimit_entry {
+                        cur: Some(cur),
+                        max: Some(max),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let sigactions = sigactions
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    *i + 1 != libc::SIGKILL as usize && *i + 1 != libc::SIGSTOP as usize
+                })
+                .map(|(_, a)| Sa_entry {
+                    sigaction: Some(a.handler),
+                    flags: Some(a.flags),
+                    restorer: Some(a.restorer),
+                    mask: Some(a.mask),
+                    compat_sigaction: Some(false),
+                    ..Default::default()
+                })
+                .collect();
+            core.tc = MessageField::some(Task_core_entry {
+                task_state: Some(if stopped { TASK_STOPPED } else { TASK_ALIVE }),
+                exit_code: Some(0),
+                personality: Some(personality),
+                flags: Some(stat.flags),
+                blk_sigset: Some(st.sigmask),
+                comm: Some(comm.clone()),
+                timers: MessageField::some(Task_timers_entry {
+                    real: MessageField::some(itimer(&itimers[0])),
+                    virt: MessageField::some(itimer(&itimers[1])),
+                    prof: MessageField::some(itimer(&itimers[2])),
+                    posix: posix.clone(),
+                    ..Default::default()
+                }),
+                rlimits: MessageField::some(Task_rlimits_entry {
+                    rlimits,
+                    ..Default::default()
+                }),
+                signals_s: MessageField::some(core::signal_queue(&st.shared_pending)),
+                loginuid: Some(loginuid),
+                oom_score_adj: Some(oom_score_adj),
+                sigactions,
+                child_subreaper: Some(child_subreaper),
+                stop_signo: stopped.then_some(libc::SIGSTOP as u32),
+                ..Default::default()
+            });
+        }
+        let mut img = ImageWriter::new(format!("core-{tid}.img"), "CORE");
+        push(&mut img, &core)?;
+        dir.write(img)?;
+    }
+
+    // ids, files, fdinfo, fs
+    let files_id = ids.files_id.unwrap_or(1);
+    let mut img = ImageWriter::new(format!("ids-{pid}.img"), "IDS");
+    push(&mut img, &ids)?;
+    dir.write(img)?;
+    dir.write(files::fdinfo_image(files_id, &fds)?)?;
+    files.write(&mut dir)?;
+    let status = &states[0].2;
+    let mut img = ImageWriter::new(format!("fs-{pid}.img"), "FS");
+    push(
+        &mut img,
+        &Fs_entry {
+            cwd_id: Some(cwd_id),
+            root_id: Some(root_id),
+            umask: status.umask,
+            ..Default::default()
+        },
+    )?;
+    dir.write(img)?;
+
+    // pstree.img
+    let mut img = ImageWriter::new("pstree.img", "PSTREE");
+    push(
+        &mut img,
+        &Pstree_entry {
+            pid: Some(pid as u32),
+            ppid: Some(0),
+            pgid: Some(stat.pgrp as u32),
+            sid: Some(stat.session as u32),
+            threads: tids.iter().map(|&t| t as u32).collect(),
+            ..Default::default()
+        },
+    )?;
+    dir.write(img)?;
+
+    // timens-0.img: the clocks now, so a restore can keep them continuous.
+    let now = |c| crs_sys::time::now(c).unwrap_or_default();
+    let ts = |d: Duration| Timespec {
+        tv_sec: Some(d.as_secs()),
+        tv_nsec: Some(d.subsec_nanos() as u64),
+        ..Default::default()
+    };
+    let mut img = ImageWriter::new("timens-0.img", "TIMENS");
+    push(
+        &mut img,
+        &Timens_entry {
+            monotonic: MessageField::some(ts(now(libc::CLOCK_MONOTONIC))),
+            boottime: MessageField::some(ts(now(libc::CLOCK_BOOTTIME))),
+            ..Default::default()
+        },
+    )?;
+    dir.write(img)?;
+
+    // inventory.img
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    let lsmtype = if lsm.split(',').any(|l| l.trim() == "selinux") {
+        Lsmtype::SELINUX
+    } else if lsm.split(',').any(|l| l.trim() == "apparmor") {
+        Lsmtype::APPARMOR
+    } else {
+        Lsmtype::NO_LSM
+    };
+    let run_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mut img = ImageWriter::new(imgdir::INVENTORY, "INVENTORY");
+    push(
+        &mut img,
+        &Inventory_entry {
+            img_version: Some(2),
+            fdinfo_per_id: Some(true),
+            root_ids: MessageField::some(root_ids),
+            ns_per_id: Some(true),
+            root_cg_set: Some(1),
+            lsmtype: Some(EnumOrUnknown::new(lsmtype)),
+            network_lock_method: Some(0),
+            plugins_entry: MessageField::some(Plugins_entry::default()),
+            dump_criu_run_id: Some(run_id),
+            ..Default::default()
+        },
+    )?;
+    dir.write(img)?;
+    Ok(dir)
+}

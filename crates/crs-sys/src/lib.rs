@@ -5,11 +5,13 @@
 //! Errors are plain `std::io::Error` (the errno); callers add context.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod dump;
 pub mod futex;
 pub mod pidfd;
 pub mod probe;
 pub mod ptrace;
 pub mod remote;
+pub mod restore;
 pub mod seccomp;
 pub mod time;
 #[cfg(target_arch = "x86_64")]
@@ -28,4 +30,3 @@ pub(crate) fn cvt(ret: libc::c_long) -> std::io::Result<libc::c_long> {
         Ok(ret)
     }
 }
-pub mod restore;

@@ -1,26 +1,30 @@
 //! crs: checkpoint/restore of Linux process trees in CRIU's image format.
+//!
+//! Two command lines live here: criu's (`crs dump -t PID -D DIR`, `crs restore
+//! -D DIR`, `crs check`, ...; see [`criu_cli`]) and crit's (`crs decode`,
+//! `encode`, `show`, `info`, `x`; see [`crit`]).
 #![forbid(unsafe_code)]
 
 mod crit;
+mod criu_cli;
+mod logging;
 mod pyjson;
+mod run;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Checkpoint/restore in userspace, CRIU-compatible.
+/// crit's commands, as `crs <command>`.
 #[derive(Parser, Debug)]
-#[command(name = "crs", version, about, disable_version_flag = true)]
-struct Cli {
-    /// Print the version in criu's format and exit.
-    #[arg(short = 'V', long = "version")]
-    version: bool,
+#[command(name = "crs", about = "crs: the crit commands")]
+struct CritCli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: CritCommand,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+enum CritCommand {
     /// Convert an image from binary to JSON (crit decode).
     Decode(crit::DecodeArgs),
     /// Convert an image from JSON to binary (crit encode).
@@ -33,27 +37,35 @@ enum Command {
     X(crit::ExploreArgs),
 }
 
+const CRIT_COMMANDS: &[&str] = &["decode", "encode", "show", "info", "x"];
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if cli.version {
-        println!("Version: {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args
+        .first()
+        .is_some_and(|a| CRIT_COMMANDS.contains(&a.as_str()))
+    {
+        let cli = CritCli::parse();
+        let result = match cli.command {
+            CritCommand::Decode(a) => crit::decode(&a),
+            CritCommand::Encode(a) => crit::encode(&a),
+            CritCommand::Show(a) => crit::show(&a),
+            CritCommand::Info(a) => crit::info(&a),
+            CritCommand::X(a) => crit::explore(&a),
+        };
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("crs: {e:#}");
+                ExitCode::from(1)
+            }
+        };
     }
-    let result = match cli.command {
-        Some(Command::Decode(a)) => crit::decode(&a),
-        Some(Command::Encode(a)) => crit::encode(&a),
-        Some(Command::Show(a)) => crit::show(&a),
-        Some(Command::Info(a)) => crit::info(&a),
-        Some(Command::X(a)) => crit::explore(&a),
-        None => {
-            eprintln!("crs: a command is needed; see crs --help");
-            return ExitCode::from(1);
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match criu_cli::parse(&args) {
+        Ok(parsed) => run::run(&parsed),
         Err(e) => {
-            eprintln!("crs: {e:#}");
+            eprintln!("crs: {e}");
+            eprintln!("Try 'crs --help' for more information.");
             ExitCode::from(1)
         }
     }

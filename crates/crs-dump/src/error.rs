@@ -1,0 +1,128 @@
+use std::io;
+use std::path::PathBuf;
+
+use crs_compel::Tid;
+
+/// Everything that can make a dump fail. Until the images are committed the tree is
+/// released untouched and nothing that looks like an image set is left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("images directory {path}")]
+    ImagesDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("process {pid} is not a session leader (sid {sid}); use --shell-job")]
+    NotSessionLeader { pid: Tid, sid: i32 },
+    #[error("process {pid} has children ({children:?}); dumping a tree of processes is not supported yet")]
+    TreeNotSupported { pid: Tid, children: Vec<Tid> },
+    #[error("seizing process {pid}")]
+    Seize {
+        pid: Tid,
+        #[source]
+        source: crs_compel::Error,
+    },
+    #[error("reading {what} of process {pid}")]
+    Proc {
+        pid: Tid,
+        what: &'static str,
+        #[source]
+        source: crs_proc::Error,
+    },
+    #[error("{what} of thread {tid}")]
+    Compel {
+        tid: Tid,
+        what: &'static str,
+        #[source]
+        source: crs_compel::Error,
+    },
+    #[error("{call} run inside thread {tid} failed with errno {errno}")]
+    Remote {
+        tid: Tid,
+        call: &'static str,
+        errno: i64,
+    },
+    #[error("fd {fd} of process {pid} ({link}) is not supported yet: {why}")]
+    UnsupportedFd {
+        pid: Tid,
+        fd: i32,
+        link: String,
+        why: &'static str,
+    },
+    #[error("mapping {start:#x}-{end:#x} of process {pid} is not supported yet: {why}")]
+    UnsupportedVma {
+        pid: Tid,
+        start: u64,
+        end: u64,
+        why: &'static str,
+    },
+    #[error("{what} {path}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("comparing {what} of process {pid} (kcmp)")]
+    Kcmp {
+        pid: Tid,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("encoding image {image}")]
+    Image {
+        image: String,
+        #[source]
+        source: crs_images::ImageError,
+    },
+    #[error("writing image {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("scanning the pagemap of process {pid} at {addr:#x}")]
+    PageScan {
+        pid: Tid,
+        addr: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading {len:#x} bytes at {addr:#x} of process {pid}")]
+    PageRead {
+        pid: Tid,
+        addr: u64,
+        len: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing {len:#x} bytes of pages at offset {offset:#x} of {path}")]
+    PageWrite {
+        path: PathBuf,
+        offset: u64,
+        len: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("releasing process {pid} after the dump")]
+    Release {
+        pid: Tid,
+        #[source]
+        source: crs_compel::Error,
+    },
+}
+
+pub(crate) type Result<T, E = DumpError> = std::result::Result<T, E>;
+
+pub(crate) fn proc_err(pid: Tid, what: &'static str) -> impl FnOnce(crs_proc::Error) -> DumpError {
+    move |source| DumpError::Proc { pid, what, source }
+}
+
+pub(crate) fn compel_err(
+    tid: Tid,
+    what: &'static str,
+) -> impl FnOnce(crs_compel::Error) -> DumpError {
+    move |source| DumpError::Compel { tid, what, source }
+}

@@ -1,0 +1,495 @@
+//! Files: regular files (open fds, mapped files, exe, cwd, root), character devices saved
+//! as regular files like CRIU does, deleted files saved as ghost files.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crs_compel::{SeizedTree, Tid};
+use crs_images::codec::ImageWriter;
+use crs_images::pb::fdinfo::{Fd_types, Fdinfo_entry, File_entry};
+use crs_images::pb::fown::Fown_entry;
+use crs_images::pb::ghost_file::{Ghost_chunk_entry, Ghost_file_entry};
+use crs_images::pb::regfile::Reg_file_entry;
+use crs_images::pb::remap_file_path::{Remap_file_path_entry, Remap_type};
+use crs_images::pb::time::Timeval;
+use crs_proc::ProcDir;
+use crs_sys::dump::{file_owner, kcmp, kcmp_type};
+use protobuf::{EnumOrUnknown, MessageField};
+use tracing::debug;
+
+use crate::error::{compel_err, proc_err, DumpError, Result};
+use crate::imgdir::ImageDir;
+
+const DELETED_SUFFIX: &str = " (deleted)";
+/// Ghost files at least this big are saved as chunks of data (holes skipped).
+const GHOST_CHUNKS_THRESH: u64 = 1 << 20;
+
+/// Identity of a file opened by path (mapped files, exe, cwd, root): the same inode opened
+/// the same way is one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SpecialKey {
+    dev: u64,
+    ino: u64,
+    flags: u32,
+}
+
+/// Every file entry of a dump, and the ghost files they refer to.
+pub(crate) struct FileTable {
+    next_id: u32,
+    entries: Vec<File_entry>,
+    special: HashMap<SpecialKey, u32>,
+    next_ghost: u32,
+    ghosts: HashMap<(u64, u64), u32>,
+    remaps: Vec<Remap_file_path_entry>,
+    ghost_images: Vec<ImageWriter>,
+}
+
+/// One fd of a process, as saved in fdinfo-N.img.
+pub(crate) struct FdEntry {
+    pub fd: i32,
+    pub id: u32,
+    pub cloexec: bool,
+}
+
+fn strip_deleted(path: &Path) -> (PathBuf, bool) {
+    let s = path.as_os_str().as_encoded_bytes();
+    let suf = DELETED_SUFFIX.as_bytes();
+    if s.ends_with(suf) {
+        let cut = &path.to_string_lossy()[..s.len() - suf.len()];
+        (PathBuf::from(cut), true)
+    } else {
+        (path.to_path_buf(), false)
+    }
+}
+
+/// tty majors: CRIU saves these as TTY files, not regular ones.
+fn is_tty_major(major: u32) -> bool {
+    major == 4 || major == 5 || (136..=143).contains(&major)
+}
+
+fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DumpError {
+    let path = path.to_path_buf();
+    move |source| DumpError::File { what, path, source }
+}
+
+/// The GNU build-id of an ELF file, as CRIU stores it (native-endian u32 words), or `None`
+/// if the file is not an ELF with a build-id note.
+pub(crate) fn build_id(f: &File) -> Option<Vec<u32>> {
+    let mut eh = [0u8; 64];
+    f.read_exact_at(&mut eh, 0).ok()?;
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+        return None; // only 64-bit little-endian
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let phoff = u64_at(&eh, 32);
+    let phentsize = u16_at(&eh, 54);
+    let phnum = u16_at(&eh, 56);
+    if phentsize < 56 || phnum > 4096 {
+        return None;
+    }
+    let mut ph = vec![0u8; (phentsize * phnum) as usize];
+    f.read_exact_at(&mut ph, phoff).ok()?;
+    for i in 0..phnum as usize {
+        let p = &ph[i * phentsize as usize..];
+        if u32_at(p, 0) != 4 {
+            continue; // PT_NOTE
+        }
+        let off = u64_at(p, 8);
+        let size = u64_at(p, 32).min(1 << 20);
+        let mut notes = vec![0u8; size as usize];
+        f.read_exact_at(&mut notes, off).ok()?;
+        let mut at = 0usize;
+        while at + 12 <= notes.len() {
+            let namesz = u32_at(&notes, at) as usize;
+            let descsz = u32_at(&notes, at + 4) as usize;
+            let ntype = u32_at(&notes, at + 8);
+            let name_at = at + 12;
+            let desc_at = name_at + namesz.div_ceil(4) * 4;
+            let next = desc_at + descsz.div_ceil(4) * 4;
+            if next > notes.len() {
+                break;
+            }
+            if ntype == 3 && namesz == 4 && &notes[name_at..name_at + 4] == b"GNU\0" {
+                let desc = &notes[desc_at..desc_at + descsz];
+                return Some(
+                    desc.chunks(4)
+                        .map(|c| {
+                            let mut w = [0u8; 4];
+                            w[..c.len()].copy_from_slice(c);
+                            u32::from_ne_bytes(w)
+                        })
+                        .collect(),
+                );
+            }
+            at = next;
+        }
+    }
+    None
+}
+
+impl FileTable {
+    pub(crate) fn new() -> FileTable {
+        FileTable {
+            next_id: 1,
+            entries: Vec::new(),
+            special: HashMap::new(),
+            next_ghost: 1,
+            ghosts: HashMap::new(),
+            remaps: Vec::new(),
+            ghost_images: Vec::new(),
+        }
+    }
+
+    fn alloc(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A file reached by path (mapped file, exe, cwd, root): `file` is open on it (readable
+    /// when it is a regular file, for the build-id), `link` is the path the kernel shows.
+    /// The same inode opened with the same flags gets the same id.
+    pub(crate) fn special(&mut self, link: &Path, file: &File, flags: u32) -> Result<u32> {
+        let md = file.metadata().map_err(file_err("stat of", link))?;
+        let key = SpecialKey {
+            dev: md.dev(),
+            ino: md.ino(),
+            flags,
+        };
+        if let Some(&id) = self.special.get(&key) {
+            return Ok(id);
+        }
+        let id = self.alloc();
+        let reg = self.reg_entry(id, link, file, &md, flags, 0, zero_fown())?;
+        self.push_reg(id, reg);
+        self.special.insert(key, id);
+        Ok(id)
+    }
+
+    fn push_reg(&mut self, id: u32, reg: Reg_file_entry) {
+        self.entries.push(File_entry {
+            type_: Some(EnumOrUnknown::new(Fd_types::REG)),
+            id: Some(id),
+            reg: MessageField::some(reg),
+            ..Default::default()
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reg_entry(
+        &mut self,
+        id: u32,
+        link: &Path,
+        file: &File,
+        md: &std::fs::Metadata,
+        flags: u32,
+        pos: u64,
+        fown: Fown_entry,
+    ) -> Result<Reg_file_entry> {
+        let (path, deleted) = strip_deleted(link);
+        let ft = md.file_type();
+        let mut reg = Reg_file_entry {
+            id: Some(id),
+            flags: Some(flags),
+            pos: Some(pos),
+            fown: MessageField::some(fown),
+            name: Some(path.to_string_lossy().into_owned()),
+            mode: Some(md.mode()),
+            ..Default::default()
+        };
+        if ft.is_file() {
+            reg.size = Some(md.size());
+            if let Some(bid) = build_id(file) {
+                reg.build_id = bid;
+            }
+        }
+        if deleted && md.nlink() == 0 {
+            self.ghost(id, link, file, md)?;
+        } else if deleted {
+            return Err(DumpError::File {
+                what: "unlinked file that still has links (linked remap not supported yet):",
+                path,
+                source: std::io::Error::from_raw_os_error(libc::ENOTSUP),
+            });
+        }
+        Ok(reg)
+    }
+
+    /// Saves the contents of deleted file `file` as a ghost file and records the remap.
+    fn ghost(&mut self, id: u32, link: &Path, file: &File, md: &std::fs::Metadata) -> Result<()> {
+        let key = (md.dev(), md.ino());
+        let gid = match self.ghosts.get(&key) {
+            Some(&g) => g,
+            None => {
+                let g = self.next_ghost;
+                self.next_ghost += 1;
+                let img = ghost_image(g, link, file, md)?;
+                self.ghost_images.push(img);
+                self.ghosts.insert(key, g);
+                g
+            }
+        };
+        debug!(id, ghost = gid, path = %link.display(), "deleted file saved as ghost");
+        self.remaps.push(Remap_file_path_entry {
+            orig_id: Some(id),
+            remap_id: Some(gid),
+            remap_type: Some(EnumOrUnknown::new(Remap_type::GHOST)),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// Dumps the fds of process `pid`. Fds sharing one open file description share an id.
+    pub(crate) fn dump_fds(
+        &mut self,
+        tree: &SeizedTree,
+        proc_dir: &ProcDir,
+    ) -> Result<Vec<FdEntry>> {
+        let pid = proc_dir.pid();
+        let fds = proc_dir.fds().map_err(proc_err(pid, "fd list"))?;
+        let mut out = Vec::new();
+        // (dev, ino) -> [(fd, id)] of fds already dumped, to find shared descriptions.
+        let mut seen: HashMap<(u64, u64), Vec<(i32, u32)>> = HashMap::new();
+        for fd in fds {
+            let link = proc_dir.fd_link(fd).map_err(proc_err(pid, "fd link"))?;
+            let info = proc_dir.fdinfo(fd).map_err(proc_err(pid, "fdinfo"))?;
+            let link_s = link.to_string_lossy().into_owned();
+            let unsupported = |why| DumpError::UnsupportedFd {
+                pid,
+                fd,
+                link: link_s.clone(),
+                why,
+            };
+            if !link_s.starts_with('/') {
+                return Err(unsupported("only regular files and devices are supported"));
+            }
+            if link_s.starts_with("/memfd:") {
+                return Err(unsupported("memfd"));
+            }
+            let taken = tree
+                .take_fd(pid, fd)
+                .map_err(compel_err(pid, "taking an fd"))?;
+            let file = File::from(taken);
+            let md = file.metadata().map_err(file_err("stat of", &link))?;
+            let ft = md.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            if !(ft.is_file() || ft.is_dir() || ft.is_char_device() || ft.is_block_device()) {
+                return Err(unsupported("not a regular file, directory or device"));
+            }
+            if ft.is_char_device() && is_tty_major(nix::sys::stat::major(md.rdev()) as u32) {
+                return Err(unsupported("terminals"));
+            }
+            let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+            let key = (md.dev(), md.ino());
+            let mut shared = None;
+            for &(other, id) in seen.get(&key).into_iter().flatten() {
+                let same =
+                    kcmp(pid, pid, kcmp_type::FILE, fd as u64, other as u64).map_err(|source| {
+                        DumpError::Kcmp {
+                            pid,
+                            what: "files",
+                            source,
+                        }
+                    })?;
+                if same == 0 {
+                    shared = Some(id);
+                    break;
+                }
+            }
+            let id = match shared {
+                Some(id) => id,
+                None => {
+                    let id = self.alloc();
+                    let owner = file_owner(file.as_fd()).unwrap_or_default();
+                    let fown = Fown_entry {
+                        uid: Some(0),
+                        euid: Some(0),
+                        signum: Some(owner.signum as u32),
+                        pid_type: Some(owner.kind as u32),
+                        pid: Some(owner.pid as u32),
+                        ..Default::default()
+                    };
+                    let flags = info.flags & !(libc::O_CLOEXEC as u32);
+                    // The description may be write-only: read the build-id through a
+                    // fresh read-only open of the same file.
+                    let readable = if ft.is_file() && (flags & libc::O_ACCMODE as u32) == 1 {
+                        reopen_readonly(&file).unwrap_or_else(|| file.try_clone().expect("dup"))
+                    } else {
+                        file.try_clone()
+                            .map_err(file_err("duplicating fd of", &link))?
+                    };
+                    let reg =
+                        self.reg_entry(id, &link, &readable, &md, flags, info.pos as u64, fown)?;
+                    self.push_reg(id, reg);
+                    id
+                }
+            };
+            seen.entry(key).or_default().push((fd, id));
+            out.push(FdEntry { fd, id, cloexec });
+        }
+        Ok(out)
+    }
+
+    /// Writes files.img, remap-fpath.img and the ghost files.
+    pub(crate) fn write(self, dir: &mut ImageDir) -> Result<()> {
+        let mut img = ImageWriter::new("files.img", "FILES");
+        for e in &self.entries {
+            img.push(e).map_err(image_err("files.img"))?;
+        }
+        dir.write(img)?;
+        if !self.remaps.is_empty() {
+            let mut img = ImageWriter::new("remap-fpath.img", "REMAP_FPATH");
+            for e in &self.remaps {
+                img.push(e).map_err(image_err("remap-fpath.img"))?;
+            }
+            dir.write(img)?;
+        }
+        for g in self.ghost_images {
+            dir.write(g)?;
+        }
+        Ok(())
+    }
+}
+
+fn zero_fown() -> Fown_entry {
+    Fown_entry {
+        uid: Some(0),
+        euid: Some(0),
+        signum: Some(0),
+        pid_type: Some(0),
+        pid: Some(0),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn image_err(image: &str) -> impl FnOnce(crs_images::ImageError) -> DumpError {
+    let image = image.to_string();
+    move |source| DumpError::Image { image, source }
+}
+
+fn reopen_readonly(f: &File) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .ok()
+}
+
+fn ghost_image(gid: u32, link: &Path, file: &File, md: &std::fs::Metadata) -> Result<ImageWriter> {
+    let name = format!("ghost-file-{gid:x}.img");
+    let mut gfe = Ghost_file_entry {
+        uid: Some(md.uid()),
+        gid: Some(md.gid()),
+        mode: Some(md.mode()),
+        dev: Some(md.dev() as u32),
+        ino: Some(md.ino()),
+        atim: MessageField::some(Timeval {
+            tv_sec: Some(md.atime() as u64),
+            tv_usec: Some(md.atime_nsec() as u64 / 1000),
+            ..Default::default()
+        }),
+        mtim: MessageField::some(Timeval {
+            tv_sec: Some(md.mtime() as u64),
+            tv_usec: Some(md.mtime_nsec() as u64 / 1000),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    use std::os::unix::fs::FileTypeExt;
+    let ft = md.file_type();
+    if ft.is_char_device() || ft.is_block_device() {
+        gfe.rdev = Some(md.rdev() as u32);
+    }
+    let chunks = ft.is_file() && md.size() >= GHOST_CHUNKS_THRESH;
+    if chunks {
+        gfe.chunks = Some(true);
+        gfe.size = Some(md.size());
+    }
+    let mut img = ImageWriter::new(name.clone(), "GHOST_FILE");
+    img.push(&gfe).map_err(image_err(&name))?;
+    if !ft.is_file() {
+        return Ok(img);
+    }
+    // Read through a fresh descriptor so the task's file position is not involved.
+    let mut f = reopen_readonly(file).ok_or_else(|| DumpError::File {
+        what: "reopening deleted file",
+        path: link.to_path_buf(),
+        source: std::io::Error::from_raw_os_error(libc::EACCES),
+    })?;
+    if !chunks {
+        let mut data = Vec::with_capacity(md.size() as usize);
+        f.read_to_end(&mut data)
+            .map_err(file_err("reading deleted file", link))?;
+        img.payload(&data);
+        return Ok(img);
+    }
+    use nix::unistd::{lseek, Whence};
+    let size = md.size() as i64;
+    let mut off = 0i64;
+    while off < size {
+        let data = match lseek(&f, off, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(file_err("seeking in deleted file", link)(e.into())),
+        };
+        let hole = lseek(&f, data, Whence::SeekHole)
+            .map_err(|e| file_err("seeking in deleted file", link)(e.into()))?;
+        let len = (hole - data) as u64;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, data as u64)
+            .map_err(file_err("reading deleted file", link))?;
+        img.push(&Ghost_chunk_entry {
+            len: Some(len),
+            off: Some(data as u64),
+            ..Default::default()
+        })
+        .map_err(image_err(&name))?;
+        img.payload(&buf);
+        off = hole;
+    }
+    Ok(img)
+}
+
+/// fdinfo-N.img.
+pub(crate) fn fdinfo_image(files_id: u32, fds: &[FdEntry]) -> Result<ImageWriter> {
+    let name = format!("fdinfo-{files_id}.img");
+    let mut img = ImageWriter::new(name.clone(), "FDINFO");
+    for e in fds {
+        img.push(&Fdinfo_entry {
+            id: Some(e.id),
+            flags: Some(if e.cloexec {
+                libc::FD_CLOEXEC as u32
+            } else {
+                0
+            }),
+            type_: Some(EnumOrUnknown::new(Fd_types::REG)),
+            fd: Some(e.fd as u32),
+            ..Default::default()
+        })
+        .map_err(image_err(&name))?;
+    }
+    Ok(img)
+}
+
+/// Opens a file by a /proc magic link (exe, cwd, root, map_files), readable if possible.
+pub(crate) fn open_link(path: &Path, tid: Tid) -> Result<File> {
+    match File::open(path) {
+        Ok(f) => Ok(f),
+        Err(_) => OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(path)
+            .map_err(|source| DumpError::File {
+                what: "opening",
+                path: PathBuf::from(format!("{} (pid {tid})", path.display())),
+                source,
+            }),
+    }
+}

@@ -1,0 +1,169 @@
+//! The images directory: images are written into a private staging directory inside it
+//! and moved into place only once all of them are written and synced, `inventory.img`
+//! last. A dump that fails before that removes what it wrote, so a directory never holds
+//! a set that looks complete but is not.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crs_images::codec::ImageWriter;
+use tracing::{debug, warn};
+
+use crate::error::{DumpError, Result};
+
+/// The image whose presence marks a complete set.
+pub(crate) const INVENTORY: &str = "inventory.img";
+
+pub(crate) struct ImageDir {
+    dir: PathBuf,
+    staging: PathBuf,
+    names: Vec<String>,
+    /// Files already moved into `dir` (removed again if the commit fails half way).
+    moved: Vec<PathBuf>,
+    done: bool,
+}
+
+impl ImageDir {
+    /// Checks that `dir` exists and is a directory (criu's -D must exist).
+    pub(crate) fn check(dir: &Path) -> Result<()> {
+        let md = fs::metadata(dir).map_err(|source| DumpError::ImagesDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if !md.is_dir() {
+            return Err(DumpError::ImagesDir {
+                path: dir.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(libc::ENOTDIR),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates the staging directory inside `dir`.
+    pub(crate) fn create(dir: &Path, pid: i32) -> Result<ImageDir> {
+        let staging = dir.join(format!(".crs-dump-{pid}.{}", std::process::id()));
+        if staging.exists() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        fs::create_dir(&staging).map_err(|source| DumpError::ImagesDir {
+            path: staging.clone(),
+            source,
+        })?;
+        Ok(ImageDir {
+            dir: dir.to_path_buf(),
+            staging,
+            names: Vec::new(),
+            moved: Vec::new(),
+            done: false,
+        })
+    }
+
+    fn staged(&mut self, name: &str) -> PathBuf {
+        if !self.names.iter().any(|n| n == name) {
+            self.names.push(name.to_string());
+        }
+        self.staging.join(name)
+    }
+
+    /// Writes a finished image.
+    pub(crate) fn write(&mut self, img: ImageWriter) -> Result<()> {
+        let name = img.name().to_string();
+        self.write_bytes(&name, &img.into_bytes())
+    }
+
+    /// Writes raw bytes as image `name`.
+    pub(crate) fn write_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.staged(name);
+        let mut f = File::create(&path).map_err(|source| DumpError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        f.write_all(bytes)
+            .map_err(|source| DumpError::Write { path, source })?;
+        debug!(image = name, len = bytes.len(), "image written");
+        Ok(())
+    }
+
+    /// Creates raw image `name` of `len` bytes, to be filled with positioned writes.
+    pub(crate) fn create_raw(&mut self, name: &str, len: u64) -> Result<(File, PathBuf)> {
+        let path = self.staged(name);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|source| DumpError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        f.set_len(len).map_err(|source| DumpError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((f, path))
+    }
+
+    /// Syncs everything and moves the images into place, inventory last.
+    pub(crate) fn commit(mut self) -> Result<()> {
+        let dir_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DumpError::Write { path, source }
+        };
+        let staging = File::open(&self.staging).map_err(dir_err(&self.staging))?;
+        nix::unistd::syncfs(&staging).map_err(|e| DumpError::Write {
+            path: self.staging.clone(),
+            source: e.into(),
+        })?;
+        // An older set in the directory stops looking complete before it is overwritten.
+        let old_inventory = self.dir.join(INVENTORY);
+        match fs::remove_file(&old_inventory) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(DumpError::Write {
+                    path: old_inventory,
+                    source,
+                })
+            }
+        }
+        let names = std::mem::take(&mut self.names);
+        let (inventory, others): (Vec<_>, Vec<_>) = names.into_iter().partition(|n| n == INVENTORY);
+        for name in others.iter().chain(inventory.iter()) {
+            if name == INVENTORY {
+                // Everything else is durable in the directory before the inventory appears.
+                let d = File::open(&self.dir).map_err(dir_err(&self.dir))?;
+                d.sync_all().map_err(dir_err(&self.dir))?;
+            }
+            let from = self.staging.join(name);
+            let to = self.dir.join(name);
+            fs::rename(&from, &to).map_err(|source| DumpError::Write {
+                path: to.clone(),
+                source,
+            })?;
+            self.moved.push(to);
+        }
+        let d = File::open(&self.dir).map_err(dir_err(&self.dir))?;
+        d.sync_all().map_err(dir_err(&self.dir))?;
+        self.done = true;
+        let _ = fs::remove_dir_all(&self.staging);
+        Ok(())
+    }
+}
+
+impl Drop for ImageDir {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for p in &self.moved {
+            if let Err(e) = fs::remove_file(p) {
+                warn!(path = %p.display(), error = %e, "removing a partly committed image");
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&self.staging) {
+            warn!(path = %self.staging.display(), error = %e, "removing the staging directory");
+        }
+    }
+}

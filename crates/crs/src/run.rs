@@ -1,0 +1,185 @@
+//! criu's commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::criu_cli::{CriuArgs, COMMANDS};
+use crate::logging;
+
+/// The criu version crs is compatible with, as `criu --version` prints it.
+/// runc, podman and LXC parse `Version: X.Y` and compare it to their minimum.
+pub const CRIU_VERSION: &str = "4.2";
+
+const USAGE: &str = "\
+Usage:
+  crs dump|pre-dump -t PID [<options>]
+  crs restore [<options>]
+  crs check [--feature FEAT]
+  crs decode|encode|show|info|x ...   (crit's commands)
+
+Commands:
+  dump           checkpoint a process/tree identified by pid
+  restore        restore a process/tree
+  check          checks whether the kernel supports what crs needs
+  decode/encode  convert images to/from crit's JSON
+  show, info, x  look at an image or an image directory
+
+Options are criu's (e.g. -t/--tree, -D/--images-dir, -o/--log-file, -v4,
+-R/--leave-running, -d/--restore-detached, -j/--shell-job, --pidfile).
+";
+
+pub fn run(a: &CriuArgs) -> ExitCode {
+    match run_inner(a) {
+        Ok(code) => code,
+        Err(e) => {
+            // With a log file the error goes there too (runc reads it); without
+            // one the log is stderr already, so say it once.
+            if a.value("log-file").is_some_and(|f| f != "-") {
+                tracing::error!("{e:#}");
+            }
+            eprintln!("crs: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
+    if a.flag("version") {
+        println!("Version: {CRIU_VERSION}");
+        println!("GitID: crs-{}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.flag("help") {
+        print!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(cmd) = a.command.as_deref() else {
+        eprint!("{USAGE}");
+        bail!("a command is needed");
+    };
+    if !COMMANDS.contains(&cmd) {
+        bail!("unknown command {cmd:?}");
+    }
+    a.check_supported()?;
+    let images_dir = a.value("images-dir").map(PathBuf::from);
+    let work_dir = a
+        .value("work-dir")
+        .map(PathBuf::from)
+        .or_else(|| images_dir.clone());
+    let log = logging::log_path(a.value("log-file"), work_dir.as_deref());
+    logging::init(a.verbosity, log.as_deref())?;
+    match cmd {
+        "check" => check(a),
+        "dump" => dump(a, images_dir),
+        "restore" => restore(a, images_dir),
+        other => bail!("the {other} command is not supported by crs yet"),
+    }
+}
+
+fn images_dir_or_cwd(dir: Option<PathBuf>) -> Result<PathBuf> {
+    match dir {
+        Some(d) => Ok(d),
+        None => {
+            std::env::current_dir().context("no -D given and the current directory is unreadable")
+        }
+    }
+}
+
+fn check(a: &CriuArgs) -> Result<ExitCode> {
+    let probes = crs_sys::probe::all();
+    let wanted: Vec<&str> = a.all("feature").iter().map(String::as_str).collect();
+    for w in &wanted {
+        if !probes.iter().any(|(n, _)| n == w) {
+            bail!(
+                "unknown feature {w:?}; known: {}",
+                probes
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let mut bad = 0;
+    for (name, p) in &probes {
+        if !wanted.is_empty() && !wanted.contains(name) {
+            continue;
+        }
+        if let crs_sys::probe::Probe::Absent(why) = p {
+            eprintln!("Error: {name} is not supported: {why}");
+            bad += 1;
+        } else if !wanted.is_empty() {
+            println!("{name} is supported");
+        }
+    }
+    if bad > 0 {
+        return Ok(ExitCode::from(1));
+    }
+    if wanted.is_empty() {
+        println!("Looks good.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
+    std::fs::write(path, format!("{pid}"))
+        .with_context(|| format!("writing pidfile {}", path.display()))
+}
+
+fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let pid: i32 = a
+        .int("tree")?
+        .ok_or_else(|| anyhow::anyhow!("dump needs the pid of the tree's root: -t PID"))?;
+    let timeout = a.int::<u64>("timeout")?.unwrap_or(10);
+    let opts = crs_dump::DumpOptions {
+        pid,
+        images_dir: images_dir_or_cwd(images_dir)?,
+        leave_running: a.flag("leave-running"),
+        shell_job: a.flag("shell-job"),
+        file_locks: a.flag("file-locks"),
+        tcp_established: a.flag("tcp-established"),
+        ext_unix_sk: a.values.contains_key("ext-unix-sk"),
+        freeze_cgroup: a.value("freeze-cgroup").map(PathBuf::from),
+        timeout: Duration::from_secs(timeout),
+    };
+    let stats = crs_dump::dump(&opts)?;
+    tracing::info!("Dumping finished successfully");
+    if a.flag("display-stats") {
+        println!("Displaying dump stats:");
+        println!("Freezing time: {} us", stats.frozen_time.as_micros());
+        println!("Memory dump time: {} us", stats.memdump_time.as_micros());
+        println!("Memory write time: {} us", stats.memwrite_time.as_micros());
+        println!("Pages scanned: {}", stats.pages_scanned);
+        println!("Pages written: {}", stats.pages_written);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let detach = a.flag("restore-detached") || a.flag("daemon");
+    let opts = crs_restore::RestoreOptions {
+        images_dir: images_dir_or_cwd(images_dir)?,
+        detach,
+        shell_job: a.flag("shell-job"),
+        pidfile: a.value("pidfile").map(PathBuf::from),
+        file_locks: a.flag("file-locks"),
+        tcp_established: a.flag("tcp-established"),
+        ext_unix_sk: a.values.contains_key("ext-unix-sk"),
+    };
+    let restored = crs_restore::restore(&opts)?;
+    if let Some(p) = &opts.pidfile {
+        // The restorer may already have written it; writing the same pid again is harmless.
+        write_pidfile(p, restored.root_pid)?;
+    }
+    tracing::info!(
+        "Restore finished successfully, root pid {}",
+        restored.root_pid
+    );
+    match restored.exit_status {
+        Some(code) => Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
