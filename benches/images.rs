@@ -34,7 +34,7 @@ fn big_pagemap() -> Vec<u8> {
     for i in 0..100_000u64 {
         let mut e = pb::pagemap::Pagemap_entry::new();
         e.set_vaddr(0x7f00_0000_0000 + i * 0x10000);
-        e.set_nr_pages(1 + (i % 16) as u32);
+        e.set_nr_pages(1 + i % 16);
         e.set_flags(4);
         w.push(&e).expect("encodes");
     }
@@ -60,16 +60,38 @@ fn bench(c: &mut Criterion) {
             })
         });
         g.bench_with_input(BenchmarkId::new("decode_json", name), bytes, |b, bytes| {
-            b.iter(|| black_box(decode_image("x", bytes, DecodeOptions { pretty: true, no_payload: false }).unwrap()))
+            b.iter(|| {
+                black_box(
+                    decode_image(
+                        "x",
+                        bytes,
+                        DecodeOptions {
+                            pretty: true,
+                            no_payload: false,
+                        },
+                    )
+                    .unwrap(),
+                )
+            })
         });
-        let json = decode_image("x", bytes, DecodeOptions { pretty: true, no_payload: false }).unwrap();
+        let json = decode_image(
+            "x",
+            bytes,
+            DecodeOptions {
+                pretty: true,
+                no_payload: false,
+            },
+        )
+        .unwrap();
         g.bench_with_input(BenchmarkId::new("encode_json", name), &json, |b, json| {
             b.iter(|| black_box(encode_image("x", json).unwrap()))
         });
     }
     // Typed encode of the pagemap, as the dumper writes it.
     g.throughput(Throughput::Bytes(pagemap.len() as u64));
-    g.bench_function(BenchmarkId::new("encode_typed", "pagemap"), |b| b.iter(|| black_box(big_pagemap())));
+    g.bench_function(BenchmarkId::new("encode_typed", "pagemap"), |b| {
+        b.iter(|| black_box(big_pagemap()))
+    });
     g.finish();
 }
 
