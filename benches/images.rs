@@ -34,6 +34,8 @@ fn big_pagemap() -> Vec<u8> {
     for i in 0..100_000u64 {
         let mut e = pb::pagemap::Pagemap_entry::new();
         e.set_vaddr(0x7f00_0000_0000 + i * 0x10000);
+        // CRIU fills the old 32-bit count too (it is required) and the 64-bit one.
+        e.set_compat_nr_pages(1 + (i % 16) as u32);
         e.set_nr_pages(1 + i % 16);
         e.set_flags(4);
         w.push(&e).expect("encodes");
