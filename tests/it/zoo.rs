@@ -1,0 +1,72 @@
+//! The dump/restore zoo: every workload of `workloads/` run three ways (see
+//! `zoo_harness.rs`):
+//! - `control_passes::<workload>`: ready, SIGTERM, exit 0, no crs involved;
+//! - `corrupted_fails::<workload>`: the workload damages its own state, its check must fail;
+//! - `dump_restore_passes::<workload>`: `crs dump`, `crs restore -d`, SIGTERM, exit 0.
+//!
+//! One #[test] each, so nextest runs them in parallel processes.
+
+#[path = "../zoo_harness.rs"]
+mod zoo_harness;
+
+use zoo_harness::{run, Mode, Workload};
+
+macro_rules! zoo {
+    ($($name:ident => $workload:expr,)*) => {
+        mod control_passes {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    run($workload, Mode::Control);
+                }
+            )*
+        }
+        mod corrupted_fails {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    run($workload, Mode::Corrupt);
+                }
+            )*
+        }
+        mod dump_restore_passes {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    run($workload, Mode::DumpRestore);
+                }
+            )*
+        }
+    };
+}
+
+zoo! {
+    avx_registers => Workload::C("avx"),
+    busy_loop => Workload::C("busyloop"),
+    char_devices => Workload::C("chardev"),
+    credentials => Workload::C("creds"),
+    cwd_umask => Workload::C("cwd_umask"),
+    deleted_file => Workload::C("deleted"),
+    open_files => Workload::C("files"),
+    guard_pages => Workload::C("guard"),
+    heap_8m => Workload::C("heap"),
+    itimers => Workload::C("itimer"),
+    madvise_flags => Workload::C("madvise"),
+    mm_fields => Workload::C("mm"),
+    anon_64m => Workload::C("mmap64"),
+    nanosleep => Workload::C("nanosleep"),
+    personality => Workload::C("personality"),
+    pipe_read => Workload::C("pipe"),
+    posix_timers => Workload::C("posix_timer"),
+    prctl_values => Workload::C("prctl"),
+    rlimits => Workload::C("rlimits"),
+    shared_file_map => Workload::C("shmap"),
+    sigaltstack => Workload::C("sigaltstack"),
+    signals => Workload::C("signals"),
+    tls => Workload::C("tls"),
+    python3_generator => Workload::Python("generator.py"),
+    bash_loop => Workload::Bash("loop.sh"),
+}
