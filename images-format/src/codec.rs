@@ -163,6 +163,16 @@ fn decode_msg(
         })
 }
 
+/// Reads a boolean field of a message (false when unset).
+fn bool_field(msg: &dyn MessageDyn, name: &str) -> bool {
+    msg.descriptor_dyn().field_by_name(name).is_some_and(|f| {
+        matches!(
+            f.get_singular_field_or_default(msg),
+            ReflectValueRef::Bool(true)
+        )
+    })
+}
+
 /// Reads an unsigned integer field of a message (0 when unset).
 fn uint_field(msg: &dyn MessageDyn, name: &str) -> u64 {
     let Some(f) = msg.descriptor_dyn().field_by_name(name) else {
@@ -243,16 +253,7 @@ pub fn decode_image(image: &str, bytes: &[u8], opts: DecodeOptions) -> Result<Va
             };
             let head = decode_msg(&cur, &gf, &e)?;
             let mut head_json = message_to_json(&*head, opts.pretty);
-            let chunks = gf
-                .field_by_name("chunks")
-                .map(|f| {
-                    matches!(
-                        f.get_singular_field_or_default(&*head),
-                        ReflectValueRef::Bool(true)
-                    )
-                })
-                .unwrap_or(false);
-            if chunks {
+            if bool_field(&*head, "chunks") {
                 entries.push(head_json);
                 while let Some(e) = cur.next_entry()? {
                     let chunk = decode_msg(&cur, &gc, &e)?;
@@ -455,16 +456,7 @@ pub fn encode_image(image: &str, value: &Value) -> Result<Vec<u8>> {
                 ));
             };
             let head = encode_msg(image, 0, &gf, first, &mut out)?;
-            let chunks = gf
-                .field_by_name("chunks")
-                .map(|f| {
-                    matches!(
-                        f.get_singular_field_or_default(&*head),
-                        ReflectValueRef::Bool(true)
-                    )
-                })
-                .unwrap_or(false);
-            if chunks {
+            if bool_field(&*head, "chunks") {
                 for (i, v) in entries.iter().enumerate().skip(1) {
                     encode_msg(image, i, &gc, v, &mut out)?;
                     out.extend_from_slice(&extra_bytes(image, i, v)?);
@@ -645,6 +637,11 @@ impl<'a> ImageReader<'a> {
     pub fn payload(&mut self, size: u64) -> Result<&'a [u8]> {
         self.cursor.take_payload(size)
     }
+
+    /// Takes every byte after the last entry (a non-chunked ghost file's contents).
+    pub fn rest(&mut self) -> &'a [u8] {
+        self.cursor.take_rest()
+    }
 }
 
 /// Builds an image in memory, for the dump code.
@@ -744,7 +741,10 @@ mod tests {
             .into_iter()
             .filter(|m| registry::message(m).is_none())
             .collect();
-        assert!(missing.is_empty(), "messages without a definition: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "messages without a definition: {missing:?}"
+        );
     }
 
     #[test]
@@ -756,7 +756,13 @@ mod tests {
             .collect();
         // These magics exist in CRIU's table but crit has no decoder for them either.
         let known_without: &[&str] = &["SIGNAL", "BINFMT_MISC"];
-        let unexpected: Vec<&&str> = missing.iter().filter(|m| !known_without.contains(m)).collect();
-        assert!(unexpected.is_empty(), "magics without a layout: {unexpected:?}");
+        let unexpected: Vec<&&str> = missing
+            .iter()
+            .filter(|m| !known_without.contains(m))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "magics without a layout: {unexpected:?}"
+        );
     }
 }
