@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
     frame::write_header(&mut img, magic::by_name("CORE").unwrap());
     img.extend_from_slice(data);
     if let Ok(mut r) = ImageReader::new("fuzz.img", &img, "CORE") {
-        let _ = r.all::<pb::core:::Core_entry>();
+        let _ = r.all::<pb::core::Core_entry>();
     }
 });

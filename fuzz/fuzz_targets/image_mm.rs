@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
     frame::write_header(&mut img, magic::by_name("MM").unwrap());
     img.extend_from_slice(data);
     if let Ok(mut r) = ImageReader::new("fuzz.img", &img, "MM") {
-        let _ = r.all::<pb::mm:::Mm_entry>();
+        let _ = r.all::<pb::mm::Mm_entry>();
     }
 });

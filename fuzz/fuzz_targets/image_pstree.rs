@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
     frame::write_header(&mut img, magic::by_name("PSTREE").unwrap());
     img.extend_from_slice(data);
     if let Ok(mut r) = ImageReader::new("fuzz.img", &img, "PSTREE") {
-        let _ = r.all::<pb::pstree:::Pstree_entry>();
+        let _ = r.all::<pb::pstree::Pstree_entry>();
     }
 });

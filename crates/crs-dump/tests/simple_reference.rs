@@ -56,6 +56,22 @@ fn entries(v: &Value) -> &Vec<Value> {
 
 /// Starts simple as a session leader with stdio on one /dev/null description, sends
 /// SIGUSR1 twice, and waits until it logged both.
+/// Every test that uses /tmp/crs-ref/simple holds this lock: crs-dump's and
+/// crs-restore's tests both run the `simple` binary, which recreates data.bin
+/// there, and nextest runs their test binaries in parallel processes. flock
+/// excludes other threads of this process too (each call opens its own file).
+fn simple_dir_lock() -> nix::fcntl::Flock<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/crs-ref-simple.lock")
+        .expect("opening /tmp/crs-ref-simple.lock");
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("locking /tmp/crs-ref-simple.lock")
+}
+
 fn start_simple(work: &Path) -> (Guard, PathBuf) {
     fs::create_dir_all("/tmp/crs-ref/simple").unwrap();
     let bin = work.join("simple");
@@ -87,6 +103,7 @@ fn ref_json(name: &str) -> Value {
 
 #[test]
 fn dump_simple_matches_criu_reference() {
+    let _l = simple_dir_lock();
     if !root_or_skip("dump_simple_matches_criu_reference") {
         return;
     }

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crs_images::codec::{read_file, ImageReader, ImageWriter};
@@ -18,7 +17,22 @@ use nix::unistd::Pid;
 const PID: i32 = 71000;
 const REF: &str = "/work/shared/criu-images/simple";
 const WORK: &str = "/tmp/crs-ref/simple";
-static LOCK: Mutex<()> = Mutex::new(());
+
+/// Every test that uses /tmp/crs-ref/simple holds this lock: crs-dump's and
+/// crs-restore's tests both run the `simple` binary, which recreates data.bin
+/// there, and nextest runs their test binaries in parallel processes. flock
+/// excludes other threads of this process too (each call opens its own file).
+fn simple_dir_lock() -> nix::fcntl::Flock<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/crs-ref-simple.lock")
+        .expect("opening /tmp/crs-ref-simple.lock");
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("locking /tmp/crs-ref-simple.lock")
+}
 
 /// Kills and reaps the restored task (our child) even on panic.
 struct Guard(i32);
@@ -117,7 +131,7 @@ fn restore_simple_reference_continues() {
     if !root_or_skip("restore_simple_reference_continues") {
         return;
     }
-    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _l = simple_dir_lock();
     let dir = setup();
     let _ = fs::remove_file(log_path());
     let before: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir.path())
@@ -207,7 +221,7 @@ fn restore_truncated_core_fails_before_creating_task() {
     if !root_or_skip("restore_truncated_core_fails_before_creating_task") {
         return;
     }
-    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _l = simple_dir_lock();
     let dir = setup();
     let core = dir.path().join(format!("core-{PID}.img"));
     let bytes = fs::read(&core).unwrap();
@@ -223,7 +237,7 @@ fn restore_bad_cwd_kills_new_task() {
     if !root_or_skip("restore_bad_cwd_kills_new_task") {
         return;
     }
-    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _l = simple_dir_lock();
     let dir = setup();
     // cwd -> data.bin (file id 3): the new task's chdir fails with ENOTDIR.
     rewrite::<Fs_entry>(dir.path(), &format!("fs-{PID}.img"), "FS", |fs| {
@@ -243,7 +257,7 @@ fn restore_bad_rseq_kills_half_built_task() {
     if !root_or_skip("restore_bad_rseq_kills_half_built_task") {
         return;
     }
-    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _l = simple_dir_lock();
     let dir = setup();
     // An rseq area at an unmapped address: the injected rseq() fails after the memory
     // was rebuilt, and the task must be killed.
@@ -268,7 +282,7 @@ fn restore_attached_returns_exit_status_and_writes_pidfile() {
     if !root_or_skip("restore_attached_returns_exit_status_and_writes_pidfile") {
         return;
     }
-    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _l = simple_dir_lock();
     let dir = setup();
     let _ = fs::remove_file(log_path());
     let pidfile = dir.path().join("restored.pid");
