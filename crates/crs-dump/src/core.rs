@@ -9,10 +9,11 @@ use crs_images::pb::core_x86::{
 use crs_images::pb::creds::Creds_entry;
 use crs_images::pb::rseq::Rseq_entry;
 use crs_images::pb::siginfo::{Siginfo_entry, Signal_queue_entry};
-use crs_proc::Status;
+use crs_images::pb::timer::Posix_timer_entry;
+use crs_proc::{PosixTimer, Status, TimerNotify};
 use protobuf::{EnumOrUnknown, MessageField};
 
-use crate::task::{AltStack, UserDesc};
+use crate::task::{AltStack, TimerVal, UserDesc};
 
 const EINTR: i64 = 4;
 
@@ -271,6 +272,35 @@ pub(crate) fn signal_queue(q: &[crs_compel::QueuedSignal]) -> Signal_queue_entry
     }
 }
 
+/// One POSIX timer as CRIU records it: the notify kind is SIGEV_THREAD_ID whenever
+/// /proc names a thread (whatever the kind printed before it), and the thread id is
+/// recorded only then; the remaining time and interval as timer_gettime gave them.
+pub(crate) fn posix_timer(t: &PosixTimer, val: &TimerVal, overrun: u32) -> Posix_timer_entry {
+    let notify = if t.thread_id {
+        libc::SIGEV_THREAD_ID
+    } else {
+        match t.notify {
+            TimerNotify::Signal => libc::SIGEV_SIGNAL,
+            TimerNotify::Thread => libc::SIGEV_THREAD,
+            TimerNotify::None | TimerNotify::Other(_) => libc::SIGEV_NONE,
+        }
+    };
+    Posix_timer_entry {
+        it_id: Some(t.id as u32),
+        clock_id: Some(t.clock_id as u32),
+        si_signo: Some(t.signo as u32),
+        it_sigev_notify: Some(notify as u32),
+        sival_ptr: Some(t.sigev_value),
+        overrun: Some(overrun),
+        isec: Some(val.interval.0),
+        insec: Some(val.interval.1),
+        vsec: Some(val.value.0),
+        vnsec: Some(val.value.1),
+        notify_thread_id: t.thread_id.then_some(t.notify_pid),
+        ..Default::default()
+    }
+}
+
 fn caps(c: u64) -> Vec<u32> {
     vec![c as u32, (c >> 32) as u32]
 }
@@ -427,6 +457,49 @@ mod tests {
         assert_eq!((fp.cwd, fp.mxcsr), (Some(0x37f), Some(0x1f80)));
         assert_eq!((fp.st_space.len(), fp.xmm_space.len()), (32, 64));
         assert!(fp.xsave.is_none());
+    }
+
+    fn timer(notify: TimerNotify, thread_id: bool) -> PosixTimer {
+        PosixTimer {
+            id: 3,
+            signo: 35,
+            sigev_value: 0x71c,
+            notify,
+            thread_id,
+            notify_pid: 4321,
+            clock_id: 1,
+        }
+    }
+
+    #[test]
+    fn posix_timer_thread_id_recorded_as_criu() {
+        let val = TimerVal {
+            interval: (0, 50_000_000),
+            value: (0, 1_000),
+        };
+        let e = posix_timer(&timer(TimerNotify::Signal, true), &val, 2);
+        assert_eq!(e.it_sigev_notify, Some(libc::SIGEV_THREAD_ID as u32));
+        assert_eq!(e.notify_thread_id, Some(4321));
+        assert_eq!(
+            (e.it_id, e.clock_id, e.si_signo),
+            (Some(3), Some(1), Some(35))
+        );
+        assert_eq!(
+            (e.insec, e.vnsec, e.overrun),
+            (Some(50_000_000), Some(1_000), Some(2))
+        );
+        let e = posix_timer(&timer(TimerNotify::Thread, true), &val, 0);
+        assert_eq!(e.it_sigev_notify, Some(libc::SIGEV_THREAD_ID as u32));
+    }
+
+    #[test]
+    fn posix_timer_process_notify_has_no_thread_id() {
+        let val = TimerVal::default();
+        let e = posix_timer(&timer(TimerNotify::Signal, false), &val, 0);
+        assert_eq!(e.it_sigev_notify, Some(libc::SIGEV_SIGNAL as u32));
+        assert_eq!(e.notify_thread_id, None);
+        let e = posix_timer(&timer(TimerNotify::None, false), &val, 0);
+        assert_eq!(e.it_sigev_notify, Some(libc::SIGEV_NONE as u32));
     }
 
     #[test]

@@ -64,6 +64,14 @@ pub enum DumpError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "deleted file {path} has {size} bytes on disk, more than the ghost file limit of {limit}"
+    )]
+    GhostTooBig {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     #[error("comparing {what} of process {pid} (kcmp)")]
     Kcmp {
         pid: Tid,

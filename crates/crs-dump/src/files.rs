@@ -1,10 +1,16 @@
 //! Files: regular files (open fds, mapped files, exe, cwd, root), character devices saved
-//! as regular files like CRIU does, deleted files saved as ghost files.
+//! as regular files like CRIU does, deleted files saved as ghost files, pipes.
+//!
+//! Every fd is taken out of the frozen task with pidfd_getfd and inspected from crs. The
+//! task's own open file descriptions are never read from or seeked: a ghost file's
+//! contents are read through a fresh open of `/proc/self/fd/N` (a new description), and a
+//! pipe's queued bytes are duplicated with tee(2) into a pipe of crs's own, which does not
+//! consume them.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +19,8 @@ use crs_images::codec::ImageWriter;
 use crs_images::pb::fdinfo::{Fd_types, Fdinfo_entry, File_entry};
 use crs_images::pb::fown::Fown_entry;
 use crs_images::pb::ghost_file::{Ghost_chunk_entry, Ghost_file_entry};
+use crs_images::pb::pipe::Pipe_entry;
+use crs_images::pb::pipe_data::Pipe_data_entry;
 use crs_images::pb::regfile::Reg_file_entry;
 use crs_images::pb::remap_file_path::{Remap_file_path_entry, Remap_type};
 use crs_images::pb::time::Timeval;
@@ -25,8 +33,11 @@ use crate::error::{compel_err, proc_err, DumpError, Result};
 use crate::imgdir::ImageDir;
 
 const DELETED_SUFFIX: &str = " (deleted)";
-/// Ghost files at least this big are saved as chunks of data (holes skipped).
-const GHOST_CHUNKS_THRESH: u64 = 1 << 20;
+/// Ghost files at least this big are saved as chunks of data, holes skipped (CRIU's
+/// GHOST_CHUNKS_THRESH).
+const GHOST_CHUNKS_THRESH: u64 = 3 * 4096;
+/// Largest ghost file (allocated bytes) that is saved: CRIU's default `--ghost-limit`.
+const GHOST_LIMIT: u64 = 1 << 20;
 
 /// Identity of a file opened by path (mapped files, exe, cwd, root): the same inode opened
 /// the same way is one entry.
@@ -46,6 +57,8 @@ pub(crate) struct FileTable {
     ghosts: HashMap<(u64, u64), u32>,
     remaps: Vec<Remap_file_path_entry>,
     ghost_images: Vec<ImageWriter>,
+    /// Queued bytes of each pipe whose read end was dumped, in dump order.
+    pipe_data: Vec<(Pipe_data_entry, Vec<u8>)>,
 }
 
 /// One fd of a process, as saved in fdinfo-N.img.
@@ -53,6 +66,7 @@ pub(crate) struct FdEntry {
     pub fd: i32,
     pub id: u32,
     pub cloexec: bool,
+    pub kind: Fd_types,
 }
 
 fn strip_deleted(path: &Path) -> (PathBuf, bool) {
@@ -143,6 +157,7 @@ impl FileTable {
             ghosts: HashMap::new(),
             remaps: Vec::new(),
             ghost_images: Vec::new(),
+            pipe_data: Vec::new(),
         }
     }
 
@@ -203,7 +218,11 @@ impl FileTable {
             mode: Some(md.mode()),
             ..Default::default()
         };
-        if ft.is_file() {
+        // CRIU records the size (to refuse a changed file at restore) except for append-only
+        // writers such as log files, which are expected to grow.
+        let acc = flags & libc::O_ACCMODE as u32;
+        let append_only = acc == libc::O_WRONLY as u32 && flags & libc::O_APPEND as u32 != 0;
+        if ft.is_file() && !append_only {
             reg.size = Some(md.size());
             if let Some(bid) = build_id(file) {
                 reg.build_id = bid;
@@ -227,6 +246,14 @@ impl FileTable {
         let gid = match self.ghosts.get(&key) {
             Some(&g) => g,
             None => {
+                let allocated = md.blocks() * 512;
+                if allocated > GHOST_LIMIT {
+                    return Err(DumpError::GhostTooBig {
+                        path: strip_deleted(link).0,
+                        size: allocated,
+                        limit: GHOST_LIMIT,
+                    });
+                }
                 let g = self.next_ghost;
                 self.next_ghost += 1;
                 let img = ghost_image(g, link, file, md)?;
@@ -266,8 +293,11 @@ impl FileTable {
                 link: link_s.clone(),
                 why,
             };
-            if !link_s.starts_with('/') {
-                return Err(unsupported("only regular files and devices are supported"));
+            let is_pipe = link_s.starts_with("pipe:[");
+            if !is_pipe && !link_s.starts_with('/') {
+                return Err(unsupported(
+                    "only regular files, devices and pipes are supported",
+                ));
             }
             if link_s.starts_with("/memfd:") {
                 return Err(unsupported("memfd"));
@@ -279,7 +309,12 @@ impl FileTable {
             let md = file.metadata().map_err(file_err("stat of", &link))?;
             let ft = md.file_type();
             use std::os::unix::fs::FileTypeExt;
-            if !(ft.is_file() || ft.is_dir() || ft.is_char_device() || ft.is_block_device()) {
+            if is_pipe && !ft.is_fifo() {
+                return Err(unsupported("a pipe link on something that is not a pipe"));
+            }
+            let reg_like =
+                ft.is_file() || ft.is_dir() || ft.is_char_device() || ft.is_block_device();
+            if !is_pipe && !reg_like {
                 return Err(unsupported("not a regular file, directory or device"));
             }
             if ft.is_char_device() && is_tty_major(nix::sys::stat::major(md.rdev()) as u32) {
@@ -316,27 +351,85 @@ impl FileTable {
                         ..Default::default()
                     };
                     let flags = info.flags & !(libc::O_CLOEXEC as u32);
-                    // The description may be write-only: read the build-id through a
-                    // fresh read-only open of the same file.
-                    let readable = if ft.is_file() && (flags & libc::O_ACCMODE as u32) == 1 {
-                        reopen_readonly(&file).unwrap_or_else(|| file.try_clone().expect("dup"))
+                    if is_pipe {
+                        if flags & libc::O_DIRECT as u32 != 0 {
+                            return Err(unsupported("packetized pipes (O_DIRECT)"));
+                        }
+                        self.pipe(id, &link, &file, md.ino(), flags, fown)?;
                     } else {
-                        file.try_clone()
-                            .map_err(file_err("duplicating fd of", &link))?
-                    };
-                    let reg =
-                        self.reg_entry(id, &link, &readable, &md, flags, info.pos as u64, fown)?;
-                    self.push_reg(id, reg);
+                        // The description may be write-only: read the build-id through a
+                        // fresh read-only open of the same file.
+                        let readable = if ft.is_file() && (flags & libc::O_ACCMODE as u32) == 1 {
+                            reopen_readonly(&file).unwrap_or_else(|| file.try_clone().expect("dup"))
+                        } else {
+                            file.try_clone()
+                                .map_err(file_err("duplicating fd of", &link))?
+                        };
+                        let pos = info.pos as u64;
+                        let reg = self.reg_entry(id, &link, &readable, &md, flags, pos, fown)?;
+                        self.push_reg(id, reg);
+                    }
                     id
                 }
             };
             seen.entry(key).or_default().push((fd, id));
-            out.push(FdEntry { fd, id, cloexec });
+            out.push(FdEntry {
+                fd,
+                id,
+                cloexec,
+                kind: if is_pipe {
+                    Fd_types::PIPE
+                } else {
+                    Fd_types::REG
+                },
+            });
         }
         Ok(out)
     }
 
-    /// Writes files.img, remap-fpath.img and the ghost files.
+    /// One end of a pipe: its file entry and, for a read end whose pipe was not seen yet,
+    /// the bytes queued in it (as CRIU: data is taken from read ends only).
+    fn pipe(
+        &mut self,
+        id: u32,
+        link: &Path,
+        file: &File,
+        ino: u64,
+        flags: u32,
+        fown: Fown_entry,
+    ) -> Result<()> {
+        let pipe_id = ino as u32;
+        self.entries.push(File_entry {
+            type_: Some(EnumOrUnknown::new(Fd_types::PIPE)),
+            id: Some(id),
+            pipe: MessageField::some(Pipe_entry {
+                id: Some(id),
+                pipe_id: Some(pipe_id),
+                flags: Some(flags),
+                fown: MessageField::some(fown),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let read_end = flags & libc::O_WRONLY as u32 == 0;
+        if !read_end || self.pipe_data.iter().any(|(e, _)| e.pipe_id() == pipe_id) {
+            return Ok(());
+        }
+        let (size, data) = queued_pipe_data(file, link)?;
+        debug!(id, pipe_id, size, bytes = data.len(), "pipe data saved");
+        self.pipe_data.push((
+            Pipe_data_entry {
+                pipe_id: Some(pipe_id),
+                bytes: Some(data.len() as u32),
+                size: Some(size),
+                ..Default::default()
+            },
+            data,
+        ));
+        Ok(())
+    }
+
+    /// Writes files.img, remap-fpath.img, the ghost files and pipes-data.img.
     pub(crate) fn write(self, dir: &mut ImageDir) -> Result<()> {
         let mut img = ImageWriter::new("files.img", "FILES");
         for e in &self.entries {
@@ -352,6 +445,14 @@ impl FileTable {
         }
         for g in self.ghost_images {
             dir.write(g)?;
+        }
+        if !self.pipe_data.is_empty() {
+            let mut img = ImageWriter::new("pipes-data.img", "PIPES_DATA");
+            for (e, data) in &self.pipe_data {
+                img.push(e).map_err(image_err("pipes-data.img"))?;
+                img.payload(data);
+            }
+            dir.write(img)?;
         }
         Ok(())
     }
@@ -373,13 +474,52 @@ pub(crate) fn image_err(image: &str) -> impl FnOnce(crs_images::ImageError) -> D
     move |source| DumpError::Image { image, source }
 }
 
-fn reopen_readonly(f: &File) -> Option<File> {
-    use std::os::fd::AsRawFd;
+/// A new, read-only open file description of the file `f` is open on, through the
+/// `/proc/self/fd` magic link (which reaches deleted files too). The magic link must be
+/// followed: O_NOFOLLOW would make the open fail with ELOOP.
+fn reopen_readonly_at(f: &File) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
         .open(format!("/proc/self/fd/{}", f.as_raw_fd()))
-        .ok()
+}
+
+fn reopen_readonly(f: &File) -> Option<File> {
+    reopen_readonly_at(f).ok()
+}
+
+/// The pipe size and the bytes queued in the pipe `file` is an end of, left queued: they
+/// are duplicated with tee(2) into a pipe of crs's own of the same size, then read from it.
+fn queued_pipe_data(file: &File, link: &Path) -> Result<(u32, Vec<u8>)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let err = |what| {
+        let path = link.to_path_buf();
+        move |e: nix::errno::Errno| DumpError::File {
+            what,
+            path,
+            source: e.into(),
+        }
+    };
+    let size = fcntl(file, FcntlArg::F_GETPIPE_SZ).map_err(err("size of pipe"))?;
+    let (steal_r, steal_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err("creating a pipe to copy the data of"))?;
+    fcntl(&steal_w, FcntlArg::F_SETPIPE_SZ(size))
+        .map_err(err("sizing a pipe to copy the data of"))?;
+    let n = crs_sys::pipe::tee_nonblock(file.as_fd(), steal_w.as_fd(), size as usize)
+        .map_err(file_err("duplicating the queued data of", link))?;
+    drop(steal_w);
+    let mut data = vec![0u8; n];
+    File::from(steal_r)
+        .read_exact(&mut data)
+        .map_err(file_err("reading the queued data of", link))?;
+    Ok((size as u32, data))
+}
+
+/// A `st_dev` in the kernel's internal encoding (major << 20 | minor), which CRIU stores in
+/// `dev` fields (crit decodes them that way; `rdev` keeps the userspace encoding).
+fn kernel_dev(dev: u64) -> u32 {
+    let major = nix::sys::stat::major(dev) as u32;
+    let minor = nix::sys::stat::minor(dev) as u32;
+    (major << 20) | (minor & 0xf_ffff)
 }
 
 fn ghost_image(gid: u32, link: &Path, file: &File, md: &std::fs::Metadata) -> Result<ImageWriter> {
@@ -388,7 +528,7 @@ fn ghost_image(gid: u32, link: &Path, file: &File, md: &std::fs::Metadata) -> Re
         uid: Some(md.uid()),
         gid: Some(md.gid()),
         mode: Some(md.mode()),
-        dev: Some(md.dev() as u32),
+        dev: Some(kernel_dev(md.dev())),
         ino: Some(md.ino()),
         atim: MessageField::some(Timeval {
             tv_sec: Some(md.atime() as u64),
@@ -417,16 +557,20 @@ fn ghost_image(gid: u32, link: &Path, file: &File, md: &std::fs::Metadata) -> Re
     if !ft.is_file() {
         return Ok(img);
     }
-    // Read through a fresh descriptor so the task's file position is not involved.
-    let mut f = reopen_readonly(file).ok_or_else(|| DumpError::File {
-        what: "reopening deleted file",
-        path: link.to_path_buf(),
-        source: std::io::Error::from_raw_os_error(libc::EACCES),
-    })?;
+    // Read through a fresh description so the task's file position is not involved (and a
+    // write-only description can still be read).
+    let mut f = reopen_readonly_at(file).map_err(file_err("reopening deleted file", link))?;
     if !chunks {
         let mut data = Vec::with_capacity(md.size() as usize);
-        f.read_to_end(&mut data)
+        (&mut f)
+            .take(md.size())
+            .read_to_end(&mut data)
             .map_err(file_err("reading deleted file", link))?;
+        if data.len() as u64 != md.size() {
+            return Err(file_err("reading deleted file", link)(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
         img.payload(&data);
         return Ok(img);
     }
@@ -434,13 +578,18 @@ fn ghost_image(gid: u32, link: &Path, file: &File, md: &std::fs::Metadata) -> Re
     let size = md.size() as i64;
     let mut off = 0i64;
     while off < size {
-        let data = match lseek(&f, off, Whence::SeekData) {
-            Ok(d) => d,
+        let (data, hole) = match lseek(&f, off, Whence::SeekData) {
+            Ok(d) => (
+                d,
+                lseek(&f, d, Whence::SeekHole)
+                    .map_err(|e| file_err("seeking in deleted file", link)(e.into()))?,
+            ),
             Err(nix::errno::Errno::ENXIO) => break,
+            // A file system without SEEK_DATA: the whole file is one chunk.
+            Err(_) if off == 0 => (0, size),
             Err(e) => return Err(file_err("seeking in deleted file", link)(e.into())),
         };
-        let hole = lseek(&f, data, Whence::SeekHole)
-            .map_err(|e| file_err("seeking in deleted file", link)(e.into()))?;
+        let hole = hole.min(size);
         let len = (hole - data) as u64;
         let mut buf = vec![0u8; len as usize];
         f.read_exact_at(&mut buf, data as u64)
@@ -469,7 +618,7 @@ pub(crate) fn fdinfo_image(files_id: u32, fds: &[FdEntry]) -> Result<ImageWriter
             } else {
                 0
             }),
-            type_: Some(EnumOrUnknown::new(Fd_types::REG)),
+            type_: Some(EnumOrUnknown::new(e.kind)),
             fd: Some(e.fd as u32),
             ..Default::default()
         })
@@ -491,5 +640,90 @@ pub(crate) fn open_link(path: &Path, tid: Tid) -> Result<File> {
                 path: PathBuf::from(format!("{} (pid {tid})", path.display())),
                 source,
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn kernel_dev_of_userspace_dev_is_major_shl_20_or_minor() {
+        let dev = nix::sys::stat::makedev(254, 0x12345);
+        assert_eq!(kernel_dev(dev), (254 << 20) | 0x12345);
+    }
+
+    #[test]
+    fn strip_deleted_suffix_is_removed_and_reported() {
+        assert_eq!(
+            strip_deleted(Path::new("/tmp/a b (deleted)")),
+            (PathBuf::from("/tmp/a b"), true)
+        );
+        assert_eq!(
+            strip_deleted(Path::new("/tmp/x")),
+            (PathBuf::from("/tmp/x"), false)
+        );
+    }
+
+    #[test]
+    fn queued_pipe_data_leaves_the_bytes_queued() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let mut w = File::from(w);
+        w.write_all(&data).unwrap();
+        let r = File::from(r);
+        let (size, got) = queued_pipe_data(&r, Path::new("pipe:[test]")).unwrap();
+        assert_eq!(size, 65536);
+        assert_eq!(got, data);
+        let mut again = vec![0u8; data.len()];
+        (&r).read_exact(&mut again).unwrap();
+        assert_eq!(again, data);
+    }
+
+    #[test]
+    fn queued_pipe_data_of_empty_pipe_is_empty() {
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let (_, got) = queued_pipe_data(&File::from(r), Path::new("pipe:[test]")).unwrap();
+        assert!(got.is_empty());
+    }
+
+    fn ghost_of(contents: &[u8]) -> (Vec<u8>, Vec<serde_json::Value>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g");
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(contents).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let md = f.metadata().unwrap();
+        let link = PathBuf::from(format!("{} (deleted)", path.display()));
+        let bytes = ghost_image(1, &link, &f, &md).unwrap().into_bytes();
+        let json = crs_images::codec::decode_image("ghost", &bytes, Default::default()).unwrap();
+        let entries = json["entries"].as_array().unwrap().clone();
+        (bytes, entries)
+    }
+
+    #[test]
+    fn ghost_image_small_file_is_plain_contents() {
+        let (bytes, entries) = ghost_of(b"tiny ghost");
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].get("chunks").is_none());
+        assert!(bytes.ends_with(b"tiny ghost"));
+    }
+
+    #[test]
+    fn ghost_image_large_file_is_chunked() {
+        let data = vec![0xabu8; 5 * 4096];
+        let (bytes, entries) = ghost_of(&data);
+        assert_eq!(entries[0]["chunks"], true);
+        assert_eq!(entries[0]["size"], 5 * 4096);
+        assert_eq!(entries[1]["off"], 0);
+        assert_eq!(entries[1]["len"], 5 * 4096);
+        assert!(bytes.ends_with(&data));
     }
 }

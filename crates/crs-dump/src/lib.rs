@@ -39,8 +39,8 @@ use crs_images::pb::sa::Sa_entry;
 use crs_images::pb::seccomp::{Seccomp_entry, Seccomp_filter};
 use crs_images::pb::stats::{Dump_stats_entry, Stats_entry};
 use crs_images::pb::timens::{Timens_entry, Timespec};
-use crs_images::pb::timer::{Itimer_entry, Posix_timer_entry, Task_timers_entry};
-use crs_proc::{ProcDir, TimerNotify};
+use crs_images::pb::timer::{Itimer_entry, Task_timers_entry};
+use crs_proc::ProcDir;
 use protobuf::{EnumOrUnknown, MessageField};
 use tracing::{debug, info, info_span, warn};
 
@@ -295,30 +295,12 @@ fn dump_seized(
     let mut remote = Remote::new(tree, pid)?;
     let sigactions = remote.sigactions(pid)?;
     let itimers = remote.itimers(pid)?;
+    // /proc lists the newest timer first; CRIU's images (and its restore, which creates
+    // them in id order) have them oldest first.
     let mut posix = Vec::new();
-    for t in &timers {
+    for t in timers.iter().rev() {
         let (val, overrun) = remote.posix_timer(pid, t.id)?;
-        let notify = match (&t.notify, t.thread_id) {
-            (TimerNotify::Signal, false) => libc::SIGEV_SIGNAL,
-            (TimerNotify::Signal, true) => libc::SIGEV_THREAD_ID,
-            (TimerNotify::None, _) => libc::SIGEV_NONE,
-            (TimerNotify::Thread, _) => libc::SIGEV_THREAD,
-            (TimerNotify::Other(_), _) => libc::SIGEV_SIGNAL,
-        };
-        posix.push(Posix_timer_entry {
-            it_id: Some(t.id as u32),
-            clock_id: Some(t.clock_id as u32),
-            si_signo: Some(t.signo as u32),
-            it_sigev_notify: Some(notify as u32),
-            sival_ptr: Some(t.sigev_value),
-            overrun: Some(overrun),
-            isec: Some(val.interval.0),
-            insec: Some(val.interval.1),
-            vsec: Some(val.value.0),
-            vnsec: Some(val.value.1),
-            notify_thread_id: t.thread_id.then_some(t.notify_pid),
-            ..Default::default()
-        });
+        posix.push(core::posix_timer(t, &val, overrun));
     }
     let child_subreaper = remote.child_subreaper(pid)?;
     let dumpable = remote.dumpable(pid)?;

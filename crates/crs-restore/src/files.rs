@@ -1,17 +1,232 @@
-//! Regular files: checking they are what was dumped, and the plan of fds the new task
-//! opens for itself before crs takes it over.
+//! Files of the restored task: regular files, deleted files (ghost files, recreated from
+//! their saved contents), pipes with the bytes queued in them. Loading and checking their
+//! images, and the plan of fds the new task sets up for itself before crs takes it over.
+//!
+//! Ghost files are recreated by crs as `<path>.cr.<id>.ghost` (CRIU's name, so the path of
+//! the deleted file may have been reused meanwhile), opened by the new task like any file,
+//! and unlinked once the task has opened them: the task sees a deleted file with the same
+//! contents, mode, owner and position. Pipes are created by the new task itself, filled
+//! with their queued bytes, sized, and each end placed at its fds with its flags.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::path::PathBuf;
+use std::fs::{File, FileTimes, OpenOptions, Permissions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use crs_sys::restore::{ChildPlan, PlannedFile};
+use crs_images::codec::{read_file, ImageReader};
+use crs_images::pb::fdinfo::{Fd_types, File_entry};
+use crs_images::pb::ghost_file::{Ghost_chunk_entry, Ghost_file_entry};
+use crs_images::pb::pipe::Pipe_entry;
+use crs_images::pb::pipe_data::Pipe_data_entry;
+use crs_images::pb::remap_file_path::{Remap_file_path_entry, Remap_type};
+use crs_images::pb::time::Timeval;
+use crs_sys::restore::{ChildPlan, PlannedFile, PlannedPipe};
+use tracing::{debug, warn};
 
 use crate::images::Images;
 use crate::RestoreError;
 
 /// Open flags that must not be replayed.
 const STRIP: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC;
+/// Old CRIU marked a ghost remap with this bit of `remap_id` instead of `remap_type`.
+const REMAP_GHOST: u32 = 1 << 31;
+
+/// A deleted file's saved contents (ghost-file-N.img).
+#[derive(Debug)]
+pub(crate) struct Ghost {
+    pub entry: Ghost_file_entry,
+    /// File size.
+    pub size: u64,
+    /// (offset, bytes) runs of data; the rest of the file is a hole.
+    pub chunks: Vec<(u64, Vec<u8>)>,
+}
+
+/// The bytes queued in one pipe (pipes-data.img).
+#[derive(Debug)]
+pub(crate) struct PipeData {
+    pub size: Option<u32>,
+    pub data: Vec<u8>,
+}
+
+/// Everything the file images add to files.img: remaps, ghost files, pipe data.
+#[derive(Debug, Default)]
+pub(crate) struct FileImages {
+    /// File id (of a deleted file) -> ghost file id.
+    pub ghost_of: BTreeMap<u32, u32>,
+    pub ghosts: BTreeMap<u32, Ghost>,
+    /// Pipe id (inode) -> queued data.
+    pub pipe_data: BTreeMap<u32, PipeData>,
+}
+
+fn invalid(image: &str, what: impl Into<String>) -> RestoreError {
+    RestoreError::Invalid {
+        image: image.to_string(),
+        what: what.into(),
+    }
+}
+
+fn unsupported(what: impl Into<String>) -> RestoreError {
+    RestoreError::Unsupported { what: what.into() }
+}
+
+/// Reads and checks remap-fpath.img, the ghost files it names and pipes-data.img (each
+/// optional: CRIU does not write empty images). `files` is files.img by id.
+pub(crate) fn load(
+    dir: &Path,
+    files: &BTreeMap<u32, File_entry>,
+) -> Result<FileImages, RestoreError> {
+    let mut out = FileImages::default();
+    let remap_path = dir.join("remap-fpath.img");
+    if remap_path.exists() {
+        let bytes = read_file(&remap_path)?;
+        let label = remap_path.display().to_string();
+        let remaps: Vec<Remap_file_path_entry> =
+            ImageReader::new(&label, &bytes, "REMAP_FPATH")?.all()?;
+        for r in remaps {
+            let (kind, gid) = if r.has_remap_type() {
+                (r.remap_type(), r.remap_id())
+            } else if r.remap_id() & REMAP_GHOST != 0 {
+                (Remap_type::GHOST, r.remap_id() & !REMAP_GHOST)
+            } else {
+                (Remap_type::LINKED, r.remap_id())
+            };
+            if kind != Remap_type::GHOST {
+                return Err(unsupported(format!(
+                    "{kind:?} remap of file id {}",
+                    r.orig_id()
+                )));
+            }
+            let reg = files
+                .get(&r.orig_id())
+                .and_then(|f| f.reg.as_ref())
+                .ok_or_else(|| {
+                    invalid(
+                        "remap-fpath.img",
+                        format!("remap of file id {}, not a regular file", r.orig_id()),
+                    )
+                })?;
+            if out.ghost_of.insert(r.orig_id(), gid).is_some() {
+                return Err(invalid(
+                    "remap-fpath.img",
+                    format!("file id {} remapped twice", r.orig_id()),
+                ));
+            }
+            let ghost = match out.ghosts.entry(gid) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(load_ghost(dir, gid)?),
+            };
+            if reg.has_size() && reg.size() != ghost.size {
+                return Err(invalid(
+                    &format!("ghost-file-{gid:x}.img"),
+                    format!(
+                        "{} bytes, files.img recorded {} for {}",
+                        ghost.size,
+                        reg.size(),
+                        reg.name()
+                    ),
+                ));
+            }
+        }
+    }
+    let pd_path = dir.join("pipes-data.img");
+    if pd_path.exists() {
+        let bytes = read_file(&pd_path)?;
+        let label = pd_path.display().to_string();
+        let mut r = ImageReader::new(&label, &bytes, "PIPES_DATA")?;
+        while let Some(e) = r.next::<Pipe_data_entry>()? {
+            if e.has_size() && (e.size() == 0 || e.bytes() > e.size()) {
+                return Err(invalid(
+                    "pipes-data.img",
+                    format!(
+                        "pipe {}: {} bytes in a pipe of {}",
+                        e.pipe_id(),
+                        e.bytes(),
+                        e.size()
+                    ),
+                ));
+            }
+            let data = r.payload(u64::from(e.bytes()))?.to_vec();
+            let pd = PipeData { size: e.size, data };
+            if out.pipe_data.insert(e.pipe_id(), pd).is_some() {
+                return Err(invalid(
+                    "pipes-data.img",
+                    format!("pipe {} twice", e.pipe_id()),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn load_ghost(dir: &Path, gid: u32) -> Result<Ghost, RestoreError> {
+    let name = format!("ghost-file-{gid:x}.img");
+    let path = dir.join(&name);
+    let bytes = read_file(&path)?;
+    let label = path.display().to_string();
+    let mut r = ImageReader::new(&label, &bytes, "GHOST_FILE")?;
+    let entry: Ghost_file_entry = r
+        .next()?
+        .ok_or_else(|| invalid(&name, "no ghost_file_entry"))?;
+    if entry.mode() & libc::S_IFMT != libc::S_IFREG {
+        return Err(unsupported(format!(
+            "deleted files other than regular files (ghost {gid:#x}, mode {:o})",
+            entry.mode()
+        )));
+    }
+    if !entry.chunks() {
+        let data = r.rest().to_vec();
+        return Ok(Ghost {
+            entry,
+            size: data.len() as u64,
+            chunks: vec![(0, data)],
+        });
+    }
+    if !entry.has_size() {
+        return Err(invalid(&name, "chunked ghost file without a size"));
+    }
+    let size = entry.size();
+    let mut chunks = Vec::new();
+    while let Some(c) = r.next::<Ghost_chunk_entry>()? {
+        if c.off().checked_add(c.len()).is_none_or(|end| end > size) {
+            return Err(invalid(
+                &name,
+                format!(
+                    "chunk of {} bytes at {} past the file size {size}",
+                    c.len(),
+                    c.off()
+                ),
+            ));
+        }
+        chunks.push((c.off(), r.payload(c.len())?.to_vec()));
+    }
+    Ok(Ghost {
+        entry,
+        size,
+        chunks,
+    })
+}
+
+/// A pipe end as files.img describes it, checked.
+pub(crate) fn pipe_of(f: &File_entry) -> Result<&Pipe_entry, RestoreError> {
+    let p = f
+        .pipe
+        .as_ref()
+        .ok_or_else(|| invalid("files.img", format!("file id {} has no pipe entry", f.id())))?;
+    let acc = p.flags() as i32 & libc::O_ACCMODE;
+    if acc != libc::O_RDONLY && acc != libc::O_WRONLY {
+        return Err(unsupported(format!(
+            "pipe end {} opened read-write (flags {:#o})",
+            f.id(),
+            p.flags()
+        )));
+    }
+    if p.flags() as i32 & libc::O_DIRECT != 0 {
+        return Err(unsupported("packetized pipes (O_DIRECT)"));
+    }
+    Ok(p)
+}
 
 fn cstring(s: &str) -> Result<CString, RestoreError> {
     CString::new(s).map_err(|_| RestoreError::Invalid {
@@ -21,14 +236,23 @@ fn cstring(s: &str) -> Result<CString, RestoreError> {
 }
 
 /// Checks that every regular file the images name and recorded a size for still has it
-/// (like CRIU, a changed file is refused).
+/// (like CRIU, a changed file is refused). Deleted files are checked against their ghost
+/// image at load instead.
 pub(crate) fn check_sizes(images: &Images) -> Result<(), RestoreError> {
-    let mut ids: Vec<u32> = images.fdinfo.iter().map(|e| e.id()).collect();
+    let mut ids: Vec<u32> = images
+        .fdinfo
+        .iter()
+        .filter(|e| e.type_() == Fd_types::REG)
+        .map(|e| e.id())
+        .collect();
     ids.push(images.mm.exe_file_id());
     ids.extend(images.vmas.iter().filter_map(|v| v.file_id));
     ids.sort_unstable();
     ids.dedup();
     for id in ids {
+        if images.file_images.ghost_of.contains_key(&id) {
+            continue;
+        }
         let reg = images.reg(id);
         if !reg.has_size() {
             continue;
@@ -49,13 +273,70 @@ pub(crate) fn check_sizes(images: &Images) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// What the new task does to itself: session, umask, cwd/root, files at their fds.
+/// Ghost files crs created for the new task to open; unlinked when dropped (once the task
+/// has opened them, or when the restore failed before).
+#[derive(Debug, Default)]
+pub(crate) struct GhostFiles {
+    paths: Vec<PathBuf>,
+}
+
+impl Drop for GhostFiles {
+    fn drop(&mut self) {
+        for p in self.paths.drain(..) {
+            if let Err(e) = std::fs::remove_file(&p) {
+                warn!(path = %p.display(), error = %e, "removing a ghost file");
+            }
+        }
+    }
+}
+
+fn timeval(t: &Timeval) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(t.tv_sec()) + Duration::from_micros(t.tv_usec())
+}
+
+/// Creates ghost file `g` at `path` (which must not exist), with its contents, mode,
+/// owner and times; records it in `created` as soon as it exists.
+fn create_ghost(path: &Path, g: &Ghost, created: &mut GhostFiles) -> Result<(), RestoreError> {
+    let err = |source| RestoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = g.entry.mode() & 0o7777;
+    let f: File = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    created.paths.push(path.to_path_buf());
+    f.set_len(g.size).map_err(err)?;
+    for (off, data) in &g.chunks {
+        f.write_all_at(data, *off).map_err(err)?;
+    }
+    std::os::unix::fs::fchown(&f, Some(g.entry.uid()), Some(g.entry.gid())).map_err(err)?;
+    // After the chown, which clears set-id bits; the umask applied at creation too.
+    f.set_permissions(Permissions::from_mode(mode))
+        .map_err(err)?;
+    if let (Some(a), Some(m)) = (g.entry.atim.as_ref(), g.entry.mtim.as_ref()) {
+        f.set_times(
+            FileTimes::new()
+                .set_accessed(timeval(a))
+                .set_modified(timeval(m)),
+        )
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// What the new task does to itself: session, umask, cwd/root, files and pipes at their
+/// fds. The ghost files the plan opens are created here and live as long as the returned
+/// [`GhostFiles`].
 pub(crate) fn child_plan(
     images: &Images,
     shell_job: bool,
     trampoline: u64,
     trampoline_len: usize,
-) -> Result<ChildPlan, RestoreError> {
+) -> Result<(ChildPlan, GhostFiles), RestoreError> {
     let pid = images.pstree.pid();
     let new_session = images.pstree.sid() == pid;
     if !new_session && !shell_job {
@@ -66,26 +347,86 @@ pub(crate) fn child_plan(
             ),
         });
     }
+    let root = images.reg(images.fs.root_id()).name();
+    let fi = &images.file_images;
+    let mut ghosts = GhostFiles::default();
+    // Ghost id -> the path the task opens it by (relative to its root).
+    let mut ghost_paths: BTreeMap<u32, String> = BTreeMap::new();
     let mut by_id: BTreeMap<u32, PlannedFile> = BTreeMap::new();
+    // Pipe id -> (read end file id, write end file id, plan).
+    let mut pipes: BTreeMap<u32, (Option<u32>, Option<u32>, PlannedPipe)> = BTreeMap::new();
     for e in &images.fdinfo {
-        let reg = images.reg(e.id());
         let cloexec = e.flags() & libc::FD_CLOEXEC as u32 != 0;
+        if e.type_() == Fd_types::PIPE {
+            let p = pipe_of(&images.files[&e.id()])?;
+            let (r, w, plan) = pipes.entry(p.pipe_id()).or_default();
+            let write_end = p.flags() as i32 & libc::O_ACCMODE == libc::O_WRONLY;
+            let (slot, end) = if write_end {
+                (w, &mut plan.write)
+            } else {
+                (r, &mut plan.read)
+            };
+            match *slot {
+                Some(id) if id != e.id() => {
+                    return Err(unsupported(format!(
+                        "two open descriptions ({id} and {}) of one end of pipe {}",
+                        e.id(),
+                        p.pipe_id()
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    *slot = Some(e.id());
+                    end.flags = p.flags() as i32 & !STRIP;
+                }
+            }
+            end.fds.push((e.fd() as i32, cloexec));
+            continue;
+        }
         if let Some(f) = by_id.get_mut(&e.id()) {
             f.fds.push((e.fd() as i32, cloexec));
             continue;
         }
+        let reg = images.reg(e.id());
+        let path = match fi.ghost_of.get(&e.id()) {
+            None => reg.name().to_string(),
+            Some(&gid) => match ghost_paths.get(&gid) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = format!("{}.cr.{gid:x}.ghost", reg.name());
+                    let at = if root == "/" {
+                        PathBuf::from(&p)
+                    } else {
+                        Path::new(root).join(p.trim_start_matches('/'))
+                    };
+                    create_ghost(&at, &fi.ghosts[&gid], &mut ghosts)?;
+                    debug!(id = e.id(), ghost = gid, path = %at.display(), "ghost file created");
+                    ghost_paths.insert(gid, p.clone());
+                    p
+                }
+            },
+        };
         by_id.insert(
             e.id(),
             PlannedFile {
-                path: cstring(reg.name())?,
+                path: cstring(&path)?,
                 flags: (reg.flags() as i32 & !STRIP) | libc::O_LARGEFILE,
                 pos: reg.pos(),
                 fds: vec![(e.fd() as i32, cloexec)],
             },
         );
     }
-    let root = images.reg(images.fs.root_id()).name();
-    Ok(ChildPlan {
+    let pipes = pipes
+        .into_iter()
+        .map(|(pipe_id, (_, _, mut plan))| {
+            if let Some(d) = fi.pipe_data.get(&pipe_id) {
+                plan.size = d.size.map(|s| s as i32);
+                plan.data = d.data.clone();
+            }
+            plan
+        })
+        .collect();
+    let plan = ChildPlan {
         new_session,
         own_pgrp: images.pstree.pgid() == pid,
         umask: images.fs.umask.unwrap_or(0o022),
@@ -96,7 +437,168 @@ pub(crate) fn child_plan(
             Some(cstring(root)?)
         },
         files: by_id.into_values().collect(),
+        pipes,
         trampoline,
         trampoline_len,
-    })
+    };
+    Ok((plan, ghosts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crs_images::codec::ImageWriter;
+
+    /// Writes ghost-file-`gid`.img: `head`, then each (offset, data) as a chunk when
+    /// `head` says chunks, else the data as the plain contents.
+    fn ghost_image(dir: &Path, gid: u32, head: &Ghost_file_entry, body: &[(u64, &[u8])]) {
+        let mut w = ImageWriter::new(format!("ghost-file-{gid:x}.img"), "GHOST_FILE");
+        w.push(head).unwrap();
+        for (off, data) in body {
+            if head.chunks() {
+                w.push(&Ghost_chunk_entry {
+                    off: Some(*off),
+                    len: Some(data.len() as u64),
+                    ..Default::default()
+                })
+                .unwrap();
+            }
+            w.payload(data);
+        }
+        std::fs::write(dir.join(format!("ghost-file-{gid:x}.img")), w.into_bytes()).unwrap();
+    }
+
+    fn head(chunks: bool, size: Option<u64>) -> Ghost_file_entry {
+        Ghost_file_entry {
+            uid: Some(0),
+            gid: Some(0),
+            mode: Some(libc::S_IFREG | 0o600),
+            chunks: chunks.then_some(true),
+            size,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn load_criu_reference_tree_pipe_is_read() {
+        let dir = Path::new("/work/shared/criu-images/tree");
+        if !dir.join("pipes-data.img").exists() {
+            println!("SKIP: load_criu_reference_tree_pipe_is_read: no CRIU reference set");
+            return;
+        }
+        let bytes = read_file(&dir.join("files.img")).unwrap();
+        let files: BTreeMap<u32, File_entry> = ImageReader::new("files.img", &bytes, "FILES")
+            .unwrap()
+            .all::<File_entry>()
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.id(), f))
+            .collect();
+        let fi = load(dir, &files).unwrap();
+        let pd = &fi.pipe_data[&2296329];
+        assert_eq!(pd.size, Some(65536));
+        assert_eq!(pd.data.len(), 100);
+        assert!(pd.data.starts_with(b"A->P pipe data"));
+        for id in [4, 14] {
+            assert_eq!(pipe_of(&files[&id]).unwrap().pipe_id(), 2296329);
+        }
+    }
+
+    #[test]
+    fn load_ghost_plain_contents_are_the_rest_of_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        ghost_image(dir.path(), 1, &head(false, None), &[(0, b"hello ghost")]);
+        let g = load_ghost(dir.path(), 1).unwrap();
+        assert_eq!(g.size, 11);
+        assert_eq!(g.chunks, vec![(0, b"hello ghost".to_vec())]);
+    }
+
+    #[test]
+    fn load_ghost_chunks_keep_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        ghost_image(
+            dir.path(),
+            2,
+            &head(true, Some(100)),
+            &[(0, b"abc"), (90, b"yz")],
+        );
+        let g = load_ghost(dir.path(), 2).unwrap();
+        assert_eq!(g.size, 100);
+        assert_eq!(g.chunks, vec![(0, b"abc".to_vec()), (90, b"yz".to_vec())]);
+    }
+
+    #[test]
+    fn load_ghost_chunk_past_size_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        ghost_image(dir.path(), 3, &head(true, Some(10)), &[(8, b"abcd")]);
+        assert!(matches!(
+            load_ghost(dir.path(), 3),
+            Err(RestoreError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn load_ghost_directory_is_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = head(false, None);
+        h.mode = Some(libc::S_IFDIR | 0o755);
+        ghost_image(dir.path(), 4, &h, &[]);
+        assert!(matches!(
+            load_ghost(dir.path(), 4),
+            Err(RestoreError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn create_ghost_restores_contents_mode_and_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Ghost {
+            entry: Ghost_file_entry {
+                mtim: protobuf::MessageField::some(Timeval {
+                    tv_sec: Some(1_000_000),
+                    tv_usec: Some(5),
+                    ..Default::default()
+                }),
+                atim: protobuf::MessageField::some(Timeval {
+                    tv_sec: Some(2_000_000),
+                    tv_usec: Some(0),
+                    ..Default::default()
+                }),
+                ..head(true, Some(8192))
+            },
+            size: 8192,
+            chunks: vec![(4096, b"tail".to_vec())],
+        };
+        let path = dir.path().join("x.cr.1.ghost");
+        let mut created = GhostFiles::default();
+        create_ghost(&path, &g, &mut created).unwrap();
+        let data = std::fs::read(&path).unwrap();
+        let md = std::fs::metadata(&path).unwrap();
+        assert_eq!(data.len(), 8192);
+        assert!(data[..4096].iter().all(|&b| b == 0));
+        assert_eq!(&data[4096..4100], b"tail");
+        assert_eq!(md.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(
+            md.modified().unwrap(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000) + Duration::from_micros(5)
+        );
+        drop(created);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn create_ghost_existing_path_is_an_error_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("y.cr.1.ghost");
+        std::fs::write(&path, b"keep").unwrap();
+        let g = Ghost {
+            entry: head(false, None),
+            size: 1,
+            chunks: vec![(0, b"z".to_vec())],
+        };
+        let mut created = GhostFiles::default();
+        assert!(create_ghost(&path, &g, &mut created).is_err());
+        drop(created);
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+    }
 }

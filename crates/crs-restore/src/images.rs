@@ -15,6 +15,7 @@ use crs_images::pb::pstree::Pstree_entry;
 use crs_images::pb::regfile::Reg_file_entry;
 use protobuf::MessageFull;
 
+use crate::files::{self, FileImages};
 use crate::vma::{self, Vma};
 use crate::RestoreError;
 
@@ -48,6 +49,8 @@ pub(crate) struct Images {
     pub fs: Fs_entry,
     pub files: BTreeMap<u32, File_entry>,
     pub fdinfo: Vec<Fdinfo_entry>,
+    /// Ghost files, remaps and pipe data.
+    pub file_images: FileImages,
 }
 
 fn invalid(image: &str, what: impl Into<String>) -> RestoreError {
@@ -188,21 +191,50 @@ impl Images {
                     ),
                 )
             })?;
-            if f.type_() != Fd_types::REG || e.type_() != Fd_types::REG {
-                return Err(unsupported(format!(
-                    "fd {} of type {:?}",
-                    e.fd(),
-                    e.type_()
-                )));
+            match (f.type_(), e.type_()) {
+                (Fd_types::REG, Fd_types::REG) => {
+                    reg_of(f)?;
+                }
+                (Fd_types::PIPE, Fd_types::PIPE) => {
+                    files::pipe_of(f)?;
+                }
+                (ft, et) if ft != et => {
+                    return Err(invalid(
+                        &fdinfo_name,
+                        format!(
+                            "fd {} of type {et:?} names file id {} of type {ft:?}",
+                            e.fd(),
+                            e.id()
+                        ),
+                    ))
+                }
+                (_, et) => {
+                    return Err(unsupported(format!("fd {} of type {et:?}", e.fd())));
+                }
             }
-            reg_of(f)?;
         }
-        for id in [fs.cwd_id(), fs.root_id(), mm.exe_file_id()] {
+        let file_images = files::load(dir, &files)?;
+        let deleted = |id: u32, what: &str| {
+            if file_images.ghost_of.contains_key(&id) {
+                Err(unsupported(format!(
+                    "{what} that was deleted (ghost file {})",
+                    files[&id].reg.name()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        for (id, what) in [
+            (fs.cwd_id(), "a working directory"),
+            (fs.root_id(), "a root directory"),
+            (mm.exe_file_id(), "an executable"),
+        ] {
             reg_of(
                 files.get(&id).ok_or_else(|| {
                     invalid("fs/mm", format!("file id {id} absent from files.img"))
                 })?,
             )?;
+            deleted(id, what)?;
         }
         for v in &vmas {
             if let Some(id) = v.file_id {
@@ -215,6 +247,7 @@ impl Images {
                         ),
                     )
                 })?)?;
+                deleted(id, "a mapping of a file")?;
             }
         }
         Ok(Images {
@@ -228,6 +261,7 @@ impl Images {
             fs,
             files,
             fdinfo,
+            file_images,
         })
     }
 
@@ -278,9 +312,6 @@ fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
         .ok_or_else(|| invalid(name, "no thread_core"))?;
     if th.seccomp_mode.map(|m| m.value()).unwrap_or(0) != 0 {
         return Err(unsupported("seccomp"));
-    }
-    if tc.timers.as_ref().is_some_and(|t| !t.posix.is_empty()) {
-        return Err(unsupported("POSIX timers"));
     }
     if tc.sigactions.len() > 64 {
         return Err(invalid(name, format!("{} sigactions", tc.sigactions.len())));

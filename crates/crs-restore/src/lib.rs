@@ -5,7 +5,8 @@
 //!   files at their fds, trampoline page, pause()   (plain syscalls, no allocation)
 //! ──► crs seizes it and runs syscalls in it from the trampoline: unmap crs, move the
 //!   vDSO, mmap every VMA, process_vm_writev the pages (rayon), mprotect, PR_SET_MM_MAP,
-//!   prctls, sigactions, sigaltstack, timers, rseq, pending signals
+//!   prctls, sigactions, sigaltstack, rseq, POSIX timers, pending signals, creds,
+//!   timers armed
 //! ──► registers + xstate + sigmask set, trampoline unmapped, detach: it runs on from
 //!   the frozen instruction.
 //! ```
@@ -13,12 +14,14 @@
 #![forbid(unsafe_code)]
 
 mod arch;
+mod creds;
 mod error;
 mod files;
 mod images;
 mod pages;
 mod remote;
 mod task;
+mod timers;
 mod vma;
 
 use std::io;
@@ -105,9 +108,10 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     info!(dir = %opts.images_dir.display(), "images read and checked");
     preflight(&images)?;
     files::check_sizes(&images)?;
-    task::check_creds(&images)?;
+    creds::check(&images)?;
+    timers::check(&images)?;
     let tramp = choose_trampoline(&images)?;
-    let plan = files::child_plan(&images, opts.shell_job, tramp, TRAMPOLINE_LEN)?;
+    let (plan, ghosts) = files::child_plan(&images, opts.shell_job, tramp, TRAMPOLINE_LEN)?;
 
     let t_fork = Instant::now();
     let spawned = spawn_with_pid(pid, &plan).map_err(|source| match source {
@@ -116,6 +120,8 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         }
         source => RestoreError::Spawn { pid, source },
     })?;
+    // The task has opened its ghost files: unlink them, it holds them deleted.
+    drop(ghosts);
     let mut guard = TaskGuard(Some(spawned));
     let forking_time = t_fork.elapsed();
     debug!(?forking_time, "task created");
@@ -281,8 +287,14 @@ fn build(
     task::set_mm(&mut r, images)?;
     task::set_misc(&mut r, images)?;
     task::set_rlimits(pid, images);
+    let posix_timers = timers::posix_timers(images)?;
+    timers::create_posix_timers(&mut r, &posix_timers)?;
     let queued = task::queue_signals(&mut r, images)?;
     debug!(queued, "pending signals queued");
+    // Credentials last (they may take away what the steps above needed), then the
+    // timers are armed, right before the registers.
+    creds::restore(&mut r, images)?;
+    timers::arm(&mut r, images, &posix_timers)?;
 
     let ti = images.core.thread_info.as_ref().expect("checked at load");
     let tree_ref = &*r.tree;

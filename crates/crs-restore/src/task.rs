@@ -1,9 +1,8 @@
 //! Process and thread state put back by syscalls run inside the new task: mm fields
-//! (PR_SET_MM_MAP), prctl values, sigactions, sigaltstack, itimers, robust list, rseq,
-//! pending signals, credentials.
+//! (PR_SET_MM_MAP), prctl values, sigactions, sigaltstack, robust list, rseq, pending
+//! signals, rlimits. (Credentials: `creds`; timers: `timers`.)
 
-use crs_images::pb::creds::Creds_entry;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::images::Images;
 use crate::remote::Remote;
@@ -107,7 +106,8 @@ pub(crate) fn set_mm(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreE
 }
 
 /// prctl values, personality, robust list, clear-tid address, rseq, sigaltstack,
-/// sigactions, itimers.
+/// sigactions. (The parent-death signal and the dumpable flag come after the
+/// credentials, which reset them; timers are armed last.)
 pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
     let core = &images.core;
     let tc = core.tc.as_ref().expect("checked at load");
@@ -127,18 +127,6 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
         libc::SYS_personality,
         [u64::from(tc.personality()), 0, 0, 0, 0, 0],
         || format!("personality({:#x})", tc.personality()),
-    )?;
-    r.call(
-        libc::SYS_prctl,
-        [
-            libc::PR_SET_PDEATHSIG as u64,
-            u64::from(th.pdeath_sig()),
-            0,
-            0,
-            0,
-            0,
-        ],
-        || "prctl(PR_SET_PDEATHSIG)".into(),
     )?;
     if tc.child_subreaper() {
         r.call(
@@ -217,22 +205,6 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
         )?;
     }
 
-    if let Some(t) = tc.timers.as_ref() {
-        for (which, it) in [
-            (libc::ITIMER_REAL, &t.real),
-            (libc::ITIMER_VIRTUAL, &t.virt),
-            (libc::ITIMER_PROF, &t.prof),
-        ] {
-            let Some(it) = it.as_ref() else { continue };
-            if it.vsec() == 0 && it.vusec() == 0 {
-                continue;
-            }
-            let p = r.put(0, &le(&[it.isec(), it.iusec(), it.vsec(), it.vusec()]))?;
-            r.call(libc::SYS_setitimer, [which as u64, p, 0, 0, 0, 0], || {
-                format!("setitimer({which})")
-            })?;
-        }
-    }
     if let Some(adj) = tc.oom_score_adj {
         if adj != 0 {
             let path = format!("/proc/{}/oom_score_adj", r.pid);
@@ -296,115 +268,4 @@ pub(crate) fn set_rlimits(pid: i32, images: &Images) {
             warn!(pid, resource = res, cur = l.cur(), max = l.max(), error = %e, "resource limit not restored");
         }
     }
-}
-
-/// Credentials, last before the registers. Only the credentials crs itself has can be
-/// kept as they are; anything else is refused for now.
-pub(crate) fn check_creds(images: &Images) -> Result<(), RestoreError> {
-    let th = images.core.thread_core.as_ref().expect("checked at load");
-    let Some(c) = th.creds.as_ref() else {
-        return Ok(());
-    };
-    let own = own_creds();
-    if let Some(diff) = differs(c, &own) {
-        return Err(RestoreError::Unsupported {
-            what: format!("restoring credentials other than crs's own ({diff})"),
-        });
-    }
-    debug!("credentials are crs's own");
-    Ok(())
-}
-
-struct OwnCreds {
-    ids: [u32; 8],
-    groups: Vec<u32>,
-    caps: [u64; 4],
-}
-
-fn own_creds() -> OwnCreds {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| -> Vec<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|rest| {
-                rest.split_whitespace()
-                    .filter_map(|w| {
-                        if name.starts_with("Cap") {
-                            u64::from_str_radix(w, 16).ok()
-                        } else {
-                            w.parse().ok()
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let uid = field("Uid:");
-    let gid = field("Gid:");
-    let g = |v: &Vec<u64>, i: usize| v.get(i).copied().unwrap_or(u64::MAX) as u32;
-    let cap = |n: &str| field(n).first().copied().unwrap_or(0);
-    OwnCreds {
-        ids: [
-            g(&uid, 0),
-            g(&gid, 0),
-            g(&uid, 1),
-            g(&gid, 1),
-            g(&uid, 2),
-            g(&gid, 2),
-            g(&uid, 3),
-            g(&gid, 3),
-        ],
-        groups: field("Groups:").into_iter().map(|x| x as u32).collect(),
-        caps: [
-            cap("CapInh:"),
-            cap("CapPrm:"),
-            cap("CapEff:"),
-            cap("CapBnd:"),
-        ],
-    }
-}
-
-fn caps(words: &[u32]) -> u64 {
-    words
-        .iter()
-        .take(2)
-        .enumerate()
-        .fold(0, |acc, (i, w)| acc | (u64::from(*w) << (32 * i)))
-}
-
-fn differs(c: &Creds_entry, own: &OwnCreds) -> Option<String> {
-    let ids = [
-        c.uid(),
-        c.gid(),
-        c.euid(),
-        c.egid(),
-        c.suid(),
-        c.sgid(),
-        c.fsuid(),
-        c.fsgid(),
-    ];
-    if ids != own.ids {
-        return Some(format!("ids {ids:?} vs {:?}", own.ids));
-    }
-    let mut g = c.groups.clone();
-    g.sort_unstable();
-    let mut og = own.groups.clone();
-    og.sort_unstable();
-    if g != og {
-        return Some(format!("groups {g:?} vs {og:?}"));
-    }
-    let img = [
-        caps(&c.cap_inh),
-        caps(&c.cap_prm),
-        caps(&c.cap_eff),
-        caps(&c.cap_bnd),
-    ];
-    if img != own.caps {
-        return Some(format!("capabilities {img:x?} vs {:x?}", own.caps));
-    }
-    if c.secbits() != 0 || c.no_new_privs() != 0 {
-        return Some("securebits or no_new_privs".into());
-    }
-    None
 }

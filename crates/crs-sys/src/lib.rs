@@ -8,6 +8,7 @@
 pub mod dump;
 pub mod futex;
 pub mod pidfd;
+pub mod pipe;
 pub mod probe;
 pub mod ptrace;
 pub mod remote;

@@ -27,6 +27,30 @@ pub struct PlannedFile {
     pub fds: Vec<(RawFd, bool)>,
 }
 
+/// One end of a [`PlannedPipe`].
+#[derive(Debug, Default)]
+pub struct PipeEnd {
+    /// Its file status flags (O_NONBLOCK, ...), set with F_SETFL; the access mode is
+    /// ignored.
+    pub flags: i32,
+    /// The fd numbers it goes to, each with its close-on-exec flag; empty: the end is
+    /// closed once the pipe is filled.
+    pub fds: Vec<(RawFd, bool)>,
+}
+
+/// One pipe the new task creates, with the bytes that were queued in it.
+#[derive(Debug, Default)]
+pub struct PlannedPipe {
+    /// Pipe size to set (F_SETPIPE_SZ), if recorded.
+    pub size: Option<i32>,
+    /// Bytes to queue in it (at most `size`).
+    pub data: Vec<u8>,
+    /// The read end.
+    pub read: PipeEnd,
+    /// The write end.
+    pub write: PipeEnd,
+}
+
 /// What the new task does to itself before it parks.
 #[derive(Debug)]
 pub struct ChildPlan {
@@ -42,6 +66,8 @@ pub struct ChildPlan {
     pub root: Option<CString>,
     /// Files to open at their fd numbers.
     pub files: Vec<PlannedFile>,
+    /// Pipes to create, fill and put at their fd numbers (after `files`).
+    pub pipes: Vec<PlannedPipe>,
     /// Address of the trampoline region (page aligned, free in crs at the time of the
     /// clone). Its first page becomes read+exec and holds [`TRAMPOLINE_CODE`]; the rest is
     /// read+write scratch.
@@ -72,6 +98,11 @@ pub enum ChildStep {
     CloseTemp,
     MapTrampoline,
     ProtectTrampoline,
+    Pipe,
+    MovePipeEnd,
+    PipeSize,
+    PipeFill,
+    PipeFlags,
     Unknown(u32),
 }
 
@@ -92,6 +123,11 @@ impl ChildStep {
             ChildStep::CloseTemp => 12,
             ChildStep::MapTrampoline => 13,
             ChildStep::ProtectTrampoline => 14,
+            ChildStep::Pipe => 15,
+            ChildStep::MovePipeEnd => 16,
+            ChildStep::PipeSize => 17,
+            ChildStep::PipeFill => 18,
+            ChildStep::PipeFlags => 19,
             ChildStep::Unknown(c) => c,
         }
     }
@@ -112,6 +148,11 @@ impl ChildStep {
             ChildStep::CloseTemp,
             ChildStep::MapTrampoline,
             ChildStep::ProtectTrampoline,
+            ChildStep::Pipe,
+            ChildStep::MovePipeEnd,
+            ChildStep::PipeSize,
+            ChildStep::PipeFill,
+            ChildStep::PipeFlags,
         ]
         .into_iter()
         .find(|s| s.code() == c)
@@ -136,6 +177,11 @@ impl fmt::Display for ChildStep {
             ChildStep::CloseTemp => "closing a temporary fd",
             ChildStep::MapTrampoline => "mapping the trampoline",
             ChildStep::ProtectTrampoline => "protecting the trampoline",
+            ChildStep::Pipe => "creating a pipe",
+            ChildStep::MovePipeEnd => "moving a pipe end above the fds in use",
+            ChildStep::PipeSize => "setting a pipe's size",
+            ChildStep::PipeFill => "refilling a pipe's data",
+            ChildStep::PipeFlags => "setting a pipe end's flags",
             ChildStep::Unknown(c) => return write!(f, "unknown step {c}"),
         };
         f.write_str(s)
@@ -149,7 +195,7 @@ pub enum SpawnError {
     Pipe(#[source] io::Error),
     #[error("clone3 with set_tid")]
     Clone(#[source] io::Error),
-    #[error("new task failed at {step} (file {index}): errno {errno}")]
+    #[error("new task failed at {step} (file or pipe {index}): errno {errno}")]
     Setup {
         step: ChildStep,
         index: u32,
@@ -203,6 +249,13 @@ pub fn spawn_with_pid(pid: Tid, plan: &ChildPlan) -> Result<Spawned, SpawnError>
         .files
         .iter()
         .flat_map(|f| f.fds.iter().map(|&(fd, _)| fd))
+        .chain(plan.pipes.iter().flat_map(|p| {
+            p.read
+                .fds
+                .iter()
+                .chain(p.write.fds.iter())
+                .map(|&(fd, _)| fd)
+        }))
         .max()
         .map_or(3, |m| m + 1);
     let set_tid = [pid];
@@ -308,9 +361,11 @@ fn errno() -> i32 {
 fn child_main(plan: &ChildPlan, rfd: RawFd, wfd: RawFd, fd_floor: RawFd) -> ! {
     let mut wfd = wfd;
     // SAFETY: for every `sys` call below, the arguments are integers, or pointers to
-    // NUL-terminated strings owned by `plan` (alive for the whole function, as the parent
-    // keeps `plan` borrowed until the child reports), or the trampoline address that this
-    // task has just mapped itself with the length it mapped.
+    // NUL-terminated strings or byte buffers owned by `plan` with their exact lengths
+    // (alive for the whole function: this task runs on a copy of the parent's memory taken
+    // while the parent held `plan` borrowed), or a live local array the kernel writes
+    // (pipe2), or the trampoline address that this task has just mapped itself with the
+    // length it mapped.
     unsafe {
         sys(libc::SYS_close, [rfd as u64, 0, 0, 0]);
         if sys(
@@ -399,6 +454,9 @@ fn child_main(plan: &ChildPlan, rfd: RawFd, wfd: RawFd, fd_floor: RawFd) -> ! {
                 fail(wfd, ChildStep::CloseTemp, i, errno());
             }
         }
+        for (i, p) in plan.pipes.iter().enumerate() {
+            make_pipe(wfd, i, p, fd_floor);
+        }
         let at = libc::syscall(
             libc::SYS_mmap,
             plan.trampoline,
@@ -433,6 +491,93 @@ fn child_main(plan: &ChildPlan, rfd: RawFd, wfd: RawFd, fd_floor: RawFd) -> ! {
         sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
         loop {
             sys(libc::SYS_pause, [0; 4]);
+        }
+    }
+}
+
+/// Creates pipe `p` in the new task: both ends above every target fd, sized, filled, then
+/// each end at its fds with its flags. Runs in the new task: raw syscalls only.
+fn make_pipe(wfd: RawFd, i: usize, p: &PlannedPipe, fd_floor: RawFd) {
+    let mut ends: [libc::c_int; 2] = [-1, -1];
+    // SAFETY: see `child_main`: `ends` is a live local array of two ints the kernel writes;
+    // `p.data` is a live buffer of `p.data.len()` bytes the kernel only reads; every other
+    // argument is an integer.
+    unsafe {
+        if sys(
+            libc::SYS_pipe2,
+            [
+                ends.as_mut_ptr() as u64,
+                (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
+                0,
+                0,
+            ],
+        ) < 0
+        {
+            fail(wfd, ChildStep::Pipe, i, errno());
+        }
+        // Move both ends above every fd number that is a target, so placing one end can
+        // never overwrite the other.
+        for end in ends.iter_mut() {
+            let moved = sys(
+                libc::SYS_fcntl,
+                [
+                    *end as u64,
+                    libc::F_DUPFD_CLOEXEC as u64,
+                    fd_floor as u64,
+                    0,
+                ],
+            );
+            if moved < 0 {
+                fail(wfd, ChildStep::MovePipeEnd, i, errno());
+            }
+            sys(libc::SYS_close, [*end as u64, 0, 0, 0]);
+            *end = moved as libc::c_int;
+        }
+        let [r, w] = ends;
+        if let Some(size) = p.size {
+            if sys(
+                libc::SYS_fcntl,
+                [w as u64, libc::F_SETPIPE_SZ as u64, size as u64, 0],
+            ) < 0
+            {
+                fail(wfd, ChildStep::PipeSize, i, errno());
+            }
+        }
+        let mut off = 0usize;
+        while off < p.data.len() {
+            let n = sys(
+                libc::SYS_write,
+                [
+                    w as u64,
+                    p.data.as_ptr().add(off) as u64,
+                    (p.data.len() - off) as u64,
+                    0,
+                ],
+            );
+            if n <= 0 {
+                // The pipe is non-blocking: a full pipe is EAGAIN, never a hang.
+                let err = if n < 0 { errno() } else { libc::ENOSPC };
+                fail(wfd, ChildStep::PipeFill, i, err);
+            }
+            off += n as usize;
+        }
+        for (fd, end) in [(r, &p.read), (w, &p.write)] {
+            if sys(
+                libc::SYS_fcntl,
+                [fd as u64, libc::F_SETFL as u64, end.flags as u32 as u64, 0],
+            ) < 0
+            {
+                fail(wfd, ChildStep::PipeFlags, i, errno());
+            }
+            for &(target, cloexec) in &end.fds {
+                let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
+                if sys(libc::SYS_dup3, [fd as u64, target as u64, fl as u64, 0]) < 0 {
+                    fail(wfd, ChildStep::Dup, i, errno());
+                }
+            }
+            if sys(libc::SYS_close, [fd as u64, 0, 0, 0]) < 0 {
+                fail(wfd, ChildStep::CloseTemp, i, errno());
+            }
         }
     }
 }
