@@ -77,6 +77,8 @@ pub enum Mode {
     Corrupt,
     /// `crs dump`, then `crs restore -d`: the workload must pass.
     DumpRestore,
+    /// `crs dump -R`: the workload keeps running untouched and must pass.
+    LeaveRunning,
 }
 
 /// `$ZOO_DIR`, where build.rs put the compiled C workloads.
@@ -424,6 +426,34 @@ impl Run {
         }
     }
 
+    /// `crs dump -R`: the images are complete and the workload is still running.
+    fn dump_leave_running(&mut self) {
+        let images = self.images();
+        std::fs::create_dir(&images).expect("create images dir");
+        let images_s = images.to_str().expect("utf-8 temp path").to_owned();
+        let pid_s = self.proc.as_ref().expect("started").pid.to_string();
+        self.crs(
+            &[
+                "dump", "-t", &pid_s, "-D", &images_s, "-R", "-o", "dump.log", "-v4",
+            ],
+            "crs-dump.out",
+        );
+        if !images.join("inventory.img").exists() {
+            self.fail("`crs dump -R` left no inventory.img: the image set is incomplete");
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid_s}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().unwrap_or("").chars().next();
+        if !matches!(state, Some('S' | 'R' | 'D')) {
+            self.fail(&format!(
+                "after `crs dump -R` the workload is in state {state:?}, not running"
+            ));
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid_s}/status")).unwrap_or_default();
+        if !status.lines().any(|l| l == "TracerPid:\t0") {
+            self.fail("after `crs dump -R` the workload is still traced");
+        }
+    }
+
     /// SIGTERM, wait, reap: the workload's verdict.
     fn finish(&mut self) -> WaitStatus {
         let g = self.proc.as_ref().expect("started");
@@ -461,7 +491,7 @@ pub fn run(workload: Workload, mode: Mode) {
         }
     };
     become_subreaper();
-    if mode == Mode::DumpRestore {
+    if matches!(mode, Mode::DumpRestore | Mode::LeaveRunning) {
         crs_bin(); // fail early and clearly when crs is not built
     }
     let mut dir = tempfile::Builder::new()
@@ -478,12 +508,14 @@ pub fn run(workload: Workload, mode: Mode) {
         dir,
     };
     run.start(mode, &argv);
-    if mode == Mode::DumpRestore {
-        run.dump_and_restore();
+    match mode {
+        Mode::DumpRestore => run.dump_and_restore(),
+        Mode::LeaveRunning => run.dump_leave_running(),
+        Mode::Control | Mode::Corrupt => {}
     }
     let st = run.finish();
     match (mode, st) {
-        (Mode::Control | Mode::DumpRestore, WaitStatus::Exited(_, 0)) => {}
+        (Mode::Control | Mode::DumpRestore | Mode::LeaveRunning, WaitStatus::Exited(_, 0)) => {}
         (Mode::Corrupt, WaitStatus::Exited(_, 1)) => {}
         (Mode::Corrupt, st) => run.fail(&format!(
             "with its state corrupted the workload ended with {st:?}, want exit 1 (a failed check)"

@@ -2,7 +2,8 @@
 //! `zoo_harness.rs`):
 //! - `control_passes::<workload>`: ready, SIGTERM, exit 0, no crs involved;
 //! - `corrupted_fails::<workload>`: the workload damages its own state, its check must fail;
-//! - `dump_restore_passes::<workload>`: `crs dump`, `crs restore -d`, SIGTERM, exit 0.
+//! - `dump_restore_passes::<workload>`: `crs dump`, `crs restore -d`, SIGTERM, exit 0;
+//! - `leave_running_passes::<workload>`: `crs dump -R`, the task runs on untouched, SIGTERM, exit 0.
 //!
 //! One #[test] each, so nextest runs them in parallel processes.
 
@@ -37,6 +38,15 @@ macro_rules! zoo {
                 #[test]
                 fn $name() {
                     run($workload, Mode::DumpRestore);
+                }
+            )*
+        }
+        mod leave_running_passes {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    run($workload, Mode::LeaveRunning);
                 }
             )*
         }
