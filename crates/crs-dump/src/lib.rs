@@ -320,7 +320,7 @@ fn dump_seized(
     }
 
     // Files: fds, then cwd and root (ids in the order CRIU gives them).
-    let fds = files.dump_fds(tree, proc_dir)?;
+    let fds = files.dump_fds(tree, proc_dir, opts.shell_job)?;
     let cwd_link = proc_dir.cwd().map_err(proc_err(pid, "cwd link"))?;
     let cwd = files::open_link(&proc_dir.path().join("cwd"), pid)?;
     let cwd_id = files.special(&cwd_link, &cwd, 0)?;

@@ -89,6 +89,14 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    #[error("fd {fd}: tty: restore with --shell-job")]
+    TtyNeedsShellJob { fd: u32 },
+    #[error("tty: {what}")]
+    Tty {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("writing {path}")]
     Write {
         path: PathBuf,

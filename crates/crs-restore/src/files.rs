@@ -22,6 +22,7 @@ use crs_images::pb::pipe::Pipe_entry;
 use crs_images::pb::pipe_data::Pipe_data_entry;
 use crs_images::pb::remap_file_path::{Remap_file_path_entry, Remap_type};
 use crs_images::pb::time::Timeval;
+use crs_images::pb::tty::Tty_info_entry;
 use crs_sys::restore::{ChildPlan, PlannedFile, PlannedPipe};
 use tracing::{debug, warn};
 
@@ -58,6 +59,8 @@ pub(crate) struct FileImages {
     pub ghosts: BTreeMap<u32, Ghost>,
     /// Pipe id (inode) -> queued data.
     pub pipe_data: BTreeMap<u32, PipeData>,
+    /// Terminals (tty-info.img) by id.
+    pub ttys: BTreeMap<u32, Tty_info_entry>,
 }
 
 fn invalid(image: &str, what: impl Into<String>) -> RestoreError {
@@ -77,7 +80,10 @@ pub(crate) fn load(
     dir: &Path,
     files: &BTreeMap<u32, File_entry>,
 ) -> Result<FileImages, RestoreError> {
-    let mut out = FileImages::default();
+    let mut out = FileImages {
+        ttys: crate::tty::load(dir, files)?,
+        ..FileImages::default()
+    };
     let remap_path = dir.join("remap-fpath.img");
     if remap_path.exists() {
         let bytes = read_file(&remap_path)?;
@@ -339,6 +345,7 @@ pub(crate) fn child_plan(
 ) -> Result<(ChildPlan, GhostFiles), RestoreError> {
     let pid = images.pstree.pid();
     let new_session = images.pstree.sid() == pid;
+    let terminal = crate::tty::own_terminal_path(images, shell_job)?;
     if !new_session && !shell_job {
         return Err(RestoreError::Unsupported {
             what: format!(
@@ -385,6 +392,20 @@ pub(crate) fn child_plan(
         }
         if let Some(f) = by_id.get_mut(&e.id()) {
             f.fds.push((e.fd() as i32, cloexec));
+            continue;
+        }
+        if e.type_() == Fd_types::TTY {
+            // A new description of crs's own terminal, with the dumped flags.
+            let t = crate::tty::tty_of(&images.files[&e.id()])?;
+            by_id.insert(
+                e.id(),
+                PlannedFile {
+                    path: cstring(&terminal)?,
+                    flags: (t.flags() as i32 & !STRIP) | libc::O_NOCTTY,
+                    pos: 0,
+                    fds: vec![(e.fd() as i32, cloexec)],
+                },
+            );
             continue;
         }
         let reg = images.reg(e.id());

@@ -198,6 +198,9 @@ impl Images {
                 (Fd_types::PIPE, Fd_types::PIPE) => {
                     files::pipe_of(f)?;
                 }
+                (Fd_types::TTY, Fd_types::TTY) => {
+                    crate::tty::tty_of(f)?;
+                }
                 (ft, et) if ft != et => {
                     return Err(invalid(
                         &fdinfo_name,

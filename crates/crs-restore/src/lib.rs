@@ -22,6 +22,7 @@ mod pages;
 mod remote;
 mod task;
 mod timers;
+mod tty;
 mod vma;
 
 use std::io;
@@ -112,6 +113,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     timers::check(&images)?;
     let tramp = choose_trampoline(&images)?;
     let (plan, ghosts) = files::child_plan(&images, opts.shell_job, tramp, TRAMPOLINE_LEN)?;
+    let has_terminal = tty::connect(&images)?;
 
     let t_fork = Instant::now();
     let spawned = spawn_with_pid(pid, &plan).map_err(|source| match source {
@@ -133,7 +135,15 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         ..RestoreStats::default()
     };
     let built = build(&mut tree, &images, pid, tramp, &mut stats);
-    let built = built.and_then(|()| write_pidfile(opts.pidfile.as_deref(), pid));
+    let built = built
+        .and_then(|()| {
+            if has_terminal {
+                tty::make_foreground(&images, pid)
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| write_pidfile(opts.pidfile.as_deref(), pid));
     if let Err(e) = built {
         if let Err(k) = tree.release(Release::Kill) {
             warn!(error = %k, "killing the half-restored task");

@@ -15,6 +15,7 @@ pub mod remote;
 pub mod restore;
 pub mod seccomp;
 pub mod time;
+pub mod tty;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
