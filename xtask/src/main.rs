@@ -6,7 +6,10 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -53,13 +56,23 @@ fn lint() -> Result<()> {
     f.args(["fmt", "--all", "--", "--check"]);
     run(f)?;
     let mut c = cargo();
-    c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    c.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(c)
 }
 
 /// Runs each fuzz target for `secs` seconds (needs cargo-fuzz and nightly).
 fn fuzz(secs: u64) -> Result<()> {
-    let out = Command::new("cargo").args(["fuzz", "list"]).current_dir(root().join("fuzz")).output();
+    let out = Command::new("cargo")
+        .args(["fuzz", "list"])
+        .current_dir(root().join("fuzz"))
+        .output();
     let targets = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         _ => bail!("cargo-fuzz is needed: cargo install cargo-fuzz (and a nightly toolchain)"),
@@ -88,7 +101,15 @@ fn bench(extra: &[String]) -> Result<()> {
 
 fn demo() -> Result<()> {
     let mut b = cargo();
-    b.args(["build", "--release", "-p", "crs", "-p", "crs-tests", "--bins"]);
+    b.args([
+        "build",
+        "--release",
+        "-p",
+        "crs",
+        "-p",
+        "crs-tests",
+        "--bins",
+    ]);
     run(b)?;
     let mut d = Command::new(root().join("target/release/crs-demo"));
     d.arg(root().join("target/release/crs"));
