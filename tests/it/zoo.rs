@@ -77,6 +77,7 @@ zoo! {
     sigaltstack => Workload::C("sigaltstack"),
     signals => Workload::C("signals"),
     tls => Workload::C("tls"),
+    threads16 => Workload::C("threads"),
     python3_generator => Workload::Python("generator.py"),
     bash_loop => Workload::Bash("loop.sh"),
 }

@@ -243,6 +243,27 @@ impl SeizedTree {
             .ok_or(Error::NotSeized { tid })
     }
 
+    /// Seizes thread `tid`, just created inside held process `pid` (by an injected clone),
+    /// and holds it like the threads found at seize: it is stopped when this returns, and
+    /// released with the rest of the tree.
+    pub fn adopt_thread(&mut self, pid: Tid, tid: Tid) -> Result<()> {
+        if !self.procs.contains_key(&pid) {
+            return Err(Error::NotSeized { tid: pid });
+        }
+        if self.owner.contains_key(&tid) {
+            return Ok(());
+        }
+        match self.seize_one(tid)? {
+            SeizeOutcome::Seized => self.collect_stop(pid, tid)?,
+            SeizeOutcome::Gone | SeizeOutcome::Zombie => {}
+        }
+        if self.owner.contains_key(&tid) {
+            Ok(())
+        } else {
+            Err(Error::ThreadGone { tid })
+        }
+    }
+
     /// Lets the tree go: detach (as found) or kill. Every thread is handled even when one
     /// fails; the first error is returned.
     pub fn release(mut self, how: Release) -> Result<()> {

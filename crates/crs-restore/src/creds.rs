@@ -7,6 +7,7 @@
 //! The steps are planned from the image and the new task's current credentials (read
 //! from /proc, it is a copy of crs's own) by a pure function, then run in the task.
 
+use crs_images::pb::core::Thread_core_entry;
 use crs_images::pb::creds::Creds_entry;
 use crs_proc::Status;
 use tracing::{debug, warn};
@@ -72,10 +73,18 @@ fn bit(set: u64, cap: u32) -> bool {
 /// Checks the credentials of the image before anything is created.
 pub(crate) fn check(images: &Images) -> Result<(), RestoreError> {
     let th = images.core.thread_core.as_ref().expect("checked at load");
+    check_thread(images.pid, th)?;
+    for t in &images.threads {
+        check_thread(t.tid, t.thread_core())?;
+    }
+    Ok(())
+}
+
+fn check_thread(tid: i32, th: &Thread_core_entry) -> Result<(), RestoreError> {
     let Some(c) = th.creds.as_ref() else {
         return Ok(());
     };
-    let image = format!("core-{}.img", images.pid);
+    let image = format!("core-{tid}.img");
     let invalid = |what: String| RestoreError::Invalid {
         image: image.clone(),
         what,
@@ -206,15 +215,34 @@ fn status(pid: i32) -> Result<Status, RestoreError> {
 /// parent-death signal.
 pub(crate) fn restore(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
     let th = images.core.thread_core.as_ref().expect("checked at load");
+    set_ids(r, th)?;
+    restore_dumpable(r, images)?;
+    set_pdeathsig(r, th)
+}
+
+/// The credentials and parent-death signal of one thread that is not the leader (both
+/// are per thread in Linux; the dumpable flag belongs to the mm, set with the leader's).
+pub(crate) fn restore_thread(
+    r: &mut Remote<'_>,
+    th: &Thread_core_entry,
+) -> Result<(), RestoreError> {
+    set_ids(r, th)?;
+    set_pdeathsig(r, th)
+}
+
+fn set_ids(r: &mut Remote<'_>, th: &Thread_core_entry) -> Result<(), RestoreError> {
     if let Some(c) = th.creds.as_ref() {
         let now = status(r.pid)?;
         let steps = plan(c, &now, cap_last_cap())?;
-        debug!(steps = steps.len(), "credentials");
+        debug!(tid = r.pid, steps = steps.len(), "credentials");
         for step in &steps {
             run(r, step)?;
         }
     }
-    restore_dumpable(r, images)?;
+    Ok(())
+}
+
+fn set_pdeathsig(r: &mut Remote<'_>, th: &Thread_core_entry) -> Result<(), RestoreError> {
     // Always: a zero clears the SIGKILL the new task was given for crs's death.
     r.call(
         libc::SYS_prctl,

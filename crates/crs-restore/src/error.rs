@@ -59,6 +59,8 @@ pub enum RestoreError {
     },
     #[error("pid {pid}: {what} failed with errno {errno}")]
     Syscall { pid: Tid, what: String, errno: i64 },
+    #[error("pid {pid}: clone3 asked for thread id {want} made thread {got}")]
+    ThreadTid { pid: Tid, want: Tid, got: i64 },
     #[error("pid {pid}: vdso layout differs: image has {image:#x} bytes of vvar+vdso, this kernel {here:#x}")]
     VdsoMismatch { pid: Tid, image: u64, here: u64 },
     #[error("{image}: reading {len:#x} bytes at offset {offset:#x}")]

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crs_images::codec::{read_file, ImageReader};
-use crs_images::pb::core::{core_entry::March, Core_entry, Task_kobj_ids_entry};
-use crs_images::pb::core_x86::User_x86_regs_mode;
+use crs_images::pb::core::{core_entry::March, Core_entry, Task_kobj_ids_entry, Thread_core_entry};
+use crs_images::pb::core_x86::{Thread_info_x86, User_x86_regs_mode};
 use crs_images::pb::fdinfo::{Fd_types, Fdinfo_entry, File_entry};
 use crs_images::pb::fs::Fs_entry;
 use crs_images::pb::inventory::Inventory_entry;
@@ -42,6 +42,8 @@ pub(crate) struct Images {
     pub pid: i32,
     pub pstree: Pstree_entry,
     pub core: Core_entry,
+    /// The other threads, in pstree order (the leader is `core`).
+    pub threads: Vec<ThreadImage>,
     pub mm: Mm_entry,
     pub vmas: Vec<Vma>,
     pub runs: Vec<PageRun>,
@@ -51,6 +53,25 @@ pub(crate) struct Images {
     pub fdinfo: Vec<Fdinfo_entry>,
     /// Ghost files, remaps and pipe data.
     pub file_images: FileImages,
+}
+
+/// The core image of one non-leader thread.
+#[derive(Debug)]
+pub(crate) struct ThreadImage {
+    pub tid: i32,
+    pub core: Core_entry,
+}
+
+impl ThreadImage {
+    /// Its thread_core (checked at load).
+    pub fn thread_core(&self) -> &Thread_core_entry {
+        self.core.thread_core.as_ref().expect("checked at load")
+    }
+
+    /// Its thread_info (checked at load).
+    pub fn thread_info(&self) -> &Thread_info_x86 {
+        self.core.thread_info.as_ref().expect("checked at load")
+    }
 }
 
 fn invalid(image: &str, what: impl Into<String>) -> RestoreError {
@@ -113,15 +134,35 @@ impl Images {
         if pid == 0 || pid > i32::MAX as u32 {
             return Err(invalid("pstree.img", format!("pid {pid}")));
         }
-        if pstree.threads != [pid] {
-            return Err(unsupported(format!(
-                "restoring a process with {} threads",
-                pstree.threads.len()
-            )));
+        if pstree.threads.first() != Some(&pid) {
+            return Err(invalid(
+                "pstree.img",
+                format!(
+                    "thread list {:?} does not start with pid {pid}",
+                    pstree.threads
+                ),
+            ));
         }
         let core_name = format!("core-{pid}.img");
         let core: Core_entry = read_one(dir, &core_name, "CORE")?;
         check_core(&core_name, &core)?;
+        let mut threads = Vec::with_capacity(pstree.threads.len() - 1);
+        let mut seen_tids = BTreeSet::from([pid]);
+        for &tid in &pstree.threads[1..] {
+            if tid == 0 || tid > i32::MAX as u32 || !seen_tids.insert(tid) {
+                return Err(invalid(
+                    "pstree.img",
+                    format!("thread {tid} of pid {pid}: zero, too large or twice"),
+                ));
+            }
+            let name = format!("core-{tid}.img");
+            let core: Core_entry = read_one(dir, &name, "CORE")?;
+            check_thread(&name, &core)?;
+            threads.push(ThreadImage {
+                tid: tid as i32,
+                core,
+            });
+        }
         let ids_name = format!("ids-{pid}.img");
         let ids: Task_kobj_ids_entry = if dir.join(&ids_name).exists() {
             read_one(dir, &ids_name, "IDS")?
@@ -257,6 +298,7 @@ impl Images {
             pid: pid as i32,
             pstree,
             core,
+            threads,
             mm,
             vmas,
             runs,
@@ -292,6 +334,23 @@ fn reg_of(f: &File_entry) -> Result<&Reg_file_entry, RestoreError> {
 }
 
 fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
+    check_thread(name, core)?;
+    let tc = core.tc.as_ref().ok_or_else(|| invalid(name, "no tc"))?;
+    if tc.task_state() != 1 {
+        return Err(unsupported(format!(
+            "task state {} (only alive tasks)",
+            tc.task_state()
+        )));
+    }
+    if tc.sigactions.len() > 64 {
+        return Err(invalid(name, format!("{} sigactions", tc.sigactions.len())));
+    }
+    check_siginfo(name, tc.signals_s.iter().flat_map(|q| q.signals.iter()))
+}
+
+/// What every thread's core image needs: registers of a native task, a thread_core, no
+/// seccomp, well-formed queued signals.
+fn check_thread(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
     if core.mtype() != March::X86_64 {
         return Err(unsupported(format!("machine type {:?}", core.mtype())));
     }
@@ -302,13 +361,6 @@ fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
     if ti.gpregs.mode() != User_x86_regs_mode::NATIVE {
         return Err(unsupported("32-bit (compat) tasks"));
     }
-    let tc = core.tc.as_ref().ok_or_else(|| invalid(name, "no tc"))?;
-    if tc.task_state() != 1 {
-        return Err(unsupported(format!(
-            "task state {} (only alive tasks)",
-            tc.task_state()
-        )));
-    }
     let th = core
         .thread_core
         .as_ref()
@@ -316,15 +368,14 @@ fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
     if th.seccomp_mode.map(|m| m.value()).unwrap_or(0) != 0 {
         return Err(unsupported("seccomp"));
     }
-    if tc.sigactions.len() > 64 {
-        return Err(invalid(name, format!("{} sigactions", tc.sigactions.len())));
-    }
-    for s in th
-        .signals_p
-        .iter()
-        .flat_map(|q| q.signals.iter())
-        .chain(tc.signals_s.iter().flat_map(|q| q.signals.iter()))
-    {
+    check_siginfo(name, th.signals_p.iter().flat_map(|q| q.signals.iter()))
+}
+
+fn check_siginfo<'a>(
+    name: &str,
+    signals: impl Iterator<Item = &'a crs_images::pb::siginfo::Siginfo_entry>,
+) -> Result<(), RestoreError> {
+    for s in signals {
         if s.siginfo().len() != 128 {
             return Err(invalid(
                 name,

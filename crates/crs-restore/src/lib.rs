@@ -5,10 +5,11 @@
 //!   files at their fds, trampoline page, pause()   (plain syscalls, no allocation)
 //! ──► crs seizes it and runs syscalls in it from the trampoline: unmap crs, move the
 //!   vDSO, mmap every VMA, process_vm_writev the pages (rayon), mprotect, PR_SET_MM_MAP,
-//!   prctls, sigactions, sigaltstack, rseq, POSIX timers, pending signals, creds,
-//!   timers armed
-//! ──► registers + xstate + sigmask set, trampoline unmapped, detach: it runs on from
-//!   the frozen instruction.
+//!   prctls, sigactions, sigaltstack, rseq, the other threads (clone3 with set_tid from
+//!   inside, each seized and given its own state: see `threads`), POSIX timers, pending
+//!   signals, creds of every thread, timers armed
+//! ──► registers + xstate + sigmask of every thread set, trampoline unmapped, detach all
+//!   threads: they run on from the frozen instructions.
 //! ```
 //! On any error the new task is SIGKILLed and reaped; the images are only read.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ mod images;
 mod pages;
 mod remote;
 mod task;
+mod threads;
 mod timers;
 mod tty;
 mod vma;
@@ -86,7 +88,7 @@ pub struct RestoreStats {
     pub injected_syscalls: u64,
 }
 
-/// Restores the single-process dump in `opts.images_dir` and lets it run.
+/// Restores the single-process (possibly multi-threaded) dump in `opts.images_dir` and lets it run.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     restore_with_stats(opts).map(|(r, _)| r)
 }
@@ -297,14 +299,22 @@ fn build(
     task::set_mm(&mut r, images)?;
     task::set_misc(&mut r, images)?;
     task::set_rlimits(pid, images);
+    // The other threads, once the memory they run in is there, before the timers that
+    // may signal them and before the credentials (clone3 set_tid needs CAP_SYS_ADMIN).
+    let t = Instant::now();
+    threads::create(&mut r, images)?;
+    threads::set_misc(&mut r, images)?;
+    debug!(threads = images.threads.len(), elapsed = ?t.elapsed(), "threads created");
     let posix_timers = timers::posix_timers(images)?;
     timers::create_posix_timers(&mut r, &posix_timers)?;
     let queued = task::queue_signals(&mut r, images)?;
     debug!(queued, "pending signals queued");
-    // Credentials last (they may take away what the steps above needed), then the
-    // timers are armed, right before the registers.
+    // Credentials last (they may take away what the steps above needed), every thread's
+    // own, then the timers are armed, right before the registers.
+    threads::set_creds(&mut r, images)?;
     creds::restore(&mut r, images)?;
     timers::arm(&mut r, images, &posix_timers)?;
+    threads::set_final(&mut r, images)?;
 
     let ti = images.core.thread_info.as_ref().expect("checked at load");
     let tree_ref = &*r.tree;

@@ -61,6 +61,22 @@ impl<'t> Remote<'t> {
         Ok(addr)
     }
 
+    /// Runs `f` with a `Remote` whose syscalls run in thread `tid` of the same process
+    /// (same trampoline and scratch: the memory is shared).
+    pub fn in_thread<T>(&mut self, tid: Tid, f: impl FnOnce(&mut Remote<'_>) -> T) -> T {
+        let mut t = Remote {
+            tree: &mut *self.tree,
+            pid: tid,
+            trampoline: self.trampoline,
+            scratch: self.scratch,
+            scratch_len: self.scratch_len,
+            calls: 0,
+        };
+        let out = f(&mut t);
+        self.calls += t.calls;
+        out
+    }
+
     /// Copies a NUL-terminated `s` into scratch at offset `off`.
     pub fn put_str(&mut self, off: usize, s: &str) -> Result<u64, RestoreError> {
         let mut b = Vec::with_capacity(s.len() + 1);

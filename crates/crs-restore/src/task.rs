@@ -2,6 +2,8 @@
 //! (PR_SET_MM_MAP), prctl values, sigactions, sigaltstack, robust list, rseq, pending
 //! signals, rlimits. (Credentials: `creds`; timers: `timers`.)
 
+use crs_images::pb::core::Thread_core_entry;
+use crs_images::pb::core_x86::Thread_info_x86;
 use tracing::warn;
 
 use crate::images::Images;
@@ -114,15 +116,7 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
     let th = core.thread_core.as_ref().expect("checked at load");
     let ti = core.thread_info.as_ref().expect("checked at load");
 
-    let comm = th.comm.as_deref().unwrap_or(tc.comm());
-    let mut name = comm.as_bytes()[..comm.len().min(15)].to_vec();
-    name.push(0);
-    let p = r.put(0, &name)?;
-    r.call(
-        libc::SYS_prctl,
-        [libc::PR_SET_NAME as u64, p, 0, 0, 0, 0],
-        || "prctl(PR_SET_NAME)".into(),
-    )?;
+    set_thread_misc(r, th, ti, tc.comm())?;
     r.call(
         libc::SYS_personality,
         [u64::from(tc.personality()), 0, 0, 0, 0, 0],
@@ -142,6 +136,60 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
             || "prctl(PR_SET_THP_DISABLE)".into(),
         )?;
     }
+
+    // Every catchable signal, in image order (1..=64 without SIGKILL and SIGSTOP): crs's
+    // own handlers were inherited and must not survive.
+    let sigs = (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64);
+    let mut table = Vec::with_capacity(62 * 32);
+    let mut which = Vec::new();
+    for (sig, sa) in sigs.zip(tc.sigactions.iter()) {
+        if sa.compat_sigaction() {
+            return Err(RestoreError::Unsupported {
+                what: "compat sigactions".into(),
+            });
+        }
+        table.extend(le(&[sa.sigaction(), sa.flags(), sa.restorer(), sa.mask()]));
+        which.push(sig);
+    }
+    let base = r.put(0, &table)?;
+    for (i, sig) in which.into_iter().enumerate() {
+        r.call(
+            libc::SYS_rt_sigaction,
+            [sig, base + 32 * i as u64, 0, 8, 0, 0],
+            || format!("rt_sigaction({sig})"),
+        )?;
+    }
+
+    if let Some(adj) = tc.oom_score_adj {
+        if adj != 0 {
+            let path = format!("/proc/{}/oom_score_adj", r.pid);
+            std::fs::write(&path, adj.to_string()).map_err(|source| RestoreError::Write {
+                path: path.into(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The state of one thread that only the thread itself can set, by syscalls run in it
+/// (`r.pid` is the thread): its name, clear-tid address, robust futex list, rseq area and
+/// alternate signal stack. `comm` is the name when the image has no thread name.
+pub(crate) fn set_thread_misc(
+    r: &mut Remote<'_>,
+    th: &Thread_core_entry,
+    ti: &Thread_info_x86,
+    comm: &str,
+) -> Result<(), RestoreError> {
+    let comm = th.comm.as_deref().unwrap_or(comm);
+    let mut name = comm.as_bytes()[..comm.len().min(15)].to_vec();
+    name.push(0);
+    let p = r.put(0, &name)?;
+    r.call(
+        libc::SYS_prctl,
+        [libc::PR_SET_NAME as u64, p, 0, 0, 0, 0],
+        || "prctl(PR_SET_NAME)".into(),
+    )?;
     r.call(
         libc::SYS_set_tid_address,
         [ti.clear_tid_addr(), 0, 0, 0, 0, 0],
@@ -181,71 +229,50 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
     r.call(libc::SYS_sigaltstack, [p, 0, 0, 0, 0, 0], || {
         format!("sigaltstack({sp:#x}, {size:#x}, {flags:#x})")
     })?;
-
-    // Every catchable signal, in image order (1..=64 without SIGKILL and SIGSTOP): crs's
-    // own handlers were inherited and must not survive.
-    let sigs = (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64);
-    let mut table = Vec::with_capacity(62 * 32);
-    let mut which = Vec::new();
-    for (sig, sa) in sigs.zip(tc.sigactions.iter()) {
-        if sa.compat_sigaction() {
-            return Err(RestoreError::Unsupported {
-                what: "compat sigactions".into(),
-            });
-        }
-        table.extend(le(&[sa.sigaction(), sa.flags(), sa.restorer(), sa.mask()]));
-        which.push(sig);
-    }
-    let base = r.put(0, &table)?;
-    for (i, sig) in which.into_iter().enumerate() {
-        r.call(
-            libc::SYS_rt_sigaction,
-            [sig, base + 32 * i as u64, 0, 8, 0, 0],
-            || format!("rt_sigaction({sig})"),
-        )?;
-    }
-
-    if let Some(adj) = tc.oom_score_adj {
-        if adj != 0 {
-            let path = format!("/proc/{}/oom_score_adj", r.pid);
-            std::fs::write(&path, adj.to_string()).map_err(|source| RestoreError::Write {
-                path: path.into(),
-                source,
-            })?;
-        }
-    }
     Ok(())
 }
 
-/// Queues the dumped pending signals again (private to the thread, then shared).
+/// Queues the dumped pending signals again (private to each thread, then shared).
 pub(crate) fn queue_signals(r: &mut Remote<'_>, images: &Images) -> Result<usize, RestoreError> {
     let core = &images.core;
     let tc = core.tc.as_ref().expect("checked at load");
     let th = core.thread_core.as_ref().expect("checked at load");
     let mut n = 0;
+    let leader = r.pid;
     let private = th
         .signals_p
         .iter()
         .flat_map(|q| q.signals.iter())
-        .map(|s| (true, s));
+        .map(|s| (Some(leader), s));
     let shared = tc
         .signals_s
         .iter()
         .flat_map(|q| q.signals.iter())
-        .map(|s| (false, s));
-    for (private, s) in private.chain(shared) {
+        .map(|s| (None, s));
+    // A thread's private signals are queued from inside that thread: the kernel lets
+    // only the target itself queue kernel-coded (si_code >= 0) or tkill signals.
+    let others = images.threads.iter().flat_map(|t| {
+        t.thread_core()
+            .signals_p
+            .iter()
+            .flat_map(|q| q.signals.iter())
+            .map(move |s| (Some(t.tid), s))
+    });
+    for (target, s) in private.chain(others).chain(shared) {
         let info = s.siginfo();
         let signo = u64::from(u32::from_le_bytes(
             info[0..4].try_into().expect("128 bytes checked"),
         ));
         let p = r.put(0, info)?;
         let pid = r.pid as u64;
-        if private {
-            r.call(
-                libc::SYS_rt_tgsigqueueinfo,
-                [pid, pid, signo, p, 0, 0],
-                || format!("queueing signal {signo}"),
-            )?;
+        if let Some(tid) = target {
+            r.in_thread(tid, |r| {
+                r.call(
+                    libc::SYS_rt_tgsigqueueinfo,
+                    [pid, tid as u64, signo, p, 0, 0],
+                    || format!("queueing signal {signo} to thread {tid}"),
+                )
+            })?;
         } else {
             r.call(libc::SYS_rt_sigqueueinfo, [pid, signo, p, 0, 0, 0], || {
                 format!("queueing shared signal {signo}")
