@@ -106,3 +106,16 @@ pub enum RestoreError {
         source: io::Error,
     },
 }
+
+/// An image whose contents crs refuses (it names the image).
+pub(crate) fn invalid(image: &str, what: impl Into<String>) -> RestoreError {
+    RestoreError::Invalid {
+        image: image.to_string(),
+        what: what.into(),
+    }
+}
+
+/// Something the images hold that crs cannot restore yet.
+pub(crate) fn unsupported(what: impl Into<String>) -> RestoreError {
+    RestoreError::Unsupported { what: what.into() }
+}

@@ -26,6 +26,7 @@ use crs_images::pb::tty::Tty_info_entry;
 use crs_sys::restore::{ChildPlan, PlannedFile, PlannedPipe};
 use tracing::{debug, warn};
 
+use crate::error::{invalid, unsupported};
 use crate::images::Images;
 use crate::RestoreError;
 
@@ -61,17 +62,6 @@ pub(crate) struct FileImages {
     pub pipe_data: BTreeMap<u32, PipeData>,
     /// Terminals (tty-info.img) by id.
     pub ttys: BTreeMap<u32, Tty_info_entry>,
-}
-
-fn invalid(image: &str, what: impl Into<String>) -> RestoreError {
-    RestoreError::Invalid {
-        image: image.to_string(),
-        what: what.into(),
-    }
-}
-
-fn unsupported(what: impl Into<String>) -> RestoreError {
-    RestoreError::Unsupported { what: what.into() }
 }
 
 /// Reads and checks remap-fpath.img, the ghost files it names and pipes-data.img (each

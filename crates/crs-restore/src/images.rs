@@ -15,6 +15,7 @@ use crs_images::pb::pstree::Pstree_entry;
 use crs_images::pb::regfile::Reg_file_entry;
 use protobuf::MessageFull;
 
+use crate::error::{invalid, unsupported};
 use crate::files::{self, FileImages};
 use crate::vma::{self, Vma};
 use crate::RestoreError;
@@ -72,17 +73,6 @@ impl ThreadImage {
     pub fn thread_info(&self) -> &Thread_info_x86 {
         self.core.thread_info.as_ref().expect("checked at load")
     }
-}
-
-fn invalid(image: &str, what: impl Into<String>) -> RestoreError {
-    RestoreError::Invalid {
-        image: image.to_string(),
-        what: what.into(),
-    }
-}
-
-fn unsupported(what: impl Into<String>) -> RestoreError {
-    RestoreError::Unsupported { what: what.into() }
 }
 
 fn read_all<M: MessageFull>(
