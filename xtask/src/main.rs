@@ -93,7 +93,12 @@ fn fuzz(secs: u64) -> Result<()> {
     Ok(())
 }
 
+/// The criterion benches and the end-to-end dump/restore benchmark, which drives the
+/// release `crs` binary (built first) and writes `target/bench/results.{json,svg}`.
 fn bench(extra: &[String]) -> Result<()> {
+    let mut b = cargo();
+    b.args(["build", "--release", "-p", "crs"]);
+    run(b)?;
     let mut c = cargo();
     c.args(["bench", "-p", "crs-benches"]).args(extra);
     run(c)

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crs_images::codec::ImageWriter;
+use rayon::prelude::*;
 use tracing::{debug, warn};
 
 use crate::error::{DumpError, Result};
@@ -111,10 +112,12 @@ impl ImageDir {
             let path = path.to_path_buf();
             move |source| DumpError::Write { path, source }
         };
-        let staging = File::open(&self.staging).map_err(dir_err(&self.staging))?;
-        nix::unistd::syncfs(&staging).map_err(|e| DumpError::Write {
-            path: self.staging.clone(),
-            source: e.into(),
+        // Only the images themselves are flushed, in parallel, not the whole filesystem:
+        // syncfs would also wait for every unrelated dirty page on it.
+        self.names.par_iter().try_for_each(|name| {
+            let path = self.staging.join(name);
+            let f = File::open(&path).map_err(dir_err(&path))?;
+            f.sync_data().map_err(dir_err(&path))
         })?;
         // An older set in the directory stops looking complete before it is overwritten.
         let old_inventory = self.dir.join(INVENTORY);
