@@ -586,19 +586,31 @@ fn main() {
             if w.crs_unsupported {
                 println!("{case:<28} crs: unsupported by crs yet");
             } else {
+                // A ratio with no criu (or no memory to move) prints as "-".
+                let ratio = |x: f64| {
+                    if x.is_finite() {
+                        format!("{x:.2}")
+                    } else {
+                        "-".into()
+                    }
+                };
                 println!(
-                    "{:<28} {:>9.4} {:>9.2} {:>8.4} {:>9.2} {:>9.4} {:>9.2} {:>8.2} {:>8.1} {:>9.2} {:>9.2}",
+                    "{:<28} {:>9.4} {:>9} {:>8.4} {:>9} {:>9} {:>9} {:>8} {:>8.1} {:>9} {:>9}",
                     case,
                     cd,
-                    gib / cd,
+                    ratio(gib / cd),
                     cr,
-                    gib / cr,
-                    lim,
-                    gib / lim,
-                    cd / lim,
+                    ratio(gib / cr),
+                    if lim.is_finite() {
+                        format!("{lim:.4}")
+                    } else {
+                        "-".into()
+                    },
+                    ratio(gib / lim),
+                    ratio(cd / lim),
                     get(&cj, "dump_peak_rss_mib").max(get(&cj, "restore_peak_rss_mib")),
-                    rd / cd,
-                    rr / cr,
+                    ratio(rd / cd),
+                    ratio(rr / cr),
                 );
             }
             if tools.criu.is_some() {
