@@ -190,6 +190,29 @@ impl Drop for ProcGuard {
     }
 }
 
+/// The processes below `pid`, parents before their children (from
+/// /proc/PID/task/TID/children; the tree is quiet once the workload said ready).
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if p != pid {
+            out.push(p);
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            todo.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
 /// Polls the fds for readability; the index of the first readable one, None on timeout.
 fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>], timeout: Duration) -> Option<usize> {
     let deadline = Instant::now() + timeout;
@@ -375,6 +398,7 @@ impl Run {
         let images_s = images.to_str().expect("utf-8 temp path").to_owned();
         let pid = self.proc.as_ref().expect("started").pid;
         let pid_s = pid.to_string();
+        let below = descendants(pid);
 
         self.crs(
             &[
@@ -394,6 +418,12 @@ impl Run {
                 "the dumped workload ended with {st:?}, not SIGKILL"
             )),
             Err(e) => self.fail(&format!("waitpid on the dumped workload: {e}")),
+        }
+        // The rest of the dumped tree was killed too and is reparented to this subreaper,
+        // each process when its parent is gone: reaped parents first, so their pids are
+        // free for the restore.
+        for p in below {
+            let _ = waitpid(Pid::from_raw(p), Some(nix::sys::wait::WaitPidFlag::__WALL));
         }
         if Path::new(&format!("/proc/{pid}")).exists() {
             self.fail(&format!("/proc/{pid} still exists after the dump"));

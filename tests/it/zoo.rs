@@ -77,6 +77,7 @@ zoo! {
     sigaltstack => Workload::C("sigaltstack"),
     signals => Workload::C("signals"),
     tls => Workload::C("tls"),
+    process_tree => Workload::C("tree"),
     threads16 => Workload::C("threads"),
     python3_generator => Workload::Python("generator.py"),
     bash_loop => Workload::Bash("loop.sh"),

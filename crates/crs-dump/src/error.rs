@@ -15,8 +15,6 @@ pub enum DumpError {
     },
     #[error("process {pid} is not a session leader (sid {sid}); use --shell-job")]
     NotSessionLeader { pid: Tid, sid: i32 },
-    #[error("process {pid} has children ({children:?}); dumping a tree of processes is not supported yet")]
-    TreeNotSupported { pid: Tid, children: Vec<Tid> },
     #[error("seizing process {pid}")]
     Seize {
         pid: Tid,

@@ -66,6 +66,9 @@ pub(crate) struct FileTable {
     pipe_data: Vec<(Pipe_data_entry, Vec<u8>)>,
     /// tty-info.img: one entry per terminal (pty index), in dump order.
     tty_infos: Vec<Tty_info_entry>,
+    /// Pipe inode -> the process whose fds hold it: a pipe shared by two processes of a
+    /// tree is refused until open file descriptions are shared across processes.
+    pipe_owner: HashMap<u64, i32>,
 }
 
 /// One fd of a process, as saved in fdinfo-N.img.
@@ -198,6 +201,7 @@ impl FileTable {
             ghost_images: Vec::new(),
             pipe_data: Vec::new(),
             tty_infos: Vec::new(),
+            pipe_owner: HashMap::new(),
         }
     }
 
@@ -403,6 +407,11 @@ impl FileTable {
                     if is_pipe {
                         if flags & libc::O_DIRECT as u32 != 0 {
                             return Err(unsupported("packetized pipes (O_DIRECT)"));
+                        }
+                        if *self.pipe_owner.entry(md.ino()).or_insert(pid) != pid {
+                            return Err(unsupported(
+                                "a pipe shared with another process of the tree",
+                            ));
                         }
                         self.pipe(id, &link, &file, md.ino(), flags, fown)?;
                     } else if is_tty {

@@ -1,12 +1,16 @@
-//! Walks a frozen process and writes CRIU 4.2 images.
+//! Walks a frozen process tree and writes CRIU 4.2 images.
 //!
 //! ```text
 //! dump(&DumpOptions { pid, images_dir, .. })
-//!   seize (compel)  ->  VMAs, mapped files, exe      (before anything is mapped in the task)
+//!   seize (compel) the tree below pid; then per process, depth first (pstree.img order):
+//!                   ->  VMAs, mapped files, exe      (before anything is mapped in the task)
 //!                   ->  per-thread state: registers, xsave, signals, TLS, creds, sched ...
 //!                      (ptrace reads, /proc, and syscalls injected in the task)
 //!                   ->  fds, cwd, root
 //!                   ->  pages: PAGEMAP_SCAN, parallel process_vm_readv -> pwrite
+//!   zombies: a pstree entry and a core with task_state Dead and the wait status
+//!   files.img and seccomp.img are shared by all processes; every process has its own open
+//!   file descriptions (a pipe shared by two processes is refused for now)
 //!   images staged in DIR/.crs-dump-*, synced, moved into DIR, inventory.img last
 //!   release: kill (default) or detach (leave_running); any error before the images are
 //!   in place detaches the task untouched and removes what was written
@@ -112,7 +116,7 @@ const TASK_STOPPED: u32 = 3;
 /// Resources of `struct rlimit` the kernel knows (RLIM_NLIMITS).
 const RLIM_NLIMITS: usize = 16;
 
-/// Dumps process `opts.pid` into `opts.images_dir`.
+/// Dumps process `opts.pid` and every process below it into `opts.images_dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     let pid = opts.pid;
     let _span = info_span!("dump", pid).entered();
@@ -225,6 +229,7 @@ fn push<M: protobuf::Message>(img: &mut ImageWriter, m: &M) -> Result<()> {
 }
 
 /// Everything between seize and commit: returns the staged images.
+/// Everything between seize and commit: returns the staged images.
 fn dump_seized(
     tree: &mut SeizedTree,
     proc_dir: &ProcDir,
@@ -233,14 +238,175 @@ fn dump_seized(
     root_ids: crs_images::pb::core::Task_kobj_ids_entry,
     stats: &mut DumpStats,
 ) -> Result<ImageDir> {
-    let pid = proc_dir.pid();
-    let procs: Vec<Tid> = tree.processes().map(|p| p.pid()).collect();
-    let zombies: Vec<Tid> = tree.zombies().collect();
-    if procs.len() > 1 || !zombies.is_empty() {
-        let mut children: Vec<Tid> = procs.into_iter().filter(|&p| p != pid).collect();
-        children.extend(zombies);
-        return Err(DumpError::TreeNotSupported { pid, children });
+    let root = proc_dir.pid();
+    let order = tree_order(tree, root)?;
+    let mut dir = ImageDir::create(&opts.images_dir, root)?;
+    let mut files = FileTable::new();
+    let mut seccomp = Seccomp_entry::default();
+    let mut pstree = Vec::with_capacity(order.len());
+    let mut pages_id = 0u32;
+    for (k, &(pid, ppid, zombie)) in order.iter().enumerate() {
+        let pdir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
+        let stat = pdir.stat().map_err(proc_err(pid, "stat"))?;
+        let threads = if zombie {
+            dump_zombie(&mut dir, pid, &stat)?;
+            vec![pid as u32]
+        } else {
+            pages_id += 1;
+            let mut ctx = ProcessCtx {
+                opts,
+                ns_ids,
+                files: &mut files,
+                dir: &mut dir,
+                seccomp: &mut seccomp,
+                pages_id,
+                stats: &mut *stats,
+            };
+            dump_process(tree, &pdir, &mut ctx)?
+        };
+        pstree.push(Pstree_entry {
+            pid: Some(pid as u32),
+            ppid: Some(if k == 0 { 0 } else { ppid as u32 }),
+            pgid: Some(stat.pgrp as u32),
+            sid: Some(stat.session as u32),
+            threads,
+            ..Default::default()
+        });
     }
+    let mut img = ImageWriter::new("seccomp.img", "SECCOMP");
+    push(&mut img, &seccomp)?;
+    dir.write(img)?;
+    files.write(&mut dir)?;
+    let mut img = ImageWriter::new("pstree.img", "PSTREE");
+    for e in &pstree {
+        push(&mut img, e)?;
+    }
+    dir.write(img)?;
+
+    // timens-0.img: the clocks now, so a restore can keep them continuous.
+    let now = |c| crs_sys::time::now(c).unwrap_or_default();
+    let ts = |d: Duration| Timespec {
+        tv_sec: Some(d.as_secs()),
+        tv_nsec: Some(d.subsec_nanos() as u64),
+        ..Default::default()
+    };
+    let mut img = ImageWriter::new("timens-0.img", "TIMENS");
+    push(
+        &mut img,
+        &Timens_entry {
+            monotonic: MessageField::some(ts(now(libc::CLOCK_MONOTONIC))),
+            boottime: MessageField::some(ts(now(libc::CLOCK_BOOTTIME))),
+            ..Default::default()
+        },
+    )?;
+    dir.write(img)?;
+
+    // inventory.img
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    let lsmtype = if lsm.split(',').any(|l| l.trim() == "selinux") {
+        Lsmtype::SELINUX
+    } else if lsm.split(',').any(|l| l.trim() == "apparmor") {
+        Lsmtype::APPARMOR
+    } else {
+        Lsmtype::NO_LSM
+    };
+    let run_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mut img = ImageWriter::new(imgdir::INVENTORY, "INVENTORY");
+    push(
+        &mut img,
+        &Inventory_entry {
+            img_version: Some(2),
+            fdinfo_per_id: Some(true),
+            root_ids: MessageField::some(root_ids),
+            ns_per_id: Some(true),
+            root_cg_set: Some(1),
+            lsmtype: Some(EnumOrUnknown::new(lsmtype)),
+            network_lock_method: Some(0),
+            plugins_entry: MessageField::some(Plugins_entry::default()),
+            dump_criu_run_id: Some(run_id),
+            ..Default::default()
+        },
+    )?;
+    dir.write(img)?;
+    Ok(dir)
+}
+
+/// What the processes of one dump share while each is dumped.
+struct ProcessCtx<'a> {
+    opts: &'a DumpOptions,
+    ns_ids: &'a mut ns::NsIds,
+    files: &'a mut FileTable,
+    dir: &'a mut ImageDir,
+    seccomp: &'a mut Seccomp_entry,
+    /// The N of this process's pages-N.img.
+    pages_id: u32,
+    stats: &'a mut DumpStats,
+}
+
+/// The processes below `root`, depth first (children by pid): (pid, ppid, zombie).
+fn tree_order(tree: &SeizedTree, root: Tid) -> Result<Vec<(Tid, Tid, bool)>> {
+    let mut all: Vec<(Tid, Tid, bool)> = tree
+        .processes()
+        .map(|p| (p.pid(), p.ppid(), false))
+        .collect();
+    for z in tree.zombies() {
+        let stat = ProcDir::open(z)
+            .and_then(|d| d.stat())
+            .map_err(proc_err(z, "stat of a zombie"))?;
+        all.push((z, stat.ppid, true));
+    }
+    all.sort_unstable();
+    let mut out = Vec::with_capacity(all.len());
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        let Some(&me) = all.iter().find(|p| p.0 == pid) else {
+            continue;
+        };
+        out.push(me);
+        // Reversed onto the stack: the lowest pid comes out first.
+        todo.extend(
+            all.iter()
+                .rev()
+                .filter(|p| p.1 == pid && p.0 != root)
+                .map(|p| p.0),
+        );
+    }
+    Ok(out)
+}
+
+/// core-PID.img of a zombie: its state and wait status, nothing else (as CRIU).
+fn dump_zombie(dir: &mut ImageDir, pid: Tid, stat: &crs_proc::Stat) -> Result<()> {
+    const TASK_DEAD: u32 = 2;
+    let mut img = ImageWriter::new(format!("core-{pid}.img"), "CORE");
+    push(
+        &mut img,
+        &Core_entry {
+            mtype: Some(EnumOrUnknown::new(March::X86_64)),
+            tc: MessageField::some(Task_core_entry {
+                task_state: Some(TASK_DEAD),
+                exit_code: Some(stat.exit_code as u32),
+                personality: Some(0),
+                flags: Some(stat.flags),
+                blk_sigset: Some(0),
+                comm: Some(String::from_utf8_lossy(&stat.comm).into_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )?;
+    dir.write(img)
+}
+
+/// Every image of one live process; returns its thread ids (the leader first).
+fn dump_process(
+    tree: &mut SeizedTree,
+    proc_dir: &ProcDir,
+    ctx: &mut ProcessCtx<'_>,
+) -> Result<Vec<u32>> {
+    let pid = proc_dir.pid();
+    let opts = ctx.opts;
     let proc_ = tree.process(pid).ok_or(DumpError::Seize {
         pid,
         source: crs_compel::Error::NotSeized { tid: pid },
@@ -251,9 +417,8 @@ fn dump_seized(
 
     // /proc first, while the task's address space is exactly as it was (nothing mapped).
     let stat = proc_dir.stat().map_err(proc_err(pid, "stat"))?;
-    let mut files = FileTable::new();
-    let vmas = mm::collect_vmas(proc_dir, &mut files)?;
-    let exe_file_id = mm::exe_file_id(proc_dir, &mut files)?;
+    let vmas = mm::collect_vmas(proc_dir, ctx.files)?;
+    let exe_file_id = mm::exe_file_id(proc_dir, ctx.files)?;
     let saved_auxv = mm::saved_auxv(proc_dir)?;
     let limits = proc_dir.limits().map_err(proc_err(pid, "limits"))?;
     let timers = proc_dir.timers().map_err(proc_err(pid, "timers"))?;
@@ -269,7 +434,7 @@ fn dump_seized(
     .trim()
     .parse()
     .unwrap_or(0);
-    let ids = ns_ids.ids(proc_dir)?;
+    let ids = ctx.ns_ids.ids(proc_dir)?;
     let same_cgroup = proc_dir.read("cgroup").ok() == std::fs::read("/proc/self/cgroup").ok();
     if !same_cgroup {
         warn!(
@@ -320,36 +485,35 @@ fn dump_seized(
     }
 
     // Files: fds, then cwd and root (ids in the order CRIU gives them).
-    let fds = files.dump_fds(tree, proc_dir, opts.shell_job)?;
+    let fds = ctx.files.dump_fds(tree, proc_dir, opts.shell_job)?;
     let cwd_link = proc_dir.cwd().map_err(proc_err(pid, "cwd link"))?;
     let cwd = files::open_link(&proc_dir.path().join("cwd"), pid)?;
-    let cwd_id = files.special(&cwd_link, &cwd, 0)?;
+    let cwd_id = ctx.files.special(&cwd_link, &cwd, 0)?;
     let root_link = proc_dir.root().map_err(proc_err(pid, "root link"))?;
     let root = files::open_link(&proc_dir.path().join("root"), pid)?;
-    let root_id = files.special(&root_link, &root, 0)?;
-
-    let mut dir = ImageDir::create(&opts.images_dir, pid)?;
+    let root_id = ctx.files.special(&root_link, &root, 0)?;
 
     // Memory.
     let t = Instant::now();
     let scan: Vec<pages::ScanVma> = vmas.iter().filter_map(|v| v.scan()).collect();
     let (runs, scanned) = pages::scan(proc_dir, &scan)?;
-    stats.memdump_time = t.elapsed();
+    ctx.stats.memdump_time += t.elapsed();
     let total_pages: u64 = runs.iter().map(|r| r.pages).sum();
     let t = Instant::now();
-    let pages_id = 1u32;
-    let (pages_file, pages_path) =
-        dir.create_raw(&format!("pages-{pages_id}.img"), total_pages * PAGE_SIZE)?;
+    let pages_id = ctx.pages_id;
+    let (pages_file, pages_path) = ctx
+        .dir
+        .create_raw(&format!("pages-{pages_id}.img"), total_pages * PAGE_SIZE)?;
     let copied = pages::copy(pid, &runs, &pages_file, &pages_path)?;
-    stats.memwrite_time = t.elapsed();
-    stats.pages_scanned = scanned;
-    stats.pages_written = total_pages;
+    ctx.stats.memwrite_time += t.elapsed();
+    ctx.stats.pages_scanned += scanned;
+    ctx.stats.pages_written += total_pages;
     debug!(
         pid,
         pages = total_pages,
         batches = copied.batches,
         bytes = copied.bytes,
-        ms = stats.memwrite_time.as_millis() as u64,
+        ms = ctx.stats.memwrite_time.as_millis() as u64,
         "pages copied"
     );
     let mut img = ImageWriter::new(format!("pagemap-{pid}.img"), "PAGEMAP");
@@ -378,7 +542,7 @@ fn dump_seized(
             },
         )?;
     }
-    dir.write(img)?;
+    ctx.dir.write(img)?;
 
     // mm-PID.img
     let mut img = ImageWriter::new(format!("mm-{pid}.img"), "MM");
@@ -404,10 +568,10 @@ fn dump_seized(
             ..Default::default()
         },
     )?;
-    dir.write(img)?;
+    ctx.dir.write(img)?;
 
     // seccomp.img: every thread's filter chain, oldest filter first.
-    let mut seccomp = Seccomp_entry::default();
+    let seccomp = &mut *ctx.seccomp;
     let mut filter_pos = Vec::new();
     for (_, st, _) in &states {
         if st.seccomp_filters.is_empty() {
@@ -437,10 +601,6 @@ fn dump_seized(
         }
         filter_pos.push(Some((seccomp.seccomp_filters.len() - 1) as u32));
     }
-    let mut img = ImageWriter::new("seccomp.img", "SECCOMP");
-    push(&mut img, &seccomp)?;
-    dir.write(img)?;
-
     // core-TID.img
     let comm = String::from_utf8_lossy(&stat.comm).into_owned();
     for (i, ((tid, st, status), extra)) in states.iter().zip(&extras).enumerate() {
@@ -532,16 +692,15 @@ fn dump_seized(
         }
         let mut img = ImageWriter::new(format!("core-{tid}.img"), "CORE");
         push(&mut img, &core)?;
-        dir.write(img)?;
+        ctx.dir.write(img)?;
     }
 
     // ids, files, fdinfo, fs
     let files_id = ids.files_id.unwrap_or(1);
     let mut img = ImageWriter::new(format!("ids-{pid}.img"), "IDS");
     push(&mut img, &ids)?;
-    dir.write(img)?;
-    dir.write(files::fdinfo_image(files_id, &fds)?)?;
-    files.write(&mut dir)?;
+    ctx.dir.write(img)?;
+    ctx.dir.write(files::fdinfo_image(files_id, &fds)?)?;
     let status = &states[0].2;
     let mut img = ImageWriter::new(format!("fs-{pid}.img"), "FS");
     push(
@@ -553,69 +712,7 @@ fn dump_seized(
             ..Default::default()
         },
     )?;
-    dir.write(img)?;
+    ctx.dir.write(img)?;
 
-    // pstree.img
-    let mut img = ImageWriter::new("pstree.img", "PSTREE");
-    push(
-        &mut img,
-        &Pstree_entry {
-            pid: Some(pid as u32),
-            ppid: Some(0),
-            pgid: Some(stat.pgrp as u32),
-            sid: Some(stat.session as u32),
-            threads: tids.iter().map(|&t| t as u32).collect(),
-            ..Default::default()
-        },
-    )?;
-    dir.write(img)?;
-
-    // timens-0.img: the clocks now, so a restore can keep them continuous.
-    let now = |c| crs_sys::time::now(c).unwrap_or_default();
-    let ts = |d: Duration| Timespec {
-        tv_sec: Some(d.as_secs()),
-        tv_nsec: Some(d.subsec_nanos() as u64),
-        ..Default::default()
-    };
-    let mut img = ImageWriter::new("timens-0.img", "TIMENS");
-    push(
-        &mut img,
-        &Timens_entry {
-            monotonic: MessageField::some(ts(now(libc::CLOCK_MONOTONIC))),
-            boottime: MessageField::some(ts(now(libc::CLOCK_BOOTTIME))),
-            ..Default::default()
-        },
-    )?;
-    dir.write(img)?;
-
-    // inventory.img
-    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
-    let lsmtype = if lsm.split(',').any(|l| l.trim() == "selinux") {
-        Lsmtype::SELINUX
-    } else if lsm.split(',').any(|l| l.trim() == "apparmor") {
-        Lsmtype::APPARMOR
-    } else {
-        Lsmtype::NO_LSM
-    };
-    let run_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let mut img = ImageWriter::new(imgdir::INVENTORY, "INVENTORY");
-    push(
-        &mut img,
-        &Inventory_entry {
-            img_version: Some(2),
-            fdinfo_per_id: Some(true),
-            root_ids: MessageField::some(root_ids),
-            ns_per_id: Some(true),
-            root_cg_set: Some(1),
-            lsmtype: Some(EnumOrUnknown::new(lsmtype)),
-            network_lock_method: Some(0),
-            plugins_entry: MessageField::some(Plugins_entry::default()),
-            dump_criu_run_id: Some(run_id),
-            ..Default::default()
-        },
-    )?;
-    dir.write(img)?;
-    Ok(dir)
+    Ok(tids.iter().map(|&t| t as u32).collect())
 }

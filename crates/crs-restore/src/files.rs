@@ -336,7 +336,8 @@ pub(crate) fn child_plan(
     let pid = images.pstree.pid();
     let new_session = images.pstree.sid() == pid;
     let terminal = crate::tty::own_terminal_path(images, shell_job)?;
-    if !new_session && !shell_job {
+    // Only the root can be of another session than its parent (crs's, with --shell-job).
+    if !new_session && !shell_job && images.pstree.ppid() == 0 {
         return Err(RestoreError::Unsupported {
             what: format!(
                 "restoring a process of another session (sid {}) without --shell-job",
@@ -438,8 +439,6 @@ pub(crate) fn child_plan(
         })
         .collect();
     let plan = ChildPlan {
-        new_session,
-        own_pgrp: images.pstree.pgid() == pid,
         umask: images.fs.umask.unwrap_or(0o022),
         cwd: cstring(images.reg(images.fs.cwd_id()).name())?,
         root: if root == "/" {

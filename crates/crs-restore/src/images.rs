@@ -1,4 +1,5 @@
-//! Loading and validating every image of a single-process dump before anything is touched.
+//! Loading and validating every image of a dump (every process of the tree) before
+//! anything is touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ pub(crate) struct PageRun {
     pub offset: u64,
 }
 
-/// Every image of the dump, decoded and checked.
+/// Every image of one live process of the dump, decoded and checked.
 #[derive(Debug)]
 pub(crate) struct Images {
     pub pid: i32,
@@ -54,6 +55,27 @@ pub(crate) struct Images {
     pub fdinfo: Vec<Fdinfo_entry>,
     /// Ghost files, remaps and pipe data.
     pub file_images: FileImages,
+}
+
+/// task_state of a zombie in core.tc.
+const TASK_DEAD: u32 = 2;
+
+/// Every process of a dump.
+#[derive(Debug)]
+pub(crate) struct Tree {
+    /// pstree.img, parents before children.
+    pub entries: Vec<Pstree_entry>,
+    /// The live processes, in pstree order (the root first).
+    pub procs: Vec<Images>,
+    /// The zombies.
+    pub zombies: Vec<Zombie>,
+}
+
+/// A dumped zombie: only its wait status is left.
+#[derive(Debug)]
+pub(crate) struct Zombie {
+    pub pid: i32,
+    pub wait_status: i32,
 }
 
 /// The core image of one non-leader thread.
@@ -100,8 +122,9 @@ fn read_one<M: MessageFull>(
 }
 
 impl Images {
-    /// Reads and validates the images in `dir`.
-    pub fn load(dir: &Path) -> Result<Images, RestoreError> {
+    /// Reads and validates the images of every process in `dir`: the processes in pstree
+    /// order (the root first), the zombies apart.
+    pub fn load_tree(dir: &Path) -> Result<Tree, RestoreError> {
         let inv: Inventory_entry = read_one(dir, "inventory.img", "INVENTORY")?;
         if inv.img_version() != 2 {
             return Err(invalid(
@@ -109,17 +132,58 @@ impl Images {
                 format!("image version {}", inv.img_version()),
             ));
         }
-        let tree: Vec<Pstree_entry> = read_all(dir, "pstree.img", "PSTREE")?;
-        let pstree = match tree.as_slice() {
-            [one] => one.clone(),
-            [] => return Err(invalid("pstree.img", "no process")),
-            more => {
-                return Err(unsupported(format!(
-                    "restoring a tree of {} processes",
-                    more.len()
-                )))
+        let entries: Vec<Pstree_entry> = read_all(dir, "pstree.img", "PSTREE")?;
+        if entries.is_empty() {
+            return Err(invalid("pstree.img", "no process"));
+        }
+        let mut seen = BTreeSet::new();
+        for (k, e) in entries.iter().enumerate() {
+            let pid = e.pid();
+            if pid == 0 || pid > i32::MAX as u32 || !seen.insert(pid) {
+                return Err(invalid(
+                    "pstree.img",
+                    format!("pid {pid}: zero, too large or twice"),
+                ));
             }
-        };
+            // Parents come before their children (CRIU writes the tree depth first).
+            if k > 0 && !entries[..k].iter().any(|p| p.pid() == e.ppid()) {
+                return Err(invalid(
+                    "pstree.img",
+                    format!("pid {pid}: parent {} not listed before it", e.ppid()),
+                ));
+            }
+        }
+        let mut procs = Vec::new();
+        let mut zombies = Vec::new();
+        for e in &entries {
+            let name = format!("core-{}.img", e.pid());
+            let core: Core_entry = read_one(dir, &name, "CORE")?;
+            match core.tc.as_ref().map(|tc| tc.task_state()) {
+                Some(TASK_DEAD) => {
+                    if e.pid() == entries[0].pid() {
+                        return Err(invalid(&name, "the root is a zombie"));
+                    }
+                    zombies.push(Zombie {
+                        pid: e.pid() as i32,
+                        wait_status: core.tc.exit_code() as i32,
+                    })
+                }
+                _ => procs.push(Images::load_one(dir, &inv, e.clone())?),
+            }
+        }
+        Ok(Tree {
+            entries,
+            procs,
+            zombies,
+        })
+    }
+
+    /// Reads and validates the images of one live process of `dir`.
+    fn load_one(
+        dir: &Path,
+        inv: &Inventory_entry,
+        pstree: Pstree_entry,
+    ) -> Result<Images, RestoreError> {
         let pid = pstree.pid();
         if pid == 0 || pid > i32::MAX as u32 {
             return Err(invalid("pstree.img", format!("pid {pid}")));
@@ -162,7 +226,7 @@ impl Images {
                 .into_option()
                 .ok_or_else(|| invalid(&core_name, "no ids"))?
         };
-        check_namespaces(&inv, &ids)?;
+        check_namespaces(inv, &ids)?;
 
         let mm_name = format!("mm-{pid}.img");
         let mm: Mm_entry = read_one(dir, &mm_name, "MM")?;

@@ -1,17 +1,20 @@
-//! Reads CRIU images and rebuilds the process, driven from outside through compel.
+//! Reads CRIU images and rebuilds the process tree, driven from outside through compel.
 //!
 //! ```text
-//! load + validate every image ──► clone3(set_tid = pid) ──► child: setsid, umask, cwd,
-//!   files at their fds, trampoline page, pause()   (plain syscalls, no allocation)
-//! ──► crs seizes it and runs syscalls in it from the trampoline: unmap crs, move the
-//!   vDSO, mmap every VMA, process_vm_writev the pages (rayon), mprotect, PR_SET_MM_MAP,
-//!   prctls, sigactions, sigaltstack, rseq, the other threads (clone3 with set_tid from
-//!   inside, each seized and given its own state: see `threads`), POSIX timers, pending
-//!   signals, creds of every thread, timers armed
+//! load + validate every image ──► clone3(set_tid = pid) of the root; each process, depth
+//!   first: setsid / setpgid, its children (clone3 set_tid from inside, one after the
+//!   other: zombies exit with their code and stay unreaped), umask, cwd, files at their
+//!   fds, trampoline page, pause()   (plain syscalls, no allocation)
+//! ──► crs seizes the tree and, per process, runs syscalls in it from the trampoline:
+//!   unmap crs, move the vDSO, mmap every VMA, process_vm_writev the pages (rayon),
+//!   mprotect, PR_SET_MM_MAP, prctls, sigactions, sigaltstack, rseq, the other threads
+//!   (clone3 with set_tid from inside, each seized and given its own state: see
+//!   `threads`), POSIX timers, pending signals, creds of every thread, timers armed
 //! ──► registers + xstate + sigmask of every thread set, trampoline unmapped, detach all
-//!   threads: they run on from the frozen instructions.
+//!   threads of all processes together: they run on from the frozen instructions.
 //! ```
-//! On any error the new task is SIGKILLed and reaped; the images are only read.
+//! On any error the half-built tree is SIGKILLed (the root reaped, the others die with it);
+//! the images are only read.
 #![forbid(unsafe_code)]
 
 mod arch;
@@ -27,6 +30,7 @@ mod timers;
 mod tty;
 mod vma;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,12 +38,12 @@ use std::time::{Duration, Instant};
 use crs_compel::{Release, RemoteAddr, SeizeOptions, SeizedTree, Tid};
 use crs_images::codec::ImageWriter;
 use crs_images::pb::stats::{Restore_stats_entry, Stats_entry};
-use crs_sys::restore::{spawn_with_pid, SpawnError, Spawned};
+use crs_sys::restore::{spawn_tree, ChildStep, NodeKind, SpawnError, Spawned, TreeNode};
 use tracing::{debug, info, info_span, warn};
 
 pub use error::RestoreError;
 
-use crate::images::{Images, PAGE, TASK_SIZE};
+use crate::images::{Images, Tree, PAGE, TASK_SIZE};
 use crate::remote::Remote;
 
 /// Length of the trampoline region: one code page and three scratch pages.
@@ -88,7 +92,8 @@ pub struct RestoreStats {
     pub injected_syscalls: u64,
 }
 
-/// Restores the single-process (possibly multi-threaded) dump in `opts.images_dir` and lets it run.
+/// Restores the process tree (processes possibly multi-threaded, zombies) dumped in
+/// `opts.images_dir` and lets it run.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     restore_with_stats(opts).map(|(r, _)| r)
 }
@@ -105,30 +110,51 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
             return Err(RestoreError::Unsupported { what: what.into() });
         }
     }
-    let images = Images::load(&opts.images_dir)?;
+    let loaded = Images::load_tree(&opts.images_dir)?;
+    let images = &loaded.procs[0];
     let pid = images.pid;
     let _span = info_span!("restore", pid).entered();
-    info!(dir = %opts.images_dir.display(), "images read and checked");
-    preflight(&images)?;
-    files::check_sizes(&images)?;
-    creds::check(&images)?;
-    timers::check(&images)?;
-    let tramp = choose_trampoline(&images)?;
-    let (plan, ghosts) = files::child_plan(&images, opts.shell_job, tramp, TRAMPOLINE_LEN)?;
-    let has_terminal = tty::connect(&images)?;
+    info!(dir = %opts.images_dir.display(), processes = loaded.procs.len(), zombies = loaded.zombies.len(), "images read and checked");
+    for p in &loaded.procs {
+        preflight(p.pid)?;
+        files::check_sizes(p)?;
+        creds::check(p)?;
+        timers::check(p)?;
+    }
+    for z in &loaded.zombies {
+        preflight(z.pid)?;
+    }
+    let tramp = choose_trampoline(&loaded.procs)?;
+    let mut plans = BTreeMap::new();
+    let mut ghosts = Vec::new();
+    for p in &loaded.procs {
+        let (plan, g) = files::child_plan(p, opts.shell_job, tramp, TRAMPOLINE_LEN)?;
+        plans.insert(p.pid, plan);
+        ghosts.push(g);
+    }
+    let nodes = tree_nodes(&loaded, opts.shell_job, plans)?;
+    let has_terminal = tty::connect(images)?;
 
     let t_fork = Instant::now();
-    let spawned = spawn_with_pid(pid, &plan).map_err(|source| match source {
+    let spawned = spawn_tree(&nodes).map_err(|source| match source {
         SpawnError::Clone(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             RestoreError::PidTaken { pid }
         }
+        SpawnError::Setup {
+            step: ChildStep::Clone,
+            index,
+            errno: libc::EEXIST,
+            ..
+        } => RestoreError::PidTaken {
+            pid: nodes.get(index as usize).map_or(pid, |n| n.pid),
+        },
         source => RestoreError::Spawn { pid, source },
     })?;
-    // The task has opened its ghost files: unlink them, it holds them deleted.
+    // The tasks have opened their ghost files: unlink them, they hold them deleted.
     drop(ghosts);
     let mut guard = TaskGuard(Some(spawned));
     let forking_time = t_fork.elapsed();
-    debug!(?forking_time, "task created");
+    debug!(?forking_time, "tree created");
 
     let mut tree = SeizedTree::seize(pid, &SeizeOptions::default())
         .map_err(|source| RestoreError::Seize { pid, source })?;
@@ -136,11 +162,14 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         forking_time,
         ..RestoreStats::default()
     };
-    let built = build(&mut tree, &images, pid, tramp, &mut stats);
+    let built = loaded.procs.iter().try_for_each(|p| {
+        let _span = info_span!("process", pid = p.pid).entered();
+        build(&mut tree, p, p.pid, tramp, &mut stats)
+    });
     let built = built
         .and_then(|()| {
             if has_terminal {
-                tty::make_foreground(&images, pid)
+                tty::make_foreground(images, pid)
             } else {
                 Ok(())
             }
@@ -148,7 +177,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         .and_then(|()| write_pidfile(opts.pidfile.as_deref(), pid));
     if let Err(e) = built {
         if let Err(k) = tree.release(Release::Kill) {
-            warn!(error = %k, "killing the half-restored task");
+            warn!(error = %k, "killing the half-restored tree");
         }
         drop(guard);
         return Err(e);
@@ -203,8 +232,87 @@ impl Drop for TaskGuard {
     }
 }
 
-fn preflight(images: &Images) -> Result<(), RestoreError> {
-    let pid = images.pid;
+/// The processes to create, root first, each with its children in pstree order: who
+/// creates whom, who starts a session, who makes or joins which process group.
+fn tree_nodes(
+    loaded: &Tree,
+    shell_job: bool,
+    mut plans: BTreeMap<Tid, crs_sys::restore::ChildPlan>,
+) -> Result<Vec<TreeNode>, RestoreError> {
+    let entries = &loaded.entries;
+    let index: BTreeMap<u32, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.pid(), i))
+        .collect();
+    let zombie: BTreeMap<Tid, i32> = loaded
+        .zombies
+        .iter()
+        .map(|z| (z.pid, z.wait_status))
+        .collect();
+    let mut nodes = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let pid = e.pid() as Tid;
+        let new_session = e.sid() == e.pid();
+        let unsupported = |what: String| RestoreError::Unsupported { what };
+        let (parent_pgid, parent_sid) = if i == 0 {
+            // The root: crs's own group and session (a shell job) or its own.
+            (0, if shell_job { e.sid() } else { 0 })
+        } else {
+            let p = &entries[index[&e.ppid()]];
+            (p.pgid(), p.sid())
+        };
+        if !new_session && i > 0 && e.sid() != parent_sid {
+            return Err(unsupported(format!(
+                "process {pid} of session {} under a parent of session {parent_sid}",
+                e.sid()
+            )));
+        }
+        // The root of a shell job stays in crs's group unless it led its own.
+        let keeps_group = e.pgid() == parent_pgid || (i == 0 && e.pgid() != e.pid());
+        let pgid = if new_session || keeps_group {
+            None
+        } else if e.pgid() == e.pid() {
+            Some(pid)
+        } else {
+            // Joining another group: its leader must exist by then, in the same session:
+            // created earlier in depth-first order, which is pstree order.
+            let leader = index.get(&e.pgid()).copied();
+            match leader {
+                Some(l)
+                    if l < i
+                        && entries[l].sid() == e.sid()
+                        && !zombie.contains_key(&(e.pgid() as Tid)) =>
+                {
+                    Some(e.pgid() as Tid)
+                }
+                _ => {
+                    return Err(unsupported(format!(
+                        "process {pid} in process group {} whose leader is gone or created later",
+                        e.pgid()
+                    )))
+                }
+            }
+        };
+        let kind = match zombie.get(&pid) {
+            Some(&wait_status) => NodeKind::Zombie { wait_status },
+            None => NodeKind::Live(plans.remove(&pid).expect("a plan per live process")),
+        };
+        nodes.push(TreeNode {
+            pid,
+            children: Vec::new(),
+            new_session,
+            pgid,
+            kind,
+        });
+        if i > 0 {
+            nodes[index[&e.ppid()]].children.push(i);
+        }
+    }
+    Ok(nodes)
+}
+
+fn preflight(pid: Tid) -> Result<(), RestoreError> {
     let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -220,7 +328,7 @@ fn preflight(images: &Images) -> Result<(), RestoreError> {
 
 /// An address range free in crs now (so in the new task, a copy of crs) and in the dumped
 /// layout, with a guard page on each side, above 4 GiB when possible.
-fn choose_trampoline(images: &Images) -> Result<u64, RestoreError> {
+fn choose_trampoline(procs: &[Images]) -> Result<u64, RestoreError> {
     let own = std::fs::read("/proc/self/maps").map_err(|source| RestoreError::Maps {
         pid: std::process::id() as Tid,
         source,
@@ -230,7 +338,11 @@ fn choose_trampoline(images: &Images) -> Result<u64, RestoreError> {
         source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
     })?;
     let mut used: Vec<(u64, u64)> = own.iter().map(|m| (m.start, m.end)).collect();
-    used.extend(images.vmas.iter().map(|v| (v.start, v.end)));
+    used.extend(
+        procs
+            .iter()
+            .flat_map(|p| p.vmas.iter().map(|v| (v.start, v.end))),
+    );
     used.retain(|&(s, _)| s < TASK_SIZE);
     used.sort_unstable();
     let need = TRAMPOLINE_LEN as u64 + 2 * PAGE;
@@ -376,5 +488,111 @@ fn write_stats(dir: &Path, stats: &RestoreStats) {
     }
     if let Err(e) = std::fs::write(&path, w.into_bytes()) {
         warn!(path = %path.display(), error = %e, "stats-restore not written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::Zombie;
+    use crs_images::pb::pstree::Pstree_entry;
+    use crs_sys::restore::ChildPlan;
+
+    fn entry(pid: u32, ppid: u32, pgid: u32, sid: u32) -> Pstree_entry {
+        Pstree_entry {
+            pid: Some(pid),
+            ppid: Some(ppid),
+            pgid: Some(pgid),
+            sid: Some(sid),
+            threads: vec![pid],
+            ..Default::default()
+        }
+    }
+
+    fn plan() -> ChildPlan {
+        ChildPlan {
+            umask: 0o22,
+            cwd: c"/".into(),
+            root: None,
+            files: Vec::new(),
+            pipes: Vec::new(),
+            trampoline: 1 << 32,
+            trampoline_len: TRAMPOLINE_LEN,
+        }
+    }
+
+    fn nodes_of(
+        entries: Vec<Pstree_entry>,
+        zombies: Vec<Zombie>,
+    ) -> Result<Vec<TreeNode>, RestoreError> {
+        let plans = entries
+            .iter()
+            .filter(|e| !zombies.iter().any(|z| z.pid == e.pid() as Tid))
+            .map(|e| (e.pid() as Tid, plan()))
+            .collect();
+        let tree = Tree {
+            entries,
+            procs: Vec::new(),
+            zombies,
+        };
+        tree_nodes(&tree, false, plans)
+    }
+
+    #[test]
+    fn tree_nodes_sessions_groups_and_zombies_mapped() {
+        // P leads the session; A its own group; B in P's group with G; Z a zombie; C joins
+        // A's group.
+        let nodes = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 101, 100),
+                entry(102, 100, 100, 100),
+                entry(104, 102, 100, 100),
+                entry(103, 100, 100, 100),
+                entry(105, 100, 101, 100),
+            ],
+            vec![Zombie {
+                pid: 103,
+                wait_status: 7 << 8,
+            }],
+        )
+        .unwrap();
+        let pids: Vec<Tid> = nodes.iter().map(|n| n.pid).collect();
+        assert_eq!(pids, [100, 101, 102, 104, 103, 105]);
+        assert_eq!(nodes[0].children, [1, 2, 4, 5]);
+        assert_eq!(nodes[2].children, [3]);
+        assert!(nodes[0].new_session && nodes.iter().skip(1).all(|n| !n.new_session));
+        let pgids: Vec<Option<Tid>> = nodes.iter().map(|n| n.pgid).collect();
+        assert_eq!(pgids, [None, Some(101), None, None, None, Some(101)]);
+        assert!(matches!(
+            nodes[4].kind,
+            NodeKind::Zombie { wait_status: 0x700 }
+        ));
+        assert!(matches!(nodes[3].kind, NodeKind::Live(_)));
+    }
+
+    #[test]
+    fn tree_nodes_group_of_later_process_is_unsupported() {
+        // 101 joins the group of 102, which is created after it.
+        let err = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 102, 100),
+                entry(102, 100, 102, 100),
+            ],
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RestoreError::Unsupported { .. }), "{err}");
+    }
+
+    #[test]
+    fn tree_nodes_other_session_than_parent_is_unsupported() {
+        let err = nodes_of(
+            vec![entry(100, 0, 100, 100), entry(101, 100, 50, 50)],
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RestoreError::Unsupported { .. }), "{err}");
     }
 }
