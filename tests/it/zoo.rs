@@ -70,6 +70,7 @@ zoo! {
     nanosleep => Workload::C("nanosleep"),
     personality => Workload::C("personality"),
     pipe_read => Workload::C("pipe"),
+    pipeline3 => Workload::C("pipeline"),
     posix_timers => Workload::C("posix_timer"),
     prctl_values => Workload::C("prctl"),
     rlimits => Workload::C("rlimits"),
@@ -79,6 +80,7 @@ zoo! {
     tls => Workload::C("tls"),
     process_tree => Workload::C("tree"),
     threads16 => Workload::C("threads"),
+    shared_anon => Workload::C("shmem"),
     python3_generator => Workload::Python("generator.py"),
     bash_loop => Workload::Bash("loop.sh"),
 }

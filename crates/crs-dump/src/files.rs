@@ -53,6 +53,9 @@ struct SpecialKey {
     flags: u32,
 }
 
+/// An fd already dumped: (pid, fd, file id).
+type DumpedFd = (i32, i32, u32);
+
 /// Every file entry of a dump, and the ghost files they refer to.
 pub(crate) struct FileTable {
     next_id: u32,
@@ -66,9 +69,10 @@ pub(crate) struct FileTable {
     pipe_data: Vec<(Pipe_data_entry, Vec<u8>)>,
     /// tty-info.img: one entry per terminal (pty index), in dump order.
     tty_infos: Vec<Tty_info_entry>,
-    /// Pipe inode -> the process whose fds hold it: a pipe shared by two processes of a
-    /// tree is refused until open file descriptions are shared across processes.
-    pipe_owner: HashMap<u64, i32>,
+    /// (dev, ino) -> (pid, fd, id) of every fd dumped so far, in every process: an fd whose
+    /// open file description (kcmp KCMP_FILE) is one of these gets its id, so fds that
+    /// share a description, in one process or across processes, share one file entry.
+    seen: HashMap<(u64, u64), Vec<DumpedFd>>,
 }
 
 /// One fd of a process, as saved in fdinfo-N.img.
@@ -201,7 +205,7 @@ impl FileTable {
             ghost_images: Vec::new(),
             pipe_data: Vec::new(),
             tty_infos: Vec::new(),
-            pipe_owner: HashMap::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -316,7 +320,8 @@ impl FileTable {
         Ok(())
     }
 
-    /// Dumps the fds of process `pid`. Fds sharing one open file description share an id.
+    /// Dumps the fds of process `pid`. Fds sharing one open file description share an id,
+    /// also with fds of processes dumped before.
     /// Terminal fds are refused unless `shell_job`, and then only pty slaves are taken.
     pub(crate) fn dump_fds(
         &mut self,
@@ -327,8 +332,6 @@ impl FileTable {
         let pid = proc_dir.pid();
         let fds = proc_dir.fds().map_err(proc_err(pid, "fd list"))?;
         let mut out = Vec::new();
-        // (dev, ino) -> [(fd, id)] of fds already dumped, to find shared descriptions.
-        let mut seen: HashMap<(u64, u64), Vec<(i32, u32)>> = HashMap::new();
         for fd in fds {
             let link = proc_dir.fd_link(fd).map_err(proc_err(pid, "fd link"))?;
             let info = proc_dir.fdinfo(fd).map_err(proc_err(pid, "fdinfo"))?;
@@ -376,15 +379,14 @@ impl FileTable {
             let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
             let key = (md.dev(), md.ino());
             let mut shared = None;
-            for &(other, id) in seen.get(&key).into_iter().flatten() {
-                let same =
-                    kcmp(pid, pid, kcmp_type::FILE, fd as u64, other as u64).map_err(|source| {
-                        DumpError::Kcmp {
-                            pid,
-                            what: "files",
-                            source,
-                        }
-                    })?;
+            for &(other_pid, other, id) in self.seen.get(&key).into_iter().flatten() {
+                let same = kcmp(pid, other_pid, kcmp_type::FILE, fd as u64, other as u64).map_err(
+                    |source| DumpError::Kcmp {
+                        pid,
+                        what: "files",
+                        source,
+                    },
+                )?;
                 if same == 0 {
                     shared = Some(id);
                     break;
@@ -408,11 +410,6 @@ impl FileTable {
                         if flags & libc::O_DIRECT as u32 != 0 {
                             return Err(unsupported("packetized pipes (O_DIRECT)"));
                         }
-                        if *self.pipe_owner.entry(md.ino()).or_insert(pid) != pid {
-                            return Err(unsupported(
-                                "a pipe shared with another process of the tree",
-                            ));
-                        }
                         self.pipe(id, &link, &file, md.ino(), flags, fown)?;
                     } else if is_tty {
                         let index = pts_index(&link_s)
@@ -435,7 +432,7 @@ impl FileTable {
                     id
                 }
             };
-            seen.entry(key).or_default().push((fd, id));
+            self.seen.entry(key).or_default().push((pid, fd, id));
             out.push(FdEntry {
                 fd,
                 id,

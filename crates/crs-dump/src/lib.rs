@@ -9,8 +9,10 @@
 //!                   ->  fds, cwd, root
 //!                   ->  pages: PAGEMAP_SCAN, parallel process_vm_readv -> pwrite
 //!   zombies: a pstree entry and a core with task_state Dead and the wait status
-//!   files.img and seccomp.img are shared by all processes; every process has its own open
-//!   file descriptions (a pipe shared by two processes is refused for now)
+//!   shared anonymous memory: VMA_ANON_SHARED with shmid = the shmem inode; its contents
+//!   once per object, after every process (pagemap-shmem-<shmid>.img, see `shmem`)
+//!   files.img and seccomp.img are shared by all processes; an open file description held
+//!   by several processes (kcmp KCMP_FILE) is one file entry their fdinfo entries share
 //!   images staged in DIR/.crs-dump-*, synced, moved into DIR, inventory.img last
 //!   release: kill (default) or detach (leave_running); any error before the images are
 //!   in place detaches the task untouched and removes what was written
@@ -24,6 +26,7 @@ mod imgdir;
 mod mm;
 mod ns;
 mod pages;
+mod shmem;
 mod task;
 
 use std::path::PathBuf;
@@ -245,6 +248,7 @@ fn dump_seized(
     let mut seccomp = Seccomp_entry::default();
     let mut pstree = Vec::with_capacity(order.len());
     let mut pages_id = 0u32;
+    let mut shmem = shmem::ShmemObjects::default();
     for (k, &(pid, ppid, zombie)) in order.iter().enumerate() {
         let pdir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
         let stat = pdir.stat().map_err(proc_err(pid, "stat"))?;
@@ -261,6 +265,7 @@ fn dump_seized(
                 seccomp: &mut seccomp,
                 pages_id,
                 stats: &mut *stats,
+                shmem: &mut shmem,
             };
             dump_process(tree, &pdir, &mut ctx)?
         };
@@ -273,6 +278,10 @@ fn dump_seized(
             ..Default::default()
         });
     }
+    // Shared anonymous memory, once per object (every process is still frozen).
+    let t = Instant::now();
+    stats.pages_written += shmem.write(&mut dir, &mut pages_id)?;
+    stats.memwrite_time += t.elapsed();
     let mut img = ImageWriter::new("seccomp.img", "SECCOMP");
     push(&mut img, &seccomp)?;
     dir.write(img)?;
@@ -343,6 +352,8 @@ struct ProcessCtx<'a> {
     /// The N of this process's pages-N.img.
     pages_id: u32,
     stats: &'a mut DumpStats,
+    /// Shared anonymous objects met so far (their contents are saved after all processes).
+    shmem: &'a mut shmem::ShmemObjects,
 }
 
 /// The processes below `root`, depth first (children by pid): (pid, ppid, zombie).
@@ -418,6 +429,16 @@ fn dump_process(
     // /proc first, while the task's address space is exactly as it was (nothing mapped).
     let stat = proc_dir.stat().map_err(proc_err(pid, "stat"))?;
     let vmas = mm::collect_vmas(proc_dir, ctx.files)?;
+    for v in &vmas {
+        if let Some(shmid) = v.anon_shared() {
+            ctx.shmem.saw(
+                shmid,
+                pid,
+                v.entry.start.unwrap_or(0),
+                v.entry.end.unwrap_or(0),
+            );
+        }
+    }
     let exe_file_id = mm::exe_file_id(proc_dir, ctx.files)?;
     let saved_auxv = mm::saved_auxv(proc_dir)?;
     let limits = proc_dir.limits().map_err(proc_err(pid, "limits"))?;

@@ -39,6 +39,11 @@ impl DumpVma {
         self.entry.flags.unwrap_or(0)
     }
 
+    /// The object id of a shared anonymous mapping.
+    pub(crate) fn anon_shared(&self) -> Option<u64> {
+        (self.status() & VMA_ANON_SHARED != 0).then(|| self.entry.shmid.unwrap_or(0))
+    }
+
     /// Whether its pages are saved in pages-N.img, and how.
     pub(crate) fn scan(&self) -> Option<ScanVma> {
         let st = self.status();
@@ -158,6 +163,15 @@ pub(crate) fn collect_vmas(proc_dir: &ProcDir, files: &mut FileTable) -> Result<
             | VmaName::AnonNamed(_) => VMA_AREA_REGULAR,
             VmaName::AnonShmemNamed(_) => return Err(unsupported("shared anonymous memory")),
             VmaName::Special(_) => return Err(unsupported("special mapping")),
+            // MAP_SHARED|MAP_ANONYMOUS: a shmem object the kernel names "/dev/zero
+            // (deleted)"; its inode is the object's id, shared by every process mapping it.
+            VmaName::File { path, deleted }
+                if shared && *deleted && path.as_os_str() == "/dev/zero" =>
+            {
+                entry.shmid = Some(v.inode);
+                flags |= libc::MAP_ANONYMOUS as u32;
+                VMA_AREA_REGULAR | VMA_ANON_SHARED
+            }
             VmaName::File { path, .. } => {
                 let s = path.to_string_lossy();
                 if s.starts_with("/memfd:") {

@@ -36,6 +36,13 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    #[error("{what} of shared anonymous memory {shmid}")]
+    SharedMemory {
+        shmid: u64,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("no free address for the restore trampoline")]
     NoTrampolineRoom,
     #[error("creating the task with pid {pid}")]

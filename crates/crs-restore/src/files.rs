@@ -7,8 +7,12 @@
 //! and unlinked once the task has opened them: the task sees a deleted file with the same
 //! contents, mode, owner and position. Pipes are created by the new task itself, filled
 //! with their queued bytes, sized, and each end placed at its fds with its flags.
+//!
+//! A description several processes hold (the same file id in their fdinfo; for a pipe,
+//! the same pipe id) is created once, by their nearest common ancestor before it creates
+//! its children, and reaches them by inheritance (see [`Shared`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::{File, FileTimes, OpenOptions, Permissions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -23,11 +27,13 @@ use crs_images::pb::pipe_data::Pipe_data_entry;
 use crs_images::pb::remap_file_path::{Remap_file_path_entry, Remap_type};
 use crs_images::pb::time::Timeval;
 use crs_images::pb::tty::Tty_info_entry;
-use crs_sys::restore::{ChildPlan, PlannedFile, PlannedPipe};
+use crs_sys::restore::{
+    ChildPlan, InheritedFd, PlannedFile, PlannedPipe, SharedCreates, SharedFile, SharedPipe,
+};
 use tracing::{debug, warn};
 
 use crate::error::{invalid, unsupported};
-use crate::images::Images;
+use crate::images::{Images, Tree};
 use crate::RestoreError;
 
 /// Open flags that must not be replayed.
@@ -324,12 +330,222 @@ fn create_ghost(path: &Path, g: &Ghost, created: &mut GhostFiles) -> Result<(), 
     Ok(())
 }
 
+/// Regular file `id` of `images` as the task opens it (no fds yet): its path (a ghost
+/// file is created on first use, at a path relative to `root`), flags and position.
+fn reg_file(
+    images: &Images,
+    id: u32,
+    root: &str,
+    ghost_paths: &mut BTreeMap<u32, String>,
+    ghosts: &mut GhostFiles,
+) -> Result<PlannedFile, RestoreError> {
+    let fi = &images.file_images;
+    let reg = images.reg(id);
+    let path = match fi.ghost_of.get(&id) {
+        None => reg.name().to_string(),
+        Some(&gid) => match ghost_paths.get(&gid) {
+            Some(p) => p.clone(),
+            None => {
+                let p = format!("{}.cr.{gid:x}.ghost", reg.name());
+                let at = if root == "/" {
+                    PathBuf::from(&p)
+                } else {
+                    Path::new(root).join(p.trim_start_matches('/'))
+                };
+                create_ghost(&at, &fi.ghosts[&gid], ghosts)?;
+                debug!(id, ghost = gid, path = %at.display(), "ghost file created");
+                ghost_paths.insert(gid, p.clone());
+                p
+            }
+        },
+    };
+    Ok(PlannedFile {
+        path: cstring(&path)?,
+        flags: (reg.flags() as i32 & !STRIP) | libc::O_LARGEFILE,
+        pos: reg.pos(),
+        fds: Vec::new(),
+    })
+}
+
+/// Open file descriptions held by several processes of the tree (the same file id in
+/// their fdinfo; for pipes, the same pipe). Each is created once, by the nearest common
+/// ancestor of its holders before it creates its children, at a stash slot; every holder
+/// inherits it across clone and puts it at its fds ([`InheritedFd`]), so after restore
+/// they share one description (one position, one pipe).
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// File id -> its stash slot.
+    pub slots: BTreeMap<u32, usize>,
+    /// Pid -> what it creates for the processes below it.
+    pub creates: BTreeMap<i32, SharedCreates>,
+}
+
+/// What is shared in `tree` and who creates it; ghost files of shared files are created
+/// here and live as long as the returned [`GhostFiles`]. Terminals are left out: each
+/// process opens its own description of crs's terminal.
+pub(crate) fn shared(tree: &Tree) -> Result<(Shared, GhostFiles), RestoreError> {
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Key {
+        Reg(u32),
+        Pipe(u32),
+    }
+    let mut holders: BTreeMap<Key, BTreeSet<i32>> = BTreeMap::new();
+    // Pipe id -> (read end file id, write end file id), checked across the tree.
+    let mut ends: BTreeMap<u32, (Option<u32>, Option<u32>)> = BTreeMap::new();
+    for p in &tree.procs {
+        for e in &p.fdinfo {
+            let key = match e.type_() {
+                Fd_types::REG => Key::Reg(e.id()),
+                Fd_types::PIPE => {
+                    let pe = pipe_of(&p.files[&e.id()])?;
+                    let (r, w) = ends.entry(pe.pipe_id()).or_default();
+                    let slot = if pe.flags() as i32 & libc::O_ACCMODE == libc::O_WRONLY {
+                        w
+                    } else {
+                        r
+                    };
+                    match *slot {
+                        Some(id) if id != e.id() => {
+                            return Err(unsupported(format!(
+                                "two open descriptions ({id} and {}) of one end of pipe {}",
+                                e.id(),
+                                pe.pipe_id()
+                            )))
+                        }
+                        _ => *slot = Some(e.id()),
+                    }
+                    Key::Pipe(pe.pipe_id())
+                }
+                _ => continue,
+            };
+            holders.entry(key).or_default().insert(p.pid);
+        }
+    }
+    let parent: BTreeMap<i32, i32> = tree
+        .entries
+        .iter()
+        .map(|e| (e.pid() as i32, e.ppid() as i32))
+        .collect();
+    let mut out = Shared::default();
+    let mut ghosts = GhostFiles::default();
+    let mut ghost_paths = BTreeMap::new();
+    let mut next_slot = 0usize;
+    let mut slot = || {
+        next_slot += 1;
+        next_slot - 1
+    };
+    for (key, pids) in holders {
+        if pids.len() < 2 {
+            continue;
+        }
+        let owner = nearest_common_ancestor(&parent, &pids).ok_or_else(|| {
+            invalid(
+                "pstree.img",
+                format!("processes {pids:?} have no common ancestor"),
+            )
+        })?;
+        let images = tree
+            .procs
+            .iter()
+            .find(|p| p.pid == *pids.first().expect("two"))
+            .expect("a holder is a live process");
+        match key {
+            Key::Reg(id) => {
+                if images.reg(images.fs.root_id()).name() != "/" {
+                    return Err(unsupported(format!(
+                        "file {id} shared by processes {pids:?} of a chroot"
+                    )));
+                }
+                let file = reg_file(images, id, "/", &mut ghost_paths, &mut ghosts)?;
+                let s = slot();
+                out.slots.insert(id, s);
+                debug!(id, owner, ?pids, slot = s, "shared file");
+                let creates = out.creates.entry(owner).or_default();
+                creates.files.push(SharedFile { file, slot: s });
+            }
+            Key::Pipe(pipe_id) => {
+                let (r, w) = ends[&pipe_id];
+                let mut pipe = PlannedPipe::default();
+                let mut slots = [None, None];
+                for (k, (id, end)) in [(r, &mut pipe.read), (w, &mut pipe.write)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let Some(id) = id else { continue };
+                    let entry = file_entry(tree, id);
+                    end.flags = pipe_of(&entry)?.flags() as i32 & !STRIP;
+                    let s = slot();
+                    out.slots.insert(id, s);
+                    slots[k] = Some(s);
+                }
+                let [read_slot, write_slot] = slots;
+                if let Some(d) = images.file_images.pipe_data.get(&pipe_id) {
+                    pipe.size = d.size.map(|s| s as i32);
+                    pipe.data = d.data.clone();
+                }
+                debug!(
+                    pipe_id,
+                    owner,
+                    ?pids,
+                    ?read_slot,
+                    ?write_slot,
+                    "shared pipe"
+                );
+                out.creates
+                    .entry(owner)
+                    .or_default()
+                    .pipes
+                    .push(SharedPipe {
+                        pipe,
+                        read_slot,
+                        write_slot,
+                    });
+            }
+        }
+    }
+    Ok((out, ghosts))
+}
+
+/// The nearest common ancestor of `pids` (one of them if it is above the others), in the
+/// tree given by `parent` (pid -> ppid, 0 for the root).
+fn nearest_common_ancestor(parent: &BTreeMap<i32, i32>, pids: &BTreeSet<i32>) -> Option<i32> {
+    // The chain root..=pid (bounded: a cycle in a bad image does not loop).
+    let chain = |pid: i32| {
+        let mut c = vec![pid];
+        while let Some(&pp) = parent.get(c.last().expect("non-empty")) {
+            if pp == 0 || c.len() > parent.len() {
+                break;
+            }
+            c.push(pp);
+        }
+        c.reverse();
+        c
+    };
+    let mut common = chain(*pids.first()?);
+    for &p in pids {
+        let c = chain(p);
+        let n = common.iter().zip(&c).take_while(|(a, b)| a == b).count();
+        common.truncate(n);
+    }
+    common.last().copied()
+}
+
+/// The files.img entry of `id` (every process has the whole files.img).
+fn file_entry(tree: &Tree, id: u32) -> File_entry {
+    tree.procs
+        .iter()
+        .find_map(|p| p.files.get(&id))
+        .cloned()
+        .expect("an id from an fdinfo entry is in files.img")
+}
+
 /// What the new task does to itself: session, umask, cwd/root, files and pipes at their
 /// fds. The ghost files the plan opens are created here and live as long as the returned
 /// [`GhostFiles`].
 pub(crate) fn child_plan(
     images: &Images,
     shell_job: bool,
+    shared: &Shared,
     trampoline: u64,
     trampoline_len: usize,
 ) -> Result<(ChildPlan, GhostFiles), RestoreError> {
@@ -353,8 +569,17 @@ pub(crate) fn child_plan(
     let mut by_id: BTreeMap<u32, PlannedFile> = BTreeMap::new();
     // Pipe id -> (read end file id, write end file id, plan).
     let mut pipes: BTreeMap<u32, (Option<u32>, Option<u32>, PlannedPipe)> = BTreeMap::new();
+    let mut inherited = Vec::new();
     for e in &images.fdinfo {
         let cloexec = e.flags() & libc::FD_CLOEXEC as u32 != 0;
+        if let Some(&slot) = shared.slots.get(&e.id()) {
+            inherited.push(InheritedFd {
+                slot,
+                fd: e.fd() as i32,
+                cloexec,
+            });
+            continue;
+        }
         if e.type_() == Fd_types::PIPE {
             let p = pipe_of(&images.files[&e.id()])?;
             let (r, w, plan) = pipes.entry(p.pipe_id()).or_default();
@@ -399,34 +624,9 @@ pub(crate) fn child_plan(
             );
             continue;
         }
-        let reg = images.reg(e.id());
-        let path = match fi.ghost_of.get(&e.id()) {
-            None => reg.name().to_string(),
-            Some(&gid) => match ghost_paths.get(&gid) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = format!("{}.cr.{gid:x}.ghost", reg.name());
-                    let at = if root == "/" {
-                        PathBuf::from(&p)
-                    } else {
-                        Path::new(root).join(p.trim_start_matches('/'))
-                    };
-                    create_ghost(&at, &fi.ghosts[&gid], &mut ghosts)?;
-                    debug!(id = e.id(), ghost = gid, path = %at.display(), "ghost file created");
-                    ghost_paths.insert(gid, p.clone());
-                    p
-                }
-            },
-        };
-        by_id.insert(
-            e.id(),
-            PlannedFile {
-                path: cstring(&path)?,
-                flags: (reg.flags() as i32 & !STRIP) | libc::O_LARGEFILE,
-                pos: reg.pos(),
-                fds: vec![(e.fd() as i32, cloexec)],
-            },
-        );
+        let mut file = reg_file(images, e.id(), root, &mut ghost_paths, &mut ghosts)?;
+        file.fds.push((e.fd() as i32, cloexec));
+        by_id.insert(e.id(), file);
     }
     let pipes = pipes
         .into_iter()
@@ -448,6 +648,7 @@ pub(crate) fn child_plan(
         },
         files: by_id.into_values().collect(),
         pipes,
+        inherited,
         trampoline,
         trampoline_len,
     };
@@ -512,6 +713,19 @@ mod tests {
         for id in [4, 14] {
             assert_eq!(pipe_of(&files[&id]).unwrap().pipe_id(), 2296329);
         }
+    }
+
+    #[test]
+    fn nearest_common_ancestor_of_siblings_cousins_and_line_is_found() {
+        // 1 -> {2 -> {4, 5}, 3 -> 6}
+        let parent: BTreeMap<i32, i32> = [(1, 0), (2, 1), (3, 1), (4, 2), (5, 2), (6, 3)].into();
+        let nca = |p: &[i32]| nearest_common_ancestor(&parent, &p.iter().copied().collect());
+        assert_eq!(nca(&[4, 5]), Some(2));
+        assert_eq!(nca(&[4, 6]), Some(1));
+        assert_eq!(nca(&[2, 5]), Some(2));
+        assert_eq!(nca(&[4, 5, 6]), Some(1));
+        assert_eq!(nca(&[6]), Some(6));
+        assert_eq!(nca(&[]), None);
     }
 
     #[test]

@@ -466,7 +466,7 @@ fn check_namespaces(inv: &Inventory_entry, ids: &Task_kobj_ids_entry) -> Result<
 
 /// Turns pagemap entries into runs with their pages-image offsets, checking that each lies
 /// inside dumped VMAs, that they are sorted and disjoint, and that the image holds them.
-fn page_runs(
+pub(crate) fn page_runs(
     image: &str,
     entries: &[Pagemap_entry],
     vmas: &[Vma],

@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! load + validate every image ──► clone3(set_tid = pid) of the root; each process, depth
-//!   first: setsid / setpgid, its children (clone3 set_tid from inside, one after the
-//!   other: zombies exit with their code and stay unreaped), umask, cwd, files at their
-//!   fds, trampoline page, pause()   (plain syscalls, no allocation)
+//!   first: setsid / setpgid, the shared files and pipes it is the nearest common
+//!   ancestor of (at stash fds its children inherit), its children (clone3 set_tid from
+//!   inside, one after the other: zombies exit with their code and stay unreaped), umask,
+//!   cwd, inherited descriptions dup'ed to their fds, own files at their fds, trampoline
+//!   page, pause()   (plain syscalls, no allocation)
 //! ──► crs seizes the tree and, per process, runs syscalls in it from the trampoline:
-//!   unmap crs, move the vDSO, mmap every VMA, process_vm_writev the pages (rayon),
+//!   unmap crs, move the vDSO, mmap every VMA (shared anonymous ones from the object crs
+//!   created and filled once for the tree, see `shmem`), process_vm_writev the pages (rayon),
 //!   mprotect, PR_SET_MM_MAP, prctls, sigactions, sigaltstack, rseq, the other threads
 //!   (clone3 with set_tid from inside, each seized and given its own state: see
 //!   `threads`), POSIX timers, pending signals, creds of every thread, timers armed
@@ -24,6 +27,7 @@ mod files;
 mod images;
 mod pages;
 mod remote;
+mod shmem;
 mod task;
 mod threads;
 mod timers;
@@ -111,6 +115,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         }
     }
     let loaded = Images::load_tree(&opts.images_dir)?;
+    let shm_images = shmem::load(&opts.images_dir, &loaded.procs)?;
     let images = &loaded.procs[0];
     let pid = images.pid;
     let _span = info_span!("restore", pid).entered();
@@ -126,13 +131,14 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     }
     let tramp = choose_trampoline(&loaded.procs)?;
     let mut plans = BTreeMap::new();
-    let mut ghosts = Vec::new();
+    let (shared, shared_ghosts) = files::shared(&loaded)?;
+    let mut ghosts = vec![shared_ghosts];
     for p in &loaded.procs {
-        let (plan, g) = files::child_plan(p, opts.shell_job, tramp, TRAMPOLINE_LEN)?;
+        let (plan, g) = files::child_plan(p, opts.shell_job, &shared, tramp, TRAMPOLINE_LEN)?;
         plans.insert(p.pid, plan);
         ghosts.push(g);
     }
-    let nodes = tree_nodes(&loaded, opts.shell_job, plans)?;
+    let nodes = tree_nodes(&loaded, opts.shell_job, plans, shared.creates)?;
     let has_terminal = tty::connect(images)?;
 
     let t_fork = Instant::now();
@@ -162,9 +168,20 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         forking_time,
         ..RestoreStats::default()
     };
-    let built = loaded.procs.iter().try_for_each(|p| {
-        let _span = info_span!("process", pid = p.pid).entered();
-        build(&mut tree, p, p.pid, tramp, &mut stats)
+    // Shared anonymous objects: created and filled once, here, then mapped by each
+    // process that had them; crs's fds on them close when every process is built.
+    let built = shmem::Objects::create(&shm_images).and_then(|(objects, pages)| {
+        let mut proc_stats = RestoreStats::default();
+        loaded.procs.iter().try_for_each(|p| {
+            let _span = info_span!("process", pid = p.pid).entered();
+            build(&mut tree, p, p.pid, tramp, &objects, &mut proc_stats)?;
+            stats.pages_restored += proc_stats.pages_restored;
+            stats.pages_time += proc_stats.pages_time;
+            stats.injected_syscalls += proc_stats.injected_syscalls;
+            Ok::<(), RestoreError>(())
+        })?;
+        stats.pages_restored += pages;
+        Ok(())
     });
     let built = built
         .and_then(|()| {
@@ -238,6 +255,7 @@ fn tree_nodes(
     loaded: &Tree,
     shell_job: bool,
     mut plans: BTreeMap<Tid, crs_sys::restore::ChildPlan>,
+    mut creates: BTreeMap<Tid, crs_sys::restore::SharedCreates>,
 ) -> Result<Vec<TreeNode>, RestoreError> {
     let entries = &loaded.entries;
     let index: BTreeMap<u32, usize> = entries
@@ -304,6 +322,7 @@ fn tree_nodes(
             new_session,
             pgid,
             kind,
+            creates: creates.remove(&pid).unwrap_or_default(),
         });
         if i > 0 {
             nodes[index[&e.ppid()]].children.push(i);
@@ -364,6 +383,7 @@ fn build(
     images: &Images,
     pid: Tid,
     tramp: u64,
+    shmem: &shmem::Objects,
     stats: &mut RestoreStats,
 ) -> Result<(), RestoreError> {
     let compel = |what: &str| {
@@ -401,7 +421,7 @@ fn build(
     let t = Instant::now();
     vma::unmap_crs(&mut r, &maps, TRAMPOLINE_LEN as u64)?;
     vma::move_vdso(&mut r, images, &maps, TRAMPOLINE_LEN as u64)?;
-    vma::map_all(&mut r, images)?;
+    vma::map_all(&mut r, images, shmem)?;
     debug!(elapsed = ?t.elapsed(), calls = r.calls, "address space rebuilt");
     let t = Instant::now();
     stats.pages_restored = pages::fill(pid, images)?;
@@ -516,6 +536,7 @@ mod tests {
             root: None,
             files: Vec::new(),
             pipes: Vec::new(),
+            inherited: Vec::new(),
             trampoline: 1 << 32,
             trampoline_len: TRAMPOLINE_LEN,
         }
@@ -535,7 +556,7 @@ mod tests {
             procs: Vec::new(),
             zombies,
         };
-        tree_nodes(&tree, false, plans)
+        tree_nodes(&tree, false, plans, BTreeMap::new())
     }
 
     #[test]

@@ -24,6 +24,11 @@ const UNSUPPORTED: u32 =
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Anon,
+    /// MAP_SHARED|MAP_ANONYMOUS: a mapping of shared object `shmid` (one object for every
+    /// process that maps it).
+    AnonShared {
+        shmid: u64,
+    },
     FilePrivate,
     FileShared,
     Vdso,
@@ -81,7 +86,7 @@ pub(crate) fn parse(
             Kind::Vdso
         } else if status & AREA_VVAR != 0 {
             Kind::Vvar
-        } else if status & UNSUPPORTED != 0 || status & ANON_SHARED != 0 {
+        } else if status & UNSUPPORTED != 0 {
             return Err(RestoreError::Unsupported {
                 what: format!("{range} with status {status:#x}"),
             });
@@ -89,6 +94,11 @@ pub(crate) fn parse(
             return Err(bad(format!(
                 "{range}: status {status:#x} without VMA_AREA_REGULAR"
             )));
+        } else if status & ANON_SHARED != 0 {
+            if v.flags() & libc::MAP_SHARED as u32 == 0 {
+                return Err(bad(format!("{range}: shared anonymous without MAP_SHARED")));
+            }
+            Kind::AnonShared { shmid: v.shmid() }
         } else if status & FILE_PRIVATE != 0 {
             Kind::FilePrivate
         } else if status & FILE_SHARED != 0 {
@@ -284,12 +294,18 @@ fn mremap_block(
 }
 
 /// Maps every dumped VMA at its address; VMAs that get pages are writable until
-/// [`finish_prot`]. Applies madvise bits.
-pub(crate) fn map_all(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
+/// [`finish_prot`]. Applies madvise bits. Shared anonymous VMAs map the object crs made for
+/// them (`shmem`), opened in the task through `/proc/<crs>/fd/<n>`.
+pub(crate) fn map_all(
+    r: &mut Remote<'_>,
+    images: &Images,
+    shmem: &crate::shmem::Objects,
+) -> Result<(), RestoreError> {
     let mut fds: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
+    let mut shm_fds: std::collections::BTreeMap<u64, i64> = Default::default();
     for v in images.vmas.iter().filter(|v| !v.special()) {
         let writable_for_fill = has_pages(images, v) && v.prot & libc::PROT_WRITE as u32 == 0;
-        if writable_for_fill && v.kind == Kind::FileShared {
+        if writable_for_fill && matches!(v.kind, Kind::FileShared | Kind::AnonShared { .. }) {
             return Err(RestoreError::Invalid {
                 image: "pagemap".into(),
                 what: format!(
@@ -303,10 +319,34 @@ pub(crate) fn map_all(r: &mut Remote<'_>, images: &Images) -> Result<(), Restore
         } else {
             v.prot
         };
-        let flags = (v.flags as i32 | libc::MAP_FIXED) & !libc::MAP_FIXED_NOREPLACE;
-        let fd = match v.file_id {
-            None => u64::MAX,
-            Some(id) => {
+        let mut flags = (v.flags as i32 | libc::MAP_FIXED) & !libc::MAP_FIXED_NOREPLACE;
+        let fd = match (v.file_id, v.kind) {
+            (None, Kind::AnonShared { shmid }) => {
+                // The object crs created and filled: mapped through its fd, not anew.
+                flags &= !libc::MAP_ANONYMOUS;
+                if let Some(&fd) = shm_fds.get(&shmid) {
+                    fd as u64
+                } else {
+                    let theirs = shmem.fd_path(shmid)?;
+                    let p = r.put_str(0, &theirs)?;
+                    let fd = r.call(
+                        libc::SYS_openat,
+                        [
+                            libc::AT_FDCWD as u64,
+                            p,
+                            (libc::O_RDWR | libc::O_CLOEXEC | libc::O_LARGEFILE) as u64,
+                            0,
+                            0,
+                            0,
+                        ],
+                        || format!("opening shared memory {shmid} ({theirs}) to map it"),
+                    )?;
+                    shm_fds.insert(shmid, fd);
+                    fd as u64
+                }
+            }
+            (None, _) => u64::MAX,
+            (Some(id), _) => {
                 let acc = if v.kind == Kind::FileShared {
                     v.fdflags & libc::O_ACCMODE as u32
                 } else {
@@ -334,7 +374,11 @@ pub(crate) fn map_all(r: &mut Remote<'_>, images: &Images) -> Result<(), Restore
                 }
             }
         };
-        let off = if v.file_id.is_some() { v.pgoff } else { 0 };
+        let off = if v.file_id.is_some() || matches!(v.kind, Kind::AnonShared { .. }) {
+            v.pgoff
+        } else {
+            0
+        };
         let len = v.end - v.start;
         let got = r.call(
             libc::SYS_mmap,
@@ -363,7 +407,7 @@ pub(crate) fn map_all(r: &mut Remote<'_>, images: &Images) -> Result<(), Restore
             }
         }
     }
-    for (_, fd) in fds {
+    for fd in fds.into_values().chain(shm_fds.into_values()) {
         r.call(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], || {
             format!("close of mapping fd {fd}")
         })?;
@@ -411,6 +455,41 @@ mod tests {
             fdflags: 0,
             madv: 0,
         }
+    }
+
+    fn mm_with(status: u32, flags: u32) -> crs_images::pb::mm::Mm_entry {
+        crs_images::pb::mm::Mm_entry {
+            vmas: vec![crs_images::pb::vma::Vma_entry {
+                start: Some(0x10000),
+                end: Some(0x20000),
+                pgoff: Some(0x3000),
+                shmid: Some(1034),
+                prot: Some(3),
+                flags: Some(flags),
+                status: Some(status),
+                fd: Some(-1),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parse_anon_shared_kind_carries_shmid() {
+        let mm = mm_with(AREA_REGULAR | ANON_SHARED, 0x21);
+        let v = parse("mm-1.img", &mm).unwrap();
+        assert_eq!(v[0].kind, Kind::AnonShared { shmid: 1034 });
+        assert_eq!(v[0].pgoff, 0x3000);
+        assert_eq!(v[0].file_id, None);
+    }
+
+    #[test]
+    fn parse_anon_shared_without_map_shared_is_invalid() {
+        let mm = mm_with(AREA_REGULAR | ANON_SHARED, 0x22);
+        assert!(matches!(
+            parse("mm-1.img", &mm),
+            Err(RestoreError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod ptrace;
 pub mod remote;
 pub mod restore;
 pub mod seccomp;
+pub mod shmem;
 pub mod time;
 pub mod tty;
 #[cfg(target_arch = "x86_64")]

@@ -6,6 +6,12 @@
 //! copy of its parent. Between clone3 and the point where it parks, each runs only the code
 //! in this file: raw syscalls on data that was prepared before the first clone
 //! ([`TreeNode`], [`ChildPlan`]), no allocation, no locks, no libc state.
+//!
+//! Fd numbers: every fd any process places is below a tree-wide `stash` number; the
+//! descriptions shared by several processes wait at `stash + slot` from the node that
+//! creates them (their nearest common ancestor) down to every process below it, which
+//! keeps that range when it closes what it inherited, dups its own to their fds, then
+//! closes the range; report pipes and temporary pipe ends live above it.
 
 use std::ffi::CString;
 use std::fmt;
@@ -52,6 +58,45 @@ pub struct PlannedPipe {
     pub write: PipeEnd,
 }
 
+/// An open file description shared by several processes of the tree: created once by
+/// their nearest common ancestor (see [`SharedCreates`]) at stash slot `slot`, inherited
+/// across clone, and put at `fd` by each process that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InheritedFd {
+    /// The stash slot the description waits in.
+    pub slot: usize,
+    /// The fd number it goes to.
+    pub fd: RawFd,
+    /// Its close-on-exec flag.
+    pub cloexec: bool,
+}
+
+/// A regular file a node opens for the processes below it, at stash slot `slot`.
+#[derive(Debug)]
+pub struct SharedFile {
+    /// Path, flags and position (`fds` is ignored).
+    pub file: PlannedFile,
+    pub slot: usize,
+}
+
+/// A pipe a node creates for the processes below it: each end that someone holds waits
+/// at its stash slot (`None`: nobody holds that end, it is closed once the pipe is filled).
+#[derive(Debug)]
+pub struct SharedPipe {
+    /// Size, data and each end's flags (the ends' `fds` are ignored).
+    pub pipe: PlannedPipe,
+    pub read_slot: Option<usize>,
+    pub write_slot: Option<usize>,
+}
+
+/// The shared open file descriptions a node creates before its children, so that they
+/// inherit them: every process holding one then has the same description.
+#[derive(Debug, Default)]
+pub struct SharedCreates {
+    pub files: Vec<SharedFile>,
+    pub pipes: Vec<SharedPipe>,
+}
+
 /// What the new task does to itself before it parks.
 #[derive(Debug)]
 pub struct ChildPlan {
@@ -65,6 +110,9 @@ pub struct ChildPlan {
     pub files: Vec<PlannedFile>,
     /// Pipes to create, fill and put at their fd numbers (after `files`).
     pub pipes: Vec<PlannedPipe>,
+    /// Descriptions created by an ancestor (or this process) before its children, put
+    /// at their fd numbers first; then every stash slot is closed.
+    pub inherited: Vec<InheritedFd>,
     /// Address of the trampoline region (page aligned, free in crs at the time of the
     /// clone). Its first page becomes read+exec and holds [`TRAMPOLINE_CODE`]; the rest is
     /// read+write scratch.
@@ -87,6 +135,9 @@ pub struct TreeNode {
     pub pgid: Option<Tid>,
     /// A live process or a zombie.
     pub kind: NodeKind,
+    /// Shared descriptions it creates (after its session and group, before its
+    /// children), for itself and the processes below it.
+    pub creates: SharedCreates,
 }
 
 /// What a [`TreeNode`] becomes.
@@ -129,6 +180,7 @@ pub enum ChildStep {
     Clone,
     ChildDied,
     WaitZombie,
+    Inherit,
     Unknown(u32),
 }
 
@@ -157,6 +209,7 @@ impl ChildStep {
             ChildStep::Clone => 20,
             ChildStep::ChildDied => 21,
             ChildStep::WaitZombie => 22,
+            ChildStep::Inherit => 23,
             ChildStep::Unknown(c) => c,
         }
     }
@@ -185,6 +238,7 @@ impl ChildStep {
             ChildStep::Clone,
             ChildStep::ChildDied,
             ChildStep::WaitZombie,
+            ChildStep::Inherit,
         ]
         .into_iter()
         .find(|s| s.code() == c)
@@ -217,6 +271,7 @@ impl fmt::Display for ChildStep {
             ChildStep::Clone => "clone3 of a child with set_tid",
             ChildStep::ChildDied => "waiting for a child's report (it died)",
             ChildStep::WaitZombie => "waiting for a zombie child to exit",
+            ChildStep::Inherit => "placing an inherited shared file at its fd",
             ChildStep::Unknown(c) => return write!(f, "unknown step {c}"),
         };
         f.write_str(s)
@@ -284,8 +339,51 @@ fn fd_floor(plan: &ChildPlan) -> RawFd {
                 .chain(p.write.fds.iter())
                 .map(|&(fd, _)| fd)
         }))
+        .chain(plan.inherited.iter().map(|i| i.fd))
         .max()
         .map_or(3, |m| m + 1)
+}
+
+/// Fd numbers of the whole tree: every fd any process places is below `stash`; stash slot
+/// k is fd `stash + k`; the report pipe and the temporary pipe ends go at `top` or above.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    stash: RawFd,
+    top: RawFd,
+}
+
+impl Layout {
+    fn of(nodes: &[TreeNode]) -> Layout {
+        let mut stash = 3;
+        let mut slots = 0usize;
+        for n in nodes {
+            if let NodeKind::Live(plan) = &n.kind {
+                assert!(
+                    plan.trampoline_len >= 2 * PAGE && plan.trampoline_len.is_multiple_of(PAGE)
+                );
+                stash = stash.max(fd_floor(plan));
+                for i in &plan.inherited {
+                    slots = slots.max(i.slot + 1);
+                }
+            }
+            for f in &n.creates.files {
+                slots = slots.max(f.slot + 1);
+            }
+            for p in &n.creates.pipes {
+                for s in [p.read_slot, p.write_slot].into_iter().flatten() {
+                    slots = slots.max(s + 1);
+                }
+            }
+        }
+        Layout {
+            stash,
+            top: stash + slots as RawFd,
+        }
+    }
+
+    fn slot(&self, slot: usize) -> RawFd {
+        self.stash + slot as RawFd
+    }
 }
 
 /// Creates the process tree `nodes` (`nodes[0]` is the root, a child of the calling
@@ -303,18 +401,7 @@ fn fd_floor(plan: &ChildPlan) -> RawFd {
 /// # Panics
 /// When the root is a zombie or a node's trampoline is not page aligned.
 pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
-    let floors: Vec<RawFd> = nodes
-        .iter()
-        .map(|n| match &n.kind {
-            NodeKind::Live(plan) => {
-                assert!(
-                    plan.trampoline_len >= 2 * PAGE && plan.trampoline_len.is_multiple_of(PAGE)
-                );
-                fd_floor(plan)
-            }
-            NodeKind::Zombie { .. } => 3,
-        })
-        .collect();
+    let layout = Layout::of(nodes);
     assert!(matches!(nodes[0].kind, NodeKind::Live(_)), "a zombie root");
     let (rfd, wfd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
@@ -342,7 +429,7 @@ pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
         )
     };
     if ret == 0 {
-        node_main(nodes, &floors, 0, rfd.as_raw_fd(), wfd.as_raw_fd());
+        node_main(nodes, layout, 0, rfd.as_raw_fd(), wfd.as_raw_fd());
     }
     let child = cvt(ret).map_err(SpawnError::Clone)? as Tid;
     drop(wfd);
@@ -421,7 +508,7 @@ fn errno() -> i32 {
 /// Creates child node `c` from inside its parent node (whose report fd is `wfd`), waits
 /// for its report, and forwards a failure report up (then exits). Runs in a new task: raw
 /// syscalls only.
-fn spawn_child(nodes: &[TreeNode], floors: &[RawFd], c: usize, wfd: RawFd) {
+fn spawn_child(nodes: &[TreeNode], layout: Layout, c: usize, wfd: RawFd) {
     let mut ends: [libc::c_int; 2] = [-1, -1];
     let set_tid = [nodes[c].pid];
     let args = CloneArgs {
@@ -449,7 +536,7 @@ fn spawn_child(nodes: &[TreeNode], floors: &[RawFd], c: usize, wfd: RawFd) {
             std::mem::size_of::<CloneArgs>(),
         );
         if ret == 0 {
-            node_main(nodes, floors, c, ends[0], ends[1]);
+            node_main(nodes, layout, c, ends[0], ends[1]);
         }
         if ret < 0 {
             fail(wfd, ChildStep::Clone, c, errno());
@@ -513,9 +600,9 @@ fn spawn_child(nodes: &[TreeNode], floors: &[RawFd], c: usize, wfd: RawFd) {
 
 /// The code of new task `nodes[i]`, with `rfd`/`wfd` the ends of its report pipe. Never
 /// returns.
-fn node_main(nodes: &[TreeNode], floors: &[RawFd], i: usize, rfd: RawFd, wfd: RawFd) -> ! {
+fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawFd) -> ! {
     let node = &nodes[i];
-    let floor = floors[i];
+    let floor = layout.top;
     let mut wfd = wfd;
     // SAFETY: for every `sys` call below, the arguments are integers, or pointers to
     // NUL-terminated strings or byte buffers owned by `nodes` with their exact lengths
@@ -540,8 +627,18 @@ fn node_main(nodes: &[TreeNode], floors: &[RawFd], i: usize, rfd: RawFd, wfd: Ra
         }
         sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
         wfd = moved as RawFd;
-        if wfd > 0 && sys(libc::SYS_close_range, [0, (wfd - 1) as u64, 0, 0]) < 0 {
-            fail(wfd, ChildStep::CloseFds, 0, errno());
+        // Everything below the report fd goes, except (below the root) the stash slots:
+        // the shared descriptions the ancestors created.
+        let keep_stash = i != 0 && layout.top > layout.stash;
+        let ranges = if keep_stash {
+            [(0, layout.stash - 1), (layout.top, wfd - 1)]
+        } else {
+            [(0, wfd - 1), (1, 0)]
+        };
+        for (lo, hi) in ranges {
+            if lo <= hi && sys(libc::SYS_close_range, [lo as u64, hi as u64, 0, 0]) < 0 {
+                fail(wfd, ChildStep::CloseFds, 0, errno());
+            }
         }
         if sys(
             libc::SYS_close_range,
@@ -559,8 +656,23 @@ fn node_main(nodes: &[TreeNode], floors: &[RawFd], i: usize, rfd: RawFd, wfd: Ra
                 fail(wfd, ChildStep::Setpgid, 0, errno());
             }
         }
+        for (k, f) in node.creates.files.iter().enumerate() {
+            open_planned(wfd, k, &f.file, &[(layout.slot(f.slot), true)]);
+        }
+        for (k, p) in node.creates.pipes.iter().enumerate() {
+            let r = p.read_slot.map(|s| [(layout.slot(s), true)]);
+            let w = p.write_slot.map(|s| [(layout.slot(s), true)]);
+            make_pipe(
+                wfd,
+                k,
+                &p.pipe,
+                floor,
+                r.as_ref().map_or(&[][..], |a| &a[..]),
+                w.as_ref().map_or(&[][..], |a| &a[..]),
+            );
+        }
         for &c in &node.children {
-            spawn_child(nodes, floors, c, wfd);
+            spawn_child(nodes, layout, c, wfd);
         }
         let plan = match &node.kind {
             NodeKind::Live(plan) => plan,
@@ -597,52 +709,26 @@ fn node_main(nodes: &[TreeNode], floors: &[RawFd], i: usize, rfd: RawFd, wfd: Ra
                 fail(wfd, ChildStep::Chroot, 0, errno());
             }
         }
-        for (i, f) in plan.files.iter().enumerate() {
-            let fd = sys(
-                libc::SYS_openat,
-                [
-                    libc::AT_FDCWD as u64,
-                    f.path.as_ptr() as u64,
-                    f.flags as u32 as u64,
-                    0,
-                ],
-            );
-            if fd < 0 {
-                fail(wfd, ChildStep::Open, i, errno());
-            }
-            if f.pos != 0
-                && sys(
-                    libc::SYS_lseek,
-                    [fd as u64, f.pos, libc::SEEK_SET as u64, 0],
-                ) < 0
-            {
-                fail(wfd, ChildStep::Seek, i, errno());
-            }
-            let mut kept = false;
-            for &(target, cloexec) in &f.fds {
-                if target as libc::c_long == fd {
-                    kept = true;
-                    let fl = if cloexec { libc::FD_CLOEXEC } else { 0 };
-                    if sys(
-                        libc::SYS_fcntl,
-                        [fd as u64, libc::F_SETFD as u64, fl as u64, 0],
-                    ) < 0
-                    {
-                        fail(wfd, ChildStep::SetCloexec, i, errno());
-                    }
-                } else {
-                    let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
-                    if sys(libc::SYS_dup3, [fd as u64, target as u64, fl as u64, 0]) < 0 {
-                        fail(wfd, ChildStep::Dup, i, errno());
-                    }
-                }
-            }
-            if !kept && sys(libc::SYS_close, [fd as u64, 0, 0, 0]) < 0 {
-                fail(wfd, ChildStep::CloseTemp, i, errno());
+        for (k, f) in plan.inherited.iter().enumerate() {
+            let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+            let from = layout.slot(f.slot);
+            if sys(libc::SYS_dup3, [from as u64, f.fd as u64, fl as u64, 0]) < 0 {
+                fail(wfd, ChildStep::Inherit, k, errno());
             }
         }
+        if layout.top > layout.stash
+            && sys(
+                libc::SYS_close_range,
+                [layout.stash as u64, (layout.top - 1) as u64, 0, 0],
+            ) < 0
+        {
+            fail(wfd, ChildStep::CloseFds, 0, errno());
+        }
+        for (i, f) in plan.files.iter().enumerate() {
+            open_planned(wfd, i, f, &f.fds);
+        }
         for (i, p) in plan.pipes.iter().enumerate() {
-            make_pipe(wfd, i, p, floor);
+            make_pipe(wfd, i, p, floor, &p.read.fds, &p.write.fds);
         }
         let at = libc::syscall(
             libc::SYS_mmap,
@@ -682,9 +768,68 @@ fn node_main(nodes: &[TreeNode], floors: &[RawFd], i: usize, rfd: RawFd, wfd: Ra
     }
 }
 
+/// Opens file `f` in the new task, seeks it, and puts it at `targets` (the temporary fd
+/// closed unless it is one of them). Runs in the new task: raw syscalls only.
+fn open_planned(wfd: RawFd, i: usize, f: &PlannedFile, targets: &[(RawFd, bool)]) {
+    // SAFETY: see `node_main`: `f.path` is a NUL-terminated string alive for the call;
+    // every other argument is an integer.
+    unsafe {
+        let fd = sys(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                f.path.as_ptr() as u64,
+                f.flags as u32 as u64,
+                0,
+            ],
+        );
+        if fd < 0 {
+            fail(wfd, ChildStep::Open, i, errno());
+        }
+        if f.pos != 0
+            && sys(
+                libc::SYS_lseek,
+                [fd as u64, f.pos, libc::SEEK_SET as u64, 0],
+            ) < 0
+        {
+            fail(wfd, ChildStep::Seek, i, errno());
+        }
+        let mut kept = false;
+        for &(target, cloexec) in targets {
+            if target as libc::c_long == fd {
+                kept = true;
+                let fl = if cloexec { libc::FD_CLOEXEC } else { 0 };
+                if sys(
+                    libc::SYS_fcntl,
+                    [fd as u64, libc::F_SETFD as u64, fl as u64, 0],
+                ) < 0
+                {
+                    fail(wfd, ChildStep::SetCloexec, i, errno());
+                }
+            } else {
+                let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
+                if sys(libc::SYS_dup3, [fd as u64, target as u64, fl as u64, 0]) < 0 {
+                    fail(wfd, ChildStep::Dup, i, errno());
+                }
+            }
+        }
+        if !kept && sys(libc::SYS_close, [fd as u64, 0, 0, 0]) < 0 {
+            fail(wfd, ChildStep::CloseTemp, i, errno());
+        }
+    }
+}
+
 /// Creates pipe `p` in the new task: both ends above every target fd, sized, filled, then
-/// each end at its fds with its flags. Runs in the new task: raw syscalls only.
-fn make_pipe(wfd: RawFd, i: usize, p: &PlannedPipe, fd_floor: RawFd) {
+/// each end at its targets (`read`, `write`) with its flags. Runs in the new task: raw
+/// syscalls only.
+fn make_pipe(
+    wfd: RawFd,
+    i: usize,
+    p: &PlannedPipe,
+    fd_floor: RawFd,
+    read: &[(RawFd, bool)],
+    write: &[(RawFd, bool)],
+) {
     let mut ends: [libc::c_int; 2] = [-1, -1];
     // SAFETY: see `child_main`: `ends` is a live local array of two ints the kernel writes;
     // `p.data` is a live buffer of `p.data.len()` bytes the kernel only reads; every other
@@ -748,7 +893,7 @@ fn make_pipe(wfd: RawFd, i: usize, p: &PlannedPipe, fd_floor: RawFd) {
             }
             off += n as usize;
         }
-        for (fd, end) in [(r, &p.read), (w, &p.write)] {
+        for (fd, end, targets) in [(r, &p.read, read), (w, &p.write, write)] {
             if sys(
                 libc::SYS_fcntl,
                 [fd as u64, libc::F_SETFL as u64, end.flags as u32 as u64, 0],
@@ -756,7 +901,7 @@ fn make_pipe(wfd: RawFd, i: usize, p: &PlannedPipe, fd_floor: RawFd) {
             {
                 fail(wfd, ChildStep::PipeFlags, i, errno());
             }
-            for &(target, cloexec) in &end.fds {
+            for &(target, cloexec) in targets {
                 let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
                 if sys(libc::SYS_dup3, [fd as u64, target as u64, fl as u64, 0]) < 0 {
                     fail(wfd, ChildStep::Dup, i, errno());
