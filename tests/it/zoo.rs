@@ -54,6 +54,7 @@ macro_rules! zoo {
 }
 
 zoo! {
+    anon_fds => Workload::C("anonfds"),
     avx_registers => Workload::C("avx"),
     busy_loop => Workload::C("busyloop"),
     char_devices => Workload::C("chardev"),

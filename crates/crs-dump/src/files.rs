@@ -37,6 +37,9 @@ use tracing::debug;
 use crate::error::{compel_err, proc_err, DumpError, Result};
 use crate::imgdir::ImageDir;
 
+#[path = "anonfd.rs"]
+mod anonfd;
+
 const DELETED_SUFFIX: &str = " (deleted)";
 /// Ghost files at least this big are saved as chunks of data, holes skipped (CRIU's
 /// GHOST_CHUNKS_THRESH).
@@ -342,6 +345,10 @@ impl FileTable {
                 link: link_s.clone(),
                 why,
             };
+            if let Some(kind) = anonfd::AnonKind::of_link(&link_s) {
+                out.push(self.anon_fd(tree, proc_dir, fd, kind, &info, &link_s)?);
+                continue;
+            }
             let is_pipe = link_s.starts_with("pipe:[");
             if !is_pipe && !link_s.starts_with('/') {
                 return Err(unsupported(

@@ -571,6 +571,9 @@ pub(crate) fn child_plan(
     let mut pipes: BTreeMap<u32, (Option<u32>, Option<u32>, PlannedPipe)> = BTreeMap::new();
     let mut inherited = Vec::new();
     for e in &images.fdinfo {
+        if crate::anonfd::is_anon(e.type_()) {
+            continue; // created by injected syscalls once the task is seized
+        }
         let cloexec = e.flags() & libc::FD_CLOEXEC as u32 != 0;
         if let Some(&slot) = shared.slots.get(&e.id()) {
             inherited.push(InheritedFd {

@@ -296,6 +296,9 @@ impl Images {
                 (Fd_types::TTY, Fd_types::TTY) => {
                     crate::tty::tty_of(f)?;
                 }
+                (ft, et) if ft == et && crate::anonfd::is_anon(ft) => {
+                    crate::anonfd::check(f, &fdinfo, &fdinfo_name)?;
+                }
                 (ft, et) if ft != et => {
                     return Err(invalid(
                         &fdinfo_name,

@@ -20,6 +20,7 @@
 //! the images are only read.
 #![forbid(unsafe_code)]
 
+mod anonfd;
 mod arch;
 mod creds;
 mod error;
@@ -429,6 +430,7 @@ fn build(
     debug!(pages = stats.pages_restored, elapsed = ?stats.pages_time, "pages filled");
     vma::finish_prot(&mut r, images)?;
     task::set_mm(&mut r, images)?;
+    anonfd::create(&mut r, images)?;
     task::set_misc(&mut r, images)?;
     task::set_rlimits(pid, images);
     // The other threads, once the memory they run in is there, before the timers that
@@ -446,6 +448,7 @@ fn build(
     threads::set_creds(&mut r, images)?;
     creds::restore(&mut r, images)?;
     timers::arm(&mut r, images, &posix_timers)?;
+    anonfd::arm(&mut r, images)?;
     threads::set_final(&mut r, images)?;
 
     let ti = images.core.thread_info.as_ref().expect("checked at load");
