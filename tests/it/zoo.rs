@@ -79,6 +79,7 @@ zoo! {
     sigaltstack => Workload::C("sigaltstack"),
     signals => Workload::C("signals"),
     tls => Workload::C("tls"),
+    unix_socketpair => Workload::C("unixpair"),
     process_tree => Workload::C("tree"),
     threads16 => Workload::C("threads"),
     shared_anon => Workload::C("shmem"),

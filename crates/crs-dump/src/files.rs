@@ -39,6 +39,8 @@ use crate::imgdir::ImageDir;
 
 #[path = "anonfd.rs"]
 mod anonfd;
+#[path = "unixsk.rs"]
+mod unixsk;
 
 const DELETED_SUFFIX: &str = " (deleted)";
 /// Ghost files at least this big are saved as chunks of data, holes skipped (CRIU's
@@ -72,6 +74,8 @@ pub(crate) struct FileTable {
     pipe_data: Vec<(Pipe_data_entry, Vec<u8>)>,
     /// tty-info.img: one entry per terminal (pty index), in dump order.
     tty_infos: Vec<Tty_info_entry>,
+    /// Unix sockets and their queued messages (sk-queues.img).
+    unix: unixsk::UnixSockets,
     /// (dev, ino) -> (pid, fd, id) of every fd dumped so far, in every process: an fd whose
     /// open file description (kcmp KCMP_FILE) is one of these gets its id, so fds that
     /// share a description, in one process or across processes, share one file entry.
@@ -208,6 +212,7 @@ impl FileTable {
             ghost_images: Vec::new(),
             pipe_data: Vec::new(),
             tty_infos: Vec::new(),
+            unix: unixsk::UnixSockets::default(),
             seen: HashMap::new(),
         }
     }
@@ -349,6 +354,10 @@ impl FileTable {
                 out.push(self.anon_fd(tree, proc_dir, fd, kind, &info, &link_s)?);
                 continue;
             }
+            if link_s.starts_with("socket:[") {
+                out.push(self.unix_fd(tree, pid, fd, &info, &link_s)?);
+                continue;
+            }
             let is_pipe = link_s.starts_with("pipe:[");
             if !is_pipe && !link_s.starts_with('/') {
                 return Err(unsupported(
@@ -453,6 +462,7 @@ impl FileTable {
                 },
             });
         }
+        self.unix.check_peers(pid)?;
         Ok(out)
     }
 
@@ -589,7 +599,7 @@ impl FileTable {
             }
             dir.write(img)?;
         }
-        Ok(())
+        self.unix.write(dir)
     }
 }
 

@@ -571,7 +571,7 @@ pub(crate) fn child_plan(
     let mut pipes: BTreeMap<u32, (Option<u32>, Option<u32>, PlannedPipe)> = BTreeMap::new();
     let mut inherited = Vec::new();
     for e in &images.fdinfo {
-        if crate::anonfd::is_anon(e.type_()) {
+        if crate::anonfd::is_anon(e.type_()) || e.type_() == Fd_types::UNIXSK {
             continue; // created by injected syscalls once the task is seized
         }
         let cloexec = e.flags() & libc::FD_CLOEXEC as u32 != 0;

@@ -55,6 +55,8 @@ pub(crate) struct Images {
     pub fdinfo: Vec<Fdinfo_entry>,
     /// Ghost files, remaps and pipe data.
     pub file_images: FileImages,
+    /// Messages queued on the unix sockets (sk-queues.img), by receiving file id.
+    pub unix_queues: crate::unixsk::Queues,
 }
 
 /// task_state of a zombie in core.tc.
@@ -296,6 +298,9 @@ impl Images {
                 (Fd_types::TTY, Fd_types::TTY) => {
                     crate::tty::tty_of(f)?;
                 }
+                (Fd_types::UNIXSK, Fd_types::UNIXSK) => {
+                    crate::unixsk::check(f, &files, &fdinfo)?;
+                }
                 (ft, et) if ft == et && crate::anonfd::is_anon(ft) => {
                     crate::anonfd::check(f, &fdinfo, &fdinfo_name)?;
                 }
@@ -315,6 +320,7 @@ impl Images {
             }
         }
         let file_images = files::load(dir, &files)?;
+        let unix_queues = crate::unixsk::load(dir, &files, &fdinfo)?;
         let deleted = |id: u32, what: &str| {
             if file_images.ghost_of.contains_key(&id) {
                 Err(unsupported(format!(
@@ -364,6 +370,7 @@ impl Images {
             files,
             fdinfo,
             file_images,
+            unix_queues,
         })
     }
 

@@ -33,6 +33,7 @@ mod task;
 mod threads;
 mod timers;
 mod tty;
+mod unixsk;
 mod vma;
 
 use std::collections::BTreeMap;
@@ -430,6 +431,7 @@ fn build(
     debug!(pages = stats.pages_restored, elapsed = ?stats.pages_time, "pages filled");
     vma::finish_prot(&mut r, images)?;
     task::set_mm(&mut r, images)?;
+    unixsk::create(&mut r, images)?;
     anonfd::create(&mut r, images)?;
     task::set_misc(&mut r, images)?;
     task::set_rlimits(pid, images);

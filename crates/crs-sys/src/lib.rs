@@ -17,6 +17,7 @@ pub mod seccomp;
 pub mod shmem;
 pub mod time;
 pub mod tty;
+pub mod unixsk;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
