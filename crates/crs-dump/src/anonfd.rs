@@ -7,7 +7,6 @@
 //! is the fd's, in fdinfo-N.img), as CRIU stores them.
 
 use std::fs::File;
-use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
 use crs_compel::SeizedTree;
@@ -18,11 +17,10 @@ use crs_images::pb::fown::Fown_entry;
 use crs_images::pb::signalfd::Signalfd_entry;
 use crs_images::pb::timerfd::Timerfd_entry;
 use crs_proc::{FdInfo, ProcDir};
-use crs_sys::dump::{file_owner, kcmp, kcmp_type};
 use protobuf::{EnumOrUnknown, MessageField};
 use tracing::debug;
 
-use super::{FdEntry, FileTable};
+use super::{fown_of, FdEntry, FileTable};
 use crate::error::{compel_err, DumpError, Result};
 
 /// The anon-inode files crs saves.
@@ -86,36 +84,17 @@ impl FileTable {
             source,
         })?;
         let key = (md.dev(), md.ino());
-        let mut shared = None;
-        for &(other_pid, other, id) in self.seen.get(&key).into_iter().flatten() {
-            let same = kcmp(pid, other_pid, kcmp_type::FILE, fd as u64, other as u64).map_err(
-                |source| DumpError::Kcmp {
-                    pid,
-                    what: "files",
-                    source,
-                },
-            )?;
-            if same == 0 {
-                if other_pid != pid {
-                    return Err(unsupported("an anon-inode file shared between processes"));
-                }
-                shared = Some(id);
-                break;
+        let shared = match self.shared_with(pid, fd, key)? {
+            Some((other_pid, _)) if other_pid != pid => {
+                return Err(unsupported("an anon-inode file shared between processes"));
             }
-        }
+            found => found.map(|(_, id)| id),
+        };
         let id = match shared {
             Some(id) => id,
             None => {
                 let id = self.alloc();
-                let owner = file_owner(file.as_fd()).unwrap_or_default();
-                let fown = Fown_entry {
-                    uid: Some(0),
-                    euid: Some(0),
-                    signum: Some(owner.signum as u32),
-                    pid_type: Some(owner.kind as u32),
-                    pid: Some(owner.pid as u32),
-                    ..Default::default()
-                };
+                let fown = fown_of(&file);
                 let flags = info.flags & !(libc::O_CLOEXEC as u32);
                 let entry =
                     anon_entry(id, kind, flags, fown, info, proc_dir).map_err(unsupported)?;

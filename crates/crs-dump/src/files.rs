@@ -200,7 +200,44 @@ pub(crate) fn build_id(f: &File) -> Option<Vec<u32>> {
     None
 }
 
+/// The owner of an open file (F_GETOWN_EX / F_GETSIG), as CRIU records it.
+fn fown_of(file: &std::fs::File) -> Fown_entry {
+    let owner = file_owner(file.as_fd()).unwrap_or_default();
+    Fown_entry {
+        uid: Some(0),
+        euid: Some(0),
+        signum: Some(owner.signum as u32),
+        pid_type: Some(owner.kind as u32),
+        pid: Some(owner.pid as u32),
+        ..Default::default()
+    }
+}
+
 impl FileTable {
+    /// An already-dumped fd with the same open file description as fd `fd` of
+    /// `pid` (kcmp KCMP_FILE among the fds seen on the same inode `key`): the
+    /// process holding it and the file id it was given.
+    fn shared_with(
+        &self,
+        pid: Tid,
+        fd: i32,
+        key: (u64, u64),
+    ) -> Result<Option<(Tid, u32)>, DumpError> {
+        for &(other_pid, other, id) in self.seen.get(&key).into_iter().flatten() {
+            let same = kcmp(pid, other_pid, kcmp_type::FILE, fd as u64, other as u64).map_err(
+                |source| DumpError::Kcmp {
+                    pid,
+                    what: "files",
+                    source,
+                },
+            )?;
+            if same == 0 {
+                return Ok(Some((other_pid, id)));
+            }
+        }
+        Ok(None)
+    }
+
     pub(crate) fn new() -> FileTable {
         FileTable {
             next_id: 1,
@@ -394,33 +431,12 @@ impl FileTable {
             }
             let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
             let key = (md.dev(), md.ino());
-            let mut shared = None;
-            for &(other_pid, other, id) in self.seen.get(&key).into_iter().flatten() {
-                let same = kcmp(pid, other_pid, kcmp_type::FILE, fd as u64, other as u64).map_err(
-                    |source| DumpError::Kcmp {
-                        pid,
-                        what: "files",
-                        source,
-                    },
-                )?;
-                if same == 0 {
-                    shared = Some(id);
-                    break;
-                }
-            }
+            let shared = self.shared_with(pid, fd, key)?.map(|(_, id)| id);
             let id = match shared {
                 Some(id) => id,
                 None => {
                     let id = self.alloc();
-                    let owner = file_owner(file.as_fd()).unwrap_or_default();
-                    let fown = Fown_entry {
-                        uid: Some(0),
-                        euid: Some(0),
-                        signum: Some(owner.signum as u32),
-                        pid_type: Some(owner.kind as u32),
-                        pid: Some(owner.pid as u32),
-                        ..Default::default()
-                    };
+                    let fown = fown_of(&file);
                     let flags = info.flags & !(libc::O_CLOEXEC as u32);
                     if is_pipe {
                         if flags & libc::O_DIRECT as u32 != 0 {

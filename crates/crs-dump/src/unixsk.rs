@@ -22,17 +22,15 @@ use std::path::PathBuf;
 use crs_compel::SeizedTree;
 use crs_images::codec::ImageWriter;
 use crs_images::pb::fdinfo::{Fd_types, File_entry};
-use crs_images::pb::fown::Fown_entry;
 use crs_images::pb::sk_opts::Sk_opts_entry;
 use crs_images::pb::sk_packet::Sk_packet_entry;
 use crs_images::pb::sk_unix::Unix_sk_entry;
 use crs_proc::FdInfo;
-use crs_sys::dump::{file_owner, kcmp, kcmp_type};
 use crs_sys::unixsk as sk;
 use protobuf::{EnumOrUnknown, MessageField};
 use tracing::debug;
 
-use super::{FdEntry, FileTable};
+use super::{fown_of, FdEntry, FileTable};
 use crate::error::{compel_err, DumpError, Result};
 use crate::imgdir::ImageDir;
 
@@ -144,23 +142,12 @@ impl FileTable {
             return Err(unsupported("sockets other than unix sockets"));
         }
         let key = (md.dev(), md.ino());
-        let mut shared = None;
-        for &(other_pid, other, id) in self.seen.get(&key).into_iter().flatten() {
-            let same = kcmp(pid, other_pid, kcmp_type::FILE, fd as u64, other as u64).map_err(
-                |source| DumpError::Kcmp {
-                    pid,
-                    what: "files",
-                    source,
-                },
-            )?;
-            if same == 0 {
-                if other_pid != pid {
-                    return Err(unsupported("a unix socket shared between processes"));
-                }
-                shared = Some(id);
-                break;
+        let shared = match self.shared_with(pid, fd, key)? {
+            Some((other_pid, _)) if other_pid != pid => {
+                return Err(unsupported("a unix socket shared between processes"));
             }
-        }
+            found => found.map(|(_, id)| id),
+        };
         let id = match shared {
             Some(id) => id,
             None => {
@@ -191,15 +178,7 @@ impl FileTable {
                     _ => return Err(unsupported("a unix socket of an unknown type")),
                 };
                 let id = self.alloc();
-                let owner = file_owner(file.as_fd()).unwrap_or_default();
-                let fown = Fown_entry {
-                    uid: Some(0),
-                    euid: Some(0),
-                    signum: Some(owner.signum as u32),
-                    pid_type: Some(owner.kind as u32),
-                    pid: Some(owner.pid as u32),
-                    ..Default::default()
-                };
+                let fown = fown_of(&file);
                 let opts = sk_opts(&file).map_err(io_err("reading the options of"))?;
                 let msgs = peek_queue(&file, stream).map_err(|e| match e {
                     PeekError::Io(source) => DumpError::File {
