@@ -15,7 +15,7 @@ pub const CRIU_VERSION: &str = "4.2";
 
 const USAGE: &str = "\
 Usage:
-  crs dump|pre-dump -t PID [<options>]
+  crs dump -t PID [<options>]
   crs restore [<options>]
   crs check [--feature FEAT]
   crs decode|encode|show|info|x ...   (crit's commands)
