@@ -37,6 +37,9 @@ const CRS_TIMEOUT: Duration = Duration::from_secs(300);
 pub enum Workload {
     /// A C program of `workloads/<name>.c`, built by build.rs into `$ZOO_DIR`.
     C(&'static str),
+    /// A C program as `C`, dumped and restored with extra crs options (e.g. `-l`), given
+    /// to `crs dump` and `crs restore` alike.
+    CWithArgs(&'static str, &'static [&'static str]),
     /// A python3 script in `workloads/`.
     Python(&'static str),
     /// A bash script in `workloads/`.
@@ -46,7 +49,18 @@ pub enum Workload {
 impl Workload {
     fn name(self) -> &'static str {
         match self {
-            Workload::C(n) | Workload::Python(n) | Workload::Bash(n) => n,
+            Workload::C(n)
+            | Workload::CWithArgs(n, _)
+            | Workload::Python(n)
+            | Workload::Bash(n) => n,
+        }
+    }
+
+    /// Extra options of `crs dump` and `crs restore` for this workload.
+    fn crs_args(self) -> &'static [&'static str] {
+        match self {
+            Workload::CWithArgs(_, a) => a,
+            _ => &[],
         }
     }
 
@@ -54,7 +68,7 @@ impl Workload {
     fn argv(self) -> Result<Vec<PathBuf>, String> {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
         match self {
-            Workload::C(n) => Ok(vec![zoo_dir().join(n)]),
+            Workload::C(n) | Workload::CWithArgs(n, _) => Ok(vec![zoo_dir().join(n)]),
             Workload::Python(s) => Ok(vec![python3()?.clone(), scripts.join(s)]),
             Workload::Bash(s) => {
                 let bash = Path::new("/bin/bash");
@@ -400,12 +414,12 @@ impl Run {
         let pid_s = pid.to_string();
         let below = descendants(pid);
 
-        self.crs(
-            &[
-                "dump", "-t", &pid_s, "-D", &images_s, "-o", "dump.log", "-v4",
-            ],
-            "crs-dump.out",
-        );
+        let extra = self.workload.crs_args();
+        let mut args = vec![
+            "dump", "-t", &pid_s, "-D", &images_s, "-o", "dump.log", "-v4",
+        ];
+        args.extend_from_slice(extra);
+        self.crs(&args, "crs-dump.out");
         // Without -R the dumped task is killed: ours to reap, and the pid is then free.
         let mut old = self.proc.take().expect("started");
         if !old.wait_exit(Duration::from_secs(30)) {
@@ -431,20 +445,19 @@ impl Run {
 
         let pidfile = self.path("restore.pid");
         let pidfile_s = pidfile.to_str().expect("utf-8 temp path").to_owned();
-        self.crs(
-            &[
-                "restore",
-                "-D",
-                &images_s,
-                "-d",
-                "-o",
-                "restore.log",
-                "-v4",
-                "--pidfile",
-                &pidfile_s,
-            ],
-            "crs-restore.out",
-        );
+        let mut args = vec![
+            "restore",
+            "-D",
+            &images_s,
+            "-d",
+            "-o",
+            "restore.log",
+            "-v4",
+            "--pidfile",
+            &pidfile_s,
+        ];
+        args.extend_from_slice(extra);
+        self.crs(&args, "crs-restore.out");
         match ProcGuard::open(pid) {
             Ok(g) => self.proc = Some(g),
             Err(e) => self.fail(&format!("no process {pid} after `crs restore`: {e}")),
@@ -462,12 +475,11 @@ impl Run {
         std::fs::create_dir(&images).expect("create images dir");
         let images_s = images.to_str().expect("utf-8 temp path").to_owned();
         let pid_s = self.proc.as_ref().expect("started").pid.to_string();
-        self.crs(
-            &[
-                "dump", "-t", &pid_s, "-D", &images_s, "-R", "-o", "dump.log", "-v4",
-            ],
-            "crs-dump.out",
-        );
+        let mut args = vec![
+            "dump", "-t", &pid_s, "-D", &images_s, "-R", "-o", "dump.log", "-v4",
+        ];
+        args.extend_from_slice(self.workload.crs_args());
+        self.crs(&args, "crs-dump.out");
         if !images.join("inventory.img").exists() {
             self.fail("`crs dump -R` left no inventory.img: the image set is incomplete");
         }

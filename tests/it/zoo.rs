@@ -65,6 +65,7 @@ zoo! {
     guard_pages => Workload::C("guard"),
     heap_8m => Workload::C("heap"),
     itimers => Workload::C("itimer"),
+    file_locks => Workload::CWithArgs("locks", &["-l"]),
     madvise_flags => Workload::C("madvise"),
     mm_fields => Workload::C("mm"),
     anon_64m => Workload::C("mmap64"),

@@ -48,6 +48,8 @@ pub enum DumpError {
         link: String,
         why: &'static str,
     },
+    #[error("process {pid} holds a file lock through fd {fd} ({link}): use --file-locks")]
+    FileLocked { pid: Tid, fd: i32, link: String },
     #[error("mapping {start:#x}-{end:#x} of process {pid} is not supported yet: {why}")]
     UnsupportedVma {
         pid: Tid,

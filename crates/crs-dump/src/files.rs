@@ -39,6 +39,8 @@ use crate::imgdir::ImageDir;
 
 #[path = "anonfd.rs"]
 mod anonfd;
+#[path = "locks.rs"]
+mod locks;
 #[path = "unixsk.rs"]
 mod unixsk;
 
@@ -80,6 +82,8 @@ pub(crate) struct FileTable {
     /// open file description (kcmp KCMP_FILE) is one of these gets its id, so fds that
     /// share a description, in one process or across processes, share one file entry.
     seen: HashMap<(u64, u64), Vec<DumpedFd>>,
+    /// flock and POSIX locks held (filelocks.img), with `--file-locks`.
+    locks: locks::Locks,
 }
 
 /// One fd of a process, as saved in fdinfo-N.img.
@@ -251,6 +255,7 @@ impl FileTable {
             tty_infos: Vec::new(),
             unix: unixsk::UnixSockets::default(),
             seen: HashMap::new(),
+            locks: locks::Locks::default(),
         }
     }
 
@@ -373,6 +378,7 @@ impl FileTable {
         tree: &SeizedTree,
         proc_dir: &ProcDir,
         shell_job: bool,
+        file_locks: bool,
     ) -> Result<Vec<FdEntry>> {
         let pid = proc_dir.pid();
         let fds = proc_dir.fds().map_err(proc_err(pid, "fd list"))?;
@@ -387,6 +393,18 @@ impl FileTable {
                 link: link_s.clone(),
                 why,
             };
+            let live_locks = info.locks.iter().filter(|l| !l.blocked).count();
+            if live_locks > 0 && !file_locks {
+                return Err(DumpError::FileLocked {
+                    pid,
+                    fd,
+                    link: link_s.clone(),
+                });
+            }
+            let reg_locks = live_locks > 0 && link_s.starts_with('/');
+            if live_locks > 0 && !reg_locks {
+                return Err(unsupported("file locks on anything but a regular file"));
+            }
             if let Some(kind) = anonfd::AnonKind::of_link(&link_s) {
                 out.push(self.anon_fd(tree, proc_dir, fd, kind, &info, &link_s)?);
                 continue;
@@ -464,6 +482,14 @@ impl FileTable {
                     id
                 }
             };
+            if reg_locks {
+                if is_pipe || is_tty || !ft.is_file() {
+                    return Err(unsupported("file locks on anything but a regular file"));
+                }
+                self.locks
+                    .note(pid, fd, id, &info.locks)
+                    .map_err(unsupported)?;
+            }
             self.seen.entry(key).or_default().push((pid, fd, id));
             out.push(FdEntry {
                 fd,
@@ -583,7 +609,7 @@ impl FileTable {
         Ok(())
     }
 
-    /// Writes files.img, remap-fpath.img, the ghost files and pipes-data.img.
+    /// Writes files.img, remap-fpath.img, the ghost files, pipes-data.img and filelocks.img.
     pub(crate) fn write(self, dir: &mut ImageDir) -> Result<()> {
         let mut img = ImageWriter::new("files.img", "FILES");
         for e in &self.entries {
@@ -615,6 +641,7 @@ impl FileTable {
             }
             dir.write(img)?;
         }
+        self.locks.write(dir)?;
         self.unix.write(dir)
     }
 }

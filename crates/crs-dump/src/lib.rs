@@ -506,7 +506,9 @@ fn dump_process(
     }
 
     // Files: fds, then cwd and root (ids in the order CRIU gives them).
-    let fds = ctx.files.dump_fds(tree, proc_dir, opts.shell_job)?;
+    let fds = ctx
+        .files
+        .dump_fds(tree, proc_dir, opts.shell_job, opts.file_locks)?;
     let cwd_link = proc_dir.cwd().map_err(proc_err(pid, "cwd link"))?;
     let cwd = files::open_link(&proc_dir.path().join("cwd"), pid)?;
     let cwd_id = ctx.files.special(&cwd_link, &cwd, 0)?;

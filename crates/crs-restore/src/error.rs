@@ -14,6 +14,8 @@ pub enum RestoreError {
     Invalid { image: String, what: String },
     #[error("{what} is not supported by crs restore yet")]
     Unsupported { what: String },
+    #[error("filelocks.img holds {count} file lock(s): restore with --file-locks")]
+    FileLocksNeedOption { count: usize },
     #[error("pid {pid} is taken")]
     PidTaken { pid: Tid },
     #[error("pid {pid} is above kernel.pid_max ({max}); raise /proc/sys/kernel/pid_max")]

@@ -26,6 +26,7 @@ mod creds;
 mod error;
 mod files;
 mod images;
+mod locks;
 mod pages;
 mod remote;
 mod shmem;
@@ -66,7 +67,7 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     /// --pidfile: the root pid is written there.
     pub pidfile: Option<PathBuf>,
-    /// -l (not supported yet: refused when set).
+    /// -l: take the file locks of filelocks.img again (without it, locks are refused).
     pub file_locks: bool,
     /// --tcp-established (not supported yet: refused when set).
     pub tcp_established: bool,
@@ -108,7 +109,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
     let t0 = Instant::now();
     for (set, what) in [
-        (opts.file_locks, "--file-locks"),
         (opts.tcp_established, "--tcp-established"),
         (opts.ext_unix_sk, "--ext-unix-sk"),
     ] {
@@ -118,6 +118,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     }
     let loaded = Images::load_tree(&opts.images_dir)?;
     let shm_images = shmem::load(&opts.images_dir, &loaded.procs)?;
+    let file_locks = locks::load(&opts.images_dir, opts.file_locks, &loaded)?;
     let images = &loaded.procs[0];
     let pid = images.pid;
     let _span = info_span!("restore", pid).entered();
@@ -176,7 +177,8 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         let mut proc_stats = RestoreStats::default();
         loaded.procs.iter().try_for_each(|p| {
             let _span = info_span!("process", pid = p.pid).entered();
-            build(&mut tree, p, p.pid, tramp, &objects, &mut proc_stats)?;
+            let held = file_locks.get(&p.pid).map_or(&[][..], Vec::as_slice);
+            build(&mut tree, p, p.pid, tramp, &objects, held, &mut proc_stats)?;
             stats.pages_restored += proc_stats.pages_restored;
             stats.pages_time += proc_stats.pages_time;
             stats.injected_syscalls += proc_stats.injected_syscalls;
@@ -386,6 +388,7 @@ fn build(
     pid: Tid,
     tramp: u64,
     shmem: &shmem::Objects,
+    file_locks: &[crs_images::pb::file_lock::File_lock_entry],
     stats: &mut RestoreStats,
 ) -> Result<(), RestoreError> {
     let compel = |what: &str| {
@@ -433,6 +436,7 @@ fn build(
     task::set_mm(&mut r, images)?;
     unixsk::create(&mut r, images)?;
     anonfd::create(&mut r, images)?;
+    locks::take(&mut r, file_locks)?;
     task::set_misc(&mut r, images)?;
     task::set_rlimits(pid, images);
     // The other threads, once the memory they run in is there, before the timers that
