@@ -83,11 +83,10 @@ pub fn pagemap_scan(
         category_anyof_mask: query.category_anyof_mask,
         return_mask: query.return_mask,
     };
-    // SAFETY: `arg` is a live, exclusively borrowed pm_scan_arg whose `size` is its own size;
-    // `vec` points at `out`, a live exclusively borrowed array of `vec_len` page_region
-    // structs (repr(C), same layout as the kernel's) that the kernel writes at most
-    // `vec_len` entries into. Both outlive the call. No write-protect flag is set, so the
-    // target's page tables are only read.
+    // SAFETY: `arg` is a live, exclusive pm_scan_arg whose `size` is its own size; its `vec`
+    // points at `out`, a live exclusive array of `vec_len` repr(C) page_regions (the kernel's
+    // layout) of which the kernel writes at most `vec_len`. Both outlive the call; no
+    // write-protect flag is set, so the target's page tables are only read.
     let ret = unsafe {
         libc::ioctl(
             pagemap.as_raw_fd(),

@@ -79,11 +79,10 @@ pub fn process_vm_readv(
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let riov = to_remote_iovecs(remote)?;
-    // SAFETY: `IoSliceMut` is ABI-compatible with `struct iovec` (std guarantees it on unix)
-    // and every local slice is a live, exclusively borrowed buffer of the stated length, so
-    // the kernel writes only into memory we own for the duration of the call. `riov` holds
-    // remote addresses the kernel checks against the target's mappings; it is valid for
-    // `riov.len()` entries while the call runs. Both counts are at most IOV_MAX.
+    // SAFETY: `IoSliceMut` is ABI-compatible with `struct iovec` (std guarantees it on unix);
+    // each local slice is a live, exclusive buffer of its length, so the kernel writes only
+    // memory we own. `riov` lives through the call with `riov.len()` entries of remote
+    // addresses the kernel checks against the target's mappings. Both counts <= IOV_MAX.
     let ret = unsafe {
         libc::process_vm_readv(
             pid,

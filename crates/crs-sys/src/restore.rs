@@ -415,12 +415,10 @@ pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
         set_tid_size: 1,
         ..CloneArgs::default()
     };
-    // SAFETY: `args` is a live clone_args of the size passed; the pointers in it (`pidfd`,
-    // `set_tid`) point at live locals of the right types that the kernel writes/reads
-    // during the call. Without CLONE_VM the child gets a copy of this address space and
-    // continues on a copy of this stack, like fork(); it runs only `node_main`, which
-    // never returns and uses only raw syscalls on data prepared before this call, so the
-    // state of other threads' locks copied into the child is never touched.
+    // SAFETY: `args` is a live clone_args of the size passed, its `pidfd`/`set_tid` point at
+    // live locals of the right types. Without CLONE_VM the child runs on a copy of this memory
+    // and stack, like fork(), only in `node_main`, which never returns and makes only raw
+    // syscalls on data prepared before the call, so no lock copied from other threads is used.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -604,11 +602,10 @@ fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawF
     let node = &nodes[i];
     let floor = layout.top;
     let mut wfd = wfd;
-    // SAFETY: for every `sys` call below, the arguments are integers, or pointers to
-    // NUL-terminated strings or byte buffers owned by `nodes` with their exact lengths
-    // (alive for the whole function: this task runs on a copy of its parent's memory taken
-    // while `nodes` was borrowed), or a live local array the kernel writes (pipe2), or the
-    // trampoline address that this task has just mapped itself with the length it mapped.
+    // SAFETY: every `sys` call below passes integers, NUL-terminated strings or buffers owned
+    // by `nodes` with their exact lengths (alive all along: this task runs on a copy of its
+    // parent's memory taken while `nodes` was borrowed), a live local array the kernel writes
+    // (pipe2), or the trampoline this task just mapped, with the length it mapped.
     unsafe {
         sys(libc::SYS_close, [rfd as u64, 0, 0, 0]);
         if sys(
