@@ -29,3 +29,50 @@ pub fn reference_sets() -> Vec<PathBuf> {
     sets.sort();
     sets
 }
+
+/// The crs binary next to the test executable (target/<profile>/crs); `CRS_BIN` overrides.
+/// `cargo xtask test` builds it before the tests run.
+///
+/// # Panics
+/// When it is missing.
+pub fn crs_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CRS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/crs
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join("crs"))
+        .expect("test executable has no grandparent directory");
+    assert!(
+        bin.exists(),
+        "crs binary not found at {}: run `cargo build -p crs` first (or set CRS_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// The processes below `pid`, parents before their children (from
+/// /proc/PID/task/TID/children; callers use it once the tree is quiet).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if p != pid {
+            out.push(p);
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            todo.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}

@@ -10,6 +10,8 @@
 //! the state after ready: the negative control). Exit 0 = state intact, 1 = a check failed,
 //! anything else = the workload could not run.
 
+pub use crs_tests::crs_bin;
+use crs_tests::descendants;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -122,29 +124,6 @@ fn python3() -> Result<&'static PathBuf, String> {
     .map_err(Clone::clone)
 }
 
-/// The crs binary next to the test executable (target/<profile>/crs); `CRS_BIN` overrides.
-///
-/// # Panics
-/// When it is missing.
-pub fn crs_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CRS_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/zoo-<hash> -> target/<profile>/crs
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("crs"))
-        .expect("test executable has no grandparent directory");
-    assert!(
-        bin.exists(),
-        "crs binary not found at {}: run `cargo build -p crs` first (or set CRS_BIN)",
-        bin.display()
-    );
-    bin
-}
-
 /// Makes the test process a child subreaper, so a restored workload (orphaned when
 /// `crs restore -d` exits) is reparented to it and can be waited for.
 fn become_subreaper() {
@@ -202,29 +181,6 @@ impl Drop for ProcGuard {
             let _ = waitpid(Pid::from_raw(self.pid), None);
         }
     }
-}
-
-/// The processes below `pid`, parents before their children (from
-/// /proc/PID/task/TID/children; the tree is quiet once the workload said ready).
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        if p != pid {
-            out.push(p);
-        }
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            todo.extend(
-                kids.split_whitespace()
-                    .filter_map(|k| k.parse::<i32>().ok()),
-            );
-        }
-    }
-    out
 }
 
 /// Polls the fds for readability; the index of the first readable one, None on timeout.

@@ -10,6 +10,7 @@
 //! when `crs restore -d` exits) becomes its child and is reaped here. Every process is
 //! SIGKILLed and reaped by a guard, even on panic.
 
+use crs_tests::{crs_bin, descendants};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,25 +33,6 @@ const YES_BYTES: u64 = 256 << 20;
 /// Size of sort's input: larger than its 64 MiB buffer, so it writes temp files.
 const SORT_INPUT_BYTES: u64 = 100 << 20;
 
-/// The crs binary next to the test executable (target/<profile>/crs); `CRS_BIN` overrides.
-fn crs_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CRS_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("crs"))
-        .expect("test executable has no grandparent directory");
-    assert!(
-        bin.exists(),
-        "crs binary not found at {}: run `cargo build -p crs` first (or set CRS_BIN)",
-        bin.display()
-    );
-    bin
-}
-
 /// Waits until `fd` is readable (a pidfd: the process exited); false on timeout.
 fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -65,28 +47,6 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
             Err(e) => panic!("poll: {e}"),
         }
     }
-}
-
-/// The processes below `pid` (from /proc/PID/task/TID/children).
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        if p != pid {
-            out.push(p);
-        }
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            todo.extend(
-                kids.split_whitespace()
-                    .filter_map(|k| k.parse::<i32>().ok()),
-            );
-        }
-    }
-    out
 }
 
 /// The root of a process tree in a session of its own (pid = pgid = sid): on drop, its

@@ -9,6 +9,7 @@
 //! the session of pty 2) and the restored job, crs's child. All of them are SIGKILLed and
 //! reaped by [`Procs`] whatever happens.
 
+use crs_tests::crs_bin;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -57,25 +58,6 @@ impl Drop for Procs {
             let _ = waitpid(Pid::from_raw(*pid), None);
         }
     }
-}
-
-/// The crs binary next to the test executable (target/<profile>/crs); `CRS_BIN` overrides.
-fn crs_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CRS_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("crs"))
-        .expect("test executable has no grandparent directory");
-    assert!(
-        bin.exists(),
-        "crs binary not found at {}: run `cargo build -p crs` first (or set CRS_BIN)",
-        bin.display()
-    );
-    bin
 }
 
 fn zoo(name: &str) -> PathBuf {
