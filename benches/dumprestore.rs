@@ -1,28 +1,42 @@
 //! End-to-end dump/restore benchmark of `crs` against the kernel's limit and, when a working
-//! one is found, CRIU.
+//! one is found, CRIU: the matrix and the targets of issue #6.
 //!
-//! For each filesystem (tmpfs under /dev/shm, and the filesystem of `target/`, ext4 here)
-//! and each workload (`benches/workloads/memfill.c`: N MiB of touched, checksummed
-//! anonymous memory; N = 0 is the `sleep`), every iteration:
+//! Workloads (`benches/workloads/memfill.c`, a static program that waits for SIGTERM and then
+//! re-checks its state): `sleep` (no memory, one thread), `mem-256MiB`, `mem-1GiB`, `mem-4GiB`
+//! (that much touched, non-zero, per-MiB checksummed anonymous memory), `tree-50` (a root and
+//! 49 forked children, nothing shared but stdio) and `threads-50` (one process, 50 threads
+//! blocked in `pause`). Each runs with its images on tmpfs (`/dev/shm/crs-bench`) and on ext4
+//! (`target/bench/work`, or `CRS_BENCH_EXT4=DIR`; skipped with a note if that is not ext4).
 //!
-//! 1. starts a fresh workload and waits for its `ready`;
-//! 2. measures the raw limit on it: `process_vm_readv` of the same memory, 4 MiB per call on
-//!    two threads, each `pwrite`n at its offset of a fresh file on the same filesystem
-//!    (no fsync: the page cache is the limit; the file is then removed, which drops its
-//!    dirty pages);
-//! 3. `crs dump -t PID -D DIR` (wall time and peak RSS, measured by a wrapper process that
-//!    waits for crs and reads `getrusage(RUSAGE_CHILDREN)`), checks the workload was killed;
-//! 4. `crs restore -D DIR -d`, then SIGTERMs the restored workload, which re-checks its
-//!    checksum: anything but exit 0 fails the benchmark;
+//! Every iteration runs one cycle per tool:
 //!
-//! and the same for criu in the same run, alternating which tool goes first. Medians are
-//! printed with the ratios crs/limit and criu/crs, and written to `target/bench/results.json`
-//! and `target/bench/results.svg`.
+//! 1. start a fresh workload and wait for its `ready`;
+//! 2. `TOOL dump -t PID -D DIR`: wall time and peak RSS from a wrapper process that waits for
+//!    the tool and reads `getrusage(RUSAGE_CHILDREN)` (only the tool counts), frozen time
+//!    from the `stats-dump` image the tool wrote; then the dumped tree is reaped (this bench
+//!    is a child subreaper) so its pids are free again;
+//! 3. `TOOL restore -D DIR -d --pidfile F`: wall time and peak RSS; the restored tree is
+//!    checked (root pid, number of children or threads), then SIGTERMed: its root re-checks
+//!    every checksum (and reaps its children, which must exit 0). Anything but exit 0 fails
+//!    the bench: a fast but wrong restore is not a result.
 //!
-//! Environment: `CRS_BIN` (default `target/release/crs`), `CRIU` (else `criu` on PATH, used
-//! only if `criu check` passes), `CRS_BENCH_ITERS` (default 5 for small workloads, 3 for
-//! 1 GiB, 2 for 4 GiB), `CRS_BENCH_4G=1` adds the 4 GiB workload, a non-flag argument
-//! filters cases by substring (e.g. `cargo bench --bench dumprestore -- 1024`).
+//! and, for memory workloads, a third cycle that measures the raw limit on a fresh workload:
+//! `process_vm_readv` of its memory in 4 MiB calls on one thread per CPU, each chunk
+//! `pwrite`n at its offset of a fresh file on the same filesystem (no fsync; the file is then
+//! removed). crs, criu and the limit take turns at going first, so each sees the same
+//! history (this VM returns freed memory to its host: first touches are slow and swing).
+//!
+//! Medians are printed with the ratios criu/crs and crs/limit, the targets of issue #6 are
+//! checked (PASS/MISS, a miss does not fail the bench), and everything is written to
+//! `target/bench/results.json` and `target/bench/results.svg`.
+//!
+//! Environment: `CRS_BIN` (default `target/release/crs`); `CRIU` (else `criu` on PATH; used
+//! only if `criu check` passes); `CRS_BENCH_ITERS` (iterations per case; default 9 for
+//! sleep/tree/threads, 6 for 256 MiB and 1 GiB, 3 for 4 GiB: multiples of 3 so crs, criu and
+//! the limit each go first equally often; the whole matrix then takes about 6 minutes on
+//! this 2-core VM); `CRS_BENCH_BIG=0` leaves out the 4 GiB workload (it is also skipped when
+//! MemAvailable is under 12 GiB); a non-flag argument filters cases by substring
+//! (`cargo bench --bench dumprestore -- 1GiB/tmpfs`).
 #![forbid(unsafe_code)]
 
 use std::fs::{self, File, OpenOptions};
@@ -33,16 +47,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crs_images::codec::ImageReader;
+use crs_images::pb::stats::Stats_entry;
+use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const WRAP_ENV: &str = "CRS_BENCH_WRAP";
 const CHUNK: usize = 4 << 20;
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// Peak RSS allowed to crs while dumping (issue #6).
+const RSS_TARGET_MIB: f64 = 32.0;
+/// MemAvailable needed for the 4 GiB workload: target + images + restored copy + margin.
+const BIG_NEEDS_KIB: u64 = 12 << 20;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -105,41 +126,110 @@ fn timed(cmd: &[String], log: &Path) -> Result<Timed, String> {
     })
 }
 
-/// A process this bench started or got as a restored orphan (we are a child subreaper):
-/// SIGKILLed and reaped on drop unless reaped already.
-struct Proc {
-    pid: i32,
+/// Every process below `pid` (not `pid` itself), from `/proc/*/task/*/children`.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let kids = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    out
+}
+
+fn thread_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A process tree this bench started, or got as a restored orphan (we are a child
+/// subreaper): on drop, unless its root was reaped, the root and everything below it are
+/// SIGKILLed and reaped (the children are reparented to us once the root is gone).
+struct Tree {
+    root: i32,
     reaped: bool,
 }
 
-impl Proc {
+impl Tree {
     fn wait(&mut self) -> WaitStatus {
-        let st = waitpid(Pid::from_raw(self.pid), None).expect("waitpid");
+        let st = waitpid(Pid::from_raw(self.root), None).expect("waitpid");
         self.reaped = true;
         st
     }
 }
 
-impl Drop for Proc {
+impl Drop for Tree {
     fn drop(&mut self) {
-        if !self.reaped {
-            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-            let _ = waitpid(Pid::from_raw(self.pid), None);
+        if self.reaped {
+            return;
+        }
+        let kids = descendants(self.root);
+        let _ = kill(Pid::from_raw(self.root), Signal::SIGKILL);
+        for &k in &kids {
+            let _ = kill(Pid::from_raw(k), Signal::SIGKILL);
+        }
+        let _ = waitpid(Pid::from_raw(self.root), None);
+        for &k in &kids {
+            let _ = waitpid(Pid::from_raw(k), None);
         }
     }
 }
 
+/// Reaps the processes of a dumped tree whose root was reaped already: each was SIGKILLed
+/// by the dumping tool and reparented to this subreaper. Their pids are free afterwards.
+fn reap_killed(case: &str, pids: &[i32]) {
+    for &k in pids {
+        match waitpid(Pid::from_raw(k), None) {
+            Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) | Err(Errno::ECHILD) => {}
+            st => panic!("{case}: dumped child {k} ended with {st:?}"),
+        }
+        assert!(
+            !Path::new(&format!("/proc/{k}")).exists(),
+            "{case}: pid {k} still taken after the dump"
+        );
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Sleep,
+    Mem,
+    Tree,
+    Threads,
+}
+
 #[derive(Clone, Debug)]
 struct Workload {
-    name: String,
+    name: &'static str,
+    kind: Kind,
     mib: u64,
-    extra: Vec<String>,
-    /// crs cannot do this one yet.
-    crs_unsupported: bool,
+    /// Children or extra threads.
+    extra: u32,
     iters: usize,
 }
 
-fn start(memfill: &Path, w: &Workload, work: &Path, seed: u64) -> Proc {
+impl Workload {
+    fn args(&self, seed: u64) -> Vec<String> {
+        let mut a = vec![self.mib.to_string(), seed.to_string()];
+        match self.kind {
+            Kind::Tree => a.extend(["children".to_string(), self.extra.to_string()]),
+            Kind::Threads => a.extend(["threads".to_string(), self.extra.to_string()]),
+            Kind::Sleep | Kind::Mem => {}
+        }
+        a
+    }
+}
+
+fn start(memfill: &Path, w: &Workload, work: &Path, seed: u64) -> Tree {
     let fifo = work.join("ready");
     let _ = fs::remove_file(&fifo);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
@@ -150,9 +240,7 @@ fn start(memfill: &Path, w: &Workload, work: &Path, seed: u64) -> Proc {
         .expect("open fifo");
     let log = File::create(work.join("workload.log")).expect("workload.log");
     let child = Command::new(memfill)
-        .arg(w.mib.to_string())
-        .arg(seed.to_string())
-        .args(&w.extra)
+        .args(w.args(seed))
         .current_dir(work)
         .env_clear()
         .env("ZOO_READY", &fifo)
@@ -162,8 +250,8 @@ fn start(memfill: &Path, w: &Workload, work: &Path, seed: u64) -> Proc {
         .stderr(log)
         .spawn()
         .expect("spawn memfill");
-    let mut p = Proc {
-        pid: child.id() as i32,
+    let mut p = Tree {
+        root: child.id() as i32,
         reaped: false,
     };
     drop(child);
@@ -174,7 +262,7 @@ fn start(memfill: &Path, w: &Workload, work: &Path, seed: u64) -> Proc {
         let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
         let n = poll(&mut fds, PollTimeout::from(200u16)).expect("poll");
         if n == 0 {
-            match waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(Pid::from_raw(p.root), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => continue,
                 st => {
                     p.reaped = true;
@@ -216,16 +304,17 @@ fn region(pid: i32) -> (u64, u64) {
         .expect("an anonymous mapping")
 }
 
-/// process_vm_readv of `len` bytes at `addr` of `pid`, 4 MiB per call on two threads, each
-/// chunk pwritten at its offset of a fresh file in `dir`. Returns the seconds it took.
+/// process_vm_readv of `len` bytes at `addr` of `pid`, 4 MiB per call on one thread per
+/// CPU, each chunk pwritten at its offset of a fresh file in `dir`. Returns the seconds.
 fn raw_limit(pid: i32, addr: u64, len: u64, dir: &Path) -> f64 {
     let path = dir.join("limit.raw");
     let f = File::create(&path).expect("create limit file");
     let chunks = len.div_ceil(CHUNK as u64);
     let next = std::sync::atomic::AtomicU64::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let t = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..2 {
+        for _ in 0..workers {
             s.spawn(|| {
                 let mut buf = vec![0u8; CHUNK];
                 loop {
@@ -263,19 +352,55 @@ enum Tool {
     Criu,
 }
 
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Crs => "crs",
+            Tool::Criu => "criu",
+        }
+    }
+}
+
 struct Tools {
     crs: PathBuf,
     criu: Option<PathBuf>,
     memfill: PathBuf,
 }
 
+/// What one dump + restore cycle measured.
+struct Cycle {
+    dump: Timed,
+    restore: Timed,
+    frozen_s: f64,
+}
+
+/// `frozen_time` of the `stats-dump` image the tool wrote into `images`, in seconds.
+fn frozen_time(images: &Path) -> Option<f64> {
+    let bytes = fs::read(images.join("stats-dump")).ok()?;
+    let mut r = ImageReader::new("stats-dump", &bytes, "STATS").ok()?;
+    let e: Stats_entry = r.next().ok()??;
+    Some(e.dump.as_ref()?.frozen_time? as f64 / 1e6)
+}
+
+/// The raw limit on a fresh memory workload, which is then killed.
+fn limit_cycle(t: &Tools, w: &Workload, case: &str, work: &Path, seed: u64) -> f64 {
+    let p = start(&t.memfill, w, work, seed);
+    let (addr, len) = region(p.root);
+    assert!(len >= w.mib << 20, "{case}: region {len:#x} too small");
+    raw_limit(p.root, addr, w.mib << 20, work)
+}
+
 /// One dump + restore + verdict of a fresh workload with `tool`.
-fn cycle(t: &Tools, tool: Tool, w: &Workload, work: &Path, seed: u64) -> (Timed, Timed) {
+fn cycle(t: &Tools, tool: Tool, w: &Workload, case: &str, work: &Path, seed: u64) -> Cycle {
     let mut p = start(&t.memfill, w, work, seed);
-    let images = work.join(match tool {
-        Tool::Crs => "img-crs",
-        Tool::Criu => "img-criu",
-    });
+    let kids = descendants(p.root);
+    let threads = thread_count(p.root);
+    match w.kind {
+        Kind::Tree => assert_eq!(kids.len(), w.extra as usize, "{case}: children"),
+        Kind::Threads => assert_eq!(threads, w.extra as usize + 1, "{case}: threads"),
+        Kind::Sleep | Kind::Mem => assert!(kids.is_empty() && threads == 1, "{case}: shape"),
+    }
+    let images = work.join(format!("img-{}", tool.name()));
     let _ = fs::remove_dir_all(&images);
     fs::create_dir(&images).expect("images dir");
     let bin = match tool {
@@ -283,7 +408,7 @@ fn cycle(t: &Tools, tool: Tool, w: &Workload, work: &Path, seed: u64) -> (Timed,
         Tool::Criu => t.criu.clone().expect("criu"),
     };
     let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
-    let pid = p.pid.to_string();
+    let pid = p.root.to_string();
     let dump = timed(
         &[
             s(&bin),
@@ -297,11 +422,15 @@ fn cycle(t: &Tools, tool: Tool, w: &Workload, work: &Path, seed: u64) -> (Timed,
         ],
         &work.join("dump.out"),
     )
-    .unwrap_or_else(|e| panic!("{}: {tool:?} dump: {e}", w.name));
+    .unwrap_or_else(|e| panic!("{case}: {tool:?} dump: {e}"));
     match p.wait() {
         WaitStatus::Signaled(_, Signal::SIGKILL, _) => {}
-        st => panic!("{}: dumped workload ended with {st:?}", w.name),
+        st => panic!("{case}: dumped workload ended with {st:?}"),
     }
+    reap_killed(case, &kids);
+    let frozen_s = frozen_time(&images)
+        .unwrap_or_else(|| panic!("{case}: {tool:?} wrote no readable stats-dump"));
+
     let pidfile = work.join("restore.pid");
     let _ = fs::remove_file(&pidfile);
     let restore = timed(
@@ -318,32 +447,56 @@ fn cycle(t: &Tools, tool: Tool, w: &Workload, work: &Path, seed: u64) -> (Timed,
         ],
         &work.join("restore.out"),
     );
-    // Whatever happened, a restored process is ours now (child subreaper).
-    let mut r = Proc {
-        pid: p.pid,
+    // Whatever happened, a restored tree is ours now (child subreaper).
+    let mut r = Tree {
+        root: p.root,
         reaped: false,
     };
-    let restore = restore.unwrap_or_else(|e| panic!("{}: {tool:?} restore: {e}", w.name));
-    let before = fs::read_to_string(format!("/proc/{}/stat", r.pid)).unwrap_or_default();
-    kill(Pid::from_raw(r.pid), Signal::SIGTERM).expect("SIGTERM the restored workload");
+    let restore = restore.unwrap_or_else(|e| panic!("{case}: {tool:?} restore: {e}"));
+    let written = fs::read_to_string(&pidfile).unwrap_or_default();
+    assert_eq!(written.trim(), pid, "{case}: {tool:?} pidfile");
+    let rkids = descendants(r.root);
+    assert_eq!(
+        rkids.len(),
+        kids.len(),
+        "{case}: {tool:?} restored children"
+    );
+    assert_eq!(
+        thread_count(r.root),
+        threads,
+        "{case}: {tool:?} restored threads"
+    );
+    let before = fs::read_to_string(format!("/proc/{}/stat", r.root)).unwrap_or_default();
+    kill(Pid::from_raw(r.root), Signal::SIGTERM).expect("SIGTERM the restored workload");
     match r.wait() {
         WaitStatus::Exited(_, 0) => {}
         st => {
             let log = fs::read_to_string(work.join("workload.log")).unwrap_or_default();
             panic!(
-                "{}: {tool:?}-restored workload failed its check: {st:?}: {log} (before SIGTERM: {before})",
-                w.name
+                "{case}: {tool:?}-restored workload failed its check: {st:?}: {log} (before SIGTERM: {before})"
             )
         }
     }
+    // The root reaped its own children; none may be left behind.
+    for k in rkids {
+        assert!(
+            !Path::new(&format!("/proc/{k}")).exists(),
+            "{case}: restored child {k} outlived its root"
+        );
+    }
     let _ = fs::remove_dir_all(&images);
-    (dump, restore)
+    Cycle {
+        dump,
+        restore,
+        frozen_s,
+    }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
@@ -353,35 +506,71 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
+}
+
 #[derive(Default)]
 struct Samples {
     dump: Vec<f64>,
     restore: Vec<f64>,
+    frozen: Vec<f64>,
     dump_rss: Vec<f64>,
     restore_rss: Vec<f64>,
 }
 
+/// Medians of one tool on one case (NaN when it did not run).
+#[derive(Clone, Copy)]
+struct Stats {
+    dump: f64,
+    restore: f64,
+    frozen: f64,
+    dump_rss: f64,
+    restore_rss: f64,
+    dump_rss_max: f64,
+}
+
 impl Samples {
-    fn push(&mut self, (d, r): (Timed, Timed)) {
-        self.dump.push(d.secs);
-        self.restore.push(r.secs);
-        self.dump_rss.push(d.rss_kib as f64 / 1024.0);
-        self.restore_rss.push(r.rss_kib as f64 / 1024.0);
+    fn push(&mut self, c: Cycle) {
+        self.dump.push(c.dump.secs);
+        self.restore.push(c.restore.secs);
+        self.frozen.push(c.frozen_s);
+        self.dump_rss.push(c.dump.rss_kib as f64 / 1024.0);
+        self.restore_rss.push(c.restore.rss_kib as f64 / 1024.0);
     }
 
-    fn json(&mut self, gib: f64) -> serde_json::Value {
-        if self.dump.is_empty() {
-            return serde_json::Value::Null;
+    fn stats(&self) -> Stats {
+        Stats {
+            dump: median(&self.dump),
+            restore: median(&self.restore),
+            frozen: median(&self.frozen),
+            dump_rss: median(&self.dump_rss),
+            restore_rss: median(&self.restore_rss),
+            dump_rss_max: max(&self.dump_rss),
         }
-        let d = median(&mut self.dump);
-        let r = median(&mut self.restore);
+    }
+
+    fn json(&self, gib: f64) -> Value {
+        if self.dump.is_empty() {
+            return Value::Null;
+        }
+        let s = self.stats();
+        let rate = |t: f64| {
+            if gib > 0.0 {
+                json!(gib / t)
+            } else {
+                Value::Null
+            }
+        };
         json!({
-            "dump_s": d, "restore_s": r,
-            "dump_gib_s": if gib > 0.0 { gib / d } else { f64::NAN },
-            "restore_gib_s": if gib > 0.0 { gib / r } else { f64::NAN },
-            "dump_peak_rss_mib": median(&mut self.dump_rss),
-            "restore_peak_rss_mib": median(&mut self.restore_rss),
+            "dump_s": s.dump, "restore_s": s.restore, "frozen_s": s.frozen,
+            "dump_gib_s": rate(s.dump), "restore_gib_s": rate(s.restore),
+            "dump_peak_rss_mib": s.dump_rss, "dump_peak_rss_max_mib": s.dump_rss_max,
+            "restore_peak_rss_mib": s.restore_rss,
             "dump_samples_s": self.dump, "restore_samples_s": self.restore,
+            "frozen_samples_s": self.frozen,
+            "dump_peak_rss_samples_mib": self.dump_rss,
+            "restore_peak_rss_samples_mib": self.restore_rss,
         })
     }
 }
@@ -395,10 +584,20 @@ fn find_criu() -> (Option<PathBuf>, String) {
         })
     });
     let Some(c) = cand else {
-        return (None, "criu: not found".into());
+        return (None, "criu: not found (set CRIU=/path/to/criu)".into());
     };
     match Command::new(&c).arg("check").output() {
-        Ok(o) if o.status.success() => (Some(c.clone()), format!("criu: {}", c.display())),
+        Ok(o) if o.status.success() => {
+            let v = Command::new(&c)
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).replace('\n', " "))
+                .unwrap_or_default();
+            (
+                Some(c.clone()),
+                format!("criu: {} ({})", c.display(), v.trim()),
+            )
+        }
         Ok(o) => (
             None,
             format!(
@@ -418,6 +617,21 @@ fn fs_type(dir: &Path) -> &'static str {
         Ok(_) => "other",
         Err(_) => "unknown",
     }
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    let l = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn mem_available_kib() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn build_memfill(out: &Path) -> PathBuf {
@@ -443,15 +657,196 @@ fn build_memfill(out: &Path) -> PathBuf {
     bin
 }
 
-fn iters(mib: u64) -> usize {
+fn iters(default: usize) -> usize {
     std::env::var("CRS_BENCH_ITERS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(match mib {
-            0..=256 => 5,
-            257..=1024 => 3,
-            _ => 2,
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+fn workloads(notes: &mut Vec<String>) -> Vec<Workload> {
+    let w = |name, kind, mib, extra, n| Workload {
+        name,
+        kind,
+        mib,
+        extra,
+        iters: iters(n),
+    };
+    let mut v = vec![
+        w("sleep", Kind::Sleep, 0, 0, 9),
+        w("tree-50", Kind::Tree, 0, 49, 9),
+        w("threads-50", Kind::Threads, 0, 49, 9),
+        w("mem-256MiB", Kind::Mem, 256, 0, 6),
+        w("mem-1GiB", Kind::Mem, 1024, 0, 6),
+    ];
+    let avail = mem_available_kib();
+    if std::env::var("CRS_BENCH_BIG").is_ok_and(|v| v == "0") {
+        notes.push("SKIP mem-4GiB: CRS_BENCH_BIG=0".into());
+    } else if avail < BIG_NEEDS_KIB {
+        notes.push(format!(
+            "SKIP mem-4GiB: MemAvailable {} MiB < {} MiB",
+            avail >> 10,
+            BIG_NEEDS_KIB >> 10
+        ));
+    } else {
+        v.push(w("mem-4GiB", Kind::Mem, 4096, 0, 3));
+    }
+    v
+}
+
+/// Everything measured on one case.
+struct CaseResult {
+    case: String,
+    workload: &'static str,
+    fs: &'static str,
+    mib: u64,
+    crs: Stats,
+    criu: Stats,
+    limit: f64,
+}
+
+fn fmt_ms(s: f64) -> String {
+    if s.is_finite() {
+        format!("{:.1}", s * 1e3)
+    } else {
+        "-".into()
+    }
+}
+
+fn fmt_ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "-".into()
+    }
+}
+
+fn print_case(r: &CaseResult) {
+    let gib = r.mib as f64 / 1024.0;
+    let rate = |t: f64| {
+        if gib > 0.0 && t.is_finite() {
+            format!("{:.2}", gib / t)
+        } else {
+            "-".into()
+        }
+    };
+    for (tool, s) in [("crs", &r.crs), ("criu", &r.criu)] {
+        if !s.dump.is_finite() {
+            continue;
+        }
+        println!(
+            "{:<22} {:<5} {:>9} {:>7} {:>9} {:>7} {:>9} {:>8.1} {:>8.1}",
+            r.case,
+            tool,
+            fmt_ms(s.dump),
+            rate(s.dump),
+            fmt_ms(s.restore),
+            rate(s.restore),
+            fmt_ms(s.frozen),
+            s.dump_rss,
+            s.restore_rss,
+        );
+    }
+    if r.limit.is_finite() {
+        println!(
+            "{:<22} {:<5} {:>9} {:>7}",
+            r.case,
+            "limit",
+            fmt_ms(r.limit),
+            rate(r.limit)
+        );
+    }
+    println!(
+        "{:<22} ratios: criu/crs dump {} restore {} frozen {}; crs/limit dump {}",
+        r.case,
+        fmt_ratio(r.criu.dump / r.crs.dump),
+        fmt_ratio(r.criu.restore / r.crs.restore),
+        fmt_ratio(r.criu.frozen / r.crs.frozen),
+        fmt_ratio(r.crs.dump / r.limit),
+    );
+}
+
+/// One target of issue #6: `value` must be at least (`at_least`) or at most `bound`.
+struct Target {
+    name: String,
+    value: f64,
+    bound: f64,
+    at_least: bool,
+}
+
+impl Target {
+    fn verdict(&self) -> &'static str {
+        if !self.value.is_finite() {
+            "SKIP"
+        } else if (self.at_least && self.value >= self.bound)
+            || (!self.at_least && self.value <= self.bound)
+        {
+            "PASS"
+        } else {
+            "MISS"
+        }
+    }
+}
+
+fn targets(results: &[CaseResult]) -> Vec<Target> {
+    let find = |w: &str, fs: &str| results.iter().find(|r| r.workload == w && r.fs == fs);
+    let mut t = Vec::new();
+    let mut at_least = |name: String, value: Option<f64>, bound: f64| {
+        t.push(Target {
+            name,
+            value: value.unwrap_or(f64::NAN),
+            bound,
+            at_least: true,
         })
+    };
+    for fs in ["tmpfs", "ext4"] {
+        for w in ["mem-1GiB", "mem-4GiB"] {
+            let r = find(w, fs);
+            let dump_x = if fs == "tmpfs" { 1.5 } else { 2.0 };
+            at_least(
+                format!("{w}/{fs} dump criu/crs >= {dump_x}"),
+                r.map(|r| r.criu.dump / r.crs.dump),
+                dump_x,
+            );
+            if fs == "tmpfs" {
+                at_least(
+                    format!("{w}/{fs} dump throughput >= 0.85 x limit"),
+                    r.map(|r| r.limit / r.crs.dump),
+                    0.85,
+                );
+            }
+            at_least(
+                format!("{w}/{fs} restore criu/crs >= 1.5"),
+                r.map(|r| r.criu.restore / r.crs.restore),
+                1.5,
+            );
+        }
+        for (w, x) in [("sleep", 4.0), ("tree-50", 2.0), ("threads-50", 2.0)] {
+            let r = find(w, fs);
+            at_least(
+                format!("{w}/{fs} dump criu/crs >= {x}"),
+                r.map(|r| r.criu.dump / r.crs.dump),
+                x,
+            );
+            at_least(
+                format!("{w}/{fs} restore criu/crs >= {x}"),
+                r.map(|r| r.criu.restore / r.crs.restore),
+                x,
+            );
+        }
+    }
+    for fs in ["tmpfs", "ext4"] {
+        for w in ["mem-256MiB", "mem-4GiB"] {
+            t.push(Target {
+                name: format!("{w}/{fs} crs dump peak RSS (max of runs) <= {RSS_TARGET_MIB} MiB"),
+                value: find(w, fs).map_or(f64::NAN, |r| r.crs.dump_rss_max),
+                bound: RSS_TARGET_MIB,
+                at_least: false,
+            });
+        }
+    }
+    t
 }
 
 fn main() {
@@ -478,236 +873,262 @@ fn main() {
         criu,
         memfill: build_memfill(&out),
     };
-
-    let mut workloads = vec![
-        Workload {
-            name: "sleep".into(),
-            mib: 0,
-            extra: vec![],
-            crs_unsupported: false,
-            iters: iters(0).max(5),
-        },
-        Workload {
-            name: "mem-256MiB".into(),
-            mib: 256,
-            extra: vec![],
-            crs_unsupported: false,
-            iters: iters(256),
-        },
-        Workload {
-            name: "mem-1024MiB".into(),
-            mib: 1024,
-            extra: vec![],
-            crs_unsupported: false,
-            iters: iters(1024),
-        },
-    ];
-    if std::env::var("CRS_BENCH_4G").is_ok_and(|v| v == "1") {
-        workloads.push(Workload {
-            name: "mem-4096MiB".into(),
-            mib: 4096,
-            extra: vec![],
-            crs_unsupported: false,
-            iters: iters(4096),
-        });
-    }
-    for (name, kind) in [("tree-50", "children"), ("threads-50", "threads")] {
-        workloads.push(Workload {
-            name: name.into(),
-            mib: 0,
-            extra: vec![kind.into(), "49".into()],
-            crs_unsupported: true,
-            iters: iters(0),
-        });
-    }
+    let mut notes = Vec::new();
+    let workloads = workloads(&mut notes);
 
     let tmpfs = PathBuf::from("/dev/shm/crs-bench");
-    let disk = out.join("work");
-    let mut results = Vec::new();
-    let mut svg_rows: Vec<(String, [f64; 5])> = Vec::new();
-    println!(
-        "{:<28} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9}",
-        "case",
-        "dump s",
-        "GiB/s",
-        "restore",
-        "GiB/s",
-        "limit s",
-        "GiB/s",
-        "crs/lim",
-        "rss MiB",
-        "criu/crs d",
-        "criu/crs r"
-    );
-    for dir in [&tmpfs, &disk] {
+    let ext4 = std::env::var_os("CRS_BENCH_EXT4")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| out.join("work"));
+    let mut dirs = Vec::new();
+    for (dir, want) in [(&tmpfs, "tmpfs"), (&ext4, "ext4")] {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).expect("bench work dir");
-        let fst = fs_type(dir);
+        let got = fs_type(dir);
+        if got == want {
+            dirs.push((dir.clone(), want));
+        } else {
+            notes.push(format!("SKIP {want}: {} is {got}", dir.display()));
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+    for n in &notes {
+        println!("{n}");
+    }
+
+    let load_before = loadavg();
+    println!("load average before: {load_before} (other work on the machine skews results)");
+    let started = Instant::now();
+    let mut results: Vec<CaseResult> = Vec::new();
+    let mut json_cases = Vec::new();
+    println!(
+        "{:<22} {:<5} {:>9} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8}",
+        "case",
+        "tool",
+        "dump ms",
+        "GiB/s",
+        "rest. ms",
+        "GiB/s",
+        "frozen ms",
+        "rss dump",
+        "rss rest"
+    );
+    for (dir, fst) in &dirs {
         for w in &workloads {
             let case = format!("{}/{fst}", w.name);
             if filter.as_ref().is_some_and(|f| !case.contains(f.as_str())) {
                 continue;
             }
-            let gib = w.mib as f64 / 1024.0;
             let mut crs = Samples::default();
             let mut criu = Samples::default();
             let mut limit = Vec::new();
             for i in 0..w.iters {
                 let seed = i as u64 + 1;
-                let mut order = vec![Tool::Crs, Tool::Criu];
-                if i % 2 == 1 {
-                    order.reverse();
-                }
-                if w.mib > 0 {
-                    let p = start(&tools.memfill, w, dir, seed);
-                    let (addr, len) = region(p.pid);
-                    assert!(len >= w.mib << 20, "{case}: region {len:#x} too small");
-                    limit.push(raw_limit(p.pid, addr, w.mib << 20, dir));
-                    drop(p);
-                }
-                for tool in order {
-                    match tool {
-                        Tool::Crs if !w.crs_unsupported => {
-                            crs.push(cycle(&tools, tool, w, dir, seed));
+                // crs, criu and the limit take turns at going first.
+                let mut order = [Some(Tool::Crs), Some(Tool::Criu), None];
+                order.rotate_left(i % 3);
+                for step in order {
+                    match step {
+                        Some(Tool::Crs) => crs.push(cycle(&tools, Tool::Crs, w, &case, dir, seed)),
+                        Some(Tool::Criu) if tools.criu.is_some() => {
+                            criu.push(cycle(&tools, Tool::Criu, w, &case, dir, seed))
                         }
-                        Tool::Criu if tools.criu.is_some() => {
-                            criu.push(cycle(&tools, tool, w, dir, seed));
+                        Some(Tool::Criu) => {}
+                        None if w.kind == Kind::Mem => {
+                            limit.push(limit_cycle(&tools, w, &case, dir, seed))
                         }
-                        _ => {}
+                        None => {}
                     }
                 }
             }
-            let lim = median(&mut limit);
-            let cj = crs.json(gib);
-            let rj = criu.json(gib);
-            let get = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-            let (cd, cr) = (get(&cj, "dump_s"), get(&cj, "restore_s"));
-            let (rd, rr) = (get(&rj, "dump_s"), get(&rj, "restore_s"));
-            if w.crs_unsupported {
-                println!("{case:<28} crs: unsupported by crs yet");
-            } else {
-                // A ratio with no criu (or no memory to move) prints as "-".
-                let ratio = |x: f64| {
-                    if x.is_finite() {
-                        format!("{x:.2}")
-                    } else {
-                        "-".into()
-                    }
-                };
-                println!(
-                    "{:<28} {:>9.4} {:>9} {:>8.4} {:>9} {:>9} {:>9} {:>8} {:>8.1} {:>9} {:>9}",
-                    case,
-                    cd,
-                    ratio(gib / cd),
-                    cr,
-                    ratio(gib / cr),
-                    if lim.is_finite() {
-                        format!("{lim:.4}")
-                    } else {
-                        "-".into()
-                    },
-                    ratio(gib / lim),
-                    ratio(cd / lim),
-                    get(&cj, "dump_peak_rss_mib").max(get(&cj, "restore_peak_rss_mib")),
-                    ratio(rd / cd),
-                    ratio(rr / cr),
-                );
-            }
-            if tools.criu.is_some() {
-                println!("{:<28} criu: dump {rd:.4} s, restore {rr:.4} s", "");
-            }
-            if gib > 0.0 && !w.crs_unsupported {
-                svg_rows.push((
-                    case.clone(),
-                    [gib / cd, gib / cr, gib / lim, gib / rd, gib / rr],
-                ));
-            }
-            results.push(json!({
+            let r = CaseResult {
+                case: case.clone(),
+                workload: w.name,
+                fs: fst,
+                mib: w.mib,
+                crs: crs.stats(),
+                criu: criu.stats(),
+                limit: median(&limit),
+            };
+            print_case(&r);
+            let gib = w.mib as f64 / 1024.0;
+            json_cases.push(json!({
                 "case": case, "workload": w.name, "fs": fst, "mib": w.mib,
                 "iterations": w.iters,
-                "crs": if w.crs_unsupported { json!("unsupported by crs yet") } else { cj },
-                "criu": if tools.criu.is_some() { rj } else { json!(criu_note) },
+                "crs": crs.json(gib),
+                "criu": if tools.criu.is_some() { criu.json(gib) } else { json!(criu_note) },
                 "limit": if w.mib > 0 {
-                    json!({"dump_s": lim, "gib_s": gib / lim, "samples_s": limit})
-                } else { serde_json::Value::Null },
+                    json!({"dump_s": r.limit, "gib_s": gib / r.limit, "samples_s": limit})
+                } else { Value::Null },
                 "ratios": {
-                    "crs_dump_over_limit": cd / lim,
-                    "criu_over_crs_dump": rd / cd,
-                    "criu_over_crs_restore": rr / cr,
+                    "criu_over_crs_dump": r.criu.dump / r.crs.dump,
+                    "criu_over_crs_restore": r.criu.restore / r.crs.restore,
+                    "criu_over_crs_frozen": r.criu.frozen / r.crs.frozen,
+                    "crs_over_limit_dump": r.crs.dump / r.limit,
                 },
             }));
+            results.push(r);
         }
         let _ = fs::remove_dir_all(dir);
     }
+    let elapsed = started.elapsed().as_secs_f64();
+    let load_after = loadavg();
+    println!("load average after: {load_after}");
+
+    println!("\ntargets of issue #6 (a MISS is reported, not a failure; SKIP: not measured):");
+    let tg = targets(&results);
+    let mut json_targets = Vec::new();
+    for t in &tg {
+        println!("{:<4} {:<62} {}", t.verdict(), t.name, fmt_ratio(t.value));
+        json_targets.push(json!({
+            "target": t.name, "value": t.value, "bound": t.bound,
+            "at_least": t.at_least, "verdict": t.verdict(),
+        }));
+    }
+    let count = |v: &str| tg.iter().filter(|t| t.verdict() == v).count();
+    println!(
+        "{} PASS, {} MISS, {} SKIP; bench took {elapsed:.0} s",
+        count("PASS"),
+        count("MISS"),
+        count("SKIP")
+    );
+
     let doc = json!({
-        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
+        "machine": {
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        },
         "criu": criu_note,
-        "results": results,
+        "notes": notes,
+        "elapsed_s": elapsed,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "results": json_cases,
+        "targets": json_targets,
     });
     let jpath = out.join("results.json");
     fs::write(&jpath, serde_json::to_string_pretty(&doc).expect("json")).expect("write json");
     let spath = out.join("results.svg");
-    fs::write(&spath, svg(&svg_rows)).expect("write svg");
+    fs::write(&spath, svg(&results)).expect("write svg");
     println!("wrote {} and {}", jpath.display(), spath.display());
 }
 
-/// A grouped horizontal bar chart of GiB/s: crs dump, crs restore, limit, criu dump, criu
-/// restore (missing values are left out).
-fn svg(rows: &[(String, [f64; 5])]) -> String {
-    const LABELS: [&str; 5] = [
-        "crs dump",
-        "crs restore",
-        "limit (readv+write)",
-        "criu dump",
-        "criu restore",
-    ];
-    const COLORS: [&str; 5] = ["#1f77b4", "#2ca02c", "#7f7f7f", "#d62728", "#ff7f0e"];
+/// One panel of grouped horizontal bars (missing values left out); returns the SVG and the
+/// height it used.
+fn panel(
+    y0: f64,
+    title: &str,
+    unit: &str,
+    rows: &[(String, Vec<f64>)],
+    labels: &[&str],
+) -> (String, f64) {
+    const COLORS: [&str; 5] = ["#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#7f7f7f"];
+    const LEFT: f64 = 170.0;
+    const WIDTH: f64 = 560.0;
+    const BAR: f64 = 12.0;
     let max = rows
         .iter()
         .flat_map(|r| r.1.iter().copied())
         .filter(|v| v.is_finite())
-        .fold(1.0f64, f64::max);
-    let (left, width, bar) = (200.0, 560.0, 12.0);
-    let group = bar * 5.0 + 14.0;
-    let height = 60.0 + group * rows.len() as f64 + 20.0 * 5.0;
+        .fold(f64::MIN_POSITIVE, f64::max);
+    let group = BAR * labels.len() as f64 + 12.0;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" \
-         font-family=\"sans-serif\" font-size=\"11\">\n\
-         <text x=\"10\" y=\"20\" font-size=\"14\">crs vs the raw limit (and criu), GiB/s, medians</text>\n",
-        left + width + 80.0
+        "<text x=\"10\" y=\"{}\" font-size=\"14\">{title}</text>\n",
+        y0 + 16.0
     );
     for (i, (name, v)) in rows.iter().enumerate() {
-        let y0 = 40.0 + group * i as f64;
+        let gy = y0 + 28.0 + group * i as f64;
         s += &format!(
-            "<text x=\"10\" y=\"{}\">{name}</text>\n",
-            y0 + bar * 2.5 + 4.0
+            "<text x=\"10\" y=\"{:.1}\">{name}</text>\n",
+            gy + BAR * labels.len() as f64 / 2.0 + 4.0
         );
         for (k, val) in v.iter().enumerate() {
             if !val.is_finite() {
                 continue;
             }
-            let y = y0 + bar * k as f64;
-            let w = width * val / max;
+            let y = gy + BAR * k as f64;
+            let w = WIDTH * val / max;
             s += &format!(
-                "<rect x=\"{left}\" y=\"{y}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/>\
-                 <text x=\"{:.1}\" y=\"{}\">{val:.2}</text>\n",
-                bar - 2.0,
+                "<rect x=\"{LEFT}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{val:.2} {unit}</text>\n",
+                BAR - 2.0,
                 COLORS[k],
-                left + w + 4.0,
-                y + bar - 3.0
+                LEFT + w + 4.0,
+                y + BAR - 3.0
             );
         }
     }
-    let ly = 50.0 + group * rows.len() as f64;
-    for (k, l) in LABELS.iter().enumerate() {
-        let y = ly + 20.0 * k as f64;
+    let mut x = 10.0;
+    let ly = y0 + 28.0 + group * rows.len() as f64 + 4.0;
+    for (k, l) in labels.iter().enumerate() {
         s += &format!(
-            "<rect x=\"10\" y=\"{y}\" width=\"12\" height=\"12\" fill=\"{}\"/>\
-             <text x=\"28\" y=\"{}\">{l}</text>\n",
+            "<rect x=\"{x}\" y=\"{ly:.1}\" width=\"12\" height=\"12\" fill=\"{}\"/>\
+             <text x=\"{}\" y=\"{:.1}\">{l}</text>\n",
             COLORS[k],
-            y + 10.0
+            x + 16.0,
+            ly + 10.0
         );
+        x += 16.0 + 7.0 * l.len() as f64 + 20.0;
     }
-    s += "</svg>\n";
-    s
+    (s, ly + 30.0 - y0)
+}
+
+/// Two panels: GiB/s of the memory workloads (crs, criu, limit) and milliseconds of the
+/// others (crs, criu).
+fn svg(results: &[CaseResult]) -> String {
+    let gibs = |r: &CaseResult, t: f64| r.mib as f64 / 1024.0 / t;
+    let mem: Vec<(String, Vec<f64>)> = results
+        .iter()
+        .filter(|r| r.mib > 0)
+        .map(|r| {
+            (
+                r.case.clone(),
+                vec![
+                    gibs(r, r.crs.dump),
+                    gibs(r, r.crs.restore),
+                    gibs(r, r.criu.dump),
+                    gibs(r, r.criu.restore),
+                    gibs(r, r.limit),
+                ],
+            )
+        })
+        .collect();
+    let small: Vec<(String, Vec<f64>)> = results
+        .iter()
+        .filter(|r| r.mib == 0)
+        .map(|r| {
+            (
+                r.case.clone(),
+                [r.crs.dump, r.crs.restore, r.criu.dump, r.criu.restore]
+                    .iter()
+                    .map(|t| t * 1e3)
+                    .collect(),
+            )
+        })
+        .collect();
+    let (a, ha) = panel(
+        0.0,
+        "memory workloads: GiB/s, medians (higher is better)",
+        "GiB/s",
+        &mem,
+        &[
+            "crs dump",
+            "crs restore",
+            "criu dump",
+            "criu restore",
+            "limit (readv+write)",
+        ],
+    );
+    let (b, hb) = panel(
+        ha + 10.0,
+        "sleep, tree, threads: ms, medians (lower is better)",
+        "ms",
+        &small,
+        &["crs dump", "crs restore", "criu dump", "criu restore"],
+    );
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"820\" height=\"{:.0}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n{a}{b}</svg>\n",
+        ha + hb + 20.0
+    )
 }

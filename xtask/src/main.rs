@@ -93,8 +93,11 @@ fn fuzz(secs: u64) -> Result<()> {
     Ok(())
 }
 
-/// The criterion benches and the end-to-end dump/restore benchmark, which drives the
-/// release `crs` binary (built first) and writes `target/bench/results.{json,svg}`.
+/// The criterion benches and the end-to-end dump/restore benchmark (the matrix of issue #6),
+/// which drives the release `crs` binary (built first), compares it with `$CRIU` (or `criu`
+/// on PATH) when that passes `criu check`, and writes `target/bench/results.{json,svg}`.
+/// Extra arguments go to `cargo bench` (`--bench dumprestore -- 1GiB/tmpfs`); the bench reads
+/// `CRS_BENCH_ITERS` and `CRS_BENCH_BIG=0` from the environment.
 fn bench(extra: &[String]) -> Result<()> {
     let mut b = cargo();
     b.args(["build", "--release", "-p", "crs"]);
