@@ -1,27 +1,50 @@
 //! Anon-inode fds: eventfd (its counter), signalfd (its mask), timerfd (clock, settings,
-//! remaining time, unread expirations) and epoll (its targets), saved from
-//! `/proc/PID/fdinfo/N` as CRIU's EVENTFD, SIGNALFD, TIMERFD and EVENTPOLL file entries.
+//! remaining time, unread expirations), epoll (its targets) and inotify (its watches),
+//! saved from `/proc/PID/fdinfo/N` as CRIU's EVENTFD, SIGNALFD, TIMERFD, EVENTPOLL and
+//! INOTIFY file entries; and FIFOs (named pipes), which like inotify are re-created at
+//! restore by the task from a path.
+//!
+//! An inotify watch is saved with the file handle fdinfo shows and the path of the watched
+//! inode: the handle is opened with open_by_handle_at on a mount of the watch's device
+//! (from the task's mountinfo) and the path read back from `/proc/self/fd`; the path must
+//! reach the same inode from crs (same mount namespace). Events queued on the inotify fd
+//! are not saved (CRIU drops them too): a warning says so.
+//!
+//! A FIFO is a regular-file entry of its path, a FIFO entry naming it (`regf_id`) and, the
+//! first time its pipe is seen, the bytes queued in it (fifo-data.img), duplicated with
+//! tee(2) and left queued. A write-only end is read through a new read-only description
+//! of the same FIFO (CRIU saves data from readable ends only).
 //!
 //! A child module of `files`: the file ids, the shared-description lookup and files.img
 //! are the file table's. Flags are the open file's status flags without O_CLOEXEC (which
 //! is the fd's, in fdinfo-N.img), as CRIU stores them.
 
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
 
 use crs_compel::SeizedTree;
 use crs_images::pb::eventfd::Eventfd_file_entry;
 use crs_images::pb::eventpoll::{Eventpoll_file_entry, Eventpoll_tfd_entry};
 use crs_images::pb::fdinfo::{Fd_types, File_entry};
+use crs_images::pb::fh::Fh_entry;
+use crs_images::pb::fifo::Fifo_entry;
 use crs_images::pb::fown::Fown_entry;
+use crs_images::pb::fsnotify::{Inotify_file_entry, Inotify_wd_entry};
+use crs_images::pb::pipe_data::Pipe_data_entry;
 use crs_images::pb::signalfd::Signalfd_entry;
 use crs_images::pb::timerfd::Timerfd_entry;
-use crs_proc::{FdInfo, ProcDir};
+use crs_proc::{FdInfo, InotifyWatch, MountInfo, ProcDir};
 use protobuf::{EnumOrUnknown, MessageField};
-use tracing::debug;
+use tracing::{debug, warn};
 
-use super::{fown_of, FdEntry, FileTable};
-use crate::error::{compel_err, DumpError, Result};
+use super::{file_err, fown_of, kernel_dev, queued_pipe_data, strip_deleted, FdEntry, FileTable};
+use crate::error::{compel_err, proc_err, DumpError, Result};
+
+/// Words of `fh_entry.handle` CRIU always writes (`fh_entry_sizes.min_entries`): the
+/// handle bytes, zero-padded.
+const FH_MIN_WORDS: usize = 16;
 
 /// The anon-inode files crs saves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +53,7 @@ pub(crate) enum AnonKind {
     Signalfd,
     Timerfd,
     Eventpoll,
+    Inotify,
 }
 
 impl AnonKind {
@@ -40,6 +64,7 @@ impl AnonKind {
             "anon_inode:[signalfd]" => Some(AnonKind::Signalfd),
             "anon_inode:[timerfd]" => Some(AnonKind::Timerfd),
             "anon_inode:[eventpoll]" => Some(AnonKind::Eventpoll),
+            "anon_inode:inotify" | "anon_inode:[inotify]" => Some(AnonKind::Inotify),
             _ => None,
         }
     }
@@ -50,6 +75,7 @@ impl AnonKind {
             AnonKind::Signalfd => Fd_types::SIGNALFD,
             AnonKind::Timerfd => Fd_types::TIMERFD,
             AnonKind::Eventpoll => Fd_types::EVENTPOLL,
+            AnonKind::Inotify => Fd_types::INOTIFY,
         }
     }
 }
@@ -96,8 +122,16 @@ impl FileTable {
                 let id = self.alloc();
                 let fown = fown_of(&file);
                 let flags = info.flags & !(libc::O_CLOEXEC as u32);
-                let entry =
-                    anon_entry(id, kind, flags, fown, info, proc_dir).map_err(unsupported)?;
+                let entry = if kind == AnonKind::Inotify {
+                    if has_queued_events(&file) {
+                        warn!(pid, fd, id, "events queued on inotify fd are dropped");
+                    }
+                    let mounts = proc_dir.mountinfo().map_err(proc_err(pid, "mountinfo"))?;
+                    inotify_entry(id, flags, fown, &info.inotify, &mounts, proc_dir.path())
+                        .map_err(unsupported)?
+                } else {
+                    anon_entry(id, kind, flags, fown, info, proc_dir).map_err(unsupported)?
+                };
                 debug!(pid, fd, id, ?kind, "anon-inode file");
                 self.entries.push(entry);
                 id
@@ -204,8 +238,218 @@ fn anon_entry(
                 ..Default::default()
             });
         }
+        AnonKind::Inotify => return Err("inotify without its mount table"),
     }
     Ok(e)
+}
+
+impl FileTable {
+    /// A FIFO opened by path (`file`, its fd `link`, open with `flags`): the regular-file
+    /// entry of its path (allocated after the FIFO's id, written before it, as CRIU does),
+    /// the FIFO entry, and the first time its pipe is seen the bytes queued in it.
+    pub(super) fn fifo(
+        &mut self,
+        id: u32,
+        link: &Path,
+        file: &File,
+        md: &std::fs::Metadata,
+        flags: u32,
+        fown: Fown_entry,
+    ) -> Result<()> {
+        if strip_deleted(link).1 {
+            return Err(DumpError::File {
+                what: "FIFO that was unlinked (not supported):",
+                path: link.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(libc::ENOTSUP),
+            });
+        }
+        let pipe_id = md.ino() as u32;
+        let regf_id = self.alloc();
+        let reg = self.reg_entry(regf_id, link, file, md, flags, 0, fown)?;
+        self.push_reg(regf_id, reg);
+        self.entries.push(File_entry {
+            type_: Some(EnumOrUnknown::new(Fd_types::FIFO)),
+            id: Some(id),
+            fifo: MessageField::some(Fifo_entry {
+                id: Some(id),
+                pipe_id: Some(pipe_id),
+                regf_id: Some(regf_id),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        if self.fifo_data.iter().any(|(e, _)| e.pipe_id() == pipe_id) {
+            return Ok(());
+        }
+        // tee(2) needs a readable end: a write-only one is read through a new read-only
+        // description of the FIFO (non-blocking, so the open does not wait for a writer).
+        let readable = if flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(format!("/proc/self/fd/{}", file.as_fd().as_raw_fd()))
+                .map_err(file_err("reopening for reading the FIFO", link))?
+        } else {
+            file.try_clone()
+                .map_err(file_err("duplicating fd of", link))?
+        };
+        let (size, data) = queued_pipe_data(&readable, link)?;
+        debug!(
+            id,
+            pipe_id,
+            regf_id,
+            size,
+            bytes = data.len(),
+            "FIFO data saved"
+        );
+        self.fifo_data.push((
+            Pipe_data_entry {
+                pipe_id: Some(pipe_id),
+                bytes: Some(data.len() as u32),
+                size: Some(size),
+                ..Default::default()
+            },
+            data,
+        ));
+        Ok(())
+    }
+}
+
+/// Whether events are queued on inotify fd `file` (it polls readable).
+fn has_queued_events(file: &File) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// The INOTIFY file entry of an inotify instance with `watches` (in fdinfo order, as CRIU
+/// keeps them), each with its file handle and the path it resolves to through a mount of
+/// `mounts` (the task's, reached under `proc_path`/root).
+fn inotify_entry(
+    id: u32,
+    flags: u32,
+    fown: Fown_entry,
+    watches: &[InotifyWatch],
+    mounts: &[MountInfo],
+    proc_path: &Path,
+) -> std::result::Result<File_entry, &'static str> {
+    let mut wds = Vec::with_capacity(watches.len());
+    for w in watches {
+        let fh = w
+            .fhandle
+            .as_ref()
+            .ok_or("inotify watch on a file system without file handles")?;
+        if fh.bytes as usize != fh.handle.len() {
+            return Err("inotify watch whose fhandle-bytes is not the handle's length");
+        }
+        let path = watch_path(w, mounts, proc_path)?;
+        debug!(
+            id,
+            wd = w.wd,
+            ino = w.ino,
+            mask = w.mask,
+            path,
+            "inotify watch"
+        );
+        wds.push(Inotify_wd_entry {
+            id: Some(0),
+            i_ino: Some(w.ino),
+            mask: Some(w.mask),
+            ignored_mask: Some(w.ignored_mask),
+            s_dev: Some(w.sdev),
+            wd: Some(w.wd as u32),
+            f_handle: MessageField::some(Fh_entry {
+                bytes: Some(fh.bytes),
+                type_: Some(fh.handle_type as u32),
+                handle: handle_words(&fh.handle),
+                path: Some(path),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    Ok(File_entry {
+        type_: Some(EnumOrUnknown::new(Fd_types::INOTIFY)),
+        id: Some(id),
+        ify: MessageField::some(Inotify_file_entry {
+            id: Some(id),
+            flags: Some(flags),
+            fown: MessageField::some(fown),
+            wd: wds,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// A file handle's bytes as CRIU stores them: native-endian 64-bit words, zero-padded to
+/// at least [`FH_MIN_WORDS`].
+fn handle_words(handle: &[u8]) -> Vec<u64> {
+    let mut words = vec![0u64; handle.len().div_ceil(8).max(FH_MIN_WORDS)];
+    for (w, chunk) in words.iter_mut().zip(handle.chunks(8)) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        *w = u64::from_ne_bytes(b);
+    }
+    words
+}
+
+/// The path of the inode watch `w` names: its file handle opened on each mount of its
+/// device until the path read back reaches the same inode from crs.
+fn watch_path(
+    w: &InotifyWatch,
+    mounts: &[MountInfo],
+    proc_path: &Path,
+) -> std::result::Result<String, &'static str> {
+    let fh = w
+        .fhandle
+        .as_ref()
+        .ok_or("inotify watch without a file handle")?;
+    let mut opened = false;
+    for m in mounts
+        .iter()
+        .filter(|m| (m.major << 20) | m.minor == w.sdev)
+    {
+        let rel = m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point);
+        // Not O_PATH: open_by_handle_at refuses an O_PATH mount fd (EBADF).
+        let Ok(mnt) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(proc_path.join("root").join(rel))
+        else {
+            continue; // a file bind mount, or a mount crs cannot reach
+        };
+        let Ok(target) = crs_sys::fhandle::open_by_handle_at(
+            mnt.as_fd(),
+            fh.handle_type,
+            &fh.handle,
+            libc::O_PATH,
+        ) else {
+            continue;
+        };
+        opened = true;
+        let Ok(link) = std::fs::read_link(format!("/proc/self/fd/{}", target.as_raw_fd())) else {
+            continue;
+        };
+        let (path, deleted) = strip_deleted(&link);
+        if deleted {
+            return Err("inotify watch on a file that was unlinked");
+        }
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if md.ino() == w.ino && kernel_dev(md.dev()) == w.sdev {
+            return path
+                .into_os_string()
+                .into_string()
+                .map_err(|_| "inotify watch on a path that is not UTF-8");
+        }
+    }
+    Err(if opened {
+        "inotify watch on an inode with no path crs can reach"
+    } else {
+        "inotify watch whose file handle opens on no mount of its device"
+    })
 }
 
 #[cfg(test)]
@@ -222,7 +466,20 @@ mod tests {
             AnonKind::of_link("anon_inode:[eventpoll]"),
             Some(AnonKind::Eventpoll)
         );
-        assert_eq!(AnonKind::of_link("anon_inode:[inotify]"), None);
+        assert_eq!(
+            AnonKind::of_link("anon_inode:inotify"),
+            Some(AnonKind::Inotify)
+        );
+        assert_eq!(AnonKind::of_link("anon_inode:[fanotify]"), None);
         assert_eq!(AnonKind::of_link("/tmp/x"), None);
+    }
+
+    #[test]
+    fn handle_words_short_handle_is_padded_to_16_words() {
+        let w = handle_words(&[0xa7, 0xc4, 0x03, 0, 1, 0, 0, 0, 0xff]);
+        assert_eq!(w.len(), FH_MIN_WORDS);
+        assert_eq!(w[0], u64::from_ne_bytes([0xa7, 0xc4, 0x03, 0, 1, 0, 0, 0]));
+        assert_eq!(w[1], 0xff);
+        assert!(w[2..].iter().all(|&x| x == 0));
     }
 }

@@ -21,6 +21,7 @@ use crs_images::codec::ImageWriter;
 use crs_images::pb::fdinfo::{Fd_types, Fdinfo_entry, File_entry};
 use crs_images::pb::fown::Fown_entry;
 use crs_images::pb::ghost_file::{Ghost_chunk_entry, Ghost_file_entry};
+use crs_images::pb::memfd::Memfd_file_entry;
 use crs_images::pb::pipe::Pipe_entry;
 use crs_images::pb::pipe_data::Pipe_data_entry;
 use crs_images::pb::regfile::Reg_file_entry;
@@ -74,6 +75,8 @@ pub(crate) struct FileTable {
     ghost_images: Vec<ImageWriter>,
     /// Queued bytes of each pipe whose read end was dumped, in dump order.
     pipe_data: Vec<(Pipe_data_entry, Vec<u8>)>,
+    /// Queued bytes of each FIFO (fifo-data.img), in dump order.
+    fifo_data: Vec<(Pipe_data_entry, Vec<u8>)>,
     /// tty-info.img: one entry per terminal (pty index), in dump order.
     tty_infos: Vec<Tty_info_entry>,
     /// Unix sockets and their queued messages (sk-queues.img).
@@ -84,6 +87,10 @@ pub(crate) struct FileTable {
     seen: HashMap<(u64, u64), Vec<DumpedFd>>,
     /// flock and POSIX locks held (filelocks.img), with `--file-locks`.
     locks: locks::Locks,
+    /// memfd inodes (memfd.img), saved by [`FileTable::write_memfds`].
+    memfds: crate::memfd::Memfds,
+    /// SysV shared memory segments attached (ipcns-shm), saved by [`FileTable::write_sysv`].
+    pub(crate) sysv: crate::sysv::Segments,
 }
 
 /// One fd of a process, as saved in fdinfo-N.img.
@@ -252,10 +259,13 @@ impl FileTable {
             remaps: Vec::new(),
             ghost_images: Vec::new(),
             pipe_data: Vec::new(),
+            fifo_data: Vec::new(),
             tty_infos: Vec::new(),
             unix: unixsk::UnixSockets::default(),
             seen: HashMap::new(),
             locks: locks::Locks::default(),
+            memfds: Default::default(),
+            sysv: Default::default(),
         }
     }
 
@@ -283,6 +293,88 @@ impl FileTable {
         self.push_reg(id, reg);
         self.special.insert(key, id);
         Ok(id)
+    }
+
+    /// A MEMFD file entry `id` for an open description of memfd `file` (its inode saved
+    /// once, see `memfd`).
+    fn memfd_file(
+        &mut self,
+        id: u32,
+        file: &File,
+        link: &Path,
+        flags: u32,
+        pos: u64,
+        fown: Fown_entry,
+    ) -> Result<()> {
+        let inode_id = self.memfds.inode(file, link, &link.to_string_lossy())?;
+        self.entries.push(File_entry {
+            type_: Some(EnumOrUnknown::new(Fd_types::MEMFD)),
+            id: Some(id),
+            memfd: MessageField::some(Memfd_file_entry {
+                id: Some(id),
+                flags: Some(flags),
+                pos: Some(pos),
+                fown: MessageField::some(fown),
+                inode_id: Some(inode_id),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// The MEMFD file id a mapping of memfd `file` names (`shown`: the kernel's name of
+    /// the mapping); the same inode mapped with the same flags gets the same id.
+    pub(crate) fn memfd_mapping(
+        &mut self,
+        shown: &Path,
+        file: &File,
+        path: &Path,
+        flags: u32,
+    ) -> Result<u32> {
+        let md = file.metadata().map_err(file_err("stat of", path))?;
+        let key = SpecialKey {
+            dev: md.dev(),
+            ino: md.ino(),
+            flags,
+        };
+        if let Some(&id) = self.special.get(&key) {
+            return Ok(id);
+        }
+        let id = self.alloc();
+        let inode_id = self.memfds.inode(file, path, &shown.to_string_lossy())?;
+        self.entries.push(File_entry {
+            type_: Some(EnumOrUnknown::new(Fd_types::MEMFD)),
+            id: Some(id),
+            memfd: MessageField::some(Memfd_file_entry {
+                id: Some(id),
+                flags: Some(flags),
+                pos: Some(0),
+                fown: MessageField::some(zero_fown()),
+                inode_id: Some(inode_id),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        self.special.insert(key, id);
+        Ok(id)
+    }
+
+    /// Saves the memfd inodes (memfd.img and their contents); pages ids from `next_id` on.
+    /// Returns the pages written.
+    pub(crate) fn write_memfds(&self, dir: &mut ImageDir, next_id: &mut u32) -> Result<u64> {
+        self.memfds.write(dir, next_id)
+    }
+
+    /// Saves the SysV shared memory segments attached in the tree; pages ids from `next_id`
+    /// on. Returns the pages written.
+    pub(crate) fn write_sysv(
+        &self,
+        dir: &mut ImageDir,
+        ipc_ns: u32,
+        next_id: &mut u32,
+    ) -> Result<u64> {
+        self.sysv.write(dir, ipc_ns, next_id)
     }
 
     fn push_reg(&mut self, id: u32, reg: Reg_file_entry) {
@@ -322,8 +414,11 @@ impl FileTable {
         let append_only = acc == libc::O_WRONLY as u32 && flags & libc::O_APPEND as u32 != 0;
         if ft.is_file() && !append_only {
             reg.size = Some(md.size());
-            if let Some(bid) = build_id(file) {
-                reg.build_id = bid;
+            // An O_PATH fd cannot be read: no build-id.
+            if flags & libc::O_PATH as u32 == 0 {
+                if let Some(bid) = build_id(file) {
+                    reg.build_id = bid;
+                }
             }
         }
         if deleted && md.nlink() == 0 {
@@ -413,15 +508,16 @@ impl FileTable {
                 out.push(self.unix_fd(tree, pid, fd, &info, &link_s)?);
                 continue;
             }
+            if link_s == "anon_inode:[fanotify]" {
+                return Err(unsupported("fanotify"));
+            }
             let is_pipe = link_s.starts_with("pipe:[");
             if !is_pipe && !link_s.starts_with('/') {
                 return Err(unsupported(
                     "only regular files, devices and pipes are supported",
                 ));
             }
-            if link_s.starts_with("/memfd:") {
-                return Err(unsupported("memfd"));
-            }
+            let is_memfd = link_s.starts_with("/memfd:");
             let taken = tree
                 .take_fd(pid, fd)
                 .map_err(compel_err(pid, "taking an fd"))?;
@@ -429,16 +525,23 @@ impl FileTable {
             let md = file.metadata().map_err(file_err("stat of", &link))?;
             let ft = md.file_type();
             use std::os::unix::fs::FileTypeExt;
+            if is_mqueue(&file) {
+                return Err(unsupported("a POSIX message queue"));
+            }
             if is_pipe && !ft.is_fifo() {
                 return Err(unsupported("a pipe link on something that is not a pipe"));
             }
             let reg_like =
                 ft.is_file() || ft.is_dir() || ft.is_char_device() || ft.is_block_device();
-            if !is_pipe && !reg_like {
+            // An O_PATH fd only names its inode (a FIFO, a symlink with O_NOFOLLOW, ...):
+            // a regular-file entry reopens it by path.
+            let opath = info.flags & libc::O_PATH as u32 != 0;
+            let is_fifo = !is_pipe && !opath && ft.is_fifo();
+            if !is_pipe && !is_fifo && !reg_like && !opath {
                 return Err(unsupported("not a regular file, directory or device"));
             }
             let major = nix::sys::stat::major(md.rdev()) as u32;
-            let is_tty = ft.is_char_device() && is_tty_major(major);
+            let is_tty = !opath && ft.is_char_device() && is_tty_major(major);
             if is_tty && !shell_job {
                 return Err(unsupported("tty (use --shell-job)"));
             }
@@ -461,6 +564,11 @@ impl FileTable {
                             return Err(unsupported("packetized pipes (O_DIRECT)"));
                         }
                         self.pipe(id, &link, &file, md.ino(), flags, fown)?;
+                    } else if is_fifo {
+                        self.fifo(id, &link, &file, &md, flags, fown)?;
+                    } else if is_memfd {
+                        let pos = info.pos as u64;
+                        self.memfd_file(id, &file, &link, flags, pos, fown)?;
                     } else if is_tty {
                         let index = pts_index(&link_s)
                             .ok_or_else(|| unsupported("a pty slave outside /dev/pts"))?;
@@ -497,6 +605,10 @@ impl FileTable {
                 cloexec,
                 kind: if is_pipe {
                     Fd_types::PIPE
+                } else if is_fifo {
+                    Fd_types::FIFO
+                } else if is_memfd {
+                    Fd_types::MEMFD
                 } else if is_tty {
                     Fd_types::TTY
                 } else {
@@ -504,7 +616,6 @@ impl FileTable {
                 },
             });
         }
-        self.unix.check_peers(pid)?;
         Ok(out)
     }
 
@@ -609,8 +720,10 @@ impl FileTable {
         Ok(())
     }
 
-    /// Writes files.img, remap-fpath.img, the ghost files, pipes-data.img and filelocks.img.
-    pub(crate) fn write(self, dir: &mut ImageDir) -> Result<()> {
+    /// Writes files.img, remap-fpath.img, the ghost files, pipes-data.img, fifo-data.img and
+    /// filelocks.img.
+    pub(crate) fn write(mut self, dir: &mut ImageDir) -> Result<()> {
+        self.unix.finish(&mut self.entries)?;
         let mut img = ImageWriter::new("files.img", "FILES");
         for e in &self.entries {
             img.push(e).map_err(image_err("files.img"))?;
@@ -637,6 +750,14 @@ impl FileTable {
             let mut img = ImageWriter::new("pipes-data.img", "PIPES_DATA");
             for (e, data) in &self.pipe_data {
                 img.push(e).map_err(image_err("pipes-data.img"))?;
+                img.payload(data);
+            }
+            dir.write(img)?;
+        }
+        if !self.fifo_data.is_empty() {
+            let mut img = ImageWriter::new("fifo-data.img", "FIFO_DATA");
+            for (e, data) in &self.fifo_data {
+                img.push(e).map_err(image_err("fifo-data.img"))?;
                 img.payload(data);
             }
             dir.write(img)?;
@@ -725,6 +846,13 @@ fn tty_info(
         ..Default::default()
     });
     Ok(info)
+}
+
+/// Whether `file` is a POSIX message queue (mqueue filesystem): opening it again by path
+/// would not give back its queued messages, so it is refused rather than restored wrong.
+fn is_mqueue(file: &File) -> bool {
+    const MQUEUE_MAGIC: i64 = 0x1980_0202;
+    nix::sys::statfs::fstatfs(file).is_ok_and(|s| s.filesystem_type().0 == MQUEUE_MAGIC)
 }
 
 fn zero_fown() -> Fown_entry {

@@ -12,7 +12,11 @@
 //!   shared anonymous memory: VMA_ANON_SHARED with shmid = the shmem inode; its contents
 //!   once per object, after every process (pagemap-shmem-<shmid>.img, see `shmem`)
 //!   files.img and seccomp.img are shared by all processes; an open file description held
-//!   by several processes (kcmp KCMP_FILE) is one file entry their fdinfo entries share
+//!   by several processes (kcmp KCMP_FILE) is one file entry their fdinfo entries share;
+//!   processes sharing one fd table (kcmp KCMP_FILES, CLONE_FILES) have one files_id in
+//!   their ids-PID.img and one fdinfo-N.img, written by the first of them
+//!   pstree.img records each process's pgid and sid as they are, also when the group's or
+//!   session's leader is gone (restore stands in for it with a helper)
 //!   images staged in DIR/.crs-dump-*, synced, moved into DIR, inventory.img last
 //!   release: kill (default) or detach (leave_running); any error before the images are
 //!   in place detaches the task untouched and removes what was written
@@ -23,10 +27,12 @@ mod core;
 mod error;
 mod files;
 mod imgdir;
+mod memfd;
 mod mm;
 mod ns;
 mod pages;
 mod shmem;
+mod sysv;
 mod task;
 
 use std::path::PathBuf;
@@ -249,6 +255,7 @@ fn dump_seized(
     let mut pstree = Vec::with_capacity(order.len());
     let mut pages_id = 0u32;
     let mut shmem = shmem::ShmemObjects::default();
+    let mut fd_tables = Vec::new();
     for (k, &(pid, ppid, zombie)) in order.iter().enumerate() {
         let pdir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
         let stat = pdir.stat().map_err(proc_err(pid, "stat"))?;
@@ -266,6 +273,7 @@ fn dump_seized(
                 pages_id,
                 stats: &mut *stats,
                 shmem: &mut shmem,
+                fd_tables: &mut fd_tables,
             };
             dump_process(tree, &pdir, &mut ctx)?
         };
@@ -281,6 +289,9 @@ fn dump_seized(
     // Shared anonymous memory, once per object (every process is still frozen).
     let t = Instant::now();
     stats.pages_written += shmem.write(&mut dir, &mut pages_id)?;
+    stats.pages_written += files.write_memfds(&mut dir, &mut pages_id)?;
+    let ipc_ns = root_ids.ipc_ns_id.unwrap_or(0);
+    stats.pages_written += files.write_sysv(&mut dir, ipc_ns, &mut pages_id)?;
     stats.memwrite_time += t.elapsed();
     let mut img = ImageWriter::new("seccomp.img", "SECCOMP");
     push(&mut img, &seccomp)?;
@@ -354,6 +365,8 @@ struct ProcessCtx<'a> {
     stats: &'a mut DumpStats,
     /// Shared anonymous objects met so far (their contents are saved after all processes).
     shmem: &'a mut shmem::ShmemObjects,
+    /// The fd table of each live process dumped so far: (pid, files_id).
+    fd_tables: &'a mut Vec<(Tid, u32)>,
 }
 
 /// The processes below `root`, depth first (children by pid): (pid, ppid, zombie).
@@ -385,6 +398,23 @@ fn tree_order(tree: &SeizedTree, root: Tid) -> Result<Vec<(Tid, Tid, bool)>> {
         );
     }
     Ok(out)
+}
+
+/// The files_id of the process of `tables` whose fd table `pid` shares (kcmp KCMP_FILES).
+fn shared_fd_table(pid: Tid, tables: &[(Tid, u32)]) -> Result<Option<u32>> {
+    for &(other, files_id) in tables {
+        let same = crs_sys::dump::kcmp(pid, other, crs_sys::dump::kcmp_type::FILES, 0, 0).map_err(
+            |source| DumpError::Kcmp {
+                pid,
+                what: "fd tables",
+                source,
+            },
+        )?;
+        if same == 0 {
+            return Ok(Some(files_id));
+        }
+    }
+    Ok(None)
 }
 
 /// core-PID.img of a zombie: its state and wait status, nothing else (as CRIU).
@@ -455,7 +485,14 @@ fn dump_process(
     .trim()
     .parse()
     .unwrap_or(0);
-    let ids = ctx.ns_ids.ids(proc_dir)?;
+    let mut ids = ctx.ns_ids.ids(proc_dir)?;
+    // An fd table shared with a process dumped before (CLONE_FILES) keeps that one's id
+    // and fdinfo image; its fds are not dumped again.
+    let shared_table = shared_fd_table(pid, ctx.fd_tables)?;
+    match shared_table {
+        Some(files_id) => ids.files_id = Some(files_id),
+        None => ctx.fd_tables.push((pid, ids.files_id.unwrap_or(1))),
+    }
     let same_cgroup = proc_dir.read("cgroup").ok() == std::fs::read("/proc/self/cgroup").ok();
     if !same_cgroup {
         warn!(
@@ -506,9 +543,12 @@ fn dump_process(
     }
 
     // Files: fds, then cwd and root (ids in the order CRIU gives them).
-    let fds = ctx
-        .files
-        .dump_fds(tree, proc_dir, opts.shell_job, opts.file_locks)?;
+    let fds = if shared_table.is_some() {
+        Vec::new()
+    } else {
+        ctx.files
+            .dump_fds(tree, proc_dir, opts.shell_job, opts.file_locks)?
+    };
     let cwd_link = proc_dir.cwd().map_err(proc_err(pid, "cwd link"))?;
     let cwd = files::open_link(&proc_dir.path().join("cwd"), pid)?;
     let cwd_id = ctx.files.special(&cwd_link, &cwd, 0)?;
@@ -723,7 +763,9 @@ fn dump_process(
     let mut img = ImageWriter::new(format!("ids-{pid}.img"), "IDS");
     push(&mut img, &ids)?;
     ctx.dir.write(img)?;
-    ctx.dir.write(files::fdinfo_image(files_id, &fds)?)?;
+    if shared_table.is_none() {
+        ctx.dir.write(files::fdinfo_image(files_id, &fds)?)?;
+    }
     let status = &states[0].2;
     let mut img = ImageWriter::new(format!("fs-{pid}.img"), "FS");
     push(

@@ -19,6 +19,8 @@ pub const VMA_FILE_SHARED: u32 = 1 << 7;
 pub const VMA_ANON_SHARED: u32 = 1 << 8;
 pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
 pub const VMA_AREA_VVAR: u32 = 1 << 12;
+pub const VMA_AREA_MEMFD: u32 = 1 << 14;
+pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
 
 const MAP_DROPPABLE: u32 = 0x08;
 /// Highest user address + 1 on x86_64 with 4-level paging (what CRIU calls the task size).
@@ -172,11 +174,40 @@ pub(crate) fn collect_vmas(proc_dir: &ProcDir, files: &mut FileTable) -> Result<
                 flags |= libc::MAP_ANONYMOUS as u32;
                 VMA_AREA_REGULAR | VMA_ANON_SHARED
             }
+            // An attach of a SysV shared memory segment: the inode is the segment id.
+            VmaName::File { path, .. } if shared && path.to_string_lossy().starts_with("/SYSV") => {
+                let id = u32::try_from(v.inode)
+                    .map_err(|_| unsupported("SysV segment id above 32 bits"))?;
+                files.sysv.saw(id);
+                entry.shmid = Some(u64::from(id));
+                VMA_AREA_REGULAR | VMA_AREA_SYSVIPC
+            }
+            // A mapping of a memfd: its inode saved once, the VMA names a MEMFD file.
+            VmaName::File { path, .. } if path.to_string_lossy().starts_with("/memfd:") => {
+                let link = proc_dir
+                    .path()
+                    .join(format!("map_files/{:x}-{:x}", v.start, v.end));
+                let file = open_link(&link, pid)?;
+                let fdflags = if shared && prot & libc::PROT_WRITE as u32 != 0 {
+                    libc::O_RDWR as u32
+                } else {
+                    libc::O_RDONLY as u32
+                };
+                let shown = proc_dir
+                    .map_file_link(v.start, v.end)
+                    .map_err(proc_err(pid, "map_files link"))?;
+                let id = files.memfd_mapping(&shown, &file, &link, fdflags)?;
+                entry.shmid = Some(u64::from(id));
+                entry.fdflags = Some(fdflags);
+                let kind = if shared {
+                    VMA_FILE_SHARED
+                } else {
+                    VMA_FILE_PRIVATE
+                };
+                VMA_AREA_REGULAR | kind | VMA_AREA_MEMFD
+            }
             VmaName::File { path, .. } => {
                 let s = path.to_string_lossy();
-                if s.starts_with("/memfd:") {
-                    return Err(unsupported("memfd mapping"));
-                }
                 if s.starts_with("/SYSV") || (shared && s.starts_with("/dev/zero")) {
                     return Err(unsupported("shared anonymous memory"));
                 }

@@ -91,15 +91,30 @@ fn dump_object(
 ) -> Result<u64> {
     let path = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
     let f = open_link(&path, pid)?;
+    let bytes = write_contents(dir, shmid, &f, &path, pages_id)?;
+    debug!(shmid, pid, bytes, "shared anonymous memory saved");
+    Ok(bytes / PAGE_SIZE)
+}
+
+/// Saves the populated pages of shmem file `f` (shared anonymous memory or a memfd) into
+/// `pages-<pages_id>.img`, described by `pagemap-shmem-<shmid>.img`. A last page past the
+/// end of the file is saved zero-padded. Returns the bytes saved.
+pub(crate) fn write_contents(
+    dir: &mut ImageDir,
+    shmid: u64,
+    f: &File,
+    path: &Path,
+    pages_id: u32,
+) -> Result<u64> {
     let size = f
         .metadata()
         .map_err(|source| DumpError::File {
             what: "stat of shared memory",
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         })?
         .len();
-    let ranges = data_ranges(&f, size, &path)?;
+    let ranges = data_ranges(f, size, path)?;
     let bytes: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
     let (out, out_path) = dir.create_raw(&format!("pages-{pages_id}.img"), bytes)?;
     let mut buf = vec![0u8; BATCH_BYTES.min(bytes as usize)];
@@ -109,10 +124,12 @@ fn dump_object(
         while at < e {
             let n = ((e - at) as usize).min(buf.len());
             let chunk = &mut buf[..n];
-            f.read_exact_at(chunk, at)
+            let inside = (size.saturating_sub(at) as usize).min(n);
+            chunk[inside..].fill(0);
+            f.read_exact_at(&mut chunk[..inside], at)
                 .map_err(|source| DumpError::File {
                     what: "reading shared memory",
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 })?;
             out.write_all_at(chunk, off)
@@ -145,8 +162,7 @@ fn dump_object(
         .map_err(image_err(&name))?;
     }
     dir.write(img)?;
-    debug!(shmid, pid, size, bytes, "shared anonymous memory saved");
-    Ok(bytes / PAGE_SIZE)
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -1,19 +1,27 @@
-//! Unix sockets: connected pairs (socketpair(2)) of SOCK_STREAM, SOCK_DGRAM or
-//! SOCK_SEQPACKET held by one process, saved as CRIU's UNIXSK file entries with the
-//! messages queued on each end in sk-queues.img.
+//! Unix sockets of every kind CRIU 4.2 saves, as UNIXSK file entries with the messages
+//! queued on each socket in sk-queues.img: socket pairs (ends in one process or in two),
+//! descriptions shared by several processes, sockets bound to a path or an abstract name,
+//! listening sockets with their accepted connections and the connections still waiting
+//! in their backlog ("icons"), connected and unconnected datagram sockets, half-closed
+//! connections.
 //!
-//! The socket's identity (inode, state, peer inode, queue lengths, shutdown state) comes
-//! from the kernel's sock_diag (NETLINK_SOCK_DIAG, UNIX_DIAG) for the inode; the options
-//! from getsockopt on the socket taken out of the task with pidfd_getfd. Queued data is
-//! read without consuming it, as CRIU does: SO_PEEK_OFF is set to 0 and each
-//! `MSG_PEEK` returns the next message (stream: the next bytes), then the task's peek
-//! offset is put back. Named, listening or unconnected sockets, sockets shared with or
-//! connected to another process, shut-down sockets and messages with ancillary data
-//! (SCM_RIGHTS, credentials) are refused.
+//! The socket's identity (inode, state, peer inode, name, the inode of its socket file,
+//! queue lengths, shutdown state, pending connections) comes from the kernel's sock_diag
+//! (NETLINK_SOCK_DIAG, UNIX_DIAG) for the inode; the options from getsockopt on the
+//! socket taken out of the task with pidfd_getfd. Queued data is read without consuming
+//! it, as CRIU does: SO_PEEK_OFF is set to 0 and each `MSG_PEEK` returns the next message
+//! (stream: the next bytes), then the task's peek offset is put back.
+//!
+//! Peers are resolved once the whole tree is dumped ([`UnixSockets::finish`]): a socket
+//! connected to one outside the dump (no --ext-unix-sk support), a pending connection that
+//! already sent data, a stream connection whose peer vanished without shutting it down,
+//! and queued messages that pass fds (SCM_RIGHTS) are refused, naming the pid and fd.
+//! Credentials attached to queued messages (SO_PASSCRED) are not saved, as in CRIU.
 //!
 //! A child module of `files`: the file ids, the shared-description lookup and files.img
 //! are the file table's.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -22,13 +30,13 @@ use std::path::PathBuf;
 use crs_compel::SeizedTree;
 use crs_images::codec::ImageWriter;
 use crs_images::pb::fdinfo::{Fd_types, File_entry};
-use crs_images::pb::sk_opts::Sk_opts_entry;
+use crs_images::pb::sk_opts::{Sk_opts_entry, Sk_shutdown};
 use crs_images::pb::sk_packet::Sk_packet_entry;
-use crs_images::pb::sk_unix::Unix_sk_entry;
+use crs_images::pb::sk_unix::{File_perms_entry, Unix_sk_entry};
 use crs_proc::FdInfo;
 use crs_sys::unixsk as sk;
 use protobuf::{EnumOrUnknown, MessageField};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{fown_of, FdEntry, FileTable};
 use crate::error::{compel_err, DumpError, Result};
@@ -36,13 +44,21 @@ use crate::imgdir::ImageDir;
 
 /// TCP_ESTABLISHED: a connected unix socket's state in sock_diag.
 const STATE_ESTABLISHED: u8 = 1;
+/// TCP_CLOSE: an unconnected socket.
+const STATE_CLOSE: u8 = 7;
+/// TCP_LISTEN: a listening socket.
+const STATE_LISTEN: u8 = 10;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLMSG_ERROR: u16 = 2;
 const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_VFS: u32 = 0x02;
 const UDIAG_SHOW_PEER: u32 = 0x04;
+const UDIAG_SHOW_ICONS: u32 = 0x08;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 /// Largest message peeked at (bigger than any unix socket buffer the kernel allows by
@@ -56,40 +72,124 @@ pub(crate) struct Diag {
     pub state: u8,
     pub ino: u32,
     pub name: Option<Vec<u8>>,
+    /// (inode, kernel dev_t) of the socket file of a path-bound socket.
+    pub vfs: Option<(u32, u32)>,
     pub peer: u32,
-    /// (receive queue, send queue) from UNIX_DIAG_RQLEN.
+    /// Inodes of the client sockets of the connections waiting to be accepted.
+    pub icons: Vec<u32>,
+    /// (receive queue, send queue) from UNIX_DIAG_RQLEN; for a listening socket
+    /// (pending connections, backlog).
     pub rqlen: (u32, u32),
     pub shutdown: u8,
+}
+
+/// One unix socket dumped (its first fd).
+#[derive(Debug, Clone)]
+struct Sock {
+    pid: i32,
+    fd: i32,
+    link: String,
+    ino: u32,
+    peer: u32,
+    kind: u8,
+    state: u8,
+    named: bool,
+    shutdown: u8,
+    wqlen: u32,
+    icons: Vec<u32>,
 }
 
 /// The unix sockets dumped so far and the messages queued on them.
 #[derive(Default)]
 pub(crate) struct UnixSockets {
-    /// (pid, fd, inode, peer inode) of every socket dumped.
-    socks: Vec<(i32, i32, u32, u32)>,
+    socks: Vec<Sock>,
     /// sk-queues.img, in dump order.
     queues: Vec<(Sk_packet_entry, Vec<u8>)>,
 }
 
-impl UnixSockets {
-    /// Checks that every socket of process `pid` has its peer among the sockets of the
-    /// same process (a pair held by one process).
-    pub(crate) fn check_peers(&self, pid: i32) -> Result<()> {
-        for &(p, fd, ino, peer) in &self.socks {
-            if p != pid {
-                continue;
+/// Why the peers of the dumped sockets cannot be restored, by socket.
+fn check_peers(socks: &[Sock]) -> std::result::Result<HashMap<u32, u32>, (usize, &'static str)> {
+    let by_ino: HashMap<u32, usize> = socks.iter().enumerate().map(|(i, s)| (s.ino, i)).collect();
+    // Pending connections: client inode -> listener inode.
+    let mut fixed = HashMap::new();
+    for (i, s) in socks.iter().enumerate() {
+        if s.peer != 0 {
+            let Some(&j) = by_ino.get(&s.peer) else {
+                return Err((
+                    i,
+                    "a unix socket connected to a socket outside the dumped tree \
+                     (--ext-unix-sk is not supported)",
+                ));
+            };
+            let p = &socks[j];
+            if p.kind != s.kind {
+                return Err((i, "a unix socket connected to one of another type"));
             }
-            let mutual = self
-                .socks
+            if p.peer != s.ino && !(i32::from(s.kind) == libc::SOCK_DGRAM && p.named) {
+                return Err((
+                    i,
+                    "a unix socket connected to an unnamed socket that is connected elsewhere",
+                ));
+            }
+        } else if s.state == STATE_ESTABLISHED && i32::from(s.kind) != libc::SOCK_DGRAM {
+            let listener = socks
                 .iter()
-                .any(|&(q, _, i, pp)| q == pid && i == peer && pp == ino);
-            if !mutual {
-                return Err(DumpError::UnsupportedFd {
-                    pid,
-                    fd,
-                    link: format!("socket:[{ino}]"),
-                    why: "a unix socket whose peer is not open in the same process",
-                });
+                .find(|l| l.state == STATE_LISTEN && l.icons.contains(&s.ino));
+            match listener {
+                Some(_) if s.wqlen != 0 => {
+                    return Err((i, "a connection not accepted yet that already sent data"));
+                }
+                Some(l) => {
+                    fixed.insert(s.ino, l.ino);
+                }
+                None if s.shutdown == Sk_shutdown::BOTH as u8 => {}
+                None => {
+                    return Err((
+                        i,
+                        "a connected unix socket whose peer is gone but not shut down",
+                    ))
+                }
+            }
+        }
+    }
+    Ok(fixed)
+}
+
+impl UnixSockets {
+    /// Resolves the peers once every process is dumped: pending connections get the
+    /// listener's inode as their peer (as CRIU records them), anything that cannot be
+    /// restored is an error naming the pid and fd.
+    pub(crate) fn finish(&self, entries: &mut [File_entry]) -> Result<()> {
+        let fixed = check_peers(&self.socks).map_err(|(i, why)| {
+            let s = &self.socks[i];
+            DumpError::UnsupportedFd {
+                pid: s.pid,
+                fd: s.fd,
+                link: s.link.clone(),
+                why,
+            }
+        })?;
+        for e in entries.iter_mut() {
+            if let Some(u) = e.usk.as_mut() {
+                if let Some(&l) = fixed.get(&u.ino()) {
+                    debug!(ino = u.ino(), listener = l, "pending unix connection");
+                    u.peer = Some(l);
+                }
+            }
+        }
+        for l in self.socks.iter().filter(|l| l.state == STATE_LISTEN) {
+            let lost = l
+                .icons
+                .iter()
+                .filter(|i| !self.socks.iter().any(|s| s.ino == **i))
+                .count();
+            if lost > 0 {
+                warn!(
+                    pid = l.pid,
+                    fd = l.fd,
+                    lost,
+                    "pending connections from outside the dump are not saved"
+                );
             }
         }
         Ok(())
@@ -107,6 +207,19 @@ impl UnixSockets {
         }
         dir.write(img)
     }
+}
+
+/// The path of a bound name (trailing NULs the kernel keeps dropped), None for an
+/// abstract or empty name.
+fn name_path(name: &[u8]) -> Option<&[u8]> {
+    let end = name.iter().rposition(|&b| b != 0)? + 1;
+    (name[0] != 0).then_some(&name[..end])
+}
+
+/// Whether the kernel dev_t `kdev` (major << 20 | minor) is the user dev_t `dev`.
+fn same_dev(kdev: u32, dev: u64) -> bool {
+    let (ma, mi) = (u64::from(kdev >> 20), u64::from(kdev & 0xfffff));
+    nix::sys::stat::major(dev) == ma && nix::sys::stat::minor(dev) == mi
 }
 
 impl FileTable {
@@ -142,12 +255,7 @@ impl FileTable {
             return Err(unsupported("sockets other than unix sockets"));
         }
         let key = (md.dev(), md.ino());
-        let shared = match self.shared_with(pid, fd, key)? {
-            Some((other_pid, _)) if other_pid != pid => {
-                return Err(unsupported("a unix socket shared between processes"));
-            }
-            found => found.map(|(_, id)| id),
-        };
+        let shared = self.shared_with(pid, fd, key)?.map(|(_, id)| id);
         let id = match shared {
             Some(id) => id,
             None => {
@@ -158,18 +266,8 @@ impl FileTable {
                 if d.ino != ino {
                     return Err(unsupported("a unix socket sock_diag does not describe"));
                 }
-                if d.name.as_ref().is_some_and(|n| !n.is_empty()) {
-                    return Err(unsupported(
-                        "a named or abstract unix socket (not supported yet)",
-                    ));
-                }
-                if d.state != STATE_ESTABLISHED || d.peer == 0 {
-                    return Err(unsupported(
-                        "a unix socket that is not connected (only socketpairs are supported)",
-                    ));
-                }
-                if d.shutdown != 0 {
-                    return Err(unsupported("a shut-down unix socket (not supported yet)"));
+                if ![STATE_ESTABLISHED, STATE_CLOSE, STATE_LISTEN].contains(&d.state) {
+                    return Err(unsupported("a unix socket in a transient state"));
                 }
                 let kind = u32::from(d.kind);
                 let stream = match d.kind as i32 {
@@ -177,17 +275,23 @@ impl FileTable {
                     libc::SOCK_DGRAM | libc::SOCK_SEQPACKET => false,
                     _ => return Err(unsupported("a unix socket of an unknown type")),
                 };
+                let name = d.name.clone().unwrap_or_default();
+                let (perms, name_dir, deleted) = self.unix_name(pid, &d, &name, unsupported)?;
                 let id = self.alloc();
                 let fown = fown_of(&file);
                 let opts = sk_opts(&file).map_err(io_err("reading the options of"))?;
-                let msgs = peek_queue(&file, stream).map_err(|e| match e {
-                    PeekError::Io(source) => DumpError::File {
-                        what: "peeking at the queue of",
-                        path: path.clone(),
-                        source,
-                    },
-                    PeekError::Unsupported(why) => unsupported(why),
-                })?;
+                let msgs = if d.state == STATE_LISTEN {
+                    Vec::new()
+                } else {
+                    peek_queue(&file, stream).map_err(|e| match e {
+                        PeekError::Io(source) => DumpError::File {
+                            what: "peeking at the queue of",
+                            path: path.clone(),
+                            source,
+                        },
+                        PeekError::Unsupported(why) => unsupported(why),
+                    })?
+                };
                 let bytes: usize = msgs.iter().map(Vec::len).sum();
                 debug!(
                     pid,
@@ -196,6 +300,8 @@ impl FileTable {
                     ino,
                     peer = d.peer,
                     kind,
+                    state = d.state,
+                    name = %String::from_utf8_lossy(&name),
                     messages = msgs.len(),
                     bytes,
                     "unix socket"
@@ -210,7 +316,25 @@ impl FileTable {
                         m,
                     ));
                 }
-                self.unix.socks.push((pid, fd, ino, d.peer));
+                self.unix.socks.push(Sock {
+                    pid,
+                    fd,
+                    link: link.to_string(),
+                    ino,
+                    peer: d.peer,
+                    kind: d.kind,
+                    state: d.state,
+                    named: !name.is_empty(),
+                    shutdown: d.shutdown,
+                    wqlen: d.rqlen.1,
+                    icons: d.icons.clone(),
+                });
+                let shutdown = match d.shutdown & 3 {
+                    0 => None,
+                    1 => Some(Sk_shutdown::READ),
+                    2 => Some(Sk_shutdown::WRITE),
+                    _ => Some(Sk_shutdown::BOTH),
+                };
                 self.entries.push(File_entry {
                     type_: Some(EnumOrUnknown::new(Fd_types::UNIXSK)),
                     id: Some(id),
@@ -225,7 +349,11 @@ impl FileTable {
                         peer: Some(d.peer),
                         fown: MessageField::some(fown),
                         opts: MessageField::some(opts),
-                        name: Some(Vec::new()),
+                        name: Some(name),
+                        shutdown: shutdown.map(EnumOrUnknown::new),
+                        file_perms: perms.map_or(MessageField::none(), MessageField::some),
+                        name_dir,
+                        deleted: deleted.then_some(true),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -241,10 +369,66 @@ impl FileTable {
             kind: Fd_types::UNIXSK,
         })
     }
+
+    /// For a socket bound to a path: the mode and owner of its socket file, the directory
+    /// a relative name was bound in, and whether the file was removed (the name no longer
+    /// leads to this socket).
+    fn unix_name(
+        &self,
+        pid: i32,
+        d: &Diag,
+        name: &[u8],
+        unsupported: impl Fn(&'static str) -> DumpError,
+    ) -> Result<(Option<File_perms_entry>, Option<String>, bool)> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(p) = name_path(name) else {
+            return Ok((None, None, false));
+        };
+        let p = std::ffi::OsStr::from_bytes(p);
+        let (full, name_dir) = if p.as_bytes().starts_with(b"/") {
+            let rel = p.as_bytes().strip_prefix(b"/").unwrap_or_default();
+            (
+                PathBuf::from(format!("/proc/{pid}/root")).join(std::ffi::OsStr::from_bytes(rel)),
+                None,
+            )
+        } else {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(|source| {
+                DumpError::File {
+                    what: "reading the working directory of",
+                    path: PathBuf::from(format!("/proc/{pid}/cwd")),
+                    source,
+                }
+            })?;
+            (
+                PathBuf::from(format!("/proc/{pid}/cwd")).join(p),
+                Some(cwd.to_string_lossy().into_owned()),
+            )
+        };
+        let found = std::fs::metadata(&full).ok().filter(|m| {
+            d.vfs
+                .is_some_and(|(ino, dev)| m.ino() == u64::from(ino) && same_dev(dev, m.dev()))
+        });
+        match found {
+            Some(m) => Ok((
+                Some(File_perms_entry {
+                    mode: Some(m.mode()),
+                    uid: Some(m.uid()),
+                    gid: Some(m.gid()),
+                    ..Default::default()
+                }),
+                name_dir,
+                false,
+            )),
+            None if name_dir.is_some() => Err(unsupported(
+                "a unix socket bound to a relative name not found in the working directory",
+            )),
+            None => Ok((None, None, true)),
+        }
+    }
 }
 
-/// A SOCK_DIAG_BY_FAMILY request for the unix socket with inode `ino`: its name, peer,
-/// queue lengths (and, always sent, its shutdown state).
+/// A SOCK_DIAG_BY_FAMILY request for the unix socket with inode `ino`: its name, socket
+/// file, peer, pending connections, queue lengths (and, always sent, its shutdown state).
 pub(crate) fn diag_request(ino: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(40);
     b.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
@@ -258,7 +442,9 @@ pub(crate) fn diag_request(ino: u32) -> Vec<u8> {
     b.extend_from_slice(&0u16.to_ne_bytes());
     b.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     b.extend_from_slice(&ino.to_ne_bytes());
-    b.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    let show =
+        UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    b.extend_from_slice(&show.to_ne_bytes());
     b.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
     b.extend_from_slice(&u32::MAX.to_ne_bytes());
     b
@@ -299,7 +485,16 @@ pub(crate) fn parse_diag(b: &[u8]) -> std::result::Result<Diag, i32> {
         let data = &b[o + 4..o + alen];
         match aty {
             UNIX_DIAG_NAME => d.name = Some(data.to_vec()),
+            UNIX_DIAG_VFS if data.len() >= 8 => {
+                d.vfs = Some((u32_at(o + 4).ok_or(0)?, u32_at(o + 8).ok_or(0)?))
+            }
             UNIX_DIAG_PEER if data.len() >= 4 => d.peer = u32_at(o + 4).ok_or(0)?,
+            UNIX_DIAG_ICONS => {
+                d.icons = data
+                    .chunks_exact(4)
+                    .map(|c| u32::from_ne_bytes(c.try_into().expect("4 bytes")))
+                    .collect()
+            }
             UNIX_DIAG_RQLEN if data.len() >= 8 => {
                 d.rqlen = (u32_at(o + 4).ok_or(0)?, u32_at(o + 8).ok_or(0)?)
             }
@@ -364,9 +559,9 @@ fn peek_all(file: &File, stream: bool) -> std::result::Result<Vec<Vec<u8>>, Peek
     let mut buf = vec![0u8; PEEK_BUF];
     let mut out = Vec::new();
     while let Some(p) = sk::peek(file.as_fd(), &mut buf).map_err(PeekError::Io)? {
-        if p.control {
+        if p.rights {
             return Err(PeekError::Unsupported(
-                "a queued unix message with ancillary data (SCM_RIGHTS or credentials)",
+                "a queued unix message passing file descriptors (SCM_RIGHTS)",
             ));
         }
         if p.truncated {
@@ -415,6 +610,8 @@ mod tests {
                 ino: 76,
                 name: None,
                 peer: 77,
+                vfs: None,
+                icons: Vec::new(),
                 rqlen: (5, 768),
                 shutdown: 0,
             }
@@ -438,5 +635,98 @@ mod tests {
         let r = diag_request(1234);
         assert_eq!(r.len(), 40);
         assert_eq!(&r[24..28], &1234u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn parse_diag_listener_with_vfs_and_icons_is_read() {
+        let attrs: Vec<u8> = [
+            &[8u8, 0, 0, 0][..],
+            b"/s\0\0",
+            &[12, 0, 1, 0],
+            &900u32.to_ne_bytes(),
+            &((8u32 << 20) | 3).to_ne_bytes(),
+            &[12, 0, 3, 0],
+            &41u32.to_ne_bytes(),
+            &42u32.to_ne_bytes(),
+        ]
+        .concat();
+        let mut b = Vec::new();
+        b.extend_from_slice(&((32 + attrs.len()) as u32).to_ne_bytes());
+        b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        b.extend_from_slice(&[0; 10]);
+        b.extend_from_slice(&[1, 1, STATE_LISTEN, 0]);
+        b.extend_from_slice(&40u32.to_ne_bytes());
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&attrs);
+        let d = parse_diag(&b).unwrap();
+        assert_eq!(d.state, STATE_LISTEN);
+        assert_eq!(d.name.as_deref(), Some(&b"/s\0\0"[..]));
+        assert_eq!(d.vfs, Some((900, (8 << 20) | 3)));
+        assert_eq!(d.icons, vec![41, 42]);
+    }
+
+    fn sock(ino: u32, peer: u32, kind: i32, state: u8) -> Sock {
+        Sock {
+            pid: 1,
+            fd: ino as i32,
+            link: format!("socket:[{ino}]"),
+            ino,
+            peer,
+            kind: kind as u8,
+            state,
+            named: false,
+            shutdown: 0,
+            wqlen: 0,
+            icons: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn check_peers_pending_connection_gets_the_listener() {
+        let mut l = sock(10, 0, libc::SOCK_STREAM, STATE_LISTEN);
+        l.named = true;
+        l.icons = vec![12];
+        let socks = [l, sock(12, 0, libc::SOCK_STREAM, STATE_ESTABLISHED)];
+        let fixed = check_peers(&socks).unwrap();
+        assert_eq!(fixed.get(&12), Some(&10));
+    }
+
+    #[test]
+    fn check_peers_pending_connection_with_data_is_refused() {
+        let mut l = sock(10, 0, libc::SOCK_STREAM, STATE_LISTEN);
+        l.icons = vec![12];
+        let mut c = sock(12, 0, libc::SOCK_STREAM, STATE_ESTABLISHED);
+        c.wqlen = 5;
+        assert_eq!(check_peers(&[l, c]).map_err(|e| e.0), Err(1));
+    }
+
+    #[test]
+    fn check_peers_peer_outside_the_dump_is_refused() {
+        let socks = [sock(10, 11, libc::SOCK_STREAM, STATE_ESTABLISHED)];
+        assert_eq!(check_peers(&socks).map_err(|e| e.0), Err(0));
+    }
+
+    #[test]
+    fn check_peers_dgram_to_named_server_is_ok() {
+        let mut srv = sock(10, 0, libc::SOCK_DGRAM, STATE_CLOSE);
+        srv.named = true;
+        let socks = [srv, sock(11, 10, libc::SOCK_DGRAM, STATE_ESTABLISHED)];
+        assert!(check_peers(&socks).unwrap().is_empty());
+    }
+
+    #[test]
+    fn check_peers_dangling_stream_is_refused_unless_shut_down() {
+        let mut s = sock(10, 0, libc::SOCK_STREAM, STATE_ESTABLISHED);
+        assert!(check_peers(std::slice::from_ref(&s)).is_err());
+        s.shutdown = 3;
+        assert!(check_peers(&[s]).is_ok());
+    }
+
+    #[test]
+    fn name_path_and_same_dev_cases() {
+        assert_eq!(name_path(b"/a/b\0"), Some(&b"/a/b"[..]));
+        assert_eq!(name_path(b"\0abs"), None);
+        assert!(same_dev((259 << 20) | 2, nix::sys::stat::makedev(259, 2)));
+        assert!(!same_dev((259 << 20) | 2, nix::sys::stat::makedev(259, 3)));
     }
 }

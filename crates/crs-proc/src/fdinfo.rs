@@ -463,6 +463,42 @@ mod tests {
     }
 
     #[test]
+    fn fdinfo_inotify_watch_without_fhandle_has_none() {
+        let f = parse_fdinfo(
+            b"pos:\t0\nflags:\t02004000\nmnt_id:\t16\nino:\t1057\n\
+              inotify wd:1f ino:2a sdev:800001 mask:84000100 ignored_mask:0 \n",
+        )
+        .unwrap();
+        assert_eq!(
+            f.inotify,
+            vec![InotifyWatch {
+                wd: 0x1f,
+                ino: 0x2a,
+                sdev: 0x80_0001,
+                mask: 0x8400_0100,
+                ignored_mask: 0,
+                fhandle: None,
+            }]
+        );
+        assert!(f.unknown.is_empty());
+    }
+
+    #[test]
+    fn fdinfo_inotify_long_fhandle_decoded() {
+        let f = parse_fdinfo(
+            b"pos:\t0\nflags:\t00\n\
+              inotify wd:3 ino:5 sdev:27 mask:2 ignored_mask:0 fhandle-bytes:c fhandle-type:81 f_handle:0500000000000000deadbeef\n",
+        )
+        .unwrap();
+        let h = f.inotify[0].fhandle.as_ref().unwrap();
+        assert_eq!((h.bytes, h.handle_type), (12, 0x81));
+        assert_eq!(
+            h.handle,
+            vec![5, 0, 0, 0, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef]
+        );
+    }
+
+    #[test]
     fn fdinfo_fanotify_marks_parsed() {
         let fan = fx!("9").fanotify.unwrap();
         assert_eq!((fan.flags, fan.event_flags), (0, 0o100000));

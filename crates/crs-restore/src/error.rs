@@ -45,6 +45,21 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    #[error("{what} memfd {name:?}")]
+    Memfd {
+        name: String,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("unix socket {id} ({at}): {what}")]
+    UnixSocket {
+        id: u32,
+        at: String,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("no free address for the restore trampoline")]
     NoTrampolineRoom,
     #[error("creating the task with pid {pid}")]

@@ -66,6 +66,8 @@ pub(crate) struct FileImages {
     pub ghosts: BTreeMap<u32, Ghost>,
     /// Pipe id (inode) -> queued data.
     pub pipe_data: BTreeMap<u32, PipeData>,
+    /// FIFO id (inode) -> queued data (fifo-data.img).
+    pub fifo_data: BTreeMap<u32, PipeData>,
     /// Terminals (tty-info.img) by id.
     pub ttys: BTreeMap<u32, Tty_info_entry>,
 }
@@ -132,31 +134,42 @@ pub(crate) fn load(
             }
         }
     }
-    let pd_path = dir.join("pipes-data.img");
-    if pd_path.exists() {
-        let bytes = read_file(&pd_path)?;
-        let label = pd_path.display().to_string();
-        let mut r = ImageReader::new(&label, &bytes, "PIPES_DATA")?;
-        while let Some(e) = r.next::<Pipe_data_entry>()? {
-            if e.has_size() && (e.size() == 0 || e.bytes() > e.size()) {
-                return Err(invalid(
-                    "pipes-data.img",
-                    format!(
-                        "pipe {}: {} bytes in a pipe of {}",
-                        e.pipe_id(),
-                        e.bytes(),
-                        e.size()
-                    ),
-                ));
-            }
-            let data = r.payload(u64::from(e.bytes()))?.to_vec();
-            let pd = PipeData { size: e.size, data };
-            if out.pipe_data.insert(e.pipe_id(), pd).is_some() {
-                return Err(invalid(
-                    "pipes-data.img",
-                    format!("pipe {} twice", e.pipe_id()),
-                ));
-            }
+    out.pipe_data = load_pipe_data(dir, "pipes-data.img", "PIPES_DATA")?;
+    out.fifo_data = load_pipe_data(dir, "fifo-data.img", "FIFO_DATA")?;
+    Ok(out)
+}
+
+/// Reads pipes-data.img or fifo-data.img (`name`, of magic `magic`; absent: no data): the
+/// queued bytes of each pipe by pipe id.
+fn load_pipe_data(
+    dir: &Path,
+    name: &str,
+    magic: &'static str,
+) -> Result<BTreeMap<u32, PipeData>, RestoreError> {
+    let mut out = BTreeMap::new();
+    let pd_path = dir.join(name);
+    if !pd_path.exists() {
+        return Ok(out);
+    }
+    let bytes = read_file(&pd_path)?;
+    let label = pd_path.display().to_string();
+    let mut r = ImageReader::new(&label, &bytes, magic)?;
+    while let Some(e) = r.next::<Pipe_data_entry>()? {
+        if e.has_size() && (e.size() == 0 || e.bytes() > e.size()) {
+            return Err(invalid(
+                name,
+                format!(
+                    "pipe {}: {} bytes in a pipe of {}",
+                    e.pipe_id(),
+                    e.bytes(),
+                    e.size()
+                ),
+            ));
+        }
+        let data = r.payload(u64::from(e.bytes()))?.to_vec();
+        let pd = PipeData { size: e.size, data };
+        if out.insert(e.pipe_id(), pd).is_some() {
+            return Err(invalid(name, format!("pipe {} twice", e.pipe_id())));
         }
     }
     Ok(out)
@@ -362,7 +375,12 @@ fn reg_file(
     Ok(PlannedFile {
         path: cstring(&path)?,
         flags: (reg.flags() as i32 & !STRIP) | libc::O_LARGEFILE,
-        pos: reg.pos(),
+        // An O_PATH fd has no position (lseek on it is EBADF).
+        pos: if reg.flags() as i32 & libc::O_PATH != 0 {
+            0
+        } else {
+            reg.pos()
+        },
         fds: Vec::new(),
     })
 }
@@ -571,8 +589,10 @@ pub(crate) fn child_plan(
     let mut pipes: BTreeMap<u32, (Option<u32>, Option<u32>, PlannedPipe)> = BTreeMap::new();
     let mut inherited = Vec::new();
     for e in &images.fdinfo {
-        if crate::anonfd::is_anon(e.type_()) || e.type_() == Fd_types::UNIXSK {
-            continue; // created by injected syscalls once the task is seized
+        if crate::anonfd::is_anon(e.type_())
+            || matches!(e.type_(), Fd_types::UNIXSK | Fd_types::MEMFD)
+        {
+            continue; // created once the task is seized
         }
         let cloexec = e.flags() & libc::FD_CLOEXEC as u32 != 0;
         if let Some(&slot) = shared.slots.get(&e.id()) {

@@ -57,6 +57,10 @@ pub(crate) struct Images {
     pub file_images: FileImages,
     /// Messages queued on the unix sockets (sk-queues.img), by receiving file id.
     pub unix_queues: crate::unixsk::Queues,
+    /// Its fd table's id (ids-PID.img): processes with the same one share one table
+    /// (CLONE_FILES). Only the first of them in pstree order has `fdinfo` and
+    /// `unix_queues`; the others' are empty, their fds are its fds.
+    pub files_id: u32,
 }
 
 /// task_state of a zombie in core.tc.
@@ -170,7 +174,16 @@ impl Images {
                         wait_status: core.tc.exit_code() as i32,
                     })
                 }
-                _ => procs.push(Images::load_one(dir, &inv, e.clone())?),
+                _ => {
+                    let mut p = Images::load_one(dir, &inv, e.clone())?;
+                    // A table shared with an earlier process (CLONE_FILES): its fds are
+                    // placed once, by that process.
+                    if procs.iter().any(|q: &Images| q.files_id == p.files_id) {
+                        p.fdinfo.clear();
+                        p.unix_queues = Default::default();
+                    }
+                    procs.push(p)
+                }
             }
         }
         Ok(Tree {
@@ -298,11 +311,19 @@ impl Images {
                 (Fd_types::TTY, Fd_types::TTY) => {
                     crate::tty::tty_of(f)?;
                 }
+                (Fd_types::MEMFD, Fd_types::MEMFD) => {
+                    if f.memfd.is_none() {
+                        return Err(invalid(
+                            "files.img",
+                            format!("file id {} has no memfd entry", e.id()),
+                        ));
+                    }
+                }
                 (Fd_types::UNIXSK, Fd_types::UNIXSK) => {
-                    crate::unixsk::check(f, &files, &fdinfo)?;
+                    crate::unixsk::check(f)?;
                 }
                 (ft, et) if ft == et && crate::anonfd::is_anon(ft) => {
-                    crate::anonfd::check(f, &fdinfo, &fdinfo_name)?;
+                    crate::anonfd::check(f, &files, &fdinfo, &fdinfo_name)?;
                 }
                 (ft, et) if ft != et => {
                     return Err(invalid(
@@ -371,6 +392,7 @@ impl Images {
             fdinfo,
             file_images,
             unix_queues,
+            files_id: ids.files_id(),
         })
     }
 

@@ -1,10 +1,13 @@
 //! Reads CRIU images and rebuilds the process tree, driven from outside through compel.
 //!
 //! ```text
-//! load + validate every image ──► clone3(set_tid = pid) of the root; each process, depth
-//!   first: setsid / setpgid, the shared files and pipes it is the nearest common
-//!   ancestor of (at stash fds its children inherit), its children (clone3 set_tid from
-//!   inside, one after the other: zombies exit with their code and stay unreaped), umask,
+//! load + validate every image ──► plan the tree (`plan_tree`: who forks whom before or
+//!   after its setsid, siblings ordered so a group's leader exists before its members
+//!   join, helpers with the pids of gone group/session leaders, CLONE_FILES children)
+//! ──► clone3(set_tid = pid) of the root; each process, depth first: setsid / setpgid,
+//!   the shared files and pipes it is the nearest common ancestor of (at stash fds its
+//!   children inherit), its children (clone3 set_tid from inside, one after the other:
+//!   zombies exit with their code and stay unreaped, helpers exit and are reaped), umask,
 //!   cwd, inherited descriptions dup'ed to their fds, own files at their fds, trampoline
 //!   page, pause()   (plain syscalls, no allocation)
 //! ──► crs seizes the tree and, per process, runs syscalls in it from the trampoline:
@@ -25,11 +28,14 @@ mod arch;
 mod creds;
 mod error;
 mod files;
+mod handoff;
 mod images;
 mod locks;
+mod memfd;
 mod pages;
 mod remote;
 mod shmem;
+mod sysv;
 mod task;
 mod threads;
 mod timers;
@@ -37,13 +43,14 @@ mod tty;
 mod unixsk;
 mod vma;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crs_compel::{Release, RemoteAddr, SeizeOptions, SeizedTree, Tid};
 use crs_images::codec::ImageWriter;
+use crs_images::pb::pstree::Pstree_entry;
 use crs_images::pb::stats::{Restore_stats_entry, Stats_entry};
 use crs_sys::restore::{spawn_tree, ChildStep, NodeKind, SpawnError, Spawned, TreeNode};
 use tracing::{debug, info, info_span, warn};
@@ -118,6 +125,8 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     }
     let loaded = Images::load_tree(&opts.images_dir)?;
     let shm_images = shmem::load(&opts.images_dir, &loaded.procs)?;
+    let memfd_images = memfd::load(&opts.images_dir, &loaded)?;
+    let sysv_images = sysv::load(&opts.images_dir, &loaded)?;
     let file_locks = locks::load(&opts.images_dir, opts.file_locks, &loaded)?;
     let images = &loaded.procs[0];
     let pid = images.pid;
@@ -142,6 +151,9 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         ghosts.push(g);
     }
     let nodes = tree_nodes(&loaded, opts.shell_job, plans, shared.creates)?;
+    for n in nodes.iter().filter(|n| matches!(n.kind, NodeKind::Helper)) {
+        preflight(n.pid)?;
+    }
     let has_terminal = tty::connect(images)?;
 
     let t_fork = Instant::now();
@@ -173,17 +185,31 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     };
     // Shared anonymous objects: created and filled once, here, then mapped by each
     // process that had them; crs's fds on them close when every process is built.
+    // Files crs builds itself and hands to every task that holds them (see `handoff`).
+    let mut crs_files = handoff::CrsFiles::default();
     let built = shmem::Objects::create(&shm_images).and_then(|(objects, pages)| {
+        let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
+        stats.pages_restored += memfd_pages;
+        // Removed again if the restore fails before `commit`.
+        let (segments, sysv_pages) = sysv::Segments::create(&sysv_images)?;
+        stats.pages_restored += sysv_pages;
+        unixsk::create_in_crs(&loaded, &mut crs_files)?;
         let mut proc_stats = RestoreStats::default();
         loaded.procs.iter().try_for_each(|p| {
             let _span = info_span!("process", pid = p.pid).entered();
             let held = file_locks.get(&p.pid).map_or(&[][..], Vec::as_slice);
-            build(&mut tree, p, p.pid, tramp, &objects, held, &mut proc_stats)?;
+            let made = Made {
+                shmem: &objects,
+                memfds: &memfds,
+                crs_files: &crs_files,
+            };
+            build(&mut tree, p, tramp, &made, held, &mut proc_stats)?;
             stats.pages_restored += proc_stats.pages_restored;
             stats.pages_time += proc_stats.pages_time;
             stats.injected_syscalls += proc_stats.injected_syscalls;
             Ok::<(), RestoreError>(())
         })?;
+        segments.commit()?;
         stats.pages_restored += pages;
         Ok(())
     });
@@ -253,86 +279,643 @@ impl Drop for TaskGuard {
     }
 }
 
-/// The processes to create, root first, each with its children in pstree order: who
-/// creates whom, who starts a session, who makes or joins which process group.
+/// The processes to create: the dump's in pstree order (`nodes[i]` is `loaded.entries[i]`,
+/// the root first), then the helpers; each with its steps: who creates whom and when,
+/// who starts a session, who makes or joins which process group, who shares its parent's
+/// fd table (see [`plan_tree`]).
 fn tree_nodes(
     loaded: &Tree,
     shell_job: bool,
     mut plans: BTreeMap<Tid, crs_sys::restore::ChildPlan>,
     mut creates: BTreeMap<Tid, crs_sys::restore::SharedCreates>,
 ) -> Result<Vec<TreeNode>, RestoreError> {
-    let entries = &loaded.entries;
-    let index: BTreeMap<u32, usize> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.pid(), i))
-        .collect();
-    let zombie: BTreeMap<Tid, i32> = loaded
+    let zombies: BTreeMap<Tid, i32> = loaded
         .zombies
         .iter()
         .map(|z| (z.pid, z.wait_status))
         .collect();
-    let mut nodes = Vec::with_capacity(entries.len());
-    for (i, e) in entries.iter().enumerate() {
-        let pid = e.pid() as Tid;
-        let new_session = e.sid() == e.pid();
-        let unsupported = |what: String| RestoreError::Unsupported { what };
-        let (parent_pgid, parent_sid) = if i == 0 {
-            // The root: crs's own group and session (a shell job) or its own.
-            (0, if shell_job { e.sid() } else { 0 })
-        } else {
-            let p = &entries[index[&e.ppid()]];
-            (p.pgid(), p.sid())
-        };
-        if !new_session && i > 0 && e.sid() != parent_sid {
-            return Err(unsupported(format!(
-                "process {pid} of session {} under a parent of session {parent_sid}",
-                e.sid()
-            )));
+    let files_ids: BTreeMap<Tid, u32> = loaded.procs.iter().map(|p| (p.pid, p.files_id)).collect();
+    let planned = plan_tree(&loaded.entries, &zombies, &files_ids, shell_job)?;
+    for p in &planned {
+        if p.kind == PlanKind::Helper {
+            debug!(
+                pid = p.pid,
+                sid = p.sid,
+                "helper for a gone group or session leader"
+            );
         }
-        // The root of a shell job stays in crs's group unless it led its own.
-        let keeps_group = e.pgid() == parent_pgid || (i == 0 && e.pgid() != e.pid());
-        let pgid = if new_session || keeps_group {
-            None
-        } else if e.pgid() == e.pid() {
-            Some(pid)
-        } else {
-            // Joining another group: its leader must exist by then, in the same session:
-            // created earlier in depth-first order, which is pstree order.
-            let leader = index.get(&e.pgid()).copied();
-            match leader {
-                Some(l)
-                    if l < i
-                        && entries[l].sid() == e.sid()
-                        && !zombie.contains_key(&(e.pgid() as Tid)) =>
-                {
-                    Some(e.pgid() as Tid)
-                }
-                _ => {
-                    return Err(unsupported(format!(
-                        "process {pid} in process group {} whose leader is gone or created later",
-                        e.pgid()
-                    )))
-                }
-            }
-        };
-        let kind = match zombie.get(&pid) {
-            Some(&wait_status) => NodeKind::Zombie { wait_status },
-            None => NodeKind::Live(plans.remove(&pid).expect("a plan per live process")),
-        };
-        nodes.push(TreeNode {
-            pid,
-            children: Vec::new(),
-            new_session,
-            pgid,
-            kind,
-            creates: creates.remove(&pid).unwrap_or_default(),
-        });
-        if i > 0 {
-            nodes[index[&e.ppid()]].children.push(i);
+        if p.share_files {
+            debug!(pid = p.pid, "shares its parent's fd table (CLONE_FILES)");
         }
     }
-    Ok(nodes)
+    Ok(planned
+        .into_iter()
+        .map(|p| TreeNode {
+            pid: p.pid,
+            steps: p.steps,
+            kind: match p.kind {
+                PlanKind::Live => {
+                    NodeKind::Live(plans.remove(&p.pid).expect("a plan per live process"))
+                }
+                PlanKind::Zombie(wait_status) => NodeKind::Zombie { wait_status },
+                PlanKind::Helper => NodeKind::Helper,
+            },
+            creates: match p.kind {
+                PlanKind::Helper => Default::default(),
+                _ => creates.remove(&p.pid).unwrap_or_default(),
+            },
+            share_files: p.share_files,
+            parent_death_signal: p.parent_death_signal,
+        })
+        .collect())
+}
+
+/// What a planned process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PlanKind {
+    Live,
+    Zombie(i32),
+    /// Holds the pid of a gone group or session leader while the others join, then exits
+    /// and is reaped by its parent before the tree runs (CRIU's helper tasks).
+    Helper,
+}
+
+/// One process of the restore plan.
+#[derive(Clone, Debug)]
+struct Planned {
+    pid: Tid,
+    /// Its session and group once the tree is built.
+    sid: Tid,
+    pgid: Tid,
+    /// The node that creates it (None: the root, created by crs).
+    parent: Option<usize>,
+    kind: PlanKind,
+    /// For a session leader that forks children before its setsid: the session they are
+    /// in (it is born in that session).
+    born: Option<Tid>,
+    /// Created before its parent's setsid (in the parent's birth session).
+    early: bool,
+    /// Created with CLONE_FILES (the same fd table as its parent).
+    share_files: bool,
+    parent_death_signal: bool,
+    /// The helper children it creates first in its birth session (early) or its own.
+    helpers: Vec<usize>,
+    /// Its setpgid waits until this child (whose subtree holds the group's leader) exists.
+    join_after: Option<usize>,
+    /// A session helper it creates: it is a subreaper while creating the tree.
+    subreaper: bool,
+    steps: Vec<crs_sys::restore::Step>,
+}
+
+fn unsupported(what: String) -> RestoreError {
+    RestoreError::Unsupported { what }
+}
+
+/// The restore plan of a process tree (CRIU's rules, pstree.c/cr-restore.c):
+/// - a process of another session than its parent, not a leader, was forked before one of
+///   its ancestors (a leader) called setsid: that ancestor forks it (its subtree) before its
+///   own setsid, and so on up to the session's leader;
+/// - a session whose leader is gone: a helper with the leader's pid, created by the dumped
+///   parent of its members (a subreaper while it creates the tree), calls setsid and forks
+///   them, then exits: they come back to that parent;
+/// - a process group whose leader is gone (not in the dump): a helper with the leader's pid,
+///   created by the nearest common ancestor of the members before them, calls setpgid and
+///   exits; it is reaped once every member joined;
+/// - a member joins its group after the group's leader exists: siblings are created in an
+///   order where the subtree holding a leader comes before the subtrees of the members (a
+///   member above its leader joins after creating the child it descends from);
+/// - a process whose fd table is its parent's (same `files_id`) is created with
+///   CLONE_FILES; another sharing is refused.
+///
+/// The plan is then checked by simulating it (sessions, groups, setsid/setpgid rules of
+/// the kernel): every process ends in its dumped session and group, or it is refused.
+fn plan_tree(
+    entries: &[Pstree_entry],
+    zombies: &BTreeMap<Tid, i32>,
+    files_ids: &BTreeMap<Tid, u32>,
+    shell_job: bool,
+) -> Result<Vec<Planned>, RestoreError> {
+    use crs_sys::restore::Step;
+    let index: BTreeMap<Tid, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.pid() as Tid, i))
+        .collect();
+    let mut ps: Vec<Planned> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let pid = e.pid() as Tid;
+            Planned {
+                pid,
+                sid: e.sid() as Tid,
+                pgid: e.pgid() as Tid,
+                parent: (i > 0).then(|| index[&(e.ppid() as Tid)]),
+                kind: zombies
+                    .get(&pid)
+                    .map_or(PlanKind::Live, |&w| PlanKind::Zombie(w)),
+                born: None,
+                early: false,
+                share_files: false,
+                parent_death_signal: true,
+                helpers: Vec::new(),
+                join_after: None,
+                subreaper: false,
+                steps: Vec::new(),
+            }
+        })
+        .collect();
+    let helper = |pid: Tid, sid: Tid, parent: usize| Planned {
+        pid,
+        sid,
+        pgid: pid,
+        parent: Some(parent),
+        kind: PlanKind::Helper,
+        born: None,
+        early: false,
+        share_files: false,
+        parent_death_signal: true,
+        helpers: Vec::new(),
+        join_after: None,
+        subreaper: false,
+        steps: Vec::new(),
+    };
+    let leads_session = |p: &Planned| p.sid == p.pid;
+
+    // Sessions: where each process is born.
+    let mut session_helpers: BTreeMap<Tid, usize> = BTreeMap::new();
+    for i in 1..entries.len() {
+        if leads_session(&ps[i]) {
+            continue;
+        }
+        let s = ps[i].sid;
+        let mut cur = i;
+        loop {
+            let x = ps[cur].parent.expect("not the root");
+            if ps[x].sid == s {
+                break;
+            }
+            if leads_session(&ps[x]) && x != 0 && ps[x].kind != PlanKind::Helper {
+                match ps[x].born {
+                    Some(b) if b != s => {
+                        return Err(unsupported(format!(
+                            "process {} forked children of sessions {b} and {s} before its setsid",
+                            ps[x].pid
+                        )))
+                    }
+                    _ => ps[x].born = Some(s),
+                }
+                ps[cur].early = true;
+                cur = x;
+                continue;
+            }
+            // No ancestor is in session s when it forks: its leader is gone (a helper
+            // leads it), or elsewhere in the tree (refused).
+            if let Some(&l) = index.get(&s) {
+                return Err(unsupported(format!(
+                    "process {} of session {s} whose leader {} is not its ancestor",
+                    ps[cur].pid, ps[l].pid
+                )));
+            }
+            if ps[cur].early {
+                return Err(unsupported(format!(
+                    "process {} born in session {s} whose leader is gone, before a setsid",
+                    ps[cur].pid
+                )));
+            }
+            let h = match session_helpers.get(&s) {
+                Some(&h) if ps[h].parent == Some(x) => h,
+                Some(&h) => {
+                    let other = ps[h].parent.expect("a helper has a parent");
+                    return Err(unsupported(format!(
+                        "session {s} whose leader is gone has members under {} and {}",
+                        ps[other].pid, ps[x].pid
+                    )));
+                }
+                None => {
+                    ps.push(helper(s, s, x));
+                    session_helpers.insert(s, ps.len() - 1);
+                    ps[x].subreaper = true;
+                    ps.len() - 1
+                }
+            };
+            ps[cur].parent = Some(h);
+            ps[cur].parent_death_signal = false;
+            break;
+        }
+    }
+
+    // Groups: who founds each one.
+    let root_keeps_group = ps[0].pgid != ps[0].pid;
+    let mut group_helpers: BTreeMap<Tid, usize> = BTreeMap::new();
+    let mut founders: BTreeMap<Tid, usize> = BTreeMap::new();
+    for (i, p) in ps.iter().enumerate() {
+        if p.pgid == p.pid {
+            founders.insert(p.pid, i);
+        }
+    }
+    for i in 0..entries.len() {
+        let g = ps[i].pgid;
+        if g == ps[i].pid || founders.contains_key(&g) || (root_keeps_group && g == ps[0].pgid) {
+            if let (Some(&f), false) = (founders.get(&g), g == ps[i].pid) {
+                if ps[f].sid != ps[i].sid {
+                    return Err(unsupported(format!(
+                        "process {} of session {} in group {g} of session {}",
+                        ps[i].pid, ps[i].sid, ps[f].sid
+                    )));
+                }
+            }
+            continue;
+        }
+        if let Some(&p) = index.get(&g) {
+            return Err(unsupported(format!(
+                "process {} in group {g} whose leader went to group {}",
+                ps[i].pid, ps[p].pgid
+            )));
+        }
+        if group_helpers.contains_key(&g) {
+            continue;
+        }
+        // A helper with the leader's pid, forked by the nearest common ancestor of the
+        // members while it is in their session.
+        let members: Vec<usize> = (0..entries.len()).filter(|&j| ps[j].pgid == g).collect();
+        let a = members
+            .iter()
+            .skip(1)
+            .fold(members[0], |a, &m| nearest_common(&ps, a, m));
+        let s = ps[i].sid;
+        let early = if ps[a].sid == s {
+            false
+        } else if leads_session(&ps[a]) && a != 0 && born_session(&ps, a) == Some(s) {
+            ps[a].born = Some(s);
+            true
+        } else {
+            return Err(unsupported(format!(
+                "group {g} whose leader is gone: no process of its session {s} above its members"
+            )));
+        };
+        let mut h = helper(g, s, a);
+        h.pgid = g;
+        h.early = early;
+        ps.push(h);
+        let h = ps.len() - 1;
+        ps[a].helpers.push(h);
+        group_helpers.insert(g, h);
+        founders.insert(g, h);
+    }
+
+    // fd tables shared with CLONE_FILES: with the parent only.
+    let mut by_files: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, p) in ps.iter().enumerate().take(entries.len()) {
+        if let Some(&f) = files_ids.get(&p.pid) {
+            by_files.entry(f).or_default().push(i);
+        }
+    }
+    for sharing in by_files.values().filter(|v| v.len() > 1) {
+        for &m in &sharing[1..] {
+            let parent = ps[m].parent.expect("the root comes first");
+            if !sharing.contains(&parent) {
+                return Err(unsupported(format!(
+                    "processes {} and {} share one fd table, {} not as a child of the other",
+                    ps[sharing[0]].pid, ps[m].pid, ps[m].pid
+                )));
+            }
+            ps[m].share_files = true;
+        }
+    }
+
+    // Joins: the founder first.
+    let mut kids: Vec<Vec<usize>> = vec![Vec::new(); ps.len()];
+    for (i, p) in ps.iter().enumerate() {
+        if let Some(x) = p.parent {
+            if !ps[x].helpers.contains(&i) {
+                kids[x].push(i);
+            }
+        }
+    }
+    // Sibling -> the siblings that must be created before it.
+    let mut before: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for i in 0..entries.len() {
+        let g = ps[i].pgid;
+        let Some(&f) = founders.get(&g) else { continue };
+        // A group helper is forked first by the members' common ancestor.
+        if f == i || group_helpers.get(&g) == Some(&f) {
+            continue;
+        }
+        let a = nearest_common(&ps, f, i);
+        if a == f {
+            continue;
+        }
+        let towards_f = child_towards(&ps, a, f);
+        if a == i {
+            ps[i].join_after = Some(towards_f);
+            continue;
+        }
+        let towards_i = child_towards(&ps, a, i);
+        if towards_f != towards_i {
+            before.entry(towards_i).or_default().insert(towards_f);
+        }
+    }
+    let mut order: Vec<Vec<usize>> = vec![Vec::new(); ps.len()];
+    for x in 0..ps.len() {
+        order[x] = order_children(&ps, &kids[x], &before)?;
+    }
+
+    // Steps.
+    for x in 0..ps.len() {
+        let mut steps = Vec::new();
+        if ps[x].subreaper {
+            steps.push(Step::Subreaper(true));
+        }
+        let early_helpers: Vec<usize> = ps[x]
+            .helpers
+            .iter()
+            .copied()
+            .filter(|&h| ps[h].early)
+            .collect();
+        let late_helpers: Vec<usize> = ps[x]
+            .helpers
+            .iter()
+            .copied()
+            .filter(|&h| !ps[h].early)
+            .collect();
+        let early: Vec<usize> = order[x].iter().copied().filter(|&c| ps[c].early).collect();
+        let late: Vec<usize> = order[x].iter().copied().filter(|&c| !ps[c].early).collect();
+        if ps[x].kind == PlanKind::Helper {
+            if ps[x].sid == ps[x].pid {
+                steps.push(Step::Setsid);
+            } else {
+                steps.push(Step::Setpgid(ps[x].pid));
+            }
+            steps.extend(late_helpers.iter().map(|&c| Step::Child(c)));
+            steps.extend(late.iter().map(|&c| Step::Child(c)));
+        } else if leads_session(&ps[x]) {
+            if !early.is_empty() || !early_helpers.is_empty() {
+                steps.push(Step::Creates);
+                steps.extend(early_helpers.iter().map(|&c| Step::Child(c)));
+                steps.extend(early.iter().map(|&c| Step::Child(c)));
+                steps.push(Step::Setsid);
+            } else {
+                steps.push(Step::Setsid);
+                steps.push(Step::Creates);
+            }
+            steps.extend(late_helpers.iter().map(|&c| Step::Child(c)));
+            steps.extend(late.iter().map(|&c| Step::Child(c)));
+        } else {
+            let g = ps[x].pgid;
+            if g == ps[x].pid {
+                steps.push(Step::Setpgid(g));
+            }
+            steps.push(Step::Creates);
+            steps.extend(late_helpers.iter().map(|&c| Step::Child(c)));
+            let join_at = steps.len()
+                + ps[x].join_after.map_or(0, |c| {
+                    late.iter().position(|&k| k == c).expect("a late child") + 1
+                });
+            steps.extend(late.iter().map(|&c| Step::Child(c)));
+            if g != ps[x].pid {
+                steps.insert(join_at, Step::Setpgid(g));
+            }
+        }
+        steps.extend(
+            ps[x]
+                .helpers
+                .iter()
+                .chain(order[x].iter().filter(|&&c| ps[c].kind == PlanKind::Helper))
+                .map(|&h| Step::Reap(h)),
+        );
+        if ps[x].subreaper {
+            steps.push(Step::Subreaper(false));
+        }
+        ps[x].steps = steps;
+    }
+    simulate(&mut ps, entries, shell_job)?;
+    Ok(ps)
+}
+
+/// The session process `i` is born in, as far as the plan knows it (None: crs's).
+fn born_session(ps: &[Planned], i: usize) -> Option<Tid> {
+    if let Some(b) = ps[i].born {
+        return Some(b);
+    }
+    let p = ps[i].parent?;
+    if ps[i].early {
+        born_session(ps, p)
+    } else {
+        Some(ps[p].sid)
+    }
+}
+
+fn depth(ps: &[Planned], mut i: usize) -> usize {
+    let mut d = 0;
+    while let Some(p) = ps[i].parent {
+        i = p;
+        d += 1;
+    }
+    d
+}
+
+/// The nearest common ancestor of `a` and `b` in the creation tree (one of them if it is
+/// above the other).
+fn nearest_common(ps: &[Planned], mut a: usize, mut b: usize) -> usize {
+    let (mut da, mut db) = (depth(ps, a), depth(ps, b));
+    while da > db {
+        a = ps[a].parent.expect("deeper");
+        da -= 1;
+    }
+    while db > da {
+        b = ps[b].parent.expect("deeper");
+        db -= 1;
+    }
+    while a != b {
+        a = ps[a].parent.expect("common root");
+        b = ps[b].parent.expect("common root");
+    }
+    a
+}
+
+/// The child of `a` on the way down to its descendant `d`.
+fn child_towards(ps: &[Planned], a: usize, mut d: usize) -> usize {
+    while ps[d].parent != Some(a) {
+        d = ps[d].parent.expect("a descendant");
+    }
+    d
+}
+
+/// `kids` in pstree order, except that a sibling holding a group leader comes before the
+/// siblings holding members of that group (`before`: sibling -> siblings to create first).
+fn order_children(
+    ps: &[Planned],
+    kids: &[usize],
+    before: &BTreeMap<usize, BTreeSet<usize>>,
+) -> Result<Vec<usize>, RestoreError> {
+    let pos: BTreeMap<usize, usize> = kids.iter().enumerate().map(|(p, &k)| (k, p)).collect();
+    let mut waiting: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut unblocks: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &k in kids {
+        let firsts = before.get(&k).into_iter().flatten();
+        for &f in firsts.filter(|f| pos.contains_key(f)) {
+            *waiting.entry(k).or_default() += 1;
+            unblocks.entry(f).or_default().push(k);
+        }
+    }
+    let mut ready: BTreeSet<(usize, usize)> = kids
+        .iter()
+        .filter(|k| !waiting.contains_key(k))
+        .map(|&k| (pos[&k], k))
+        .collect();
+    let mut out = Vec::with_capacity(kids.len());
+    while let Some((_, k)) = ready.pop_first() {
+        out.push(k);
+        for &t in unblocks.get(&k).into_iter().flatten() {
+            let w = waiting.get_mut(&t).expect("counted");
+            *w -= 1;
+            if *w == 0 {
+                ready.insert((pos[&t], t));
+            }
+        }
+    }
+    if out.len() < kids.len() {
+        let pids: Vec<Tid> = kids
+            .iter()
+            .filter(|k| !out.contains(k))
+            .map(|&k| ps[k].pid)
+            .collect();
+        return Err(unsupported(format!(
+            "process groups whose leaders and members cross between the subtrees of {pids:?}"
+        )));
+    }
+    Ok(out)
+}
+
+/// Runs the plan on a model of the kernel's sessions and groups: checks that every setsid
+/// and setpgid would succeed and that every process ends in its dumped session and group;
+/// drops the setpgid calls that change nothing.
+fn simulate(
+    ps: &mut [Planned],
+    entries: &[Pstree_entry],
+    shell_job: bool,
+) -> Result<(), RestoreError> {
+    use crs_sys::restore::Step;
+    /// crs's own session and group (not a pid of the tree).
+    const CRS: Tid = -1;
+    /// The processes that exist (zombies and helpers until reaped): pid -> (sid, pgid),
+    /// with the member counts of each (sid, pgid) group and of each pgid.
+    #[derive(Default)]
+    struct Model {
+        procs: BTreeMap<Tid, (Tid, Tid)>,
+        reaped: BTreeSet<Tid>,
+        groups: BTreeMap<(Tid, Tid), usize>,
+        pgids: BTreeMap<Tid, usize>,
+    }
+    impl Model {
+        fn set(&mut self, pid: Tid, ids: Option<(Tid, Tid)>) {
+            if let Some((sid, pgid)) = self.procs.remove(&pid) {
+                for n in [self.groups.get_mut(&(sid, pgid)), self.pgids.get_mut(&pgid)]
+                    .into_iter()
+                    .flatten()
+                {
+                    *n -= 1;
+                }
+            }
+            if let Some((sid, pgid)) = ids {
+                self.procs.insert(pid, (sid, pgid));
+                *self.groups.entry((sid, pgid)).or_default() += 1;
+                *self.pgids.entry(pgid).or_default() += 1;
+            }
+        }
+    }
+    fn run(
+        ps: &mut [Planned],
+        x: usize,
+        m: &mut Model,
+        external: (Tid, Tid),
+    ) -> Result<(), RestoreError> {
+        let pid = ps[x].pid;
+        let steps = std::mem::take(&mut ps[x].steps);
+        let mut kept = Vec::with_capacity(steps.len());
+        let bad = |what: String| unsupported(format!("restore plan of process {pid}: {what}"));
+        for step in steps {
+            let (sid, pgid) = m.procs[&pid];
+            match step {
+                Step::Setsid => {
+                    if m.pgids.get(&pid).is_some_and(|&n| n > 0) {
+                        return Err(bad("setsid of a group leader".into()));
+                    }
+                    m.set(pid, Some((pid, pid)));
+                }
+                Step::Setpgid(g) => {
+                    if pgid == g {
+                        continue;
+                    }
+                    if sid == pid {
+                        return Err(bad("setpgid of a session leader".into()));
+                    }
+                    let there = g == pid
+                        || external == (sid, g)
+                        || m.groups.get(&(sid, g)).is_some_and(|&n| n > 0);
+                    if !there {
+                        return Err(bad(format!("joins group {g}, absent from its session")));
+                    }
+                    m.set(pid, Some((sid, g)));
+                }
+                Step::Child(c) => {
+                    m.set(ps[c].pid, Some((sid, pgid)));
+                    run(ps, c, m, external)?;
+                }
+                Step::Reap(c) => {
+                    let h = ps[c].pid;
+                    if !m.procs.contains_key(&h) {
+                        return Err(bad(format!("reaps {h}, not its child")));
+                    }
+                    m.set(h, None);
+                    m.reaped.insert(h);
+                }
+                Step::Creates | Step::Subreaper(_) => {}
+            }
+            kept.push(step);
+        }
+        ps[x].steps = kept;
+        Ok(())
+    }
+    let root = &entries[0];
+    // A shell job's root starts in crs's session and group (its dumped ones unless it led
+    // them).
+    let external = if root.sid() != root.pid() && shell_job {
+        let pgid = if root.pgid() != root.pid() {
+            root.pgid() as Tid
+        } else {
+            CRS
+        };
+        (root.sid() as Tid, pgid)
+    } else {
+        (CRS, CRS)
+    };
+    let mut m = Model::default();
+    m.set(ps[0].pid, Some(external));
+    run(ps, 0, &mut m, external)?;
+    for (i, p) in ps.iter().enumerate() {
+        let ids = m.procs.get(&p.pid);
+        match (p.kind, ids) {
+            (PlanKind::Helper, None) if m.reaped.contains(&p.pid) => {}
+            (PlanKind::Helper, _) => {
+                return Err(unsupported(format!(
+                    "restore plan: helper {} is not reaped",
+                    p.pid
+                )))
+            }
+            (_, Some(&ids)) if ids == (p.sid, p.pgid) => {}
+            // A root of crs's session without --shell-job is refused later.
+            (_, Some(_)) if i == 0 && !shell_job => {}
+            _ => {
+                return Err(unsupported(format!(
+                    "process {} of session {} and group {}: no restore order gives it both",
+                    p.pid, p.sid, p.pgid
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn preflight(pid: Tid) -> Result<(), RestoreError> {
@@ -381,16 +964,26 @@ fn choose_trampoline(procs: &[Images]) -> Result<u64, RestoreError> {
     Err(RestoreError::NoTrampolineRoom)
 }
 
+/// What crs made for the whole tree before building its processes.
+struct Made<'a> {
+    /// Shared anonymous memory objects.
+    shmem: &'a shmem::Objects,
+    /// memfd inodes.
+    memfds: &'a memfd::Objects,
+    /// Files handed to the tasks that hold them.
+    crs_files: &'a handoff::CrsFiles,
+}
+
 /// Everything between seize and detach.
 fn build(
     tree: &mut SeizedTree,
     images: &Images,
-    pid: Tid,
     tramp: u64,
-    shmem: &shmem::Objects,
+    made: &Made<'_>,
     file_locks: &[crs_images::pb::file_lock::File_lock_entry],
     stats: &mut RestoreStats,
 ) -> Result<(), RestoreError> {
+    let pid = images.pid;
     let compel = |what: &str| {
         let what = what.to_string();
         move |source| RestoreError::Compel { pid, what, source }
@@ -426,7 +1019,7 @@ fn build(
     let t = Instant::now();
     vma::unmap_crs(&mut r, &maps, TRAMPOLINE_LEN as u64)?;
     vma::move_vdso(&mut r, images, &maps, TRAMPOLINE_LEN as u64)?;
-    vma::map_all(&mut r, images, shmem)?;
+    vma::map_all(&mut r, images, made.shmem, made.memfds)?;
     debug!(elapsed = ?t.elapsed(), calls = r.calls, "address space rebuilt");
     let t = Instant::now();
     stats.pages_restored = pages::fill(pid, images)?;
@@ -434,7 +1027,8 @@ fn build(
     debug!(pages = stats.pages_restored, elapsed = ?stats.pages_time, "pages filled");
     vma::finish_prot(&mut r, images)?;
     task::set_mm(&mut r, images)?;
-    unixsk::create(&mut r, images)?;
+    handoff::install_held(&mut r, images, made.crs_files)?;
+    unixsk::create(&mut r, images, made.crs_files)?;
     anonfd::create(&mut r, images)?;
     locks::take(&mut r, file_locks)?;
     task::set_misc(&mut r, images)?;
@@ -568,6 +1162,12 @@ mod tests {
         tree_nodes(&tree, false, plans, BTreeMap::new())
     }
 
+    use crs_sys::restore::Step::{self, Child, Creates, Reap, Setpgid, Setsid, Subreaper};
+
+    fn steps(nodes: &[TreeNode]) -> Vec<(Tid, Vec<Step>)> {
+        nodes.iter().map(|n| (n.pid, n.steps.clone())).collect()
+    }
+
     #[test]
     fn tree_nodes_sessions_groups_and_zombies_mapped() {
         // P leads the session; A its own group; B in P's group with G; Z a zombie; C joins
@@ -587,28 +1187,232 @@ mod tests {
             }],
         )
         .unwrap();
-        let pids: Vec<Tid> = nodes.iter().map(|n| n.pid).collect();
-        assert_eq!(pids, [100, 101, 102, 104, 103, 105]);
-        assert_eq!(nodes[0].children, [1, 2, 4, 5]);
-        assert_eq!(nodes[2].children, [3]);
-        assert!(nodes[0].new_session && nodes.iter().skip(1).all(|n| !n.new_session));
-        let pgids: Vec<Option<Tid>> = nodes.iter().map(|n| n.pgid).collect();
-        assert_eq!(pgids, [None, Some(101), None, None, None, Some(101)]);
+        assert_eq!(
+            steps(&nodes),
+            [
+                (
+                    100,
+                    vec![Setsid, Creates, Child(1), Child(2), Child(4), Child(5)]
+                ),
+                (101, vec![Setpgid(101), Creates]),
+                (102, vec![Creates, Child(3)]),
+                (104, vec![Creates]),
+                (103, vec![Creates]),
+                (105, vec![Creates, Setpgid(101)]),
+            ]
+        );
         assert!(matches!(
             nodes[4].kind,
             NodeKind::Zombie { wait_status: 0x700 }
         ));
         assert!(matches!(nodes[3].kind, NodeKind::Live(_)));
+        assert!(nodes
+            .iter()
+            .all(|n| n.parent_death_signal && !n.share_files));
     }
 
     #[test]
-    fn tree_nodes_group_of_later_process_is_unsupported() {
-        // 101 joins the group of 102, which is created after it.
-        let err = nodes_of(
+    fn tree_nodes_group_of_later_sibling_creates_leader_first() {
+        // 101 joins the group of 102, its younger sibling.
+        let nodes = nodes_of(
             vec![
                 entry(100, 0, 100, 100),
                 entry(101, 100, 102, 100),
                 entry(102, 100, 102, 100),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(nodes[0].steps, [Setsid, Creates, Child(2), Child(1)]);
+        assert_eq!(nodes[1].steps, [Creates, Setpgid(102)]);
+        assert_eq!(nodes[2].steps, [Setpgid(102), Creates]);
+    }
+
+    #[test]
+    fn tree_nodes_group_of_later_cousin_orders_subtrees() {
+        // 103 (under 101) joins the group of 104 (under 102).
+        let nodes = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 100, 100),
+                entry(103, 101, 104, 100),
+                entry(102, 100, 100, 100),
+                entry(104, 102, 104, 100),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(nodes[0].steps, [Setsid, Creates, Child(3), Child(1)]);
+    }
+
+    #[test]
+    fn tree_nodes_member_above_its_leader_joins_after_creating_it() {
+        let nodes = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 102, 100),
+                entry(102, 101, 102, 100),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(nodes[1].steps, [Creates, Child(2), Setpgid(102)]);
+    }
+
+    #[test]
+    fn tree_nodes_zombie_group_leader_is_created_first() {
+        let nodes = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 102, 100),
+                entry(102, 100, 102, 100),
+            ],
+            vec![Zombie {
+                pid: 102,
+                wait_status: 0,
+            }],
+        )
+        .unwrap();
+        assert_eq!(nodes[0].steps, [Setsid, Creates, Child(2), Child(1)]);
+    }
+
+    #[test]
+    fn tree_nodes_group_leader_gone_gets_a_reaped_helper() {
+        // Group 150's leader is gone; 101 and 103 (under 102) are in it.
+        let nodes = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 150, 100),
+                entry(102, 100, 100, 100),
+                entry(103, 102, 150, 100),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(nodes.len(), 5);
+        assert_eq!(nodes[4].pid, 150);
+        assert!(matches!(nodes[4].kind, NodeKind::Helper));
+        assert_eq!(nodes[4].steps, [Setpgid(150)]);
+        assert_eq!(
+            nodes[0].steps,
+            [Setsid, Creates, Child(4), Child(1), Child(2), Reap(4)]
+        );
+        assert_eq!(nodes[1].steps, [Creates, Setpgid(150)]);
+        assert_eq!(nodes[3].steps, [Creates, Setpgid(150)]);
+    }
+
+    #[test]
+    fn tree_nodes_group_leader_gone_member_is_the_helpers_parent() {
+        // 101 and its child 102 are in group 150 (gone): 101 forks the helper, then joins.
+        let nodes = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 150, 100),
+                entry(102, 101, 150, 100),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            nodes[1].steps,
+            [Creates, Child(3), Setpgid(150), Child(2), Reap(3)]
+        );
+        assert_eq!(nodes[2].steps, [Creates]);
+    }
+
+    #[test]
+    fn tree_nodes_child_forked_before_setsid_is_created_before_it() {
+        // 101 forked 102 (stays in 100's session and group), then called setsid and forked
+        // 103 in its own session.
+        let nodes = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 101, 101),
+                entry(102, 101, 100, 100),
+                entry(103, 101, 101, 101),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(nodes[1].steps, [Creates, Child(2), Setsid, Child(3)]);
+        assert_eq!(nodes[2].steps, [Creates]);
+    }
+
+    #[test]
+    fn tree_nodes_session_leader_gone_gets_a_helper_parent() {
+        // 101 is of session 50, whose leader is gone; 102 leads a group of it.
+        let nodes = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 50, 50),
+                entry(102, 100, 102, 50),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(nodes[3].pid, 50);
+        assert!(matches!(nodes[3].kind, NodeKind::Helper));
+        assert_eq!(nodes[3].steps, [Setsid, Child(1), Child(2)]);
+        assert_eq!(
+            nodes[0].steps,
+            [
+                Subreaper(true),
+                Setsid,
+                Creates,
+                Child(3),
+                Reap(3),
+                Subreaper(false)
+            ]
+        );
+        assert_eq!(nodes[1].steps, [Creates]);
+        assert_eq!(nodes[2].steps, [Setpgid(102), Creates]);
+        assert!(!nodes[1].parent_death_signal && !nodes[2].parent_death_signal);
+        assert!(nodes[0].parent_death_signal && nodes[3].parent_death_signal);
+    }
+
+    #[test]
+    fn tree_nodes_group_and_session_leaders_gone_nest_helpers() {
+        // 101 and 102 are of session 50 and group 60, both leaders gone.
+        let nodes = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 60, 50),
+                entry(102, 100, 60, 50),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        let pids: Vec<Tid> = nodes.iter().map(|n| n.pid).collect();
+        assert_eq!(pids, [100, 101, 102, 50, 60]);
+        assert_eq!(
+            nodes[3].steps,
+            [Setsid, Child(4), Child(1), Child(2), Reap(4)]
+        );
+        assert_eq!(nodes[4].steps, [Setpgid(60)]);
+        assert_eq!(nodes[1].steps, [Creates, Setpgid(60)]);
+    }
+
+    #[test]
+    fn tree_nodes_many_siblings_joining_the_last_leads_with_it() {
+        // 3000 children of 100, all in the group of the last one.
+        let last = 100 + 3000;
+        let mut entries = vec![entry(100, 0, 100, 100)];
+        entries.extend((101..=last).map(|p| entry(p, 100, last, 100)));
+        let nodes = nodes_of(entries, Vec::new()).unwrap();
+        assert_eq!(nodes[0].steps[2], Child(3000));
+        assert_eq!(nodes[0].steps[3], Child(1));
+        assert_eq!(nodes[0].steps.len(), 3002);
+    }
+
+    #[test]
+    fn tree_nodes_session_leader_elsewhere_is_unsupported() {
+        // 103 is of 101's session but under 102.
+        let err = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 101, 101),
+                entry(102, 100, 100, 100),
+                entry(103, 102, 101, 101),
             ],
             Vec::new(),
         )
@@ -617,12 +1421,80 @@ mod tests {
     }
 
     #[test]
-    fn tree_nodes_other_session_than_parent_is_unsupported() {
+    fn tree_nodes_crossing_groups_are_unsupported() {
+        // 104 (under 101) joins 105's group (under 102), 106 (under 102) joins 103's
+        // (under 101).
         let err = nodes_of(
-            vec![entry(100, 0, 100, 100), entry(101, 100, 50, 50)],
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 100, 100),
+                entry(103, 101, 103, 100),
+                entry(104, 101, 105, 100),
+                entry(102, 100, 100, 100),
+                entry(105, 102, 105, 100),
+                entry(106, 102, 103, 100),
+            ],
             Vec::new(),
         )
         .unwrap_err();
         assert!(matches!(err, RestoreError::Unsupported { .. }), "{err}");
+    }
+
+    #[test]
+    fn tree_nodes_group_whose_leader_moved_is_unsupported() {
+        // 101 is in group 102, but 102 went to group 100.
+        let err = nodes_of(
+            vec![
+                entry(100, 0, 100, 100),
+                entry(101, 100, 102, 100),
+                entry(102, 100, 100, 100),
+            ],
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RestoreError::Unsupported { .. }), "{err}");
+    }
+
+    #[test]
+    fn tree_nodes_shell_job_root_keeps_crs_group_and_session() {
+        let tree = Tree {
+            entries: vec![entry(100, 0, 40, 30), entry(101, 100, 40, 30)],
+            procs: Vec::new(),
+            zombies: Vec::new(),
+        };
+        let plans = [100, 101].into_iter().map(|p| (p, plan())).collect();
+        let nodes = tree_nodes(&tree, true, plans, BTreeMap::new()).unwrap();
+        assert_eq!(
+            steps(&nodes),
+            [(100, vec![Creates, Child(1)]), (101, vec![Creates])]
+        );
+    }
+
+    #[test]
+    fn plan_tree_fd_table_of_parent_is_shared() {
+        let entries = vec![
+            entry(100, 0, 100, 100),
+            entry(101, 100, 100, 100),
+            entry(102, 100, 100, 100),
+        ];
+        let files = BTreeMap::from([(100, 1), (101, 1), (102, 2)]);
+        let ps = plan_tree(&entries, &BTreeMap::new(), &files, false).unwrap();
+        let shared: Vec<bool> = ps.iter().map(|p| p.share_files).collect();
+        assert_eq!(shared, [false, true, false]);
+    }
+
+    #[test]
+    fn plan_tree_fd_table_of_sibling_is_unsupported() {
+        let entries = vec![
+            entry(100, 0, 100, 100),
+            entry(101, 100, 100, 100),
+            entry(102, 100, 100, 100),
+        ];
+        let files = BTreeMap::from([(100, 1), (101, 2), (102, 2)]);
+        let err = plan_tree(&entries, &BTreeMap::new(), &files, false).unwrap_err();
+        assert!(
+            err.to_string().contains("101") && err.to_string().contains("102"),
+            "{err}"
+        );
     }
 }

@@ -70,55 +70,54 @@ fn load_for<'a>(
     }
     let mut out = BTreeMap::new();
     for (shmid, size) in sizes {
-        let name = format!("pagemap-shmem-{shmid}.img");
-        let path = dir.join(&name);
-        if !path.exists() {
-            // Nothing was ever written to it.
-            out.insert(
-                shmid,
-                Image {
-                    size,
-                    runs: Vec::new(),
-                    pages_path: None,
-                },
-            );
-            continue;
-        }
-        let bytes = read_file(&path)?;
-        let label = path.display().to_string();
-        let mut r = ImageReader::new(&label, &bytes, "PAGEMAP")?;
-        let head: Pagemap_head = r.next()?.ok_or_else(|| invalid(&name, "no pagemap_head"))?;
-        let entries: Vec<Pagemap_entry> = r.all()?;
-        let pages_path = dir.join(format!("pages-{}.img", head.pages_id()));
-        let pages_len = std::fs::metadata(&pages_path)
-            .map_err(|source| RestoreError::Stat {
-                path: pages_path.clone(),
-                source,
-            })?
-            .len();
-        // The object as one VMA at 0: every run must lie inside it.
-        let whole = Vma {
-            start: 0,
-            end: size,
-            prot: 0,
-            flags: 0,
-            kind: Kind::AnonShared { shmid },
-            file_id: None,
-            pgoff: 0,
-            fdflags: 0,
-            madv: 0,
-        };
-        let runs = page_runs(&name, &entries, &[whole], pages_len)?;
-        out.insert(
-            shmid,
-            Image {
-                size,
-                runs,
-                pages_path: Some(pages_path),
-            },
-        );
+        out.insert(shmid, load_object(dir, shmid, size)?);
     }
     Ok(out)
+}
+
+/// Reads the contents of shmem object `shmid` of `size` bytes (pagemap-shmem-<shmid>.img,
+/// whose runs are offsets in the object): checked against the size and the pages image.
+/// No pagemap means nothing was ever written to it.
+pub(crate) fn load_object(dir: &Path, shmid: u64, size: u64) -> Result<Image, RestoreError> {
+    let name = format!("pagemap-shmem-{shmid}.img");
+    let path = dir.join(&name);
+    if !path.exists() {
+        return Ok(Image {
+            size,
+            runs: Vec::new(),
+            pages_path: None,
+        });
+    }
+    let bytes = read_file(&path)?;
+    let label = path.display().to_string();
+    let mut r = ImageReader::new(&label, &bytes, "PAGEMAP")?;
+    let head: Pagemap_head = r.next()?.ok_or_else(|| invalid(&name, "no pagemap_head"))?;
+    let entries: Vec<Pagemap_entry> = r.all()?;
+    let pages_path = dir.join(format!("pages-{}.img", head.pages_id()));
+    let pages_len = std::fs::metadata(&pages_path)
+        .map_err(|source| RestoreError::Stat {
+            path: pages_path.clone(),
+            source,
+        })?
+        .len();
+    // The object as one VMA at 0: every run must lie inside it.
+    let whole = Vma {
+        start: 0,
+        end: size,
+        prot: 0,
+        flags: 0,
+        kind: Kind::AnonShared { shmid },
+        file_id: None,
+        pgoff: 0,
+        fdflags: 0,
+        madv: 0,
+    };
+    let runs = page_runs(&name, &entries, &[whole], pages_len)?;
+    Ok(Image {
+        size,
+        runs,
+        pages_path: Some(pages_path),
+    })
 }
 
 /// The objects, created and filled, held open by crs until every process mapped them.
@@ -161,7 +160,12 @@ impl Objects {
     }
 }
 
-fn fill(shmid: u64, obj: &File, img: &Image, pages_path: &Path) -> Result<(), RestoreError> {
+pub(crate) fn fill(
+    shmid: u64,
+    obj: &File,
+    img: &Image,
+    pages_path: &Path,
+) -> Result<(), RestoreError> {
     let src = File::open(pages_path).map_err(|source| RestoreError::Stat {
         path: pages_path.to_path_buf(),
         source,

@@ -1,16 +1,34 @@
-//! Unix socket pairs held by one process (UNIXSK files whose peer is another UNIXSK file
-//! of the same process), created by syscalls injected into the seized task: socketpair,
-//! the ends moved above every fd of the task, their status flags and socket options set,
-//! the messages of sk-queues.img sent into each end's peer in image order (one send per
-//! message, so datagram and seqpacket boundaries are kept), then each end put at its fd
-//! numbers and the temporary fd closed. Runs before the anon files: an epoll may watch a
-//! socket.
+//! Unix sockets, built two ways.
 //!
-//! Named, listening and unconnected sockets, sockets whose peer is in another process,
-//! shut-down sockets and queued messages with SCM_RIGHTS are refused at load.
+//! - A pair whose two ends are unnamed and held by one process only (fds of one fdinfo,
+//!   no other process has either end) is created by syscalls injected into the seized
+//!   task ([`create`]): socketpair, the ends moved above every fd of the task, their
+//!   status flags and socket options set, the messages of sk-queues.img sent into each
+//!   end's peer in image order, then each end put at its fd numbers. The kernel then
+//!   records the task itself as the peer (SO_PEERCRED), as CRIU does.
+//! - Every other socket is built in crs's own process ([`create_in_crs`]) and handed to
+//!   each task that holds it (`handoff`), which keeps one open description for all of
+//!   them: listeners are bound and listen, accepted connections are made by connecting a
+//!   new client to the restored listener and accepting (so the accepted end carries the
+//!   listener's name), connections that were waiting in a backlog are connected and left
+//!   there, pairs without a listener are socketpairs, datagram sockets are bound and
+//!   connected by name, queued messages are sent one by one in image order from the
+//!   socket that can reach the receiver (datagram and seqpacket boundaries kept), then
+//!   shutdown states, socket file mode and owner, and status flags are set. A stale
+//!   socket file at a bind path is removed first (anything else there is an error). The
+//!   peer credentials of these sockets name crs, not the task (CRIU has the same limit
+//!   for connections between processes).
+//!
+//! Refused: sockets connected to ones outside the images (USK_EXTERN, --ext-unix-sk),
+//! queued messages passing fds (SCM_RIGHTS), pending connections to a listener whose
+//! socket file was removed.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use crs_compel::RemoteAddr;
 use crs_images::codec::{read_file, ImageReader};
@@ -18,14 +36,18 @@ use crs_images::pb::fdinfo::{Fd_types, Fdinfo_entry, File_entry};
 use crs_images::pb::sk_opts::Sk_shutdown;
 use crs_images::pb::sk_packet::Sk_packet_entry;
 use crs_images::pb::sk_unix::Unix_sk_entry;
-use tracing::debug;
+use crs_sys::unixsk as sk;
+use tracing::{debug, warn};
 
 use crate::error::{invalid, unsupported};
-use crate::images::Images;
+use crate::handoff::CrsFiles;
+use crate::images::{Images, Tree};
 use crate::remote::Remote;
 use crate::RestoreError;
 
 const STATE_ESTABLISHED: u32 = 1;
+const STATE_CLOSE: u32 = 7;
+const STATE_LISTEN: u32 = 10;
 
 /// The messages queued on each socket (sk-queues.img), by receiving file id, in order.
 pub(crate) type Queues = BTreeMap<u32, Vec<Vec<u8>>>;
@@ -51,7 +73,8 @@ fn ids(fdinfo: &[Fdinfo_entry]) -> Vec<u32> {
     v
 }
 
-/// The file id of the peer of unix socket `id` among `ids` (checked at load).
+/// The file id of the peer of unix socket `id` among `ids`: the one whose inode is its
+/// peer and whose peer is it.
 fn peer_of(files: &BTreeMap<u32, File_entry>, ids: &[u32], id: u32) -> Option<u32> {
     let me = files.get(&id)?.usk.as_ref()?;
     ids.iter().copied().find(|&o| {
@@ -63,27 +86,12 @@ fn peer_of(files: &BTreeMap<u32, File_entry>, ids: &[u32], id: u32) -> Option<u3
     })
 }
 
-/// Checks unix socket file `f`: a connected, unnamed socket of a known type whose peer is
-/// a unix socket of the same process (`fdinfo`).
-pub(crate) fn check(
-    f: &File_entry,
-    files: &BTreeMap<u32, File_entry>,
-    fdinfo: &[Fdinfo_entry],
-) -> Result<(), RestoreError> {
+/// Checks unix socket file `f` on its own: a known type and state, a name that fits a
+/// sockaddr_un, no flags crs does not handle (external, service, inherited sockets).
+/// How it relates to other sockets is checked when the sockets are built.
+pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     let u = usk(f)?;
     let id = f.id();
-    if !u.name().is_empty() {
-        return Err(unsupported(format!(
-            "named or abstract unix socket {id} ({:?})",
-            String::from_utf8_lossy(u.name())
-        )));
-    }
-    if u.state() != STATE_ESTABLISHED || u.peer() == 0 {
-        return Err(unsupported(format!(
-            "unix socket {id} in state {} (only connected pairs)",
-            u.state()
-        )));
-    }
     if !matches!(
         u.type_() as i32,
         libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
@@ -93,30 +101,74 @@ pub(crate) fn check(
             format!("unix socket {id} of type {}", u.type_()),
         ));
     }
-    if u.shutdown
-        .is_some_and(|s| s.value() != Sk_shutdown::NONE as i32)
-    {
-        return Err(unsupported(format!("shut-down unix socket {id}")));
+    if ![STATE_ESTABLISHED, STATE_CLOSE, STATE_LISTEN].contains(&u.state()) {
+        return Err(unsupported(format!(
+            "unix socket {id} in state {}",
+            u.state()
+        )));
+    }
+    if u.state() == STATE_LISTEN && u.type_() as i32 == libc::SOCK_DGRAM {
+        return Err(invalid(
+            "files.img",
+            format!("listening datagram unix socket {id}"),
+        ));
+    }
+    if u.name().len() > 108 {
+        return Err(invalid(
+            "files.img",
+            format!("unix socket {id} with a name of {} bytes", u.name().len()),
+        ));
     }
     if u.uflags() != 0 {
         return Err(unsupported(format!(
-            "unix socket {id} with flags {:#x}",
+            "unix socket {id} with flags {:#x} (external, service or inherited socket; \
+             --ext-unix-sk is not supported)",
             u.uflags()
         )));
     }
-    let peer = peer_of(files, &ids(fdinfo), id).ok_or_else(|| {
-        unsupported(format!(
-            "unix socket {id} whose peer (inode {}) is not open in the same process",
-            u.peer()
-        ))
-    })?;
-    if usk(&files[&peer])?.type_() != u.type_() {
-        return Err(invalid(
-            "files.img",
-            format!("unix sockets {id} and {peer} of different types"),
-        ));
-    }
     Ok(())
+}
+
+/// The UNIXSK file ids of the whole tree and the processes holding each.
+fn holders(tree: &Tree) -> BTreeMap<u32, BTreeSet<i32>> {
+    let mut out: BTreeMap<u32, BTreeSet<i32>> = BTreeMap::new();
+    for p in &tree.procs {
+        for id in ids(&p.fdinfo) {
+            out.entry(id).or_default().insert(p.pid);
+        }
+    }
+    out
+}
+
+/// The unix sockets a task builds itself: unnamed connected pairs whose two ends are held
+/// by the same single process. Every other socket of `holders` is built by crs.
+fn in_task_ids(
+    files: &BTreeMap<u32, File_entry>,
+    holders: &BTreeMap<u32, BTreeSet<i32>>,
+) -> BTreeSet<u32> {
+    let all: Vec<u32> = holders.keys().copied().collect();
+    let simple = |id: u32| {
+        files
+            .get(&id)
+            .and_then(|f| f.usk.as_ref())
+            .is_some_and(|u| {
+                u.name().is_empty()
+                    && u.state() == STATE_ESTABLISHED
+                    && u.peer() != 0
+                    && u.shutdown
+                        .is_none_or(|s| s.value() == Sk_shutdown::NONE as i32)
+            })
+    };
+    all.iter()
+        .copied()
+        .filter(|&id| {
+            let Some(peer) = peer_of(files, &all, id) else {
+                return false;
+            };
+            let (a, b) = (&holders[&id], &holders[&peer]);
+            simple(id) && simple(peer) && a.len() == 1 && a == b
+        })
+        .collect()
 }
 
 /// Reads sk-queues.img (optional) and keeps the messages for the unix sockets of the
@@ -157,10 +209,16 @@ pub(crate) fn load(
     Ok(out)
 }
 
-/// Creates every unix socket pair of the task at its fds with its queued messages.
-/// Returns how many sockets were created.
-pub(crate) fn create(r: &mut Remote<'_>, images: &Images) -> Result<usize, RestoreError> {
-    let ids = ids(&images.fdinfo);
+/// Creates the unix socket pairs the task builds itself (those crs did not build, see
+/// [`create_in_crs`]) at its fds with their queued messages. Returns how many sockets
+/// were created.
+pub(crate) fn create(
+    r: &mut Remote<'_>,
+    images: &Images,
+    crs: &CrsFiles,
+) -> Result<usize, RestoreError> {
+    let mut ids = ids(&images.fdinfo);
+    ids.retain(|&id| !crs.has(id));
     if ids.is_empty() {
         return Ok(0);
     }
@@ -171,7 +229,12 @@ pub(crate) fn create(r: &mut Remote<'_>, images: &Images) -> Result<usize, Resto
         if tmp.contains_key(&id) {
             continue;
         }
-        let peer = peer_of(&images.files, &ids, id).expect("checked at load");
+        let peer = peer_of(&images.files, &ids, id).ok_or_else(|| {
+            invalid(
+                "files.img",
+                format!("unix socket {id} without its peer in the process"),
+            )
+        })?;
         let kind = usk(&images.files[&id])?.type_();
         let p = r.put(0, &[0u8; 8])?;
         r.call(
@@ -201,8 +264,17 @@ pub(crate) fn create(r: &mut Remote<'_>, images: &Images) -> Result<usize, Resto
             tmp.insert(fid, high);
         }
     }
-    for (&id, msgs) in &images.unix_queues {
-        let peer = peer_of(&images.files, &ids, id).expect("checked at load");
+    for (&id, msgs) in images
+        .unix_queues
+        .iter()
+        .filter(|(id, _)| tmp.contains_key(id))
+    {
+        let peer = peer_of(&images.files, &ids, id).ok_or_else(|| {
+            invalid(
+                "files.img",
+                format!("unix socket {id} without its peer in the process"),
+            )
+        })?;
         let stream = usk(&images.files[&id])?.type_() == libc::SOCK_STREAM as u32;
         let chunk = if stream { r.scratch_len } else { usize::MAX };
         for m in msgs {
@@ -332,6 +404,592 @@ fn set_up(r: &mut Remote<'_>, fd: i64, id: u32, u: &Unix_sk_entry) -> Result<(),
     Ok(())
 }
 
+/// How a socket built by crs comes to life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// A listening socket: bound, listen(backlog).
+    Listen,
+    /// A socket of its own: bound when named; a datagram socket is then connected to
+    /// its peer's name (`connect_to`).
+    Single,
+    /// One end of a socketpair; `peer` is the other end's file id.
+    Pair { peer: u32 },
+    /// One end of a socketpair whose other end only queues the messages and is then
+    /// closed: a connection whose peer is gone, or an unnamed datagram socket holding
+    /// messages.
+    Orphan,
+    /// The accepted end of a connection to listener `listener`; `client` is the other
+    /// end.
+    Accepted { listener: u32, client: u32 },
+    /// The client end of a connection accepted by `listener`.
+    Client { listener: u32 },
+    /// A connection waiting in the backlog of `listener`, never accepted.
+    Pending { listener: u32 },
+}
+
+/// The plan for one socket built by crs.
+struct Plan<'a> {
+    id: u32,
+    u: &'a Unix_sk_entry,
+    how: How,
+    /// A datagram socket's peer to connect to by name (file id).
+    connect_to: Option<u32>,
+    /// Where it is held, for errors: "pid 7 fd 5".
+    at: String,
+}
+
+/// The path of a bound name (trailing NULs dropped), None for an abstract name.
+fn name_path(name: &[u8]) -> Option<&[u8]> {
+    let end = name.iter().rposition(|&b| b != 0)? + 1;
+    (name[0] != 0).then_some(&name[..end])
+}
+
+/// The address crs connects or sends to for plan `p`: its name, with a relative path
+/// made absolute by the directory it was bound in (crs's cwd is not the task's).
+fn reach(p: &Plan<'_>) -> Vec<u8> {
+    let name = p.u.name();
+    match (name_path(name), p.u.name_dir.as_deref()) {
+        (Some(path), Some(dir)) if !path.starts_with(b"/") => {
+            let mut v = dir.as_bytes().to_vec();
+            v.push(b'/');
+            v.extend_from_slice(path);
+            v
+        }
+        _ => name.to_vec(),
+    }
+}
+
+/// Decides how each socket of `ids` (built by crs) is made. Errors name the socket and
+/// where it is held.
+fn plan<'a>(
+    files: &'a BTreeMap<u32, File_entry>,
+    ids: &[u32],
+    at: &BTreeMap<u32, String>,
+    queued: &BTreeSet<u32>,
+) -> Result<Vec<Plan<'a>>, RestoreError> {
+    let entries: BTreeMap<u32, &Unix_sk_entry> = ids
+        .iter()
+        .map(|&id| Ok((id, usk(files.get(&id).ok_or_else(|| missing(id))?)?)))
+        .collect::<Result<_, RestoreError>>()?;
+    let by_ino: HashMap<u32, u32> = entries.iter().map(|(&id, u)| (u.ino(), id)).collect();
+    let ext = |id: u32, u: &Unix_sk_entry| {
+        unsupported(format!(
+            "unix socket {id} ({}) connected to inode {} outside the images \
+             (--ext-unix-sk)",
+            at[&id],
+            u.peer()
+        ))
+    };
+    // A listener with `name` and type `kind` that was not removed from the filesystem.
+    let listener_named = |name: &[u8], kind: u32| {
+        entries.iter().find_map(|(&l, lu)| {
+            (lu.state() == STATE_LISTEN
+                && lu.type_() == kind
+                && !name.is_empty()
+                && lu.name() == name
+                && !lu.deleted())
+            .then_some(l)
+        })
+    };
+    let mut out = Vec::new();
+    let mut decided: BTreeMap<u32, How> = BTreeMap::new();
+    for (&id, &u) in &entries {
+        let dgram = u.type_() as i32 == libc::SOCK_DGRAM;
+        let peer = (u.peer() != 0)
+            .then(|| by_ino.get(&u.peer()).copied().ok_or_else(|| ext(id, u)))
+            .transpose()?;
+        let mut connect_to = None;
+        let how = if let Some(&h) = decided.get(&id) {
+            h
+        } else if u.state() == STATE_LISTEN {
+            How::Listen
+        } else if let Some(p) = peer {
+            let pu = entries[&p];
+            let mutual = pu.peer() == u.ino() && pu.type_() == u.type_();
+            if !dgram && pu.state() == STATE_LISTEN {
+                if pu.deleted() {
+                    return Err(unsupported(format!(
+                        "unix socket {id} ({}): a pending connection to a listener whose \
+                         socket file was removed",
+                        at[&id]
+                    )));
+                }
+                How::Pending { listener: p }
+            } else if !dgram {
+                if !mutual {
+                    return Err(invalid(
+                        "files.img",
+                        format!("unix socket {id} connected to {p}, which is not connected back"),
+                    ));
+                }
+                let (mine, theirs) = (
+                    listener_named(u.name(), u.type_()),
+                    listener_named(pu.name(), u.type_()),
+                );
+                match (mine, theirs) {
+                    (Some(l), _) => {
+                        decided.insert(p, How::Client { listener: l });
+                        How::Accepted {
+                            listener: l,
+                            client: p,
+                        }
+                    }
+                    (None, Some(l)) => {
+                        decided.insert(
+                            p,
+                            How::Accepted {
+                                listener: l,
+                                client: id,
+                            },
+                        );
+                        How::Client { listener: l }
+                    }
+                    (None, None) => {
+                        for (n, nu) in [(id, u), (p, pu)] {
+                            if !nu.name().is_empty() {
+                                warn!(
+                                    id = n,
+                                    name = %String::from_utf8_lossy(nu.name()),
+                                    "the name of a connected unix socket without its listener is not restored"
+                                );
+                            }
+                        }
+                        decided.insert(p, How::Pair { peer: id });
+                        How::Pair { peer: p }
+                    }
+                }
+            } else if mutual && u.name().is_empty() && pu.name().is_empty() {
+                decided.insert(p, How::Pair { peer: id });
+                How::Pair { peer: p }
+            } else if pu.name().is_empty() {
+                return Err(invalid(
+                    "files.img",
+                    format!("datagram unix socket {id} connected to unnamed socket {p}"),
+                ));
+            } else {
+                connect_to = Some(p);
+                if u.name().is_empty() && queued.contains(&id) && !mutual {
+                    return Err(unsupported(format!(
+                        "unix socket {id} ({}): messages queued on an unnamed datagram \
+                         socket connected to a socket that is not connected back",
+                        at[&id]
+                    )));
+                }
+                How::Single
+            }
+        } else if (u.state() == STATE_ESTABLISHED && !dgram)
+            || (dgram && u.name().is_empty() && queued.contains(&id))
+        {
+            How::Orphan
+        } else {
+            How::Single
+        };
+        decided.insert(id, how);
+        out.push(Plan {
+            id,
+            u,
+            how,
+            connect_to,
+            at: at[&id].clone(),
+        });
+    }
+    // A pair decided from its other end.
+    for p in &mut out {
+        p.how = decided[&p.id];
+    }
+    Ok(out)
+}
+
+fn missing(id: u32) -> RestoreError {
+    invalid(
+        "files.img",
+        format!("unix socket {id} absent from files.img"),
+    )
+}
+
+/// Builds in crs every unix socket that is not a same-process unnamed pair (see the
+/// module comment) and puts each in `out` by file id, for the tasks to take.
+pub(crate) fn create_in_crs(tree: &Tree, out: &mut CrsFiles) -> Result<(), RestoreError> {
+    let Some(first) = tree.procs.first() else {
+        return Ok(());
+    };
+    let files = &first.files;
+    let holders = holders(tree);
+    let in_task = in_task_ids(files, &holders);
+    let ids: Vec<u32> = holders
+        .keys()
+        .copied()
+        .filter(|id| !in_task.contains(id))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut at: BTreeMap<u32, String> = BTreeMap::new();
+    for p in &tree.procs {
+        for e in p.fdinfo.iter().filter(|e| e.type_() == Fd_types::UNIXSK) {
+            let s = at.entry(e.id()).or_default();
+            if !s.is_empty() {
+                s.push_str(", ");
+            }
+            s.push_str(&format!("pid {} fd {}", p.pid, e.fd()));
+        }
+    }
+    let mut queues: BTreeMap<u32, &Vec<Vec<u8>>> = BTreeMap::new();
+    for p in &tree.procs {
+        for (id, q) in &p.unix_queues {
+            queues.entry(*id).or_insert(q);
+        }
+    }
+    queues.retain(|id, q| !in_task.contains(id) && !q.is_empty());
+    let queued: BTreeSet<u32> = queues.keys().copied().collect();
+    let plans = plan(files, &ids, &at, &queued)?;
+    let mut b = Builder {
+        plans: plans.iter().map(|p| (p.id, p)).collect(),
+        fds: BTreeMap::new(),
+        queuers: BTreeMap::new(),
+    };
+    b.build(&plans)?;
+    b.fill(&queues)?;
+    b.finish(&plans)?;
+    debug!(sockets = b.fds.len(), "unix sockets built by crs");
+    out.by_id.extend(b.fds);
+    Ok(())
+}
+
+/// The sockets crs built so far.
+struct Builder<'p, 'a> {
+    plans: BTreeMap<u32, &'p Plan<'a>>,
+    fds: BTreeMap<u32, OwnedFd>,
+    /// The throwaway ends of [`How::Orphan`] sockets, by the socket's id.
+    queuers: BTreeMap<u32, OwnedFd>,
+}
+
+impl Builder<'_, '_> {
+    fn err(&self, id: u32, what: impl Into<String>) -> impl FnOnce(io::Error) -> RestoreError {
+        let at = self
+            .plans
+            .get(&id)
+            .map_or_else(String::new, |p| p.at.clone());
+        let what = what.into();
+        move |source| RestoreError::UnixSocket {
+            id,
+            at,
+            what,
+            source,
+        }
+    }
+
+    fn fd(&self, id: u32) -> Result<BorrowedFd<'_>, RestoreError> {
+        self.fds
+            .get(&id)
+            .map(AsFd::as_fd)
+            .ok_or_else(|| invalid("files.img", format!("unix socket {id} was not built")))
+    }
+
+    /// Creates the sockets in dependency order: listeners and sockets of their own
+    /// first, then pairs, accepted connections, connected datagram sockets and pending
+    /// connections.
+    fn build(&mut self, plans: &[Plan<'_>]) -> Result<(), RestoreError> {
+        for p in plans {
+            let kind = p.u.type_() as i32;
+            match p.how {
+                How::Listen | How::Single => {
+                    let fd = sk::socket(kind).map_err(self.err(p.id, "creating"))?;
+                    self.bind(&fd, p)?;
+                    if p.how == How::Listen {
+                        let backlog = p.u.backlog().min(i32::MAX as u32) as i32;
+                        sk::listen(fd.as_fd(), backlog)
+                            .map_err(self.err(p.id, format!("listen({backlog})")))?;
+                    }
+                    self.fds.insert(p.id, fd);
+                }
+                How::Pair { peer } if p.id < peer => {
+                    let (a, b) = sk::socketpair(kind)
+                        .map_err(self.err(p.id, format!("socketpair with {peer}")))?;
+                    self.fds.insert(p.id, a);
+                    self.fds.insert(peer, b);
+                }
+                How::Orphan => {
+                    let (a, b) = sk::socketpair(kind).map_err(self.err(p.id, "socketpair"))?;
+                    self.fds.insert(p.id, a);
+                    self.queuers.insert(p.id, b);
+                }
+                _ => {}
+            }
+        }
+        for p in plans {
+            set_opts(self.fd(p.id).ok(), p).map_err(self.err(p.id, "setting options"))?;
+        }
+        for p in plans {
+            if let How::Accepted { listener, client } = p.how {
+                let kind = p.u.type_() as i32;
+                let c = sk::socket(kind).map_err(self.err(client, "creating"))?;
+                let cp = self.plans[&client];
+                set_opts(Some(c.as_fd()), cp).map_err(self.err(client, "setting options"))?;
+                self.bind(&c, cp)?;
+                let lname = &reach(self.plans[&listener]);
+                sk::connect(c.as_fd(), lname)
+                    .map_err(self.err(client, format!("connecting to listener {listener}")))?;
+                let a = sk::accept(self.fd(listener)?).map_err(self.err(
+                    p.id,
+                    format!("accepting the connection of {client} on listener {listener}"),
+                ))?;
+                set_opts(Some(a.as_fd()), p).map_err(self.err(p.id, "setting options"))?;
+                self.fds.insert(client, c);
+                self.fds.insert(p.id, a);
+            }
+        }
+        for p in plans {
+            if let Some(to) = p.connect_to {
+                let name = &reach(self.plans[&to]);
+                sk::connect(self.fd(p.id)?, name)
+                    .map_err(self.err(p.id, format!("connecting to {to}")))?;
+            }
+        }
+        for p in plans {
+            if let How::Pending { listener } = p.how {
+                let c = sk::socket(p.u.type_() as i32).map_err(self.err(p.id, "creating"))?;
+                set_opts(Some(c.as_fd()), p).map_err(self.err(p.id, "setting options"))?;
+                self.bind(&c, p)?;
+                let lname = &reach(self.plans[&listener]);
+                sk::connect(c.as_fd(), lname).map_err(self.err(
+                    p.id,
+                    format!("connecting to listener {listener} (pending connection)"),
+                ))?;
+                self.fds.insert(p.id, c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds `fd` to the name of plan `p` (nothing for an unnamed socket), removing a
+    /// stale socket file first, then sets the socket file's mode and owner.
+    fn bind(&self, fd: &OwnedFd, p: &Plan<'_>) -> Result<(), RestoreError> {
+        let name = p.u.name();
+        if name.is_empty() {
+            return Ok(());
+        }
+        let Some(path) = name_path(name) else {
+            return sk::bind(fd.as_fd(), name).map_err(self.err(
+                p.id,
+                format!(
+                    "binding to abstract name {:?}",
+                    String::from_utf8_lossy(&name[1..])
+                ),
+            ));
+        };
+        let path = Path::new(std::ffi::OsStr::from_bytes(path));
+        let dir = p.u.name_dir.as_deref().filter(|_| path.is_relative());
+        let full: PathBuf = match dir {
+            Some(d) => Path::new(d).join(path),
+            None => path.to_path_buf(),
+        };
+        let shown = full.display().to_string();
+        match std::fs::symlink_metadata(&full) {
+            // Its file was removed before the dump: whatever is there now is not ours.
+            Ok(_) if p.u.deleted() => {
+                return Err(self.err(p.id, format!("binding to {shown}"))(
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "the socket file was removed before the dump and the path is taken now",
+                    ),
+                ))
+            }
+            Ok(m) if m.file_type().is_socket() => {
+                std::fs::remove_file(&full)
+                    .map_err(self.err(p.id, format!("removing the stale socket {shown}")))?;
+            }
+            Ok(_) => {
+                return Err(self.err(p.id, format!("binding to {shown}"))(
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "a file that is not a socket is there",
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.err(p.id, format!("inspecting {shown}"))(e)),
+        }
+        match dir {
+            Some(d) => sk::bind_in_dir(fd.as_fd(), Path::new(d), name),
+            None => sk::bind(fd.as_fd(), name),
+        }
+        .map_err(self.err(p.id, format!("binding to {shown}")))?;
+        if let Some(perm) = p.u.file_perms.as_ref() {
+            std::fs::set_permissions(&full, std::fs::Permissions::from_mode(perm.mode() & 0o7777))
+                .map_err(self.err(p.id, format!("setting the mode of {shown}")))?;
+            std::os::unix::fs::lchown(&full, Some(perm.uid()), Some(perm.gid()))
+                .map_err(self.err(p.id, format!("setting the owner of {shown}")))?;
+        }
+        Ok(())
+    }
+
+    /// Queues the messages of each socket, in image order, from a socket that reaches it.
+    fn fill(&self, queues: &BTreeMap<u32, &Vec<Vec<u8>>>) -> Result<(), RestoreError> {
+        let mut spare: Option<OwnedFd> = None;
+        for (&id, msgs) in queues {
+            let p = self.plans[&id];
+            let kind = p.u.type_() as i32;
+            let peer_id = self
+                .plans
+                .values()
+                .find(|q| q.u.ino() == p.u.peer() && p.u.peer() != 0)
+                .map(|q| q.id);
+            // The sender, and the name to send to (datagram sockets not connected to
+            // the receiver).
+            let (from, to): (BorrowedFd<'_>, Option<Vec<u8>>) =
+                if let Some(q) = self.queuers.get(&id) {
+                    (q.as_fd(), None)
+                } else if kind != libc::SOCK_DGRAM {
+                    let peer = peer_id.ok_or_else(|| {
+                        invalid(
+                            "sk-queues.img",
+                            format!("messages queued on unix socket {id}, which has no peer"),
+                        )
+                    })?;
+                    (self.fd(peer)?, None)
+                } else if let Some(peer) = peer_id {
+                    let pp = self.plans[&peer];
+                    if pp.u.peer() == p.u.ino() {
+                        (self.fd(peer)?, None)
+                    } else {
+                        (self.fd(peer)?, Some(reach(p)))
+                    }
+                } else if !p.u.name().is_empty() {
+                    if spare.is_none() {
+                        spare = Some(
+                            sk::socket(libc::SOCK_DGRAM)
+                                .map_err(self.err(id, "creating a socket to queue messages"))?,
+                        );
+                    }
+                    (spare.as_ref().expect("just made").as_fd(), Some(reach(p)))
+                } else {
+                    return Err(invalid(
+                        "sk-queues.img",
+                        format!("messages queued on unnamed unconnected unix socket {id}"),
+                    ));
+                };
+            for (n, m) in msgs.iter().enumerate() {
+                let mut off = 0;
+                loop {
+                    let sent = sk::send(from, &m[off..], to.as_deref()).map_err(
+                        self.err(id, format!("queueing message {n} ({} bytes)", m.len())),
+                    )?;
+                    off += sent;
+                    if off >= m.len() {
+                        break;
+                    }
+                    if kind != libc::SOCK_STREAM || sent == 0 {
+                        return Err(self.err(id, format!("queueing message {n}"))(
+                            io::Error::new(
+                                io::ErrorKind::WriteZero,
+                                format!("{off} of {} bytes sent", m.len()),
+                            ),
+                        ));
+                    }
+                }
+            }
+            debug!(id, messages = msgs.len(), "unix socket queue restored");
+        }
+        Ok(())
+    }
+
+    /// Closes the throwaway ends, applies shutdown states, removes the socket files of
+    /// sockets whose file was removed, and sets the status flags.
+    fn finish(&mut self, plans: &[Plan<'_>]) -> Result<(), RestoreError> {
+        self.queuers.clear();
+        for p in plans {
+            let how = match p.u.shutdown.map(|s| s.value()) {
+                Some(v) if v == Sk_shutdown::READ as i32 => libc::SHUT_RD,
+                Some(v) if v == Sk_shutdown::WRITE as i32 => libc::SHUT_WR,
+                Some(v) if v == Sk_shutdown::BOTH as i32 => libc::SHUT_RDWR,
+                _ => continue,
+            };
+            if p.how == How::Orphan {
+                continue; // its peer is closed: both directions are shut already
+            }
+            sk::shutdown(self.fd(p.id)?, how).map_err(self.err(p.id, "shutdown"))?;
+        }
+        for p in plans.iter().filter(|p| p.u.deleted()) {
+            let Some(path) = name_path(p.u.name()) else {
+                continue;
+            };
+            let live = plans
+                .iter()
+                .any(|q| !q.u.deleted() && name_path(q.u.name()) == Some(path));
+            let path = Path::new(std::ffi::OsStr::from_bytes(path));
+            let full = match p.u.name_dir.as_deref().filter(|_| path.is_relative()) {
+                Some(d) => Path::new(d).join(path),
+                None => path.to_path_buf(),
+            };
+            let is_sock = std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_socket());
+            if live || !is_sock || !matches!(p.how, How::Listen | How::Single) {
+                continue;
+            }
+            std::fs::remove_file(&full).map_err(self.err(
+                p.id,
+                format!("removing {} (it was deleted)", full.display()),
+            ))?;
+        }
+        for p in plans {
+            let nonblock = p.u.flags() & libc::O_NONBLOCK as u32 != 0;
+            sk::set_nonblock(self.fd(p.id)?, nonblock)
+                .map_err(self.err(p.id, "setting the status flags"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets the socket options of plan `p` on `fd` (nothing when it is not built yet).
+fn set_opts(fd: Option<BorrowedFd<'_>>, p: &Plan<'_>) -> io::Result<()> {
+    let (Some(fd), Some(o)) = (fd, p.u.opts.as_ref()) else {
+        return Ok(());
+    };
+    let int = |name, v: u32| sk::setsockopt_int(fd, libc::SOL_SOCKET, name, v as i32);
+    // The kernel doubles what SO_*BUF sets and reports the doubled value.
+    if o.so_sndbuf() / 2 != 0 {
+        int(libc::SO_SNDBUFFORCE, o.so_sndbuf() / 2)?;
+    }
+    if o.so_rcvbuf() / 2 != 0 {
+        int(libc::SO_RCVBUFFORCE, o.so_rcvbuf() / 2)?;
+    }
+    if o.so_passcred() {
+        int(libc::SO_PASSCRED, 1)?;
+    }
+    if o.so_passsec() {
+        int(libc::SO_PASSSEC, 1)?;
+    }
+    if o.so_priority() != 0 {
+        int(libc::SO_PRIORITY, o.so_priority())?;
+    }
+    if o.has_so_rcvlowat() && o.so_rcvlowat() > 1 {
+        int(libc::SO_RCVLOWAT, o.so_rcvlowat())?;
+    }
+    if o.so_mark() != 0 {
+        int(libc::SO_MARK, o.so_mark())?;
+    }
+    if o.reuseaddr() {
+        int(libc::SO_REUSEADDR, 1)?;
+    }
+    if o.so_snd_tmo_sec() != 0 || o.so_snd_tmo_usec() != 0 {
+        sk::setsockopt_timeval(
+            fd,
+            libc::SO_SNDTIMEO,
+            o.so_snd_tmo_sec(),
+            o.so_snd_tmo_usec(),
+        )?;
+    }
+    if o.so_rcv_tmo_sec() != 0 || o.so_rcv_tmo_usec() != 0 {
+        sk::setsockopt_timeval(
+            fd,
+            libc::SO_RCVTIMEO,
+            o.so_rcv_tmo_sec(),
+            o.so_rcv_tmo_usec(),
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,41 +1012,132 @@ mod tests {
         }
     }
 
-    fn fdinfo(fd: u32, id: u32) -> Fdinfo_entry {
-        Fdinfo_entry {
-            fd: Some(fd),
-            id: Some(id),
-            type_: Some(EnumOrUnknown::new(Fd_types::UNIXSK)),
-            ..Default::default()
+    fn named(mut f: File_entry, name: &[u8], state: u32) -> File_entry {
+        let u = f.usk.as_mut().unwrap();
+        u.name = Some(name.to_vec());
+        u.state = Some(state);
+        f
+    }
+
+    fn files_of(list: Vec<File_entry>) -> BTreeMap<u32, File_entry> {
+        list.into_iter().map(|f| (f.id(), f)).collect()
+    }
+
+    fn holders_of(list: &[(u32, i32)]) -> BTreeMap<u32, BTreeSet<i32>> {
+        let mut out: BTreeMap<u32, BTreeSet<i32>> = BTreeMap::new();
+        for &(id, pid) in list {
+            out.entry(id).or_default().insert(pid);
         }
+        out
+    }
+
+    fn plan_of(
+        files: &BTreeMap<u32, File_entry>,
+        queued: &[u32],
+    ) -> Result<BTreeMap<u32, (How, Option<u32>)>, RestoreError> {
+        let ids: Vec<u32> = files.keys().copied().collect();
+        let at = ids.iter().map(|&id| (id, format!("fd {id}"))).collect();
+        let queued = queued.iter().copied().collect();
+        Ok(plan(files, &ids, &at, &queued)?
+            .into_iter()
+            .map(|p| (p.id, (p.how, p.connect_to)))
+            .collect())
     }
 
     #[test]
-    fn check_pair_in_one_process_is_ok() {
-        let files: BTreeMap<u32, File_entry> = [(1, sock(1, 10, 11)), (2, sock(2, 11, 10))].into();
-        let fdi = [fdinfo(3, 1), fdinfo(4, 2)];
-        assert!(check(&files[&1], &files, &fdi).is_ok());
-        assert!(check(&files[&2], &files, &fdi).is_ok());
+    fn check_plain_and_named_sockets_are_ok() {
+        assert!(check(&sock(1, 10, 11)).is_ok());
+        assert!(check(&named(sock(1, 10, 0), b"/tmp/s\0", STATE_LISTEN)).is_ok());
     }
 
     #[test]
-    fn check_peer_in_another_process_is_unsupported() {
-        let files: BTreeMap<u32, File_entry> = [(1, sock(1, 10, 11)), (2, sock(2, 11, 10))].into();
-        assert!(matches!(
-            check(&files[&1], &files, &[fdinfo(3, 1)]),
-            Err(RestoreError::Unsupported { .. })
-        ));
-    }
-
-    #[test]
-    fn check_named_socket_is_unsupported() {
+    fn check_external_socket_is_unsupported() {
         let mut f = sock(1, 10, 11);
-        f.usk.as_mut().unwrap().name = Some(b"/tmp/sock".to_vec());
-        let files: BTreeMap<u32, File_entry> = [(1, f), (2, sock(2, 11, 10))].into();
-        let fdi = [fdinfo(3, 1), fdinfo(4, 2)];
-        assert!(matches!(
-            check(&files[&1], &files, &fdi),
-            Err(RestoreError::Unsupported { .. })
-        ));
+        f.usk.as_mut().unwrap().uflags = Some(1);
+        assert!(matches!(check(&f), Err(RestoreError::Unsupported { .. })));
+    }
+
+    #[test]
+    fn check_listening_dgram_is_invalid() {
+        let mut f = named(sock(1, 10, 0), b"/tmp/s", STATE_LISTEN);
+        f.usk.as_mut().unwrap().type_ = Some(libc::SOCK_DGRAM as u32);
+        assert!(matches!(check(&f), Err(RestoreError::Invalid { .. })));
+    }
+
+    #[test]
+    fn in_task_ids_pair_in_one_process_only_is_in_task() {
+        let files = files_of(vec![sock(1, 10, 11), sock(2, 11, 10)]);
+        let one = holders_of(&[(1, 7), (2, 7)]);
+        assert_eq!(in_task_ids(&files, &one), [1, 2].into());
+        let split = holders_of(&[(1, 7), (2, 8)]);
+        assert!(in_task_ids(&files, &split).is_empty());
+        let shared = holders_of(&[(1, 7), (2, 7), (2, 8)]);
+        assert!(in_task_ids(&files, &shared).is_empty());
+    }
+
+    #[test]
+    fn in_task_ids_named_pair_is_built_by_crs() {
+        let files = files_of(vec![
+            named(sock(1, 10, 11), b"/tmp/s\0", STATE_ESTABLISHED),
+            sock(2, 11, 10),
+        ]);
+        assert!(in_task_ids(&files, &holders_of(&[(1, 7), (2, 7)])).is_empty());
+    }
+
+    #[test]
+    fn plan_listener_accepted_client_and_pending_are_told_apart() {
+        let files = files_of(vec![
+            named(sock(1, 10, 0), b"/tmp/s\0", STATE_LISTEN),
+            named(sock(2, 11, 12), b"/tmp/s\0", STATE_ESTABLISHED),
+            sock(3, 12, 11),
+            sock(4, 13, 10),
+            sock(5, 14, 15),
+            sock(6, 15, 14),
+        ]);
+        let p = plan_of(&files, &[]).unwrap();
+        assert_eq!(p[&1].0, How::Listen);
+        assert_eq!(
+            p[&2].0,
+            How::Accepted {
+                listener: 1,
+                client: 3
+            }
+        );
+        assert_eq!(p[&3].0, How::Client { listener: 1 });
+        assert_eq!(p[&4].0, How::Pending { listener: 1 });
+        assert_eq!(p[&5].0, How::Pair { peer: 6 });
+        assert_eq!(p[&6].0, How::Pair { peer: 5 });
+    }
+
+    #[test]
+    fn plan_dgram_connected_to_named_server_connects_by_name() {
+        let mut srv = named(sock(1, 10, 0), b"/tmp/d\0", STATE_CLOSE);
+        srv.usk.as_mut().unwrap().type_ = Some(libc::SOCK_DGRAM as u32);
+        let mut cli = sock(2, 11, 10);
+        cli.usk.as_mut().unwrap().type_ = Some(libc::SOCK_DGRAM as u32);
+        let p = plan_of(&files_of(vec![srv, cli]), &[]).unwrap();
+        assert_eq!(p[&1], (How::Single, None));
+        assert_eq!(p[&2], (How::Single, Some(1)));
+    }
+
+    #[test]
+    fn plan_half_closed_connection_is_orphan() {
+        let mut f = sock(1, 10, 0);
+        f.usk.as_mut().unwrap().shutdown = Some(EnumOrUnknown::new(Sk_shutdown::BOTH));
+        let p = plan_of(&files_of(vec![f]), &[1]).unwrap();
+        assert_eq!(p[&1].0, How::Orphan);
+    }
+
+    #[test]
+    fn plan_peer_outside_the_images_is_unsupported() {
+        let p = plan_of(&files_of(vec![sock(1, 10, 99)]), &[]);
+        assert!(matches!(p, Err(RestoreError::Unsupported { .. })));
+    }
+
+    #[test]
+    fn name_path_strips_nul_and_skips_abstract() {
+        assert_eq!(name_path(b"/tmp/s\0"), Some(&b"/tmp/s"[..]));
+        assert_eq!(name_path(b"rel"), Some(&b"rel"[..]));
+        assert_eq!(name_path(b"\0abstract"), None);
     }
 }

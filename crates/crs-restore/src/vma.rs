@@ -16,9 +16,10 @@ const FILE_SHARED: u32 = 1 << 7;
 const ANON_SHARED: u32 = 1 << 8;
 const ANON_PRIVATE: u32 = 1 << 9;
 const AREA_VVAR: u32 = 1 << 12;
-/// SYSVIPC, SOCKET, AIORING, MEMFD, SHSTK, UPROBES, UNSUPP.
-const UNSUPPORTED: u32 =
-    (1 << 10) | (1 << 11) | (1 << 13) | (1 << 14) | (1 << 15) | (1 << 17) | (1 << 31);
+const AREA_MEMFD: u32 = 1 << 14;
+const AREA_SYSVIPC: u32 = 1 << 10;
+/// SOCKET, AIORING, SHSTK, UPROBES, UNSUPP.
+const UNSUPPORTED: u32 = (1 << 11) | (1 << 13) | (1 << 15) | (1 << 17) | (1 << 31);
 
 /// What a dumped VMA is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +32,15 @@ pub(crate) enum Kind {
     },
     FilePrivate,
     FileShared,
+    /// A mapping (shared or private, see `flags`) of the memfd opened by MEMFD file
+    /// `file_id` (see `memfd`).
+    Memfd {
+        file_id: u32,
+    },
+    /// An attach of SysV shared memory segment `id` (see `sysv`).
+    SysvShm {
+        id: u32,
+    },
     Vdso,
     Vvar,
     Vsyscall,
@@ -94,6 +104,34 @@ pub(crate) fn parse(
             return Err(bad(format!(
                 "{range}: status {status:#x} without VMA_AREA_REGULAR"
             )));
+        } else if status & AREA_SYSVIPC != 0 {
+            if v.flags() & libc::MAP_SHARED as u32 == 0 {
+                return Err(bad(format!(
+                    "{range}: SysV shared memory without MAP_SHARED"
+                )));
+            }
+            if v.pgoff() != 0 {
+                return Err(RestoreError::Unsupported {
+                    what: format!(
+                        "{range}: a part (offset {:#x}) of a SysV segment",
+                        v.pgoff()
+                    ),
+                });
+            }
+            Kind::SysvShm {
+                id: u32::try_from(v.shmid())
+                    .map_err(|_| bad(format!("{range}: SysV segment id {}", v.shmid())))?,
+            }
+        } else if status & AREA_MEMFD != 0 {
+            if status & (FILE_SHARED | FILE_PRIVATE) == 0 {
+                return Err(bad(format!(
+                    "{range}: memfd status {status:#x} without a file kind"
+                )));
+            }
+            Kind::Memfd {
+                file_id: u32::try_from(v.shmid())
+                    .map_err(|_| bad(format!("{range}: file id {}", v.shmid())))?,
+            }
         } else if status & ANON_SHARED != 0 {
             if v.flags() & libc::MAP_SHARED as u32 == 0 {
                 return Err(bad(format!("{range}: shared anonymous without MAP_SHARED")));
@@ -300,12 +338,17 @@ pub(crate) fn map_all(
     r: &mut Remote<'_>,
     images: &Images,
     shmem: &crate::shmem::Objects,
+    memfds: &crate::memfd::Objects,
 ) -> Result<(), RestoreError> {
     let mut fds: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
     let mut shm_fds: std::collections::BTreeMap<u64, i64> = Default::default();
+    let mut memfd_fds: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
     for v in images.vmas.iter().filter(|v| !v.special()) {
         let writable_for_fill = has_pages(images, v) && v.prot & libc::PROT_WRITE as u32 == 0;
-        if writable_for_fill && matches!(v.kind, Kind::FileShared | Kind::AnonShared { .. }) {
+        let shared = v.flags & libc::MAP_SHARED as u32 != 0;
+        let shared_kind = matches!(v.kind, Kind::FileShared | Kind::AnonShared { .. })
+            || matches!(v.kind, Kind::Memfd { .. }) && shared;
+        if writable_for_fill && shared_kind {
             return Err(RestoreError::Invalid {
                 image: "pagemap".into(),
                 what: format!(
@@ -319,6 +362,10 @@ pub(crate) fn map_all(
         } else {
             v.prot
         };
+        if let Kind::SysvShm { id } = v.kind {
+            attach_sysv(r, v, id)?;
+            continue;
+        }
         let mut flags = (v.flags as i32 | libc::MAP_FIXED) & !libc::MAP_FIXED_NOREPLACE;
         let fd = match (v.file_id, v.kind) {
             (None, Kind::AnonShared { shmid }) => {
@@ -342,6 +389,33 @@ pub(crate) fn map_all(
                         || format!("opening shared memory {shmid} ({theirs}) to map it"),
                     )?;
                     shm_fds.insert(shmid, fd);
+                    fd as u64
+                }
+            }
+            (None, Kind::Memfd { file_id }) => {
+                let acc = if shared && v.prot & libc::PROT_WRITE as u32 != 0 {
+                    libc::O_RDWR as u32
+                } else {
+                    libc::O_RDONLY as u32
+                };
+                if let Some(&fd) = memfd_fds.get(&(file_id, acc)) {
+                    fd as u64
+                } else {
+                    let theirs = memfds.fd_path(file_id)?;
+                    let p = r.put_str(0, &theirs)?;
+                    let fd = r.call(
+                        libc::SYS_openat,
+                        [
+                            libc::AT_FDCWD as u64,
+                            p,
+                            u64::from(acc) | (libc::O_CLOEXEC | libc::O_LARGEFILE) as u64,
+                            0,
+                            0,
+                            0,
+                        ],
+                        || format!("opening memfd {file_id} ({theirs}) to map it"),
+                    )?;
+                    memfd_fds.insert((file_id, acc), fd);
                     fd as u64
                 }
             }
@@ -374,7 +448,9 @@ pub(crate) fn map_all(
                 }
             }
         };
-        let off = if v.file_id.is_some() || matches!(v.kind, Kind::AnonShared { .. }) {
+        let off = if v.file_id.is_some()
+            || matches!(v.kind, Kind::AnonShared { .. } | Kind::Memfd { .. })
+        {
             v.pgoff
         } else {
             0
@@ -407,13 +483,64 @@ pub(crate) fn map_all(
             }
         }
     }
-    for fd in fds.into_values().chain(shm_fds.into_values()) {
+    for fd in fds
+        .into_values()
+        .chain(shm_fds.into_values())
+        .chain(memfd_fds.into_values())
+    {
         r.call(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], || {
             format!("close of mapping fd {fd}")
         })?;
     }
     Ok(())
 }
+
+/// Attaches SysV segment `id` at the VMA's address with its protection; the part of the
+/// segment past the VMA's end (a shorter VMA: the rest was unmapped) is unmapped again.
+fn attach_sysv(r: &mut Remote<'_>, v: &Vma, id: u32) -> Result<(), RestoreError> {
+    let mut flg = SHM_REMAP;
+    if v.prot & libc::PROT_WRITE as u32 == 0 {
+        flg |= libc::SHM_RDONLY as u64;
+    }
+    if v.prot & libc::PROT_EXEC as u32 != 0 {
+        flg |= SHM_EXEC;
+    }
+    let got = r.call(
+        libc::SYS_shmat,
+        [u64::from(id), v.start, flg, 0, 0, 0],
+        || format!("shmat of SysV segment {id} at {:#x}", v.start),
+    )?;
+    if got as u64 != v.start {
+        return Err(RestoreError::Syscall {
+            pid: r.pid,
+            what: format!(
+                "shmat of SysV segment {id} landed at {got:#x}, not {:#x}",
+                v.start
+            ),
+            errno: 0,
+        });
+    }
+    let size = crs_sys::sysv::shm_stat(id as i32)
+        .map_err(|source| RestoreError::SharedMemory {
+            shmid: u64::from(id),
+            what: "reading the size of",
+            source,
+        })?
+        .size;
+    let seg_end = v.start + size.div_ceil(PAGE) * PAGE;
+    if seg_end > v.end {
+        r.call(
+            libc::SYS_munmap,
+            [v.end, seg_end - v.end, 0, 0, 0, 0],
+            || format!("unmapping the part of SysV segment {id} past {:#x}", v.end),
+        )?;
+    }
+    Ok(())
+}
+
+/// shmat flags libc does not name for x86_64.
+const SHM_REMAP: u64 = 0o40000;
+const SHM_EXEC: u64 = 0o100000;
 
 /// Puts back the dumped protection of VMAs that were made writable for the page fill.
 pub(crate) fn finish_prot(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {

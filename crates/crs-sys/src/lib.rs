@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod dump;
+pub mod fhandle;
 pub mod futex;
 pub mod pidfd;
 pub mod pipe;
@@ -15,6 +16,7 @@ pub mod remote;
 pub mod restore;
 pub mod seccomp;
 pub mod shmem;
+pub mod sysv;
 pub mod time;
 pub mod tty;
 pub mod unixsk;

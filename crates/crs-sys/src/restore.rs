@@ -12,6 +12,13 @@
 //! creates them (their nearest common ancestor) down to every process below it, which
 //! keeps that range when it closes what it inherited, dups its own to their fds, then
 //! closes the range; report pipes and temporary pipe ends live above it.
+//!
+//! Sessions and groups: each process runs its [`Step`]s in order, so the plan decides who
+//! is forked before or after a setsid, and that a group exists before anyone joins it. A
+//! gone group or session leader is stood in for by a helper process with its pid
+//! ([`NodeKind::Helper`]) that makes the group or session, forks the processes that must
+//! be born in it (a session helper), exits, and is reaped by its parent before the tree
+//! runs. A child created with CLONE_FILES shares its parent's fd table and touches no fd.
 
 use std::ffi::CString;
 use std::fmt;
@@ -126,18 +133,41 @@ pub struct ChildPlan {
 pub struct TreeNode {
     /// Its pid.
     pub pid: Tid,
-    /// Indexes (in the node slice) of the children it creates, in creation order.
-    pub children: Vec<usize>,
-    /// setsid(): it leads a new session (and process group).
-    pub new_session: bool,
-    /// setpgid(0, pgid) when not leading a session: its own pid makes it a group leader,
-    /// another pid joins that (existing) group; None keeps the parent's group.
-    pub pgid: Option<Tid>,
-    /// A live process or a zombie.
+    /// What it does, in order, once its inherited fds are closed: its session and group,
+    /// the shared descriptions it creates, the children it creates (each waited for until
+    /// it reported, so a group or session exists before anyone joins it), helpers reaped.
+    pub steps: Vec<Step>,
+    /// A live process, a zombie or a helper.
     pub kind: NodeKind,
-    /// Shared descriptions it creates (after its session and group, before its
-    /// children), for itself and the processes below it.
+    /// Shared descriptions it creates at its [`Step::Creates`], for itself and the
+    /// processes below it.
     pub creates: SharedCreates,
+    /// Created with CLONE_FILES: it shares its parent's fd table, so it touches no fd of
+    /// it (its parent places them all); its plan's files, pipes and inherited fds are
+    /// ignored.
+    pub share_files: bool,
+    /// Sets PR_SET_PDEATHSIG(SIGKILL). Off for the children of a session helper: they
+    /// outlive it (reparented to the nearest subreaper).
+    pub parent_death_signal: bool,
+}
+
+/// One step of a [`TreeNode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// setsid(): a new session and process group led by this process.
+    Setsid,
+    /// setpgid(0, pgid): its own pid makes it a group leader, another pid joins that
+    /// (existing) group of its session.
+    Setpgid(Tid),
+    /// Create [`TreeNode::creates`] at their stash slots.
+    Creates,
+    /// Create node `nodes[i]` (one of its children) and wait for its report.
+    Child(usize),
+    /// Reap helper `nodes[i]`, a child created earlier, once it exited.
+    Reap(usize),
+    /// PR_SET_CHILD_SUBREAPER: on (true) while the children of a session helper are to
+    /// come back to it, off (false) once they did (the dumped value is set later).
+    Subreaper(bool),
 }
 
 /// What a [`TreeNode`] becomes.
@@ -146,8 +176,12 @@ pub enum NodeKind {
     /// A process that sets itself up with the plan and parks to be seized.
     Live(ChildPlan),
     /// A zombie: exits with this wait status (exit code << 8, or a signal number) right
-    /// after its session and group are set, and is left unreaped by its parent.
+    /// after its steps, and is left unreaped by its parent.
     Zombie { wait_status: i32 },
+    /// A helper holding a pid that is no process of the dump (a gone group or session
+    /// leader): it makes the group or session, creates its children, exits with 0 and is
+    /// reaped by its parent ([`Step::Reap`]) before the tree runs.
+    Helper,
 }
 
 /// The code at the start of the trampoline: `syscall; int3`.
@@ -181,6 +215,8 @@ pub enum ChildStep {
     ChildDied,
     WaitZombie,
     Inherit,
+    Reap,
+    Subreaper,
     Unknown(u32),
 }
 
@@ -210,6 +246,8 @@ impl ChildStep {
             ChildStep::ChildDied => 21,
             ChildStep::WaitZombie => 22,
             ChildStep::Inherit => 23,
+            ChildStep::Reap => 24,
+            ChildStep::Subreaper => 25,
             ChildStep::Unknown(c) => c,
         }
     }
@@ -239,6 +277,8 @@ impl ChildStep {
             ChildStep::ChildDied,
             ChildStep::WaitZombie,
             ChildStep::Inherit,
+            ChildStep::Reap,
+            ChildStep::Subreaper,
         ]
         .into_iter()
         .find(|s| s.code() == c)
@@ -272,6 +312,8 @@ impl fmt::Display for ChildStep {
             ChildStep::ChildDied => "waiting for a child's report (it died)",
             ChildStep::WaitZombie => "waiting for a zombie child to exit",
             ChildStep::Inherit => "placing an inherited shared file at its fd",
+            ChildStep::Reap => "reaping a helper child",
+            ChildStep::Subreaper => "prctl(PR_SET_CHILD_SUBREAPER)",
             ChildStep::Unknown(c) => return write!(f, "unknown step {c}"),
         };
         f.write_str(s)
@@ -387,22 +429,29 @@ impl Layout {
 }
 
 /// Creates the process tree `nodes` (`nodes[0]` is the root, a child of the calling
-/// thread; every other node is created by its parent node) with their pids (in crs's pid
-/// namespace). Each process, in depth-first order: sets PR_SET_PDEATHSIG(SIGKILL), its
-/// session (setsid) or process group (setpgid), creates its children one after the other
-/// (waiting for each one's report, so a group leader exists before anyone joins its
-/// group), then either exits (a zombie, once reported) or carries out its plan and waits
-/// in `pause()` to be seized. Returns once the root reported, so every live node is parked
-/// and every zombie has exited. On a failure the root has exited and been reaped, and the
+/// thread; every other node is created by its parent node at its [`Step::Child`]) with
+/// their pids (in crs's pid namespace). Each process: sets PR_SET_PDEATHSIG(SIGKILL)
+/// (unless told not to), closes what it inherited (unless it shares its parent's fd
+/// table), runs its steps in order (session, group, shared creates, children one after
+/// the other, each waited for until it reported, so a group leader or helper exists
+/// before anyone joins its group, helpers reaped), then either exits (a zombie or a
+/// helper, once reported) or carries out its plan and waits in `pause()` to be seized.
+/// Returns once the root reported, so every live node is parked, every zombie has exited
+/// and every helper is reaped. On a failure the root has exited and been reaped, and the
 /// rest of the tree dies with it (parent-death signal).
 ///
 /// A taken pid fails with `Clone` (the root) or `Setup` at step `Clone` with EEXIST.
 ///
 /// # Panics
-/// When the root is a zombie or a node's trampoline is not page aligned.
+/// When the root is not a live node or shares files, or a node's trampoline is not page
+/// aligned.
 pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
     let layout = Layout::of(nodes);
-    assert!(matches!(nodes[0].kind, NodeKind::Live(_)), "a zombie root");
+    assert!(
+        matches!(nodes[0].kind, NodeKind::Live(_)),
+        "a zombie or helper root"
+    );
+    assert!(!nodes[0].share_files, "the root shares crs's fd table");
     let (rfd, wfd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
     let set_tid = [nodes[0].pid];
@@ -509,17 +558,27 @@ fn errno() -> i32 {
 fn spawn_child(nodes: &[TreeNode], layout: Layout, c: usize, wfd: RawFd) {
     let mut ends: [libc::c_int; 2] = [-1, -1];
     let set_tid = [nodes[c].pid];
+    let share = nodes[c].share_files;
+    let mut pidfd: libc::c_int = -1;
     let args = CloneArgs {
+        // A child sharing this fd table cannot see its report pipe close when it dies
+        // (this task holds the write end in the same table): its pidfd tells instead.
+        flags: if share {
+            (libc::CLONE_FILES | libc::CLONE_PIDFD) as u64
+        } else {
+            0
+        },
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: set_tid.as_ptr() as u64,
         set_tid_size: 1,
         ..CloneArgs::default()
     };
     let mut report = [0u8; REPORT_LEN];
-    // SAFETY: `ends`, `report`, `args` and `set_tid` are live locals of the sizes passed
-    // (the kernel writes `ends` and `report`, reads `args` and `set_tid`); `info` below
-    // likewise. clone3 without CLONE_VM: the child runs on a copy of this stack and only
-    // calls `node_main`, which never returns (see `spawn_tree`).
+    // SAFETY: `ends`, `report`, `pidfd`, `polls`, `args` and `set_tid` are live locals of the
+    // sizes passed (the kernel writes `ends`, `report`, `pidfd` and `polls`, reads `args` and
+    // `set_tid`); `info` below likewise. clone3 without CLONE_VM: the child runs on a copy of
+    // this stack and only calls `node_main`, which never returns (see `spawn_tree`).
     unsafe {
         if sys(
             libc::SYS_pipe2,
@@ -539,7 +598,38 @@ fn spawn_child(nodes: &[TreeNode], layout: Layout, c: usize, wfd: RawFd) {
         if ret < 0 {
             fail(wfd, ChildStep::Clone, c, errno());
         }
-        sys(libc::SYS_close, [ends[1] as u64, 0, 0, 0]);
+        if share {
+            // Until the report can be read, or the child is gone.
+            let mut polls = [
+                libc::pollfd {
+                    fd: ends[0],
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            loop {
+                let n = sys(libc::SYS_poll, [polls.as_mut_ptr() as u64, 2, u64::MAX, 0]);
+                if n > 0 {
+                    break;
+                }
+                if n < 0 && errno() != libc::EINTR {
+                    fail(wfd, ChildStep::ChildDied, c, errno());
+                }
+            }
+            if polls[0].revents & libc::POLLIN == 0 {
+                fail(wfd, ChildStep::ChildDied, c, 0);
+            }
+            sys(libc::SYS_close, [pidfd as u64, 0, 0, 0]);
+        }
+        // Shared table: the child's write end is this one, closed once the report is read.
+        if !share {
+            sys(libc::SYS_close, [ends[1] as u64, 0, 0, 0]);
+        }
         let mut got = 0usize;
         while got < REPORT_LEN {
             let n = sys(
@@ -560,6 +650,9 @@ fn spawn_child(nodes: &[TreeNode], layout: Layout, c: usize, wfd: RawFd) {
             got += n as usize;
         }
         sys(libc::SYS_close, [ends[0] as u64, 0, 0, 0]);
+        if share {
+            sys(libc::SYS_close, [ends[1] as u64, 0, 0, 0]);
+        }
         if got < REPORT_LEN {
             fail(wfd, ChildStep::ChildDied, c, 0);
         }
@@ -605,77 +698,84 @@ fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawF
     // SAFETY: every `sys` call below passes integers, NUL-terminated strings or buffers owned
     // by `nodes` with their exact lengths (alive all along: this task runs on a copy of its
     // parent's memory taken while `nodes` was borrowed), a live local array the kernel writes
-    // (pipe2), or the trampoline this task just mapped, with the length it mapped.
+    // (`gone`, one pollfd), or the trampoline this task just mapped, with the length it
+    // mapped.
     unsafe {
-        sys(libc::SYS_close, [rfd as u64, 0, 0, 0]);
-        if sys(
-            libc::SYS_prctl,
-            [libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64, 0, 0],
-        ) < 0
+        if node.parent_death_signal
+            && sys(
+                libc::SYS_prctl,
+                [libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64, 0, 0],
+            ) < 0
         {
             fail(wfd, ChildStep::PdeathSig, 0, errno());
         }
-        let moved = sys(
-            libc::SYS_fcntl,
-            [wfd as u64, libc::F_DUPFD_CLOEXEC as u64, floor as u64, 0],
-        );
-        if moved < 0 {
-            fail(wfd, ChildStep::MovePipe, 0, errno());
-        }
-        sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
-        wfd = moved as RawFd;
-        // Everything below the report fd goes, except (below the root) the stash slots:
-        // the shared descriptions the ancestors created.
-        let keep_stash = i != 0 && layout.top > layout.stash;
-        let ranges = if keep_stash {
-            [(0, layout.stash - 1), (layout.top, wfd - 1)]
-        } else {
-            [(0, wfd - 1), (1, 0)]
-        };
-        for (lo, hi) in ranges {
-            if lo <= hi && sys(libc::SYS_close_range, [lo as u64, hi as u64, 0, 0]) < 0 {
+        // A child sharing its parent's fd table touches none of its fds: the report pipe
+        // stays where it is (the parent closes both ends), nothing is closed.
+        if !node.share_files {
+            sys(libc::SYS_close, [rfd as u64, 0, 0, 0]);
+            let moved = sys(
+                libc::SYS_fcntl,
+                [wfd as u64, libc::F_DUPFD_CLOEXEC as u64, floor as u64, 0],
+            );
+            if moved < 0 {
+                fail(wfd, ChildStep::MovePipe, 0, errno());
+            }
+            sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
+            wfd = moved as RawFd;
+            // Everything below the report fd goes, except (below the root) the stash slots:
+            // the shared descriptions the ancestors created.
+            let keep_stash = i != 0 && layout.top > layout.stash;
+            let ranges = if keep_stash {
+                [(0, layout.stash - 1), (layout.top, wfd - 1)]
+            } else {
+                [(0, wfd - 1), (1, 0)]
+            };
+            for (lo, hi) in ranges {
+                if lo <= hi && sys(libc::SYS_close_range, [lo as u64, hi as u64, 0, 0]) < 0 {
+                    fail(wfd, ChildStep::CloseFds, 0, errno());
+                }
+            }
+            if sys(
+                libc::SYS_close_range,
+                [(wfd + 1) as u64, u32::MAX as u64, 0, 0],
+            ) < 0
+            {
                 fail(wfd, ChildStep::CloseFds, 0, errno());
             }
         }
-        if sys(
-            libc::SYS_close_range,
-            [(wfd + 1) as u64, u32::MAX as u64, 0, 0],
-        ) < 0
-        {
-            fail(wfd, ChildStep::CloseFds, 0, errno());
-        }
-        if node.new_session {
-            if sys(libc::SYS_setsid, [0; 4]) < 0 {
-                fail(wfd, ChildStep::Setsid, 0, errno());
+        // A child of a session helper takes its parent-death signal once it is back to
+        // its grandparent (the helper exits after this task reported): a pidfd of the
+        // helper tells when.
+        let mut helper_fd: libc::c_long = -1;
+        if !node.parent_death_signal {
+            let ppid = sys(libc::SYS_getppid, [0; 4]);
+            let fd = sys(libc::SYS_pidfd_open, [ppid as u64, 0, 0, 0]);
+            if fd < 0 {
+                fail(wfd, ChildStep::PdeathSig, 0, errno());
             }
-        } else if let Some(pgid) = node.pgid {
-            if sys(libc::SYS_setpgid, [0, pgid as u64, 0, 0]) < 0 {
-                fail(wfd, ChildStep::Setpgid, 0, errno());
-            }
-        }
-        for (k, f) in node.creates.files.iter().enumerate() {
-            open_planned(wfd, k, &f.file, &[(layout.slot(f.slot), true)]);
-        }
-        for (k, p) in node.creates.pipes.iter().enumerate() {
-            let r = p.read_slot.map(|s| [(layout.slot(s), true)]);
-            let w = p.write_slot.map(|s| [(layout.slot(s), true)]);
-            make_pipe(
-                wfd,
-                k,
-                &p.pipe,
-                floor,
-                r.as_ref().map_or(&[][..], |a| &a[..]),
-                w.as_ref().map_or(&[][..], |a| &a[..]),
+            helper_fd = sys(
+                libc::SYS_fcntl,
+                [fd as u64, libc::F_DUPFD_CLOEXEC as u64, floor as u64, 0],
             );
+            if helper_fd < 0 {
+                fail(wfd, ChildStep::PdeathSig, 0, errno());
+            }
+            sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
         }
-        for &c in &node.children {
-            spawn_child(nodes, layout, c, wfd);
+        for &step in &node.steps {
+            run_step(nodes, layout, node, step, wfd);
         }
         let plan = match &node.kind {
             NodeKind::Live(plan) => plan,
+            NodeKind::Helper => {
+                report(wfd, 0, 0, 0);
+                exit_now(0);
+            }
             NodeKind::Zombie { wait_status } => {
                 report(wfd, 0, 0, 0);
-                sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
+                if !node.share_files {
+                    sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
+                }
                 let sig = wait_status & 0x7f;
                 if sig != 0 {
                     // crs's handlers were inherited: back to the default action first.
@@ -698,6 +798,7 @@ fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawF
             }
         };
         sys(libc::SYS_umask, [plan.umask as u64, 0, 0, 0]);
+        let plan_fds = !node.share_files;
         if sys(libc::SYS_chdir, [plan.cwd.as_ptr() as u64, 0, 0, 0]) < 0 {
             fail(wfd, ChildStep::Chdir, 0, errno());
         }
@@ -706,14 +807,16 @@ fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawF
                 fail(wfd, ChildStep::Chroot, 0, errno());
             }
         }
-        for (k, f) in plan.inherited.iter().enumerate() {
+        let inherited = if plan_fds { &plan.inherited[..] } else { &[] };
+        for (k, f) in inherited.iter().enumerate() {
             let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
             let from = layout.slot(f.slot);
             if sys(libc::SYS_dup3, [from as u64, f.fd as u64, fl as u64, 0]) < 0 {
                 fail(wfd, ChildStep::Inherit, k, errno());
             }
         }
-        if layout.top > layout.stash
+        if plan_fds
+            && layout.top > layout.stash
             && sys(
                 libc::SYS_close_range,
                 [layout.stash as u64, (layout.top - 1) as u64, 0, 0],
@@ -721,11 +824,13 @@ fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawF
         {
             fail(wfd, ChildStep::CloseFds, 0, errno());
         }
-        for (i, f) in plan.files.iter().enumerate() {
-            open_planned(wfd, i, f, &f.fds);
-        }
-        for (i, p) in plan.pipes.iter().enumerate() {
-            make_pipe(wfd, i, p, floor, &p.read.fds, &p.write.fds);
+        if plan_fds {
+            for (i, f) in plan.files.iter().enumerate() {
+                open_planned(wfd, i, f, &f.fds);
+            }
+            for (i, p) in plan.pipes.iter().enumerate() {
+                make_pipe(wfd, i, p, floor, &p.read.fds, &p.write.fds);
+            }
         }
         let at = libc::syscall(
             libc::SYS_mmap,
@@ -758,9 +863,96 @@ fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawF
             fail(wfd, ChildStep::ProtectTrampoline, 0, errno());
         }
         report(wfd, 0, 0, 0);
-        sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
+        if !node.share_files {
+            sys(libc::SYS_close, [wfd as u64, 0, 0, 0]);
+        }
+        if helper_fd >= 0 {
+            // Nothing can be reported any more: on a failure the task stays without its
+            // parent-death signal (crs kills every seized task when the restore fails).
+            let mut gone = [libc::pollfd {
+                fd: helper_fd as RawFd,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            while sys(libc::SYS_poll, [gone.as_mut_ptr() as u64, 1, u64::MAX, 0]) < 0
+                && errno() == libc::EINTR
+            {}
+            sys(
+                libc::SYS_prctl,
+                [libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64, 0, 0],
+            );
+            sys(libc::SYS_close, [helper_fd as u64, 0, 0, 0]);
+        }
         loop {
             sys(libc::SYS_pause, [0; 4]);
+        }
+    }
+}
+
+/// Step `step` of new task `node`, whose report fd is `wfd`. Runs in the new task: raw
+/// syscalls only.
+fn run_step(nodes: &[TreeNode], layout: Layout, node: &TreeNode, step: Step, wfd: RawFd) {
+    // SAFETY: see `node_main`: integers only, except `info`, a live local buffer of 128
+    // bytes (a siginfo_t) the kernel writes, and a null rusage pointer.
+    unsafe {
+        match step {
+            Step::Setsid => {
+                if sys(libc::SYS_setsid, [0; 4]) < 0 {
+                    fail(wfd, ChildStep::Setsid, 0, errno());
+                }
+            }
+            Step::Setpgid(pgid) => {
+                if sys(libc::SYS_setpgid, [0, pgid as u64, 0, 0]) < 0 {
+                    fail(wfd, ChildStep::Setpgid, pgid as usize, errno());
+                }
+            }
+            Step::Creates => {
+                for (k, f) in node.creates.files.iter().enumerate() {
+                    open_planned(wfd, k, &f.file, &[(layout.slot(f.slot), true)]);
+                }
+                for (k, p) in node.creates.pipes.iter().enumerate() {
+                    let r = p.read_slot.map(|s| [(layout.slot(s), true)]);
+                    let w = p.write_slot.map(|s| [(layout.slot(s), true)]);
+                    make_pipe(
+                        wfd,
+                        k,
+                        &p.pipe,
+                        layout.top,
+                        r.as_ref().map_or(&[][..], |a| &a[..]),
+                        w.as_ref().map_or(&[][..], |a| &a[..]),
+                    );
+                }
+            }
+            Step::Child(c) => spawn_child(nodes, layout, c, wfd),
+            Step::Reap(c) => {
+                let mut info = [0u8; 128];
+                loop {
+                    // Five arguments: the rusage pointer must be null, not whatever is in r8.
+                    let r = libc::syscall(
+                        libc::SYS_waitid,
+                        libc::P_PID,
+                        nodes[c].pid,
+                        info.as_mut_ptr(),
+                        libc::WEXITED | libc::__WALL,
+                        std::ptr::null_mut::<libc::rusage>(),
+                    );
+                    if r == 0 {
+                        break;
+                    }
+                    if errno() != libc::EINTR {
+                        fail(wfd, ChildStep::Reap, c, errno());
+                    }
+                }
+            }
+            Step::Subreaper(on) => {
+                if sys(
+                    libc::SYS_prctl,
+                    [libc::PR_SET_CHILD_SUBREAPER as u64, on as u64, 0, 0],
+                ) < 0
+                {
+                    fail(wfd, ChildStep::Subreaper, 0, errno());
+                }
+            }
         }
     }
 }

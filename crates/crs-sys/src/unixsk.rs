@@ -75,6 +75,8 @@ pub struct Peeked {
     pub truncated: bool,
     /// The message carries ancillary data (SCM_RIGHTS, credentials, ...).
     pub control: bool,
+    /// Among it, passed file descriptors (SCM_RIGHTS).
+    pub rights: bool,
 }
 
 /// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT)` into `buf`, with a small control buffer so
@@ -109,24 +111,26 @@ pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Peeked>> {
         Err(e) => return Err(e),
     };
     let has_control = msg.msg_controllen != 0 || msg.msg_flags & libc::MSG_CTRUNC != 0;
-    if has_control {
-        close_passed_fds(&msg);
-    }
+    let rights = has_control && (close_passed_fds(&msg) || msg.msg_flags & libc::MSG_CTRUNC != 0);
     Ok(Some(Peeked {
         len: n,
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
         control: has_control,
+        rights,
     }))
 }
 
-/// Closes the fds an SCM_RIGHTS message of `msg` installed in crs.
-fn close_passed_fds(msg: &libc::msghdr) {
+/// Closes the fds an SCM_RIGHTS message of `msg` installed in crs; true when there was
+/// one.
+fn close_passed_fds(msg: &libc::msghdr) -> bool {
+    let mut found = false;
     // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/CMSG_NXTHDR walk its control
     // buffer within msg_controllen, and CMSG_DATA points inside each header's length.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                found = true;
                 let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
                 let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
                     / std::mem::size_of::<libc::c_int>();
@@ -138,6 +142,7 @@ fn close_passed_fds(msg: &libc::msghdr) {
             c = libc::CMSG_NXTHDR(msg, c);
         }
     }
+    found
 }
 
 /// Sends `request` (one netlink message) to the kernel on a new NETLINK_SOCK_DIAG socket
@@ -176,4 +181,196 @@ pub fn sock_diag(request: &[u8]) -> io::Result<Vec<u8>> {
     let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
     buf.truncate(cvt(n as libc::c_long)? as usize);
     Ok(buf)
+}
+
+/// `setsockopt(fd, SOL_SOCKET, name)` of a `struct timeval` option (SO_SNDTIMEO,
+/// SO_RCVTIMEO).
+pub fn setsockopt_timeval(fd: BorrowedFd<'_>, name: i32, sec: u64, usec: u64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: sec as libc::time_t,
+        tv_usec: usec as libc::suseconds_t,
+    };
+    // SAFETY: the kernel reads `size_of::<timeval>()` bytes from `tv`, a live local. The
+    // fd is borrowed, so it stays open.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    cvt(ret.into())?;
+    Ok(())
+}
+
+/// A new `AF_UNIX` socket of type `kind` (SOCK_STREAM, ...), close-on-exec and
+/// non-blocking (the caller sets the final status flags).
+pub fn socket(kind: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes no pointers; the new fd is owned right away.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    cvt(raw.into())?;
+    // SAFETY: `raw` is a new fd owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A connected pair of `AF_UNIX` sockets of type `kind`, close-on-exec and non-blocking.
+pub fn socketpair(kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut sv = [-1 as libc::c_int; 2];
+    // SAFETY: the kernel writes two ints into `sv`, a live local array of two ints.
+    let ret = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            sv.as_mut_ptr(),
+        )
+    };
+    cvt(ret.into())?;
+    // SAFETY: both fds are new and owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) })
+}
+
+/// A `sockaddr_un` holding `name` (a path, or an abstract name starting with NUL) and its
+/// length as bind/connect take it.
+fn sockaddr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid (unnamed) address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() > addr.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+    Ok((addr, len as libc::socklen_t))
+}
+
+/// `bind(fd, name)` for a unix socket.
+pub fn bind(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let (addr, len) = sockaddr(name)?;
+    // SAFETY: the kernel reads `len` (at most size_of::<sockaddr_un>()) bytes of `addr`, a
+    // live local. The fd is borrowed, so it stays open.
+    let ret = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    cvt(ret.into())?;
+    Ok(())
+}
+
+/// `bind(fd, name)` with the relative path `name` resolved against directory `dir`: done
+/// on a short-lived thread that unshares its filesystem context and changes into `dir`,
+/// so crs's own working directory never moves.
+pub fn bind_in_dir(fd: BorrowedFd<'_>, dir: &std::path::Path, name: &[u8]) -> io::Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare takes no pointers; CLONE_FS only gives this thread its own
+            // cwd/root/umask copy, which dies with the thread.
+            cvt(unsafe { libc::unshare(libc::CLONE_FS) }.into())?;
+            std::env::set_current_dir(dir)?;
+            bind(fd, name)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("bind thread panicked")))
+    })
+}
+
+/// `connect(fd, name)` for a unix socket.
+pub fn connect(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let (addr, len) = sockaddr(name)?;
+    // SAFETY: the kernel reads `len` bytes of `addr`, a live local. The fd is borrowed.
+    let ret = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    cvt(ret.into())?;
+    Ok(())
+}
+
+/// `listen(fd, backlog)`.
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen takes no pointers; the fd is borrowed, so it stays open.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) }.into())?;
+    Ok(())
+}
+
+/// `accept4(fd)`: the next queued connection, close-on-exec and non-blocking.
+pub fn accept(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: null address and length pointers are allowed (the peer address is not
+    // wanted); the fd is borrowed, so it stays open.
+    let raw = unsafe {
+        libc::accept4(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    };
+    cvt(raw.into())?;
+    // SAFETY: `raw` is a new fd owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `send(fd, data, MSG_DONTWAIT)`, or `sendto` the unix address `to`: one message (or run
+/// of stream bytes). Returns the bytes sent.
+pub fn send(fd: BorrowedFd<'_>, data: &[u8], to: Option<&[u8]>) -> io::Result<usize> {
+    let (addr, len) = match to {
+        Some(n) => {
+            let (a, l) = sockaddr(n)?;
+            (Some(a), l)
+        }
+        None => (None, 0),
+    };
+    let ap = addr
+        .as_ref()
+        .map_or(std::ptr::null(), |a| (a as *const libc::sockaddr_un).cast());
+    // SAFETY: the kernel reads `data.len()` bytes of `data` and `len` bytes at `ap` (null
+    // with length 0 when there is no address), both live for the call. The fd is borrowed.
+    let ret = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ap,
+            len,
+        )
+    };
+    Ok(cvt(ret as libc::c_long)? as usize)
+}
+
+/// `shutdown(fd, how)` (SHUT_RD, SHUT_WR, SHUT_RDWR).
+pub fn shutdown(fd: BorrowedFd<'_>, how: i32) -> io::Result<()> {
+    // SAFETY: shutdown takes no pointers; the fd is borrowed, so it stays open.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) }.into())?;
+    Ok(())
+}
+
+/// Sets or clears O_NONBLOCK on the open description of `fd`, other status flags kept.
+pub fn set_nonblock(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no pointer argument; the fd is borrowed.
+    let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }.into())? as i32;
+    let want = if on {
+        fl | libc::O_NONBLOCK
+    } else {
+        fl & !libc::O_NONBLOCK
+    };
+    // SAFETY: F_SETFL takes an int argument, no pointer; the fd is borrowed.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, want) }.into())?;
+    Ok(())
 }

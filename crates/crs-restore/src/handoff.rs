@@ -1,0 +1,126 @@
+//! Files created in crs's own process and handed to a task being restored.
+//!
+//! Some objects are easier (or only possible) to build from crs: the two ends of a socket
+//! pair held by two processes, a memfd filled from the images, an object whose one open
+//! description several processes share. crs creates the file, and the task takes it with
+//! two injected syscalls: `pidfd_open(crs)` once, then `pidfd_getfd(pidfd, crs_fd)` per
+//! file, which yields the same open description (offset, flags, socket state), not a new
+//! open. The task is still root with crs's credentials at that point (credentials are
+//! restored last), so the ptrace-access check of pidfd_getfd passes.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use tracing::debug;
+
+use crate::images::Images;
+use crate::remote::Remote;
+use crate::RestoreError;
+
+/// The open descriptions crs created for the whole tree, by file id (files.img). Each task
+/// gets, at its fds, every one of them its fdinfo names (see [`install_held`]).
+#[derive(Default)]
+pub(crate) struct CrsFiles {
+    pub by_id: BTreeMap<u32, OwnedFd>,
+}
+
+impl CrsFiles {
+    /// Whether file `id` is created by crs (the task must not create it itself).
+    pub fn has(&self, id: u32) -> bool {
+        self.by_id.contains_key(&id)
+    }
+}
+
+/// Places every fd of the task whose file crs created (`files`) at its number.
+pub(crate) fn install_held(
+    r: &mut Remote<'_>,
+    images: &Images,
+    files: &CrsFiles,
+) -> Result<(), RestoreError> {
+    let list: Vec<Handoff<'_>> = images
+        .fdinfo
+        .iter()
+        .filter_map(|e| {
+            let f = files.by_id.get(&e.id())?;
+            Some(Handoff {
+                file: f.as_fd(),
+                fd: e.fd() as i32,
+                cloexec: e.flags() & libc::FD_CLOEXEC as u32 != 0,
+                what: format!("file {} ({:?})", e.id(), e.type_()),
+            })
+        })
+        .collect();
+    install(r, &list)
+}
+
+/// One file of crs to place in the task.
+pub(crate) struct Handoff<'f> {
+    /// crs's descriptor of the file.
+    pub file: BorrowedFd<'f>,
+    /// The fd number it gets in the task.
+    pub fd: i32,
+    /// FD_CLOEXEC on the task's fd.
+    pub cloexec: bool,
+    /// What it is, for errors ("unix socket 17").
+    pub what: String,
+}
+
+/// Places every file of `files` in the task at its fd number (replacing whatever is
+/// there). The task's fds other than the targets are untouched; the pidfd it uses lives
+/// above every target and is closed before returning.
+pub(crate) fn install(r: &mut Remote<'_>, files: &[Handoff<'_>]) -> Result<(), RestoreError> {
+    let Some(max_fd) = files.iter().map(|h| h.fd).max() else {
+        return Ok(());
+    };
+    let crs = std::process::id() as u64;
+    let first = r.call(libc::SYS_pidfd_open, [crs, 0, 0, 0, 0, 0], || {
+        format!("opening a pidfd of crs (pid {crs})")
+    })?;
+    // Out of the way of every target fd: the first free fd may be one of them.
+    let above = max_fd as u64 + 1;
+    let pidfd = r.call(
+        libc::SYS_fcntl,
+        [first as u64, libc::F_DUPFD_CLOEXEC as u64, above, 0, 0, 0],
+        || format!("moving the pidfd of crs above fd {max_fd}"),
+    );
+    r.call(libc::SYS_close, [first as u64, 0, 0, 0, 0, 0], || {
+        format!("closing fd {first} (pidfd of crs)")
+    })?;
+    let pidfd = pidfd? as u64;
+    let placed = files.iter().try_for_each(|h| place(r, pidfd, h));
+    let closed = r.call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0], || {
+        format!("closing fd {pidfd} (pidfd of crs)")
+    });
+    placed?;
+    closed?;
+    debug!(files = files.len(), "files handed over from crs");
+    Ok(())
+}
+
+fn place(r: &mut Remote<'_>, pidfd: u64, h: &Handoff<'_>) -> Result<(), RestoreError> {
+    let src = h.file.as_raw_fd() as u64;
+    let got = r.call(libc::SYS_pidfd_getfd, [pidfd, src, 0, 0, 0, 0], || {
+        format!("taking {} from crs", h.what)
+    })?;
+    let fd = h.fd as u64;
+    if got as u64 == fd {
+        // pidfd_getfd sets FD_CLOEXEC; the fd is already where it belongs.
+        let fl = if h.cloexec { libc::FD_CLOEXEC } else { 0 };
+        r.call(
+            libc::SYS_fcntl,
+            [fd, libc::F_SETFD as u64, fl as u64, 0, 0, 0],
+            || format!("setting the fd flags of {} at fd {fd}", h.what),
+        )?;
+        return Ok(());
+    }
+    let fl = if h.cloexec { libc::O_CLOEXEC } else { 0 };
+    let dup = r.call(libc::SYS_dup3, [got as u64, fd, fl as u64, 0, 0, 0], || {
+        format!("placing {} at fd {fd}", h.what)
+    });
+    let closed = r.call(libc::SYS_close, [got as u64, 0, 0, 0, 0, 0], || {
+        format!("closing the temporary fd {got} of {}", h.what)
+    });
+    dup?;
+    closed?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! SysV shared memory segments (`ipcns-shm-*.img`, VMAs with `VMA_AREA_SYSVIPC` whose
+//! `shmid` is the segment id).
+//!
+//! ```text
+//! load   : every segment a VMA of the tree attaches, its entry and contents
+//!          (pagemap-shmem-<id>.img, in_pagemaps as CRIU writes them)
+//! create : a segment that still exists with the same key and size is reused; else it is
+//!          made with its id (kernel.shm_next_id, then shmget IPC_CREAT|IPC_EXCL); either
+//!          way its contents are written from the images, its owner and mode set
+//! attach : each task runs shmat(id, start) at the VMA's address (vma::map_all)
+//! finish : a segment that was marked removed (SHM_DEST) is removed again once every task
+//!          attached it; on a failed restore the segments crs made are removed
+//! ```
+//! Segments live in the IPC namespace of crs: the restored tree must be in it too (crs
+//! restores no namespaces yet).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use crs_images::codec::{read_file, ImageReader};
+use crs_images::pb::ipc_shm::Ipc_shm_entry;
+use crs_sys::sysv::{self, SHM_DEST};
+use tracing::{debug, warn};
+
+use crate::error::{invalid, unsupported};
+use crate::images::{Tree, PAGE, TASK_SIZE};
+use crate::shmem;
+use crate::vma::Kind;
+use crate::RestoreError;
+
+const SHM_NEXT_ID: &str = "/proc/sys/kernel/shm_next_id";
+
+/// One segment as dumped.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub entry: Ipc_shm_entry,
+    pub contents: shmem::Image,
+}
+
+/// Reads the segments the VMAs of the tree attach, by id.
+pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<BTreeMap<u32, Segment>, RestoreError> {
+    let mut wanted: Vec<u32> = tree
+        .procs
+        .iter()
+        .flat_map(|p| p.vmas.iter())
+        .filter_map(|v| match v.kind {
+            Kind::SysvShm { id } => Some(id),
+            _ => None,
+        })
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = BTreeMap::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let mut entries: BTreeMap<u32, Ipc_shm_entry> = BTreeMap::new();
+    let list = std::fs::read_dir(dir).map_err(|source| RestoreError::Stat {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for e in list.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("ipcns-shm-") && name.ends_with(".img")) {
+            continue;
+        }
+        let bytes = read_file(&e.path())?;
+        let label = e.path().display().to_string();
+        for s in ImageReader::new(&label, &bytes, "IPCNS_SHM")?.all::<Ipc_shm_entry>()? {
+            let id = s.desc.id();
+            if !s.in_pagemaps() {
+                return Err(unsupported(format!(
+                    "SysV segment {id} with its contents inline in {name} (not in_pagemaps)"
+                )));
+            }
+            if s.hugetlb_flag() != 0 {
+                return Err(unsupported(format!("hugetlb SysV segment {id}")));
+            }
+            if s.size() == 0 || s.size() > TASK_SIZE {
+                return Err(invalid(
+                    &name,
+                    format!("segment {id}: size {:#x}", s.size()),
+                ));
+            }
+            entries.insert(id, s);
+        }
+    }
+    for id in wanted {
+        let entry = entries.remove(&id).ok_or_else(|| {
+            invalid(
+                "ipcns-shm",
+                format!("a VMA attaches SysV segment {id}, which no ipcns-shm image has"),
+            )
+        })?;
+        let span = entry.size().div_ceil(PAGE) * PAGE;
+        let contents = shmem::load_object(dir, u64::from(id), span)?;
+        out.insert(id, Segment { entry, contents });
+    }
+    Ok(out)
+}
+
+/// The segments, ready to attach. Dropped before [`Segments::commit`], it removes the
+/// segments it created.
+#[derive(Debug, Default)]
+pub(crate) struct Segments {
+    /// Made by this restore (removed on failure).
+    created: Vec<u32>,
+    /// Marked removed at dump time (removed again after every attach).
+    dest: Vec<u32>,
+    committed: bool,
+}
+
+fn shm_err(id: u32, what: &'static str) -> impl FnOnce(io::Error) -> RestoreError {
+    move |source| RestoreError::SharedMemory {
+        shmid: u64::from(id),
+        what,
+        source,
+    }
+}
+
+impl Segments {
+    /// Makes (or reuses) every segment and writes its contents. Returns the pages written.
+    pub fn create(segs: &BTreeMap<u32, Segment>) -> Result<(Segments, u64), RestoreError> {
+        let mut out = Segments::default();
+        let mut pages = 0;
+        for (&id, s) in segs {
+            let d = &s.entry.desc;
+            let size = s.entry.size();
+            match sysv::shm_stat(id as i32) {
+                Ok(st) if st.key == d.key() as i32 && st.size == size => {
+                    debug!(id, "SysV segment still there: reused");
+                }
+                Ok(st) => {
+                    return Err(RestoreError::Unsupported {
+                        what: format!(
+                            "SysV segment {id} exists with key {:#x} and size {} \
+                             (dumped: key {:#x}, size {size})",
+                            st.key,
+                            st.size,
+                            d.key()
+                        ),
+                    })
+                }
+                Err(_) => {
+                    make(id, d.key() as i32, size, d.mode())?;
+                    out.created.push(id);
+                }
+            }
+            let file = sysv::shm_file(id as i32).map_err(shm_err(id, "opening"))?;
+            if let Some(pages_path) = &s.contents.pages_path {
+                shmem::fill(u64::from(id), &file, &s.contents, pages_path)?;
+            }
+            pages += s.contents.runs.iter().map(|r| r.len / PAGE).sum::<u64>();
+            sysv::shm_set_owner(id as i32, d.uid(), d.gid(), d.mode())
+                .map_err(shm_err(id, "setting owner and mode of"))?;
+            if d.mode() & SHM_DEST != 0 {
+                out.dest.push(id);
+            }
+        }
+        Ok((out, pages))
+    }
+
+    /// Every task attached its segments: those removed at dump time are removed again.
+    pub fn commit(mut self) -> Result<(), RestoreError> {
+        self.committed = true;
+        for &id in &self.dest {
+            sysv::shm_remove(id as i32).map_err(shm_err(id, "removing"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Segments {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for &id in &self.created {
+            if let Err(e) = sysv::shm_remove(id as i32) {
+                warn!(id, error = %e, "removing a SysV segment of a failed restore");
+            }
+        }
+    }
+}
+
+/// Creates segment `id` (key, size, permission bits of `mode`) through kernel.shm_next_id.
+fn make(id: u32, key: i32, size: u64, mode: u32) -> Result<(), RestoreError> {
+    let set = |v: &str| {
+        std::fs::write(SHM_NEXT_ID, v).map_err(|source| RestoreError::SharedMemory {
+            shmid: u64::from(id),
+            what: "choosing the id (kernel.shm_next_id) of",
+            source,
+        })
+    };
+    // The kernel takes next_id for the next segment made in this namespace and forgets it
+    // (it cannot be set back to -1 by hand).
+    set(&id.to_string())?;
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
+    let got = sysv::shm_get(key, size, flags).map_err(shm_err(id, "creating"))?;
+    if got != id as i32 {
+        let _ = sysv::shm_remove(got);
+        return Err(RestoreError::Unsupported {
+            what: format!("SysV segment {id}: the kernel gave id {got}"),
+        });
+    }
+    debug!(id, key, size, "SysV segment created");
+    Ok(())
+}

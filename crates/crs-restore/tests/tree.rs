@@ -1,0 +1,207 @@
+//! Restores the CRIU 4.2 reference set `shared/criu-images/tree` (PIDs 72000-72004: three
+//! processes, threads, a pipe, a unix socket pair across processes, shared anonymous
+//! memory and a memfd as CRIU writes them, eventfd, epoll, timerfd, signalfd, inotify,
+//! POSIX timer, itimer) and checks, from the workload's own log, that every task continued
+//! with its state: the checks of the set's README.
+//! Needs root.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crs_restore::{restore, RestoreOptions};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+const PIDS: [i32; 3] = [72000, 72001, 72002];
+const REF: &str = "/work/shared/criu-images/tree";
+const WORK: &str = "/tmp/crs-ref/tree";
+
+/// Kills the restored processes and reaps them (the root is our child, the others come
+/// to us as the subreaper) even on panic.
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for p in PIDS {
+            if kill(Pid::from_raw(p), Signal::SIGKILL).is_ok() {
+                let _ = waitpid(Pid::from_raw(p), None);
+            }
+        }
+    }
+}
+
+/// The `key=value` fields of a log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let pre = format!("{key}=");
+    line.split(' ')
+        .find_map(|w| w.strip_prefix(pre.as_str()))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+}
+
+fn num(line: &str, key: &str) -> u64 {
+    field(line, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} of {line}"))
+}
+
+/// Lines of task `who` ("P", "A", "B") with their n, in log order.
+fn lines_of(log: &str, who: &str) -> Vec<(u64, String)> {
+    let pre = format!("{who} ");
+    log.lines()
+        .filter(|l| l.starts_with(&pre))
+        .map(|l| (num(l, "n"), l.to_string()))
+        .collect()
+}
+
+/// Waits until the log has a `who` line with n >= `n`; returns the whole log.
+fn wait_for(log_path: &Path, who: &str, n: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = fs::read_to_string(log_path).unwrap_or_default();
+        if lines_of(&log, who).iter().any(|(k, _)| *k >= n) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {who} line with n>={n}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn restore_tree_reference_continues() {
+    if !nix::unistd::geteuid().is_root() || !Path::new(REF).exists() {
+        eprintln!("SKIP: needs root and {REF}");
+        return;
+    }
+    let max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if max <= 72004 {
+        fs::write("/proc/sys/kernel/pid_max", "4194304").unwrap();
+    }
+    for p in 72000..=72004 {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} is taken: the tree set needs 72000-72004"
+        );
+    }
+    fs::create_dir_all(WORK).unwrap();
+    let bin = format!("{WORK}/tree");
+    let _ = fs::remove_file(&bin);
+    fs::copy(format!("{REF}/bin/tree"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let log_path = Path::new(WORK).join("tree.log");
+    let _ = fs::remove_file(&log_path);
+    let dir = tempfile::tempdir().unwrap();
+    for e in fs::read_dir(REF).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+
+    // Orphans of the restored tree (after the crs dump kills it) come to us to reap.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = restore(&RestoreOptions {
+        images_dir: dir.path().to_path_buf(),
+        detach: true,
+        ..RestoreOptions::default()
+    })
+    .expect("restore of the tree set");
+    let _g = Guard;
+    assert_eq!(r.root_pid, 72000);
+
+    let (p_last, ab_last) = check_continued(&log_path, 20, 20);
+
+    // Round trip through crs: dump the restored tree with crs (it is killed), restore
+    // crs's images, and it continues again from where crs froze it.
+    let crs_dir = tempfile::tempdir().unwrap();
+    crs_dump::dump(&crs_dump::DumpOptions::new(72000, crs_dir.path())).expect("crs dump");
+    // The dump killed the tree (and, as their tracer, reaped what it could); what is left
+    // is ours to reap: the root is our child, the others were reparented to us.
+    while nix::sys::wait::wait().is_ok() {}
+    for p in PIDS {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} still there after the dump"
+        );
+    }
+    let frozen = fs::read_to_string(&log_path).unwrap();
+    let p_frozen = lines_of(&frozen, "P").last().unwrap().0;
+    let ab_frozen = lines_of(&frozen, "A").last().unwrap().0;
+    assert!(p_frozen >= p_last && ab_frozen >= ab_last);
+    fs::remove_file(&log_path).unwrap();
+    let r = restore(&RestoreOptions {
+        images_dir: crs_dir.path().to_path_buf(),
+        detach: true,
+        ..RestoreOptions::default()
+    })
+    .expect("restore of crs's dump of the tree");
+    assert_eq!(r.root_pid, 72000);
+    check_continued(&log_path, p_frozen, ab_frozen);
+}
+
+/// Checks that P continued from `p0` and A and B from `ab0` (their frozen counters) with
+/// every piece of state intact; returns the last P and A/B counters seen.
+fn check_continued(log_path: &Path, p0: u64, ab0: u64) -> (u64, u64) {
+    // A and B log every fifth loop: 25 is their first line after the restore.
+    wait_for(log_path, "A", ab0 + 5);
+    wait_for(log_path, "B", ab0 + 5);
+    // P logs every 200 ms: 8 lines are 1.6 s, past a tick of the 1 s timers.
+    let log = wait_for(log_path, "P", p0 + 8);
+    let p = lines_of(&log, "P");
+    assert_eq!(p[0].0, p0 + 1, "P did not continue at n={}:\n{log}", p0 + 1);
+    for (i, (n, l)) in p.iter().enumerate() {
+        assert_eq!(*n, p0 + 1 + i as u64, "P lines not consecutive:\n{log}");
+        assert_eq!(num(l, "efd"), 7 + n, "eventfd counter: {l}");
+        for (k, v) in [
+            ("ep", "2"),
+            ("osig", "0"),
+            ("pipe", "100"),
+            ("skin", "48"),
+            ("memfd", "afefcdaaaad71fc9"),
+            ("shm", "7fc7d8863d839cf4"),
+        ] {
+            assert_eq!(field(l, k), v, "{k}: {l}");
+        }
+    }
+    let (first, last) = (&p[0].1, &p[p.len() - 1].1);
+    // The region is still shared by the three processes and both threads of B run.
+    for k in ["A", "B", "T1", "T2"] {
+        assert!(
+            num(last, k) > num(first, k),
+            "{k} stopped: {first} / {last}"
+        );
+    }
+    assert!(num(first, "A") >= ab0 && num(first, "B") >= ab0, "{first}");
+    // Timers and the inotify watch keep working.
+    for k in ["tfd", "ptmr", "alrm", "ino"] {
+        assert!(
+            num(last, k) > num(first, k),
+            "{k} stopped: {first} / {last}"
+        );
+    }
+    for (who, rest) in [
+        ("A", "pid=72001 pgid=72001 sid=72000 pipe=100"),
+        ("B", "pid=72002 pgid=72000 skin=64"),
+    ] {
+        let ls = lines_of(&log, who);
+        assert_eq!(
+            ls[0].0,
+            ab0 + 5,
+            "{who} did not continue at n={}:\n{log}",
+            ab0 + 5
+        );
+        for (_, l) in &ls {
+            assert!(l.ends_with(rest), "{who}: {l}");
+        }
+    }
+    (p[p.len() - 1].0, lines_of(&log, "A").last().unwrap().0)
+}

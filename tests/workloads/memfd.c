@@ -1,0 +1,149 @@
+/*
+ * memfds: fds, mappings, contents, seals, positions, across two processes.
+ *
+ * P creates:
+ *   A "zoo-memfd-a": 3 pages + 100 bytes of a pattern, MFD_ALLOW_SEALING, sealed
+ *     F_SEAL_SHRINK|F_SEAL_GROW; an fd at position 1234 (fd kept open), mapped MAP_SHARED
+ *     in P and in child C (inherited), and MAP_PRIVATE in P with one page changed
+ *     privately (must stay private: A itself keeps the pattern).
+ *   B "zoo-memfd-b": no sealing allowed (F_SEAL_SEAL), 64 KiB, only page 5 written, mapped
+ *     only (its fd closed), by P.
+ *   C inherits P's fd of A (one open description: a seek by C moves P's position).
+ * After SIGTERM: P tells C (SIGTERM) to write round-2 bytes through its shared mapping of A
+ * and seek the shared description to 777, waits for it, then checks: contents, sizes,
+ * seals (growing A fails with EPERM), names (/proc/self/fd link), C's write seen through
+ * P's mapping and through read() on the fd, the position C set, B's other pages zero,
+ * P's private page intact.
+ */
+#include "zoo.h"
+
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#define PG 4096
+#define A_SIZE (3 * PG + 100)
+#define B_SIZE (64 * 1024)
+
+static unsigned char pattern_at(size_t i)
+{
+	return (unsigned char)(i * 131 + 7);
+}
+
+static void check_link(int fd, const char *want)
+{
+	char path[64], buf[256];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, buf, sizeof(buf) - 1);
+	if (n < 0) {
+		zoo_fail("readlink fd %d: %s", fd, strerror(errno));
+		return;
+	}
+	buf[n] = 0;
+	ZOO_CHECK(strcmp(buf, want) == 0, "fd %d is %s, want %s", fd, buf, want);
+}
+
+int main(int argc, char **argv)
+{
+	unsigned char *shared_a, *private_a, *map_b, buf[A_SIZE];
+	int a, b, status, seals;
+	pid_t me, kid;
+	size_t i;
+	int ready[2];
+	char c;
+
+	zoo_init(argc, argv);
+	me = getpid();
+	a = memfd_create("zoo-memfd-a", MFD_ALLOW_SEALING);
+	b = memfd_create("zoo-memfd-b", 0);
+	if (a < 0 || b < 0)
+		zoo_die("memfd_create");
+	for (i = 0; i < A_SIZE; i++)
+		buf[i] = pattern_at(i);
+	if (write(a, buf, A_SIZE) != A_SIZE)
+		zoo_die("write a");
+	if (fcntl(a, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW))
+		zoo_die("F_ADD_SEALS");
+	if (lseek(a, 1234, SEEK_SET) != 1234)
+		zoo_die("lseek a");
+	if (ftruncate(b, B_SIZE))
+		zoo_die("ftruncate b");
+	shared_a = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, a, 0);
+	private_a = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, a, 0);
+	map_b = mmap(NULL, B_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, b, 0);
+	if (shared_a == MAP_FAILED || private_a == MAP_FAILED || map_b == MAP_FAILED)
+		zoo_die("mmap");
+	close(b);
+	memset(map_b + 5 * PG, 0xb5, PG);
+	private_a[PG + 10] = 0xee; /* a private copy of page 1 */
+	if (pipe2(ready, O_CLOEXEC))
+		zoo_die("pipe2");
+
+	kid = fork();
+	if (kid < 0)
+		zoo_die("fork");
+	if (kid == 0) {
+		close(ready[0]);
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL))
+			zoo_die("PR_SET_PDEATHSIG");
+		if (getppid() != me)
+			_exit(2);
+		if (write(ready[1], "x", 1) != 1)
+			zoo_die("write ready byte");
+		close(ready[1]);
+		zoo_wait();
+		ZOO_CHECK(shared_a[2 * PG + 3] == pattern_at(2 * PG + 3), "C: pattern of A lost");
+		memcpy(shared_a + 2 * PG, "round2", 6);
+		if (lseek(a, 777, SEEK_SET) != 777)
+			zoo_fail("C: lseek: %s", strerror(errno));
+		return zoo_failures ? 1 : 0;
+	}
+	close(ready[1]);
+	if (read(ready[0], &c, 1) != 1)
+		zoo_die("child did not get ready");
+	close(ready[0]);
+
+	zoo_ready();
+	if (zoo_corrupt)
+		map_b[5 * PG + 17] = 0;
+	zoo_wait();
+
+	if (kill(kid, SIGTERM))
+		zoo_fail("kill C: %s", strerror(errno));
+	if (waitpid(kid, &status, 0) != kid || !WIFEXITED(status) || WEXITSTATUS(status))
+		zoo_fail("C ended with status %#x", status);
+
+	check_link(a, "/memfd:zoo-memfd-a (deleted)");
+	ZOO_CHECK(lseek(a, 0, SEEK_CUR) == 777, "position of A is %ld, want 777 (C's seek)",
+		  (long)lseek(a, 0, SEEK_CUR));
+	ZOO_CHECK(lseek(a, 0, SEEK_END) == A_SIZE, "size of A changed");
+	seals = fcntl(a, F_GET_SEALS);
+	ZOO_CHECK(seals == (F_SEAL_SHRINK | F_SEAL_GROW), "seals of A are %#x", seals);
+	ZOO_CHECK(ftruncate(a, 10 * PG) == -1 && errno == EPERM, "A can grow: seal lost");
+	if (pread(a, buf, A_SIZE, 0) != A_SIZE)
+		zoo_fail("pread A: %s", strerror(errno));
+	ZOO_CHECK(memcmp(buf + 2 * PG, "round2", 6) == 0, "C's write not in A");
+	ZOO_CHECK(memcmp(shared_a + 2 * PG, "round2", 6) == 0, "C's write not seen by P's map");
+	for (i = 0; i < A_SIZE; i++) {
+		if (i >= 2 * PG && i < 2 * PG + 6)
+			continue;
+		if (buf[i] != pattern_at(i)) {
+			zoo_fail("byte %zu of A is %#x", i, buf[i]);
+			break;
+		}
+	}
+	ZOO_CHECK(private_a[PG + 10] == 0xee, "P's private page of A lost its change");
+	ZOO_CHECK(private_a[PG + 11] == pattern_at(PG + 11), "P's private page of A lost data");
+	ZOO_CHECK(shared_a[PG + 10] == pattern_at(PG + 10), "P's private write leaked into A");
+	for (i = 0; i < B_SIZE; i++) {
+		unsigned char want = (i >= 5 * PG && i < 6 * PG) ? 0xb5 : 0;
+
+		if (map_b[i] != want) {
+			zoo_fail("byte %zu of B is %#x, want %#x", i, map_b[i], want);
+			break;
+		}
+	}
+	return zoo_done();
+}
