@@ -516,7 +516,13 @@ fn dump_process(
         states.push((tid, st, status));
     }
     let mut remote = Remote::new(tree, pid)?;
-    let sigactions = remote.sigactions(pid)?;
+    // Only the signals with a handler or ignored, and SIGCHLD (whose SA_NOCLDSTOP and
+    // SA_NOCLDWAIT act even at SIG_DFL), are asked for: at SIG_DFL the rest have no
+    // behaviour to save (flags left on a default action do nothing), and each question is
+    // an injected syscall (about 10 us): 3 instead of 62 for a plain process.
+    let leader_status = &states[0].2;
+    let asked = leader_status.sig_cgt.0 | leader_status.sig_ign.0 | 1 << (libc::SIGCHLD - 1);
+    let sigactions = remote.sigactions(pid, asked)?;
     let itimers = remote.itimers(pid)?;
     // /proc lists the newest timer first; CRIU's images (and its restore, which creates
     // them in id order) have them oldest first.

@@ -118,11 +118,14 @@ impl<'a> Remote<'a> {
 
     /// Every sigaction, indexed by signal number - 1 (SIGKILL and SIGSTOP included, as the
     /// kernel reports them).
-    pub(crate) fn sigactions(&mut self, tid: Tid) -> Result<Vec<KSigaction>> {
-        for sig in 1..=NSIG {
-            if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
-                continue;
-            }
+    pub(crate) fn sigactions(&mut self, tid: Tid, asked: u64) -> Result<Vec<KSigaction>> {
+        let mut got = vec![KSigaction::default(); NSIG];
+        let wanted = |sig: usize| {
+            sig != libc::SIGKILL as usize
+                && sig != libc::SIGSTOP as usize
+                && asked & (1u64 << (sig - 1)) != 0
+        };
+        for sig in (1..=NSIG).filter(|&s| wanted(s)) {
             let old = self.at((sig - 1) * KSIGACTION_SIZE);
             self.call(
                 tid,
@@ -132,20 +135,19 @@ impl<'a> Remote<'a> {
             )?;
         }
         let b = self.read(0, NSIG * KSIGACTION_SIZE)?;
-        Ok((0..NSIG)
-            .map(|i| {
-                let o = i * KSIGACTION_SIZE;
-                if i + 1 == libc::SIGKILL as usize || i + 1 == libc::SIGSTOP as usize {
-                    return KSigaction::default();
-                }
-                KSigaction {
-                    handler: u64_at(&b, o),
-                    flags: u64_at(&b, o + 8),
-                    restorer: u64_at(&b, o + 16),
-                    mask: u64_at(&b, o + 24),
-                }
-            })
-            .collect())
+        for (i, slot) in got.iter_mut().enumerate() {
+            if !wanted(i + 1) {
+                continue;
+            }
+            let o = i * KSIGACTION_SIZE;
+            *slot = KSigaction {
+                handler: u64_at(&b, o),
+                flags: u64_at(&b, o + 8),
+                restorer: u64_at(&b, o + 16),
+                mask: u64_at(&b, o + 24),
+            };
+        }
+        Ok(got)
     }
 
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF (microseconds).

@@ -137,8 +137,11 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
         )?;
     }
 
-    // Every catchable signal, in image order (1..=64 without SIGKILL and SIGSTOP): crs's
-    // own handlers were inherited and must not survive.
+    // Every catchable signal, in image order (1..=64 without SIGKILL and SIGSTOP), that
+    // is not at the plain default in the image or is not at it in the new task now (crs's
+    // own handlers and ignored signals were inherited and must not survive). A plain
+    // default needs no syscall: each is an injected call.
+    let inherited = inherited_actions(r.pid)?;
     let sigs = (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64);
     let mut table = Vec::with_capacity(62 * 32);
     let mut which = Vec::new();
@@ -147,6 +150,10 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
             return Err(RestoreError::Unsupported {
                 what: "compat sigactions".into(),
             });
+        }
+        let plain = [sa.sigaction(), sa.flags(), sa.restorer(), sa.mask()] == [0; 4];
+        if plain && inherited & (1u64 << (sig - 1)) == 0 {
+            continue;
         }
         table.extend(le(&[sa.sigaction(), sa.flags(), sa.restorer(), sa.mask()]));
         which.push(sig);
@@ -295,4 +302,19 @@ pub(crate) fn set_rlimits(pid: i32, images: &Images) {
             warn!(pid, resource = res, cur = l.cur(), max = l.max(), error = %e, "resource limit not restored");
         }
     }
+}
+
+/// The signals task `pid` catches or ignores now (SigCgt | SigIgn of its status): the
+/// actions it inherited from crs.
+fn inherited_actions(pid: crs_compel::Tid) -> Result<u64, RestoreError> {
+    let path = format!("/proc/{pid}/status");
+    let bytes = std::fs::read(&path).map_err(|source| RestoreError::Stat {
+        path: path.clone().into(),
+        source,
+    })?;
+    let st = crs_proc::parse_status(&bytes).map_err(|e| RestoreError::Stat {
+        path: path.into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    Ok(st.sig_cgt.0 | st.sig_ign.0)
 }
