@@ -256,35 +256,42 @@ pub(crate) fn copy(pid: Tid, runs: &[PageRun], out: &File, out_path: &Path) -> R
         None
     };
     debug!(pid, batches = work.len(), "copying pages");
-    work.par_iter().try_for_each_init(
-        || vec![0u8; BATCH_BYTES],
-        |buf, b| -> Result<()> {
-            let data = &mut buf[..b.len];
-            if b.readable {
-                read_batch(pid, b, data)?;
-            } else {
-                let mem = mem.as_ref().expect("opened for unreadable batches");
-                let mut off = 0usize;
-                for r in &b.ranges {
-                    mem.read_exact_at(&mut data[off..off + r.len], r.addr.get())
-                        .map_err(|source| DumpError::PageRead {
-                            pid,
-                            addr: r.addr.get(),
-                            len: r.len,
-                            source,
-                        })?;
-                    off += r.len;
-                }
+    let one = |buf: &mut Vec<u8>, b: &Batch| -> Result<()> {
+        let data = &mut buf[..b.len];
+        if b.readable {
+            read_batch(pid, b, data)?;
+        } else {
+            let mem = mem.as_ref().expect("opened for unreadable batches");
+            let mut off = 0usize;
+            for r in &b.ranges {
+                mem.read_exact_at(&mut data[off..off + r.len], r.addr.get())
+                    .map_err(|source| DumpError::PageRead {
+                        pid,
+                        addr: r.addr.get(),
+                        len: r.len,
+                        source,
+                    })?;
+                off += r.len;
             }
-            out.write_all_at(data, b.offset)
-                .map_err(|source| DumpError::PageWrite {
-                    path: out_path.to_path_buf(),
-                    offset: b.offset,
-                    len: b.len,
-                    source,
-                })
-        },
-    )?;
+        }
+        out.write_all_at(data, b.offset)
+            .map_err(|source| DumpError::PageWrite {
+                path: out_path.to_path_buf(),
+                offset: b.offset,
+                len: b.len,
+                source,
+            })
+    };
+    // Buffers no larger than the largest batch, and no pool for a single batch (waking it
+    // costs more than copying a small process's pages).
+    let buf_len = work.iter().map(|b| b.len).max().unwrap_or(0);
+    if work.len() <= 1 {
+        let mut buf = vec![0u8; buf_len];
+        work.iter().try_for_each(|b| one(&mut buf, b))?;
+    } else {
+        work.par_iter()
+            .try_for_each_init(|| vec![0u8; buf_len], |buf, b| one(buf, b))?;
+    }
     Ok(CopyStats {
         bytes: work.iter().map(|b| b.len as u64).sum(),
         batches: work.len(),
