@@ -602,11 +602,17 @@ impl<'a> ImageReader<'a> {
         let Some(e) = self.cursor.next_entry()? else {
             return Ok(None);
         };
-        crate::wire::check(&M::descriptor(), e.message).map_err(|source| ImageError::Wire {
+        // The generated schema, not M::descriptor(): building protobuf's reflection
+        // descriptors costs milliseconds per run.
+        let checked = match crate::wire::schema_index(M::NAME) {
+            Some(i) => crate::wire::check_indexed(i, e.message),
+            None => crate::wire::check(&M::descriptor(), e.message),
+        };
+        checked.map_err(|source| ImageError::Wire {
             image: self.cursor.image().to_string(),
             entry: e.index,
             offset: e.offset,
-            message: M::descriptor().name().to_string(),
+            message: M::NAME.to_string(),
             source,
         })?;
         M::parse_from_bytes(e.message)

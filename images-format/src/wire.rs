@@ -51,15 +51,59 @@ fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64, WireError> {
 
 /// Checks `bytes` as an encoding of `md`: every length fits in what encloses it.
 pub fn check(md: &MessageDescriptor, bytes: &[u8]) -> Result<(), WireError> {
-    check_at(md, bytes, 0, 0)
+    check_at(&Schema::Reflect(md.clone()), bytes, 0, 0)
 }
 
-fn check_at(
-    md: &MessageDescriptor,
-    bytes: &[u8],
-    base: usize,
-    depth: usize,
-) -> Result<(), WireError> {
+mod schema {
+    include!(concat!(env!("OUT_DIR"), "/wire_schema.rs"));
+}
+
+/// The index in the generated wire schema of the top-level message `name` (its full name:
+/// the proto files have no package).
+pub fn schema_index(name: &str) -> Option<u16> {
+    schema::WIRE_MESSAGES
+        .binary_search_by(|(n, _)| n.cmp(&name))
+        .ok()
+        .map(|i| i as u16)
+}
+
+/// [`check`] with the generated schema of message `index` (see [`schema_index`]): the same
+/// check without protobuf's reflection, whose descriptors take milliseconds to build.
+pub fn check_indexed(index: u16, bytes: &[u8]) -> Result<(), WireError> {
+    check_at(&Schema::Static(index), bytes, 0, 0)
+}
+
+/// Where the message-typed fields of a message come from.
+enum Schema {
+    Reflect(MessageDescriptor),
+    Static(u16),
+}
+
+impl Schema {
+    /// The schema of field `number` if it is of message type.
+    fn nested(&self, number: u32) -> Option<Schema> {
+        match self {
+            Schema::Reflect(md) => {
+                let field = md.field_by_number(number)?;
+                match field.runtime_field_type() {
+                    RuntimeFieldType::Singular(RuntimeType::Message(m))
+                    | RuntimeFieldType::Repeated(RuntimeType::Message(m)) => {
+                        Some(Schema::Reflect(m))
+                    }
+                    _ => None,
+                }
+            }
+            Schema::Static(i) => schema::WIRE_MESSAGES
+                .get(usize::from(*i))?
+                .1
+                .iter()
+                .find(|(n, _)| *n == number)
+                .map(|&(_, m)| Schema::Static(m)),
+        }
+    }
+}
+
+fn check_at(md: &Schema, bytes: &[u8], base: usize, depth: usize) -> Result<(), WireError> {
     if depth > MAX_DEPTH {
         return Err(WireError {
             offset: base,
@@ -96,15 +140,8 @@ fn check_at(
                 }
                 let len = len as usize;
                 let number = u32::try_from(tag >> 3).unwrap_or(0);
-                if let Some(field) = md.field_by_number(number) {
-                    let nested = match field.runtime_field_type() {
-                        RuntimeFieldType::Singular(RuntimeType::Message(m))
-                        | RuntimeFieldType::Repeated(RuntimeType::Message(m)) => Some(m),
-                        _ => None,
-                    };
-                    if let Some(m) = nested {
-                        check_at(&m, &bytes[pos..pos + len], base + pos, depth + 1)?;
-                    }
+                if let Some(m) = md.nested(number) {
+                    check_at(&m, &bytes[pos..pos + len], base + pos, depth + 1)?;
                 }
                 len
             }
@@ -133,6 +170,45 @@ mod tests {
 
     fn mm() -> MessageDescriptor {
         crate::pb::mm::Mm_entry::descriptor()
+    }
+
+    #[test]
+    fn generated_schema_matches_reflection_for_every_message() {
+        let all: Vec<_> = crate::registry::all_messages().collect();
+        assert!(all.len() > 100, "{}", all.len());
+        for md in all {
+            let i = schema_index(md.full_name())
+                .unwrap_or_else(|| panic!("{} not in the schema", md.full_name()));
+            for f in md.fields() {
+                let want = match f.runtime_field_type() {
+                    RuntimeFieldType::Singular(RuntimeType::Message(m))
+                    | RuntimeFieldType::Repeated(RuntimeType::Message(m)) => {
+                        Some(m.full_name().to_string())
+                    }
+                    _ => None,
+                };
+                let got = match Schema::Static(i).nested(f.number() as u32) {
+                    Some(Schema::Static(j)) => {
+                        Some(schema::WIRE_MESSAGES[usize::from(j)].0.to_string())
+                    }
+                    _ => None,
+                };
+                assert_eq!(got, want, "{}.{}", md.full_name(), f.name());
+            }
+        }
+    }
+
+    #[test]
+    fn check_indexed_same_verdicts_as_reflection() {
+        let i = schema_index("mm_entry").unwrap();
+        for bytes in [
+            &[0x08, 0x01, 0x6a, 0x02, 0x01, 0x02][..],
+            &[0x6a, 0xff, 0xff, 0x7f, 0x01],
+            &[0x72, 0x03, 0x0a, 0x7f, 0x00],
+            &[0x72, 0x02, 0x08, 0x01],
+        ] {
+            assert_eq!(check_indexed(i, bytes), check(&mm(), bytes), "{bytes:?}");
+        }
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     let images = &loaded.procs[0];
     let pid = images.pid;
     let _span = info_span!("restore", pid).entered();
-    info!(dir = %opts.images_dir.display(), processes = loaded.procs.len(), zombies = loaded.zombies.len(), "images read and checked");
+    info!(dir = %opts.images_dir.display(), processes = loaded.procs.len(), zombies = loaded.zombies.len(), elapsed = ?t0.elapsed(), "images read and checked");
     for p in &loaded.procs {
         preflight(p.pid)?;
         files::check_sizes(p)?;
