@@ -352,15 +352,14 @@ fn record(out: &mut CriuArgs, spec: &'static Spec, value: String) -> Result<(), 
     if spec.long == "verbosity" {
         if value.is_empty() {
             out.verbosity += 1;
-        } else if value.chars().all(|c| c == 'v') {
-            // -vvv arrives as -v with "vv" attached
+        } else if value.starts_with('v') {
+            // -vvv arrives as -v with "vv" attached (criu counts the characters)
             out.verbosity += 1 + value.len() as u32;
         } else {
-            out.verbosity = value.parse().map_err(|_| CliError::BadValue {
-                option: "verbosity".into(),
-                value: value.clone(),
-                what: "not a number",
-            })?;
+            // criu reads the level with atoi(): leading digits, anything else is 0. zdtm
+            // relies on it: its "-verbosity=0" is -v with "erbosity=0" attached.
+            let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+            out.verbosity = digits.parse().unwrap_or(0);
         }
     }
     out.values.entry(spec.long).or_default().push(value);
@@ -394,6 +393,15 @@ mod tests {
         assert_eq!(a.value("images-dir"), Some("/d"));
         assert_eq!(a.verbosity, 5);
         assert!(a.flag("restore-detached") && a.flag("shell-job"));
+    }
+
+    #[test]
+    fn parse_verbosity_reads_level_like_atoi() {
+        // zdtm passes "-verbosity=0": -v with "erbosity=0" attached, level 0 for criu.
+        assert_eq!(p("check -verbosity=0").unwrap().verbosity, 0);
+        assert_eq!(p("check --verbosity=3").unwrap().verbosity, 3);
+        assert_eq!(p("check -v4x").unwrap().verbosity, 4);
+        assert_eq!(p("check -v").unwrap().verbosity, 3);
     }
 
     #[test]
