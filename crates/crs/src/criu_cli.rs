@@ -122,7 +122,7 @@ const SPECS: &[Spec] = &[
     o("tls", None, N, true, false),
     o("tls-no-cn-verify", None, N, false, false),
     o("cgroup-yard", None, R, false, false),
-    o("pre-dump-mode", None, R, false, false),
+    o("pre-dump-mode", None, R, false, true),
     o("file-validation", None, R, false, true),
     o("skip-file-rwx-check", None, N, true, true),
     o("lsm-mount-context", None, R, false, false),

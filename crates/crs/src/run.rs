@@ -63,7 +63,6 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
     if !COMMANDS.contains(&cmd) {
         bail!("unknown command {cmd:?}");
     }
-    a.check_supported()?;
     let images_dir = a.value("images-dir").map(PathBuf::from);
     let work_dir = a
         .value("work-dir")
@@ -71,6 +70,15 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
         .or_else(|| images_dir.clone());
     let log = logging::log_path(a.value("log-file"), work_dir.as_deref());
     logging::init(a.verbosity, log.as_deref())?;
+    // After the log is set up: a refused option is then in the log too, where tools that
+    // drive criu (zdtm, runc) look for the reason.
+    a.check_supported()?;
+    if let Some(mode) = a.value("pre-dump-mode") {
+        // It only shapes pre-dumps (which crs refuses); a dump takes it and ignores it.
+        if mode != "splice" && mode != "read" {
+            bail!("--pre-dump-mode {mode:?}: must be splice or read");
+        }
+    }
     match cmd {
         "check" => check(a),
         "dump" => dump(a, images_dir),
@@ -88,22 +96,99 @@ fn images_dir_or_cwd(dir: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// CRIU 4.2's `check --feature` names, and what crs does about each: `Some(probes)` when
+/// crs implements what the feature is for (it holds if these kernel probes pass), `None`
+/// when crs does not, so a tool that asks (zdtm picks its test flavours this way) is told
+/// it is missing.
+const CRIU_FEATURES: &[(&str, Option<&[&str]>)] = &[
+    ("mnt_id", None),
+    ("mem_dirty_track", None),
+    ("aio_remap", None),
+    ("timerfd", Some(&[])),
+    ("tun", None),
+    ("tun_ns", None),
+    ("userns", None),
+    ("fdinfo_lock", Some(&[])),
+    ("seccomp_suspend", None),
+    ("seccomp_filters", None),
+    ("loginuid", None),
+    ("cgroupns", None),
+    ("autofs", None),
+    ("tcp_half_closed", None),
+    ("compat_cr", None),
+    ("uffd", None),
+    ("uffd-noncoop", None),
+    ("can_map_vdso", Some(&[])),
+    ("sk_ns", None),
+    ("sk_unix_file", Some(&[])),
+    ("net_diag_raw", None),
+    ("nsid", None),
+    ("link_nsid", None),
+    ("kcmp_epoll", None),
+    ("timens", None),
+    ("external_net_ns", None),
+    ("clone3_set_tid", Some(&["clone3_set_tid"])),
+    ("newifindex", None),
+    ("nftables", None),
+    ("has_ipt_legacy", None),
+    ("pidfd_store", None),
+    ("ns_pid", None),
+    ("apparmor_stacking", None),
+    ("network_lock_nftables", None),
+    ("sockopt_buf_lock", None),
+    ("memfd_hugetlb", None),
+    ("move_mount_set_group", None),
+    ("openat2", None),
+    ("get_rseq_conf", Some(&[])),
+    ("ipv6_freebind", None),
+    ("pagemap_scan", Some(&["pagemap_scan"])),
+    ("timer_cr_ids", Some(&[])),
+    ("overlayfs_maps", None),
+    ("breakpoints", None),
+    ("pagemap_scan_guard_pages", None),
+];
+
 fn check(a: &CriuArgs) -> Result<ExitCode> {
     let probes = crs_sys::probe::all();
     let wanted: Vec<&str> = a.all("feature").iter().map(String::as_str).collect();
+    let absent = |name: &str| {
+        probes.iter().find_map(|(n, p)| match p {
+            crs_sys::probe::Probe::Absent(why) if *n == name => Some(why.to_string()),
+            _ => None,
+        })
+    };
+    let mut bad = 0;
     for w in &wanted {
-        if !probes.iter().any(|(n, _)| n == w) {
-            bail!(
-                "unknown feature {w:?}; known: {}",
+        if probes.iter().any(|(n, _)| n == w) {
+            continue; // one of crs's own probes, reported below
+        }
+        match CRIU_FEATURES.iter().find(|(n, _)| n == w) {
+            None => bail!(
+                "unknown feature {w:?}; known: {}, and criu's: {}",
                 probes
                     .iter()
                     .map(|(n, _)| *n)
                     .collect::<Vec<_>>()
+                    .join(", "),
+                CRIU_FEATURES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
                     .join(", ")
-            );
+            ),
+            Some((_, None)) => {
+                eprintln!("Error: {w} is not supported by crs yet");
+                bad += 1;
+            }
+            Some((_, Some(needs))) => match needs.iter().find_map(|n| absent(n)) {
+                Some(why) => {
+                    eprintln!("Error: {w} is not supported: {why}");
+                    bad += 1;
+                }
+                None => println!("{w} is supported"),
+            },
         }
     }
-    let mut bad = 0;
     for (name, p) in &probes {
         if !wanted.is_empty() && !wanted.contains(name) {
             continue;
