@@ -86,6 +86,7 @@ zoo! {
     shared_anon => Workload::C("shmem"),
     memfds => Workload::C("memfd"),
     sysv_shm => Workload::C("sysv_shm"),
+    map_prot => Workload::C("map_prot"),
     python3_generator => Workload::Python("generator.py"),
     bash_loop => Workload::Bash("loop.sh"),
     inotify_watches => Workload::C("inotify"),

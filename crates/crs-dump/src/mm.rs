@@ -188,11 +188,12 @@ pub(crate) fn collect_vmas(proc_dir: &ProcDir, files: &mut FileTable) -> Result<
                     .path()
                     .join(format!("map_files/{:x}-{:x}", v.start, v.end));
                 let file = open_link(&link, pid)?;
-                let fdflags = if shared && prot & libc::PROT_WRITE as u32 != 0 {
-                    libc::O_RDWR as u32
-                } else {
-                    libc::O_RDONLY as u32
-                };
+                // As the file was opened (a read-only shared mapping of a read-write file
+                // may be mprotect'ed writable later), as CRIU records it.
+                let fdflags = proc_dir
+                    .map_file_access(v.start, v.end)
+                    .map_err(proc_err(pid, "map_files link mode"))?
+                    as u32;
                 let shown = proc_dir
                     .map_file_link(v.start, v.end)
                     .map_err(proc_err(pid, "map_files link"))?;
@@ -226,11 +227,12 @@ pub(crate) fn collect_vmas(proc_dir: &ProcDir, files: &mut FileTable) -> Result<
                 if !ft.is_file() && !devzero {
                     return Err(unsupported("mapping of a device"));
                 }
-                let fdflags = if shared && prot & libc::PROT_WRITE as u32 != 0 {
-                    libc::O_RDWR as u32
-                } else {
-                    libc::O_RDONLY as u32
-                };
+                // As the file was opened (a read-only shared mapping of a read-write file
+                // may be mprotect'ed writable later), as CRIU records it.
+                let fdflags = proc_dir
+                    .map_file_access(v.start, v.end)
+                    .map_err(proc_err(pid, "map_files link mode"))?
+                    as u32;
                 // The kernel's name, with " (deleted)" for an unlinked file.
                 let shown = proc_dir
                     .map_file_link(v.start, v.end)

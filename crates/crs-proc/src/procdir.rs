@@ -97,6 +97,17 @@ impl Dir0 {
         Ok(PathBuf::from(OsString::from_vec(target.into_bytes())))
     }
 
+    /// The mode bits of the symlink `rel` itself (not followed).
+    fn link_mode(&self, rel: &str) -> Result<u32, Error> {
+        let st = rustix::fs::statat(&self.fd, rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(
+            |e| Error::Read {
+                path: self.sub(rel),
+                source: e.into(),
+            },
+        )?;
+        Ok(st.st_mode)
+    }
+
     /// Names in directory `rel` (without `.` and `..`).
     fn list(&self, rel: &str) -> Result<Vec<Vec<u8>>, Error> {
         let err = |e: rustix::io::Errno| Error::ListDir {
@@ -325,6 +336,17 @@ impl ProcDir {
     /// Target of `map_files/<start>-<end>` (needs CAP_SYS_ADMIN).
     pub fn map_file_link(&self, start: u64, end: u64) -> Result<PathBuf, Error> {
         self.dir.readlink(&Self::map_file_name(start, end))
+    }
+
+    /// How the file behind a mapping was opened: the `map_files/` link's owner read/write
+    /// bits are its open mode (0o400 read, 0o200 write), as O_RDONLY / O_WRONLY / O_RDWR.
+    pub fn map_file_access(&self, start: u64, end: u64) -> Result<i32, Error> {
+        let mode = self.dir.link_mode(&Self::map_file_name(start, end))?;
+        Ok(match mode & 0o600 {
+            0o600 => 2, // O_RDWR
+            0o200 => 1, // O_WRONLY
+            _ => 0,     // O_RDONLY
+        })
     }
 
     /// Opens the file behind a mapping through `map_files/` (works for deleted files and
