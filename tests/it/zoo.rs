@@ -87,6 +87,7 @@ zoo! {
     memfds => Workload::C("memfd"),
     sysv_shm => Workload::C("sysv_shm"),
     map_prot => Workload::C("map_prot"),
+    stopped_child => Workload::C("stopped"),
     python3_generator => Workload::Python("generator.py"),
     bash_loop => Workload::Bash("loop.sh"),
     inotify_watches => Workload::C("inotify"),

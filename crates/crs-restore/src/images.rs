@@ -419,14 +419,33 @@ fn reg_of(f: &File_entry) -> Result<&Reg_file_entry, RestoreError> {
     Ok(reg)
 }
 
+/// task_state of a live task in core.tc.
+const TASK_ALIVE: u32 = 1;
+/// task_state of a task stopped by a job-control signal (its `stop_signo`).
+pub(crate) const TASK_STOPPED: u32 = 3;
+
 fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
     check_thread(name, core)?;
     let tc = core.tc.as_ref().ok_or_else(|| invalid(name, "no tc"))?;
-    if tc.task_state() != 1 {
-        return Err(unsupported(format!(
-            "task state {} (only alive tasks)",
-            tc.task_state()
-        )));
+    // Alive, or stopped by a job-control signal (stopped again before it is let go).
+    match tc.task_state() {
+        TASK_ALIVE => {}
+        TASK_STOPPED => {
+            if !matches!(
+                tc.stop_signo() as i32,
+                0 | libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+            ) {
+                return Err(invalid(
+                    name,
+                    format!("stopped by signal {}, not a stop signal", tc.stop_signo()),
+                ));
+            }
+        }
+        other => {
+            return Err(unsupported(format!(
+                "task state {other} (only alive and stopped tasks)"
+            )))
+        }
     }
     if tc.sigactions.len() > 64 {
         return Err(invalid(name, format!("{} sigactions", tc.sigactions.len())));

@@ -221,7 +221,8 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
                 Ok(())
             }
         })
-        .and_then(|()| write_pidfile(opts.pidfile.as_deref(), pid));
+        .and_then(|()| write_pidfile(opts.pidfile.as_deref(), pid))
+        .and_then(|()| queue_stop_signals(&loaded));
     if let Err(e) = built {
         if let Err(k) = tree.release(Release::Kill) {
             warn!(error = %k, "killing the half-restored tree");
@@ -962,6 +963,32 @@ fn choose_trampoline(procs: &[Images]) -> Result<u64, RestoreError> {
         }
     }
     Err(RestoreError::NoTrampolineRoom)
+}
+
+/// Stopped tasks get their stop signal last: pending while they are held, it stops them
+/// as soon as they are let go, before they run a single instruction.
+fn queue_stop_signals(loaded: &Tree) -> Result<(), RestoreError> {
+    for p in &loaded.procs {
+        let Some(tc) = p.core.tc.as_ref() else {
+            continue;
+        };
+        if tc.task_state() != images::TASK_STOPPED {
+            continue;
+        }
+        let sig = match tc.stop_signo() {
+            0 => libc::SIGSTOP,
+            s => s as i32,
+        };
+        let sig = nix::sys::signal::Signal::try_from(sig).expect("checked at load");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig).map_err(|e| {
+            RestoreError::Syscall {
+                pid: p.pid,
+                what: format!("kill({sig}) to leave the task stopped as it was"),
+                errno: e as i64,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// What crs made for the whole tree before building its processes.
