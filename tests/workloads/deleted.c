@@ -1,5 +1,6 @@
 /* An open file whose path was unlinked (a ghost file), at an offset, with contents that
- * must survive; plus a deleted file whose name was then reused by another file. */
+ * must survive; a deleted file whose name was then reused by another file; and an
+ * O_TMPFILE file (never linked; its status flags carry O_TMPFILE). */
 #include "zoo.h"
 
 static char content[100000];
@@ -9,7 +10,7 @@ int main(int argc, char **argv)
 	char *p, *q, buf[64];
 	static char back[sizeof(content)];
 	struct stat st;
-	int fd, fd2, other;
+	int fd, fd2, other, tmp;
 	ssize_t n;
 
 	zoo_init(argc, argv);
@@ -29,6 +30,9 @@ int main(int argc, char **argv)
 	if (other < 0 || write(other, "new file", 8) != 8)
 		zoo_die("reused.txt again");
 	close(other);
+	tmp = open(zoo_tmp, O_RDWR | O_TMPFILE, 0640);
+	if (tmp < 0 || write(tmp, "tmpfile data", 12) != 12)
+		zoo_die("O_TMPFILE");
 
 	zoo_ready();
 	if (zoo_corrupt)
@@ -50,5 +54,10 @@ int main(int argc, char **argv)
 	ZOO_CHECK(fstat(fd2, &st) == 0 && st.st_nlink == 0, "deleted reused.txt has links");
 	ZOO_CHECK(zoo_read_file(q, buf, sizeof(buf)) == 8 && strcmp(buf, "new file") == 0,
 		  "the new reused.txt differs: %s", buf);
+	ZOO_CHECK(lseek(tmp, 0, SEEK_CUR) == 12, "tmpfile offset %lld",
+		  (long long)lseek(tmp, 0, SEEK_CUR));
+	n = pread(tmp, buf, sizeof(buf), 0);
+	ZOO_CHECK(n == 12 && memcmp(buf, "tmpfile data", 12) == 0, "tmpfile contents differ");
+	ZOO_CHECK((fcntl(tmp, F_GETFL) & O_ACCMODE) == O_RDWR, "tmpfile not read-write");
 	return zoo_done();
 }

@@ -38,6 +38,18 @@ use crate::RestoreError;
 
 /// Open flags that must not be replayed.
 const STRIP: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC;
+/// The flags to open a regular file with, from its dumped status flags: without the
+/// creation flags, and without O_TMPFILE (which carries O_DIRECTORY) for a file made with
+/// `open(dir, O_TMPFILE)`: it comes back as its ghost file, which is no directory.
+fn open_flags(dumped: u32) -> i32 {
+    const TMPFILE_BIT: i32 = libc::O_TMPFILE & !libc::O_DIRECTORY;
+    let mut f = dumped as i32 & !STRIP;
+    if f & TMPFILE_BIT != 0 {
+        f &= !libc::O_TMPFILE;
+    }
+    f | libc::O_LARGEFILE
+}
+
 /// Old CRIU marked a ghost remap with this bit of `remap_id` instead of `remap_type`.
 const REMAP_GHOST: u32 = 1 << 31;
 
@@ -374,7 +386,7 @@ fn reg_file(
     };
     Ok(PlannedFile {
         path: cstring(&path)?,
-        flags: (reg.flags() as i32 & !STRIP) | libc::O_LARGEFILE,
+        flags: open_flags(reg.flags()),
         // An O_PATH fd has no position (lseek on it is EBADF).
         pos: if reg.flags() as i32 & libc::O_PATH != 0 {
             0
@@ -736,6 +748,19 @@ mod tests {
         for id in [4, 14] {
             assert_eq!(pipe_of(&files[&id]).unwrap().pipe_id(), 2296329);
         }
+    }
+
+    #[test]
+    fn open_flags_drop_tmpfile_and_creation_bits() {
+        let tmpfile = (libc::O_RDWR | libc::O_TMPFILE | libc::O_LARGEFILE) as u32;
+        assert_eq!(open_flags(tmpfile), libc::O_RDWR | libc::O_LARGEFILE);
+        let dir = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;
+        assert_eq!(open_flags(dir), libc::O_DIRECTORY | libc::O_LARGEFILE);
+        let created = (libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND) as u32;
+        assert_eq!(
+            open_flags(created),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_LARGEFILE
+        );
     }
 
     #[test]
