@@ -280,7 +280,10 @@ impl FileTable {
                 let id = self.alloc();
                 let fown = fown_of(&file);
                 let opts = sk_opts(&file).map_err(io_err("reading the options of"))?;
-                let msgs = if d.state == STATE_LISTEN {
+                // A listener queues connections, not data; a stream or seqpacket socket
+                // never connected has no queue (recv on it fails: EINVAL, ENOTCONN).
+                let never_connected = d.state == STATE_CLOSE && kind != libc::SOCK_DGRAM as u32;
+                let msgs = if d.state == STATE_LISTEN || never_connected {
                     Vec::new()
                 } else {
                     peek_queue(&file, stream).map_err(|e| match e {
