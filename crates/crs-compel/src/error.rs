@@ -128,6 +128,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("reading the signal thread {tid} is stopped with")]
+    GetSiginfo {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("thread {tid} has every signal a syscall batch can stop with queued")]
+    NoStopSignal { tid: Tid },
+    #[error("a syscall batch in thread {tid} stopped with its entry pointer at {at:#x}, outside its table")]
+    BatchLost { tid: Tid, at: u64 },
     #[error("no executable syscall instruction found in process {pid}")]
     NoSyscallSite { pid: Tid },
     #[error("mapping the scratch area in process {pid} failed with errno {errno}")]

@@ -9,11 +9,17 @@ use crs_sys::{pidfd, RemoteAddr, Tid};
 use tracing::{debug, trace};
 
 use crate::arch::{Arch, Host};
+use crate::batch::BatchSite;
 use crate::tree::{SeizedThread, SeizedTree};
 use crate::{procfs, Error, Result};
 
 /// Size of the scratch area mapped on demand in a process for pointer arguments.
 pub const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Bytes of the batch table compel maps with the scratch area (256 entries).
+const BATCH_TABLE: usize = 16 * 1024;
+
+const PAGE: usize = 4096;
 
 /// Every signal blocked (the kernel keeps SIGKILL and SIGSTOP deliverable).
 const BLOCK_ALL: u64 = !0;
@@ -63,8 +69,15 @@ impl SeizedTree {
     }
 
     /// A private read-write area of [`SCRATCH_SIZE`] bytes in process `pid`, for syscall
-    /// arguments that are pointers. Mapped on first use by an injected mmap; unmapped at
-    /// release.
+    /// arguments that are pointers. Mapped on first use, with the process's batch site
+    /// (see [`SeizedTree::syscalls`]); unmapped at release.
+    ///
+    /// ```text
+    /// [code page R-X: BATCH_CODE][scratch RW: SCRATCH_SIZE][batch table RW: BATCH_TABLE]
+    /// ```
+    /// One mmap read+exec, the code written through /proc/PID/mem, then one mprotect to
+    /// read+write of the rest: no mapping is ever writable and executable, so this works
+    /// under PR_SET_MDWE too.
     pub fn scratch(&mut self, pid: Tid) -> Result<RemoteRange> {
         let proc_ = self.procs.get(&pid).ok_or(Error::NotSeized { tid: pid })?;
         if let Some(s) = proc_.scratch {
@@ -75,13 +88,14 @@ impl SeizedTree {
             .first()
             .ok_or(Error::NotSeized { tid: pid })?
             .tid;
+        let total = PAGE + SCRATCH_SIZE + BATCH_TABLE;
         let ret = self.syscall(
             tid,
             libc::SYS_mmap,
             [
                 0,
-                SCRATCH_SIZE as u64,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                total as u64,
+                (libc::PROT_READ | libc::PROT_EXEC) as u64,
                 (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
                 u64::MAX,
                 0,
@@ -90,12 +104,42 @@ impl SeizedTree {
         if (-4095..0).contains(&ret) {
             return Err(Error::ScratchMap { pid, errno: -ret });
         }
+        let base = ret as u64;
+        self.procs.get_mut(&pid).expect("checked above").own_map = Some(RemoteRange {
+            addr: RemoteAddr(base),
+            len: total,
+        });
+        let ret = self.syscall(
+            tid,
+            libc::SYS_mprotect,
+            [
+                base + PAGE as u64,
+                (SCRATCH_SIZE + BATCH_TABLE) as u64,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        if (-4095..0).contains(&ret) {
+            return Err(Error::ScratchMap { pid, errno: -ret });
+        }
         let range = RemoteRange {
-            addr: RemoteAddr(ret as u64),
+            addr: RemoteAddr(base + PAGE as u64),
             len: SCRATCH_SIZE,
         };
-        debug!(pid, addr = %range.addr, "scratch mapped");
         self.procs.get_mut(&pid).expect("checked above").scratch = Some(range);
+        self.set_batch_site(
+            pid,
+            BatchSite {
+                code: RemoteAddr(base),
+                table: RemoteRange {
+                    addr: RemoteAddr(base + (PAGE + SCRATCH_SIZE) as u64),
+                    len: BATCH_TABLE,
+                },
+            },
+        )?;
+        debug!(pid, addr = %range.addr, "scratch and batch site mapped");
         Ok(range)
     }
 
@@ -103,7 +147,9 @@ impl SeizedTree {
         let Some(proc_) = self.procs.get_mut(&pid) else {
             return Ok(());
         };
-        let Some(range) = proc_.scratch.take() else {
+        proc_.scratch = None;
+        proc_.batch = None;
+        let Some(range) = proc_.own_map.take() else {
             return Ok(());
         };
         let Some(tid) = proc_.threads.first().map(|t| t.tid) else {
@@ -191,7 +237,12 @@ fn find_syscall_site(pid: Tid) -> Result<RemoteAddr> {
 }
 
 /// Runs one syscall in `thread` and puts it back as it was.
-fn inject(thread: &mut SeizedThread, site: RemoteAddr, nr: i64, args: &[u64; 6]) -> Result<i64> {
+pub(crate) fn inject(
+    thread: &mut SeizedThread,
+    site: RemoteAddr,
+    nr: i64,
+    args: &[u64; 6],
+) -> Result<i64> {
     let tid = thread.tid;
     let saved = thread.regs;
     Host::check_native(&saved).map_err(|cs| Error::CompatMode { tid, cs })?;

@@ -26,6 +26,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod arch;
+mod batch;
 mod error;
 mod freezer;
 mod inject;
@@ -34,6 +35,7 @@ mod state;
 mod tree;
 
 pub use arch::{Arch, Host, Regs, Restart};
+pub use batch::{BatchSite, Call, BATCH_CODE, ENTRY_SIZE};
 pub use crs_sys::remote::RemoteRange;
 pub use crs_sys::{RemoteAddr, Tid};
 pub use error::Error;

@@ -89,6 +89,9 @@ pub struct SeizedProcess {
     pub(crate) pidfd: Option<OwnedFd>,
     pub(crate) syscall_site: Option<RemoteAddr>,
     pub(crate) scratch: Option<RemoteRange>,
+    pub(crate) batch: Option<crate::batch::BatchSite>,
+    /// What compel mapped in the process (batch code, scratch, batch table).
+    pub(crate) own_map: Option<RemoteRange>,
 }
 
 impl SeizedProcess {
@@ -404,6 +407,8 @@ impl SeizedTree {
             pidfd: pidfd::pidfd_open(pid, 0).ok(),
             syscall_site: None,
             scratch: None,
+            batch: None,
+            own_map: None,
         });
         debug!(pid, tid, stopped, ip = %Host::ip(&regs), "thread held");
         proc_.threads.push(SeizedThread {

@@ -1,9 +1,10 @@
 //! What only the task itself can answer, asked by running syscalls inside it: sigactions,
 //! itimers, POSIX timer values, sigaltstack, TLS, prctl values, brk.
 
-use crs_compel::{RemoteAddr, SeizedTree, Tid};
+use crs_compel::{Call, RemoteAddr, SeizedTree, Tid};
 use crs_sys::remote::RemoteRange;
 
+use crate::core::ThreadExtra;
 use crate::error::{compel_err, DumpError, Result};
 
 /// Runs syscalls in the threads of one held process, with its scratch area for results.
@@ -74,6 +75,84 @@ const PR_GET_THP_DISABLE: u64 = 42;
 pub(crate) const GDT_ENTRY_TLS_MIN: u32 = 12;
 pub(crate) const GDT_ENTRY_TLS_NUM: u32 = 3;
 
+/// Syscalls planned for one batch, with the scratch memory their results go to.
+#[derive(Default)]
+struct Plan {
+    calls: Vec<Call>,
+    names: Vec<&'static str>,
+    /// Bytes of scratch handed out so far (from offset 0).
+    used: usize,
+}
+
+impl Plan {
+    fn call(&mut self, name: &'static str, nr: i64, args: [u64; 6]) -> usize {
+        self.calls.push(Call::new(nr, args));
+        self.names.push(name);
+        self.calls.len() - 1
+    }
+
+    /// `len` bytes of scratch for one result; returns their offset.
+    fn buf(&mut self, len: usize) -> usize {
+        let off = self.used;
+        self.used += len.next_multiple_of(8);
+        off
+    }
+}
+
+/// What a batch came to: the results of its calls and the scratch they wrote.
+struct Answers {
+    results: Vec<i64>,
+    mem: Vec<u8>,
+}
+
+impl Answers {
+    fn u64(&self, off: usize) -> u64 {
+        u64_at(&self.mem, off)
+    }
+
+    fn u32(&self, off: usize) -> u32 {
+        u32_at(&self.mem, off)
+    }
+
+    fn timer(&self, off: usize) -> TimerVal {
+        TimerVal {
+            interval: (self.u64(off), self.u64(off + 8)),
+            value: (self.u64(off + 16), self.u64(off + 24)),
+        }
+    }
+}
+
+/// What a process answers as a whole (asked in its leader).
+#[derive(Clone, Debug)]
+pub(crate) struct ProcessAnswers {
+    /// Every sigaction, indexed by signal number - 1 (default for those not asked).
+    pub sigactions: Vec<KSigaction>,
+    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF (microseconds).
+    pub itimers: [TimerVal; 3],
+    /// `timer_gettime` (nanoseconds) and `timer_getoverrun` of each POSIX timer asked.
+    pub posix: Vec<(TimerVal, u32)>,
+    pub child_subreaper: bool,
+    pub dumpable: i32,
+    pub thp_disabled: bool,
+    /// The current program break.
+    pub brk: u64,
+}
+
+/// Where the per-thread answers of a plan are.
+struct ThreadSlots {
+    robust: (usize, usize),
+    policy: usize,
+    prio: usize,
+    param: usize,
+    sas: usize,
+    pdeath: usize,
+    secbits: usize,
+    clear_tid: usize,
+}
+
+/// POSIX timers asked in one batch at most (32 bytes of scratch each).
+const TIMERS_PER_BATCH: usize = 256;
+
 impl<'a> Remote<'a> {
     pub(crate) fn new(tree: &'a mut SeizedTree, pid: Tid) -> Result<Remote<'a>> {
         let scratch = tree
@@ -86,20 +165,44 @@ impl<'a> Remote<'a> {
         self.scratch.addr.get() + off as u64
     }
 
-    /// Runs a syscall; a negative errno result is an error naming `call`.
-    fn call(&mut self, tid: Tid, call: &'static str, nr: i64, args: [u64; 6]) -> Result<i64> {
-        let ret = self
-            .tree
-            .syscall(tid, nr, args)
-            .map_err(compel_err(tid, call))?;
-        if (-4095..0).contains(&ret) {
+    /// Runs `plan` in `tid` as one batch and reads back the scratch it wrote. A call that
+    /// fails is an error naming it, as if it had run alone.
+    fn run(&mut self, tid: Tid, plan: &Plan) -> Result<Answers> {
+        if plan.used > self.scratch.len {
             return Err(DumpError::Remote {
                 tid,
-                call,
-                errno: -ret,
+                call: "a batch larger than the scratch area",
+                errno: libc::E2BIG as i64,
             });
         }
-        Ok(ret)
+        // Some answers are ints written into 8-byte slots.
+        self.write(0, &vec![0u8; plan.used])?;
+        let results = self
+            .tree
+            .syscalls(tid, &plan.calls)
+            .map_err(compel_err(tid, "running a batch of injected syscalls"))?;
+        for (i, name) in plan.names.iter().enumerate() {
+            match results.get(i) {
+                Some(&ret) if (-4095..0).contains(&ret) => {
+                    return Err(DumpError::Remote {
+                        tid,
+                        call: name,
+                        errno: -ret,
+                    })
+                }
+                Some(_) => {}
+                // The batch stops only at a failing call, reported above.
+                None => {
+                    return Err(DumpError::Remote {
+                        tid,
+                        call: name,
+                        errno: 0,
+                    })
+                }
+            }
+        }
+        let mem = self.read(0, plan.used)?;
+        Ok(Answers { results, mem })
     }
 
     fn read(&self, off: usize, len: usize) -> Result<Vec<u8>> {
@@ -116,202 +219,259 @@ impl<'a> Remote<'a> {
             .map_err(compel_err(self.pid, "writing the scratch area"))
     }
 
-    /// Every sigaction, indexed by signal number - 1 (SIGKILL and SIGSTOP included, as the
-    /// kernel reports them).
-    pub(crate) fn sigactions(&mut self, tid: Tid, asked: u64) -> Result<Vec<KSigaction>> {
-        let mut got = vec![KSigaction::default(); NSIG];
+    /// What the process answers as a whole, and what its leader answers as a thread: one
+    /// batch in the leader (plus one per [`TIMERS_PER_BATCH`] POSIX timers when there are
+    /// more). `asked`: the signals whose sigaction is wanted (bit n-1 = signal n;
+    /// SIGKILL and SIGSTOP are never asked). `timers`: POSIX timer ids.
+    pub(crate) fn process(
+        &mut self,
+        asked: u64,
+        timers: &[i32],
+    ) -> Result<(ProcessAnswers, ThreadExtra)> {
+        let pid = self.pid;
+        let mut plan = Plan::default();
         let wanted = |sig: usize| {
             sig != libc::SIGKILL as usize
                 && sig != libc::SIGSTOP as usize
                 && asked & (1u64 << (sig - 1)) != 0
         };
+        let mut sa_slots = Vec::new();
         for sig in (1..=NSIG).filter(|&s| wanted(s)) {
-            let old = self.at((sig - 1) * KSIGACTION_SIZE);
-            self.call(
-                tid,
+            let off = plan.buf(KSIGACTION_SIZE);
+            let old = self.at(off);
+            plan.call(
                 "rt_sigaction",
                 libc::SYS_rt_sigaction,
                 [sig as u64, 0, old, 8, 0, 0],
-            )?;
+            );
+            sa_slots.push((sig, off));
         }
-        let b = self.read(0, NSIG * KSIGACTION_SIZE)?;
-        for (i, slot) in got.iter_mut().enumerate() {
-            if !wanted(i + 1) {
-                continue;
-            }
-            let o = i * KSIGACTION_SIZE;
-            *slot = KSigaction {
-                handler: u64_at(&b, o),
-                flags: u64_at(&b, o + 8),
-                restorer: u64_at(&b, o + 16),
-                mask: u64_at(&b, o + 24),
-            };
-        }
-        Ok(got)
-    }
-
-    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF (microseconds).
-    pub(crate) fn itimers(&mut self, tid: Tid) -> Result<[TimerVal; 3]> {
-        let mut out = [TimerVal::default(); 3];
-        for (which, slot) in out.iter_mut().enumerate() {
-            self.call(
-                tid,
+        let mut it_slots = [0usize; 3];
+        for (which, slot) in it_slots.iter_mut().enumerate() {
+            *slot = plan.buf(32);
+            let p = self.at(*slot);
+            plan.call(
                 "getitimer",
                 libc::SYS_getitimer,
-                [which as u64, self.at(0), 0, 0, 0, 0],
-            )?;
-            let b = self.read(0, 32)?;
-            *slot = TimerVal {
-                interval: (u64_at(&b, 0), u64_at(&b, 8)),
-                value: (u64_at(&b, 16), u64_at(&b, 24)),
+                [which as u64, p, 0, 0, 0, 0],
+            );
+        }
+        let inline = timers.len() <= TIMERS_PER_BATCH;
+        let mut timer_slots = Vec::new();
+        if inline {
+            timer_slots = self.plan_timers(&mut plan, timers);
+        }
+        let off = plan.buf(8);
+        let subreaper = plan.call(
+            "prctl(PR_GET_CHILD_SUBREAPER)",
+            libc::SYS_prctl,
+            [PR_GET_CHILD_SUBREAPER, self.at(off), 0, 0, 0, 0],
+        );
+        let subreaper = (subreaper, off);
+        let dumpable = plan.call(
+            "prctl(PR_GET_DUMPABLE)",
+            libc::SYS_prctl,
+            [PR_GET_DUMPABLE, 0, 0, 0, 0, 0],
+        );
+        let thp = plan.call(
+            "prctl(PR_GET_THP_DISABLE)",
+            libc::SYS_prctl,
+            [PR_GET_THP_DISABLE, 0, 0, 0, 0, 0],
+        );
+        let brk = plan.call("brk", libc::SYS_brk, [0; 6]);
+        let slots = self.plan_thread(&mut plan);
+        let a = self.run(pid, &plan)?;
+
+        let mut sigactions = vec![KSigaction::default(); NSIG];
+        for (sig, off) in sa_slots {
+            sigactions[sig - 1] = KSigaction {
+                handler: a.u64(off),
+                flags: a.u64(off + 8),
+                restorer: a.u64(off + 16),
+                mask: a.u64(off + 24),
             };
         }
-        Ok(out)
-    }
-
-    /// `timer_gettime` and `timer_getoverrun` of POSIX timer `id` (nanoseconds).
-    pub(crate) fn posix_timer(&mut self, tid: Tid, id: i32) -> Result<(TimerVal, u32)> {
-        self.call(
-            tid,
-            "timer_gettime",
-            libc::SYS_timer_gettime,
-            [id as u64, self.at(0), 0, 0, 0, 0],
-        )?;
-        let b = self.read(0, 32)?;
-        let overrun = self.call(
-            tid,
-            "timer_getoverrun",
-            libc::SYS_timer_getoverrun,
-            [id as u64, 0, 0, 0, 0, 0],
-        )?;
-        Ok((
-            TimerVal {
-                interval: (u64_at(&b, 0), u64_at(&b, 8)),
-                value: (u64_at(&b, 16), u64_at(&b, 24)),
-            },
-            overrun as u32,
-        ))
-    }
-
-    pub(crate) fn sigaltstack(&mut self, tid: Tid) -> Result<AltStack> {
-        self.call(
-            tid,
-            "sigaltstack",
-            libc::SYS_sigaltstack,
-            [0, self.at(0), 0, 0, 0, 0],
-        )?;
-        let b = self.read(0, 24)?;
-        Ok(AltStack {
-            sp: u64_at(&b, 0),
-            flags: u32_at(&b, 8),
-            size: u64_at(&b, 16),
-        })
-    }
-
-    /// The three TLS descriptors of the GDT (read with ptrace: get_thread_area is not a
-    /// 64-bit syscall).
-    pub(crate) fn tls(&mut self, tid: Tid) -> Result<Vec<UserDesc>> {
-        let mut out = Vec::new();
-        for n in GDT_ENTRY_TLS_MIN..GDT_ENTRY_TLS_MIN + GDT_ENTRY_TLS_NUM {
-            let d = crs_sys::dump::get_thread_area(tid, n).map_err(|source| DumpError::File {
-                what: "PTRACE_GET_THREAD_AREA of thread",
-                path: tid.to_string().into(),
-                source,
-            })?;
-            out.push(UserDesc {
-                entry_number: d[0],
-                base_addr: d[1],
-                limit: d[2],
-                flags: d[3],
-            });
+        let itimers = it_slots.map(|off| a.timer(off));
+        let mut posix = Vec::with_capacity(timers.len());
+        if inline {
+            posix.extend(
+                timer_slots
+                    .iter()
+                    .map(|&(off, i)| (a.timer(off), a.results[i] as u32)),
+            );
+        } else {
+            for chunk in timers.chunks(TIMERS_PER_BATCH) {
+                let mut tp = Plan::default();
+                let slots = self.plan_timers(&mut tp, chunk);
+                let t = self.run(pid, &tp)?;
+                posix.extend(
+                    slots
+                        .iter()
+                        .map(|&(off, i)| (t.timer(off), t.results[i] as u32)),
+                );
+            }
         }
-        Ok(out)
+        let answers = ProcessAnswers {
+            sigactions,
+            itimers,
+            posix,
+            child_subreaper: a.u32(subreaper.1) != 0,
+            dumpable: a.results[dumpable] as i32,
+            thp_disabled: a.results[thp] != 0,
+            brk: a.results[brk] as u64,
+        };
+        let extra = self.thread_extra(pid, &a, &slots)?;
+        Ok((answers, extra))
     }
 
-    fn prctl_ptr_u64(&mut self, tid: Tid, call: &'static str, option: u64) -> Result<u64> {
-        self.write(0, &[0u8; 8])?;
-        self.call(tid, call, libc::SYS_prctl, [option, self.at(0), 0, 0, 0, 0])?;
-        Ok(u64_at(&self.read(0, 8)?, 0))
+    /// timer_gettime + timer_getoverrun of each of `ids`: (scratch offset of the value,
+    /// index of the overrun call).
+    fn plan_timers(&self, plan: &mut Plan, ids: &[i32]) -> Vec<(usize, usize)> {
+        ids.iter()
+            .map(|&id| {
+                let off = plan.buf(32);
+                plan.call(
+                    "timer_gettime",
+                    libc::SYS_timer_gettime,
+                    [id as u64, self.at(off), 0, 0, 0, 0],
+                );
+                let i = plan.call(
+                    "timer_getoverrun",
+                    libc::SYS_timer_getoverrun,
+                    [id as u64, 0, 0, 0, 0, 0],
+                );
+                (off, i)
+            })
+            .collect()
     }
 
-    fn prctl_ret(&mut self, tid: Tid, call: &'static str, option: u64) -> Result<i64> {
-        self.call(tid, call, libc::SYS_prctl, [option, 0, 0, 0, 0, 0])
+    /// What a thread other than the leader answers: one batch in it.
+    pub(crate) fn thread(&mut self, tid: Tid) -> Result<ThreadExtra> {
+        let mut plan = Plan::default();
+        let slots = self.plan_thread(&mut plan);
+        let a = self.run(tid, &plan)?;
+        self.thread_extra(tid, &a, &slots)
     }
 
-    pub(crate) fn clear_tid_address(&mut self, tid: Tid) -> Result<u64> {
-        self.prctl_ptr_u64(tid, "prctl(PR_GET_TID_ADDRESS)", PR_GET_TID_ADDRESS)
-    }
-
-    pub(crate) fn pdeath_signal(&mut self, tid: Tid) -> Result<u32> {
-        Ok(self.prctl_ptr_u64(tid, "prctl(PR_GET_PDEATHSIG)", PR_GET_PDEATHSIG)? as u32)
-    }
-
-    pub(crate) fn child_subreaper(&mut self, tid: Tid) -> Result<bool> {
-        Ok(
-            self.prctl_ptr_u64(tid, "prctl(PR_GET_CHILD_SUBREAPER)", PR_GET_CHILD_SUBREAPER)?
-                as u32
-                != 0,
-        )
-    }
-
-    pub(crate) fn dumpable(&mut self, tid: Tid) -> Result<i32> {
-        Ok(self.prctl_ret(tid, "prctl(PR_GET_DUMPABLE)", PR_GET_DUMPABLE)? as i32)
-    }
-
-    pub(crate) fn thp_disabled(&mut self, tid: Tid) -> Result<bool> {
-        Ok(self.prctl_ret(tid, "prctl(PR_GET_THP_DISABLE)", PR_GET_THP_DISABLE)? != 0)
-    }
-
-    pub(crate) fn securebits(&mut self, tid: Tid) -> Result<u32> {
-        Ok(self.prctl_ret(tid, "prctl(PR_GET_SECUREBITS)", PR_GET_SECUREBITS)? as u32)
-    }
-
-    /// The current program break.
-    pub(crate) fn brk(&mut self, tid: Tid) -> Result<u64> {
-        Ok(self.call(tid, "brk", libc::SYS_brk, [0; 6])? as u64)
-    }
-
-    /// The robust futex list head and its length.
-    pub(crate) fn robust_list(&mut self, tid: Tid) -> Result<(u64, u32)> {
-        self.call(
-            tid,
+    /// The per-thread questions: robust list, scheduling, sigaltstack, parent-death
+    /// signal, securebits, clear-tid address.
+    fn plan_thread(&self, plan: &mut Plan) -> ThreadSlots {
+        let head = plan.buf(8);
+        let len = plan.buf(8);
+        plan.call(
             "get_robust_list",
             libc::SYS_get_robust_list,
-            [0, self.at(0), self.at(8), 0, 0, 0],
-        )?;
-        let b = self.read(0, 16)?;
-        Ok((u64_at(&b, 0), u64_at(&b, 8) as u32))
-    }
-
-    /// Scheduling policy (with SCHED_RESET_ON_FORK), nice, and the RT priority when the
-    /// policy is SCHED_FIFO or SCHED_RR.
-    pub(crate) fn sched(&mut self, tid: Tid) -> Result<(u32, i32, Option<u32>)> {
-        let policy = self.call(
-            tid,
-            "sched_getscheduler",
-            libc::SYS_sched_getscheduler,
-            [0; 6],
-        )? as u32;
-        // The raw syscall returns 20 - nice so that it is never negative.
-        let prio = self.call(
-            tid,
+            [0, self.at(head), self.at(len), 0, 0, 0],
+        );
+        let policy = plan.call("sched_getscheduler", libc::SYS_sched_getscheduler, [0; 6]);
+        let prio = plan.call(
             "getpriority",
             libc::SYS_getpriority,
             [libc::PRIO_PROCESS as u64, 0, 0, 0, 0, 0],
-        )?;
-        let nice = 20 - prio as i32;
+        );
+        // Asked whatever the policy (it answers 0 for the others), used for FIFO and RR.
+        let param = plan.buf(8);
+        plan.call(
+            "sched_getparam",
+            libc::SYS_sched_getparam,
+            [0, self.at(param), 0, 0, 0, 0],
+        );
+        let sas = plan.buf(24);
+        plan.call(
+            "sigaltstack",
+            libc::SYS_sigaltstack,
+            [0, self.at(sas), 0, 0, 0, 0],
+        );
+        let pdeath = plan.buf(8);
+        plan.call(
+            "prctl(PR_GET_PDEATHSIG)",
+            libc::SYS_prctl,
+            [PR_GET_PDEATHSIG, self.at(pdeath), 0, 0, 0, 0],
+        );
+        let secbits = plan.call(
+            "prctl(PR_GET_SECUREBITS)",
+            libc::SYS_prctl,
+            [PR_GET_SECUREBITS, 0, 0, 0, 0, 0],
+        );
+        let clear_tid = plan.buf(8);
+        plan.call(
+            "prctl(PR_GET_TID_ADDRESS)",
+            libc::SYS_prctl,
+            [PR_GET_TID_ADDRESS, self.at(clear_tid), 0, 0, 0, 0],
+        );
+        ThreadSlots {
+            robust: (head, len),
+            policy,
+            prio,
+            param,
+            sas,
+            pdeath,
+            secbits,
+            clear_tid,
+        }
+    }
+
+    fn thread_extra(&mut self, tid: Tid, a: &Answers, s: &ThreadSlots) -> Result<ThreadExtra> {
+        let policy = a.results[s.policy] as u32;
+        // The raw syscall returns 20 - nice so that it is never negative.
+        let nice = 20 - a.results[s.prio] as i32;
         let base = policy & !(libc::SCHED_RESET_ON_FORK as u32);
-        let rt = if base == libc::SCHED_FIFO as u32 || base == libc::SCHED_RR as u32 {
-            self.call(
-                tid,
-                "sched_getparam",
-                libc::SYS_sched_getparam,
-                [0, self.at(0), 0, 0, 0, 0],
-            )?;
-            Some(u32_at(&self.read(0, 4)?, 0))
-        } else {
-            None
-        };
-        Ok((policy, nice, rt))
+        let rt = (base == libc::SCHED_FIFO as u32 || base == libc::SCHED_RR as u32)
+            .then(|| a.u32(s.param));
+        Ok(ThreadExtra {
+            robust_list: (a.u64(s.robust.0), a.u64(s.robust.1) as u32),
+            sched: (policy, nice, rt),
+            sas: AltStack {
+                sp: a.u64(s.sas),
+                flags: a.u32(s.sas + 8),
+                size: a.u64(s.sas + 16),
+            },
+            pdeath_sig: a.u32(s.pdeath),
+            secbits: a.results[s.secbits] as u32,
+            tls: tls(tid)?,
+            clear_tid_addr: a.u64(s.clear_tid),
+        })
+    }
+}
+
+/// The three TLS descriptors of the GDT (read with ptrace: get_thread_area is not a
+/// 64-bit syscall).
+fn tls(tid: Tid) -> Result<Vec<UserDesc>> {
+    let mut out = Vec::new();
+    for n in GDT_ENTRY_TLS_MIN..GDT_ENTRY_TLS_MIN + GDT_ENTRY_TLS_NUM {
+        let d = crs_sys::dump::get_thread_area(tid, n).map_err(|source| DumpError::File {
+            what: "PTRACE_GET_THREAD_AREA of thread",
+            path: tid.to_string().into(),
+            source,
+        })?;
+        out.push(UserDesc {
+            entry_number: d[0],
+            base_addr: d[1],
+            limit: d[2],
+            flags: d[3],
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_buf_offsets_are_eight_byte_aligned_and_disjoint() {
+        let mut p = Plan::default();
+        let a = p.buf(4);
+        let b = p.buf(24);
+        let c = p.buf(8);
+        assert_eq!((a, b, c, p.used), (0, 8, 32, 40));
+    }
+
+    #[test]
+    fn plan_call_indexes_follow_push_order() {
+        let mut p = Plan::default();
+        assert_eq!(p.call("brk", libc::SYS_brk, [0; 6]), 0);
+        assert_eq!(p.call("getpid", libc::SYS_getpid, [0; 6]), 1);
+        assert_eq!(p.names, vec!["brk", "getpid"]);
     }
 }

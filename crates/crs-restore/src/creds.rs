@@ -13,7 +13,7 @@ use crs_proc::Status;
 use tracing::{debug, warn};
 
 use crate::images::Images;
-use crate::remote::Remote;
+use crate::remote::{Batch, Remote};
 use crate::RestoreError;
 
 const PR_SET_SECUREBITS: u64 = 28;
@@ -215,9 +215,23 @@ fn status(pid: i32) -> Result<Status, RestoreError> {
 /// parent-death signal.
 pub(crate) fn restore(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
     let th = images.core.thread_core.as_ref().expect("checked at load");
-    set_ids(r, th)?;
-    restore_dumpable(r, images)?;
-    set_pdeathsig(r, th)
+    let mut b = CredBatch::default();
+    set_ids(r, &mut b, th)?;
+    // A dumpable flag prctl cannot set is asked once the credentials (which change it)
+    // are in place.
+    let now = if dumpable_query(images) {
+        b.flush(r)?;
+        Some(
+            r.call(libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0], || {
+                "prctl(PR_GET_DUMPABLE)".into()
+            })?,
+        )
+    } else {
+        None
+    };
+    restore_dumpable(&mut b, images, now);
+    set_pdeathsig(&mut b, th);
+    b.flush(r)
 }
 
 /// The credentials and parent-death signal of one thread that is not the leader (both
@@ -226,88 +240,173 @@ pub(crate) fn restore_thread(
     r: &mut Remote<'_>,
     th: &Thread_core_entry,
 ) -> Result<(), RestoreError> {
-    set_ids(r, th)?;
-    set_pdeathsig(r, th)
+    let mut b = CredBatch::default();
+    set_ids(r, &mut b, th)?;
+    set_pdeathsig(&mut b, th);
+    b.flush(r)
 }
 
-fn set_ids(r: &mut Remote<'_>, th: &Thread_core_entry) -> Result<(), RestoreError> {
-    if let Some(c) = th.creds.as_ref() {
-        let now = status(r.pid)?;
-        let steps = plan(c, &now, cap_last_cap())?;
-        debug!(tid = r.pid, steps = steps.len(), "credentials");
-        for step in &steps {
-            run(r, step)?;
+/// Calls gathered into one batch, with their scratch arguments from offset 0 and the
+/// answers to check once it ran.
+#[derive(Default)]
+struct CredBatch {
+    batch: Batch<'static>,
+    off: usize,
+    /// setfsuid/setfsgid queries: (index of the query, name, id that must be there).
+    fs_checks: Vec<(usize, &'static str, u32)>,
+}
+
+impl CredBatch {
+    fn push(&mut self, nr: i64, args: [u64; 6], what: impl FnOnce() -> String + 'static) {
+        self.batch.push(nr, args, what);
+    }
+
+    /// Puts `bytes` in scratch for a call of this batch (running what is gathered first
+    /// when they do not fit).
+    fn put(&mut self, r: &mut Remote<'_>, bytes: &[u8]) -> Result<u64, RestoreError> {
+        if self.off + bytes.len() > r.batch_room() {
+            self.flush(r)?;
         }
+        let p = r.put_for_batch(self.off, bytes)?;
+        self.off += bytes.len().next_multiple_of(8);
+        Ok(p)
+    }
+
+    /// Runs what is gathered and checks the answers.
+    fn flush(&mut self, r: &mut Remote<'_>) -> Result<(), RestoreError> {
+        let batch = std::mem::take(&mut self.batch);
+        let checks = std::mem::take(&mut self.fs_checks);
+        self.off = 0;
+        let results = r.run(batch)?;
+        for (i, name, id) in checks {
+            let now = results[i];
+            if now != i64::from(id) {
+                return Err(RestoreError::Syscall {
+                    pid: r.pid,
+                    what: format!("{name}({id}) (the task has {now})"),
+                    errno: libc::EPERM as i64,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the dumpable flag needs asking (a value prctl cannot set).
+fn dumpable_query(images: &Images) -> bool {
+    images.mm.dumpable.is_some_and(|w| w != 0 && w != 1)
+}
+
+/// Adds the credential steps to `b`; the securebits they depend on are asked first.
+fn set_ids(
+    r: &mut Remote<'_>,
+    b: &mut CredBatch,
+    th: &Thread_core_entry,
+) -> Result<(), RestoreError> {
+    let steps = match th.creds.as_ref() {
+        Some(c) => {
+            let now = status(r.pid)?;
+            plan(c, &now, cap_last_cap())?
+        }
+        None => Vec::new(),
+    };
+    debug!(tid = r.pid, steps = steps.len(), "credentials");
+    // Only Securebits steps change the securebits, so the value asked before them all
+    // is followed through them.
+    let mut secbits = None;
+    if steps.iter().any(|s| matches!(s, CredStep::Securebits(_))) {
+        b.flush(r)?;
+        secbits = Some(
+            r.call(libc::SYS_prctl, [PR_GET_SECUREBITS, 0, 0, 0, 0, 0], || {
+                "prctl(PR_GET_SECUREBITS)".into()
+            })?,
+        );
+    }
+    for step in &steps {
+        add(r, b, step, &mut secbits)?;
     }
     Ok(())
 }
 
-fn set_pdeathsig(r: &mut Remote<'_>, th: &Thread_core_entry) -> Result<(), RestoreError> {
+fn set_pdeathsig(b: &mut CredBatch, th: &Thread_core_entry) {
     // Always: a zero clears the SIGKILL the new task was given for crs's death.
-    r.call(
+    let sig = th.pdeath_sig();
+    b.push(
         libc::SYS_prctl,
-        [
-            libc::PR_SET_PDEATHSIG as u64,
-            u64::from(th.pdeath_sig()),
-            0,
-            0,
-            0,
-            0,
-        ],
-        || format!("prctl(PR_SET_PDEATHSIG, {})", th.pdeath_sig()),
-    )?;
-    Ok(())
+        [libc::PR_SET_PDEATHSIG as u64, u64::from(sig), 0, 0, 0, 0],
+        move || format!("prctl(PR_SET_PDEATHSIG, {sig})"),
+    );
 }
 
-fn run(r: &mut Remote<'_>, step: &CredStep) -> Result<(), RestoreError> {
+fn add(
+    r: &mut Remote<'_>,
+    b: &mut CredBatch,
+    step: &CredStep,
+    secbits: &mut Option<i64>,
+) -> Result<(), RestoreError> {
     match step {
         CredStep::SetGroups(g) => {
             let bytes: Vec<u8> = g.iter().flat_map(|x| x.to_le_bytes()).collect();
-            let p = if bytes.len() <= r.scratch_len {
-                r.put(0, &bytes)?
+            let n = g.len() as u64;
+            let what = format!("setgroups({g:?})");
+            if bytes.len() <= r.batch_room() {
+                let p = b.put(r, &bytes)?;
+                b.push(libc::SYS_setgroups, [n, p, 0, 0, 0, 0], move || what);
+            } else if bytes.len() <= r.scratch_len {
+                // Too long to share the scratch with a batch: alone.
+                b.flush(r)?;
+                let p = r.put(0, &bytes)?;
+                r.call(libc::SYS_setgroups, [n, p, 0, 0, 0, 0], move || what)?;
             } else {
                 return Err(RestoreError::Unsupported {
                     what: format!("{} supplementary groups", g.len()),
                 });
-            };
-            r.call(libc::SYS_setgroups, [g.len() as u64, p, 0, 0, 0, 0], || {
-                format!("setgroups({g:?})")
-            })?;
+            }
         }
         CredStep::Securebits(bits) => {
-            let cur = r.call(libc::SYS_prctl, [PR_GET_SECUREBITS, 0, 0, 0, 0, 0], || {
-                "prctl(PR_GET_SECUREBITS)".into()
-            })?;
-            if cur != i64::from(*bits) {
-                r.call(
+            if *secbits != Some(i64::from(*bits)) {
+                let bits = *bits;
+                b.push(
                     libc::SYS_prctl,
-                    [PR_SET_SECUREBITS, u64::from(*bits), 0, 0, 0, 0],
-                    || format!("prctl(PR_SET_SECUREBITS, {bits:#x})"),
-                )?;
+                    [PR_SET_SECUREBITS, u64::from(bits), 0, 0, 0, 0],
+                    move || format!("prctl(PR_SET_SECUREBITS, {bits:#x})"),
+                );
+                *secbits = Some(i64::from(bits));
             }
         }
         CredStep::SetResUid(ids) => {
-            let [a, b, c] = ids.map(u64::from);
-            r.call(libc::SYS_setresuid, [a, b, c, 0, 0, 0], || {
-                format!("setresuid({a}, {b}, {c})")
-            })?;
+            let [a, bb, c] = ids.map(u64::from);
+            b.push(libc::SYS_setresuid, [a, bb, c, 0, 0, 0], move || {
+                format!("setresuid({a}, {bb}, {c})")
+            });
         }
         CredStep::SetResGid(ids) => {
-            let [a, b, c] = ids.map(u64::from);
-            r.call(libc::SYS_setresgid, [a, b, c, 0, 0, 0], || {
-                format!("setresgid({a}, {b}, {c})")
-            })?;
+            let [a, bb, c] = ids.map(u64::from);
+            b.push(libc::SYS_setresgid, [a, bb, c, 0, 0, 0], move || {
+                format!("setresgid({a}, {bb}, {c})")
+            });
         }
-        CredStep::SetFsUid(id) => set_fs_id(r, libc::SYS_setfsuid, "setfsuid", *id)?,
-        CredStep::SetFsGid(id) => set_fs_id(r, libc::SYS_setfsgid, "setfsgid", *id)?,
+        CredStep::SetFsUid(id) => set_fs_id(b, libc::SYS_setfsuid, "setfsuid", *id),
+        CredStep::SetFsGid(id) => set_fs_id(b, libc::SYS_setfsgid, "setfsgid", *id),
         CredStep::BsetDrop { cap, may_fail } => {
+            let cap = *cap;
+            if !*may_fail {
+                b.push(
+                    libc::SYS_prctl,
+                    [PR_CAPBSET_DROP, u64::from(cap), 0, 0, 0, 0],
+                    move || format!("prctl(PR_CAPBSET_DROP, {cap})"),
+                );
+                return Ok(());
+            }
+            // May fail: alone, after what is gathered.
+            b.flush(r)?;
             let ret = r.call(
                 libc::SYS_prctl,
-                [PR_CAPBSET_DROP, u64::from(*cap), 0, 0, 0, 0],
+                [PR_CAPBSET_DROP, u64::from(cap), 0, 0, 0, 0],
                 || format!("prctl(PR_CAPBSET_DROP, {cap})"),
             );
             match ret {
-                Err(RestoreError::Syscall { errno, .. }) if *may_fail => {
+                Err(RestoreError::Syscall { errno, .. }) => {
                     warn!(
                         cap,
                         errno, "capability left in the bounding set (no_new_privs keeps it out)"
@@ -319,76 +418,70 @@ fn run(r: &mut Remote<'_>, step: &CredStep) -> Result<(), RestoreError> {
             }
         }
         CredStep::Capset { eff, prm, inh } => {
-            let mut b = Vec::with_capacity(8 + 24);
-            b.extend_from_slice(&LINUX_CAPABILITY_VERSION_3.to_le_bytes());
-            b.extend_from_slice(&0i32.to_le_bytes());
+            let mut bytes = Vec::with_capacity(8 + 24);
+            bytes.extend_from_slice(&LINUX_CAPABILITY_VERSION_3.to_le_bytes());
+            bytes.extend_from_slice(&0i32.to_le_bytes());
             for shift in [0, 32] {
                 for set in [eff, prm, inh] {
-                    b.extend_from_slice(&((set >> shift) as u32).to_le_bytes());
+                    bytes.extend_from_slice(&((set >> shift) as u32).to_le_bytes());
                 }
             }
-            let hdr = r.put(0, &b)?;
-            r.call(libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0], || {
+            let hdr = b.put(r, &bytes)?;
+            let (eff, prm, inh) = (*eff, *prm, *inh);
+            b.push(libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0], move || {
                 format!("capset(eff {eff:#x}, prm {prm:#x}, inh {inh:#x})")
-            })?;
+            });
         }
         CredStep::AmbientRaise(cap) => {
-            r.call(
+            let cap = *cap;
+            b.push(
                 libc::SYS_prctl,
                 [
                     PR_CAP_AMBIENT,
                     PR_CAP_AMBIENT_RAISE,
-                    u64::from(*cap),
+                    u64::from(cap),
                     0,
                     0,
                     0,
                 ],
-                || format!("prctl(PR_CAP_AMBIENT_RAISE, {cap})"),
-            )?;
+                move || format!("prctl(PR_CAP_AMBIENT_RAISE, {cap})"),
+            );
         }
         CredStep::NoNewPrivs => {
-            r.call(
+            b.push(
                 libc::SYS_prctl,
                 [PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0],
                 || "prctl(PR_SET_NO_NEW_PRIVS)".into(),
-            )?;
+            );
         }
     }
     Ok(())
 }
 
-/// setfsuid/setfsgid report the old value, never an error: ask again to check.
-fn set_fs_id(r: &mut Remote<'_>, nr: i64, name: &'static str, id: u32) -> Result<(), RestoreError> {
-    r.call(nr, [u64::from(id), 0, 0, 0, 0, 0], || {
+/// setfsuid/setfsgid report the old value, never an error: asked again in the same
+/// batch, checked once it ran.
+fn set_fs_id(b: &mut CredBatch, nr: i64, name: &'static str, id: u32) {
+    b.push(nr, [u64::from(id), 0, 0, 0, 0, 0], move || {
         format!("{name}({id})")
-    })?;
-    let now = r.call(nr, [QUERY_ID, 0, 0, 0, 0, 0], || format!("{name}(-1)"))?;
-    if now != i64::from(id) {
-        return Err(RestoreError::Syscall {
-            pid: r.pid,
-            what: format!("{name}({id}) (the task has {now})"),
-            errno: libc::EPERM as i64,
-        });
-    }
-    Ok(())
+    });
+    b.fs_checks.push((b.batch.len(), name, id));
+    b.push(nr, [QUERY_ID, 0, 0, 0, 0, 0], move || format!("{name}(-1)"));
 }
 
 /// PR_SET_DUMPABLE from the mm image; a value prctl cannot set (2, suid_dumpable) is
-/// kept when the task already has it, else the task is made not dumpable (CRIU's
-/// fallback).
-fn restore_dumpable(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
+/// kept when the task already has it (`now`, asked after the credentials), else the task
+/// is made not dumpable (CRIU's fallback).
+fn restore_dumpable(b: &mut CredBatch, images: &Images, now: Option<i64>) {
     let Some(want) = images.mm.dumpable else {
         debug!("no dumpable flag in the mm image");
-        return Ok(());
+        return;
     };
     let value = if want == 0 || want == 1 {
         want as u64
     } else {
-        let cur = r.call(libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0], || {
-            "prctl(PR_GET_DUMPABLE)".into()
-        })?;
+        let cur = now.unwrap_or(-1);
         if cur == i64::from(want) {
-            return Ok(());
+            return;
         }
         warn!(
             want,
@@ -396,12 +489,11 @@ fn restore_dumpable(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreEr
         );
         0
     };
-    r.call(
+    b.push(
         libc::SYS_prctl,
         [PR_SET_DUMPABLE, value, 0, 0, 0, 0],
-        || format!("prctl(PR_SET_DUMPABLE, {value})"),
-    )?;
-    Ok(())
+        move || format!("prctl(PR_SET_DUMPABLE, {value})"),
+    );
 }
 
 #[cfg(test)]

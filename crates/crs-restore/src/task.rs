@@ -7,7 +7,7 @@ use crs_images::pb::core_x86::Thread_info_x86;
 use tracing::warn;
 
 use crate::images::Images;
-use crate::remote::Remote;
+use crate::remote::{Batch, Remote};
 use crate::RestoreError;
 
 const PR_SET_MM: u64 = 35;
@@ -87,24 +87,36 @@ pub(crate) fn set_mm(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreE
     map.extend_from_slice(&((mm.mm_saved_auxv.len() * 8) as u32).to_le_bytes());
     map.extend_from_slice(&(fd as u32).to_le_bytes());
     let len = map.len() as u64;
-    let p = r.put(8192, &map)?;
-    r.call(
+    // The map and the close in one batch (the map sits below the batch table).
+    let p = r.put_for_batch(auxv_room(r)?, &map)?;
+    let mut batch = Batch::default();
+    let (start_code, end_code) = (mm.mm_start_code(), mm.mm_end_code());
+    let (start_brk, brk) = (mm.mm_start_brk(), mm.mm_brk());
+    batch.push(
         libc::SYS_prctl,
         [PR_SET_MM, PR_SET_MM_MAP, p, len, 0, 0],
-        || {
+        move || {
             format!(
-                "prctl(PR_SET_MM_MAP) (code {:#x}-{:#x}, brk {:#x}-{:#x}, exe {exe})",
-                mm.mm_start_code(),
-                mm.mm_end_code(),
-                mm.mm_start_brk(),
-                mm.mm_brk()
+                "prctl(PR_SET_MM_MAP) (code {start_code:#x}-{end_code:#x}, brk {start_brk:#x}-{brk:#x}, exe {exe})"
             )
         },
-    )?;
-    r.call(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], || {
+    );
+    batch.push(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], || {
         "closing the exe fd".into()
-    })?;
+    });
+    r.run(batch)?;
     Ok(())
+}
+
+/// Where the PR_SET_MM_MAP struct goes: after the auxv (at 4096, at most 1 KiB).
+fn auxv_room(r: &Remote<'_>) -> Result<usize, RestoreError> {
+    let off = 4096 + 2 * 64 * 8;
+    if off + 256 > r.batch_room() {
+        return Err(RestoreError::Unsupported {
+            what: format!("a scratch area of {} bytes", r.scratch_len),
+        });
+    }
+    Ok(off)
 }
 
 /// prctl values, personality, robust list, clear-tid address, rseq, sigaltstack,
@@ -116,31 +128,34 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
     let th = core.thread_core.as_ref().expect("checked at load");
     let ti = core.thread_info.as_ref().expect("checked at load");
 
-    set_thread_misc(r, th, ti, tc.comm())?;
-    r.call(
+    // One batch: the leader's own state, personality, prctls, sigactions.
+    let mut batch = Batch::default();
+    let used = thread_misc(r, &mut batch, 0, th, ti, tc.comm())?;
+    let personality = tc.personality();
+    batch.push(
         libc::SYS_personality,
-        [u64::from(tc.personality()), 0, 0, 0, 0, 0],
-        || format!("personality({:#x})", tc.personality()),
-    )?;
+        [u64::from(personality), 0, 0, 0, 0, 0],
+        move || format!("personality({personality:#x})"),
+    );
     if tc.child_subreaper() {
-        r.call(
+        batch.push(
             libc::SYS_prctl,
             [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
             || "prctl(PR_SET_CHILD_SUBREAPER)".into(),
-        )?;
+        );
     }
     if images.mm.thp_disabled() {
-        r.call(
+        batch.push(
             libc::SYS_prctl,
             [libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0, 0],
             || "prctl(PR_SET_THP_DISABLE)".into(),
-        )?;
+        );
     }
 
     // Every catchable signal, in image order (1..=64 without SIGKILL and SIGSTOP), that
     // is not at the plain default in the image or is not at it in the new task now (crs's
     // own handlers and ignored signals were inherited and must not survive). A plain
-    // default needs no syscall: each is an injected call.
+    // default needs no syscall.
     let inherited = inherited_actions(r.pid)?;
     let sigs = (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64);
     let mut table = Vec::with_capacity(62 * 32);
@@ -158,14 +173,15 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
         table.extend(le(&[sa.sigaction(), sa.flags(), sa.restorer(), sa.mask()]));
         which.push(sig);
     }
-    let base = r.put(0, &table)?;
+    let base = r.put_for_batch(used, &table)?;
     for (i, sig) in which.into_iter().enumerate() {
-        r.call(
+        batch.push(
             libc::SYS_rt_sigaction,
             [sig, base + 32 * i as u64, 0, 8, 0, 0],
-            || format!("rt_sigaction({sig})"),
-        )?;
+            move || format!("rt_sigaction({sig})"),
+        );
     }
+    r.run(batch)?;
 
     if let Some(adj) = tc.oom_score_adj {
         if adj != 0 {
@@ -181,48 +197,66 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
 
 /// The state of one thread that only the thread itself can set, by syscalls run in it
 /// (`r.pid` is the thread): its name, clear-tid address, robust futex list, rseq area and
-/// alternate signal stack. `comm` is the name when the image has no thread name.
+/// alternate signal stack, in one batch. `comm` is the name when the image has no thread
+/// name.
 pub(crate) fn set_thread_misc(
     r: &mut Remote<'_>,
     th: &Thread_core_entry,
     ti: &Thread_info_x86,
     comm: &str,
 ) -> Result<(), RestoreError> {
+    let mut batch = Batch::default();
+    thread_misc(r, &mut batch, 0, th, ti, comm)?;
+    r.run(batch)?;
+    Ok(())
+}
+
+/// Adds the calls of [`set_thread_misc`] to `batch`, with their arguments in scratch from
+/// offset `off`; returns the scratch offset after them.
+fn thread_misc(
+    r: &mut Remote<'_>,
+    batch: &mut Batch<'_>,
+    off: usize,
+    th: &Thread_core_entry,
+    ti: &Thread_info_x86,
+    comm: &str,
+) -> Result<usize, RestoreError> {
     let comm = th.comm.as_deref().unwrap_or(comm);
     let mut name = comm.as_bytes()[..comm.len().min(15)].to_vec();
     name.push(0);
-    let p = r.put(0, &name)?;
-    r.call(
+    let p = r.put_for_batch(off, &name)?;
+    batch.push(
         libc::SYS_prctl,
         [libc::PR_SET_NAME as u64, p, 0, 0, 0, 0],
         || "prctl(PR_SET_NAME)".into(),
-    )?;
-    r.call(
+    );
+    batch.push(
         libc::SYS_set_tid_address,
         [ti.clear_tid_addr(), 0, 0, 0, 0, 0],
         || "set_tid_address".into(),
-    )?;
+    );
     if th.futex_rla_len() != 0 {
-        r.call(
+        batch.push(
             libc::SYS_set_robust_list,
             [th.futex_rla(), u64::from(th.futex_rla_len()), 0, 0, 0, 0],
             || "set_robust_list".into(),
-        )?;
+        );
     }
     if let Some(rs) = th.rseq_entry.as_ref() {
-        if rs.rseq_abi_pointer() != 0 {
-            r.call(
+        let at = rs.rseq_abi_pointer();
+        if at != 0 {
+            batch.push(
                 libc::SYS_rseq,
                 [
-                    rs.rseq_abi_pointer(),
+                    at,
                     u64::from(rs.rseq_abi_size()),
                     0,
                     u64::from(rs.signature()),
                     0,
                     0,
                 ],
-                || format!("rseq registration at {:#x}", rs.rseq_abi_pointer()),
-            )?;
+                move || format!("rseq registration at {at:#x}"),
+            );
         }
     }
     let (sp, size, flags) = th.sas.as_ref().map_or((0, 0, SS_DISABLE), |s| {
@@ -232,11 +266,12 @@ pub(crate) fn set_thread_misc(
     ss.extend_from_slice(&(flags as i32).to_le_bytes());
     ss.extend_from_slice(&[0; 4]);
     ss.extend_from_slice(&size.to_le_bytes());
-    let p = r.put(0, &ss)?;
-    r.call(libc::SYS_sigaltstack, [p, 0, 0, 0, 0, 0], || {
+    let ss_off = off + 16;
+    let p = r.put_for_batch(ss_off, &ss)?;
+    batch.push(libc::SYS_sigaltstack, [p, 0, 0, 0, 0, 0], move || {
         format!("sigaltstack({sp:#x}, {size:#x}, {flags:#x})")
-    })?;
-    Ok(())
+    });
+    Ok(ss_off + ss.len())
 }
 
 /// Queues the dumped pending signals again (private to each thread, then shared).

@@ -15,7 +15,7 @@ use crs_images::pb::timer::{Itimer_entry, Posix_timer_entry};
 use tracing::debug;
 
 use crate::images::Images;
-use crate::remote::Remote;
+use crate::remote::{Batch, Remote};
 use crate::RestoreError;
 
 const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
@@ -248,6 +248,9 @@ pub(crate) fn arm(
     timers: &[PosixTimer],
 ) -> Result<(), RestoreError> {
     let tc = images.core.tc.as_ref().expect("checked at load");
+    // One batch; each call's itimerval/itimerspec at its own 32 bytes of scratch.
+    let mut batch = Batch::default();
+    let mut off = 0usize;
     if let Some(t) = tc.timers.as_ref() {
         for (which, it) in [
             (libc::ITIMER_REAL, &t.real),
@@ -263,10 +266,13 @@ pub(crate) fn arm(
                 continue;
             };
             let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            let p = r.put(0, &bytes)?;
-            r.call(libc::SYS_setitimer, [which as u64, p, 0, 0, 0, 0], || {
-                format!("setitimer({which})")
-            })?;
+            let p = r.put_for_batch(off, &bytes)?;
+            off += bytes.len();
+            batch.push(
+                libc::SYS_setitimer,
+                [which as u64, p, 0, 0, 0, 0],
+                move || format!("setitimer({which})"),
+            );
         }
     }
     for t in timers.iter().filter(|t| t.armed()) {
@@ -275,13 +281,20 @@ pub(crate) fn arm(
         }
         let words = [t.interval.0, t.interval.1, t.value.0, t.value.1];
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let p = r.put(0, &bytes)?;
-        r.call(
+        if off + bytes.len() > r.batch_room() {
+            r.run(std::mem::take(&mut batch))?;
+            off = 0;
+        }
+        let p = r.put_for_batch(off, &bytes)?;
+        off += bytes.len();
+        let id = t.id;
+        batch.push(
             libc::SYS_timer_settime,
-            [t.id as u64, 0, p, 0, 0, 0],
-            || format!("timer_settime of POSIX timer {}", t.id),
-        )?;
+            [id as u64, 0, p, 0, 0, 0],
+            move || format!("timer_settime of POSIX timer {id}"),
+        );
     }
+    r.run(batch)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use crs_proc::{Vma as MapsVma, VmaName};
 
 use crate::images::{Images, PAGE, TASK_SIZE};
-use crate::remote::Remote;
+use crate::remote::{Batch, Remote};
 use crate::RestoreError;
 
 // VMA status bits (CRIU's VMA_AREA_*).
@@ -220,14 +220,16 @@ pub(crate) fn unmap_crs(
         .max()
         .unwrap_or(TASK_SIZE);
     let mut at = 0u64;
+    let mut batch = Batch::default();
     for (s, e) in keep.into_iter().chain([(top, top)]) {
         if s > at {
-            r.call(libc::SYS_munmap, [at, s - at, 0, 0, 0, 0], || {
+            batch.push(libc::SYS_munmap, [at, s - at, 0, 0, 0, 0], move || {
                 format!("munmap {at:#x}-{s:#x}")
-            })?;
+            });
         }
         at = at.max(e);
     }
+    r.run(batch)?;
     Ok(())
 }
 
@@ -258,11 +260,13 @@ pub(crate) fn move_vdso(
         });
     };
     if dumped.is_empty() {
+        let mut batch = Batch::default();
         for (s, e) in pieces {
-            r.call(libc::SYS_munmap, [s, e - s, 0, 0, 0, 0], || {
+            batch.push(libc::SYS_munmap, [s, e - s, 0, 0, 0, 0], move || {
                 format!("munmap of the vdso piece {s:#x}-{e:#x}")
-            })?;
+            });
         }
+        r.run(batch)?;
         return Ok(());
     }
     let ds = dumped.iter().map(|v| v.start).min().expect("non-empty");
@@ -287,30 +291,28 @@ pub(crate) fn move_vdso(
     }
     let size = ce - cs;
     let mut from = cs;
+    let mut batch = Batch::default();
     if cs < de && ds < ce {
         // Overlapping: go through a free spot next to the trampoline first.
         let mut tmp = r.trampoline + tramp_len;
         if tmp < ce.max(de) && cs.min(ds) < tmp + size {
             tmp = r.trampoline - size;
         }
-        mremap_block(r, &pieces, from, tmp)?;
+        mremap_block(&mut batch, &pieces, from, tmp);
         from = tmp;
     }
-    mremap_block(r, &pieces, from, ds)
+    mremap_block(&mut batch, &pieces, from, ds);
+    r.run(batch)?;
+    Ok(())
 }
 
-fn mremap_block(
-    r: &mut Remote<'_>,
-    pieces: &[(u64, u64)],
-    from: u64,
-    to: u64,
-) -> Result<(), RestoreError> {
+fn mremap_block(batch: &mut Batch<'_>, pieces: &[(u64, u64)], from: u64, to: u64) {
     let base = pieces.iter().map(|p| p.0).min().unwrap_or(0);
     for &(s, e) in pieces {
         let old = s - base + from;
         let new = s - base + to;
         let len = e - s;
-        r.call(
+        batch.push(
             libc::SYS_mremap,
             [
                 old,
@@ -320,29 +322,48 @@ fn mremap_block(
                 new,
                 0,
             ],
-            || {
+            move || {
                 format!(
                     "mremap of the vdso piece {old:#x}-{:#x} to {new:#x}",
                     old + len
                 )
             },
-        )?;
+        );
     }
-    Ok(())
+}
+
+/// A file a VMA maps, opened in the task for the mmap and closed after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum MapFd {
+    /// Shared anonymous object `shmid` (crs made and filled it).
+    Shmem(u64),
+    /// memfd `file_id` with this access mode.
+    Memfd(u32, u32),
+    /// Regular file `id` with this access mode.
+    File(u32, u32),
 }
 
 /// Maps every dumped VMA at its address; VMAs that get pages are writable until
 /// [`finish_prot`]. Applies madvise bits. Shared anonymous VMAs map the object crs made for
 /// them (`shmem`), opened in the task through `/proc/<crs>/fd/<n>`.
+///
+/// Three batches of injected syscalls: the opens of the files mapped (more when their
+/// paths do not fit the scratch area together), then every mmap, shmat and madvise
+/// followed by the closes.
 pub(crate) fn map_all(
     r: &mut Remote<'_>,
     images: &Images,
     shmem: &crate::shmem::Objects,
     memfds: &crate::memfd::Objects,
 ) -> Result<(), RestoreError> {
-    let mut fds: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
-    let mut shm_fds: std::collections::BTreeMap<u64, i64> = Default::default();
-    let mut memfd_fds: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
+    struct Plan<'v> {
+        v: &'v Vma,
+        prot: u32,
+        flags: i32,
+        fd: Option<MapFd>,
+    }
+    let mut plans = Vec::new();
+    let mut wanted: Vec<(MapFd, String, u32, String)> = Vec::new();
     for v in images.vmas.iter().filter(|v| !v.special()) {
         let writable_for_fill = has_pages(images, v) && v.prot & libc::PROT_WRITE as u32 == 0;
         let shared = v.flags & libc::MAP_SHARED as u32 != 0;
@@ -362,35 +383,19 @@ pub(crate) fn map_all(
         } else {
             v.prot
         };
-        if let Kind::SysvShm { id } = v.kind {
-            attach_sysv(r, v, id)?;
-            continue;
-        }
         let mut flags = (v.flags as i32 | libc::MAP_FIXED) & !libc::MAP_FIXED_NOREPLACE;
         let fd = match (v.file_id, v.kind) {
+            (_, Kind::SysvShm { .. }) => None,
             (None, Kind::AnonShared { shmid }) => {
                 // The object crs created and filled: mapped through its fd, not anew.
                 flags &= !libc::MAP_ANONYMOUS;
-                if let Some(&fd) = shm_fds.get(&shmid) {
-                    fd as u64
-                } else {
+                let key = MapFd::Shmem(shmid);
+                if !wanted.iter().any(|w| w.0 == key) {
                     let theirs = shmem.fd_path(shmid)?;
-                    let p = r.put_str(0, &theirs)?;
-                    let fd = r.call(
-                        libc::SYS_openat,
-                        [
-                            libc::AT_FDCWD as u64,
-                            p,
-                            (libc::O_RDWR | libc::O_CLOEXEC | libc::O_LARGEFILE) as u64,
-                            0,
-                            0,
-                            0,
-                        ],
-                        || format!("opening shared memory {shmid} ({theirs}) to map it"),
-                    )?;
-                    shm_fds.insert(shmid, fd);
-                    fd as u64
+                    let what = format!("opening shared memory {shmid} ({theirs}) to map it");
+                    wanted.push((key, theirs, libc::O_RDWR as u32, what));
                 }
+                Some(key)
             }
             (None, Kind::Memfd { file_id }) => {
                 let acc = if shared && v.prot & libc::PROT_WRITE as u32 != 0 {
@@ -398,56 +403,50 @@ pub(crate) fn map_all(
                 } else {
                     libc::O_RDONLY as u32
                 };
-                if let Some(&fd) = memfd_fds.get(&(file_id, acc)) {
-                    fd as u64
-                } else {
+                let key = MapFd::Memfd(file_id, acc);
+                if !wanted.iter().any(|w| w.0 == key) {
                     let theirs = memfds.fd_path(file_id)?;
-                    let p = r.put_str(0, &theirs)?;
-                    let fd = r.call(
-                        libc::SYS_openat,
-                        [
-                            libc::AT_FDCWD as u64,
-                            p,
-                            u64::from(acc) | (libc::O_CLOEXEC | libc::O_LARGEFILE) as u64,
-                            0,
-                            0,
-                            0,
-                        ],
-                        || format!("opening memfd {file_id} ({theirs}) to map it"),
-                    )?;
-                    memfd_fds.insert((file_id, acc), fd);
-                    fd as u64
+                    let what = format!("opening memfd {file_id} ({theirs}) to map it");
+                    wanted.push((key, theirs, acc, what));
                 }
+                Some(key)
             }
-            (None, _) => u64::MAX,
+            (None, _) => None,
             (Some(id), _) => {
                 let acc = if v.kind == Kind::FileShared {
                     v.fdflags & libc::O_ACCMODE as u32
                 } else {
                     libc::O_RDONLY as u32
                 };
-                if let Some(&fd) = fds.get(&(id, acc)) {
-                    fd as u64
-                } else {
+                let key = MapFd::File(id, acc);
+                if !wanted.iter().any(|w| w.0 == key) {
                     let path = images.reg(id).name().to_string();
-                    let p = r.put_str(0, &path)?;
-                    let fd = r.call(
-                        libc::SYS_openat,
-                        [
-                            libc::AT_FDCWD as u64,
-                            p,
-                            u64::from(acc) | (libc::O_CLOEXEC | libc::O_LARGEFILE) as u64,
-                            0,
-                            0,
-                            0,
-                        ],
-                        || format!("opening {path} to map it"),
-                    )?;
-                    fds.insert((id, acc), fd);
-                    fd as u64
+                    let what = format!("opening {path} to map it");
+                    wanted.push((key, path, acc, what));
                 }
+                Some(key)
             }
         };
+        plans.push(Plan { v, prot, flags, fd });
+    }
+
+    let fds = open_all(r, wanted)?;
+    let fd_of = |key: Option<MapFd>| {
+        key.and_then(|k| fds.iter().find(|f| f.0 == k))
+            .map_or(u64::MAX, |f| f.1 as u64)
+    };
+
+    let mut batch = Batch::default();
+    // (index of the mmap/shmat in the batch, VMA, what it is).
+    let mut placed = Vec::new();
+    for p in &plans {
+        let v = p.v;
+        if let Kind::SysvShm { id } = v.kind {
+            placed.push((batch.len(), v, Some(id)));
+            attach_sysv(&mut batch, v, id)?;
+            continue;
+        }
+        let (prot, flags) = (p.prot, p.flags);
         let off = if v.file_id.is_some()
             || matches!(v.kind, Kind::AnonShared { .. } | Kind::Memfd { .. })
         {
@@ -456,48 +455,108 @@ pub(crate) fn map_all(
             0
         };
         let len = v.end - v.start;
-        let got = r.call(
+        placed.push((batch.len(), v, None));
+        batch.push(
             libc::SYS_mmap,
-            [v.start, len, u64::from(prot), flags as u32 as u64, fd, off],
-            || {
+            [
+                v.start,
+                len,
+                u64::from(prot),
+                flags as u32 as u64,
+                fd_of(p.fd),
+                off,
+            ],
+            move || {
                 format!(
                     "mmap of VMA {:#x}-{:#x} (prot {prot:#x} flags {flags:#x})",
                     v.start, v.end
                 )
             },
-        )?;
-        if got as u64 != v.start {
-            return Err(RestoreError::Syscall {
-                pid: r.pid,
-                what: format!("mmap of VMA {:#x} landed at {got:#x}", v.start),
-                errno: 0,
-            });
-        }
+        );
         for bit in 0..64u32 {
             if v.madv & (1 << bit) != 0 {
-                r.call(
+                batch.push(
                     libc::SYS_madvise,
                     [v.start, len, u64::from(bit), 0, 0, 0],
-                    || format!("madvise({bit}) of VMA {:#x}-{:#x}", v.start, v.end),
-                )?;
+                    move || format!("madvise({bit}) of VMA {:#x}-{:#x}", v.start, v.end),
+                );
             }
         }
     }
-    for fd in fds
-        .into_values()
-        .chain(shm_fds.into_values())
-        .chain(memfd_fds.into_values())
-    {
-        r.call(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], || {
+    for &(_, fd) in &fds {
+        batch.push(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], move || {
             format!("close of mapping fd {fd}")
-        })?;
+        });
+    }
+    let results = r.run(batch)?;
+    for (i, v, sysv) in placed {
+        let got = results[i];
+        if got as u64 == v.start {
+            continue;
+        }
+        let what = match sysv {
+            Some(id) => format!(
+                "shmat of SysV segment {id} landed at {got:#x}, not {:#x}",
+                v.start
+            ),
+            None => format!("mmap of VMA {:#x} landed at {got:#x}", v.start),
+        };
+        return Err(RestoreError::Syscall {
+            pid: r.pid,
+            what,
+            errno: 0,
+        });
     }
     Ok(())
 }
 
-/// Attaches SysV segment `id` at the VMA's address with its protection; the part of the
-/// segment past the VMA's end (a shorter VMA: the rest was unmapped) is unmapped again.
-fn attach_sysv(r: &mut Remote<'_>, v: &Vma, id: u32) -> Result<(), RestoreError> {
+/// Opens `wanted` (key, path, access mode, what) in the task, as few batches as their
+/// paths allow; returns each key's fd.
+fn open_all(
+    r: &mut Remote<'_>,
+    wanted: Vec<(MapFd, String, u32, String)>,
+) -> Result<Vec<(MapFd, i64)>, RestoreError> {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut rest = wanted.into_iter().peekable();
+    while rest.peek().is_some() {
+        let room = r.batch_room();
+        let mut batch = Batch::default();
+        let mut keys = Vec::new();
+        let mut off = 0usize;
+        while let Some((_, path, _, _)) = rest.peek() {
+            let need = (path.len() + 1).next_multiple_of(8);
+            if off + need > room && !keys.is_empty() {
+                break;
+            }
+            let (key, path, acc, what) = rest.next().expect("peeked");
+            let mut b = path.into_bytes();
+            b.push(0);
+            let p = r.put_for_batch(off, &b)?;
+            off += need;
+            batch.push(
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as u64,
+                    p,
+                    u64::from(acc) | (libc::O_CLOEXEC | libc::O_LARGEFILE) as u64,
+                    0,
+                    0,
+                    0,
+                ],
+                move || what,
+            );
+            keys.push(key);
+        }
+        let fds = r.run(batch)?;
+        out.extend(keys.into_iter().zip(fds));
+    }
+    Ok(out)
+}
+
+/// Adds the attach of SysV segment `id` at the VMA's address with its protection; the
+/// part of the segment past the VMA's end (a shorter VMA: the rest was unmapped) is
+/// unmapped again.
+fn attach_sysv<'v>(batch: &mut Batch<'v>, v: &'v Vma, id: u32) -> Result<(), RestoreError> {
     let mut flg = SHM_REMAP;
     if v.prot & libc::PROT_WRITE as u32 == 0 {
         flg |= libc::SHM_RDONLY as u64;
@@ -505,21 +564,11 @@ fn attach_sysv(r: &mut Remote<'_>, v: &Vma, id: u32) -> Result<(), RestoreError>
     if v.prot & libc::PROT_EXEC as u32 != 0 {
         flg |= SHM_EXEC;
     }
-    let got = r.call(
+    batch.push(
         libc::SYS_shmat,
         [u64::from(id), v.start, flg, 0, 0, 0],
-        || format!("shmat of SysV segment {id} at {:#x}", v.start),
-    )?;
-    if got as u64 != v.start {
-        return Err(RestoreError::Syscall {
-            pid: r.pid,
-            what: format!(
-                "shmat of SysV segment {id} landed at {got:#x}, not {:#x}",
-                v.start
-            ),
-            errno: 0,
-        });
-    }
+        move || format!("shmat of SysV segment {id} at {:#x}", v.start),
+    );
     let size = crs_sys::sysv::shm_stat(id as i32)
         .map_err(|source| RestoreError::SharedMemory {
             shmid: u64::from(id),
@@ -529,11 +578,11 @@ fn attach_sysv(r: &mut Remote<'_>, v: &Vma, id: u32) -> Result<(), RestoreError>
         .size;
     let seg_end = v.start + size.div_ceil(PAGE) * PAGE;
     if seg_end > v.end {
-        r.call(
+        batch.push(
             libc::SYS_munmap,
             [v.end, seg_end - v.end, 0, 0, 0, 0],
-            || format!("unmapping the part of SysV segment {id} past {:#x}", v.end),
-        )?;
+            move || format!("unmapping the part of SysV segment {id} past {:#x}", v.end),
+        );
     }
     Ok(())
 }
@@ -544,20 +593,22 @@ const SHM_EXEC: u64 = 0o100000;
 
 /// Puts back the dumped protection of VMAs that were made writable for the page fill.
 pub(crate) fn finish_prot(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
+    let mut batch = Batch::default();
     for v in images.vmas.iter().filter(|v| !v.special()) {
         if has_pages(images, v) && v.prot & libc::PROT_WRITE as u32 == 0 {
-            r.call(
+            batch.push(
                 libc::SYS_mprotect,
                 [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
-                || {
+                move || {
                     format!(
                         "mprotect of VMA {:#x}-{:#x} to {:#x}",
                         v.start, v.end, v.prot
                     )
                 },
-            )?;
+            );
         }
     }
+    r.run(batch)?;
     Ok(())
 }
 

@@ -47,6 +47,13 @@ pub trait Arch {
     /// `site`, with no pending syscall restart.
     fn syscall_regs(saved: &Self::Regs, site: RemoteAddr, nr: i64, args: &[u64; 6]) -> Self::Regs;
 
+    /// `saved` changed to run the batch code at `code` (see `batch`): `with` = first entry,
+    /// end of the table, then the tgkill arguments (tgid, tid, signal) of the final stop.
+    fn batch_regs(saved: &Self::Regs, code: RemoteAddr, with: [u64; 5]) -> Self::Regs;
+
+    /// The entry pointer of the batch code, read at its stop.
+    fn batch_cursor(regs: &Self::Regs) -> u64;
+
     /// The return value of a syscall, read at its syscall-exit stop.
     fn syscall_result(regs: &Self::Regs) -> i64;
 

@@ -63,6 +63,19 @@ impl Arch for X86_64 {
         r
     }
 
+    fn batch_regs(saved: &Self::Regs, code: RemoteAddr, with: [u64; 5]) -> Self::Regs {
+        let mut r = *saved;
+        r.rip = code.get();
+        r.orig_rax = u64::MAX;
+        [r.rbx, r.r12, r.r13, r.r14, r.r15] = with;
+        r.eflags &= !FLAG_TF;
+        r
+    }
+
+    fn batch_cursor(regs: &Self::Regs) -> u64 {
+        regs.rbx
+    }
+
     fn syscall_result(regs: &Self::Regs) -> i64 {
         regs.rax as i64
     }
@@ -146,6 +159,19 @@ mod tests {
         r.rip = 0x2002;
         let out = X86_64::restarted(&r);
         assert_eq!((out.rax, out.rip), (202, 0x2000));
+    }
+
+    #[test]
+    fn batch_regs_sets_cursor_end_and_stop_arguments() {
+        let mut saved = regs();
+        saved.orig_rax = 7;
+        saved.eflags = 0x246 | FLAG_TF;
+        let r = X86_64::batch_regs(&saved, RemoteAddr(0x9000), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            (r.rip, r.rbx, r.r12, r.r13, r.r14, r.r15, r.orig_rax, r.eflags),
+            (0x9000, 1, 2, 3, 4, 5, u64::MAX, 0x246)
+        );
+        assert_eq!(X86_64::batch_cursor(&r), 1);
     }
 
     #[test]
