@@ -88,6 +88,7 @@ zoo! {
     sysv_shm => Workload::C("sysv_shm"),
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
+    sched_per_thread => Workload::C("sched"),
     python3_generator => Workload::Python("generator.py"),
     bash_loop => Workload::Bash("loop.sh"),
     inotify_watches => Workload::C("inotify"),

@@ -1065,6 +1065,7 @@ fn build(
     let t = Instant::now();
     threads::create(&mut r, images)?;
     threads::set_misc(&mut r, images)?;
+    task::set_sched(images)?;
     debug!(threads = images.threads.len(), elapsed = ?t.elapsed(), "threads created");
     let posix_timers = timers::posix_timers(images)?;
     timers::create_posix_timers(&mut r, &posix_timers)?;

@@ -353,3 +353,35 @@ fn inherited_actions(pid: crs_compel::Tid) -> Result<u64, RestoreError> {
     })?;
     Ok(st.sig_cgt.0 | st.sig_ign.0)
 }
+
+/// Scheduling policy, real-time priority and nice value of every thread, set from crs
+/// (CAP_SYS_NICE; the new task inherited crs's own, usually SCHED_OTHER at nice 0).
+pub(crate) fn set_sched(images: &Images) -> Result<(), RestoreError> {
+    let leader = images.core.thread_core.as_ref().expect("checked at load");
+    let all = std::iter::once((images.pid, leader))
+        .chain(images.threads.iter().map(|t| (t.tid, t.thread_core())));
+    for (tid, tc) in all {
+        let fail = |what: String| {
+            move |e: std::io::Error| RestoreError::Syscall {
+                pid: tid,
+                what,
+                errno: i64::from(e.raw_os_error().unwrap_or(0)),
+            }
+        };
+        if let Some(policy) = tc.sched_policy {
+            let policy = policy as i32;
+            let base = policy & !libc::SCHED_RESET_ON_FORK;
+            let prio = if base == libc::SCHED_FIFO || base == libc::SCHED_RR {
+                tc.sched_prio() as i32
+            } else {
+                0
+            };
+            crs_sys::sched::set_scheduler(tid, policy, prio)
+                .map_err(fail(format!("sched_setscheduler({policy}, {prio})")))?;
+        }
+        if let Some(nice) = tc.sched_nice {
+            crs_sys::sched::set_nice(tid, nice).map_err(fail(format!("setpriority({nice})")))?;
+        }
+    }
+    Ok(())
+}

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod ptrace;
 pub mod remote;
 pub mod restore;
+pub mod sched;
 pub mod seccomp;
 pub mod shmem;
 pub mod sysv;
