@@ -36,7 +36,7 @@ use crs_images::pb::sk_unix::{File_perms_entry, Unix_sk_entry};
 use crs_proc::FdInfo;
 use crs_sys::unixsk as sk;
 use protobuf::{EnumOrUnknown, MessageField};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{fown_of, FdEntry, FileTable};
 use crate::error::{compel_err, DumpError, Result};
@@ -184,12 +184,15 @@ impl UnixSockets {
                 .filter(|i| !self.socks.iter().any(|s| s.ino == **i))
                 .count();
             if lost > 0 {
-                warn!(
-                    pid = l.pid,
-                    fd = l.fd,
-                    lost,
-                    "pending connections from outside the dump are not saved"
-                );
+                // Their client is closed or in a process outside the dump: the restored
+                // listener would lack them and an accept() waiting for one would hang.
+                return Err(DumpError::UnsupportedFd {
+                    pid: l.pid,
+                    fd: l.fd,
+                    link: l.link.clone(),
+                    why: "a listener with pending connections whose client is closed or \
+                          outside the dumped tree",
+                });
             }
         }
         Ok(())
@@ -692,6 +695,21 @@ mod tests {
         let socks = [l, sock(12, 0, libc::SOCK_STREAM, STATE_ESTABLISHED)];
         let fixed = check_peers(&socks).unwrap();
         assert_eq!(fixed.get(&12), Some(&10));
+    }
+
+    #[test]
+    fn finish_listener_with_pending_connection_of_a_closed_client_is_refused() {
+        let mut l = sock(10, 0, libc::SOCK_STREAM, STATE_LISTEN);
+        l.icons = vec![99]; // a client no process of the dump holds (closed or outside)
+        let socks = UnixSockets {
+            socks: vec![l],
+            queues: Vec::new(),
+        };
+        let err = socks.finish(&mut []).unwrap_err();
+        assert!(
+            matches!(err, DumpError::UnsupportedFd { why, .. } if why.contains("pending")),
+            "{err}"
+        );
     }
 
     #[test]
