@@ -9,6 +9,9 @@
  *   B "zoo-memfd-b": no sealing allowed (F_SEAL_SEAL), 64 KiB, only page 5 written, mapped
  *     only (its fd closed), by P.
  *   C inherits P's fd of A (one open description: a seek by C moves P's position).
+ *   X "zoo-memfd-exec": a "#!/bin/true" script; after restore it must still be executable
+ *     with execveat(fd, "", AT_EMPTY_PATH): a restore that reopens it read-write through
+ *     /proc makes it "busy" (ETXTBSY).
  * After SIGTERM: P tells C (SIGTERM) to write round-2 bytes through its shared mapping of A
  * and seek the shared description to 777, waits for it, then checks: contents, sizes,
  * seals (growing A fails with EPERM), names (/proc/self/fd link), C's write seen through
@@ -19,6 +22,7 @@
 
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define PG 4096
@@ -48,7 +52,7 @@ static void check_link(int fd, const char *want)
 int main(int argc, char **argv)
 {
 	unsigned char *shared_a, *private_a, *map_b, buf[A_SIZE];
-	int a, b, status, seals;
+	int a, b, x, status, seals;
 	pid_t me, kid;
 	size_t i;
 	int ready[2];
@@ -58,8 +62,11 @@ int main(int argc, char **argv)
 	me = getpid();
 	a = memfd_create("zoo-memfd-a", MFD_ALLOW_SEALING);
 	b = memfd_create("zoo-memfd-b", 0);
-	if (a < 0 || b < 0)
+	x = memfd_create("zoo-memfd-exec", 0);
+	if (a < 0 || b < 0 || x < 0)
 		zoo_die("memfd_create");
+	if (write(x, "#!/bin/true\n", 12) != 12)
+		zoo_die("write x");
 	for (i = 0; i < A_SIZE; i++)
 		buf[i] = pattern_at(i);
 	if (write(a, buf, A_SIZE) != A_SIZE)
@@ -116,6 +123,16 @@ int main(int argc, char **argv)
 		zoo_fail("C ended with status %#x", status);
 
 	check_link(a, "/memfd:zoo-memfd-a (deleted)");
+	kid = fork();
+	if (kid == 0) {
+		const char *argv_[] = {"true", NULL}, *envp_[] = {NULL};
+
+		syscall(SYS_execveat, x, "", argv_, envp_, AT_EMPTY_PATH);
+		_exit(errno == ETXTBSY ? 3 : 4);
+	}
+	if (kid < 0 || waitpid(kid, &status, 0) != kid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status))
+		zoo_fail("execveat of the memfd script: status %#x (3: ETXTBSY)", status);
 	ZOO_CHECK(lseek(a, 0, SEEK_CUR) == 777, "position of A is %ld, want 777 (C's seek)",
 		  (long)lseek(a, 0, SEEK_CUR));
 	ZOO_CHECK(lseek(a, 0, SEEK_END) == A_SIZE, "size of A changed");

@@ -233,15 +233,28 @@ impl Objects {
         for (&fid, f) in &m.files {
             out.file_inode.insert(fid, u64::from(f.inode_id()));
         }
+        // The first read-write description of each memfd is the file memfd_create made:
+        // unlike a reopen through /proc, it does not count as a writer of the inode, so
+        // the task can still execveat() it (ETXTBSY otherwise), as it could before.
+        let mut original_used: Vec<u64> = Vec::new();
         for &fid in &m.with_fd {
             let f = &m.files[&fid];
-            let inode = &out.inodes[&u64::from(f.inode_id())];
-            let desc =
-                reopen(inode, f.flags() as i32, f.pos()).map_err(|source| RestoreError::Memfd {
-                    name: m.inodes[&u64::from(f.inode_id())].entry.name().to_string(),
-                    what: "opening a description of",
-                    source,
-                })?;
+            let iid = u64::from(f.inode_id());
+            let inode = &out.inodes[&iid];
+            let err = |what: &'static str| {
+                let name = m.inodes[&iid].entry.name().to_string();
+                move |source| RestoreError::Memfd { name, what, source }
+            };
+            let flags = f.flags() as i32;
+            let desc = if flags & libc::O_ACCMODE == libc::O_RDWR && !original_used.contains(&iid) {
+                original_used.push(iid);
+                let d = inode.try_clone().map_err(err("duplicating"))?;
+                set_description(&d, flags, f.pos())
+                    .map_err(err("setting up the description of"))?;
+                d
+            } else {
+                reopen(inode, flags, f.pos()).map_err(err("opening a description of"))?
+            };
             crs_files.by_id.insert(fid, OwnedFd::from(desc));
         }
         Ok((out, pages))
@@ -271,4 +284,15 @@ fn reopen(inode: &File, flags: i32, pos: u64) -> std::io::Result<File> {
         .open(format!("/proc/self/fd/{}", inode.as_raw_fd()))?;
     (&f).seek(SeekFrom::Start(pos))?;
     Ok(f)
+}
+
+/// Puts the dumped status flags (those F_SETFL changes) and position on description `f`.
+fn set_description(f: &File, flags: i32, pos: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let settable =
+        libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+    let fl = nix::fcntl::OFlag::from_bits_truncate(flags & settable);
+    fcntl(f, FcntlArg::F_SETFL(fl)).map_err(std::io::Error::from)?;
+    (&*f).seek(SeekFrom::Start(pos))?;
+    Ok(())
 }
