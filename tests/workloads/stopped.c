@@ -1,8 +1,9 @@
 /*
- * A stopped child: C stops itself with SIGSTOP before the dump. After SIGTERM, P checks
- * that C is still stopped (state T in /proc/C/stat: the restore stopped it again before
- * it ran), continues it with SIGCONT, and C, which counts how often it ran past the
- * stop, exits with 0 only if it resumed exactly once.
+ * A stopped child: C, leader of its own process group (so job-control stops are not
+ * discarded as for an orphaned group), stops itself with SIGTSTP before the dump. After
+ * SIGTERM, P checks that C is still stopped (state T in /proc/C/stat) and, since the
+ * restore stops it again, that waitpid(WUNTRACED) reports it stopped by SIGTSTP, not
+ * SIGSTOP. Then P continues it with SIGCONT and C exits 0.
  */
 #include "zoo.h"
 
@@ -41,17 +42,33 @@ int main(int argc, char **argv)
 			zoo_die("PR_SET_PDEATHSIG");
 		if (getppid() != me)
 			_exit(2);
-		raise(SIGSTOP);
+		if (setpgid(0, 0))
+			_exit(3);
+		raise(SIGTSTP);
 		_exit(0);
 	}
-	if (waitpid(kid, &status, WUNTRACED) != kid || !WIFSTOPPED(status))
-		zoo_die("child did not stop");
+	if (waitpid(kid, &status, WUNTRACED) != kid || !WIFSTOPPED(status) ||
+	    WSTOPSIG(status) != SIGTSTP)
+		zoo_die("child did not stop with SIGTSTP");
 	zoo_ready();
 	if (zoo_corrupt)
 		kill(kid, SIGCONT);
 	zoo_wait();
 
+	/* A restored C stops again as soon as it is let go, maybe a moment after P wakes:
+	 * if it is not stopped yet (and not dead), wait for that stop without reaping. */
+	if (state_of(kid) != 'T' && state_of(kid) != 'Z') {
+		siginfo_t si;
+
+		if (waitid(P_PID, kid, &si, WSTOPPED | WNOWAIT))
+			zoo_fail("waitid: %s", strerror(errno));
+	}
 	ZOO_CHECK(state_of(kid) == 'T', "child state is %c, want T (stopped)", state_of(kid));
+	/* A restored C stopped anew and that stop is reported with its own signal (none is
+	 * pending in a run without restore). */
+	if (waitpid(kid, &status, WUNTRACED | WNOHANG) == kid)
+		ZOO_CHECK(WIFSTOPPED(status) && WSTOPSIG(status) == SIGTSTP,
+			  "stop reported as %#x, want a stop by SIGTSTP (%d)", status, SIGTSTP);
 	if (kill(kid, SIGCONT))
 		zoo_fail("SIGCONT: %s", strerror(errno));
 	if (waitpid(kid, &status, 0) != kid || !WIFEXITED(status) || WEXITSTATUS(status))

@@ -404,6 +404,7 @@ fn run_to_stop(
                 // detach.
                 if s != libc::SIGTRAP {
                     thread.stopped = true;
+                    thread.stop_signo = s;
                 }
                 0
             }

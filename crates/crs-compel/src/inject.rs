@@ -323,6 +323,7 @@ fn wait_for(thread: &mut SeizedThread, want: Want) -> Result<()> {
                 // at detach.
                 if sig != libc::SIGTRAP {
                     thread.stopped = true;
+                    thread.stop_signo = sig;
                 }
                 0
             }

@@ -53,6 +53,8 @@ pub enum Release {
 pub struct SeizedThread {
     pub(crate) tid: Tid,
     pub(crate) stopped: bool,
+    /// The signal of its group-stop (SIGSTOP, SIGTSTP, ...), 0 when not stopped.
+    pub(crate) stop_signo: i32,
     pub(crate) regs: Regs,
     pub(crate) sigmask: u64,
 }
@@ -113,6 +115,15 @@ impl SeizedProcess {
     /// Whether the process was group-stopped when seized.
     pub fn was_stopped(&self) -> bool {
         self.threads.iter().any(|t| t.stopped)
+    }
+
+    /// The signal that group-stopped the process (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU),
+    /// if it was stopped when seized.
+    pub fn stop_signal(&self) -> Option<i32> {
+        self.threads
+            .iter()
+            .find(|t| t.stopped && t.stop_signo != 0)
+            .map(|t| t.stop_signo)
     }
 }
 
@@ -387,7 +398,7 @@ impl SeizedTree {
     }
 
     fn collect_stop(&mut self, pid: Tid, tid: Tid) -> Result<()> {
-        let Some(stopped) = initial_stop(tid)? else {
+        let Some(stop_signo) = initial_stop(tid)? else {
             debug!(tid, "thread exited while being seized");
             return Ok(());
         };
@@ -410,10 +421,12 @@ impl SeizedTree {
             batch: None,
             own_map: None,
         });
+        let stopped = stop_signo != 0;
         debug!(pid, tid, stopped, ip = %Host::ip(&regs), "thread held");
         proc_.threads.push(SeizedThread {
             tid,
             stopped,
+            stop_signo,
             regs,
             sigmask,
         });
@@ -520,9 +533,9 @@ impl Drop for SeizedTree {
     }
 }
 
-/// Waits for the first stop of a just-interrupted thread. `Some(group_stopped)` once it
-/// is held, `None` if it exited.
-fn initial_stop(tid: Tid) -> Result<Option<bool>> {
+/// Waits for the first stop of a just-interrupted thread. `Some(stop signal)` once it is
+/// held (0: it was not group-stopped), `None` if it exited.
+fn initial_stop(tid: Tid) -> Result<Option<i32>> {
     loop {
         let st = match ptrace::wait(tid) {
             Ok(st) => st,
@@ -530,7 +543,7 @@ fn initial_stop(tid: Tid) -> Result<Option<bool>> {
             Err(source) => return Err(Error::Wait { tid, source }),
         };
         let resumed = match st {
-            Stop::EventStop(sig) => return Ok(Some(sig != libc::SIGTRAP)),
+            Stop::EventStop(sig) => return Ok(Some(if sig == libc::SIGTRAP { 0 } else { sig })),
             Stop::Exited(_) | Stop::Signaled(_) => return Ok(None),
             Stop::Event(ptrace::event::EXIT, _) => {
                 // Exiting on its own: let it finish.

@@ -453,6 +453,8 @@ fn dump_process(
         source: crs_compel::Error::NotSeized { tid: pid },
     })?;
     let stopped = proc_.was_stopped();
+    // The job-control signal that stopped it (SIGTSTP from a terminal, ...), restored as is.
+    let stop_signo = proc_.stop_signal().unwrap_or(libc::SIGSTOP);
     let mut tids: Vec<Tid> = proc_.threads().iter().map(|t| t.tid()).collect();
     tids.sort_by_key(|&t| (t != pid, t));
 
@@ -751,7 +753,7 @@ fn dump_process(
                 oom_score_adj: Some(oom_score_adj),
                 sigactions,
                 child_subreaper: Some(child_subreaper),
-                stop_signo: stopped.then_some(libc::SIGSTOP as u32),
+                stop_signo: stopped.then_some(stop_signo as u32),
                 ..Default::default()
             });
         }
