@@ -296,17 +296,19 @@ impl FileTable {
     }
 
     /// A MEMFD file entry `id` for an open description of memfd `file` (its inode saved
-    /// once, see `memfd`).
+    /// once, see `memfd`), found at `path` and shown by the kernel as `shown`.
+    #[allow(clippy::too_many_arguments)]
     fn memfd_file(
         &mut self,
         id: u32,
         file: &File,
-        link: &Path,
+        path: &Path,
+        shown: &Path,
         flags: u32,
         pos: u64,
         fown: Fown_entry,
     ) -> Result<()> {
-        let inode_id = self.memfds.inode(file, link, &link.to_string_lossy())?;
+        let inode_id = self.memfds.inode(file, path, &shown.to_string_lossy())?;
         self.entries.push(File_entry {
             type_: Some(EnumOrUnknown::new(Fd_types::MEMFD)),
             id: Some(id),
@@ -342,20 +344,7 @@ impl FileTable {
             return Ok(id);
         }
         let id = self.alloc();
-        let inode_id = self.memfds.inode(file, path, &shown.to_string_lossy())?;
-        self.entries.push(File_entry {
-            type_: Some(EnumOrUnknown::new(Fd_types::MEMFD)),
-            id: Some(id),
-            memfd: MessageField::some(Memfd_file_entry {
-                id: Some(id),
-                flags: Some(flags),
-                pos: Some(0),
-                fown: MessageField::some(zero_fown()),
-                inode_id: Some(inode_id),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        self.memfd_file(id, file, path, shown, flags, 0, zero_fown())?;
         self.special.insert(key, id);
         Ok(id)
     }
@@ -568,7 +557,7 @@ impl FileTable {
                         self.fifo(id, &link, &file, &md, flags, fown)?;
                     } else if is_memfd {
                         let pos = info.pos as u64;
-                        self.memfd_file(id, &file, &link, flags, pos, fown)?;
+                        self.memfd_file(id, &file, &link, &link, flags, pos, fown)?;
                     } else if is_tty {
                         let index = pts_index(&link_s)
                             .ok_or_else(|| unsupported("a pty slave outside /dev/pts"))?;
