@@ -695,11 +695,10 @@ fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawF
     let node = &nodes[i];
     let floor = layout.top;
     let mut wfd = wfd;
-    // SAFETY: every `sys` call below passes integers, NUL-terminated strings or buffers owned
-    // by `nodes` with their exact lengths (alive all along: this task runs on a copy of its
-    // parent's memory taken while `nodes` was borrowed), a live local array the kernel writes
-    // (`gone`, one pollfd), or the trampoline this task just mapped, with the length it
-    // mapped.
+    // SAFETY: each `sys` call passes integers, NUL-terminated strings or buffers of `nodes`
+    // with their exact lengths (alive: this task runs on a copy of its parent's memory taken
+    // while `nodes` was borrowed), a live local the kernel writes (`gone`, one pollfd), or
+    // the trampoline this task just mapped, with the length it mapped.
     unsafe {
         if node.parent_death_signal
             && sys(
