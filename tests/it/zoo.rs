@@ -89,6 +89,7 @@ zoo! {
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),
+    file_owner => Workload::C("fown"),
     python3_generator => Workload::Python("generator.py"),
     bash_loop => Workload::Bash("loop.sh"),
     inotify_watches => Workload::C("inotify"),

@@ -28,6 +28,7 @@ mod arch;
 mod creds;
 mod error;
 mod files;
+mod fown;
 mod handoff;
 mod images;
 mod locks;
@@ -1058,6 +1059,7 @@ fn build(
     unixsk::create(&mut r, images, made.crs_files)?;
     anonfd::create(&mut r, images)?;
     locks::take(&mut r, file_locks)?;
+    fown::restore(&mut r, images)?;
     task::set_misc(&mut r, images)?;
     task::set_rlimits(pid, images);
     // The other threads, once the memory they run in is there, before the timers that
