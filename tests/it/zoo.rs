@@ -90,6 +90,7 @@ zoo! {
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),
     file_owner => Workload::C("fown"),
+    membarrier => Workload::C("membarrier"),
     python3_generator => Workload::Python("generator.py"),
     bash_loop => Workload::Bash("loop.sh"),
     inotify_watches => Workload::C("inotify"),

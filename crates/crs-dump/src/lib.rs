@@ -529,6 +529,7 @@ fn dump_process(
     let timer_ids: Vec<i32> = timers.iter().rev().map(|t| t.id).collect();
     // One batch of injected syscalls for the process and its leader, one per other thread.
     let (answers, leader_extra) = remote.process(asked, &timer_ids)?;
+    let membarrier = remote.membarrier_registrations()?;
     let sigactions = answers.sigactions;
     let itimers = answers.itimers;
     let posix: Vec<_> = timers
@@ -732,6 +733,7 @@ fn dump_process(
                 .collect();
             core.tc = MessageField::some(Task_core_entry {
                 task_state: Some(if stopped { TASK_STOPPED } else { TASK_ALIVE }),
+                membarrier_registration_mask: (membarrier != 0).then_some(membarrier),
                 exit_code: Some(0),
                 personality: Some(personality),
                 flags: Some(stat.flags),

@@ -205,6 +205,29 @@ impl<'a> Remote<'a> {
         Ok(Answers { results, mem })
     }
 
+    /// The membarrier commands the process registered for (MEMBARRIER_CMD_REGISTER_*
+    /// bits, from MEMBARRIER_CMD_GET_REGISTRATIONS); 0 on a kernel without that command.
+    pub(crate) fn membarrier_registrations(&mut self) -> Result<u32> {
+        const GET_REGISTRATIONS: u64 = 1 << 9;
+        let ret = self
+            .tree
+            .syscall(
+                self.pid,
+                libc::SYS_membarrier,
+                [GET_REGISTRATIONS, 0, 0, 0, 0, 0],
+            )
+            .map_err(compel_err(self.pid, "asking the membarrier registrations"))?;
+        match ret {
+            r if r >= 0 => Ok(r as u32),
+            r if r == -(libc::EINVAL as i64) => Ok(0),
+            r => Err(DumpError::Remote {
+                tid: self.pid,
+                call: "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
+                errno: -r,
+            }),
+        }
+    }
+
     fn read(&self, off: usize, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
         self.tree

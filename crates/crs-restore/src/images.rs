@@ -447,6 +447,12 @@ fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
             )))
         }
     }
+    let unknown = tc.membarrier_registration_mask() & !crate::task::MEMBARRIER_REGISTER_BITS;
+    if unknown != 0 {
+        return Err(unsupported(format!(
+            "membarrier registrations {unknown:#x} (not a MEMBARRIER_CMD_REGISTER_* command)"
+        )));
+    }
     if tc.sigactions.len() > 64 {
         return Err(invalid(name, format!("{} sigactions", tc.sigactions.len())));
     }

@@ -1055,6 +1055,7 @@ fn build(
     debug!(pages = stats.pages_restored, elapsed = ?stats.pages_time, "pages filled");
     vma::finish_prot(&mut r, images)?;
     task::set_mm(&mut r, images)?;
+    task::set_membarrier(&mut r, images)?;
     handoff::install_held(&mut r, images, made.crs_files)?;
     unixsk::create(&mut r, images, made.crs_files)?;
     anonfd::create(&mut r, images)?;

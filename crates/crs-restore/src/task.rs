@@ -385,3 +385,26 @@ pub(crate) fn set_sched(images: &Images) -> Result<(), RestoreError> {
     }
     Ok(())
 }
+
+/// The MEMBARRIER_CMD_REGISTER_* commands a task can have registered for (global
+/// expedited, private expedited, its sync-core and rseq variants).
+pub(crate) const MEMBARRIER_REGISTER_BITS: u32 = (1 << 2) | (1 << 4) | (1 << 6) | (1 << 8);
+
+/// Registers the task again for the membarrier commands it had registered for (a
+/// property of its mm: one call per command, in the leader).
+pub(crate) fn set_membarrier(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
+    let mask = images
+        .core
+        .tc
+        .as_ref()
+        .expect("checked at load")
+        .membarrier_registration_mask();
+    for bit in (0..32).map(|b| 1u32 << b).filter(|b| mask & b != 0) {
+        r.call(
+            libc::SYS_membarrier,
+            [u64::from(bit), 0, 0, 0, 0, 0],
+            || format!("membarrier({bit:#x}) registration"),
+        )?;
+    }
+    Ok(())
+}
