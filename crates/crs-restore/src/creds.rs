@@ -199,7 +199,7 @@ fn cap_last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-fn status(pid: i32) -> Result<Status, RestoreError> {
+pub(crate) fn status(pid: i32) -> Result<Status, RestoreError> {
     let path = format!("/proc/{pid}/status");
     let bytes = std::fs::read(&path).map_err(|source| RestoreError::Stat {
         path: path.clone().into(),

@@ -342,15 +342,7 @@ pub(crate) fn set_rlimits(pid: i32, images: &Images) {
 /// The signals task `pid` catches or ignores now (SigCgt | SigIgn of its status): the
 /// actions it inherited from crs.
 fn inherited_actions(pid: crs_compel::Tid) -> Result<u64, RestoreError> {
-    let path = format!("/proc/{pid}/status");
-    let bytes = std::fs::read(&path).map_err(|source| RestoreError::Stat {
-        path: path.clone().into(),
-        source,
-    })?;
-    let st = crs_proc::parse_status(&bytes).map_err(|e| RestoreError::Stat {
-        path: path.into(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-    })?;
+    let st = crate::creds::status(pid)?;
     Ok(st.sig_cgt.0 | st.sig_ign.0)
 }
 
