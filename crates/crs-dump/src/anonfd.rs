@@ -32,7 +32,6 @@ use crs_images::pb::fh::Fh_entry;
 use crs_images::pb::fifo::Fifo_entry;
 use crs_images::pb::fown::Fown_entry;
 use crs_images::pb::fsnotify::{Inotify_file_entry, Inotify_wd_entry};
-use crs_images::pb::pipe_data::Pipe_data_entry;
 use crs_images::pb::signalfd::Signalfd_entry;
 use crs_images::pb::timerfd::Timerfd_entry;
 use crs_proc::{FdInfo, InotifyWatch, MountInfo, ProcDir};
@@ -284,10 +283,7 @@ impl FileTable {
         // tee(2) needs a readable end: a write-only one is read through a new read-only
         // description of the FIFO (non-blocking, so the open does not wait for a writer).
         let readable = if flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(format!("/proc/self/fd/{}", file.as_fd().as_raw_fd()))
+            super::reopen_readonly_at(file, libc::O_NONBLOCK)
                 .map_err(file_err("reopening for reading the FIFO", link))?
         } else {
             file.try_clone()
@@ -302,15 +298,8 @@ impl FileTable {
             bytes = data.len(),
             "FIFO data saved"
         );
-        self.fifo_data.push((
-            Pipe_data_entry {
-                pipe_id: Some(pipe_id),
-                bytes: Some(data.len() as u32),
-                size: Some(size),
-                ..Default::default()
-            },
-            data,
-        ));
+        self.fifo_data
+            .push(super::pipe_data_entry(pipe_id, size, data));
         Ok(())
     }
 }

@@ -697,15 +697,7 @@ impl FileTable {
         }
         let (size, data) = queued_pipe_data(file, link)?;
         debug!(id, pipe_id, size, bytes = data.len(), "pipe data saved");
-        self.pipe_data.push((
-            Pipe_data_entry {
-                pipe_id: Some(pipe_id),
-                bytes: Some(data.len() as u32),
-                size: Some(size),
-                ..Default::default()
-            },
-            data,
-        ));
+        self.pipe_data.push(pipe_data_entry(pipe_id, size, data));
         Ok(())
     }
 
@@ -863,14 +855,35 @@ pub(crate) fn image_err(image: &str) -> impl FnOnce(crs_images::ImageError) -> D
 /// A new, read-only open file description of the file `f` is open on, through the
 /// `/proc/self/fd` magic link (which reaches deleted files too). The magic link must be
 /// followed: O_NOFOLLOW would make the open fail with ELOOP.
-fn reopen_readonly_at(f: &File) -> std::io::Result<File> {
+/// A new read-only description of the file `f` is open on (through /proc/self/fd), with
+/// extra open flags `extra` (O_NONBLOCK for a FIFO, so the open never waits for a writer).
+pub(crate) fn reopen_readonly_at(f: &File, extra: i32) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
+        .custom_flags(extra)
         .open(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }
 
 fn reopen_readonly(f: &File) -> Option<File> {
-    reopen_readonly_at(f).ok()
+    reopen_readonly_at(f, 0).ok()
+}
+
+/// The pipes-data.img / fifo-data.img entry of the `data` queued in pipe `pipe_id` of
+/// `size` bytes, with the data that follows it.
+pub(crate) fn pipe_data_entry(
+    pipe_id: u32,
+    size: u32,
+    data: Vec<u8>,
+) -> (Pipe_data_entry, Vec<u8>) {
+    (
+        Pipe_data_entry {
+            pipe_id: Some(pipe_id),
+            bytes: Some(data.len() as u32),
+            size: Some(size),
+            ..Default::default()
+        },
+        data,
+    )
 }
 
 /// The pipe size and the bytes queued in the pipe `file` is an end of, left queued: they
@@ -945,7 +958,7 @@ fn ghost_image(gid: u32, link: &Path, file: &File, md: &std::fs::Metadata) -> Re
     }
     // Read through a fresh description so the task's file position is not involved (and a
     // write-only description can still be read).
-    let mut f = reopen_readonly_at(file).map_err(file_err("reopening deleted file", link))?;
+    let mut f = reopen_readonly_at(file, 0).map_err(file_err("reopening deleted file", link))?;
     if !chunks {
         let mut data = Vec::with_capacity(md.size() as usize);
         (&mut f)
