@@ -79,18 +79,22 @@ pub(crate) fn restore(r: &mut Remote<'_>, images: &Images) -> Result<usize, Rest
                 [fd, libc::F_GETFL as u64, 0, 0, 0, 0],
                 || format!("fcntl(F_GETFL) of fd {fd}"),
             )?;
-            r.call(
-                libc::SYS_fcntl,
-                [
-                    fd,
-                    libc::F_SETFL as u64,
-                    (cur | libc::O_ASYNC as i64) as u64,
-                    0,
-                    0,
-                    0,
-                ],
-                || format!("fcntl(F_SETFL, O_ASYNC) of fd {fd}"),
-            )?;
+            // Files and pipes the task opened itself already have it (their plan sets
+            // the status flags); the descriptions made otherwise do not.
+            if cur & libc::O_ASYNC as i64 == 0 {
+                r.call(
+                    libc::SYS_fcntl,
+                    [
+                        fd,
+                        libc::F_SETFL as u64,
+                        (cur | libc::O_ASYNC as i64) as u64,
+                        0,
+                        0,
+                        0,
+                    ],
+                    || format!("fcntl(F_SETFL, O_ASYNC) of fd {fd}"),
+                )?;
+            }
         }
         debug!(
             fd,
