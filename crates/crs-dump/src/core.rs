@@ -91,11 +91,11 @@ const PKRU_DEFAULT: u32 = 0x5555_5554;
 /// present, among the user features CRIU knows (the mask CRIU's compel computes, so the
 /// images carry the same fields).
 fn xfeatures() -> u64 {
-    use std::arch::x86_64::__cpuid_count;
-    let d = __cpuid_count(0xd, 0);
+    use crs_sys::x86::cpuid;
+    let d = cpuid(0xd, 0);
     let mut mask = (d.eax as u64) | ((d.edx as u64) << 32);
-    let l1 = __cpuid_count(1, 0);
-    let l7 = __cpuid_count(7, 0);
+    let l1 = cpuid(1, 0);
+    let l7 = cpuid(7, 0);
     let avx = l1.ecx & (1 << 28) != 0;
     let mpx = l7.ebx & (1 << 14) != 0;
     let avx512f = l7.ebx & (1 << 16) != 0;
@@ -130,13 +130,12 @@ fn xfeatures() -> u64 {
 }
 
 fn has_shstk() -> bool {
-    std::arch::x86_64::__cpuid_count(7, 0).ecx & (1 << 7) != 0
+    crs_sys::x86::cpuid(7, 0).ecx & (1 << 7) != 0
 }
 
 /// Offset and size of XSAVE component `feature` in the standard (uncompacted) layout.
 fn component(feature: u32) -> (usize, usize) {
-    let l = std::arch::x86_64::__cpuid_count(0xd, feature);
-    (l.ebx as usize, l.eax as usize)
+    crs_sys::x86::xsave_component(feature)
 }
 
 /// With the x87 or SSE component in its init state (XSTATE_BV bits 0/1 clear), the

@@ -1148,11 +1148,3 @@ pub fn prlimit(pid: Tid, resource: u32, cur: u64, max: u64) -> io::Result<()> {
     };
     cvt(ret as libc::c_long).map(drop)
 }
-
-#[cfg(target_arch = "x86_64")]
-/// CPUID leaf 0xD sub-leaf `component`: (offset, size) of that XSAVE component in the
-/// standard (non-compacted) format; (0, 0) when the CPU lacks it.
-pub fn xsave_component(component: u32) -> (usize, usize) {
-    let leaf = std::arch::x86_64::__cpuid_count(0xd, component);
-    (leaf.ebx as usize, leaf.eax as usize)
-}

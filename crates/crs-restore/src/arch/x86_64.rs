@@ -128,7 +128,7 @@ pub(crate) fn build_xstate(fp: &User_x86_fpregs_entry, buf: &mut [u8]) -> Result
         if bytes.is_empty() {
             continue;
         }
-        let (off, size) = crs_sys::restore::xsave_component(bit);
+        let (off, size) = crs_sys::x86::xsave_component(bit);
         if size == 0 || bytes.len() > size || off + bytes.len() > buf.len() {
             return Err(format!(
                 "xsave component {bit} ({} bytes) does not fit this CPU (offset {off}, size {size})",
