@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rustix::fs::{openat, readlinkat, Dir, Mode, OFlags, CWD};
 use rustix::io::Errno;
@@ -31,6 +32,9 @@ pub const PAGE_SIZE: u64 = 4096;
 struct Dir0 {
     fd: OwnedFd,
     path: PathBuf,
+    /// Files read ahead of time (see [`ProcDir::prefetch`]): (relative path, bytes). Each
+    /// is handed out once, to the first read of that path; later reads go to /proc.
+    prefetched: Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 impl Dir0 {
@@ -45,7 +49,17 @@ impl Dir0 {
             path: shown.clone(),
             source: e.into(),
         })?;
-        Ok(Dir0 { fd, path: shown })
+        Ok(Dir0 {
+            fd,
+            path: shown,
+            prefetched: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn take_prefetched(&self, rel: &str) -> Option<Vec<u8>> {
+        let mut p = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        let i = p.iter().position(|(r, _)| r == rel)?;
+        Some(p.swap_remove(i).1)
     }
 
     fn sub(&self, rel: &str) -> PathBuf {
@@ -66,6 +80,9 @@ impl Dir0 {
     }
 
     fn read(&self, rel: &str) -> Result<Vec<u8>, Error> {
+        if let Some(bytes) = self.take_prefetched(rel) {
+            return Ok(bytes);
+        }
         let fd = self.open_file(rel, OFlags::RDONLY)?;
         let mut buf = Vec::new();
         File::from(fd)
@@ -268,13 +285,45 @@ impl ProcDir {
     }
 
     /// Opens `task/<tid>` (the lookup is relative to this process, so only its own threads
-    /// are found).
+    /// are found). Files prefetched below it move to the returned directory.
     pub fn task(&self, tid: i32) -> Result<TaskDir, Error> {
         let rel = format!("task/{tid}");
-        Ok(TaskDir {
-            tid,
-            dir: Dir0::open_at(self.dir.fd.as_fd(), &rel, self.dir.sub(&rel))?,
-        })
+        let dir = Dir0::open_at(self.dir.fd.as_fd(), &rel, self.dir.sub(&rel))?;
+        let prefix = format!("{rel}/");
+        let mut mine = self
+            .dir
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (theirs, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *mine)
+            .into_iter()
+            .partition(|(r, _)| r.starts_with(&prefix));
+        *mine = keep;
+        *dir.prefetched.lock().unwrap_or_else(|e| e.into_inner()) = theirs
+            .into_iter()
+            .map(|(r, b)| (r[prefix.len()..].to_string(), b))
+            .collect();
+        Ok(TaskDir { tid, dir })
+    }
+
+    /// Reads the files `rels` (relative paths such as `"smaps"`, `"task/7/status"`) now,
+    /// and keeps their bytes for the first later read of each (through [`ProcDir::read`],
+    /// a parsing accessor, or the [`TaskDir`] of that thread), which then costs nothing.
+    /// For a caller that reads many stopped processes and can read them in parallel
+    /// before it works on them one by one. A file that cannot be read now is left out:
+    /// the later read reports the error.
+    pub fn prefetch(&self, rels: &[String]) {
+        let mut got = Vec::with_capacity(rels.len());
+        for rel in rels {
+            if let Ok(bytes) = self.dir.read(rel) {
+                got.push((rel.clone(), bytes));
+            }
+        }
+        self.dir
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(got);
     }
 
     /// Thread ids in `task/`, ascending.

@@ -226,3 +226,33 @@ fn procdir_bad_pid_is_error() {
     let e = p.fdinfo(1 << 30).unwrap_err();
     assert!(e.to_string().contains("fdinfo/1073741824"), "{e}");
 }
+
+/// This thread's id, from /proc/thread-self.
+fn my_tid() -> i32 {
+    std::fs::read_link("/proc/thread-self")
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn prefetched_file_is_read_once_then_fresh() {
+    let tid = my_tid();
+    let comm = "/proc/thread-self/comm";
+    std::fs::write(comm, "crs-before").unwrap();
+    let p = me();
+    p.prefetch(&[format!("task/{tid}/comm"), "no-such-file".to_string()]);
+    std::fs::write(comm, "crs-after").unwrap();
+    // Prefetched bytes move with the thread's directory and are handed out once.
+    let t = p.task(tid).unwrap();
+    assert_eq!(t.read("comm").unwrap(), b"crs-before\n");
+    assert_eq!(t.read("comm").unwrap(), b"crs-after\n");
+    // A second task() finds nothing left to hand out.
+    assert_eq!(p.task(tid).unwrap().read("comm").unwrap(), b"crs-after\n");
+    // What could not be read then is an error now, as without the prefetch.
+    assert!(p.read("no-such-file").is_err());
+}
