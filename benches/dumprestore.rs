@@ -35,8 +35,8 @@
 //! sleep/tree/threads, 6 for 256 MiB and 1 GiB, 3 for 4 GiB: multiples of 3 so crs, criu and
 //! the limit each go first equally often; the whole matrix then takes about 6 minutes on
 //! this 2-core VM); `CRS_BENCH_BIG=0` leaves out the 4 GiB workload (it is also skipped when
-//! MemAvailable is under 12 GiB); a non-flag argument filters cases by substring
-//! (`cargo bench --bench dumprestore -- 1GiB/tmpfs`).
+//! MemAvailable is under 12 GiB); non-flag arguments keep only the cases containing one
+//! of them (`cargo bench --bench dumprestore -- 1GiB/tmpfs tree`).
 #![forbid(unsafe_code)]
 
 use std::fs::{self, File, OpenOptions};
@@ -853,7 +853,10 @@ fn main() {
     if std::env::var_os(WRAP_ENV).is_some() {
         wrap(&std::env::args().skip(1).collect::<Vec<_>>());
     }
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let out = root().join("target/bench");
     fs::create_dir_all(&out).expect("target/bench");
     nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
@@ -916,7 +919,7 @@ fn main() {
     for (dir, fst) in &dirs {
         for w in &workloads {
             let case = format!("{}/{fst}", w.name);
-            if filter.as_ref().is_some_and(|f| !case.contains(f.as_str())) {
+            if !filters.is_empty() && !filters.iter().any(|f| case.contains(f.as_str())) {
                 continue;
             }
             let mut crs = Samples::default();

@@ -76,3 +76,44 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     }
     out
 }
+
+/// `Cpus_allowed_list` of every thread of `pid` and of the processes below it, by tid (crs
+/// pins the threads it drives to one CPU while it holds them: each must have its own mask
+/// back afterwards).
+pub fn cpu_masks(pid: i32) -> std::collections::BTreeMap<i32, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in std::iter::once(pid).chain(descendants(pid)) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            if let Some(l) = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")) {
+                out.insert(
+                    tid,
+                    l.trim_start_matches("Cpus_allowed_list:")
+                        .trim()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The calling thread's `Cpus_allowed_list` (what a process it starts inherits).
+pub fn own_cpu_mask() -> String {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .map(|l| {
+            l.trim_start_matches("Cpus_allowed_list:")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}

@@ -11,7 +11,7 @@
 //! anything else = the workload could not run.
 
 pub use crs_tests::crs_bin;
-use crs_tests::descendants;
+use crs_tests::{cpu_masks, descendants, own_cpu_mask};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -423,6 +423,18 @@ impl Run {
             Ok(s) => self.fail(&format!("--pidfile holds {s:?}, want {pid}")),
             Err(e) => self.fail(&format!("--pidfile {}: {e}", pidfile.display())),
         }
+        // crs runs the tasks it builds on its own CPUs while it holds them: each thread
+        // must have crs's mask (this thread's, which crs inherited) back.
+        let want = own_cpu_mask();
+        let wrong: Vec<_> = cpu_masks(pid)
+            .into_iter()
+            .filter(|(_, m)| *m != want)
+            .collect();
+        if !wrong.is_empty() {
+            self.fail(&format!(
+                "restored threads with another CPU mask than crs's {want:?}: {wrong:?}"
+            ));
+        }
     }
 
     /// `crs dump -R`: the images are complete and the workload is still running.
@@ -435,7 +447,14 @@ impl Run {
             "dump", "-t", &pid_s, "-D", &images_s, "-R", "-o", "dump.log", "-v4",
         ];
         args.extend_from_slice(self.workload.crs_args());
+        let masks = cpu_masks(self.proc.as_ref().expect("started").pid);
         self.crs(&args, "crs-dump.out");
+        let after = cpu_masks(self.proc.as_ref().expect("started").pid);
+        if after != masks {
+            self.fail(&format!(
+                "`crs dump -R` changed CPU masks: before {masks:?}, after {after:?}"
+            ));
+        }
         if !images.join("inventory.img").exists() {
             self.fail("`crs dump -R` left no inventory.img: the image set is incomplete");
         }

@@ -34,6 +34,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("putting back the CPU mask of thread {tid}")]
+    Affinity {
+        tid: Tid,
+        #[source]
+        source: io::Error,
+    },
     #[error("thread {tid} is already traced by process {tracer}")]
     AlreadyTraced { tid: Tid, tracer: Tid },
     #[error("interrupting thread {tid}")]

@@ -30,6 +30,7 @@ mod batch;
 mod error;
 mod freezer;
 mod inject;
+pub mod pin;
 mod procfs;
 mod state;
 mod tree;
@@ -41,6 +42,8 @@ pub use crs_sys::{RemoteAddr, Tid};
 pub use error::Error;
 pub use freezer::Freezer;
 pub use inject::SCRATCH_SIZE;
+pub use nix::sched::CpuSet;
+pub use pin::{allowed_cpus, CpuPin};
 pub use state::{QueuedSignal, SeccompFilter, ThreadState};
 pub use tree::{Release, SeizeOptions, SeizedProcess, SeizedThread, SeizedTree};
 

@@ -10,11 +10,12 @@ use std::time::Duration;
 use crs_sys::ptrace::{self, Stop};
 use crs_sys::remote::RemoteRange;
 use crs_sys::{pidfd, RemoteAddr, Tid};
+use nix::sched::CpuSet;
 use tracing::{debug, debug_span, warn};
 
 use crate::arch::{Arch, Host, Regs};
 use crate::freezer::Freezer;
-use crate::{procfs, Error, Result};
+use crate::{pin, procfs, Error, Result};
 
 /// How to seize a tree.
 #[derive(Clone, Debug)]
@@ -141,6 +142,9 @@ pub struct SeizedTree {
     /// Threads that are exiting and cannot be seized (a zombie leader of a live group).
     unseizable: HashSet<Tid>,
     zombies: BTreeSet<Tid>,
+    /// Set by [`SeizedTree::pin_to_cpu`]: the CPU, and each pinned thread's mask to put
+    /// back at release.
+    pinned: Option<(usize, HashMap<Tid, CpuSet>)>,
     released: bool,
     _not_send: PhantomData<*const ()>,
 }
@@ -164,21 +168,7 @@ impl SeizedTree {
             return Err(Error::SelfInTree { pid: root });
         }
         procfs::status(root).map_err(|_| Error::NoSuchProcess { pid: root })?;
-        let mut options = ptrace::opt::TRACESYSGOOD | ptrace::opt::TRACEEXIT;
-        if opts.suspend_seccomp {
-            options |= ptrace::opt::SUSPEND_SECCOMP;
-        }
-        let mut tree = SeizedTree {
-            root,
-            options,
-            procs: BTreeMap::new(),
-            owner: HashMap::new(),
-            pending: Vec::new(),
-            unseizable: HashSet::new(),
-            zombies: BTreeSet::new(),
-            released: false,
-            _not_send: PhantomData,
-        };
+        let mut tree = SeizedTree::empty(root, opts);
         if let Some(path) = &opts.freeze_cgroup {
             let freezer = Freezer::freeze(path, opts.freeze_timeout)?;
             // Frozen tasks (cgroup v1) only take the interrupt once thawed: seize and
@@ -197,6 +187,75 @@ impl SeizedTree {
             "tree seized"
         );
         Ok(tree)
+    }
+
+    /// Seizes every thread of each listed process, and nothing else (not their children):
+    /// for a caller that knows the whole tree and holds it in parts, one part per thread
+    /// (restore builds processes in parallel this way). The first pid is the part's root.
+    /// A listed process that is gone is an error; so is an empty list.
+    pub fn seize_processes(pids: &[Tid], opts: &SeizeOptions) -> Result<SeizedTree> {
+        let &root = pids.first().ok_or(Error::NoSuchProcess { pid: 0 })?;
+        let _span = debug_span!("seize", root, processes = pids.len()).entered();
+        let mut tree = SeizedTree::empty(root, opts);
+        for &pid in pids {
+            if pid == std::process::id() as Tid {
+                return Err(Error::SelfInTree { pid });
+            }
+            tree.seize_threads(pid)?;
+            if !tree.procs.contains_key(&pid) {
+                return Err(Error::NoSuchProcess { pid });
+            }
+        }
+        Ok(tree)
+    }
+
+    fn empty(root: Tid, opts: &SeizeOptions) -> SeizedTree {
+        let mut options = ptrace::opt::TRACESYSGOOD | ptrace::opt::TRACEEXIT;
+        if opts.suspend_seccomp {
+            options |= ptrace::opt::SUSPEND_SECCOMP;
+        }
+        SeizedTree {
+            root,
+            options,
+            procs: BTreeMap::new(),
+            owner: HashMap::new(),
+            pending: Vec::new(),
+            unseizable: HashSet::new(),
+            zombies: BTreeSet::new(),
+            pinned: None,
+            released: false,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Runs every held thread, and each thread adopted later, on CPU `cpu` alone until the
+    /// tree is released (see [`crate::pin`]; the caller pins its own thread there too).
+    /// At release each thread gets back `restore_to` if given (restore: the mask crs
+    /// started with, which the new tasks should have), else the mask it had. A thread the
+    /// kernel will not pin is left as it is.
+    pub fn pin_to_cpu(&mut self, cpu: usize, restore_to: Option<CpuSet>) {
+        let mut saved = HashMap::new();
+        for tid in self.tids().collect::<Vec<_>>() {
+            if let Some(old) = pin::pin_thread(tid, cpu) {
+                saved.insert(tid, restore_to.unwrap_or(old));
+            }
+        }
+        debug!(cpu, threads = saved.len(), "held threads pinned");
+        self.pinned = Some((cpu, saved));
+    }
+
+    /// Puts back the masks [`SeizedTree::pin_to_cpu`] changed.
+    fn unpin(&mut self) -> Result<()> {
+        let Some((_, saved)) = self.pinned.take() else {
+            return Ok(());
+        };
+        let mut first_err = None;
+        for (tid, mask) in saved {
+            if let Err(source) = pin::set_mask(tid, &mask) {
+                first_err.get_or_insert(Error::Affinity { tid, source });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// The root pid the tree was seized from.
@@ -272,6 +331,15 @@ impl SeizedTree {
             SeizeOutcome::Gone | SeizeOutcome::Zombie => {}
         }
         if self.owner.contains_key(&tid) {
+            // A new thread inherits its creator's pinned mask: it gets its process's
+            // saved one back at release.
+            if let Some((cpu, saved)) = &mut self.pinned {
+                if let Some(mask) = saved.get(&pid).copied() {
+                    if pin::pin_thread(tid, *cpu).is_some() {
+                        saved.insert(tid, mask);
+                    }
+                }
+            }
             Ok(())
         } else {
             Err(Error::ThreadGone { tid })
@@ -472,6 +540,9 @@ impl SeizedTree {
         let mut first_err: Option<Error> = self.settle_pending().err();
         match how {
             Release::Detach => {
+                if let Err(e) = self.unpin() {
+                    first_err.get_or_insert(e);
+                }
                 let pids: Vec<Tid> = self.procs.keys().copied().collect();
                 for pid in pids {
                     if let Err(e) = self.unmap_scratch(pid) {

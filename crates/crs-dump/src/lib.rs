@@ -38,7 +38,7 @@ mod task;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crs_compel::{Release, SeizeOptions, SeizedTree, Tid};
+use crs_compel::{CpuPin, Release, SeizeOptions, SeizedTree, Tid};
 use crs_images::codec::ImageWriter;
 use crs_images::pb::core::core_entry::March;
 use crs_images::pb::core::{Core_entry, Task_core_entry, Task_rlimits_entry};
@@ -55,6 +55,7 @@ use crs_images::pb::timens::{Timens_entry, Timespec};
 use crs_images::pb::timer::{Itimer_entry, Task_timers_entry};
 use crs_proc::ProcDir;
 use protobuf::{EnumOrUnknown, MessageField};
+use rayon::prelude::*;
 use tracing::{debug, info, info_span, warn};
 
 pub use error::DumpError;
@@ -158,6 +159,13 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     };
     let frozen_at = Instant::now();
     info!(pid, threads = tree.thread_count(), "tree seized");
+    // This thread and the held threads on one CPU while crs drives them (see
+    // `crs_compel::pin`); the page-copy pool is started first, so its threads are not.
+    rayon::current_num_threads();
+    let pin = CpuPin::here();
+    if let Some(p) = &pin {
+        tree.pin_to_cpu(p.cpu(), None);
+    }
 
     let staged = dump_seized(
         &mut tree,
@@ -256,8 +264,32 @@ fn dump_seized(
     let mut pages_id = 0u32;
     let mut shmem = shmem::ShmemObjects::default();
     let mut fd_tables = Vec::new();
-    for (k, &(pid, ppid, zombie)) in order.iter().enumerate() {
-        let pdir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
+    // What /proc tells of every live process is read ahead, on every CPU: each process is
+    // stopped and nothing has been injected yet, so these are the bytes the one-by-one
+    // pass below would read (each is handed out once, see `ProcDir::prefetch`).
+    let pdirs = order
+        .iter()
+        .map(|&(pid, _, _)| ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory")))
+        .collect::<Result<Vec<_>>>()?;
+    let ahead: Vec<Vec<String>> = order
+        .iter()
+        .map(|&(pid, _, zombie)| {
+            let mut rels: Vec<String> = ["stat"].iter().map(|s| s.to_string()).collect();
+            if !zombie {
+                rels.extend(PREFETCHED.iter().map(|s| s.to_string()));
+                for t in tree.process(pid).map_or(&[][..], |p| p.threads()) {
+                    rels.push(format!("task/{}/status", t.tid()));
+                    rels.push(format!("task/{}/stat", t.tid()));
+                }
+            }
+            rels
+        })
+        .collect();
+    pdirs
+        .par_iter()
+        .zip(&ahead)
+        .for_each(|(pdir, rels)| pdir.prefetch(rels));
+    for (k, (&(pid, ppid, zombie), pdir)) in order.iter().zip(&pdirs).enumerate() {
         let stat = pdir.stat().map_err(proc_err(pid, "stat"))?;
         let threads = if zombie {
             dump_zombie(&mut dir, pid, &stat)?;
@@ -275,7 +307,7 @@ fn dump_seized(
                 shmem: &mut shmem,
                 fd_tables: &mut fd_tables,
             };
-            dump_process(tree, &pdir, &mut ctx)?
+            dump_process(tree, pdir, &stat, &mut ctx)?
         };
         pstree.push(Pstree_entry {
             pid: Some(pid as u32),
@@ -441,9 +473,23 @@ fn dump_zombie(dir: &mut ImageDir, pid: Tid, stat: &crs_proc::Stat) -> Result<()
 }
 
 /// Every image of one live process; returns its thread ids (the leader first).
+/// The files of a live process that [`dump_process`] reads before it injects anything
+/// (besides `stat` and each thread's `status` and `stat`), read ahead for every process.
+const PREFETCHED: &[&str] = &[
+    "smaps",
+    "auxv",
+    "limits",
+    "timers",
+    "personality",
+    "loginuid",
+    "oom_score_adj",
+    "cgroup",
+];
+
 fn dump_process(
     tree: &mut SeizedTree,
     proc_dir: &ProcDir,
+    stat: &crs_proc::Stat,
     ctx: &mut ProcessCtx<'_>,
 ) -> Result<Vec<u32>> {
     let pid = proc_dir.pid();
@@ -459,7 +505,6 @@ fn dump_process(
     tids.sort_by_key(|&t| (t != pid, t));
 
     // /proc first, while the task's address space is exactly as it was (nothing mapped).
-    let stat = proc_dir.stat().map_err(proc_err(pid, "stat"))?;
     let vmas = mm::collect_vmas(proc_dir, ctx.files)?;
     for v in &vmas {
         if let Some(shmid) = v.anon_shared() {

@@ -5,8 +5,9 @@
 //! signalfds their mask; inotify instances their watches, added by path in watch
 //! descriptor order so each gets its dumped number (see [`add_watches`]; queued events
 //! were not saved); a FIFO is opened by path, first read-write so that the open with the
-//! dumped flags does not wait for the other end, and the first process to open it queues
-//! its saved bytes (once per FIFO: the FIFO's buffer is shared by every opener);
+//! dumped flags does not wait for the other end, and the first process to claim it queues
+//! its saved bytes (once per FIFO: the FIFO's buffer is shared by every opener, and
+//! processes are built in parallel);
 //! epoll instances are created after every other anon fd and get their targets with
 //! epoll_ctl once all of them exist (an epoll may watch another epoll). Timerfds are
 //! created disarmed and armed late ([`arm`], next to the other timers, right before the
@@ -19,7 +20,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crs_compel::RemoteAddr;
 use crs_images::pb::fdinfo::{Fd_types, Fdinfo_entry, File_entry};
 use crs_images::pb::fsnotify::Inotify_wd_entry;
 use crs_images::pb::regfile::Reg_file_entry;
@@ -211,7 +211,11 @@ fn place(r: &mut Remote<'_>, fd: i64, fds: &[(i32, bool)], id: u32) -> Result<()
 
 /// Creates every eventfd, signalfd, timerfd (disarmed) and epoll of the task at its fds,
 /// then adds each epoll's targets. Returns how many files were created.
-pub(crate) fn create(r: &mut Remote<'_>, images: &Images) -> Result<usize, RestoreError> {
+pub(crate) fn create(
+    r: &mut Remote<'_>,
+    images: &Images,
+    fifos_filled: &FifosFilled,
+) -> Result<usize, RestoreError> {
     let files = anon_files(images);
     let nonblock = libc::O_NONBLOCK as u32;
     // Epolls last: their targets may be any anon file.
@@ -270,7 +274,7 @@ pub(crate) fn create(r: &mut Remote<'_>, images: &Images) -> Result<usize, Resto
                 add_watches(r, fd, id, &ify.wd)?;
                 fd
             }
-            Fd_types::FIFO => open_fifo(r, images, f)?,
+            Fd_types::FIFO => open_fifo(r, images, f, fifos_filled)?,
             _ => r.call(libc::SYS_epoll_create1, [0; 6], || {
                 format!("epoll_create1 of anon file {id}")
             })?,
@@ -423,13 +427,22 @@ fn drain_ignored(r: &mut Remote<'_>, fd: i64, id: u32) -> Result<(), RestoreErro
     Ok(())
 }
 
+/// The FIFOs (by pipe id) whose saved bytes a process has claimed to queue: shared by the
+/// threads that build processes in parallel, so each FIFO is filled exactly once.
+pub(crate) type FifosFilled = std::sync::Mutex<std::collections::BTreeSet<u32>>;
+
 /// Opens FIFO `f` in the task: a read-write description first (it opens without waiting
-/// for the other end), then the one with the dumped flags. If the FIFO is empty the
-/// saved bytes (fifo-data.img) are written through the read-write description and the
-/// pipe sized; a FIFO that already holds bytes was filled by a process restored before
-/// (the buffer is the FIFO's, shared by every opener). Returns the fd with the dumped
-/// flags.
-fn open_fifo(r: &mut Remote<'_>, images: &Images, f: &File_entry) -> Result<i64, RestoreError> {
+/// for the other end), then the one with the dumped flags. The first process to claim the
+/// FIFO in `fifos_filled` writes the saved bytes (fifo-data.img) through the read-write
+/// description and sizes the pipe; the others only open it (the buffer is the FIFO's,
+/// shared by every opener, and every process keeps it open). Returns the fd with the
+/// dumped flags.
+fn open_fifo(
+    r: &mut Remote<'_>,
+    images: &Images,
+    f: &File_entry,
+    fifos_filled: &FifosFilled,
+) -> Result<i64, RestoreError> {
     let id = f.id();
     let reg = fifo_reg(f, &images.files)?;
     let path = reg.name();
@@ -447,21 +460,11 @@ fn open_fifo(r: &mut Remote<'_>, images: &Images, f: &File_entry) -> Result<i64,
         format!("opening FIFO {id} ({path}) with flags {flags:#o}")
     })?;
     if let Some(d) = images.file_images.fifo_data.get(&pipe_id) {
-        let q = r.put(0, &[0u8; 4])?;
-        r.call(
-            libc::SYS_ioctl,
-            [helper as u64, libc::FIONREAD, q, 0, 0, 0],
-            || format!("counting the bytes queued in FIFO {id} ({path})"),
-        )?;
-        let mut queued = [0u8; 4];
-        r.tree
-            .read_memory(r.pid, RemoteAddr(q), &mut queued)
-            .map_err(|source| RestoreError::Compel {
-                pid: r.pid,
-                what: format!("reading the FIONREAD of FIFO {id}"),
-                source,
-            })?;
-        if u32::from_ne_bytes(queued) == 0 {
+        let mine = fifos_filled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pipe_id);
+        if mine {
             fill_fifo(r, helper, id, path, d)?;
         }
     }

@@ -47,9 +47,10 @@ mod vma;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crs_compel::{Release, RemoteAddr, SeizeOptions, SeizedTree, Tid};
+use crs_compel::{CpuPin, Release, RemoteAddr, SeizeOptions, SeizedTree, Tid};
 use crs_images::codec::ImageWriter;
 use crs_images::pb::pstree::Pstree_entry;
 use crs_images::pb::stats::{Restore_stats_entry, Stats_entry};
@@ -157,6 +158,13 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     }
     let has_terminal = tty::connect(images)?;
 
+    // crs and the tasks it drives on one CPU per driving thread (see `crs_compel::pin`):
+    // the tree is created on this thread's CPU, each part of it is then built on its
+    // builder's. The tasks get crs's mask back at release. The page-fill pool is started
+    // first, so its threads are not pinned.
+    rayon::current_num_threads();
+    let cpus = crs_compel::allowed_cpus();
+    let pin = CpuPin::here();
     let t_fork = Instant::now();
     let spawned = spawn_tree(&nodes).map_err(|source| match source {
         SpawnError::Clone(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -174,65 +182,70 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     })?;
     // The tasks have opened their ghost files: unlink them, they hold them deleted.
     drop(ghosts);
+    // Zombies are never held (nothing puts their mask back at release): they get crs's
+    // mask now, as they would have had without the pin.
+    if let Some(p) = &pin {
+        for z in &loaded.zombies {
+            if let Err(e) = crs_compel::pin::set_mask(z.pid, p.saved()) {
+                warn!(pid = z.pid, error = %e, "setting the CPU mask of a zombie");
+            }
+        }
+    }
     let mut guard = TaskGuard(Some(spawned));
     let forking_time = t_fork.elapsed();
     debug!(?forking_time, "tree created");
 
-    let mut tree = SeizedTree::seize(pid, &SeizeOptions::default())
-        .map_err(|source| RestoreError::Seize { pid, source })?;
     let mut stats = RestoreStats {
         forking_time,
         ..RestoreStats::default()
     };
-    // Shared anonymous objects: created and filled once, here, then mapped by each
-    // process that had them; crs's fds on them close when every process is built.
-    // Files crs builds itself and hands to every task that holds them (see `handoff`).
+    // Objects crs makes once for the whole tree, then maps or hands to each process that
+    // had them: shared anonymous memory, memfd inodes, SysV segments (removed again if the
+    // restore fails before `commit`), sockets built in crs (see `handoff`). crs's fds on
+    // them close when every process is built.
     let mut crs_files = handoff::CrsFiles::default();
-    let built = shmem::Objects::create(&shm_images).and_then(|(objects, pages)| {
-        let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
-        stats.pages_restored += memfd_pages;
-        // Removed again if the restore fails before `commit`.
-        let (segments, sysv_pages) = sysv::Segments::create(&sysv_images)?;
-        stats.pages_restored += sysv_pages;
-        unixsk::create_in_crs(&loaded, &mut crs_files)?;
-        let mut proc_stats = RestoreStats::default();
-        loaded.procs.iter().try_for_each(|p| {
-            let _span = info_span!("process", pid = p.pid).entered();
-            let held = file_locks.get(&p.pid).map_or(&[][..], Vec::as_slice);
-            let made = Made {
-                shmem: &objects,
-                memfds: &memfds,
-                crs_files: &crs_files,
-            };
-            build(&mut tree, p, tramp, &made, held, &mut proc_stats)?;
-            stats.pages_restored += proc_stats.pages_restored;
-            stats.pages_time += proc_stats.pages_time;
-            stats.injected_syscalls += proc_stats.injected_syscalls;
-            Ok::<(), RestoreError>(())
-        })?;
-        segments.commit()?;
-        stats.pages_restored += pages;
-        Ok(())
-    });
-    let built = built
-        .and_then(|()| {
+    let (objects, shm_pages) = shmem::Objects::create(&shm_images)?;
+    let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
+    let (segments, sysv_pages) = sysv::Segments::create(&sysv_images)?;
+    unixsk::create_in_crs(&loaded, &mut crs_files)?;
+    stats.pages_restored += shm_pages + memfd_pages + sysv_pages;
+    let made = Made {
+        shmem: &objects,
+        memfds: &memfds,
+        crs_files: &crs_files,
+        fifos_filled: Default::default(),
+    };
+    let parts = partition(
+        &loaded.procs,
+        cpus.len().min(loaded.procs.len()).clamp(1, 8),
+    );
+    let built = build_parts(
+        &parts,
+        tramp,
+        &made,
+        &file_locks,
+        &cpus,
+        pin.as_ref(),
+        || {
+            segments.commit()?;
             if has_terminal {
-                tty::make_foreground(images, pid)
-            } else {
-                Ok(())
+                tty::make_foreground(images, pid)?;
             }
-        })
-        .and_then(|()| write_pidfile(opts.pidfile.as_deref(), pid))
-        .and_then(|()| queue_stop_signals(&loaded));
-    if let Err(e) = built {
-        if let Err(k) = tree.release(Release::Kill) {
-            warn!(error = %k, "killing the half-restored tree");
+            write_pidfile(opts.pidfile.as_deref(), pid)?;
+            queue_stop_signals(&loaded)
+        },
+    );
+    drop(pin);
+    let built = match built {
+        Ok(b) => b,
+        Err(e) => {
+            drop(guard);
+            return Err(e);
         }
-        drop(guard);
-        return Err(e);
-    }
-    tree.release(Release::Detach)
-        .map_err(|source| RestoreError::Detach { pid, source })?;
+    };
+    stats.pages_restored += built.pages_restored;
+    stats.pages_time += built.pages_time;
+    stats.injected_syscalls += built.injected_syscalls;
     stats.restore_time = t0.elapsed();
     let spawned = guard.disarm();
     info!(restore_time = ?stats.restore_time, pages = stats.pages_restored, "restored, running");
@@ -1000,6 +1013,189 @@ struct Made<'a> {
     memfds: &'a memfd::Objects,
     /// Files handed to the tasks that hold them.
     crs_files: &'a handoff::CrsFiles,
+    /// FIFOs whose saved bytes are queued already.
+    fifos_filled: anonfd::FifosFilled,
+}
+
+/// Splits the processes into `n` parts (one per CPU crs may use, at most one per process:
+/// each part is held and built by its own thread, because ptrace binds a tracee to the
+/// thread that seized it) of about equal work (pages to fill, plus a fixed
+/// cost per process for its injected syscalls), largest first onto the lightest part;
+/// within a part, in pstree order. Parts are never empty.
+fn partition(procs: &[Images], n: usize) -> Vec<Vec<&Images>> {
+    const PER_PROCESS: u64 = 256;
+    let mut order: Vec<&Images> = procs.iter().collect();
+    let work = |p: &Images| p.runs.iter().map(|r| r.len / PAGE).sum::<u64>() + PER_PROCESS;
+    order.sort_by_key(|p| std::cmp::Reverse(work(p)));
+    let mut parts: Vec<(u64, Vec<&Images>)> = vec![(0, Vec::new()); n.max(1)];
+    for p in order {
+        let lightest = parts
+            .iter_mut()
+            .min_by_key(|(w, _)| *w)
+            .expect("at least one part");
+        lightest.0 += work(p);
+        lightest.1.push(p);
+    }
+    let pos: BTreeMap<Tid, usize> = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
+    parts
+        .into_iter()
+        .map(|(_, mut v)| {
+            v.sort_by_key(|p| pos[&p.pid]);
+            v
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Builds every process, each part seized and built by its own thread (the first part by
+/// the calling thread), then runs `finish` while every process is still held, and releases
+/// them all: detached when every build and `finish` succeeded, else killed.
+fn build_parts(
+    parts: &[Vec<&Images>],
+    tramp: u64,
+    made: &Made<'_>,
+    file_locks: &BTreeMap<Tid, Vec<crs_images::pb::file_lock::File_lock_entry>>,
+    cpus: &[usize],
+    pin: Option<&CpuPin>,
+    finish: impl FnOnce() -> Result<(), RestoreError>,
+) -> Result<RestoreStats, RestoreError> {
+    // Part k is built on the k-th of `cpus` after the calling thread's (which is pinned
+    // already when `pin` is given), with its tasks pinned there too.
+    let cpu_of = |k: usize| {
+        let p = pin?;
+        let first = cpus.iter().position(|&c| c == p.cpu()).unwrap_or(0);
+        Some(*cpus.get((first + k) % cpus.len().max(1))?)
+    };
+    let restore_to = pin.map(|p| *p.saved());
+    let build_part = |tree: &mut SeizedTree, part: &[&Images]| {
+        let mut total = RestoreStats::default();
+        for p in part {
+            let _span = info_span!("process", pid = p.pid).entered();
+            let held = file_locks.get(&p.pid).map_or(&[][..], Vec::as_slice);
+            let mut one = RestoreStats::default();
+            build(tree, p, tramp, made, held, &mut one)?;
+            total.pages_restored += one.pages_restored;
+            total.pages_time += one.pages_time;
+            total.injected_syscalls += one.injected_syscalls;
+        }
+        Ok::<_, RestoreError>(total)
+    };
+    let seize_part = |part: &[&Images], cpu: Option<usize>| {
+        let pids: Vec<Tid> = part.iter().map(|p| p.pid).collect();
+        if let Some(cpu) = cpu {
+            // Parked single-threaded tasks of crs's own: moved before the seize, they
+            // get `restore_to` back at release.
+            for &pid in &pids {
+                crs_compel::pin::pin_thread(pid, cpu);
+            }
+        }
+        let mut tree =
+            SeizedTree::seize_processes(&pids, &SeizeOptions::default()).map_err(|source| {
+                RestoreError::Seize {
+                    pid: pids[0],
+                    source,
+                }
+            })?;
+        if let Some(cpu) = cpu {
+            tree.pin_to_cpu(cpu, restore_to);
+        }
+        Ok(tree)
+    };
+    std::thread::scope(|s| {
+        let (done_tx, done_rx) = mpsc::channel::<Result<RestoreStats, RestoreError>>();
+        let mut verdicts = Vec::new();
+        let mut workers = Vec::new();
+        for (k, part) in parts.iter().enumerate().skip(1) {
+            let (verdict_tx, verdict_rx) = mpsc::channel::<Release>();
+            verdicts.push(verdict_tx);
+            let done_tx = done_tx.clone();
+            let span = tracing::Span::current();
+            workers.push(s.spawn(move || {
+                let _span = span.enter();
+                let cpu = cpu_of(k);
+                let _pin = cpu.and_then(CpuPin::to);
+                let cpu = _pin.as_ref().map(CpuPin::cpu);
+                let mut held = None;
+                let built = seize_part(part, cpu).and_then(|t| build_part(held.insert(t), part));
+                // Sent, then dropped: a worker that panics cannot leave the caller waiting.
+                let _ = done_tx.send(built);
+                drop(done_tx);
+                let how = verdict_rx.recv().unwrap_or(Release::Kill);
+                release_part(held, how, part[0].pid)
+            }));
+        }
+        drop(done_tx);
+        let mut held = None;
+        let mine = seize_part(&parts[0], pin.map(CpuPin::cpu))
+            .and_then(|t| build_part(held.insert(t), &parts[0]));
+        let mut total = RestoreStats::default();
+        let mut first_err = None;
+        let mut results = vec![mine];
+        for _ in 1..parts.len() {
+            results.push(done_rx.recv().unwrap_or_else(|_| {
+                Err(RestoreError::Unsupported {
+                    what: "a restore thread that stopped without a result".into(),
+                })
+            }));
+        }
+        for r in results {
+            match r {
+                Ok(st) => {
+                    total.pages_restored += st.pages_restored;
+                    total.pages_time += st.pages_time;
+                    total.injected_syscalls += st.injected_syscalls;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if first_err.is_none() {
+            if let Err(e) = finish() {
+                first_err = Some(e);
+            }
+        }
+        let how = if first_err.is_none() {
+            Release::Detach
+        } else {
+            Release::Kill
+        };
+        for v in verdicts {
+            let _ = v.send(how);
+        }
+        let mut released = release_part(held, how, parts[0][0].pid);
+        for w in workers {
+            let r = w.join().unwrap_or_else(|_| {
+                Err(RestoreError::Unsupported {
+                    what: "a restore thread that panicked".into(),
+                })
+            });
+            released = released.and(r);
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => released.map(|()| total),
+        }
+    })
+}
+
+/// Lets one part go. Killing is best effort (a failure is only logged: the restore has
+/// already failed); a failed detach is an error.
+fn release_part(held: Option<SeizedTree>, how: Release, pid: Tid) -> Result<(), RestoreError> {
+    let Some(tree) = held else {
+        return Ok(());
+    };
+    match how {
+        Release::Kill => {
+            if let Err(k) = tree.release(Release::Kill) {
+                warn!(error = %k, "killing the half-restored tree");
+            }
+            Ok(())
+        }
+        _ => tree
+            .release(how)
+            .map_err(|source| RestoreError::Detach { pid, source }),
+    }
 }
 
 /// Everything between seize and detach.
@@ -1058,7 +1254,7 @@ fn build(
     task::set_membarrier(&mut r, images)?;
     handoff::install_held(&mut r, images, made.crs_files)?;
     unixsk::create(&mut r, images, made.crs_files)?;
-    anonfd::create(&mut r, images)?;
+    anonfd::create(&mut r, images, &made.fifos_filled)?;
     locks::take(&mut r, file_locks)?;
     fown::restore(&mut r, images)?;
     task::set_misc(&mut r, images)?;
