@@ -12,6 +12,7 @@
 
 use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
+use std::sync::Mutex;
 use tracing::debug;
 
 /// The calling thread pinned to one CPU; its previous mask is put back on drop.
@@ -33,6 +34,10 @@ impl CpuPin {
     pub fn to(cpu: usize) -> Option<CpuPin> {
         let me = Pid::from_raw(0);
         let saved = sched_getaffinity(me).ok()?;
+        UNPINNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(saved);
         let mut one = CpuSet::new();
         one.set(cpu).ok()?;
         match sched_setaffinity(me, &one) {
@@ -58,6 +63,19 @@ impl CpuPin {
 impl Drop for CpuPin {
     fn drop(&mut self) {
         let _ = sched_setaffinity(Pid::from_raw(0), &self.saved);
+    }
+}
+
+/// The mask crs's threads had before the first [`CpuPin`].
+static UNPINNED: Mutex<Option<CpuSet>> = Mutex::new(None);
+
+/// Gives the calling thread the mask crs had before anything was pinned: for a thread
+/// started by a pinned one (which inherits its one-CPU mask) that does work needing no
+/// ptrace. Nothing is done when nothing was ever pinned.
+pub fn unpin_this_thread() {
+    let saved = *UNPINNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(mask) = saved {
+        let _ = sched_setaffinity(Pid::from_raw(0), &mask);
     }
 }
 
