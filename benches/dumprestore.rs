@@ -21,7 +21,7 @@
 //!    the bench: a fast but wrong restore is not a result.
 //!
 //! and, for memory workloads, a third cycle that measures the raw limit on a fresh workload
-//! (one more, untimed, warms the memory up before a memory case's first iteration):
+//! (before a memory case's first iteration, one untimed cycle of each warms memory up):
 //! `process_vm_readv` of its memory in 4 MiB calls on one thread per CPU, each chunk
 //! `pwrite`n in 256 KiB pieces at its offset of a fresh file on the same filesystem (no
 //! fsync; the file is then removed). crs, criu and the limit take turns at going first, so each sees the same
@@ -933,11 +933,15 @@ fn main() {
             let mut criu = Samples::default();
             let mut limit = Vec::new();
             if w.kind == Kind::Mem {
-                // Untimed: the first touch of this much memory after the VM handed its
-                // free memory back to the host is several times slower (a first 4 GiB
-                // dump took 11 s against 3-5 s after), and would fall on whichever tool
-                // went first.
+                // Untimed, one cycle of each: the first touch of this much memory after
+                // the VM handed its free memory back to the host is several times slower
+                // (a first 4 GiB dump took 11 s against 3-5 s after), and would fall on
+                // whichever tool went first.
                 limit_cycle(&tools, w, &case, dir, 0);
+                cycle(&tools, Tool::Crs, w, &case, dir, 0);
+                if tools.criu.is_some() {
+                    cycle(&tools, Tool::Criu, w, &case, dir, 0);
+                }
             }
             for i in 0..w.iters {
                 let seed = i as u64 + 1;
