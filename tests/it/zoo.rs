@@ -105,4 +105,5 @@ zoo! {
     unix_cross_process_pair => Workload::C("unix_xpair"),
     unix_dgram => Workload::C("unix_dgram"),
     pgrp_zombie_leader => Workload::C("pgrp_zombie"),
+    fdless_children => Workload::C("fdless"),
 }

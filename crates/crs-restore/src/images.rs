@@ -61,6 +61,8 @@ pub(crate) struct Images {
     /// (CLONE_FILES). Only the first of them in pstree order has `fdinfo` and
     /// `unix_queues`; the others' are empty, their fds are its fds.
     pub files_id: u32,
+    /// Its fd table is an earlier process's (CLONE_FILES): that one places the fds.
+    pub shares_fd_table: bool,
 }
 
 /// task_state of a zombie in core.tc.
@@ -179,6 +181,7 @@ impl Images {
                     // A table shared with an earlier process (CLONE_FILES): its fds are
                     // placed once, by that process.
                     if procs.iter().any(|q: &Images| q.files_id == p.files_id) {
+                        p.shares_fd_table = true;
                         p.fdinfo.clear();
                         p.unix_queues = Default::default();
                     }
@@ -393,6 +396,7 @@ impl Images {
             file_images,
             unix_queues,
             files_id: ids.files_id(),
+            shares_fd_table: false,
         })
     }
 

@@ -1257,6 +1257,7 @@ fn build(
     anonfd::create(&mut r, images, &made.fifos_filled)?;
     locks::take(&mut r, file_locks)?;
     fown::restore(&mut r, images)?;
+    task::close_unlisted_fds(&mut r, images)?;
     task::set_misc(&mut r, images)?;
     task::set_rlimits(pid, images);
     // The other threads, once the memory they run in is there, before the timers that

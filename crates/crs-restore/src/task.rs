@@ -400,3 +400,60 @@ pub(crate) fn set_membarrier(r: &mut Remote<'_>, images: &Images) -> Result<(), 
     }
     Ok(())
 }
+
+/// The fd ranges a task must not have: everything outside the dumped fd numbers `fds`
+/// (sorted or not), as inclusive (first, last) pairs up to the largest fd number.
+pub(crate) fn unlisted_fd_ranges(fds: &[u32]) -> Vec<(u32, u32)> {
+    let mut fds = fds.to_vec();
+    fds.sort_unstable();
+    fds.dedup();
+    let mut out = Vec::new();
+    let mut next = 0u64;
+    for fd in fds.into_iter().map(u64::from) {
+        if fd > next {
+            out.push((next as u32, (fd - 1) as u32));
+        }
+        next = fd + 1;
+    }
+    if next <= u64::from(u32::MAX) {
+        out.push((next as u32, u32::MAX));
+    }
+    out
+}
+
+/// Closes every fd of the task that its images do not list. The task runs its own setup
+/// before it is seized, and the seize can catch it between reporting to its parent and
+/// closing its report pipe (a task and its parent on one CPU make that likely): what the
+/// dumped process did not have must not survive into the restored one.
+pub(crate) fn close_unlisted_fds(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
+    if images.shares_fd_table {
+        return Ok(());
+    }
+    let fds: Vec<u32> = images.fdinfo.iter().map(|e| e.fd()).collect();
+    let mut batch = Batch::default();
+    for (lo, hi) in unlisted_fd_ranges(&fds) {
+        batch.push(
+            libc::SYS_close_range,
+            [u64::from(lo), u64::from(hi), 0, 0, 0, 0],
+            move || format!("closing fds {lo}..={hi}, which the images do not list"),
+        );
+    }
+    r.run(batch).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unlisted_fd_ranges;
+
+    #[test]
+    fn unlisted_fd_ranges_are_the_gaps_and_the_rest() {
+        assert_eq!(unlisted_fd_ranges(&[]), [(0, u32::MAX)]);
+        assert_eq!(unlisted_fd_ranges(&[0, 1, 2]), [(3, u32::MAX)]);
+        assert_eq!(
+            unlisted_fd_ranges(&[7, 2, 2, 0, 3]),
+            [(1, 1), (4, 6), (8, u32::MAX)]
+        );
+        assert_eq!(unlisted_fd_ranges(&[5]), [(0, 4), (6, u32::MAX)]);
+        assert_eq!(unlisted_fd_ranges(&[u32::MAX]), [(0, u32::MAX - 1)]);
+    }
+}
