@@ -38,9 +38,7 @@ impl CpuPin {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(saved);
-        let mut one = CpuSet::new();
-        one.set(cpu).ok()?;
-        match sched_setaffinity(me, &one) {
+        match sched_setaffinity(me, &only(cpu)?) {
             Ok(()) => Some(CpuPin { cpu, saved }),
             Err(e) => {
                 debug!(cpu, error = %e, "not pinning crs to a CPU");
@@ -96,10 +94,15 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub fn pin_thread(tid: i32, cpu: usize) -> Option<CpuSet> {
     let pid = Pid::from_raw(tid);
     let saved = sched_getaffinity(pid).ok()?;
+    sched_setaffinity(pid, &only(cpu)?).ok()?;
+    Some(saved)
+}
+
+/// The mask of `cpu` alone (`None` past the largest CPU number a mask holds).
+fn only(cpu: usize) -> Option<CpuSet> {
     let mut one = CpuSet::new();
     one.set(cpu).ok()?;
-    sched_setaffinity(pid, &one).ok()?;
-    Some(saved)
+    Some(one)
 }
 
 /// Sets `tid`'s mask (puts a saved one back). A thread that is gone needs nothing.

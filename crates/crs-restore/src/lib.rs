@@ -108,6 +108,15 @@ pub struct RestoreStats {
     pub injected_syscalls: u64,
 }
 
+impl RestoreStats {
+    /// Adds what building processes counted (pages, their time, injected syscalls).
+    fn add_built(&mut self, other: &RestoreStats) {
+        self.pages_restored += other.pages_restored;
+        self.pages_time += other.pages_time;
+        self.injected_syscalls += other.injected_syscalls;
+    }
+}
+
 /// Restores the process tree (processes possibly multi-threaded, zombies) dumped in
 /// `opts.images_dir` and lets it run.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
@@ -243,9 +252,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
             return Err(e);
         }
     };
-    stats.pages_restored += built.pages_restored;
-    stats.pages_time += built.pages_time;
-    stats.injected_syscalls += built.injected_syscalls;
+    stats.add_built(&built);
     stats.restore_time = t0.elapsed();
     let spawned = guard.disarm();
     info!(restore_time = ?stats.restore_time, pages = stats.pages_restored, "restored, running");
@@ -1074,9 +1081,7 @@ fn build_parts(
             let held = file_locks.get(&p.pid).map_or(&[][..], Vec::as_slice);
             let mut one = RestoreStats::default();
             build(tree, p, tramp, made, held, &mut one)?;
-            total.pages_restored += one.pages_restored;
-            total.pages_time += one.pages_time;
-            total.injected_syscalls += one.injected_syscalls;
+            total.add_built(&one);
         }
         Ok::<_, RestoreError>(total)
     };
@@ -1141,9 +1146,7 @@ fn build_parts(
         for r in results {
             match r {
                 Ok(st) => {
-                    total.pages_restored += st.pages_restored;
-                    total.pages_time += st.pages_time;
-                    total.injected_syscalls += st.injected_syscalls;
+                    total.add_built(&st);
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
