@@ -205,3 +205,85 @@ fn check_continued(log_path: &Path, p0: u64, ab0: u64) -> (u64, u64) {
     }
     (p[p.len() - 1].0, lines_of(&log, "A").last().unwrap().0)
 }
+
+/// Waits, on a pidfd, at most 10 s for process `pid` to end (a zombie has ended); true
+/// when it has, or was already gone.
+fn ends(pid: i32) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let Ok(fd) = crs_sys::pidfd::pidfd_open(pid, 0) else {
+        return true;
+    };
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::from(10_000u16)), Ok(1))
+}
+
+/// One process of the tree fails late in its build (an rseq area at an unmapped address:
+/// the injected rseq() fails after its memory was rebuilt). Processes are built in
+/// parallel, one part per CPU, each held by its own thread: the failure must still kill
+/// every process of every part, and name the process that failed.
+#[test]
+fn restore_tree_failing_in_one_process_kills_every_process() {
+    if !nix::unistd::geteuid().is_root() || !Path::new(REF).exists() {
+        eprintln!("SKIP: needs root and {REF}");
+        return;
+    }
+    let max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if max <= 72004 {
+        fs::write("/proc/sys/kernel/pid_max", "4194304").unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for e in fs::read_dir(REF).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    let name = "core-72002.img";
+    let path = dir.path().join(name);
+    let bytes = crs_images::codec::read_file(&path).unwrap();
+    let mut core: crs_images::pb::core::Core_entry =
+        crs_images::codec::ImageReader::new(name, &bytes, "CORE")
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+    core.thread_core
+        .mut_or_insert_default()
+        .rseq_entry
+        .mut_or_insert_default()
+        .set_rseq_abi_pointer(0x1000);
+    let mut w = crs_images::codec::ImageWriter::new(name, "CORE");
+    w.push(&core).unwrap();
+    fs::write(&path, w.into_bytes()).unwrap();
+
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let _g = Guard;
+    let err = restore(&RestoreOptions {
+        images_dir: dir.path().to_path_buf(),
+        detach: true,
+        ..RestoreOptions::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, crs_restore::RestoreError::Syscall { pid: 72002, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("rseq"), "{err}");
+    for p in 72000..=72004 {
+        assert!(ends(p), "pid {p} still runs after the failed restore");
+        // Orphans of the killed root come to this subreaper.
+        let _ = waitpid(
+            Pid::from_raw(p),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG | nix::sys::wait::WaitPidFlag::__WALL),
+        );
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} left behind by the failed restore"
+        );
+    }
+}
