@@ -106,4 +106,5 @@ zoo! {
     unix_dgram => Workload::C("unix_dgram"),
     pgrp_zombie_leader => Workload::C("pgrp_zombie"),
     fdless_children => Workload::C("fdless"),
+    wide_tree => Workload::C("wide_tree"),
 }

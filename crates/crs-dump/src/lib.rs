@@ -264,59 +264,64 @@ fn dump_seized(
     let mut pages_id = 0u32;
     let mut shmem = shmem::ShmemObjects::default();
     let mut fd_tables = Vec::new();
-    // What /proc tells of every live process is read ahead, on every CPU: each process is
-    // stopped and nothing has been injected yet, so these are the bytes the one-by-one
-    // pass below would read (each is handed out once, see `ProcDir::prefetch`).
-    let pdirs = order
-        .iter()
-        .map(|&(pid, _, _)| ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory")))
-        .collect::<Result<Vec<_>>>()?;
-    let ahead: Vec<Vec<String>> = order
-        .iter()
-        .map(|&(pid, _, zombie)| {
-            let mut rels: Vec<String> = ["stat"].iter().map(|s| s.to_string()).collect();
-            if !zombie {
-                rels.extend(PREFETCHED.iter().map(|s| s.to_string()));
-                for t in tree.process(pid).map_or(&[][..], |p| p.threads()) {
-                    rels.push(format!("task/{}/status", t.tid()));
-                    rels.push(format!("task/{}/stat", t.tid()));
+    // What /proc tells of the live processes is read ahead, on every CPU, a window of
+    // processes at a time (two fds per open /proc directory: a window bounds them whatever
+    // the tree's size): each process is stopped and nothing has been injected yet, so these
+    // are the bytes the one-by-one pass below would read (each is handed out once, see
+    // `ProcDir::prefetch`).
+    const WINDOW: usize = 64;
+    for (w, window) in order.chunks(WINDOW).enumerate() {
+        let pdirs = window
+            .iter()
+            .map(|&(pid, _, _)| ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory")))
+            .collect::<Result<Vec<_>>>()?;
+        let ahead: Vec<Vec<String>> = window
+            .iter()
+            .map(|&(pid, _, zombie)| {
+                let mut rels = vec!["stat".to_string()];
+                if !zombie {
+                    rels.extend(PREFETCHED.iter().map(|s| s.to_string()));
+                    for t in tree.process(pid).map_or(&[][..], |p| p.threads()) {
+                        rels.push(format!("task/{}/status", t.tid()));
+                    }
                 }
-            }
-            rels
-        })
-        .collect();
-    pdirs
-        .par_iter()
-        .zip(&ahead)
-        .for_each(|(pdir, rels)| pdir.prefetch(rels));
-    for (k, (&(pid, ppid, zombie), pdir)) in order.iter().zip(&pdirs).enumerate() {
-        let stat = pdir.stat().map_err(proc_err(pid, "stat"))?;
-        let threads = if zombie {
-            dump_zombie(&mut dir, pid, &stat)?;
-            vec![pid as u32]
-        } else {
-            pages_id += 1;
-            let mut ctx = ProcessCtx {
-                opts,
-                ns_ids,
-                files: &mut files,
-                dir: &mut dir,
-                seccomp: &mut seccomp,
-                pages_id,
-                stats: &mut *stats,
-                shmem: &mut shmem,
-                fd_tables: &mut fd_tables,
+                rels
+            })
+            .collect();
+        pdirs
+            .par_iter()
+            .zip(&ahead)
+            .for_each(|(pdir, rels)| pdir.prefetch(rels));
+        for (j, (&(pid, ppid, zombie), pdir)) in window.iter().zip(&pdirs).enumerate() {
+            let stat = pdir.stat().map_err(proc_err(pid, "stat"))?;
+            let threads = if zombie {
+                dump_zombie(&mut dir, pid, &stat)?;
+                vec![pid as u32]
+            } else {
+                pages_id += 1;
+                let mut ctx = ProcessCtx {
+                    opts,
+                    ns_ids,
+                    files: &mut files,
+                    dir: &mut dir,
+                    seccomp: &mut seccomp,
+                    pages_id,
+                    stats: &mut *stats,
+                    shmem: &mut shmem,
+                    fd_tables: &mut fd_tables,
+                };
+                dump_process(tree, pdir, &stat, &mut ctx)?
             };
-            dump_process(tree, pdir, &stat, &mut ctx)?
-        };
-        pstree.push(Pstree_entry {
-            pid: Some(pid as u32),
-            ppid: Some(if k == 0 { 0 } else { ppid as u32 }),
-            pgid: Some(stat.pgrp as u32),
-            sid: Some(stat.session as u32),
-            threads,
-            ..Default::default()
-        });
+            let root = w == 0 && j == 0;
+            pstree.push(Pstree_entry {
+                pid: Some(pid as u32),
+                ppid: Some(if root { 0 } else { ppid as u32 }),
+                pgid: Some(stat.pgrp as u32),
+                sid: Some(stat.session as u32),
+                threads,
+                ..Default::default()
+            });
+        }
     }
     // Shared anonymous memory, once per object (every process is still frozen).
     let t = Instant::now();
@@ -474,7 +479,7 @@ fn dump_zombie(dir: &mut ImageDir, pid: Tid, stat: &crs_proc::Stat) -> Result<()
 
 /// Every image of one live process; returns its thread ids (the leader first).
 /// The files of a live process that [`dump_process`] reads before it injects anything
-/// (besides `stat` and each thread's `status` and `stat`), read ahead for every process.
+/// (besides `stat` and each thread's `status`), read ahead for every process.
 const PREFETCHED: &[&str] = &[
     "smaps",
     "auxv",
