@@ -71,11 +71,13 @@ fn wait_for(log_path: &Path, who: &str, n: u64) -> String {
     }
 }
 
-#[test]
-fn restore_tree_reference_continues() {
+/// For a test of the reference set: `None` (after a SKIP line) unless root and the set is
+/// there; else raises kernel.pid_max above the set's pids, checks they are free, and
+/// returns a copy of the images to restore (or alter) in a fresh directory.
+fn reference_copy(test: &str) -> Option<tempfile::TempDir> {
     if !nix::unistd::geteuid().is_root() || !Path::new(REF).exists() {
-        eprintln!("SKIP: needs root and {REF}");
-        return;
+        eprintln!("SKIP: {test}: needs root and {REF}");
+        return None;
     }
     let max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
         .unwrap()
@@ -91,6 +93,21 @@ fn restore_tree_reference_continues() {
             "pid {p} is taken: the tree set needs 72000-72004"
         );
     }
+    let dir = tempfile::tempdir().unwrap();
+    for e in fs::read_dir(REF).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    Some(dir)
+}
+
+#[test]
+fn restore_tree_reference_continues() {
+    let Some(dir) = reference_copy("restore_tree_reference_continues") else {
+        return;
+    };
     fs::create_dir_all(WORK).unwrap();
     let bin = format!("{WORK}/tree");
     let _ = fs::remove_file(&bin);
@@ -99,13 +116,6 @@ fn restore_tree_reference_continues() {
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
     let log_path = Path::new(WORK).join("tree.log");
     let _ = fs::remove_file(&log_path);
-    let dir = tempfile::tempdir().unwrap();
-    for e in fs::read_dir(REF).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        }
-    }
 
     // Orphans of the restored tree (after the crs dump kills it) come to us to reap.
     nix::sys::prctl::set_child_subreaper(true).unwrap();
@@ -224,25 +234,10 @@ fn ends(pid: i32) -> bool {
 /// every process of every part, and name the process that failed.
 #[test]
 fn restore_tree_failing_in_one_process_kills_every_process() {
-    if !nix::unistd::geteuid().is_root() || !Path::new(REF).exists() {
-        eprintln!("SKIP: needs root and {REF}");
+    let Some(dir) = reference_copy("restore_tree_failing_in_one_process_kills_every_process")
+    else {
         return;
-    }
-    let max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    if max <= 72004 {
-        fs::write("/proc/sys/kernel/pid_max", "4194304").unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for e in fs::read_dir(REF).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        }
-    }
+    };
     let name = "core-72002.img";
     let path = dir.path().join(name);
     let bytes = crs_images::codec::read_file(&path).unwrap();
