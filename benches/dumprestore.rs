@@ -60,6 +60,8 @@ use serde_json::{json, Value};
 
 const WRAP_ENV: &str = "CRS_BENCH_WRAP";
 const CHUNK: usize = 4 << 20;
+/// The limit's largest single write: crs-dump's WRITE_BYTES.
+const WRITE_PIECE: usize = 256 << 10;
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// Peak RSS allowed to crs while dumping (issue #6).
 const RSS_TARGET_MIB: f64 = 32.0;
@@ -339,8 +341,8 @@ fn raw_limit(pid: i32, addr: u64, len: u64, dir: &Path) -> f64 {
                     assert_eq!(got, n, "short process_vm_readv");
                     // In the pieces crs writes (see crs-dump's WRITE_BYTES): larger
                     // writes get large page-cache folios, slow on this VM.
-                    for (i, piece) in buf[..n].chunks(256 << 10).enumerate() {
-                        f.write_all_at(piece, off + (i << 18) as u64)
+                    for (i, piece) in buf[..n].chunks(WRITE_PIECE).enumerate() {
+                        f.write_all_at(piece, off + (i * WRITE_PIECE) as u64)
                             .expect("pwrite");
                     }
                 }

@@ -91,13 +91,8 @@ pub fn cpu_masks(pid: i32) -> std::collections::BTreeMap<i32, String> {
                 continue;
             };
             let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            if let Some(l) = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")) {
-                out.insert(
-                    tid,
-                    l.trim_start_matches("Cpus_allowed_list:")
-                        .trim()
-                        .to_string(),
-                );
+            if let Some(mask) = cpus_allowed(&status) {
+                out.insert(tid, mask);
             }
         }
     }
@@ -106,14 +101,14 @@ pub fn cpu_masks(pid: i32) -> std::collections::BTreeMap<i32, String> {
 
 /// The calling thread's `Cpus_allowed_list` (what a process it starts inherits).
 pub fn own_cpu_mask() -> String {
-    std::fs::read_to_string("/proc/thread-self/status")
-        .unwrap_or_default()
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    cpus_allowed(&status).unwrap_or_default()
+}
+
+/// The `Cpus_allowed_list` value of a /proc status file.
+fn cpus_allowed(status: &str) -> Option<String> {
+    status
         .lines()
-        .find(|l| l.starts_with("Cpus_allowed_list:"))
-        .map(|l| {
-            l.trim_start_matches("Cpus_allowed_list:")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
 }

@@ -32,19 +32,16 @@ impl CpuPin {
     /// Pins the calling thread to `cpu`. `None` when the kernel refuses (a CPU outside
     /// the thread's cpuset, say).
     pub fn to(cpu: usize) -> Option<CpuPin> {
-        let me = Pid::from_raw(0);
-        let saved = sched_getaffinity(me).ok()?;
+        // tid 0: the calling thread.
+        let Some(saved) = pin_thread(0, cpu) else {
+            debug!(cpu, "not pinning crs to a CPU");
+            return None;
+        };
         UNPINNED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(saved);
-        match sched_setaffinity(me, &only(cpu)?) {
-            Ok(()) => Some(CpuPin { cpu, saved }),
-            Err(e) => {
-                debug!(cpu, error = %e, "not pinning crs to a CPU");
-                None
-            }
-        }
+        Some(CpuPin { cpu, saved })
     }
 
     /// The CPU the thread is pinned to.
@@ -60,7 +57,7 @@ impl CpuPin {
 
 impl Drop for CpuPin {
     fn drop(&mut self) {
-        let _ = sched_setaffinity(Pid::from_raw(0), &self.saved);
+        let _ = set_mask(0, &self.saved);
     }
 }
 
@@ -73,7 +70,7 @@ static UNPINNED: Mutex<Option<CpuSet>> = Mutex::new(None);
 pub fn unpin_this_thread() {
     let saved = *UNPINNED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(mask) = saved {
-        let _ = sched_setaffinity(Pid::from_raw(0), &mask);
+        let _ = set_mask(0, &mask);
     }
 }
 

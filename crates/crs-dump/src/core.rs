@@ -133,11 +133,6 @@ fn has_shstk() -> bool {
     crs_sys::x86::cpuid(7, 0).ecx & (1 << 7) != 0
 }
 
-/// Offset and size of XSAVE component `feature` in the standard (uncompacted) layout.
-fn component(feature: u32) -> (usize, usize) {
-    crs_sys::x86::xsave_component(feature)
-}
-
 /// With the x87 or SSE component in its init state (XSTATE_BV bits 0/1 clear), the
 /// kernel's XSAVE copy of the legacy area may not hold the real values (mxcsr_mask among
 /// them): take that area from NT_PRFPREG instead, as CRIU does.
@@ -182,7 +177,7 @@ pub(crate) fn fpregs(xs: &[u8]) -> User_x86_fpregs_entry {
         if mask & (1 << feature) == 0 {
             return None;
         }
-        let (off, size) = component(feature);
+        let (off, size) = crs_sys::x86::xsave_component(feature);
         xs.get(off..off + size)
     };
     let words32 = |b: &[u8]| b.chunks_exact(4).map(|c| le32(c, 0)).collect::<Vec<_>>();

@@ -477,7 +477,6 @@ fn dump_zombie(dir: &mut ImageDir, pid: Tid, stat: &crs_proc::Stat) -> Result<()
     dir.write(img)
 }
 
-/// Every image of one live process; returns its thread ids (the leader first).
 /// The files of a live process that [`dump_process`] reads before it injects anything
 /// (besides `stat` and each thread's `status`), read ahead for every process.
 const PREFETCHED: &[&str] = &[
@@ -491,6 +490,7 @@ const PREFETCHED: &[&str] = &[
     "cgroup",
 ];
 
+/// Every image of one live process; returns its thread ids (the leader first).
 fn dump_process(
     tree: &mut SeizedTree,
     proc_dir: &ProcDir,
