@@ -101,12 +101,8 @@ impl Drop for ProcessGuard {
     }
 }
 
-/// Whether the tests run as root; prints a visible SKIP line when not.
+/// True when `test` must stop because the tests do not run as root: it printed a visible
+/// SKIP line, or, under CI, it panicked ([`crs_testkit::skip`]).
 pub fn skip_unless_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        false
-    } else {
-        println!("SKIP: {test}: needs root");
-        true
-    }
+    !crs_testkit::root_or_skip(test)
 }

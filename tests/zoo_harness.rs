@@ -496,14 +496,13 @@ impl Run {
 /// On any failure, after printing the workload's log and the crs logs.
 pub fn run(workload: Workload, mode: Mode) {
     let test = format!("{}_{mode:?}", workload.name());
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIP: {test}: needs root");
+    if !crs_testkit::root_or_skip(&test) {
         return;
     }
     let argv = match workload.argv() {
         Ok(a) => a,
         Err(why) => {
-            println!("SKIP: {test}: {why}");
+            crs_testkit::skip(&test, &why);
             return;
         }
     };

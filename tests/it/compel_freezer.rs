@@ -35,7 +35,7 @@ fn frozen_seize(hierarchy: &str, test: &str) {
         return;
     }
     let Some(cg) = CgroupDir::create(hierarchy, "crs-compel-freezer") else {
-        println!("SKIP: {test}: no usable cgroup hierarchy at {hierarchy}");
+        crs_testkit::skip(test, &format!("no usable cgroup hierarchy at {hierarchy}"));
         return;
     };
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_compel_tree"));

@@ -110,8 +110,7 @@ struct Case {
 impl Case {
     /// None when not root (the dump needs it).
     fn new(name: &str) -> Option<Case> {
-        if !nix::unistd::geteuid().is_root() {
-            println!("SKIP: {name}: needs root");
+        if !crs_testkit::root_or_skip(name) {
             return None;
         }
         nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");

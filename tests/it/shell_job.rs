@@ -362,55 +362,17 @@ fn shell_job_dump_restore_continues_on_crs_terminal() {
 #[test]
 fn criu_reference_shell_set_restores_on_crs_terminal() {
     const PID: i32 = 74000;
-    const WORK: &str = "/tmp/crs-ref/shell";
-    let reference = crs_tests::shared_dir().join("criu-images/shell");
-    if skip_unless_root("criu_reference_shell_set_restores_on_crs_terminal") {
+    // The set's lock is held until the end: the job's pid and directory are the set's.
+    let Some(set) =
+        crs_testkit::reference("shell", "criu_reference_shell_set_restores_on_crs_terminal")
+    else {
         return;
-    }
-    assert!(
-        reference.join("tty-info.img").exists(),
-        "reference set missing: {}",
-        reference.display()
-    );
+    };
     nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-    // Tests using /tmp/crs-ref/shell and PID 74000 take this lock (nextest runs test
-    // binaries in parallel processes).
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/crs-ref-shell.lock")
-        .expect("opening /tmp/crs-ref-shell.lock");
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("locking /tmp/crs-ref-shell.lock");
-    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .expect("pid_max")
-        .trim()
-        .parse()
-        .expect("pid_max number");
-    if max <= PID as u64 {
-        std::fs::write("/proc/sys/kernel/pid_max", "4194304").expect("raising pid_max");
-    }
-    assert!(
-        !Path::new(&format!("/proc/{PID}")).exists(),
-        "pid {PID} is taken: the reference job cannot be restored"
-    );
-    std::fs::create_dir_all(WORK).expect("creating /tmp/crs-ref/shell");
-    let bin = Path::new(WORK).join("shell");
-    std::fs::copy(reference.join("bin/shell"), &bin).expect("installing the shell binary");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let log = Path::new(WORK).join("shell.log");
+    let log = set.work.join("shell.log");
     let _ = std::fs::remove_file(&log);
     // A copy: restore writes its log and stats into the images dir.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    for e in std::fs::read_dir(&reference).expect("reading the reference set") {
-        let e = e.expect("dir entry");
-        if e.file_type().expect("file type").is_file() {
-            std::fs::copy(e.path(), tmp.path().join(e.file_name())).expect("copying an image");
-        }
-    }
+    let tmp = set.copy_images();
     let mut procs = Procs::default();
     let (master, stdio) = pty();
     let mut term = Terminal::new(master);

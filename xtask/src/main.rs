@@ -34,21 +34,56 @@ fn have_nextest() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The whole test suite: builds the crs binary the end-to-end tests drive,
-/// then runs every test of every crate (nextest when present: each test in its
-/// own process, which ptrace-heavy tests want).
+/// The whole test suite, as on a fresh machine: first the checks that keep it hermetic
+/// ([`hermetic`]), then crs's state under /tmp is wiped (so no test can lean on what an
+/// earlier run left there), the crs binary the end-to-end tests drive is built, and every
+/// test of every crate runs under nextest (each test in its own process, which the
+/// ptrace-heavy tests and the process-wide subreaper need).
 fn test(extra: &[String]) -> Result<()> {
+    hermetic()?;
+    if !have_nextest() {
+        bail!("cargo-nextest is needed: cargo install --locked cargo-nextest (.ci/run does)");
+    }
+    crs_testkit::wipe_tmp_state().with_context(|| format!("removing {}", crs_testkit::REF_WORK))?;
     let mut b = cargo();
     b.args(["build", "--workspace", "--bins"]);
     run(b)?;
     let mut t = cargo();
-    if have_nextest() {
-        t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-    } else {
-        t.args(["test", "--workspace", "--no-fail-fast"]);
-    }
+    t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     t.args(extra);
     run(t)
+}
+
+/// Fails when a tracked file names the directory this checkout sits in (a test must find
+/// shared data through `crs_testkit::shared_dir`, so the suite passes from a clone at any
+/// path), or when a test prints its own `SKIP:` line instead of calling
+/// `crs_testkit::skip` (which fails under CI).
+fn hermetic() -> Result<()> {
+    let root = root();
+    let parent = root.parent().context("the workspace has a parent")?;
+    let pathspec = ["*.rs", "*.c", "*.h", "*.py", "*.sh", "*.toml", ".ci/*"];
+    let grep = |pattern: &str, extra: &[&str]| -> Result<String> {
+        let out = Command::new("git")
+            .current_dir(&root)
+            .args(["grep", "-n", "-F", pattern, "--"])
+            .args(pathspec)
+            .args(extra)
+            .output()
+            .context("running git grep")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let abs = grep(&format!("{}/", parent.display()), &[])?;
+    if !abs.is_empty() {
+        bail!("absolute paths of this machine in the tree (use crs_testkit::shared_dir):\n{abs}");
+    }
+    let own_skips = grep(
+        "\"SKIP: ",
+        &[":!crates/crs-testkit", ":!benches", ":!xtask"],
+    )?;
+    if !own_skips.is_empty() {
+        bail!("tests that print their own SKIP line (call crs_testkit::skip):\n{own_skips}");
+    }
+    Ok(())
 }
 
 fn lint() -> Result<()> {

@@ -214,7 +214,10 @@ fn dump_readonly_dir_leaves_task_untouched() {
     let images = tempfile::tempdir().unwrap();
     let dir = images.path();
     if !mount(&["--bind", dir.to_str().unwrap(), dir.to_str().unwrap()]) {
-        eprintln!("SKIP: dump_readonly_dir_leaves_task_untouched: bind mount failed");
+        crs_testkit::skip(
+            "dump_readonly_dir_leaves_task_untouched",
+            "bind mount failed",
+        );
         return;
     }
     let _unmount = Unmount(dir);

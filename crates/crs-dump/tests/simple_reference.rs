@@ -10,11 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{decode, root_or_skip, wait_for_log, Guard};
+use common::{decode, wait_for_log, Guard};
 use crs_dump::{dump, DumpOptions};
 use serde_json::Value;
 
-const REF: &str = "/work/shared/criu-images/simple";
 const REF_PID: &str = "71000";
 
 /// Closes every inherited fd above 2 (the test harness leaks some), puts stdio on one
@@ -56,26 +55,9 @@ fn entries(v: &Value) -> &Vec<Value> {
 
 /// Starts simple as a session leader with stdio on one /dev/null description, sends
 /// SIGUSR1 twice, and waits until it logged both.
-/// Every test that uses /tmp/crs-ref/simple holds this lock: crs-dump's and
-/// crs-restore's tests both run the `simple` binary, which recreates data.bin
-/// there, and nextest runs their test binaries in parallel processes. flock
-/// excludes other threads of this process too (each call opens its own file).
-fn simple_dir_lock() -> nix::fcntl::Flock<std::fs::File> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/crs-ref-simple.lock")
-        .expect("opening /tmp/crs-ref-simple.lock");
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("locking /tmp/crs-ref-simple.lock")
-}
-
-fn start_simple(work: &Path) -> (Guard, PathBuf) {
-    fs::create_dir_all("/tmp/crs-ref/simple").unwrap();
+fn start_simple(set: &crs_testkit::Reference, work: &Path) -> (Guard, PathBuf) {
     let bin = work.join("simple");
-    fs::copy(Path::new(REF).join("bin/simple"), &bin).unwrap();
+    fs::copy(set.images.join("bin/simple"), &bin).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
     let log = work.join("simple.log");
     let guard = Guard::spawn(
@@ -95,8 +77,8 @@ fn start_simple(work: &Path) -> (Guard, PathBuf) {
     (guard, log)
 }
 
-fn ref_json(name: &str) -> Value {
-    let text = fs::read_to_string(Path::new(REF).join("json").join(format!("{name}.json")))
+fn ref_json(set: &crs_testkit::Reference, name: &str) -> Value {
+    let text = fs::read_to_string(set.images.join("json").join(format!("{name}.json")))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
@@ -118,12 +100,12 @@ fn cpu_independent(mut shape: BTreeSet<String>) -> BTreeSet<String> {
 
 #[test]
 fn dump_simple_matches_criu_reference() {
-    let _l = simple_dir_lock();
-    if !root_or_skip("dump_simple_matches_criu_reference") {
+    // The set's lock: crs-restore's tests run the same binary in /tmp/crs-ref/simple.
+    let Some(set) = crs_testkit::reference("simple", "dump_simple_matches_criu_reference") else {
         return;
-    }
+    };
     let work = tempfile::tempdir().unwrap();
-    let (guard, log) = start_simple(work.path());
+    let (guard, log) = start_simple(&set, work.path());
     let pid = guard.pid();
     let images = work.path().join("images");
     fs::create_dir(&images).unwrap();
@@ -147,7 +129,7 @@ fn dump_simple_matches_criu_reference() {
 
     // Same image files, with our pid in place of the reference pid.
     let pid_s = pid.to_string();
-    let mut want: BTreeSet<String> = fs::read_dir(REF)
+    let mut want: BTreeSet<String> = fs::read_dir(&set.images)
         .unwrap()
         .filter_map(|e| {
             let n = e.unwrap().file_name().to_string_lossy().into_owned();
@@ -169,7 +151,7 @@ fn dump_simple_matches_criu_reference() {
         }
         let key = name.trim_end_matches(".img").replace(&pid_s, REF_PID);
         let mine = decode(&images.join(name));
-        let theirs = ref_json(&key);
+        let theirs = ref_json(&set, &key);
         assert_eq!(
             cpu_independent(shape_of(&mine)),
             cpu_independent(shape_of(&theirs)),
@@ -180,7 +162,7 @@ fn dump_simple_matches_criu_reference() {
 
     // Values that must not differ.
     let core = &entries(&ours["core-71000"])[0];
-    let rcore_img = ref_json("core-71000");
+    let rcore_img = ref_json(&set, "core-71000");
     let rcore = &entries(&rcore_img)[0];
     assert_eq!(core["mtype"], rcore["mtype"]);
     let (tc, rtc) = (&core["tc"], &rcore["tc"]);
@@ -238,7 +220,7 @@ fn dump_simple_matches_criu_reference() {
     // mm: the static non-PIE binary maps at the same addresses; every VMA has the same
     // protection, flags, status bits, madvise bits.
     let mm = &entries(&ours["mm-71000"])[0];
-    let rmm_img = ref_json("mm-71000");
+    let rmm_img = ref_json(&set, "mm-71000");
     let rmm = &entries(&rmm_img)[0];
     let (v, rv) = (
         mm["vmas"].as_array().unwrap(),
@@ -269,7 +251,7 @@ fn dump_simple_matches_criu_reference() {
 
     // Files: exe (same build-id), /dev/null, data.bin at 8224, cwd, root.
     let f = entries(&ours["files"]);
-    let rf_img = ref_json("files");
+    let rf_img = ref_json(&set, "files");
     let rf = entries(&rf_img);
     assert_eq!(f.len(), rf.len(), "file count");
     for (a, b) in f.iter().zip(rf) {
@@ -285,10 +267,10 @@ fn dump_simple_matches_criu_reference() {
     assert_eq!(f[2]["reg"]["name"], "/tmp/crs-ref/simple/data.bin");
     assert_eq!(f[2]["reg"]["pos"], 8224);
     for name in ["fdinfo-2", "fs-71000", "ids-71000", "seccomp"] {
-        assert_eq!(ours[name], ref_json(name), "{name}");
+        assert_eq!(ours[name], ref_json(&set, name), "{name}");
     }
     let mut inv = ours["inventory"].clone();
-    let mut rinv = ref_json("inventory");
+    let mut rinv = ref_json(&set, "inventory");
     inv["entries"][0]["dump_criu_run_id"] = Value::Null;
     rinv["entries"][0]["dump_criu_run_id"] = Value::Null;
     assert_eq!(inv, rinv, "inventory");
@@ -317,7 +299,7 @@ fn dump_simple_matches_criu_reference() {
     // CRIU's own text page at 0x401000 is in its set only because CRIU patched a syscall
     // instruction there to run its parasite (the write made the page anonymous); crs runs
     // injected syscalls from an existing instruction and leaves the text untouched.
-    let mut theirs = low(&ref_json("pagemap-71000"));
+    let mut theirs = low(&ref_json(&set, "pagemap-71000"));
     theirs.retain(|e| e.0 != "0x401000");
     assert_eq!(low(&ours["pagemap-71000"]), theirs);
 }

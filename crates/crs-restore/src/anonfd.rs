@@ -655,9 +655,12 @@ mod tests {
 
     #[test]
     fn check_criu_reference_tree_inotify_is_accepted() {
-        let dir = std::path::Path::new("/work/shared/criu-images/tree");
+        let dir = crs_testkit::criu_images().join("tree");
         if !dir.join("files.img").exists() {
-            println!("SKIP: check_criu_reference_tree_inotify_is_accepted: no CRIU reference set");
+            crs_testkit::skip(
+                "check_criu_reference_tree_inotify_is_accepted",
+                "no CRIU reference set",
+            );
             return;
         }
         let bytes = crs_images::codec::read_file(&dir.join("files.img")).unwrap();

@@ -727,11 +727,15 @@ mod tests {
 
     #[test]
     fn load_criu_reference_tree_pipe_is_read() {
-        let dir = Path::new("/work/shared/criu-images/tree");
+        let dir = crs_testkit::criu_images().join("tree");
         if !dir.join("pipes-data.img").exists() {
-            println!("SKIP: load_criu_reference_tree_pipe_is_read: no CRIU reference set");
+            crs_testkit::skip(
+                "load_criu_reference_tree_pipe_is_read",
+                "no CRIU reference set",
+            );
             return;
         }
+        let dir = dir.as_path();
         let bytes = read_file(&dir.join("files.img")).unwrap();
         let files: BTreeMap<u32, File_entry> = ImageReader::new("files.img", &bytes, "FILES")
             .unwrap()

@@ -15,24 +15,8 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 const PID: i32 = 71000;
-const REF: &str = "/work/shared/criu-images/simple";
+/// The workload's directory: the images name paths in it.
 const WORK: &str = "/tmp/crs-ref/simple";
-
-/// Every test that uses /tmp/crs-ref/simple holds this lock: crs-dump's and
-/// crs-restore's tests both run the `simple` binary, which recreates data.bin
-/// there, and nextest runs their test binaries in parallel processes. flock
-/// excludes other threads of this process too (each call opens its own file).
-fn simple_dir_lock() -> nix::fcntl::Flock<std::fs::File> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/crs-ref-simple.lock")
-        .expect("opening /tmp/crs-ref-simple.lock");
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("locking /tmp/crs-ref-simple.lock")
-}
 
 /// Kills and reaps the restored task (our child) even on panic.
 struct Guard(i32);
@@ -44,44 +28,13 @@ impl Drop for Guard {
     }
 }
 
-fn root_or_skip(test: &str) -> bool {
-    if !nix::unistd::geteuid().is_root() || !Path::new(REF).exists() {
-        eprintln!("SKIP: {test}: needs root and {REF}");
-        return false;
-    }
-    true
-}
-
-/// Installs the workload's files, raises pid_max, waits for PID 71000 to be free, and
-/// copies the image set into a temp dir.
-fn setup() -> tempfile::TempDir {
-    let max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    if max <= PID as u64 {
-        fs::write("/proc/sys/kernel/pid_max", "4194304").unwrap();
-    }
-    fs::create_dir_all(WORK).unwrap();
-    fs::copy(format!("{REF}/bin/simple"), format!("{WORK}/simple")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(format!("{WORK}/simple"), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::copy(format!("{REF}/files/data.bin"), format!("{WORK}/data.bin")).unwrap();
-    // PID 1 reaps late here: wait for a previous holder of the pid to be gone.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Path::new(&format!("/proc/{PID}")).exists() {
-        assert!(Instant::now() < deadline, "pid {PID} stays taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for e in fs::read_dir(REF).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        }
-    }
-    dir
+/// The `simple` set ready to restore (workload and data.bin installed, pid 71000 free, the
+/// set's lock held: crs-dump's tests run the same binary in the same directory) and a copy
+/// of its images; `None` after a SKIP line when the test cannot run.
+fn setup(test: &str) -> Option<(crs_testkit::Reference, tempfile::TempDir)> {
+    let set = crs_testkit::reference("simple", test)?;
+    let dir = set.copy_images();
+    Some((set, dir))
 }
 
 fn opts(dir: &Path) -> RestoreOptions {
@@ -128,11 +81,9 @@ fn assert_gone() {
 
 #[test]
 fn restore_simple_reference_continues() {
-    if !root_or_skip("restore_simple_reference_continues") {
+    let Some((_set, dir)) = setup("restore_simple_reference_continues") else {
         return;
-    }
-    let _l = simple_dir_lock();
-    let dir = setup();
+    };
     let _ = fs::remove_file(log_path());
     let before: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir.path())
         .unwrap()
@@ -218,11 +169,9 @@ fn rewrite<M: protobuf::MessageFull>(
 
 #[test]
 fn restore_truncated_core_fails_before_creating_task() {
-    if !root_or_skip("restore_truncated_core_fails_before_creating_task") {
+    let Some((_set, dir)) = setup("restore_truncated_core_fails_before_creating_task") else {
         return;
-    }
-    let _l = simple_dir_lock();
-    let dir = setup();
+    };
     let core = dir.path().join(format!("core-{PID}.img"));
     let bytes = fs::read(&core).unwrap();
     fs::write(&core, &bytes[..bytes.len() / 2]).unwrap();
@@ -234,11 +183,9 @@ fn restore_truncated_core_fails_before_creating_task() {
 
 #[test]
 fn restore_bad_cwd_kills_new_task() {
-    if !root_or_skip("restore_bad_cwd_kills_new_task") {
+    let Some((_set, dir)) = setup("restore_bad_cwd_kills_new_task") else {
         return;
-    }
-    let _l = simple_dir_lock();
-    let dir = setup();
+    };
     // cwd -> data.bin (file id 3): the new task's chdir fails with ENOTDIR.
     rewrite::<Fs_entry>(dir.path(), &format!("fs-{PID}.img"), "FS", |fs| {
         fs.set_cwd_id(3)
@@ -254,11 +201,9 @@ fn restore_bad_cwd_kills_new_task() {
 
 #[test]
 fn restore_bad_rseq_kills_half_built_task() {
-    if !root_or_skip("restore_bad_rseq_kills_half_built_task") {
+    let Some((_set, dir)) = setup("restore_bad_rseq_kills_half_built_task") else {
         return;
-    }
-    let _l = simple_dir_lock();
-    let dir = setup();
+    };
     // An rseq area at an unmapped address: the injected rseq() fails after the memory
     // was rebuilt, and the task must be killed.
     rewrite::<Core_entry>(dir.path(), &format!("core-{PID}.img"), "CORE", |c| {
@@ -279,11 +224,9 @@ fn restore_bad_rseq_kills_half_built_task() {
 
 #[test]
 fn restore_attached_returns_exit_status_and_writes_pidfile() {
-    if !root_or_skip("restore_attached_returns_exit_status_and_writes_pidfile") {
+    let Some((_set, dir)) = setup("restore_attached_returns_exit_status_and_writes_pidfile") else {
         return;
-    }
-    let _l = simple_dir_lock();
-    let dir = setup();
+    };
     let _ = fs::remove_file(log_path());
     let pidfile = dir.path().join("restored.pid");
     let o = RestoreOptions {

@@ -11,12 +11,10 @@ use std::time::{Duration, Instant};
 
 use crs_restore::{restore, RestoreOptions};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 
 const PIDS: [i32; 3] = [72000, 72001, 72002];
-const REF: &str = "/work/shared/criu-images/tree";
-const WORK: &str = "/tmp/crs-ref/tree";
 
 /// Kills the restored processes and reaps them (the root is our child, the others come
 /// to us as the subreaper) even on panic.
@@ -26,9 +24,26 @@ impl Drop for Guard {
     fn drop(&mut self) {
         for p in PIDS {
             if kill(Pid::from_raw(p), Signal::SIGKILL).is_ok() {
-                let _ = waitpid(Pid::from_raw(p), None);
+                let _ = waitpid(Pid::from_raw(p), Some(WaitPidFlag::__WALL));
             }
         }
+    }
+}
+
+/// Reaps the set's processes once they are gone: the root is our child, the others were
+/// reparented to this subreaper. Only these pids: other tests' children are not ours
+/// to take.
+fn reap_tree() {
+    for p in PIDS {
+        assert!(ends(p), "pid {p} still runs");
+        let _ = waitpid(
+            Pid::from_raw(p),
+            Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+        );
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} left behind"
+        );
     }
 }
 
@@ -72,49 +87,20 @@ fn wait_for(log_path: &Path, who: &str, n: u64) -> String {
 }
 
 /// For a test of the reference set: `None` (after a SKIP line) unless root and the set is
-/// there; else raises kernel.pid_max above the set's pids, checks they are free, and
-/// returns a copy of the images to restore (or alter) in a fresh directory.
-fn reference_copy(test: &str) -> Option<tempfile::TempDir> {
-    if !nix::unistd::geteuid().is_root() || !Path::new(REF).exists() {
-        eprintln!("SKIP: {test}: needs root and {REF}");
-        return None;
-    }
-    let max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    if max <= 72004 {
-        fs::write("/proc/sys/kernel/pid_max", "4194304").unwrap();
-    }
-    for p in 72000..=72004 {
-        assert!(
-            !Path::new(&format!("/proc/{p}")).exists(),
-            "pid {p} is taken: the tree set needs 72000-72004"
-        );
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for e in fs::read_dir(REF).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        }
-    }
-    Some(dir)
+/// there; else the set ready to restore (workload installed, pids free, its lock held) and
+/// a copy of its images to restore (or alter) in a fresh directory.
+fn reference_copy(test: &str) -> Option<(crs_testkit::Reference, tempfile::TempDir)> {
+    let set = crs_testkit::reference("tree", test)?;
+    let dir = set.copy_images();
+    Some((set, dir))
 }
 
 #[test]
 fn restore_tree_reference_continues() {
-    let Some(dir) = reference_copy("restore_tree_reference_continues") else {
+    let Some((set, dir)) = reference_copy("restore_tree_reference_continues") else {
         return;
     };
-    fs::create_dir_all(WORK).unwrap();
-    let bin = format!("{WORK}/tree");
-    let _ = fs::remove_file(&bin);
-    fs::copy(format!("{REF}/bin/tree"), &bin).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    let log_path = Path::new(WORK).join("tree.log");
+    let log_path = set.work.join("tree.log");
     let _ = fs::remove_file(&log_path);
 
     // Orphans of the restored tree (after the crs dump kills it) come to us to reap.
@@ -136,13 +122,7 @@ fn restore_tree_reference_continues() {
     crs_dump::dump(&crs_dump::DumpOptions::new(72000, crs_dir.path())).expect("crs dump");
     // The dump killed the tree (and, as their tracer, reaped what it could); what is left
     // is ours to reap: the root is our child, the others were reparented to us.
-    while nix::sys::wait::wait().is_ok() {}
-    for p in PIDS {
-        assert!(
-            !Path::new(&format!("/proc/{p}")).exists(),
-            "pid {p} still there after the dump"
-        );
-    }
+    reap_tree();
     let frozen = fs::read_to_string(&log_path).unwrap();
     let p_frozen = lines_of(&frozen, "P").last().unwrap().0;
     let ab_frozen = lines_of(&frozen, "A").last().unwrap().0;
@@ -234,7 +214,8 @@ fn ends(pid: i32) -> bool {
 /// every process of every part, and name the process that failed.
 #[test]
 fn restore_tree_failing_in_one_process_kills_every_process() {
-    let Some(dir) = reference_copy("restore_tree_failing_in_one_process_kills_every_process")
+    let Some((_set, dir)) =
+        reference_copy("restore_tree_failing_in_one_process_kills_every_process")
     else {
         return;
     };
@@ -269,16 +250,12 @@ fn restore_tree_failing_in_one_process_kills_every_process() {
         "{err:?}"
     );
     assert!(err.to_string().contains("rseq"), "{err}");
-    for p in 72000..=72004 {
-        assert!(ends(p), "pid {p} still runs after the failed restore");
-        // Orphans of the killed root come to this subreaper.
-        let _ = waitpid(
-            Pid::from_raw(p),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG | nix::sys::wait::WaitPidFlag::__WALL),
-        );
+    // Orphans of the killed root come to this subreaper.
+    reap_tree();
+    for p in 72003..=72004 {
         assert!(
             !Path::new(&format!("/proc/{p}")).exists(),
-            "pid {p} left behind by the failed restore"
+            "thread {p} left behind by the failed restore"
         );
     }
 }

@@ -75,7 +75,10 @@ mod tests {
             )
         };
         if ret != 0 {
-            println!("SKIP: open_by_handle_at_handle_of_a_directory_opens_it: no handles");
+            crs_testkit::skip(
+                "open_by_handle_at_handle_of_a_directory_opens_it",
+                "no file handles on the temp dir's file system",
+            );
             return;
         }
         let len = buf[0] as usize;

@@ -33,14 +33,8 @@ impl Drop for Guard {
     }
 }
 
-/// True when running as root; otherwise prints a visible SKIP line.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("SKIP: {test}: needs root");
-    false
-}
+#[allow(unused_imports)] // not every test binary that includes this module uses it
+pub use crs_testkit::root_or_skip;
 
 /// Waits until `cond` holds for the contents of `path` (the workload's own log), up to
 /// `limit`. The workload writes its log on its own schedule; this waits for a state, it
