@@ -14,6 +14,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/pb/mod.rs"));
 }
 
+pub mod checksums;
 pub mod codec;
 pub mod error;
 pub mod explore;

@@ -91,6 +91,11 @@ pub enum DumpError {
         #[source]
         source: io::Error,
     },
+    #[error("checksums of the images")]
+    Checksums {
+        #[source]
+        source: crs_images::checksums::SegmentError,
+    },
     #[error("scanning the pagemap of process {pid} at {addr:#x}")]
     PageScan {
         pid: Tid,

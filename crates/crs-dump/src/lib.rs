@@ -17,7 +17,8 @@
 //!   their ids-PID.img and one fdinfo-N.img, written by the first of them
 //!   pstree.img records each process's pgid and sid as they are, also when the group's or
 //!   session's leader is gone (restore stands in for it with a helper)
-//!   images staged in DIR/.crs-dump-*, synced, moved into DIR, inventory.img last
+//!   images written into DIR (staged in DIR/.crs-dump-* when it held a set), each hashed
+//!   (pages by the copy's readers), crs-checksums then inventory.img last
 //!   release: kill (default) or detach (leave_running); any error before the images are
 //!   in place detaches the task untouched and removes what was written
 //! ```
@@ -86,6 +87,9 @@ pub struct DumpOptions {
     pub freeze_cgroup: Option<PathBuf>,
     /// `--timeout`: how long freezing may take (criu's default is 10 s).
     pub timeout: Duration,
+    /// Write `crs-checksums`, the checksum of every image (on by default; the binary turns
+    /// it off with `CRS_IMAGE_CHECKSUMS=0`, the bench's baseline).
+    pub image_checksums: bool,
 }
 
 impl DumpOptions {
@@ -101,6 +105,7 @@ impl DumpOptions {
             ext_unix_sk: false,
             freeze_cgroup: None,
             timeout: Duration::from_secs(10),
+            image_checksums: true,
         }
     }
 }
@@ -257,7 +262,7 @@ fn dump_seized(
 ) -> Result<ImageDir> {
     let root = proc_dir.pid();
     let order = tree_order(tree, root)?;
-    let mut dir = ImageDir::create(&opts.images_dir, root)?;
+    let mut dir = ImageDir::create(&opts.images_dir, root, opts.image_checksums)?;
     let mut files = FileTable::new();
     let mut seccomp = Seccomp_entry::default();
     let mut pstree = Vec::with_capacity(order.len());
@@ -619,10 +624,13 @@ fn dump_process(
     let total_pages: u64 = runs.iter().map(|r| r.pages).sum();
     let t = Instant::now();
     let pages_id = ctx.pages_id;
-    let (pages_file, pages_path) = ctx
-        .dir
-        .create_raw(&format!("pages-{pages_id}.img"), total_pages * PAGE_SIZE)?;
-    let copied = pages::copy(pid, &runs, &pages_file, &pages_path)?;
+    let pages_name = format!("pages-{pages_id}.img");
+    let pages_len = total_pages * PAGE_SIZE;
+    let (pages_file, pages_path) = ctx.dir.create_raw(&pages_name, pages_len)?;
+    let hash = ctx.dir.checksums();
+    let copied = pages::copy(pid, &runs, &pages_file, &pages_path, hash)?;
+    ctx.dir
+        .raw_written(&pages_name, pages_len, copied.segments)?;
     ctx.stats.memwrite_time += t.elapsed();
     ctx.stats.pages_scanned += scanned;
     ctx.stats.pages_written += total_pages;

@@ -2,6 +2,8 @@
 //! /proc/PID/pagemap where the ioctl is missing), then copy them with `process_vm_readv` in
 //! large batches, spread over a rayon pool, each batch written with `pwrite` at its
 //! precomputed offset of `pages-N.img`. crs holds at most one batch buffer per worker.
+//! Each batch is hashed by the reader that copied it, while it is still in that CPU's
+//! cache: the checksums of a pages image are one segment per batch.
 
 use std::fs::File;
 use std::io::IoSliceMut;
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 
 use crs_compel::{RemoteAddr, Tid};
+use crs_images::checksums::Segment;
 use crs_proc::ProcDir;
 use crs_sys::dump::{page_is, pagemap_scan, PageRegion, ScanQuery};
 use crs_sys::remote::{process_vm_readv, RemoteRange, IOV_MAX};
@@ -247,10 +250,12 @@ fn batches(runs: &[PageRun]) -> Vec<Batch> {
 }
 
 /// What copying the pages came to.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct CopyStats {
     pub bytes: u64,
     pub batches: usize,
+    /// With `hash`: one per batch, in no particular order.
+    pub segments: Vec<Segment>,
 }
 
 /// Copies the pages of `runs` from process `pid` into `out` (already sized).
@@ -261,8 +266,15 @@ pub(crate) struct CopyStats {
 /// take the inode lock for every buffered write, so two writers on one file only take
 /// turns, and the waiting one spins on the lock, taking CPU from the one writing (13-33%
 /// of a 1 GiB dump's samples were that spin on ext4). The buffers are a fixed few,
-/// allocated once: crs's memory does not grow with the task's.
-pub(crate) fn copy(pid: Tid, runs: &[PageRun], out: &File, out_path: &Path) -> Result<CopyStats> {
+/// allocated once: crs's memory does not grow with the task's. With `hash`, each reader
+/// hashes the batch it just read (see `crs_images::checksums`).
+pub(crate) fn copy(
+    pid: Tid,
+    runs: &[PageRun],
+    out: &File,
+    out_path: &Path,
+    hash: bool,
+) -> Result<CopyStats> {
     let work = batches(runs);
     let mem = if work.iter().any(|b| !b.readable) {
         let path = format!("/proc/{pid}/mem");
@@ -308,9 +320,11 @@ pub(crate) fn copy(pid: Tid, runs: &[PageRun], out: &File, out_path: &Path) -> R
         }
         Ok(())
     };
-    let stats = CopyStats {
+    let segment = |data: &[u8], b: &Batch| hash.then(|| Segment::of(b.offset, data));
+    let mut stats = CopyStats {
         bytes: work.iter().map(|b| b.len as u64).sum(),
         batches: work.len(),
+        segments: Vec::new(),
     };
     // Buffers no larger than the largest batch, and no threads for a single batch (waking
     // them costs more than copying a small process's pages).
@@ -319,6 +333,7 @@ pub(crate) fn copy(pid: Tid, runs: &[PageRun], out: &File, out_path: &Path) -> R
         let mut buf = vec![0u8; buf_len];
         for b in &work {
             read(&mut buf[..b.len], b)?;
+            stats.segments.extend(segment(&buf[..b.len], b));
             write(&buf[..b.len], b)?;
         }
         return Ok(stats);
@@ -343,27 +358,35 @@ pub(crate) fn copy(pid: Tid, runs: &[PageRun], out: &File, out_path: &Path) -> R
             }
             first_err.map_or(Ok(()), Err)
         });
-        let read_all = work.par_iter().try_for_each_with(tx, |tx, b| {
-            if failed.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let mut buf = pool.take();
-            match read(&mut buf[..b.len], b) {
-                Ok(()) => {
-                    // The writer outlives every sender.
-                    let _ = tx.send((buf, b));
-                    Ok(())
+        let read_all = work
+            .par_iter()
+            .map_with(tx, |tx, b| -> Result<Option<Segment>> {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(None);
                 }
-                Err(e) => {
-                    failed.store(true, Ordering::Relaxed);
-                    pool.give(buf);
-                    Err(e)
+                let mut buf = pool.take();
+                match read(&mut buf[..b.len], b) {
+                    Ok(()) => {
+                        let seg = segment(&buf[..b.len], b);
+                        // The writer outlives every sender.
+                        let _ = tx.send((buf, b));
+                        Ok(seg)
+                    }
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        pool.give(buf);
+                        Err(e)
+                    }
                 }
-            }
-        });
+            })
+            .collect::<Result<Vec<Option<Segment>>>>();
         // Every sender is gone once the readers are done: the writer drains and ends.
         let written = writer.join().expect("the page writer does not panic");
-        read_all.and(written)
+        // A batch skipped after a failure leaves no segment, but then one of the two is
+        // an error.
+        let segments = read_all.and_then(|s| written.map(|()| s))?;
+        stats.segments = segments.into_iter().flatten().collect();
+        Ok(())
     })?;
     Ok(stats)
 }

@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crs_compel::Tid;
+use crs_images::checksums::Segment;
 use crs_images::codec::ImageWriter;
 use crs_images::pb::pagemap::{Pagemap_entry, Pagemap_head};
 use nix::unistd::{lseek, Whence};
@@ -116,7 +117,10 @@ pub(crate) fn write_contents(
         .len();
     let ranges = data_ranges(f, size, path)?;
     let bytes: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
-    let (out, out_path) = dir.create_raw(&format!("pages-{pages_id}.img"), bytes)?;
+    let pages_name = format!("pages-{pages_id}.img");
+    let (out, out_path) = dir.create_raw(&pages_name, bytes)?;
+    let hash = dir.checksums();
+    let mut segments = Vec::new();
     let mut buf = vec![0u8; BATCH_BYTES.min(bytes as usize)];
     let mut off = 0u64;
     for &(s, e) in &ranges {
@@ -132,6 +136,9 @@ pub(crate) fn write_contents(
                     path: path.to_path_buf(),
                     source,
                 })?;
+            if hash {
+                segments.push(Segment::of(off, chunk));
+            }
             out.write_all_at(chunk, off)
                 .map_err(|source| DumpError::PageWrite {
                     path: out_path.clone(),
@@ -143,6 +150,7 @@ pub(crate) fn write_contents(
             off += n as u64;
         }
     }
+    dir.raw_written(&pages_name, bytes, segments)?;
     let name = format!("pagemap-shmem-{shmid}.img");
     let mut img = ImageWriter::new(name.clone(), "PAGEMAP");
     img.push(&Pagemap_head {

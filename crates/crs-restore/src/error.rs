@@ -12,6 +12,28 @@ pub enum RestoreError {
     Image(#[from] crs_images::ImageError),
     #[error("{image}: {what}")]
     Invalid { image: String, what: String },
+    #[error("{path} is corrupt; restore refused (remove it to restore the images unchecked)")]
+    ChecksumFile {
+        path: PathBuf,
+        #[source]
+        source: crs_images::checksums::ChecksumFileError,
+    },
+    #[error("image {image} is listed in crs-checksums but missing (or not a regular file)")]
+    ImageMissing { image: PathBuf },
+    #[error("image {image} is not listed in crs-checksums: the directory mixes image sets")]
+    ImageNotListed { image: PathBuf },
+    #[error("image {image} has {found} bytes, crs-checksums recorded {expected}")]
+    ImageSize {
+        image: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("image {image} was changed: its {len} bytes at offset {offset:#x} do not match crs-checksums")]
+    ImageChanged {
+        image: PathBuf,
+        offset: u64,
+        len: u64,
+    },
     #[error("{what} is not supported by crs restore yet")]
     Unsupported { what: String },
     #[error("filelocks.img holds {count} file lock(s): restore with --file-locks")]

@@ -1,7 +1,7 @@
 //! Reads CRIU images and rebuilds the process tree, driven from outside through compel.
 //!
 //! ```text
-//! load + validate every image ──► plan the tree (`plan_tree`: who forks whom before or
+//! check crs-checksums, if any ──► load + validate every image ──► plan the tree (`plan_tree`: who forks whom before or
 //!   after its setsid, siblings ordered so a group's leader exists before its members
 //!   join, helpers with the pids of gone group/session leaders, CLONE_FILES children)
 //! ──► clone3(set_tid = pid) of the root; each process, depth first: setsid / setpgid,
@@ -25,6 +25,7 @@
 
 mod anonfd;
 mod arch;
+mod checksums;
 mod creds;
 mod error;
 mod files;
@@ -100,6 +101,8 @@ pub struct RestoreStats {
     pub forking_time: Duration,
     /// Everything from reading the images to the task running.
     pub restore_time: Duration,
+    /// Of which, checking the images against crs-checksums.
+    pub verify_time: Duration,
     /// Pages copied into the task.
     pub pages_restored: u64,
     /// Of which, the time spent copying pages.
@@ -134,6 +137,16 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
             return Err(RestoreError::Unsupported { what: what.into() });
         }
     }
+    let t_verify = Instant::now();
+    match checksums::verify(&opts.images_dir)? {
+        checksums::Verified::Images { count, bytes } => {
+            debug!(count, bytes, elapsed = ?t_verify.elapsed(), "images match crs-checksums")
+        }
+        checksums::Verified::NoChecksums => {
+            info!("no crs-checksums: the images are not checked (not a crs dump, or dumped with CRS_IMAGE_CHECKSUMS=0)")
+        }
+    }
+    let verify_time = t_verify.elapsed();
     let loaded = Images::load_tree(&opts.images_dir)?;
     let shm_images = shmem::load(&opts.images_dir, &loaded.procs)?;
     let memfd_images = memfd::load(&opts.images_dir, &loaded)?;
@@ -206,6 +219,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
 
     let mut stats = RestoreStats {
         forking_time,
+        verify_time,
         ..RestoreStats::default()
     };
     // Objects crs makes once for the whole tree, then maps or hands to each process that

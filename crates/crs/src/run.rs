@@ -229,6 +229,9 @@ fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         ext_unix_sk: a.values.contains_key("ext-unix-sk"),
         freeze_cgroup: a.value("freeze-cgroup").map(PathBuf::from),
         timeout: Duration::from_secs(timeout),
+        // Hidden switch, not a criu option: `CRS_IMAGE_CHECKSUMS=0` writes no
+        // crs-checksums (the bench's same-run baseline for what checksums cost).
+        image_checksums: std::env::var_os("CRS_IMAGE_CHECKSUMS").is_none_or(|v| v != "0"),
     };
     let stats = crs_dump::dump(&opts)?;
     tracing::info!("Dumping finished successfully");
