@@ -140,7 +140,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     let t_verify = Instant::now();
     match checksums::verify(&opts.images_dir)? {
         checksums::Verified::Images { count, bytes } => {
-            debug!(count, bytes, elapsed = ?t_verify.elapsed(), "images match crs-checksums")
+            info!(count, bytes, elapsed = ?t_verify.elapsed(), "images match crs-checksums")
         }
         checksums::Verified::NoChecksums => {
             info!("no crs-checksums: the images are not checked (not a crs dump, or dumped with CRS_IMAGE_CHECKSUMS=0)")
