@@ -8,6 +8,14 @@ use crs_sys::{RemoteAddr, Tid};
 pub enum Error {
     #[error("process {pid} does not exist")]
     NoSuchProcess { pid: Tid },
+    #[error(transparent)]
+    Fault(#[from] crs_sys::fault::Injected),
+    #[error("the guardian: {what}")]
+    Guardian {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("process {pid} is crs itself")]
     SelfInTree { pid: Tid },
     #[error("listing the threads of process {pid}")]

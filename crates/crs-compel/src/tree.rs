@@ -15,7 +15,7 @@ use tracing::{debug, debug_span, warn};
 
 use crate::arch::{Arch, Host, Regs};
 use crate::freezer::Freezer;
-use crate::{pin, procfs, Error, Result};
+use crate::{guard, pin, procfs, Error, Result};
 
 /// How to seize a tree.
 #[derive(Clone, Debug)]
@@ -95,6 +95,8 @@ pub struct SeizedProcess {
     pub(crate) batch: Option<crate::batch::BatchSite>,
     /// What compel mapped in the process (batch code, scratch, batch table).
     pub(crate) own_map: Option<RemoteRange>,
+    /// SigIgn and SigCgt, once read (see the batch's stop signal).
+    pub(crate) dispositions: Option<(u64, u64)>,
 }
 
 impl SeizedProcess {
@@ -235,13 +237,21 @@ impl SeizedTree {
     /// kernel will not pin is left as it is.
     pub fn pin_to_cpu(&mut self, cpu: usize, restore_to: Option<CpuSet>) {
         let mut saved = HashMap::new();
-        for tid in self.tids().collect::<Vec<_>>() {
-            if let Some(old) = pin::pin_thread(tid, cpu) {
+        for (pid, tid) in self.pid_tids() {
+            if let Some(old) = pin_recorded(pid, tid, cpu) {
                 saved.insert(tid, restore_to.unwrap_or(old));
             }
         }
         debug!(cpu, threads = saved.len(), "held threads pinned");
         self.pinned = Some((cpu, saved));
+    }
+
+    /// Every held thread with its process: (pid, tid).
+    fn pid_tids(&self) -> Vec<(Tid, Tid)> {
+        self.procs
+            .values()
+            .flat_map(|p| p.threads.iter().map(|t| (p.pid, t.tid)))
+            .collect()
     }
 
     /// Puts back the masks [`SeizedTree::pin_to_cpu`] changed.
@@ -335,7 +345,7 @@ impl SeizedTree {
             // saved one back at release.
             if let Some((cpu, saved)) = &mut self.pinned {
                 if let Some(mask) = saved.get(&pid).copied() {
-                    if pin::pin_thread(tid, *cpu).is_some() {
+                    if pin_recorded(pid, tid, *cpu).is_some() {
                         saved.insert(tid, mask);
                     }
                 }
@@ -350,6 +360,19 @@ impl SeizedTree {
     /// fails; the first error is returned.
     pub fn release(mut self, how: Release) -> Result<()> {
         self.release_inner(how)
+    }
+
+    /// Gives held thread `tid` registers `regs` and signal mask `sigmask`, in the kernel and
+    /// as the state release leaves it with (the guardian's: a thread a dead crs left parked
+    /// in compel's code). The mask goes first: it may differ from the thread's only while
+    /// its instruction pointer is in compel's code.
+    pub(crate) fn reset_thread(&mut self, tid: Tid, regs: &Regs, sigmask: u64) -> Result<()> {
+        let t = self.thread_mut(tid)?;
+        ptrace::set_sigmask(tid, sigmask).map_err(|source| Error::SetSigmask { tid, source })?;
+        Host::set_regs(tid, regs).map_err(|source| Error::SetRegs { tid, source })?;
+        t.regs = *regs;
+        t.sigmask = sigmask;
+        Ok(())
     }
 
     /// Walks the tree and seizes until a whole pass finds nothing new.
@@ -479,15 +502,29 @@ impl SeizedTree {
                 return Err(e);
             }
         };
-        let proc_ = self.procs.entry(pid).or_insert_with(|| SeizedProcess {
+        let proc_ = self.procs.entry(pid).or_insert_with(|| {
+            let pidfd = pidfd::pidfd_open(pid, 0).ok();
+            if let Some(fd) = &pidfd {
+                use std::os::fd::AsFd;
+                guard::record_with_fd(&guard::Record::Held { pid }, fd.as_fd());
+            }
+            SeizedProcess {
+                pid,
+                ppid: procfs::status(pid).map(|s| s.ppid).unwrap_or(0),
+                threads: Vec::new(),
+                pidfd,
+                syscall_site: None,
+                scratch: None,
+                batch: None,
+                own_map: None,
+                dispositions: None,
+            }
+        });
+        guard::record(&guard::Record::Thread {
             pid,
-            ppid: procfs::status(pid).map(|s| s.ppid).unwrap_or(0),
-            threads: Vec::new(),
-            pidfd: pidfd::pidfd_open(pid, 0).ok(),
-            syscall_site: None,
-            scratch: None,
-            batch: None,
-            own_map: None,
+            tid,
+            sigmask,
+            regs: Host::regs_to_words(&regs),
         });
         let stopped = stop_signo != 0;
         debug!(pid, tid, stopped, ip = %Host::ip(&regs), "thread held");
@@ -560,6 +597,7 @@ impl SeizedTree {
                 }
             }
             Release::Kill => {
+                guard::record(&guard::Record::Killing);
                 for p in self.procs.values() {
                     let sent = match &p.pidfd {
                         Some(fd) => {
@@ -602,6 +640,19 @@ impl Drop for SeizedTree {
             }
         }
     }
+}
+
+/// Pins thread `tid` of process `pid` to `cpu` and returns the mask it had, recorded for the
+/// guardian before the change; `None` (and the thread left as it was) when the kernel
+/// refuses.
+fn pin_recorded(pid: Tid, tid: Tid, cpu: usize) -> Option<CpuSet> {
+    let old = pin::mask_of(tid)?;
+    guard::record(&guard::Record::Mask {
+        pid,
+        tid,
+        cpus: guard::mask_words(&old),
+    });
+    pin::set_only(tid, cpu).then_some(old)
 }
 
 /// Waits for the first stop of a just-interrupted thread. `Some(stop signal)` once it is

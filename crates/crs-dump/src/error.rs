@@ -7,6 +7,8 @@ use crs_compel::Tid;
 /// released untouched and nothing that looks like an image set is left behind.
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
+    #[error(transparent)]
+    Fault(#[from] crs_sys::fault::Injected),
     #[error("images directory {path}")]
     ImagesDir {
         path: PathBuf,

@@ -183,8 +183,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     });
     if let Err(e) = staged {
         // Before the point of no return: let the task go exactly as it was.
-        if let Err(re) = tree.release(Release::Detach) {
-            warn!(pid, error = %re, "detaching after a failed dump");
+        match tree.release(Release::Detach) {
+            // Put back by crs itself: the guardian has nothing to do.
+            Ok(()) => crs_compel::guard::finish(),
+            // The guardian (when there is one) tries once more when crs exits.
+            Err(re) => warn!(pid, error = %re, "detaching after a failed dump"),
         }
         return Err(e);
     }
@@ -196,6 +199,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     };
     tree.release(how)
         .map_err(|source| DumpError::Release { pid, source })?;
+    crs_compel::guard::finish();
     write_stats(&opts.images_dir, &stats)?;
     info!(
         pid,

@@ -8,6 +8,8 @@ use crs_compel::Tid;
 /// A restore failed. The half-built task (if any) was killed and reaped.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    #[error(transparent)]
+    Fault(#[from] crs_sys::fault::Injected),
     #[error("reading images")]
     Image(#[from] crs_images::ImageError),
     #[error("{image}: {what}")]

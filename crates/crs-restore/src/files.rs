@@ -310,8 +310,11 @@ pub(crate) struct GhostFiles {
 impl Drop for GhostFiles {
     fn drop(&mut self) {
         for p in self.paths.drain(..) {
-            if let Err(e) = std::fs::remove_file(&p) {
-                warn!(path = %p.display(), error = %e, "removing a ghost file");
+            match std::fs::remove_file(&p) {
+                Ok(()) => crs_compel::guard::record(&crs_compel::guard::Record::FileGone {
+                    path: p.clone(),
+                }),
+                Err(e) => warn!(path = %p.display(), error = %e, "removing a ghost file"),
             }
         }
     }
@@ -329,6 +332,9 @@ fn create_ghost(path: &Path, g: &Ghost, created: &mut GhostFiles) -> Result<(), 
         source,
     };
     let mode = g.entry.mode() & 0o7777;
+    crs_compel::guard::record(&crs_compel::guard::Record::File {
+        path: path.to_path_buf(),
+    });
     let f: File = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -125,6 +125,19 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 
 /// [`restore`], also returning the timings.
 pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
+    let r = restore_inner(opts);
+    // Whatever crs made is in place (committed) or gone (undone by the drops above).
+    crs_compel::guard::finish();
+    r
+}
+
+/// A fault point of the restore (see `crs_sys::fault`) at stage `what`.
+fn stage(what: impl FnOnce() -> String) -> Result<(), RestoreError> {
+    crs_sys::fault::point(|| format!("restore: {}", what()))?;
+    Ok(())
+}
+
+fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
     let t0 = Instant::now();
     for (set, what) in [
         (opts.tcp_established, "--tcp-established"),
@@ -152,6 +165,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     for z in &loaded.zombies {
         preflight(z.pid)?;
     }
+    stage(|| "images read and checked".into())?;
     let tramp = choose_trampoline(&loaded.procs)?;
     let mut plans = BTreeMap::new();
     let (shared, shared_ghosts) = files::shared(&loaded)?;
@@ -166,6 +180,9 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         preflight(n.pid)?;
     }
     let has_terminal = tty::connect(images)?;
+    stage(|| "creating the tree".into())?;
+    // From here on what crs makes is the guardian's to remove if crs dies.
+    crs_compel::guard::record(&crs_compel::guard::Record::Restore);
 
     // crs and the tasks it drives on one CPU per driving thread (see `crs_compel::pin`):
     // the tree is created on this thread's CPU, each part of it is then built on its
@@ -213,6 +230,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     // restore fails before `commit`), sockets built in crs (see `handoff`). crs's fds on
     // them close when every process is built.
     let mut crs_files = handoff::CrsFiles::default();
+    stage(|| "making the shared objects".into())?;
     let (objects, shm_pages) = shmem::Objects::create(&shm_images)?;
     let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
     let (segments, sysv_pages) = sysv::Segments::create(&sysv_images)?;
@@ -255,6 +273,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     stats.add_built(&built);
     stats.restore_time = t0.elapsed();
     let spawned = guard.disarm();
+    crs_compel::guard::finish();
     info!(restore_time = ?stats.restore_time, pages = stats.pages_restored, "restored, running");
     write_stats(&opts.images_dir, &stats);
     if opts.detach {
@@ -1054,9 +1073,26 @@ fn partition(procs: &[Images], n: usize) -> Vec<Vec<&Images>> {
         .collect()
 }
 
+/// What a builder is told once every part reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Every process is built: give each its final state (still held).
+    Finalize,
+    /// Everything is final and committed: let the tree run.
+    Detach,
+    /// Something failed: kill the tree.
+    Kill,
+}
+
 /// Builds every process, each part seized and built by its own thread (the first part by
-/// the calling thread), then runs `finish` while every process is still held, and releases
-/// them all: detached when every build and `finish` succeeded, else killed.
+/// the calling thread); once every part is built, each part finalizes its processes
+/// (their final registers: see [`finalize`]); then runs `finish` while every process is
+/// still held, and releases them all: detached when every step succeeded, else killed.
+///
+/// Until the last process is final no process is: a crs that dies before leaves every
+/// thread parked in its trampoline (or compel's code), where the kernel's detach lets it
+/// spin until the guardian kills the tree, rather than running restored code among half
+/// built peers.
 fn build_parts(
     parts: &[Vec<&Images>],
     tramp: u64,
@@ -1074,16 +1110,24 @@ fn build_parts(
         Some(*cpus.get((first + k) % cpus.len().max(1))?)
     };
     let restore_to = pin.map(|p| *p.saved());
-    let build_part = |tree: &mut SeizedTree, part: &[&Images]| {
+    let build_part = |tree: &mut SeizedTree, part: &[&Images], built: &mut Vec<Built>| {
         let mut total = RestoreStats::default();
         for p in part {
             let _span = info_span!("process", pid = p.pid).entered();
             let held = file_locks.get(&p.pid).map_or(&[][..], Vec::as_slice);
             let mut one = RestoreStats::default();
-            build(tree, p, tramp, made, held, &mut one)?;
+            built.push(build(tree, p, tramp, made, held, &mut one)?);
             total.add_built(&one);
         }
         Ok::<_, RestoreError>(total)
+    };
+    let finalize_part = |tree: &mut SeizedTree, part: &[&Images], built: &[Built]| {
+        let mut calls = 0;
+        for (p, b) in part.iter().zip(built) {
+            let _span = info_span!("process", pid = p.pid).entered();
+            calls += finalize(tree, p, tramp, b)?;
+        }
+        Ok::<_, RestoreError>(calls)
     };
     let seize_part = |part: &[&Images], cpu: Option<usize>| {
         let pids: Vec<Tid> = part.iter().map(|p| p.pid).collect();
@@ -1106,12 +1150,17 @@ fn build_parts(
         }
         Ok(tree)
     };
+    let lost = || {
+        Err(RestoreError::Unsupported {
+            what: "a restore thread that stopped without a result".into(),
+        })
+    };
     std::thread::scope(|s| {
         let (done_tx, done_rx) = mpsc::channel::<Result<RestoreStats, RestoreError>>();
         let mut verdicts = Vec::new();
         let mut workers = Vec::new();
         for (k, part) in parts.iter().enumerate().skip(1) {
-            let (verdict_tx, verdict_rx) = mpsc::channel::<Release>();
+            let (verdict_tx, verdict_rx) = mpsc::channel::<Verdict>();
             verdicts.push(verdict_tx);
             let done_tx = done_tx.clone();
             let span = tracing::Span::current();
@@ -1121,51 +1170,79 @@ fn build_parts(
                 let _pin = cpu.and_then(CpuPin::to);
                 let cpu = _pin.as_ref().map(CpuPin::cpu);
                 let mut held = None;
-                let built = seize_part(part, cpu).and_then(|t| build_part(held.insert(t), part));
-                // Sent, then dropped: a worker that panics cannot leave the caller waiting.
-                let _ = done_tx.send(built);
+                let mut built = Vec::new();
+                let r = seize_part(part, cpu)
+                    .and_then(|t| build_part(held.insert(t), part, &mut built));
+                // Sent, then waited on: a worker that panics drops its sender and cannot
+                // leave the caller waiting.
+                let _ = done_tx.send(r);
+                let mut how = verdict_rx.recv().unwrap_or(Verdict::Kill);
+                if how == Verdict::Finalize {
+                    let tree = held.as_mut().expect("built parts are held");
+                    let r = finalize_part(tree, part, &built).map(|calls| RestoreStats {
+                        injected_syscalls: calls,
+                        ..RestoreStats::default()
+                    });
+                    let _ = done_tx.send(r);
+                    how = verdict_rx.recv().unwrap_or(Verdict::Kill);
+                }
                 drop(done_tx);
-                let how = verdict_rx.recv().unwrap_or(Release::Kill);
                 release_part(held, how, part[0].pid)
             }));
         }
         drop(done_tx);
-        let mut held = None;
-        let mine = seize_part(&parts[0], pin.map(CpuPin::cpu))
-            .and_then(|t| build_part(held.insert(t), &parts[0]));
-        let mut total = RestoreStats::default();
-        let mut first_err = None;
-        let mut results = vec![mine];
-        for _ in 1..parts.len() {
-            results.push(done_rx.recv().unwrap_or_else(|_| {
-                Err(RestoreError::Unsupported {
-                    what: "a restore thread that stopped without a result".into(),
-                })
-            }));
-        }
-        for r in results {
-            match r {
-                Ok(st) => {
-                    total.add_built(&st);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
+        // Every part's results of one phase, the caller's own first.
+        let gather = |mine: Result<RestoreStats, RestoreError>, total: &mut RestoreStats| {
+            let mut first_err = mine.err();
+            for _ in 1..parts.len() {
+                match done_rx.recv().unwrap_or_else(|_| lost()) {
+                    Ok(st) => total.add_built(&st),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
                 }
             }
+            first_err
+        };
+        let tell = |how: Verdict| {
+            for v in &verdicts {
+                let _ = v.send(how);
+            }
+        };
+        let mut total = RestoreStats::default();
+        let mut held = None;
+        let mut built = Vec::new();
+        let mine = seize_part(&parts[0], pin.map(CpuPin::cpu))
+            .and_then(|t| build_part(held.insert(t), &parts[0], &mut built));
+        if let Ok(st) = &mine {
+            total.add_built(st);
+        }
+        let mut first_err = gather(mine, &mut total);
+        if first_err.is_none() {
+            tell(Verdict::Finalize);
+            let tree = held.as_mut().expect("built parts are held");
+            let mine = finalize_part(tree, &parts[0], &built).map(|calls| RestoreStats {
+                injected_syscalls: calls,
+                ..RestoreStats::default()
+            });
+            if let Ok(st) = &mine {
+                total.add_built(st);
+            }
+            first_err = gather(mine, &mut total);
         }
         if first_err.is_none() {
-            if let Err(e) = finish() {
+            if let Err(e) = stage(|| "committing".into()).and_then(|()| finish()) {
                 first_err = Some(e);
             }
         }
         let how = if first_err.is_none() {
-            Release::Detach
+            // The tree runs from here on, even if crs dies before detaching it.
+            crs_compel::guard::commit();
+            Verdict::Detach
         } else {
-            Release::Kill
+            Verdict::Kill
         };
-        for v in verdicts {
-            let _ = v.send(how);
-        }
+        tell(how);
         let mut released = release_part(held, how, parts[0][0].pid);
         for w in workers {
             let r = w.join().unwrap_or_else(|_| {
@@ -1184,20 +1261,20 @@ fn build_parts(
 
 /// Lets one part go. Killing is best effort (a failure is only logged: the restore has
 /// already failed); a failed detach is an error.
-fn release_part(held: Option<SeizedTree>, how: Release, pid: Tid) -> Result<(), RestoreError> {
+fn release_part(held: Option<SeizedTree>, how: Verdict, pid: Tid) -> Result<(), RestoreError> {
     let Some(tree) = held else {
         return Ok(());
     };
     match how {
-        Release::Kill => {
+        Verdict::Detach => tree
+            .release(Release::Detach)
+            .map_err(|source| RestoreError::Detach { pid, source }),
+        Verdict::Kill | Verdict::Finalize => {
             if let Err(k) = tree.release(Release::Kill) {
                 warn!(error = %k, "killing the half-restored tree");
             }
             Ok(())
         }
-        _ => tree
-            .release(how)
-            .map_err(|source| RestoreError::Detach { pid, source }),
     }
 }
 
@@ -1209,12 +1286,14 @@ fn build(
     made: &Made<'_>,
     file_locks: &[crs_images::pb::file_lock::File_lock_entry],
     stats: &mut RestoreStats,
-) -> Result<(), RestoreError> {
+) -> Result<Built, RestoreError> {
     let pid = images.pid;
     let compel = |what: &str| {
         let what = what.to_string();
         move |source| RestoreError::Compel { pid, what, source }
     };
+    let step = |what: &str| stage(|| format!("pid {pid}: {what}"));
+    step("seized")?;
     // The task sits in pause(); forget that syscall so injections need no restart dance.
     let mut regs = *tree
         .thread(pid)
@@ -1243,42 +1322,88 @@ fn build(
         calls: 0,
     };
     task::drop_inherited_rseq(&mut r)?;
+    step("address space")?;
     let t = Instant::now();
     vma::unmap_crs(&mut r, &maps, TRAMPOLINE_LEN as u64)?;
     vma::move_vdso(&mut r, images, &maps, TRAMPOLINE_LEN as u64)?;
     vma::map_all(&mut r, images, made.shmem, made.memfds)?;
     debug!(elapsed = ?t.elapsed(), calls = r.calls, "address space rebuilt");
+    step("pages")?;
     let t = Instant::now();
     stats.pages_restored = pages::fill(pid, images)?;
     stats.pages_time = t.elapsed();
     debug!(pages = stats.pages_restored, elapsed = ?stats.pages_time, "pages filled");
+    step("memory state")?;
     vma::finish_prot(&mut r, images)?;
     task::set_mm(&mut r, images)?;
     task::set_membarrier(&mut r, images)?;
+    step("files")?;
     handoff::install_held(&mut r, images, made.crs_files)?;
     unixsk::create(&mut r, images, made.crs_files)?;
     anonfd::create(&mut r, images, &made.fifos_filled)?;
     locks::take(&mut r, file_locks)?;
     fown::restore(&mut r, images)?;
     task::close_unlisted_fds(&mut r, images)?;
+    step("task state")?;
     task::set_misc(&mut r, images)?;
     task::set_rlimits(pid, images);
     // The other threads, once the memory they run in is there, before the timers that
     // may signal them and before the credentials (clone3 set_tid needs CAP_SYS_ADMIN).
+    step("threads")?;
     let t = Instant::now();
     threads::create(&mut r, images)?;
     threads::set_misc(&mut r, images)?;
     task::set_sched(images)?;
     debug!(threads = images.threads.len(), elapsed = ?t.elapsed(), "threads created");
+    step("timers and signals")?;
     let posix_timers = timers::posix_timers(images)?;
     timers::create_posix_timers(&mut r, &posix_timers)?;
     let queued = task::queue_signals(&mut r, images)?;
     debug!(queued, "pending signals queued");
     // Credentials last (they may take away what the steps above needed), every thread's
-    // own, then the timers are armed, right before the registers.
+    // own; the timers are armed in `finalize`, right before the registers.
+    step("credentials")?;
     threads::set_creds(&mut r, images)?;
     creds::restore(&mut r, images)?;
-    timers::arm(&mut r, images, &posix_timers)?;
+    stats.injected_syscalls = r.calls;
+    Ok(Built {
+        base_xstate,
+        posix_timers,
+    })
+}
+
+/// What [`finalize`] needs of a built process.
+struct Built {
+    /// The FPU state the task had when seized (the layout the final one is built on).
+    base_xstate: Vec<u8>,
+    posix_timers: Vec<timers::PosixTimer>,
+}
+
+/// The last steps of a built process, once every process of the tree is built: timers
+/// armed (so the restore's own time does not eat into them), then every thread's final
+/// xstate, signal mask and registers, and the munmap of the trampoline. Returns the
+/// syscalls it injected.
+fn finalize(
+    tree: &mut SeizedTree,
+    images: &Images,
+    tramp: u64,
+    built: &Built,
+) -> Result<u64, RestoreError> {
+    let pid = images.pid;
+    let compel = |what: &str| {
+        let what = what.to_string();
+        move |source| RestoreError::Compel { pid, what, source }
+    };
+    stage(|| format!("pid {pid}: final state"))?;
+    let mut r = Remote {
+        tree,
+        pid,
+        trampoline: tramp,
+        scratch: tramp + 4096,
+        scratch_len: TRAMPOLINE_LEN - 4096,
+        calls: 0,
+    };
+    timers::arm(&mut r, images, &built.posix_timers)?;
     anonfd::arm(&mut r, images)?;
     threads::set_final(&mut r, images)?;
 
@@ -1288,7 +1413,7 @@ fn build(
         let mut insn = [0u8; 2];
         tree_ref.read_memory(pid, RemoteAddr(ip), &mut insn).is_ok() && insn == [0x0f, 0x05]
     });
-    let mut xstate = base_xstate;
+    let mut xstate = built.base_xstate.clone();
     arch::build_xstate(&ti.fpregs, &mut xstate).map_err(|what| RestoreError::Invalid {
         image: format!("core-{pid}.img"),
         what,
@@ -1305,14 +1430,14 @@ fn build(
     r.tree
         .set_regs(pid, &final_regs)
         .map_err(compel("setting the registers"))?;
-    // Last injected syscall: the trampoline goes; the registers set above take over.
-    r.call(
+    // Last injected syscall: the trampoline goes; the registers set above take over. It
+    // runs from outside the trampoline, so that a thread crs leaves there parks.
+    r.call_outside(
         libc::SYS_munmap,
         [tramp, TRAMPOLINE_LEN as u64, 0, 0, 0, 0],
         || "munmap of the trampoline".into(),
     )?;
-    stats.injected_syscalls = r.calls;
-    Ok(())
+    Ok(r.calls)
 }
 
 fn write_pidfile(path: Option<&Path>, pid: Tid) -> Result<(), RestoreError> {

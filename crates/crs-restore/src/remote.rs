@@ -4,8 +4,7 @@ use crs_compel::{BatchSite, Call, RemoteAddr, RemoteRange, SeizedTree, Tid};
 
 use crate::RestoreError;
 
-/// Where the batch code goes in the trampoline's code page (after `syscall; int3` at 0 and
-/// the park code of `threads`).
+/// Where the batch code goes in the trampoline's code page (after its `syscall; jmp .`).
 const BATCH_CODE_OFF: u64 = 0x40;
 /// The batch table takes the last this many bytes of the scratch area (64 entries).
 const BATCH_TABLE: usize = 4096;
@@ -48,15 +47,38 @@ impl<'t> Remote<'t> {
         args: [u64; 6],
         what: impl FnOnce() -> String,
     ) -> Result<i64, RestoreError> {
+        self.call_from(false, nr, args, what)
+    }
+
+    /// [`Remote::call`] from outside the trampoline (compel's `syscall_outside`): for the
+    /// munmap of the trampoline itself.
+    pub fn call_outside(
+        &mut self,
+        nr: i64,
+        args: [u64; 6],
+        what: impl FnOnce() -> String,
+    ) -> Result<i64, RestoreError> {
+        self.call_from(true, nr, args, what)
+    }
+
+    fn call_from(
+        &mut self,
+        outside: bool,
+        nr: i64,
+        args: [u64; 6],
+        what: impl FnOnce() -> String,
+    ) -> Result<i64, RestoreError> {
         self.calls += 1;
-        let ret = self
-            .tree
-            .syscall(self.pid, nr, args)
-            .map_err(|source| RestoreError::Compel {
-                pid: self.pid,
-                what: what_now(nr),
-                source,
-            })?;
+        let ret = if outside {
+            self.tree.syscall_outside(self.pid, nr, args)
+        } else {
+            self.tree.syscall(self.pid, nr, args)
+        };
+        let ret = ret.map_err(|source| RestoreError::Compel {
+            pid: self.pid,
+            what: what_now(nr),
+            source,
+        })?;
         if (-4095..0).contains(&ret) {
             return Err(RestoreError::Syscall {
                 pid: self.pid,

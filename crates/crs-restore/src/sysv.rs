@@ -143,6 +143,9 @@ impl Segments {
                     })
                 }
                 Err(_) => {
+                    crs_compel::guard::record(&crs_compel::guard::Record::SysvShm {
+                        id: id as i32,
+                    });
                     make(id, d.key() as i32, size, d.mode())?;
                     out.created.push(id);
                 }
@@ -164,6 +167,9 @@ impl Segments {
     /// Every task attached its segments: those removed at dump time are removed again.
     pub fn commit(mut self) -> Result<(), RestoreError> {
         self.committed = true;
+        for &id in &self.created {
+            crs_compel::guard::record(&crs_compel::guard::Record::SysvKept { id: id as i32 });
+        }
         for &id in &self.dest {
             sysv::shm_remove(id as i32).map_err(shm_err(id, "removing"))?;
         }
