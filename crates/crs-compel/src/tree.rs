@@ -598,6 +598,15 @@ impl SeizedTree {
         let sigmask = ptrace::get_sigmask(tid).map_err(|source| Error::GetSigmask { tid, source });
         let (regs, sigmask) = match (regs, sigmask) {
             (Ok(r), Ok(m)) => (r, m),
+            // Killed right after it stopped (an execve from another thread of its process
+            // kills the others): gone, like a thread that exits while being seized.
+            (Err(Error::GetRegs { source, .. } | Error::GetSigmask { source, .. }), _)
+            | (_, Err(Error::GetSigmask { source, .. }))
+                if source.raw_os_error() == Some(libc::ESRCH) =>
+            {
+                debug!(tid, "thread killed while being seized");
+                return Ok(());
+            }
             (Err(e), _) | (_, Err(e)) => {
                 let _ = ptrace::detach(tid, 0);
                 return Err(e);
@@ -750,10 +759,32 @@ fn already_traced(tid: Tid, pid: Tid, tracer: Tid) -> Error {
 
 /// Waits for the first stop of a just-interrupted thread. `Some(stop signal)` once it is
 /// held (0: it was not group-stopped), `None` if it exited.
+///
+/// The wait polls rather than blocks: a thread seized just before another thread of its
+/// process runs execve is killed by the exec and then silently let go by the kernel (the
+/// execing thread takes over its tid, untraced), and a blocking wait for it was seen never
+/// to return. Between polls the thread must still be traced by this thread.
 fn initial_stop(tid: Tid) -> Result<Option<i32>> {
+    let me = nix::unistd::gettid().as_raw();
+    let mut idle = 0u32;
     loop {
-        let st = match ptrace::wait(tid) {
-            Ok(st) => st,
+        let st = match ptrace::try_wait(tid) {
+            Ok(Some(st)) => st,
+            Ok(None) => {
+                match procfs::status(tid) {
+                    Ok(st) if st.tracer == me => {}
+                    _ => return Ok(None),
+                }
+                // A stop normally follows the interrupt within microseconds: yield a few
+                // times, then sleep, longer each time up to 1 ms.
+                if idle < 16 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(10 << (idle - 16).min(7)));
+                }
+                idle += 1;
+                continue;
+            }
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(None),
             Err(source) => return Err(Error::Wait { tid, source }),
         };
