@@ -34,6 +34,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "{} refused PTRACE_SEIZE (EPERM) for {waited_ms} ms although nothing traces it: it is \
+         stuck exiting or in an execve, or a security module forbids tracing it",
+        if tid == pid { format!("process {pid}") } else { format!("thread {tid} of process {pid}") }
+    )]
+    SeizeDenied { tid: Tid, pid: Tid, waited_ms: u64 },
     #[error("putting back the CPU mask of thread {tid}")]
     Affinity {
         tid: Tid,

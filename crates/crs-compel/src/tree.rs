@@ -559,7 +559,11 @@ impl SeizedTree {
                 return Err(already_traced(tid, st.tgid, st.tracer));
             }
             if std::time::Instant::now() >= deadline {
-                return Err(Error::Seize { tid, source: e });
+                return Err(Error::SeizeDenied {
+                    tid,
+                    pid: st.tgid,
+                    waited_ms: EXEC_RACE_LIMIT.as_millis() as u64,
+                });
             }
             std::thread::yield_now();
         }
