@@ -780,11 +780,11 @@ fn initial_stop(tid: Tid) -> Result<Option<i32>> {
                     _ => return Ok(None),
                 }
                 // A stop normally follows the interrupt within microseconds: yield a few
-                // times, then sleep, longer each time up to 1 ms.
+                // times, then sleep, longer each time up to 160 us.
                 if idle < 16 {
                     std::thread::yield_now();
                 } else {
-                    std::thread::sleep(Duration::from_micros(10 << (idle - 16).min(7)));
+                    std::thread::sleep(Duration::from_micros(10 << (idle - 16).min(4)));
                 }
                 idle += 1;
                 continue;
