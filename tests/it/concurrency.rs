@@ -6,6 +6,8 @@
 //!   thread of a child), is refused with an error naming the pid and the tracer, and
 //!   disturbs neither: the tree is still held by the first, the first dump completes and
 //!   restores, and a tree the debugger lets go runs on;
+//! - two crs started at once on one tree: each succeeds or is refused naming the other,
+//!   the tree runs on, and a successful set restores;
 //! - a tree that forks, exits and execs as fast as it can (`workloads/storm.c`) is either
 //!   dumped (then the images restore and the restored tree runs on) or refused (then the
 //!   error says what happened, no image set is left, and the tree runs on).
