@@ -335,7 +335,10 @@ fn mask_from_words(w: &[u64]) -> CpuSet {
 struct Journal {
     sock: OwnedFd,
     child: Child,
+    /// Sends failed: the guardian is gone.
     broken: bool,
+    /// Done was sent: the guardian exits, nothing more is recorded.
+    done: bool,
 }
 
 static JOURNAL: Mutex<Option<Journal>> = Mutex::new(None);
@@ -348,7 +351,7 @@ fn with_journal(f: impl FnOnce(&mut Journal)) {
 }
 
 fn send(j: &mut Journal, bytes: &[u8], fd: Option<BorrowedFd<'_>>) {
-    if j.broken {
+    if j.broken || j.done {
         return;
     }
     let raw: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
@@ -416,6 +419,7 @@ pub fn spawn(program: &Path) -> Result<()> {
         sock: mine,
         child,
         broken: false,
+        done: false,
     });
     Ok(())
 }
@@ -423,7 +427,10 @@ pub fn spawn(program: &Path) -> Result<()> {
 /// Nothing is left to undo from here on (a restore's tree is committed): the guardian
 /// exits without undoing anything, whatever crs does next.
 pub fn commit() {
-    record(&Record::Done);
+    with_journal(|j| {
+        send(j, &Record::Done.encode(), None);
+        j.done = true;
+    });
 }
 
 /// Ends the journal: nothing is left to undo. The guardian exits; crs waits for it.

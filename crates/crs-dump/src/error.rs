@@ -74,6 +74,8 @@ pub enum DumpError {
         size: u64,
         limit: u64,
     },
+    #[error("process {pid} ({why}): the tree changed while it was being seized; try again")]
+    TreeChanged { pid: Tid, why: String },
     #[error("comparing {what} of process {pid} (kcmp)")]
     Kcmp {
         pid: Tid,

@@ -1294,14 +1294,21 @@ fn build(
     };
     let step = |what: &str| stage(|| format!("pid {pid}: {what}"));
     step("seized")?;
-    // The task sits in pause(); forget that syscall so injections need no restart dance.
+    // The task sits in pause(), in crs's code, which is about to be unmapped: between
+    // injections it rests on the trampoline's `jmp .` instead, every signal blocked (the
+    // signals queued for it stay queued), with no syscall to restart. If crs dies before
+    // the task is final, it spins there until the guardian kills it, rather than faulting
+    // or taking a signal among half-built peers.
     let mut regs = *tree
         .thread(pid)
         .map_err(compel("reading the registers"))?
         .regs();
     regs.orig_rax = u64::MAX;
+    regs.rip = tramp + crs_sys::restore::TRAMPOLINE_PARK;
     tree.set_regs(pid, &regs)
-        .map_err(compel("clearing the pending syscall"))?;
+        .map_err(compel("parking the task on the trampoline"))?;
+    tree.set_sigmask(pid, !0)
+        .map_err(compel("blocking every signal"))?;
     tree.set_syscall_site(pid, RemoteAddr(tramp))
         .map_err(compel("using the trampoline"))?;
     let base_xstate = tree.xstate(pid).map_err(compel("reading the FPU state"))?;

@@ -190,6 +190,9 @@ pub enum NodeKind {
 /// of running on with foreign registers, until it is seized or killed.
 pub const TRAMPOLINE_CODE: [u8; 4] = [0x0f, 0x05, 0xeb, 0xfe];
 
+/// Offset of the trampoline's `jmp .`.
+pub const TRAMPOLINE_PARK: u64 = 2;
+
 const PAGE: usize = 4096;
 
 /// The step of [`ChildPlan`] the new task failed at.
