@@ -1,7 +1,10 @@
 //! The dump/restore zoo harness (the shape of CRIU's zdtm): start a workload in a session of
 //! its own, wait until it says `ready`, then either send SIGTERM straight away (control) or
 //! `crs dump` it, check it is gone, `crs restore -d` it, and send SIGTERM to the restored
-//! process; the workload checks its own state and its exit status is the verdict.
+//! process; the workload checks its own state and its exit status is the verdict. With
+//! `crs dump -R` the workload runs on and gives its verdict; then the images are restored
+//! as well (its pids free again, its work directory and log as they were at the dump) and
+//! the restored copy gives its own.
 //!
 //! Included by `it/zoo.rs` with `#[path]` (it uses the dev-dependency `tempfile`).
 //!
@@ -98,7 +101,9 @@ pub enum Mode {
     Corrupt,
     /// `crs dump`, then `crs restore -d`: the workload must pass.
     DumpRestore,
-    /// `crs dump -R`: the workload keeps running untouched and must pass.
+    /// `crs dump -R`: the workload keeps running untouched and must pass; then, with its
+    /// work directory and log put back as they were at the dump, the images are restored
+    /// and the restored copy must pass too.
     LeaveRunning,
 }
 
@@ -253,6 +258,7 @@ impl Run {
     fn logs(&self) -> String {
         let mut s = String::new();
         for (title, p) in [
+            ("log of the workload left running", self.path(RUNNING_LOG)),
             ("workload log", self.path(LOG)),
             ("crs dump output", self.path("crs-dump.out")),
             ("dump.log", self.images().join("dump.log")),
@@ -397,6 +403,14 @@ impl Run {
             Ok(st) => self.fail(&format!("`{name} {}` ended with {st:?}", args.join(" "))),
             Err(e) => self.fail(&format!("waitpid({name}): {e}")),
         }
+    }
+
+    /// Waits until the pids and thread ids `ids` can be taken again (see
+    /// `workloads/zoo_pid_free.c`: a thread gone from /proc may still hold its id).
+    fn wait_ids_free(&self, ids: &[i32]) {
+        let args: Vec<String> = ids.iter().map(i32::to_string).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.tool(&zoo_dir().join("zoo_pid_free"), &args, "pid-free.out");
     }
 
     fn images_arg(&self) -> String {
@@ -560,12 +574,44 @@ impl Run {
             ));
         }
     }
+
+    /// After `crs dump -R` and the running workload's own verdict: puts the work directory
+    /// and the log back as they were at the dump (the running workload has changed both
+    /// after it, as a task restored from these images must not see), waits until the pids
+    /// of the dumped tree are free, and restores the images.
+    fn restore_left_running(&mut self, snapshot: &Path, ids: &[i32]) {
+        // What came to this subreaper is reaped: the running workload's verdict was its
+        // own, so its children are gone but for any it left behind.
+        for &p in ids {
+            let _ = waitpid(
+                Pid::from_raw(p),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG | nix::sys::wait::WaitPidFlag::__WALL),
+            );
+        }
+        self.wait_ids_free(ids);
+        let rename = |from: &Path, to: &Path| {
+            std::fs::rename(from, to).unwrap_or_else(|e| {
+                self.fail(&format!(
+                    "rename {} to {}: {e}",
+                    from.display(),
+                    to.display()
+                ))
+            });
+        };
+        rename(&self.path(LOG), &self.path(RUNNING_LOG));
+        rename(&self.path(WORK), &self.path("work.running"));
+        rename(&snapshot.join(LOG), &self.path(LOG));
+        rename(&snapshot.join(WORK), &self.path(WORK));
+        self.restore(ids[0]);
+    }
 }
 
 /// The workload's scratch directory (`ZOO_TMP`) inside the run's directory.
 const WORK: &str = "work";
 /// The workload's stdout and stderr.
 const LOG: &str = "workload.log";
+/// The log of the workload `crs dump -R` left running (once its images are restored).
+const RUNNING_LOG: &str = "workload.running.log";
 /// The file `ZOO_PAUSED` names.
 const PAUSED: &str = "paused";
 /// How many corrupted runs of one workload run at a time.
@@ -580,6 +626,64 @@ fn fail_line_item(line: &str) -> Option<Option<u32>> {
         .and_then(|(_, r)| r.split_once(':'))
         .and_then(|(n, _)| n.parse().ok());
     Some(item)
+}
+
+/// The pid `pid` first, then the ids of its threads and of the processes below it and
+/// their threads: what the restore of its images needs free.
+fn tree_tids(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    for p in std::iter::once(pid).chain(descendants(pid)) {
+        if p != pid {
+            out.push(p);
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            out.extend(
+                tasks
+                    .flatten()
+                    .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok())
+                    .filter(|&t| t != p),
+            );
+        }
+    }
+    out
+}
+
+/// Copies the directory tree `from` to `to` (which must not exist): directories, regular
+/// files, symlinks, FIFOs and socket inodes, with their modes.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::sys::stat::{mknod, Mode as FileMode, SFlag};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let md = std::fs::symlink_metadata(&src)?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+            continue;
+        } else if ft.is_file() {
+            std::fs::copy(&src, &dst)?;
+        } else if ft.is_fifo() || ft.is_socket() {
+            let kind = if ft.is_fifo() {
+                SFlag::S_IFIFO
+            } else {
+                SFlag::S_IFSOCK
+            };
+            mknod(&dst, kind, FileMode::from_bits_truncate(0o600), 0)?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "{}: a device file in a workload directory",
+                src.display()
+            )));
+        }
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    }
+    let mode = std::fs::metadata(from)?.mode() & 0o7777;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
 }
 
 /// Runs one workload in one mode and asserts its verdict.
@@ -612,14 +716,31 @@ pub fn run(workload: Workload, mode: Mode) {
         Mode::Control => run.set_paused(Duration::ZERO),
         Mode::DumpRestore => {
             let pid = run.proc.as_ref().expect("started").pid;
+            let ids = tree_tids(pid);
             let begin = Instant::now();
             run.dump();
+            run.wait_ids_free(&ids);
             run.restore(pid);
             run.set_paused(begin.elapsed());
         }
         Mode::LeaveRunning => {
+            let pid = run.proc.as_ref().expect("started").pid;
             let begin = Instant::now();
             run.dump_leave_running();
+            run.set_paused(begin.elapsed());
+            // The files as the dump saw them (the workload does not touch them while it
+            // waits for SIGTERM), for the restore below.
+            let snapshot = run.path("at-dump");
+            std::fs::create_dir(&snapshot).expect("create the snapshot dir");
+            if let Err(e) = copy_tree(&run.path(WORK), &snapshot.join(WORK))
+                .and_then(|()| std::fs::copy(run.path(LOG), snapshot.join(LOG)).map(drop))
+            {
+                run.fail(&format!("copying the work directory and log: {e}"));
+            }
+            let ids = tree_tids(pid);
+            let st = run.finish();
+            run.expect_pass(st);
+            run.restore_left_running(&snapshot, &ids);
             run.set_paused(begin.elapsed());
         }
         Mode::Corrupt => unreachable!("handled above"),

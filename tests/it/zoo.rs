@@ -4,7 +4,9 @@
 //! - `every_corrupted_item_fails::<workload>`: once for each item the workload checks, the
 //!   workload breaks that item after ready; it must exit 1 with exactly that item failed;
 //! - `dump_restore_passes::<workload>`: `crs dump`, `crs restore -d`, SIGTERM, exit 0;
-//! - `leave_running_passes::<workload>`: `crs dump -R`, the task runs on untouched, SIGTERM, exit 0.
+//! - `leave_running_then_restore_passes::<workload>`: `crs dump -R`, the task runs on
+//!   untouched, SIGTERM, exit 0; then its files are put back as they were at the dump and
+//!   the images restored: SIGTERM, exit 0 again.
 //!
 //! One #[test] each, so nextest runs them in parallel processes.
 
@@ -42,7 +44,7 @@ macro_rules! zoo {
                 }
             )*
         }
-        mod leave_running_passes {
+        mod leave_running_then_restore_passes {
             use super::*;
             $(
                 #[test]
