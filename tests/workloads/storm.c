@@ -32,6 +32,9 @@
 #define STORM_PROGRESS_S 120
 #define LOOPS 4
 
+/* The items checked (see zoo.h). */
+enum { M_RUNS = 1, LOOPS_RUN, ITEMS = LOOPS_RUN };
+
 extern char **environ;
 
 static char self_exe[4096];
@@ -89,11 +92,11 @@ static int reap_expect(pid_t pid, int code, const char *who)
 	int status;
 
 	if (waitpid(pid, &status, 0) != pid) {
-		zoo_fail("%s: waitpid %d: %s", who, pid, strerror(errno));
+		zoo_fail(0, "%s: waitpid %d: %s", who, pid, strerror(errno));
 		return 0;
 	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != code) {
-		zoo_fail("%s: child %d ended with status %#x, want exit %d", who, pid, status,
+		zoo_fail(0, "%s: child %d ended with status %#x, want exit %d", who, pid, status,
 			 code);
 		return 0;
 	}
@@ -118,7 +121,7 @@ static void *loop_thread(void *arg)
 		case 0:
 			pid = fork();
 			if (pid < 0) {
-				zoo_fail("fork_exit: fork: %s", strerror(errno));
+				zoo_fail(0, "fork_exit: fork: %s", strerror(errno));
 				return NULL;
 			}
 			if (pid == 0)
@@ -129,7 +132,7 @@ static void *loop_thread(void *arg)
 		case 1:
 			pid = fork();
 			if (pid < 0) {
-				zoo_fail("fork_exec: fork: %s", strerror(errno));
+				zoo_fail(0, "fork_exec: fork: %s", strerror(errno));
 				return NULL;
 			}
 			if (pid == 0) {
@@ -141,7 +144,7 @@ static void *loop_thread(void *arg)
 			break;
 		case 2:
 			if ((errno = posix_spawn(&pid, self_exe, NULL, NULL, argv, environ))) {
-				zoo_fail("spawn: posix_spawn: %s", strerror(errno));
+				zoo_fail(0, "spawn: posix_spawn: %s", strerror(errno));
 				return NULL;
 			}
 			if (!reap_expect(pid, 43, "spawn"))
@@ -149,7 +152,7 @@ static void *loop_thread(void *arg)
 			break;
 		default:
 			if (pthread_create(&t, NULL, noop, NULL)) {
-				zoo_fail("threads: pthread_create failed");
+				zoo_fail(0, "threads: pthread_create failed");
 				return NULL;
 			}
 			pthread_join(t, NULL);
@@ -221,7 +224,7 @@ int main(int argc, char **argv)
 	if (argc >= 4 && strcmp(argv[1], "--mt-exec") == 0)
 		return mt_exec(atoi(argv[2]), strtoul(argv[3], NULL, 10));
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	if (pipe2(mpipe, O_CLOEXEC))
 		zoo_die("pipe2");
 	m = fork();
@@ -254,25 +257,27 @@ int main(int argc, char **argv)
 		while (atomic_load(&counts[k]) == 0 && zoo_failures == 0 && now_s() < deadline)
 			nap();
 	if (drain(mpipe[0], 1, STORM_PROGRESS_S) <= 0)
-		zoo_fail("M wrote nothing before ready");
+		zoo_fail(0, "M wrote nothing before ready");
 	for (k = 0; k < LOOPS; k++)
 		if (atomic_load(&counts[k]) == 0)
-			zoo_fail("%s made no round before ready", loop_names[k]);
+			zoo_fail(0, "%s made no round before ready", loop_names[k]);
 	if (zoo_failures)
 		return zoo_done();
 
 	zoo_ready();
-	if (zoo_corrupt)
+	if (ZOO_BREAK(M_RUNS))
 		close(mpipe[0]); /* M dies of SIGPIPE at its next generation */
+	if (ZOO_BREAK(LOOPS_RUN))
+		atomic_store(&stop_loops, 1);
 	zoo_wait();
 
 	/* Still running after whatever happened between ready and SIGTERM? */
 	for (k = 0; k < LOOPS; k++)
 		before[k] = atomic_load(&counts[k]);
 	if (drain(mpipe[0], 0, 0) < 0)
-		zoo_fail("M's pipe was closed");
+		zoo_fail(M_RUNS, "M's pipe was closed");
 	if (drain(mpipe[0], 1, STORM_PROGRESS_S) <= 0)
-		zoo_fail("M made no progress after SIGTERM");
+		zoo_fail(M_RUNS, "M made no progress after SIGTERM");
 	deadline = now_s() + STORM_PROGRESS_S;
 	for (k = 0; k < LOOPS; k++)
 		while (atomic_load(&counts[k]) == before[k] && now_s() < deadline)
@@ -280,15 +285,17 @@ int main(int argc, char **argv)
 	atomic_store(&stop_loops, 1);
 	for (k = 0; k < LOOPS; k++) {
 		pthread_join(threads[k], NULL);
-		ZOO_CHECK(atomic_load(&counts[k]) > before[k], "%s made no progress after SIGTERM",
+		ZOO_CHECK(LOOPS_RUN, atomic_load(&counts[k]) > before[k], "%s made no progress after SIGTERM",
 			  loop_names[k]);
 	}
 	if (kill(m, SIGKILL))
-		zoo_fail("kill M: %s", strerror(errno));
+		zoo_fail(0, "kill M: %s", strerror(errno));
 	if (waitpid(m, &status, 0) != m)
-		zoo_fail("waitpid M: %s", strerror(errno));
+		zoo_fail(0, "waitpid M: %s", strerror(errno));
 	else
-		ZOO_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		/* Unbreakable: M only ends by the SIGKILL just sent, or by a failure
+		 * (M_RUNS) the checks above report. */
+		ZOO_CHECK(ZOO_UNBREAKABLE, WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
 			  "M ended with status %#x before it was killed", status);
 	return zoo_done();
 }
