@@ -17,7 +17,8 @@
  * machine only makes rounds slower.
  *
  * Environment: FT_READY, a FIFO that gets "ready\n" after the first round; FT_STATUS, the
- * status file; FT_DIR, a directory for the deleted file.
+ * status file; FT_DIR, a directory for the deleted file; FT_MEM_MB (optional): the root
+ * also fills that many MiB of private memory with a pattern, checked at SIGTERM.
  * SIGTERM: the root stops its children and exits 0 when no check failed, else 1.
  */
 #define _GNU_SOURCE
@@ -124,7 +125,9 @@ static void child2(int sk)
 int main(void)
 {
 	const char *ready = getenv("FT_READY"), *status = getenv("FT_STATUS");
-	const char *dir = getenv("FT_DIR");
+	const char *dir = getenv("FT_DIR"), *mem_mb = getenv("FT_MEM_MB");
+	size_t mem_len = mem_mb ? (size_t)strtoul(mem_mb, NULL, 10) << 20 : 0;
+	uint64_t *mem = NULL;
 	int p[2], sk[2], stfd, delfd, shmid, fails = 0;
 	uint64_t round = 0, want = 0, sent = 0, last[8] = {0};
 	_Atomic uint64_t *sysv;
@@ -175,6 +178,13 @@ int main(void)
 	sysv = shmat(shmid, NULL, 0);
 	if (sysv == (void *)-1 || shmctl(shmid, IPC_RMID, NULL))
 		die("shmat");
+	if (mem_len) {
+		mem = mmap(NULL, mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mem == MAP_FAILED)
+			die("mmap of the memory to check");
+		for (size_t i = 0; i < mem_len / 8; i++)
+			mem[i] = i * 0x9e3779b97f4a7c15ull;
+	}
 	stfd = open(status, O_WRONLY);
 	if (stfd < 0)
 		die("the status file");
@@ -245,6 +255,13 @@ int main(void)
 			if (r < 0 || !full(r, "ready\n", 6, 1))
 				die("the ready fifo");
 			close(r);
+		}
+	}
+	for (size_t i = 0; i < mem_len / 8; i++) {
+		if (mem[i] != i * 0x9e3779b97f4a7c15ull) {
+			fails++;
+			fprintf(stderr, "FAIL: memory changed at offset %zu\n", i * 8);
+			break;
 		}
 	}
 	kill(c1, SIGKILL);

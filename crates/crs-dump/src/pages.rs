@@ -306,6 +306,9 @@ pub(crate) fn copy(pid: Tid, runs: &[PageRun], out: &File, out_path: &Path) -> R
                 })?;
             done += piece.len();
         }
+        crs_sys::fault::kill_point(|| {
+            format!("{}: pages written at {:#x}", out_path.display(), b.offset)
+        });
         Ok(())
     };
     let stats = CopyStats {
