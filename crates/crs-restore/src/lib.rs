@@ -1320,14 +1320,7 @@ fn build(
         source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
     })?;
 
-    let mut r = Remote {
-        tree,
-        pid,
-        trampoline: tramp,
-        scratch: tramp + 4096,
-        scratch_len: TRAMPOLINE_LEN - 4096,
-        calls: 0,
-    };
+    let mut r = Remote::on_trampoline(tree, pid, tramp, TRAMPOLINE_LEN);
     task::drop_inherited_rseq(&mut r)?;
     step("address space")?;
     let t = Instant::now();
@@ -1402,14 +1395,7 @@ fn finalize(
         move |source| RestoreError::Compel { pid, what, source }
     };
     stage(|| format!("pid {pid}: final state"))?;
-    let mut r = Remote {
-        tree,
-        pid,
-        trampoline: tramp,
-        scratch: tramp + 4096,
-        scratch_len: TRAMPOLINE_LEN - 4096,
-        calls: 0,
-    };
+    let mut r = Remote::on_trampoline(tree, pid, tramp, TRAMPOLINE_LEN);
     timers::arm(&mut r, images, &built.posix_timers)?;
     anonfd::arm(&mut r, images)?;
     threads::set_final(&mut r, images)?;

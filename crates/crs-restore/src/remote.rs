@@ -40,6 +40,19 @@ pub(crate) struct Remote<'t> {
 }
 
 impl<'t> Remote<'t> {
+    /// Injections into held process `pid` from its trampoline of `len` bytes at `tramp`:
+    /// the code page first, the rest scratch.
+    pub fn on_trampoline(tree: &'t mut SeizedTree, pid: Tid, tramp: u64, len: usize) -> Self {
+        Remote {
+            tree,
+            pid,
+            trampoline: tramp,
+            scratch: tramp + 4096,
+            scratch_len: len - 4096,
+            calls: 0,
+        }
+    }
+
     /// Runs syscall `nr`; an error return is `Syscall` described by `what`.
     pub fn call(
         &mut self,
