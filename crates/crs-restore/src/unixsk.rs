@@ -491,7 +491,7 @@ fn plan<'a>(
                     if at.contains_key(&p.id()) {
                         "one end of a pair that one process holds"
                     } else {
-                        "which no process holds"
+                        "which no process holds (no fdinfo-*.img names it)"
                     }
                 ),
             ),
@@ -1178,7 +1178,7 @@ mod tests {
         assert!(
             err.to_string().contains(
                 "files.img: unix socket 1 (pid 7 fd 3) is connected to unix socket 2 \
-                 (inode 11), which no process holds"
+                 (inode 11), which no process holds (no fdinfo-*.img names it)"
             ),
             "{err}"
         );

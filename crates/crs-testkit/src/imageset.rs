@@ -1446,6 +1446,7 @@ impl Work<'_> {
                     .map(|(m, _)| m.name);
             m.must_fail = required(&name) && differs;
             m.keys.insert(other.clone());
+            m.keys.extend(kind_of(&name).map(str::to_string));
             self.state.insert(name.clone(), Change::Bytes(b));
             format!("{name} replaced by {other}")
         } else {
