@@ -491,7 +491,8 @@ fn plan<'a>(
                     if at.contains_key(&p.id()) {
                         "one end of a pair that one process holds"
                     } else {
-                        "which no process holds (no fdinfo-*.img names it)"
+                        "which no process holds (no fd table lists it: ids-PID.img names \
+                         the fdinfo-N.img of each process)"
                     }
                 ),
             ),
@@ -1178,7 +1179,8 @@ mod tests {
         assert!(
             err.to_string().contains(
                 "files.img: unix socket 1 (pid 7 fd 3) is connected to unix socket 2 \
-                 (inode 11), which no process holds (no fdinfo-*.img names it)"
+                 (inode 11), which no process holds (no fd table lists it: ids-PID.img \
+                 names the fdinfo-N.img of each process)"
             ),
             "{err}"
         );
