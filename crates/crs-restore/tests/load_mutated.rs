@@ -64,10 +64,11 @@ fn env_u64(name: &str) -> Option<u64> {
     }
 }
 
-/// A clear error explains the mutation (see `Mutation::explains`), or is the error of the
-/// unmutated set (the mutation lies past what refuses it).
+/// A clear error names the image and what the mutation changed (for a removal, at least
+/// the image and object it refuses: see `Mutation::clearly_refused_by`), or is the error
+/// of the unmutated set (the mutation lies past what refuses it).
 fn clear(text: &str, m: &Mutation, baseline: &Result<(), String>) -> bool {
-    m.explains(text) || baseline.as_ref().err().is_some_and(|b| b == text)
+    m.clearly_refused_by(text) || baseline.as_ref().err().is_some_and(|b| b == text)
 }
 
 /// The CRIU reference sets.

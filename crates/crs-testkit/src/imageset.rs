@@ -116,6 +116,10 @@ pub struct Mutation {
     pub keys: BTreeSet<String>,
     /// The set cannot be valid any more: loading it must fail.
     pub must_fail: bool,
+    /// Something was removed or replaced (an entry, an element, an image): what refuses
+    /// the set may be a consequence elsewhere (a socket no process holds once a process
+    /// is gone), which names its own image and entry rather than what was removed.
+    pub indirect: bool,
 }
 
 impl std::fmt::Display for Mutation {
@@ -168,6 +172,37 @@ impl Mutation {
     pub fn explains(&self, error: &str) -> bool {
         error.contains(".img") && self.keys.iter().any(|k| error.contains(k.as_str()))
     }
+
+    /// Whether `error` is a clear refusal of this set: it [`explains`](Self::explains)
+    /// the mutation, or, for an [`indirect`](Self::indirect) one, it [`locates`] what is
+    /// wrong.
+    pub fn clearly_refused_by(&self, error: &str) -> bool {
+        self.explains(error) || (self.indirect && locates(error))
+    }
+}
+
+/// Whether `error` names an image and an object in it: a pid, thread, id, fd, entry,
+/// socket, inode, VMA, segment, pipe or terminal with its number.
+pub fn locates(error: &str) -> bool {
+    const WHAT: &[&str] = &[
+        "pid ",
+        "thread ",
+        "id ",
+        "fd ",
+        "entry ",
+        "socket ",
+        "inode ",
+        "VMA ",
+        "segment ",
+        "pipe ",
+        "terminal ",
+    ];
+    error.contains(".img")
+        && WHAT.iter().any(|w| {
+            error
+                .match_indices(w)
+                .any(|(at, _)| error[at + w.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        })
 }
 
 /// An error and its sources, as a user reads them.
@@ -670,6 +705,7 @@ impl ImageSet {
             m.what.append(&mut step.what);
             m.keys.append(&mut step.keys);
             m.must_fail = steps == 1 && step.must_fail;
+            m.indirect |= step.indirect;
         }
         m.changes = work.state;
         m
@@ -901,6 +937,7 @@ impl Work<'_> {
                     },
                 );
                 m.keys.insert(field.clone());
+                m.indirect = true;
                 format!("{name} entry {k}: {} cleared", site.name())
             }
         };
@@ -928,6 +965,7 @@ impl Work<'_> {
         m.keys.insert(name.clone());
         m.keys.insert(site.leaf().name().to_string());
         let how = c.below(4);
+        m.indirect = how == 1;
         let (a, b) = (c.below(1 << 16), c.below(1 << 16));
         at_path(&mut *d.entries[k].msg, &site.path, &mut |msg, step| {
             let f = step.field();
@@ -1307,6 +1345,7 @@ impl Work<'_> {
             }
             _ => {
                 d.entries.remove(k);
+                m.indirect = true;
                 format!("{name}: entry {k} removed")
             }
         };
@@ -1342,6 +1381,7 @@ impl Work<'_> {
                 m.keys.extend(kind_of(&name).map(str::to_string));
                 d.entries.remove(k);
                 m.must_fail = single_entry(&name);
+                m.indirect = true;
                 format!("{name}: entry {k} removed")
             }
             2 if n > 1 => {
@@ -1359,6 +1399,7 @@ impl Work<'_> {
                 d.entries.clear();
                 d.tail.clear();
                 m.must_fail = single_entry(&name) || name == "pstree.img";
+                m.indirect = true;
                 format!("{name}: emptied (header only)")
             }
         };
@@ -1434,6 +1475,7 @@ impl Work<'_> {
             return false;
         };
         m.keys.insert(name.clone());
+        m.indirect = true;
         let what = if chance(c, 3) {
             let other = pick(c, &names).cloned().unwrap_or_default();
             let Some(b) = self.bytes(&other).map(<[u8]>::to_vec) else {
@@ -1578,6 +1620,17 @@ mod tests {
             }
         }
         assert!(checked > 20, "only {checked} images decoded");
+    }
+
+    #[test]
+    fn locates_image_and_numbered_object_only() {
+        assert!(locates(
+            "files.img: unix socket 6 (pid 72000 fd 5) is connected"
+        ));
+        assert!(locates("mm-7.img: VMA 0x10000-0x20000 overlaps"));
+        assert!(!locates("files.img: no such thing"));
+        assert!(!locates("unix socket 6 is not supported"));
+        assert!(!locates("pstree.img: the pid list"));
     }
 
     #[test]
