@@ -138,7 +138,19 @@ pub(crate) fn load(
             }
             let ghost = match out.ghosts.entry(gid) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(load_ghost(dir, gid)?),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let image = format!("ghost-file-{gid:x}.img");
+                    if !dir.join(&image).exists() {
+                        return Err(invalid(
+                            "remap-fpath.img",
+                            format!(
+                                "file id {} is remapped to ghost file {gid:#x}: no {image}",
+                                r.orig_id()
+                            ),
+                        ));
+                    }
+                    e.insert(load_ghost(dir, gid)?)
+                }
             };
             if reg.has_size() && reg.size() != ghost.size {
                 return Err(invalid(
@@ -801,6 +813,39 @@ mod tests {
         assert_eq!(nca(&[4, 5, 6]), Some(1));
         assert_eq!(nca(&[6]), Some(6));
         assert_eq!(nca(&[]), None);
+    }
+
+    #[test]
+    fn load_remap_to_missing_ghost_image_names_the_remap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ImageWriter::new("remap-fpath.img", "REMAP_FPATH");
+        w.push(&Remap_file_path_entry {
+            orig_id: Some(3),
+            remap_id: Some(0xf),
+            remap_type: Some(protobuf::EnumOrUnknown::new(Remap_type::GHOST)),
+            ..Default::default()
+        })
+        .unwrap();
+        std::fs::write(dir.path().join("remap-fpath.img"), w.into_bytes()).unwrap();
+        let files: BTreeMap<u32, File_entry> = [(
+            3,
+            File_entry {
+                id: Some(3),
+                reg: protobuf::MessageField::some(crs_images::pb::regfile::Reg_file_entry {
+                    name: Some("/tmp/x".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )]
+        .into();
+        let err = load(dir.path(), &files).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "remap-fpath.img: file id 3 is remapped to ghost file 0xf: no ghost-file-f.img"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
