@@ -8,11 +8,11 @@
 //! only the images are read.
 #![no_main]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crs_restore::{load_and_check, RestoreOptions};
-use crs_testkit::imageset::{error_text, read_set, scratch_copy, Choices, ImageSet};
+use crs_testkit::imageset::{error_text, read_set, Choices, ImageSet};
 use libfuzzer_sys::fuzz_target;
 
 /// The fuzzer's bytes as choices: as many bytes as `n` needs, little-endian; zeros once
@@ -39,10 +39,34 @@ struct Prepared {
     dir: PathBuf,
     opts: RestoreOptions,
     baseline: Result<(), String>,
-    _tmp: tempfile::TempDir,
+}
+
+const SCRATCH: &str = "crs-fuzz-restore-load-";
+
+/// This process's scratch directory (in memory when /dev/shm exists). The sets live in a
+/// static, never dropped: the directories of fuzzing processes that are gone are removed
+/// here instead.
+fn scratch() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(SCRATCH) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    base.join(format!("{SCRATCH}{}", std::process::id()))
 }
 
 fn prepare() -> Vec<Prepared> {
+    let scratch = scratch();
     let root = crs_testkit::criu_images();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("the CRIU reference sets at {}: {e}", root.display()))
@@ -55,7 +79,9 @@ fn prepare() -> Vec<Prepared> {
         .iter()
         .map(|p| {
             let set = read_set(p);
-            let (tmp, dir) = scratch_copy(&set);
+            let dir = scratch.join(set.name());
+            std::fs::create_dir_all(&dir).expect("the scratch directory");
+            set.write(&dir).expect("writing the set");
             let opts = RestoreOptions {
                 images_dir: dir.clone(),
                 shell_job: set.name() == "shell",
@@ -70,7 +96,6 @@ fn prepare() -> Vec<Prepared> {
                 dir,
                 opts,
                 baseline,
-                _tmp: tmp,
             }
         })
         .collect()
@@ -89,7 +114,11 @@ fuzz_target!(|data: &[u8]| {
     let r = load_and_check(&p.opts);
     m.revert(&p.set, &p.dir).expect("putting the images back");
     match r {
-        Ok(_) => assert!(!m.must_fail, "{}: {m}: loaded, but cannot be valid", p.set.name()),
+        Ok(_) => assert!(
+            !m.must_fail,
+            "{}: {m}: loaded, but cannot be valid",
+            p.set.name()
+        ),
         Err(e) => {
             let text = error_text(&e);
             assert!(
