@@ -28,6 +28,13 @@ pub enum RestoreError {
         expected: u64,
         found: u64,
     },
+    #[error("{image}: its pages image {pages}")]
+    PagesImage {
+        image: String,
+        pages: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("inspecting {path}")]
     Stat {
         path: PathBuf,

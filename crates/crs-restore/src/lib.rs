@@ -38,6 +38,8 @@ mod remote;
 mod shmem;
 mod sysv;
 mod task;
+#[cfg(test)]
+mod testsets;
 mod threads;
 mod timers;
 mod tty;
@@ -117,6 +119,70 @@ impl RestoreStats {
     }
 }
 
+/// Every image of a dump, read and checked before anything is created: the tree, its
+/// processes' images, the objects they share (shared anonymous memory, memfds, SysV
+/// segments), file locks, credentials and timers, the order that rebuilds its sessions and
+/// groups, and how its unix sockets are made. [`load_and_check`] makes it; [`restore`]
+/// builds from it.
+#[derive(Debug)]
+pub struct Loaded {
+    tree: Tree,
+    shm: BTreeMap<u64, shmem::Image>,
+    memfds: memfd::Memfds,
+    sysv: BTreeMap<u32, sysv::Segment>,
+    file_locks: BTreeMap<Tid, Vec<crs_images::pb::file_lock::File_lock_entry>>,
+}
+
+impl Loaded {
+    /// The root process's pid.
+    pub fn root_pid(&self) -> Tid {
+        self.tree.procs[0].pid
+    }
+
+    /// The live processes' pids, in pstree order (the root first).
+    pub fn pids(&self) -> Vec<Tid> {
+        self.tree.procs.iter().map(|p| p.pid).collect()
+    }
+
+    /// The zombies' pids.
+    pub fn zombies(&self) -> Vec<Tid> {
+        self.tree.zombies.iter().map(|z| z.pid).collect()
+    }
+}
+
+/// Reads and checks every image of `opts.images_dir` as [`restore`] does before it creates
+/// anything (it reads only the images: not whether pids are free or the files they name
+/// are unchanged). An image crs refuses is an error that names it.
+pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
+    for (set, what) in [
+        (opts.tcp_established, "--tcp-established"),
+        (opts.ext_unix_sk, "--ext-unix-sk"),
+    ] {
+        if set {
+            return Err(RestoreError::Unsupported { what: what.into() });
+        }
+    }
+    let dir = &opts.images_dir;
+    let tree = Images::load_tree(dir)?;
+    let shm = shmem::load(dir, &tree.procs)?;
+    let memfds = memfd::load(dir, &tree)?;
+    let sysv = sysv::load(dir, &tree)?;
+    let file_locks = locks::load(dir, opts.file_locks, &tree)?;
+    for p in &tree.procs {
+        creds::check(p)?;
+        timers::check(p)?;
+    }
+    plan_of(&tree, opts.shell_job)?;
+    unixsk::check_tree(&tree)?;
+    Ok(Loaded {
+        tree,
+        shm,
+        memfds,
+        sysv,
+        file_locks,
+    })
+}
+
 /// Restores the process tree (processes possibly multi-threaded, zombies) dumped in
 /// `opts.images_dir` and lets it run.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
@@ -139,19 +205,13 @@ fn stage(what: impl FnOnce() -> String) -> Result<(), RestoreError> {
 
 fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
     let t0 = Instant::now();
-    for (set, what) in [
-        (opts.tcp_established, "--tcp-established"),
-        (opts.ext_unix_sk, "--ext-unix-sk"),
-    ] {
-        if set {
-            return Err(RestoreError::Unsupported { what: what.into() });
-        }
-    }
-    let loaded = Images::load_tree(&opts.images_dir)?;
-    let shm_images = shmem::load(&opts.images_dir, &loaded.procs)?;
-    let memfd_images = memfd::load(&opts.images_dir, &loaded)?;
-    let sysv_images = sysv::load(&opts.images_dir, &loaded)?;
-    let file_locks = locks::load(&opts.images_dir, opts.file_locks, &loaded)?;
+    let Loaded {
+        tree: loaded,
+        shm: shm_images,
+        memfds: memfd_images,
+        sysv: sysv_images,
+        file_locks,
+    } = load_and_check(opts)?;
     let images = &loaded.procs[0];
     let pid = images.pid;
     let _span = info_span!("restore", pid).entered();
@@ -159,8 +219,6 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
     for p in &loaded.procs {
         preflight(p.pid)?;
         files::check_sizes(p)?;
-        creds::check(p)?;
-        timers::check(p)?;
     }
     for z in &loaded.zombies {
         preflight(z.pid)?;
@@ -330,13 +388,7 @@ fn tree_nodes(
     mut plans: BTreeMap<Tid, crs_sys::restore::ChildPlan>,
     mut creates: BTreeMap<Tid, crs_sys::restore::SharedCreates>,
 ) -> Result<Vec<TreeNode>, RestoreError> {
-    let zombies: BTreeMap<Tid, i32> = loaded
-        .zombies
-        .iter()
-        .map(|z| (z.pid, z.wait_status))
-        .collect();
-    let files_ids: BTreeMap<Tid, u32> = loaded.procs.iter().map(|p| (p.pid, p.files_id)).collect();
-    let planned = plan_tree(&loaded.entries, &zombies, &files_ids, shell_job)?;
+    let planned = plan_of(loaded, shell_job)?;
     for p in &planned {
         if p.kind == PlanKind::Helper {
             debug!(
@@ -369,6 +421,23 @@ fn tree_nodes(
             parent_death_signal: p.parent_death_signal,
         })
         .collect())
+}
+
+/// The restore plan of the tree (see [`plan_tree`]); a tree it cannot rebuild is refused
+/// naming pstree.img.
+fn plan_of(tree: &Tree, shell_job: bool) -> Result<Vec<Planned>, RestoreError> {
+    let zombies: BTreeMap<Tid, i32> = tree
+        .zombies
+        .iter()
+        .map(|z| (z.pid, z.wait_status))
+        .collect();
+    let files_ids: BTreeMap<Tid, u32> = tree.procs.iter().map(|p| (p.pid, p.files_id)).collect();
+    plan_tree(&tree.entries, &zombies, &files_ids, shell_job).map_err(|e| match e {
+        RestoreError::Unsupported { what } => RestoreError::Unsupported {
+            what: format!("pstree.img: {what}"),
+        },
+        e => e,
+    })
 }
 
 /// What a planned process is.
@@ -612,13 +681,14 @@ fn plan_tree(
             by_files.entry(f).or_default().push(i);
         }
     }
-    for sharing in by_files.values().filter(|v| v.len() > 1) {
+    for (files_id, sharing) in by_files.iter().filter(|(_, v)| v.len() > 1) {
         for &m in &sharing[1..] {
             let parent = ps[m].parent.expect("the root comes first");
             if !sharing.contains(&parent) {
+                let (a, b) = (ps[sharing[0]].pid, ps[m].pid);
                 return Err(unsupported(format!(
-                    "processes {} and {} share one fd table, {} not as a child of the other",
-                    ps[sharing[0]].pid, ps[m].pid, ps[m].pid
+                    "processes {a} and {b} share fd table {files_id} (ids-{a}.img, \
+                     ids-{b}.img), {b} not as a child of the other"
                 )));
             }
             ps[m].share_files = true;
@@ -996,7 +1066,7 @@ fn choose_trampoline(procs: &[Images]) -> Result<u64, RestoreError> {
     for floor in [1u64 << 32, 1 << 24] {
         let mut at = floor;
         for &(s, e) in used.iter().chain([(TASK_SIZE, TASK_SIZE)].iter()) {
-            if s >= at + need {
+            if s >= at.saturating_add(need) {
                 return Ok(at + PAGE);
             }
             at = at.max(e);
@@ -1830,6 +1900,42 @@ mod tests {
         let ps = plan_tree(&entries, &BTreeMap::new(), &files, false).unwrap();
         let shared: Vec<bool> = ps.iter().map(|p| p.share_files).collect();
         assert_eq!(shared, [false, true, false]);
+    }
+
+    #[test]
+    fn load_and_check_criu_reference_tree_is_accepted() {
+        let test = "load_and_check_criu_reference_tree_is_accepted";
+        let Some(t) = crate::testsets::copy("tree", test) else {
+            return;
+        };
+        let l = crate::testsets::load(t.path()).unwrap();
+        assert_eq!(l.root_pid(), 72000);
+        assert_eq!(l.pids(), [72000, 72001, 72002]);
+        assert!(l.zombies().is_empty());
+    }
+
+    #[test]
+    fn load_and_check_plan_refusal_names_pstree_and_ids() {
+        let test = "load_and_check_plan_refusal_names_pstree_and_ids";
+        let Some(t) = crate::testsets::copy("tree", test) else {
+            return;
+        };
+        crate::testsets::rewrite(
+            t.path(),
+            "ids-72002.img",
+            "IDS",
+            |v: &mut Vec<crs_images::pb::core::Task_kobj_ids_entry>| {
+                v[0].files_id = Some(3);
+            },
+        );
+        let err = crate::testsets::load_err(t.path());
+        assert!(
+            err.starts_with(
+                "pstree.img: processes 72001 and 72002 share fd table 3 (ids-72001.img, \
+                 ids-72002.img)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
