@@ -1,14 +1,20 @@
 //! The dump/restore zoo harness (the shape of CRIU's zdtm): start a workload in a session of
 //! its own, wait until it says `ready`, then either send SIGTERM straight away (control) or
 //! `crs dump` it, check it is gone, `crs restore -d` it, and send SIGTERM to the restored
-//! process; the workload checks its own state and its exit status is the verdict.
+//! process; the workload checks its own state and its exit status is the verdict. With
+//! `crs dump -R` the workload runs on and gives its verdict; then the images are restored
+//! as well (its pids free again, its work directory and log as they were at the dump) and
+//! the restored copy gives its own.
 //!
 //! Included by `it/zoo.rs` with `#[path]` (it uses the dev-dependency `tempfile`).
 //!
-//! Workload protocol (see `workloads/zoo.h`): environment `ZOO_READY` (a FIFO to write
-//! `ready\n` to), `ZOO_TMP` (its scratch directory, also its cwd), `ZOO_CORRUPT=1` (damage
-//! the state after ready: the negative control). Exit 0 = state intact, 1 = a check failed,
-//! anything else = the workload could not run.
+//! Workload protocol (see `workloads/zoo.h`): `<workload> --items` prints how many items
+//! the workload checks; environment `ZOO_READY` (a FIFO to write `ready\n` to), `ZOO_TMP`
+//! (its scratch directory, also its cwd), `ZOO_CORRUPT=N` (break item N after ready: the
+//! negative control), `ZOO_PAUSED` (a file holding the seconds crs held the workload,
+//! written before SIGTERM: timers may be late by that much). Exit 0 = state intact, 1 = a
+//! check failed (one `FAIL: <name>: item <N>: ...` line each), anything else = the workload
+//! could not run.
 
 pub use crs_tests::crs_bin;
 use crs_tests::{cpu_masks, descendants, own_cpu_mask};
@@ -89,11 +95,15 @@ impl Workload {
 pub enum Mode {
     /// Nothing: the workload must pass (proves its checks accept an intact state).
     Control,
-    /// The workload damages its own state: it must fail (proves its checks can fail).
+    /// Once per item the workload checks (`--items`), in a run of its own: the workload
+    /// breaks that item after ready, and exactly that item must fail (proves each check
+    /// can fail, and fails for what it checks).
     Corrupt,
     /// `crs dump`, then `crs restore -d`: the workload must pass.
     DumpRestore,
-    /// `crs dump -R`: the workload keeps running untouched and must pass.
+    /// `crs dump -R`: the workload keeps running untouched and must pass; then, with its
+    /// work directory and log put back as they were at the dump, the images are restored
+    /// and the restored copy must pass too.
     LeaveRunning,
 }
 
@@ -212,10 +222,30 @@ struct Run {
     // Declared first so it drops first: the process dies before its directory goes.
     proc: Option<ProcGuard>,
     workload: Workload,
+    /// The item the run breaks (`ZOO_CORRUPT`), 0 for none.
+    corrupt: u32,
     dir: tempfile::TempDir,
 }
 
 impl Run {
+    /// A run with its own temporary directory (kept when `ZOO_KEEP` is set).
+    fn new(workload: Workload, test: &str, corrupt: u32) -> Run {
+        let mut dir = tempfile::Builder::new()
+            .prefix(&format!("zoo-{}-", workload.name()))
+            .tempdir()
+            .expect("temp dir");
+        if std::env::var_os("ZOO_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            println!("{test}: files kept in {}", dir.path().display());
+        }
+        Run {
+            proc: None,
+            workload,
+            corrupt,
+            dir,
+        }
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -224,11 +254,12 @@ impl Run {
         self.path("images")
     }
 
-    /// Everything a reader of a failure needs: the workload log and the crs logs.
+    /// Everything a reader of a failure needs: the workload logs and the crs logs.
     fn logs(&self) -> String {
         let mut s = String::new();
         for (title, p) in [
-            ("workload log", self.path("workload.log")),
+            ("log of the workload left running", self.path(RUNNING_LOG)),
+            ("workload log", self.path(LOG)),
             ("crs dump output", self.path("crs-dump.out")),
             ("dump.log", self.images().join("dump.log")),
             ("crs restore output", self.path("crs-restore.out")),
@@ -250,26 +281,32 @@ impl Run {
 
     fn fail(&self, what: &str) -> ! {
         eprintln!("{}", self.logs());
+        let item = if self.corrupt == 0 {
+            String::new()
+        } else {
+            format!(" (ZOO_CORRUPT={})", self.corrupt)
+        };
         panic!(
-            "{}: {what} (set ZOO_KEEP=1 to keep {})",
+            "{}{item}: {what} (set ZOO_KEEP=1 to keep {})",
             self.workload.name(),
             self.dir.path().display()
         );
     }
 
-    fn start(&mut self, mode: Mode, argv: &[PathBuf]) {
-        let work = self.path("work");
+    fn start(&mut self, argv: &[PathBuf]) {
+        let work = self.path(WORK);
         std::fs::create_dir(&work).expect("create work dir");
         let fifo = self.path("ready");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
-        // Opened before the workload starts, non-blocking: poll reports it once written.
+        // Opened before the workload starts (non-blocking, so this does not wait for a
+        // writer): its open for writing then never blocks.
         let mut ready = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&fifo)
             .expect("open the ready fifo");
-        let log = File::create(self.path("workload.log")).expect("create workload.log");
+        let log = File::create(self.path(LOG)).expect("create the workload log");
 
         let mut cmd = Command::new(zoo_dir().join("zoo_launch"));
         cmd.args(argv)
@@ -279,7 +316,8 @@ impl Run {
             .env("LANG", "C.UTF-8")
             .env("ZOO_READY", &fifo)
             .env("ZOO_TMP", &work)
-            .env("ZOO_CORRUPT", if mode == Mode::Corrupt { "1" } else { "0" })
+            .env("ZOO_CORRUPT", self.corrupt.to_string())
+            .env("ZOO_PAUSED", self.path(PAUSED))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
@@ -335,9 +373,14 @@ impl Run {
 
     /// Runs `crs ARGS` with its output in `<out>`; fails the test unless it exits 0.
     fn crs(&self, args: &[&str], out: &str) {
-        let bin = crs_bin();
-        let out_file = File::create(self.path(out)).expect("create crs output file");
-        let child = Command::new(&bin)
+        self.tool(&crs_bin(), args, out);
+    }
+
+    /// Runs `BIN ARGS` with its output in `<out>`; fails the test unless it exits 0.
+    fn tool(&self, bin: &Path, args: &[&str], out: &str) {
+        let out_file = File::create(self.path(out)).expect("create the output file");
+        let name = bin.file_name().unwrap_or_default().to_string_lossy();
+        let child = Command::new(bin)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out_file.try_clone().expect("dup"))
@@ -346,35 +389,47 @@ impl Run {
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let mut g = match ProcGuard::open(child.id() as i32) {
             Ok(g) => g,
-            Err(e) => panic!("pidfd_open(crs): {e}"),
+            Err(e) => panic!("pidfd_open({name}): {e}"),
         };
         drop(child);
         if !g.wait_exit(CRS_TIMEOUT) {
             self.fail(&format!(
-                "`crs {}` did not finish in {CRS_TIMEOUT:?}",
+                "`{name} {}` did not finish in {CRS_TIMEOUT:?}",
                 args.join(" ")
             ));
         }
         match g.reap() {
             Ok(WaitStatus::Exited(_, 0)) => {}
-            Ok(st) => self.fail(&format!("`crs {}` ended with {st:?}", args.join(" "))),
-            Err(e) => self.fail(&format!("waitpid(crs): {e}")),
+            Ok(st) => self.fail(&format!("`{name} {}` ended with {st:?}", args.join(" "))),
+            Err(e) => self.fail(&format!("waitpid({name}): {e}")),
         }
     }
 
-    fn dump_and_restore(&mut self) {
+    /// Waits until the pids and thread ids `ids` can be taken again (see
+    /// `workloads/zoo_pid_free.c`: a thread gone from /proc may still hold its id).
+    fn wait_ids_free(&self, ids: &[i32]) {
+        let args: Vec<String> = ids.iter().map(i32::to_string).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.tool(&zoo_dir().join("zoo_pid_free"), &args, "pid-free.out");
+    }
+
+    fn images_arg(&self) -> String {
+        self.images().to_str().expect("utf-8 temp path").to_owned()
+    }
+
+    /// `crs dump` (without -R): the workload and its tree are gone afterwards.
+    fn dump(&mut self) {
         let images = self.images();
         std::fs::create_dir(&images).expect("create images dir");
-        let images_s = images.to_str().expect("utf-8 temp path").to_owned();
+        let images_s = self.images_arg();
         let pid = self.proc.as_ref().expect("started").pid;
         let pid_s = pid.to_string();
         let below = descendants(pid);
 
-        let extra = self.workload.crs_args();
         let mut args = vec![
             "dump", "-t", &pid_s, "-D", &images_s, "-o", "dump.log", "-v4",
         ];
-        args.extend_from_slice(extra);
+        args.extend_from_slice(self.workload.crs_args());
         self.crs(&args, "crs-dump.out");
         // Without -R the dumped task is killed: ours to reap, and the pid is then free.
         let mut old = self.proc.take().expect("started");
@@ -398,7 +453,13 @@ impl Run {
         if Path::new(&format!("/proc/{pid}")).exists() {
             self.fail(&format!("/proc/{pid} still exists after the dump"));
         }
+    }
 
+    /// `crs restore -d` of the images of the workload whose pid was `pid`: the restored
+    /// process is reparented to this subreaper and guarded.
+    fn restore(&mut self, pid: i32) {
+        let images_s = self.images_arg();
+        let pid_s = pid.to_string();
         let pidfile = self.path("restore.pid");
         let pidfile_s = pidfile.to_str().expect("utf-8 temp path").to_owned();
         let mut args = vec![
@@ -412,7 +473,7 @@ impl Run {
             "--pidfile",
             &pidfile_s,
         ];
-        args.extend_from_slice(extra);
+        args.extend_from_slice(self.workload.crs_args());
         self.crs(&args, "crs-restore.out");
         match ProcGuard::open(pid) {
             Ok(g) => self.proc = Some(g),
@@ -441,7 +502,7 @@ impl Run {
     fn dump_leave_running(&mut self) {
         let images = self.images();
         std::fs::create_dir(&images).expect("create images dir");
-        let images_s = images.to_str().expect("utf-8 temp path").to_owned();
+        let images_s = self.images_arg();
         let pid_s = self.proc.as_ref().expect("started").pid.to_string();
         let mut args = vec![
             "dump", "-t", &pid_s, "-D", &images_s, "-R", "-o", "dump.log", "-v4",
@@ -471,6 +532,12 @@ impl Run {
         }
     }
 
+    /// Tells the workload how long crs held it (see `ZOO_PAUSED` in zoo.h).
+    fn set_paused(&self, paused: Duration) {
+        std::fs::write(self.path(PAUSED), format!("{:.6}\n", paused.as_secs_f64()))
+            .expect("write the pause file");
+    }
+
     /// SIGTERM, wait, reap: the workload's verdict.
     fn finish(&mut self) -> WaitStatus {
         let g = self.proc.as_ref().expect("started");
@@ -488,6 +555,135 @@ impl Run {
             )),
         }
     }
+
+    /// The items of the `FAIL:` lines of the workload log (None: a line without an item).
+    fn failed_items(&self) -> Vec<Option<u32>> {
+        let log = std::fs::read_to_string(self.path(LOG)).unwrap_or_default();
+        log.lines().filter_map(fail_line_item).collect()
+    }
+
+    /// The verdict of a run that must pass: exit 0 and no `FAIL:` line.
+    fn expect_pass(&self, st: WaitStatus) {
+        if !matches!(st, WaitStatus::Exited(_, 0)) {
+            self.fail(&format!("verdict {st:?}, want exit 0"));
+        }
+        let failed = self.failed_items();
+        if !failed.is_empty() {
+            self.fail(&format!(
+                "exit 0, but the log has FAIL lines (items {failed:?})"
+            ));
+        }
+    }
+
+    /// After `crs dump -R` and the running workload's own verdict: puts the work directory
+    /// and the log back as they were at the dump (the running workload has changed both
+    /// after it, as a task restored from these images must not see), waits until the pids
+    /// of the dumped tree are free, and restores the images.
+    fn restore_left_running(&mut self, snapshot: &Path, ids: &[i32]) {
+        // What came to this subreaper is reaped: the running workload's verdict was its
+        // own, so its children are gone but for any it left behind.
+        for &p in ids {
+            let _ = waitpid(
+                Pid::from_raw(p),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG | nix::sys::wait::WaitPidFlag::__WALL),
+            );
+        }
+        self.wait_ids_free(ids);
+        let rename = |from: &Path, to: &Path| {
+            std::fs::rename(from, to).unwrap_or_else(|e| {
+                self.fail(&format!(
+                    "rename {} to {}: {e}",
+                    from.display(),
+                    to.display()
+                ))
+            });
+        };
+        rename(&self.path(LOG), &self.path(RUNNING_LOG));
+        rename(&self.path(WORK), &self.path("work.running"));
+        rename(&snapshot.join(LOG), &self.path(LOG));
+        rename(&snapshot.join(WORK), &self.path(WORK));
+        self.restore(ids[0]);
+    }
+}
+
+/// The workload's scratch directory (`ZOO_TMP`) inside the run's directory.
+const WORK: &str = "work";
+/// The workload's stdout and stderr.
+const LOG: &str = "workload.log";
+/// The log of the workload `crs dump -R` left running (once its images are restored).
+const RUNNING_LOG: &str = "workload.running.log";
+/// The file `ZOO_PAUSED` names.
+const PAUSED: &str = "paused";
+/// How many corrupted runs of one workload run at a time.
+const CORRUPT_JOBS: usize = 8;
+
+/// The item of a `FAIL: <name>: item <N>: ...` line; `Some(None)` for a `FAIL:` line
+/// without an item, None for other lines.
+fn fail_line_item(line: &str) -> Option<Option<u32>> {
+    let rest = line.strip_prefix("FAIL: ")?;
+    let item = rest
+        .split_once(": item ")
+        .and_then(|(_, r)| r.split_once(':'))
+        .and_then(|(n, _)| n.parse().ok());
+    Some(item)
+}
+
+/// The pid `pid` first, then the ids of its threads and of the processes below it and
+/// their threads: what the restore of its images needs free.
+fn tree_tids(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    for p in std::iter::once(pid).chain(descendants(pid)) {
+        if p != pid {
+            out.push(p);
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            out.extend(
+                tasks
+                    .flatten()
+                    .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok())
+                    .filter(|&t| t != p),
+            );
+        }
+    }
+    out
+}
+
+/// Copies the directory tree `from` to `to` (which must not exist): directories, regular
+/// files, symlinks, FIFOs and socket inodes, with their modes.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::sys::stat::{mknod, Mode as FileMode, SFlag};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let md = std::fs::symlink_metadata(&src)?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+            continue;
+        } else if ft.is_file() {
+            std::fs::copy(&src, &dst)?;
+        } else if ft.is_fifo() || ft.is_socket() {
+            let kind = if ft.is_fifo() {
+                SFlag::S_IFIFO
+            } else {
+                SFlag::S_IFSOCK
+            };
+            mknod(&dst, kind, FileMode::from_bits_truncate(0o600), 0)?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "{}: a device file in a workload directory",
+                src.display()
+            )));
+        }
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    }
+    let mode = std::fs::metadata(from)?.mode() & 0o7777;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
 }
 
 /// Runs one workload in one mode and asserts its verdict.
@@ -510,32 +706,121 @@ pub fn run(workload: Workload, mode: Mode) {
     if matches!(mode, Mode::DumpRestore | Mode::LeaveRunning) {
         crs_bin(); // fail early and clearly when crs is not built
     }
-    let mut dir = tempfile::Builder::new()
-        .prefix(&format!("zoo-{}-", workload.name()))
-        .tempdir()
-        .expect("temp dir");
-    if std::env::var_os("ZOO_KEEP").is_some() {
-        dir.disable_cleanup(true);
-        println!("{test}: files kept in {}", dir.path().display());
+    if mode == Mode::Corrupt {
+        run_corrupt(workload, &test, &argv);
+        return;
     }
-    let mut run = Run {
-        proc: None,
-        workload,
-        dir,
-    };
-    run.start(mode, &argv);
+    let mut run = Run::new(workload, &test, 0);
+    run.start(&argv);
     match mode {
-        Mode::DumpRestore => run.dump_and_restore(),
-        Mode::LeaveRunning => run.dump_leave_running(),
-        Mode::Control | Mode::Corrupt => {}
+        Mode::Control => run.set_paused(Duration::ZERO),
+        Mode::DumpRestore => {
+            let pid = run.proc.as_ref().expect("started").pid;
+            let ids = tree_tids(pid);
+            let begin = Instant::now();
+            run.dump();
+            run.wait_ids_free(&ids);
+            run.restore(pid);
+            run.set_paused(begin.elapsed());
+        }
+        Mode::LeaveRunning => {
+            let pid = run.proc.as_ref().expect("started").pid;
+            let begin = Instant::now();
+            run.dump_leave_running();
+            run.set_paused(begin.elapsed());
+            // The files as the dump saw them (the workload does not touch them while it
+            // waits for SIGTERM), for the restore below.
+            let snapshot = run.path("at-dump");
+            std::fs::create_dir(&snapshot).expect("create the snapshot dir");
+            if let Err(e) = copy_tree(&run.path(WORK), &snapshot.join(WORK))
+                .and_then(|()| std::fs::copy(run.path(LOG), snapshot.join(LOG)).map(drop))
+            {
+                run.fail(&format!("copying the work directory and log: {e}"));
+            }
+            let ids = tree_tids(pid);
+            let st = run.finish();
+            run.expect_pass(st);
+            run.restore_left_running(&snapshot, &ids);
+            run.set_paused(begin.elapsed());
+        }
+        Mode::Corrupt => unreachable!("handled above"),
     }
     let st = run.finish();
-    match (mode, st) {
-        (Mode::Control | Mode::DumpRestore | Mode::LeaveRunning, WaitStatus::Exited(_, 0)) => {}
-        (Mode::Corrupt, WaitStatus::Exited(_, 1)) => {}
-        (Mode::Corrupt, st) => run.fail(&format!(
-            "with its state corrupted the workload ended with {st:?}, want exit 1 (a failed check)"
+    run.expect_pass(st);
+}
+
+/// The `--items` answer of the workload.
+fn item_count(workload: Workload, test: &str, argv: &[PathBuf]) -> u32 {
+    let run = Run::new(workload, test, 0);
+    let out = run.path("items.out");
+    let out_file = File::create(&out).expect("create items.out");
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .arg("--items")
+        .current_dir(run.dir.path())
+        .stdin(Stdio::null())
+        .stdout(out_file)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", argv[0].display()));
+    let mut g = ProcGuard::open(child.id() as i32).expect("pidfd_open");
+    drop(child);
+    if !g.wait_exit(READY_TIMEOUT) {
+        run.fail("`--items` did not answer in time");
+    }
+    let st = g.reap();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    match (st, text.trim().parse::<u32>()) {
+        (Ok(WaitStatus::Exited(_, 0)), Ok(n)) if n > 0 => n,
+        (st, _) => run.fail(&format!(
+            "`--items` ended with {st:?} and printed {text:?}, want a count of at least 1"
         )),
-        (_, st) => run.fail(&format!("verdict {st:?}, want exit 0")),
+    }
+}
+
+/// One run per item, `CORRUPT_JOBS` at a time: each must exit 1 with exactly its item
+/// failed.
+fn run_corrupt(workload: Workload, test: &str, argv: &[PathBuf]) {
+    let items = item_count(workload, test, argv);
+    let next = std::sync::atomic::AtomicU32::new(1);
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..CORRUPT_JOBS.min(items as usize) {
+            s.spawn(|| loop {
+                let item = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if item > items {
+                    break;
+                }
+                let one = std::panic::catch_unwind(|| corrupt_one(workload, test, argv, item));
+                if one.is_err() {
+                    failed.lock().unwrap_or_else(|e| e.into_inner()).push(item);
+                }
+            });
+        }
+    });
+    let mut failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+    failed.sort_unstable();
+    assert!(
+        failed.is_empty(),
+        "{}: of its {items} items, corrupting {failed:?} did not fail as it must (see above)",
+        workload.name()
+    );
+}
+
+fn corrupt_one(workload: Workload, test: &str, argv: &[PathBuf], item: u32) {
+    let mut run = Run::new(workload, test, item);
+    run.start(argv);
+    run.set_paused(Duration::ZERO);
+    let st = run.finish();
+    if !matches!(st, WaitStatus::Exited(_, 1)) {
+        run.fail(&format!(
+            "with item {item} broken the workload ended with {st:?}, want exit 1 (a failed check)"
+        ));
+    }
+    let failed = run.failed_items();
+    if failed.is_empty() || failed.iter().any(|f| *f != Some(item)) {
+        run.fail(&format!(
+            "with item {item} broken the failed items are {failed:?}, want only {item}"
+        ));
     }
 }

@@ -275,7 +275,10 @@ pub fn decode_image(image: &str, bytes: &[u8], opts: DecodeOptions) -> Result<Va
                 let msg = decode_msg(&cur, &md, &e)?;
                 let mut j = message_to_json(&*msg, opts.pretty);
                 if payload != Payload::None {
-                    j["extra"] = read_payload(&mut cur, magic, payload, &*msg, &e, opts)?;
+                    let extra = read_payload(&mut cur, magic, payload, &*msg, &e, opts)?;
+                    if !extra.is_null() {
+                        j["extra"] = extra;
+                    }
                 }
                 entries.push(j);
             }
@@ -320,6 +323,9 @@ fn read_payload(
                 json!({ "inq": base64_encode(inq), "outq": base64_encode(outq) })
             }
         }
+        // CRIU 4.2 keeps a segment's contents in pagemap-shmem images when it says
+        // `in_pagemaps`: then no bytes follow the entry.
+        Payload::IpcShm if bool_field(msg, "in_pagemaps") => Value::Null,
         Payload::IpcShm => {
             let size = uint_field(msg, "size");
             let data = cur.take_payload(size)?;
@@ -506,6 +512,7 @@ fn write_payload(
                 out.extend_from_slice(&b64(extra.get("outq"), &format!("{extra_path}.outq"))?);
             }
         }
+        Payload::IpcShm if bool_field(msg, "in_pagemaps") => {}
         Payload::IpcShm => {
             let size = uint_field(msg, "size") as usize;
             let mut data = b64(v.get("extra"), &extra_path)?;
@@ -738,6 +745,30 @@ fn _assert_map_type(_: Map<String, Value>) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipc_shm_in_pagemaps_has_no_payload_and_round_trips() {
+        // Arrange: a segment whose contents are in pagemap-shmem images (CRIU 4.2, crs).
+        let mut e = crate::pb::ipc_shm::Ipc_shm_entry::new();
+        e.desc.mut_or_insert_default().set_key(0);
+        e.desc.mut_or_insert_default().set_uid(0);
+        e.desc.mut_or_insert_default().set_gid(0);
+        e.desc.mut_or_insert_default().set_cuid(0);
+        e.desc.mut_or_insert_default().set_cgid(0);
+        e.desc.mut_or_insert_default().set_mode(0o600);
+        e.desc.mut_or_insert_default().set_id(3);
+        e.set_size(4096);
+        e.set_in_pagemaps(true);
+        let mut w = ImageWriter::new("ipcns-shm-1.img", "IPCNS_SHM");
+        w.push(&e).unwrap();
+        let bytes = w.into_bytes();
+        // Act
+        let json = decode_image("ipcns-shm-1.img", &bytes, DecodeOptions::default()).unwrap();
+        let back = encode_image("ipcns-shm-1.img", &json).unwrap();
+        // Assert
+        assert!(json["entries"][0].get("extra").is_none(), "{json}");
+        assert_eq!(back, bytes);
+    }
 
     #[test]
     fn every_layout_message_is_defined() {

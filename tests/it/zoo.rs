@@ -1,9 +1,12 @@
-//! The dump/restore zoo: every workload of `workloads/` run three ways (see
+//! The dump/restore zoo: every workload of `workloads/` run four ways (see
 //! `zoo_harness.rs`):
 //! - `control_passes::<workload>`: ready, SIGTERM, exit 0, no crs involved;
-//! - `corrupted_fails::<workload>`: the workload damages its own state, its check must fail;
+//! - `every_corrupted_item_fails::<workload>`: once for each item the workload checks, the
+//!   workload breaks that item after ready; it must exit 1 with exactly that item failed;
 //! - `dump_restore_passes::<workload>`: `crs dump`, `crs restore -d`, SIGTERM, exit 0;
-//! - `leave_running_passes::<workload>`: `crs dump -R`, the task runs on untouched, SIGTERM, exit 0.
+//! - `leave_running_then_restore_passes::<workload>`: `crs dump -R`, the task runs on
+//!   untouched, SIGTERM, exit 0; then its files are put back as they were at the dump and
+//!   the images restored: SIGTERM, exit 0 again.
 //!
 //! One #[test] each, so nextest runs them in parallel processes.
 
@@ -23,7 +26,7 @@ macro_rules! zoo {
                 }
             )*
         }
-        mod corrupted_fails {
+        mod every_corrupted_item_fails {
             use super::*;
             $(
                 #[test]
@@ -41,7 +44,7 @@ macro_rules! zoo {
                 }
             )*
         }
-        mod leave_running_passes {
+        mod leave_running_then_restore_passes {
             use super::*;
             $(
                 #[test]

@@ -13,6 +13,15 @@
 
 static const char text[] = "0123456789";
 
+enum {
+	C_OFFSET = 1, /* C: fd 50 (P's) at offset 3 */
+	C_CONTENT,    /* C: fd 50 reads "345" at offset 3 */
+	C_SEES_80,    /* C: fd 80, opened by P after restore, is in its table */
+	P_SEES_60,    /* P: fd 60, opened by C before the dump */
+	P_SEES_70,    /* P: fd 70, opened by C after restore */
+	ITEMS = P_SEES_70
+};
+
 static int same_file(int fd, const char *path)
 {
 	struct stat a, b;
@@ -35,11 +44,11 @@ static void put_at(const char *path, int flags, int at)
 int main(int argc, char **argv)
 {
 	char *p50 = NULL, *p60 = NULL, *p80 = NULL, buf[4] = { 0 };
-	int ready[2], status;
+	int ready[2];
 	pid_t me, c;
 	long ret;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	me = getpid();
 	p50 = zoo_path("fifty");
 	p60 = zoo_path("sixty");
@@ -62,12 +71,12 @@ int main(int argc, char **argv)
 		if (write(ready[1], "x", 1) != 1)
 			zoo_die("write ready");
 		zoo_wait();
-		ZOO_CHECK(lseek(50, 0, SEEK_CUR) == 3, "C: fd 50 at offset %ld, want 3",
+		ZOO_CHECK(C_OFFSET, lseek(50, 0, SEEK_CUR) == 3, "C: fd 50 at offset %ld, want 3",
 			  (long)lseek(50, 0, SEEK_CUR));
-		ZOO_CHECK(pread(50, buf, 3, 3) == 3 && memcmp(buf, "345", 3) == 0,
+		ZOO_CHECK(C_CONTENT, pread(50, buf, 3, 3) == 3 && memcmp(buf, "345", 3) == 0,
 			  "C: fd 50 does not read \"345\" at offset 3");
-		ZOO_CHECK(same_file(80, p80), "C: fd 80, opened by P, is not there");
-		put_at("/dev/null", O_RDONLY, 70);
+		ZOO_CHECK(C_SEES_80, same_file(80, p80), "C: fd 80, opened by P, is not there");
+		put_at(ZOO_BREAK(P_SEES_70) ? "/dev/zero" : "/dev/null", O_RDONLY, 70);
 		exit(zoo_failures ? 1 : 0);
 	}
 	c = (pid_t)ret;
@@ -77,15 +86,21 @@ int main(int argc, char **argv)
 		zoo_die("fd 60 of C is not in P's table");
 
 	zoo_ready();
-	if (zoo_corrupt)
-		close(50);
+	if (ZOO_BREAK(C_OFFSET))
+		lseek(50, 4, SEEK_SET);
+	if (ZOO_BREAK(C_CONTENT) && pwrite(50, "x", 1, 4) != 1)
+		zoo_die("pwrite");
+	if (ZOO_BREAK(P_SEES_60))
+		close(60);
 	zoo_wait();
 
-	ZOO_CHECK(same_file(60, p60), "P: fd 60, opened by C, is not there");
+	ZOO_CHECK(P_SEES_60, same_file(60, p60), "P: fd 60, opened by C, is not there");
 	put_at(p80, O_RDWR | O_CREAT | O_TRUNC, 80);
+	if (ZOO_BREAK(C_SEES_80))
+		put_at("/dev/null", O_RDONLY, 80);
 	kill(c, SIGTERM);
-	if (waitpid(c, &status, 0) != c || !WIFEXITED(status) || WEXITSTATUS(status))
-		zoo_fail("C ended with %#x", status);
-	ZOO_CHECK(same_file(70, "/dev/null"), "P: fd 70, opened by C after restore, is not there");
+	zoo_reap(c, "C");
+	ZOO_CHECK(P_SEES_70, same_file(70, "/dev/null"),
+		  "P: fd 70, opened by C after restore, is not there");
 	return zoo_done();
 }

@@ -2,13 +2,24 @@
 dict of lists, a closure, an object), blocked in sigwait() for SIGTERM; then it checks
 that the state is intact and continues the generator.
 
-Environment: ZOO_READY (FIFO to write "ready\\n" to), ZOO_CORRUPT=1 damages the state.
+The protocol of workloads/zoo.h: `--items` prints the number of items checked;
+environment ZOO_READY (FIFO to write "ready\\n" to), ZOO_CORRUPT=N breaks item N after
+ready; one "FAIL: generator.py: item N: ..." line per failed check, exit 1.
 """
 
 import hashlib
 import os
 import signal
 import sys
+
+# The items, numbered as zoo.h wants them.
+FIRST = 1  # the values the generator gave before ready
+GENERATOR = 2  # it continues where it was
+DICT = 3
+CLOSURE = 4
+LEDGER = 5
+BLOB = 6
+ITEMS = 6
 
 
 def collatz_lengths(start):
@@ -53,6 +64,17 @@ def digest(state):
 
 
 def main():
+    if sys.argv[1:] == ["--items"]:
+        print(ITEMS)
+        return 0
+    try:
+        corrupt = int(os.environ.get("ZOO_CORRUPT") or "0")
+    except ValueError:
+        corrupt = -1
+    if not 0 <= corrupt <= ITEMS:
+        print(f"ERROR: generator.py: ZOO_CORRUPT={os.environ.get('ZOO_CORRUPT')}, want 0..{ITEMS}",
+              file=sys.stderr)
+        return 2
     failures = []
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     gen = collatz_lengths(1)
@@ -73,29 +95,39 @@ def main():
             f.write("ready\n")
     else:
         print("ready", flush=True)
-    if os.environ.get("ZOO_CORRUPT") == "1":
+    if corrupt == FIRST:
+        first[26] = (27, 112)
+    if corrupt == GENERATOR:
+        next(gen)
+    if corrupt == DICT:
         state["k7"][1] += 1
+    if corrupt == CLOSURE:
+        bump(1)
+    if corrupt == LEDGER:
+        ledger.add("extra", 0)
+    if corrupt == BLOB:
+        blob = blob[:-1] + b"x"
 
     signal.sigwait({signal.SIGTERM})
 
     if first[26] != (27, 111):
-        failures.append(f"first values changed: {first[26]}")
+        failures.append((FIRST, f"first values changed: {first[26]}"))
     after = [next(gen) for _ in range(1000)]
     fresh = collatz_lengths(1001)
     want_after = [next(fresh) for _ in range(1000)]
     if after != want_after:
-        failures.append("the generator does not continue where it was")
+        failures.append((GENERATOR, "the generator does not continue where it was"))
     if digest(state) != want_digest:
-        failures.append("the dict state changed")
+        failures.append((DICT, "the dict state changed"))
     if bump(0) != sum(range(100)):
-        failures.append(f"closure counter is {bump(0)}")
+        failures.append((CLOSURE, f"closure counter is {bump(0)}"))
     if ledger.total() != 3 * sum(range(500)) or len(ledger.entries) != 500:
-        failures.append("the ledger changed")
+        failures.append((LEDGER, "the ledger changed"))
     if blob != bytes(range(256)) * 4096:
-        failures.append("the 1 MiB bytes object changed")
+        failures.append((BLOB, "the 1 MiB bytes object changed"))
 
-    for f in failures:
-        print(f"FAIL: generator.py: {f}", file=sys.stderr)
+    for item, f in failures:
+        print(f"FAIL: generator.py: item {item}: {f}", file=sys.stderr)
     if failures:
         return 1
     print("PASS: generator.py", file=sys.stderr)

@@ -7,13 +7,25 @@
 
 #define PG 4096
 
+/* An area's item covers its protection in /proc/self/maps and what an access does. */
+enum {
+	RW = 1,      /* rw-p, readable */
+	RW_DATA,
+	GUARD1,      /* ---p, both pages fault */
+	RO,          /* r--p, readable */
+	RO_DATA,
+	HIDDEN,      /* ---p, faults */
+	HIDDEN_DATA, /* readable again after mprotect(PROT_READ), intact */
+	RX,          /* r-xp, and its code runs (returns 42) */
+	GUARD2,      /* ---p, faults */
+	ITEMS = GUARD2
+};
+
 static sigjmp_buf jb;
-static volatile int faults;
 
 static void on_segv(int sig)
 {
 	(void)sig;
-	faults++;
 	siglongjmp(jb, 1);
 }
 
@@ -25,7 +37,7 @@ static int touches(volatile unsigned char *p)
 	return 1;
 }
 
-static void check_perms(const void *addr, const char *want)
+static void check_perms(int item, const void *addr, const char *want)
 {
 	char line[512];
 	FILE *f = fopen("/proc/self/maps", "r");
@@ -38,13 +50,13 @@ static void check_perms(const void *addr, const char *want)
 			continue;
 		if (start == (unsigned long)addr) {
 			found = 1;
-			ZOO_CHECK(strcmp(perms, want) == 0, "vma at %p is %s, want %s", addr, perms,
-				  want);
+			ZOO_CHECK(item, strcmp(perms, want) == 0, "vma at %p is %s, want %s", addr,
+				  perms, want);
 		}
 	}
 	if (f)
 		fclose(f);
-	ZOO_CHECK(found, "no vma starts at %p (want %s)", addr, want);
+	ZOO_CHECK(item, found, "no vma starts at %p (want %s)", addr, want);
 }
 
 int main(int argc, char **argv)
@@ -54,7 +66,7 @@ int main(int argc, char **argv)
 	uint64_t rw_hash, ro_hash, hidden_hash;
 	int (*fn)(void);
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	signal(SIGSEGV, on_segv);
 	a = mmap(NULL, 14 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (a == MAP_FAILED)
@@ -78,26 +90,51 @@ int main(int argc, char **argv)
 		zoo_die("mprotect");
 
 	zoo_ready();
-	if (zoo_corrupt)
-		mprotect(g1, 2 * PG, PROT_READ);
+	/* Each break keeps the areas next to it from merging with the broken one, but for
+	 * the guard that becomes rw- and merges into the rw area (whose start stays). */
+	if (ZOO_BREAK(RW))
+		mprotect(rw, 4 * PG, PROT_READ);
+	if (ZOO_BREAK(RW_DATA))
+		rw[5] ^= 1;
+	if (ZOO_BREAK(GUARD1))
+		mprotect(g1, 2 * PG, PROT_READ | PROT_WRITE);
+	if (ZOO_BREAK(RO))
+		mprotect(ro, 3 * PG, PROT_READ | PROT_WRITE);
+	if (ZOO_BREAK(RO_DATA) && !mprotect(ro, 3 * PG, PROT_READ | PROT_WRITE)) {
+		ro[PG + 7] ^= 1;
+		mprotect(ro, 3 * PG, PROT_READ);
+	}
+	if (ZOO_BREAK(HIDDEN))
+		mprotect(hidden, 2 * PG, PROT_READ);
+	if (ZOO_BREAK(HIDDEN_DATA) && !mprotect(hidden, 2 * PG, PROT_READ | PROT_WRITE)) {
+		hidden[PG + 9] ^= 1;
+		mprotect(hidden, 2 * PG, PROT_NONE);
+	}
+	if (ZOO_BREAK(RX) && !mprotect(rx, PG, PROT_READ | PROT_WRITE | PROT_EXEC)) {
+		rx[1] = 43;
+		mprotect(rx, PG, PROT_READ | PROT_EXEC);
+	}
+	if (ZOO_BREAK(GUARD2))
+		mprotect(g2, 2 * PG, PROT_READ);
 	zoo_wait();
 
-	check_perms(rw, "rw-p");
-	check_perms(g1, "---p");
-	check_perms(ro, "r--p");
-	check_perms(hidden, "---p");
-	check_perms(rx, "r-xp");
-	check_perms(g2, "---p");
-	ZOO_CHECK(zoo_hash(rw, 4 * PG) == rw_hash, "rw pages differ");
-	ZOO_CHECK(zoo_hash(ro, 3 * PG) == ro_hash, "read-only pages differ");
-	ZOO_CHECK(!touches(g1) && !touches(g1 + PG) && !touches(g2 + PG) && !touches(hidden),
-		  "a guard page is accessible");
-	ZOO_CHECK(touches(ro) && touches(rw), "an accessible page faults");
-	ZOO_CHECK(faults == 4, "%d faults, want 4", faults);
+	check_perms(RW, rw, "rw-p");
+	check_perms(GUARD1, g1, "---p");
+	check_perms(RO, ro, "r--p");
+	check_perms(HIDDEN, hidden, "---p");
+	check_perms(RX, rx, "r-xp");
+	check_perms(GUARD2, g2, "---p");
+	ZOO_CHECK(RW, touches(rw), "the rw area faults");
+	ZOO_CHECK(RW_DATA, zoo_hash(rw, 4 * PG) == rw_hash, "rw pages differ");
+	ZOO_CHECK(GUARD1, !touches(g1) && !touches(g1 + PG), "the first guard is accessible");
+	ZOO_CHECK(RO, touches(ro), "the read-only area faults");
+	ZOO_CHECK(RO_DATA, zoo_hash(ro, 3 * PG) == ro_hash, "read-only pages differ");
+	ZOO_CHECK(HIDDEN, !touches(hidden), "the PROT_NONE data area is accessible");
+	ZOO_CHECK(GUARD2, !touches(g2) && !touches(g2 + PG), "the second guard is accessible");
 	fn = (int (*)(void))(void *)rx;
-	ZOO_CHECK(fn() == 42, "code page does not run");
-	if (mprotect(hidden, 2 * PG, PROT_READ) == 0)
-		ZOO_CHECK(zoo_hash(hidden, 2 * PG) == hidden_hash,
-			  "data under PROT_NONE was lost");
+	ZOO_CHECK(RX, fn() == 42, "the code page does not return 42");
+	ZOO_CHECK(HIDDEN_DATA,
+		  mprotect(hidden, 2 * PG, PROT_READ) == 0 && zoo_hash(hidden, 2 * PG) == hidden_hash,
+		  "data under PROT_NONE was lost");
 	return zoo_done();
 }

@@ -1,17 +1,63 @@
 /* An inotify instance (non-blocking) with two watches whose numbers have gaps below them:
  * wd 2 on a directory (IN_CREATE | IN_DELETE) and wd 4 on a file (IN_MODIFY), wds 1 and
- * 3 removed before ready. After the restore no event is queued, watching the same paths
- * again gives back the same numbers, a file created in the directory and a write to the
- * file are reported with those numbers, and a new watch gets number 5. */
+ * 3 removed before ready. After the restore no event is queued, /proc/self/fdinfo shows
+ * each watch with its number, inode and mask, watching the same paths again gives back
+ * the same numbers, a file created in the directory and a write to the file are reported
+ * with those numbers, and a new watch gets number 5. */
 #include "zoo.h"
+#include <poll.h>
 #include <sys/inotify.h>
+
+enum {
+	NO_EVENTS = 1, /* nothing queued after the restore */
+	NONBLOCK,
+	DIR_WATCH,  /* wd 2: in fdinfo with the directory's inode and its mask, re-added as
+		     * 2, and reports a file created there */
+	FILE_WATCH, /* wd 4: the same for the file and a write to it */
+	NEXT_WD,    /* a new watch gets number 5 */
+	ITEMS = NEXT_WD
+};
+
+/* Whether fdinfo of inotify fd `fd` shows watch `wd` on inode `ino` with mask `mask`. */
+static int in_fdinfo(int fd, int wd, ino_t ino, unsigned mask)
+{
+	char path[64], line[512];
+	unsigned w, m;
+	unsigned long i;
+	int found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "inotify wd:%x ino:%lx sdev:%*x mask:%x", &w, &i, &m) == 3 &&
+		    (int)w == wd)
+			found = i == (unsigned long)ino && m == mask;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+static ino_t ino_of(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st))
+		zoo_die(path);
+	return st.st_ino;
+}
 
 /* Reads one event (the fd is non-blocking); returns 0 if there was none. */
 static int next_event(int fd, struct inotify_event *ev, char *name, size_t cap)
 {
 	char buf[sizeof(struct inotify_event) + 256] __attribute__((aligned(8)));
-	ssize_t n = read(fd, buf, sizeof(buf));
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	ssize_t n;
 
+	/* Polled first: a broken run's fd may be blocking. */
+	if (poll(&pfd, 1, 0) != 1)
+		return 0;
+	n = read(fd, buf, sizeof(buf));
 	if (n < (ssize_t)sizeof(*ev))
 		return 0;
 	memcpy(ev, buf, sizeof(*ev));
@@ -38,9 +84,10 @@ int main(int argc, char **argv)
 	struct inotify_event ev;
 	char name[256];
 	char *dir, *file, *other, *fresh;
-	int fd, wd1, wd_dir, wd3, wd_file, wd, f, flags;
+	int fd, wd1, wd_dir, wd3, wd_file, wd, f, flags, in_info, got;
+	unsigned dir_mask = IN_CREATE | IN_DELETE, file_mask = IN_MODIFY;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	dir = zoo_path("watched");
 	file = zoo_path("watched-file");
 	other = zoo_path("other");
@@ -71,35 +118,52 @@ int main(int argc, char **argv)
 	drain(fd); /* the IN_IGNORED of the removed watches */
 
 	zoo_ready();
-	if (zoo_corrupt && inotify_rm_watch(fd, wd_dir))
-		zoo_die("corrupt");
-	if (zoo_corrupt)
+	if (ZOO_BREAK(NO_EVENTS)) {
+		f = open(zoo_path("watched/early"), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+		close(f);
+	}
+	if (ZOO_BREAK(NONBLOCK))
+		fcntl(fd, F_SETFL, 0);
+	if (ZOO_BREAK(DIR_WATCH) && inotify_add_watch(fd, dir, IN_DELETE) != wd_dir)
+		zoo_die("change the directory's watch");
+	if (ZOO_BREAK(FILE_WATCH) && inotify_add_watch(fd, file, IN_ATTRIB) != wd_file)
+		zoo_die("change the file's watch");
+	if (ZOO_BREAK(NEXT_WD)) {
+		wd = inotify_add_watch(fd, other, IN_CREATE);
+		if (wd < 0 || inotify_rm_watch(fd, wd))
+			zoo_die("add and remove a watch");
 		drain(fd);
+	}
 	zoo_wait();
 
-	ZOO_CHECK(drain(fd) == 0, "events queued after restore");
+	ZOO_CHECK(NO_EVENTS, drain(fd) == 0, "events queued after restore");
 	flags = fcntl(fd, F_GETFL);
-	ZOO_CHECK(flags >= 0 && (flags & O_NONBLOCK), "inotify lost O_NONBLOCK (%#x)", flags);
-	wd = inotify_add_watch(fd, dir, IN_CREATE | IN_DELETE);
-	ZOO_CHECK(wd == wd_dir, "watching the directory again gave wd %d, want %d", wd, wd_dir);
-	wd = inotify_add_watch(fd, file, IN_MODIFY);
-	ZOO_CHECK(wd == wd_file, "watching the file again gave wd %d, want %d", wd, wd_file);
-
+	ZOO_CHECK(NONBLOCK, flags >= 0 && (flags & O_NONBLOCK), "inotify lost O_NONBLOCK (%#x)",
+		  flags);
+	in_info = in_fdinfo(fd, wd_dir, ino_of(dir), dir_mask);
+	wd = inotify_add_watch(fd, dir, dir_mask);
 	f = open(zoo_path("watched/new"), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
 	if (f < 0)
 		zoo_die("create in the watched directory");
 	close(f);
-	ZOO_CHECK(next_event(fd, &ev, name, sizeof(name)) && ev.wd == wd_dir &&
-			  (ev.mask & IN_CREATE) && strcmp(name, "new") == 0,
-		  "no IN_CREATE \"new\" on wd %d", wd_dir);
+	got = next_event(fd, &ev, name, sizeof(name));
+	ZOO_CHECK(DIR_WATCH,
+		  in_info && wd == wd_dir && got && ev.wd == wd_dir && (ev.mask & IN_CREATE) &&
+			  strcmp(name, "new") == 0,
+		  "watch %d of the directory: in fdinfo %d, re-added as %d, or no IN_CREATE \"new\"",
+		  wd_dir, in_info, wd);
+	in_info = in_fdinfo(fd, wd_file, ino_of(file), file_mask);
+	wd = inotify_add_watch(fd, file, file_mask);
 	f = open(file, O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (f < 0 || write(f, "x", 1) != 1)
 		zoo_die("write the watched file");
 	close(f);
-	ZOO_CHECK(next_event(fd, &ev, name, sizeof(name)) && ev.wd == wd_file &&
-			  (ev.mask & IN_MODIFY),
-		  "no IN_MODIFY on wd %d", wd_file);
+	got = next_event(fd, &ev, name, sizeof(name));
+	ZOO_CHECK(FILE_WATCH,
+		  in_info && wd == wd_file && got && ev.wd == wd_file && (ev.mask & IN_MODIFY),
+		  "watch %d of the file: in fdinfo %d, re-added as %d, or no IN_MODIFY", wd_file,
+		  in_info, wd);
 	wd = inotify_add_watch(fd, fresh, IN_CREATE);
-	ZOO_CHECK(wd == 5, "a new watch got wd %d, want 5", wd);
+	ZOO_CHECK(NEXT_WD, wd == 5, "a new watch got wd %d, want 5", wd);
 	return zoo_done();
 }

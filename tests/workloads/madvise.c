@@ -1,5 +1,7 @@
 /* madvise flags that show in VmFlags: MADV_DONTFORK (dc), MADV_HUGEPAGE (hg),
- * MADV_NOHUGEPAGE (nh), MADV_DONTDUMP (dd), MADV_WIPEONFORK (wf); contents kept. */
+ * MADV_NOHUGEPAGE (nh), MADV_DONTDUMP (dd), MADV_WIPEONFORK (wf), one area each; contents
+ * kept. Three items per area: its vma has its flag, has none of the others, and its
+ * contents are intact. */
 #include "zoo.h"
 #include <sys/mman.h>
 
@@ -14,6 +16,10 @@ static const struct {
 };
 
 #define N (sizeof(adv) / sizeof(adv[0]))
+#define ADVISED(i) (3 * (int)(i) + 1)
+#define ONLY(i) (3 * (int)(i) + 2)
+#define CONTENTS(i) (3 * (int)(i) + 3)
+#define ITEMS (3 * (int)N)
 
 /* The VmFlags line of the vma starting at addr, in out. */
 static int vmflags(void *addr, char *out, size_t cap)
@@ -52,7 +58,7 @@ int main(int argc, char **argv)
 	char flags[1024];
 	size_t i, j;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	for (i = 0; i < N; i++) {
 		/* 2 MiB aligned, so a huge page is possible where advised. */
 		unsigned char *m = mmap(NULL, LEN + (2ul << 20), PROT_READ | PROT_WRITE,
@@ -68,23 +74,35 @@ int main(int argc, char **argv)
 	}
 
 	zoo_ready();
-	if (zoo_corrupt)
-		madvise(areas[0], LEN, MADV_DOFORK);
+	for (i = 0; i < N; i++) {
+		if (ZOO_BREAK(ADVISED(i))) {
+			/* The same contents in a fresh mapping, without the advice. */
+			if (mmap(areas[i], LEN, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != areas[i])
+				zoo_die("mmap");
+			zoo_fill(areas[i], LEN, i + 10);
+		}
+		if (ZOO_BREAK(ONLY(i)) && madvise(areas[i], LEN, i == 3 ? MADV_DONTFORK : MADV_DONTDUMP))
+			zoo_die("madvise");
+		if (ZOO_BREAK(CONTENTS(i)))
+			areas[i][LEN / 3] ^= 1;
+	}
 	zoo_wait();
 
 	for (i = 0; i < N; i++) {
+		ZOO_CHECK(CONTENTS(i), zoo_hash(areas[i], LEN) == hashes[i],
+			  "contents at %p (%s) differ", (void *)areas[i], adv[i].flag);
 		if (!vmflags(areas[i], flags, sizeof(flags))) {
-			zoo_fail("no vma at %p for %s", (void *)areas[i], adv[i].flag);
+			zoo_fail(ADVISED(i), "no vma at %p for %s", (void *)areas[i], adv[i].flag);
 			continue;
 		}
-		ZOO_CHECK(has_flag(flags, adv[i].flag), "vma at %p lost %s:%s", (void *)areas[i],
-			  adv[i].flag, flags);
+		ZOO_CHECK(ADVISED(i), has_flag(flags, adv[i].flag), "vma at %p lost %s:%s",
+			  (void *)areas[i], adv[i].flag, flags);
 		for (j = 0; j < N; j++)
 			if (j != i)
-				ZOO_CHECK(!has_flag(flags, adv[j].flag), "vma at %p gained %s:%s",
-					  (void *)areas[i], adv[j].flag, flags);
-		ZOO_CHECK(zoo_hash(areas[i], LEN) == hashes[i], "contents at %p (%s) differ",
-			  (void *)areas[i], adv[i].flag);
+				ZOO_CHECK(ONLY(i), !has_flag(flags, adv[j].flag),
+					  "vma at %p gained %s:%s", (void *)areas[i], adv[j].flag,
+					  flags);
 	}
 	return zoo_done();
 }

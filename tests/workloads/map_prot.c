@@ -9,13 +9,15 @@
 
 #include <sys/mman.h>
 
+enum { WRITABLE = 1, ITEMS = WRITABLE };
+
 int main(int argc, char **argv)
 {
 	char path[4096], buf[8];
 	unsigned char *m;
 	int fd;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	snprintf(path, sizeof(path), "%s/map_prot.data", zoo_tmp);
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0 || ftruncate(fd, 4096))
@@ -25,7 +27,7 @@ int main(int argc, char **argv)
 		zoo_die("mmap");
 	close(fd);
 	zoo_ready();
-	if (zoo_corrupt) {
+	if (ZOO_BREAK(WRITABLE)) {
 		/* A read-only file behind the mapping: what a wrong restore would give. */
 		munmap(m, 4096);
 		fd = open(path, O_RDONLY);
@@ -35,12 +37,12 @@ int main(int argc, char **argv)
 	zoo_wait();
 
 	if (mprotect(m, 4096, PROT_READ | PROT_WRITE)) {
-		zoo_fail("mprotect(PROT_WRITE): %s", strerror(errno));
+		zoo_fail(WRITABLE, "mprotect(PROT_WRITE): %s", strerror(errno));
 	} else {
 		memcpy(m + 100, "crsprot", 7);
 		msync(m, 4096, MS_SYNC);
 		fd = open(path, O_RDONLY);
-		ZOO_CHECK(fd >= 0 && pread(fd, buf, 7, 100) == 7 && !memcmp(buf, "crsprot", 7),
+		ZOO_CHECK(WRITABLE, fd >= 0 && pread(fd, buf, 7, 100) == 7 && !memcmp(buf, "crsprot", 7),
 			  "write through the mapping not in the file");
 		close(fd);
 	}

@@ -16,7 +16,8 @@
  * and seek the shared description to 777, waits for it, then checks: contents, sizes,
  * seals (growing A fails with EPERM), names (/proc/self/fd link), C's write seen through
  * P's mapping and through read() on the fd, the position C set, B's other pages zero,
- * P's private page intact.
+ * P's private page intact. A memfd's name cannot change, nor can A's size (sealed): both
+ * are checked, but no items.
  */
 #include "zoo.h"
 
@@ -28,6 +29,17 @@
 #define PG 4096
 #define A_SIZE (3 * PG + 100)
 #define B_SIZE (64 * 1024)
+
+enum {
+	X_EXEC = 1,   /* the memfd script still runs through execveat */
+	A_POSITION,   /* P sees the position C set on their shared description */
+	A_SEALS,      /* A's seals, and growing it fails */
+	A_SHARED,     /* C's write through its shared mapping is in A (read and P's mapping) */
+	A_PATTERN,    /* the rest of A is the pattern (as P and C see it) */
+	PRIVATE_PAGE, /* P's private mapping of A: its own change, the data, nothing leaked */
+	B_BYTES,      /* B: page 5 written, the rest zero */
+	ITEMS = B_BYTES
+};
 
 static unsigned char pattern_at(size_t i)
 {
@@ -42,23 +54,24 @@ static void check_link(int fd, const char *want)
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	n = readlink(path, buf, sizeof(buf) - 1);
 	if (n < 0) {
-		zoo_fail("readlink fd %d: %s", fd, strerror(errno));
+		zoo_fail(0, "readlink fd %d: %s", fd, strerror(errno));
 		return;
 	}
 	buf[n] = 0;
-	ZOO_CHECK(strcmp(buf, want) == 0, "fd %d is %s, want %s", fd, buf, want);
+	ZOO_CHECK(ZOO_UNBREAKABLE, strcmp(buf, want) == 0, "fd %d is %s, want %s", fd, buf, want);
 }
 
 int main(int argc, char **argv)
 {
 	unsigned char *shared_a, *private_a, *map_b, buf[A_SIZE];
-	int a, b, x, status, seals;
+	int a, b, x, status, seals, f;
+	char proc[64];
 	pid_t me, kid;
 	size_t i;
 	int ready[2];
 	char c;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	me = getpid();
 	a = memfd_create("zoo-memfd-a", MFD_ALLOW_SEALING);
 	b = memfd_create("zoo-memfd-b", 0);
@@ -101,10 +114,16 @@ int main(int argc, char **argv)
 			zoo_die("write ready byte");
 		close(ready[1]);
 		zoo_wait();
-		ZOO_CHECK(shared_a[2 * PG + 3] == pattern_at(2 * PG + 3), "C: pattern of A lost");
+		ZOO_CHECK(A_PATTERN, shared_a[2 * PG + 3] == pattern_at(2 * PG + 3),
+			  "C: pattern of A lost");
+		/* C's mapping becomes a private one: its write stays C's. */
+		if (ZOO_BREAK(A_SHARED) &&
+		    mmap(shared_a, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, a, 0) !=
+			    shared_a)
+			zoo_die("remap A privately");
 		memcpy(shared_a + 2 * PG, "round2", 6);
 		if (lseek(a, 777, SEEK_SET) != 777)
-			zoo_fail("C: lseek: %s", strerror(errno));
+			zoo_fail(0, "C: lseek: %s", strerror(errno));
 		return zoo_failures ? 1 : 0;
 	}
 	close(ready[1]);
@@ -113,14 +132,29 @@ int main(int argc, char **argv)
 	close(ready[0]);
 
 	zoo_ready();
-	if (zoo_corrupt)
+	if (ZOO_BREAK(X_EXEC))
+		fchmod(x, 0666);
+	if (ZOO_BREAK(A_POSITION)) {
+		/* Another description of A at P's fd: C's seek does not move it. */
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", a);
+		f = open(proc, O_RDWR);
+		if (f < 0 || lseek(f, 1234, SEEK_SET) != 1234 || dup2(f, a) != a)
+			zoo_die("reopen A");
+		close(f);
+	}
+	if (ZOO_BREAK(A_SEALS) && fcntl(a, F_ADD_SEALS, F_SEAL_SEAL))
+		zoo_die("F_SEAL_SEAL");
+	if (ZOO_BREAK(A_PATTERN))
+		shared_a[3 * PG + 7] ^= 1;
+	if (ZOO_BREAK(PRIVATE_PAGE))
+		private_a[PG + 11] ^= 1;
+	if (ZOO_BREAK(B_BYTES))
 		map_b[5 * PG + 17] = 0;
 	zoo_wait();
 
 	if (kill(kid, SIGTERM))
-		zoo_fail("kill C: %s", strerror(errno));
-	if (waitpid(kid, &status, 0) != kid || !WIFEXITED(status) || WEXITSTATUS(status))
-		zoo_fail("C ended with status %#x", status);
+		zoo_fail(0, "kill C: %s", strerror(errno));
+	zoo_reap(kid, "C");
 
 	check_link(a, "/memfd:zoo-memfd-a (deleted)");
 	kid = fork();
@@ -130,35 +164,41 @@ int main(int argc, char **argv)
 		syscall(SYS_execveat, x, "", argv_, envp_, AT_EMPTY_PATH);
 		_exit(errno == ETXTBSY ? 3 : 4);
 	}
-	if (kid < 0 || waitpid(kid, &status, 0) != kid || !WIFEXITED(status) ||
-	    WEXITSTATUS(status))
-		zoo_fail("execveat of the memfd script: status %#x (3: ETXTBSY)", status);
-	ZOO_CHECK(lseek(a, 0, SEEK_CUR) == 777, "position of A is %ld, want 777 (C's seek)",
-		  (long)lseek(a, 0, SEEK_CUR));
-	ZOO_CHECK(lseek(a, 0, SEEK_END) == A_SIZE, "size of A changed");
+	ZOO_CHECK(X_EXEC,
+		  kid > 0 && waitpid(kid, &status, 0) == kid && WIFEXITED(status) &&
+			  WEXITSTATUS(status) == 0,
+		  "execveat of the memfd script: status %#x (3: ETXTBSY)", status);
+	ZOO_CHECK(A_POSITION, lseek(a, 0, SEEK_CUR) == 777,
+		  "position of A is %ld, want 777 (C's seek)", (long)lseek(a, 0, SEEK_CUR));
+	ZOO_CHECK(ZOO_UNBREAKABLE, lseek(a, 0, SEEK_END) == A_SIZE, "size of A changed");
 	seals = fcntl(a, F_GET_SEALS);
-	ZOO_CHECK(seals == (F_SEAL_SHRINK | F_SEAL_GROW), "seals of A are %#x", seals);
-	ZOO_CHECK(ftruncate(a, 10 * PG) == -1 && errno == EPERM, "A can grow: seal lost");
+	ZOO_CHECK(A_SEALS,
+		  seals == (F_SEAL_SHRINK | F_SEAL_GROW) && ftruncate(a, 10 * PG) == -1 &&
+			  errno == EPERM,
+		  "seals of A are %#x, or A can grow", seals);
 	if (pread(a, buf, A_SIZE, 0) != A_SIZE)
-		zoo_fail("pread A: %s", strerror(errno));
-	ZOO_CHECK(memcmp(buf + 2 * PG, "round2", 6) == 0, "C's write not in A");
-	ZOO_CHECK(memcmp(shared_a + 2 * PG, "round2", 6) == 0, "C's write not seen by P's map");
+		zoo_fail(0, "pread A: %s", strerror(errno));
+	ZOO_CHECK(A_SHARED,
+		  memcmp(buf + 2 * PG, "round2", 6) == 0 &&
+			  memcmp(shared_a + 2 * PG, "round2", 6) == 0,
+		  "C's write not in A, or not seen by P's map");
 	for (i = 0; i < A_SIZE; i++) {
 		if (i >= 2 * PG && i < 2 * PG + 6)
 			continue;
 		if (buf[i] != pattern_at(i)) {
-			zoo_fail("byte %zu of A is %#x", i, buf[i]);
+			zoo_fail(A_PATTERN, "byte %zu of A is %#x", i, buf[i]);
 			break;
 		}
 	}
-	ZOO_CHECK(private_a[PG + 10] == 0xee, "P's private page of A lost its change");
-	ZOO_CHECK(private_a[PG + 11] == pattern_at(PG + 11), "P's private page of A lost data");
-	ZOO_CHECK(shared_a[PG + 10] == pattern_at(PG + 10), "P's private write leaked into A");
+	ZOO_CHECK(PRIVATE_PAGE,
+		  private_a[PG + 10] == 0xee && private_a[PG + 11] == pattern_at(PG + 11) &&
+			  shared_a[PG + 10] == pattern_at(PG + 10),
+		  "P's private page of A lost its change or its data, or its write leaked into A");
 	for (i = 0; i < B_SIZE; i++) {
 		unsigned char want = (i >= 5 * PG && i < 6 * PG) ? 0xb5 : 0;
 
 		if (map_b[i] != want) {
-			zoo_fail("byte %zu of B is %#x, want %#x", i, map_b[i], want);
+			zoo_fail(B_BYTES, "byte %zu of B is %#x, want %#x", i, map_b[i], want);
 			break;
 		}
 	}

@@ -10,13 +10,21 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
+enum {
+	M1_IDS = 1, /* M1 in group L of session P (as M1 and P see it) */
+	M2_IDS,     /* the same for M2 */
+	G_IDS,      /* the same for G (as G and M1 see it) */
+	NO_ZOMBIE,  /* P has no child to reap but the members */
+	ITEMS = NO_ZOMBIE
+};
+
 static pid_t me, leader;
 static int lpipe[2]; /* L exits when its write end is closed everywhere */
 
-static void check_ids(const char *who)
+static void check_ids(int item, const char *who)
 {
-	ZOO_CHECK(getpgid(0) == leader, "%s: pgid %d, want %d", who, getpgid(0), leader);
-	ZOO_CHECK(getsid(0) == me, "%s: sid %d, want %d", who, getsid(0), me);
+	ZOO_CHECK(item, getpgid(0) == leader && getsid(0) == me, "%s: pgid %d sid %d, want %d %d",
+		  who, getpgid(0), getsid(0), leader, me);
 }
 
 static void die_with_parent(pid_t parent)
@@ -28,10 +36,9 @@ static void die_with_parent(pid_t parent)
 }
 
 /* A member: joins L's group, reports ready on `ready_fd`, waits for SIGTERM, checks. */
-static int member(int ready_fd, int with_child, const char *who)
+static int member(int ready_fd, int with_child, int item, const char *who)
 {
 	pid_t g = -1, self = getpid();
-	int status;
 
 	close(lpipe[1]);
 	die_with_parent(me);
@@ -47,7 +54,10 @@ static int member(int ready_fd, int with_child, const char *who)
 				zoo_die("write ready");
 			close(ready_fd);
 			zoo_wait();
-			check_ids("G");
+			/* G breaks its item itself (after M1 looked at it). */
+			if (ZOO_BREAK(G_IDS))
+				setpgid(0, 0);
+			check_ids(G_IDS, "G");
 			return zoo_failures ? 1 : 0;
 		}
 	}
@@ -55,23 +65,23 @@ static int member(int ready_fd, int with_child, const char *who)
 		zoo_die("write ready");
 	close(ready_fd);
 	zoo_wait();
-	check_ids(who);
+	check_ids(item, who);
 	if (g > 0) {
-		ZOO_CHECK(getpgid(g) == leader, "%s: G's pgid %d", who, getpgid(g));
+		ZOO_CHECK(G_IDS, getpgid(g) == leader, "%s: G's pgid %d", who, getpgid(g));
 		kill(g, SIGTERM);
-		if (waitpid(g, &status, 0) != g || !WIFEXITED(status) || WEXITSTATUS(status))
-			zoo_fail("%s: G ended with %#x", who, status);
+		zoo_reap(g, "G");
 	}
 	return zoo_failures ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
-	int ready[2], status, i;
-	pid_t m1, m2, w;
+	int ready[2], status = 0, i;
+	pid_t m1, m2, w, z;
+	siginfo_t si;
 	char c;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	me = getpid();
 	if (getsid(0) != me)
 		zoo_die("not a session leader");
@@ -98,14 +108,14 @@ int main(int argc, char **argv)
 		zoo_die("fork M1");
 	if (m1 == 0) {
 		close(ready[0]);
-		return member(ready[1], 1, "M1");
+		return member(ready[1], 1, M1_IDS, "M1");
 	}
 	m2 = fork();
 	if (m2 < 0)
 		zoo_die("fork M2");
 	if (m2 == 0) {
 		close(ready[0]);
-		return member(ready[1], 0, "M2");
+		return member(ready[1], 0, M2_IDS, "M2");
 	}
 	close(ready[1]);
 	for (i = 0; i < 3; i++)
@@ -118,25 +128,35 @@ int main(int argc, char **argv)
 		zoo_die("waitpid L");
 
 	zoo_ready();
-	if (zoo_corrupt)
+	if (ZOO_BREAK(M1_IDS))
+		setpgid(m1, me);
+	if (ZOO_BREAK(M2_IDS))
 		setpgid(m2, me);
+	if (ZOO_BREAK(NO_ZOMBIE)) {
+		z = fork();
+		if (z == 0)
+			_exit(0);
+		if (z < 0 || waitid(P_PID, z, &si, WEXITED | WNOWAIT))
+			zoo_die("make a zombie");
+	}
 	zoo_wait();
 
-	ZOO_CHECK(getpgid(0) == me && getsid(0) == me, "P: pgid %d sid %d", getpgid(0),
-		  getsid(0));
-	ZOO_CHECK(getpgid(m1) == leader, "M1's pgid is %d, want %d", getpgid(m1), leader);
-	ZOO_CHECK(getpgid(m2) == leader, "M2's pgid is %d, want %d", getpgid(m2), leader);
-	ZOO_CHECK(kill(leader, 0) == -1 && errno == ESRCH, "pid %d (the gone leader) exists",
-		  leader);
+	/* Not an item: a session leader's group and session cannot change. */
+	ZOO_CHECK(ZOO_UNBREAKABLE, getpgid(0) == me && getsid(0) == me, "P: pgid %d sid %d",
+		  getpgid(0), getsid(0));
+	ZOO_CHECK(M1_IDS, getpgid(m1) == leader, "M1's pgid is %d, want %d", getpgid(m1), leader);
+	ZOO_CHECK(M2_IDS, getpgid(m2) == leader, "M2's pgid is %d, want %d", getpgid(m2), leader);
+	/* Not an item: no process can take the pid while it names a live group. */
+	ZOO_CHECK(ZOO_UNBREAKABLE, kill(leader, 0) == -1 && errno == ESRCH,
+		  "pid %d (the gone leader) exists", leader);
 	w = waitpid(-1, &status, WNOHANG);
-	ZOO_CHECK(w == 0, "P has a child %d to reap (status %#x) before the members end", w,
-		  status);
+	ZOO_CHECK(NO_ZOMBIE, w == 0, "P has a child %d to reap (status %#x) before the members end",
+		  w, status);
 	for (i = 0; i < 2; i++) {
 		pid_t m = i ? m2 : m1;
 
 		kill(m, SIGTERM);
-		if (waitpid(m, &status, 0) != m || !WIFEXITED(status) || WEXITSTATUS(status))
-			zoo_fail("member %d ended with %#x", m, status);
+		zoo_reap(m, i ? "M2" : "M1");
 	}
 	return zoo_done();
 }

@@ -9,6 +9,9 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
+/* Each process's item: its group and session, as it sees them and as its parent does. */
+enum { A_IDS = 1, A1_IDS, B_IDS, ITEMS = B_IDS };
+
 static pid_t me;
 
 static void die_with_parent(pid_t parent)
@@ -19,10 +22,10 @@ static void die_with_parent(pid_t parent)
 		_exit(2);
 }
 
-static void check_ids(const char *who, pid_t pgid)
+static void check_ids(int item, const char *who, pid_t pgid)
 {
-	ZOO_CHECK(getpgid(0) == pgid, "%s: pgid %d, want %d", who, getpgid(0), pgid);
-	ZOO_CHECK(getsid(0) == me, "%s: sid %d, want %d", who, getsid(0), me);
+	ZOO_CHECK(item, getpgid(0) == pgid && getsid(0) == me, "%s: pgid %d sid %d, want %d %d",
+		  who, getpgid(0), getsid(0), pgid, me);
 }
 
 static void ready_and_wait(int fd)
@@ -33,16 +36,10 @@ static void ready_and_wait(int fd)
 	zoo_wait();
 }
 
-static int ended_well(pid_t pid, const char *who)
+static void ended_well(pid_t pid, const char *who)
 {
-	int status;
-
 	kill(pid, SIGTERM);
-	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) {
-		zoo_fail("%s (%d) ended with %#x", who, pid, status);
-		return 0;
-	}
-	return 1;
+	zoo_reap(pid, who);
 }
 
 int main(int argc, char **argv)
@@ -51,7 +48,7 @@ int main(int argc, char **argv)
 	pid_t a, b;
 	char c;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	me = getpid();
 	if (getsid(0) != me)
 		zoo_die("not a session leader");
@@ -78,12 +75,15 @@ int main(int argc, char **argv)
 		if (a1 == 0) {
 			die_with_parent(self);
 			ready_and_wait(ready[1]);
-			check_ids("A1", b);
+			/* A1 breaks its item itself (after A looked at it). */
+			if (ZOO_BREAK(A1_IDS))
+				setpgid(0, 0);
+			check_ids(A1_IDS, "A1", b);
 			return zoo_failures ? 1 : 0;
 		}
 		ready_and_wait(ready[1]);
-		check_ids("A", b);
-		ZOO_CHECK(getpgid(a1) == b, "A: A1's pgid %d", getpgid(a1));
+		check_ids(A_IDS, "A", b);
+		ZOO_CHECK(A1_IDS, getpgid(a1) == b, "A: A1's pgid %d", getpgid(a1));
 		ended_well(a1, "A1");
 		return zoo_failures ? 1 : 0;
 	}
@@ -99,7 +99,7 @@ int main(int argc, char **argv)
 		if (setpgid(0, 0))
 			zoo_die("setpgid B");
 		ready_and_wait(ready[1]);
-		check_ids("B", getpid());
+		check_ids(B_IDS, "B", getpid());
 		return zoo_failures ? 1 : 0;
 	}
 	if (setpgid(b, b))
@@ -114,14 +114,17 @@ int main(int argc, char **argv)
 	close(ready[0]);
 
 	zoo_ready();
-	if (zoo_corrupt)
+	if (ZOO_BREAK(A_IDS))
 		setpgid(a, a);
+	if (ZOO_BREAK(B_IDS))
+		setpgid(b, me); /* B's group lives on with A and A1 */
 	zoo_wait();
 
-	ZOO_CHECK(getpgid(0) == me && getsid(0) == me, "P: pgid %d sid %d", getpgid(0),
-		  getsid(0));
-	ZOO_CHECK(getpgid(a) == b, "A's pgid is %d, want %d", getpgid(a), b);
-	ZOO_CHECK(getpgid(b) == b, "B's pgid is %d, want %d", getpgid(b), b);
+	/* Not an item: a session leader's group and session cannot change. */
+	ZOO_CHECK(ZOO_UNBREAKABLE, getpgid(0) == me && getsid(0) == me, "P: pgid %d sid %d",
+		  getpgid(0), getsid(0));
+	ZOO_CHECK(A_IDS, getpgid(a) == b, "A's pgid is %d, want %d", getpgid(a), b);
+	ZOO_CHECK(B_IDS, getpgid(b) == b, "B's pgid is %d, want %d", getpgid(b), b);
 	ended_well(a, "A");
 	ended_well(b, "B");
 	return zoo_done();

@@ -19,11 +19,19 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-#define STREAM_LEN (1 << 20)
+#define STREAM_BYTES (1 << 20)
 #define REC 64
 #define PRE_PRODUCED 20000
 #define PRE_FILTERED 10000
 #define PRE_CONSUMED 4000
+
+enum {
+	STREAM_LEN = 1, /* the consumer got the whole 1 MiB */
+	STREAM_DATA,    /* intact (when whole) */
+	OFFSET,         /* P sees the shared offset after four records */
+	RECORDS,        /* the shared file holds p, c, then q and d */
+	ITEMS = RECORDS
+};
 
 static unsigned char stream_byte(uint64_t i)
 {
@@ -116,8 +124,8 @@ static int producer(int out, int sf, int ready)
 	ready_byte(ready);
 	zoo_wait();
 	record(sf, 'q');
-	while (i < STREAM_LEN) {
-		n = STREAM_LEN - i < sizeof(buf) ? STREAM_LEN - i : sizeof(buf);
+	while (i < STREAM_BYTES) {
+		n = STREAM_BYTES - i < sizeof(buf) ? STREAM_BYTES - i : sizeof(buf);
 		for (k = 0; k < n; k++)
 			buf[k] = stream_byte(i + k);
 		write_all(out, buf, n, "producer: write");
@@ -145,9 +153,15 @@ static int filter(int in, int out, int ready)
 	while ((n = read_full(in, buf, sizeof(buf), "filter: read")) > 0) {
 		for (k = 0; k < n; k++)
 			buf[k] = transform(buf[k], i + k);
-		/* Negative control: one byte of the stream goes wrong after ready. */
-		if (zoo_corrupt && i <= 500000 && 500000 < i + n)
+		/* The breaks: one byte of the stream wrong, or left out. */
+		if (ZOO_BREAK(STREAM_DATA) && i <= 500000 && 500000 < i + n)
 			buf[500000 - i] ^= 1;
+		if (ZOO_BREAK(STREAM_LEN) && i <= 500000 && 500000 < i + n) {
+			write_all(out, buf, 500000 - i, "filter: write");
+			write_all(out, buf + 500001 - i, i + n - 500001, "filter: write");
+			i += n;
+			continue;
+		}
 		write_all(out, buf, n, "filter: write");
 		i += n;
 	}
@@ -174,27 +188,16 @@ static int consumer(int in, int sf, int ready)
 		fnv(&h, buf, n);
 		total += n;
 	}
-	for (i = 0; i < STREAM_LEN; i++) {
+	for (i = 0; i < STREAM_BYTES; i++) {
 		b = transform(stream_byte(i), i);
 		fnv(&want, &b, 1);
 	}
-	ZOO_CHECK(total == STREAM_LEN, "consumer: %llu bytes arrived, want %d",
-		  (unsigned long long)total, STREAM_LEN);
-	ZOO_CHECK(h == want, "consumer: stream checksum %#llx, want %#llx",
-		  (unsigned long long)h, (unsigned long long)want);
+	ZOO_CHECK(STREAM_LEN, total == STREAM_BYTES, "consumer: %llu bytes arrived, want %d",
+		  (unsigned long long)total, STREAM_BYTES);
+	ZOO_CHECK(STREAM_DATA, total != STREAM_BYTES || h == want,
+		  "consumer: stream checksum %#llx, want %#llx", (unsigned long long)h,
+		  (unsigned long long)want);
 	return zoo_failures ? 1 : 0;
-}
-
-static void exited_ok(pid_t pid, const char *who)
-{
-	int status;
-
-	if (waitpid(pid, &status, 0) != pid) {
-		zoo_fail("waitpid %s (%d): %s", who, pid, strerror(errno));
-		return;
-	}
-	ZOO_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		  "%s (%d) ended with status %#x", who, pid, status);
 }
 
 int main(int argc, char **argv)
@@ -207,7 +210,7 @@ int main(int argc, char **argv)
 	char c;
 	char *path;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	me = getpid();
 	path = zoo_path("pipeline.shared");
 	sf = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -264,16 +267,21 @@ int main(int argc, char **argv)
 	close(ready[1]);
 
 	zoo_ready();
+	if (ZOO_BREAK(RECORDS) && pwrite(sf, "x", 1, 0) != 1)
+		zoo_die("pwrite");
 	zoo_wait();
 
 	if (kill(prod, SIGTERM) || kill(filt, SIGTERM) || kill(cons, SIGTERM))
-		zoo_fail("kill: %s", strerror(errno));
-	exited_ok(prod, "producer");
-	exited_ok(filt, "filter");
-	exited_ok(cons, "consumer");
+		zoo_fail(0, "kill: %s", strerror(errno));
+	zoo_reap(prod, "the producer");
+	zoo_reap(filt, "the filter");
+	zoo_reap(cons, "the consumer");
 
+	/* Moved once the children wrote their records (earlier, their records would move). */
+	if (ZOO_BREAK(OFFSET))
+		lseek(sf, 1, SEEK_CUR);
 	pos = lseek(sf, 0, SEEK_CUR);
-	ZOO_CHECK(pos == 4 * REC, "shared offset %lld, want %d", (long long)pos, 4 * REC);
+	ZOO_CHECK(OFFSET, pos == 4 * REC, "shared offset %lld, want %d", (long long)pos, 4 * REC);
 	len = zoo_read_file(path, contents, sizeof(contents));
 	memset(want_a, 'p', REC);
 	memset(want_a + REC, 'c', REC);
@@ -282,10 +290,11 @@ int main(int argc, char **argv)
 	memset(want_a + 3 * REC, 'd', REC);
 	memset(want_b + 2 * REC, 'd', REC);
 	memset(want_b + 3 * REC, 'q', REC);
-	ZOO_CHECK(len == 4 * REC, "shared file holds %zd bytes, want %d", len, 4 * REC);
-	ZOO_CHECK(len == 4 * REC && (memcmp(contents, want_a, 4 * REC) == 0 ||
+	ZOO_CHECK(RECORDS,
+		  len == 4 * REC && (memcmp(contents, want_a, 4 * REC) == 0 ||
 				     memcmp(contents, want_b, 4 * REC) == 0),
-		  "shared file records out of place: %.*s", (int)(len > 0 ? len : 0), contents);
+		  "shared file holds %zd bytes, want %d, records %.*s", len, 4 * REC,
+		  (int)(len > 0 ? len : 0), contents);
 	close(sf);
 	unlink(path);
 	return zoo_done();

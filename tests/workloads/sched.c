@@ -11,6 +11,15 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
+enum {
+	MAIN_POLICY = 1, /* SCHED_BATCH, priority 0 */
+	MAIN_NICE,       /* 6 */
+	F_POLICY,        /* SCHED_FIFO */
+	F_PRIORITY,      /* 3 */
+	I_POLICY,        /* SCHED_IDLE, priority 0 */
+	ITEMS = I_POLICY
+};
+
 static pid_t tids[2];
 static int go[2];
 static pthread_barrier_t ready;
@@ -30,19 +39,22 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-static void check(pid_t tid, const char *who, int policy, int prio, int nice)
+/* The policy and priority of `tid` (checked as `policy_item`), its nice value unless it
+ * has none (checked as `nice_item`). */
+static void check(pid_t tid, const char *who, int policy, int prio, int policy_item,
+		  int prio_item, int nice, int nice_item)
 {
-	struct sched_param sp;
+	struct sched_param sp = {.sched_priority = -1};
 	int p = sched_getscheduler(tid), n;
 
 	errno = 0;
 	n = getpriority(PRIO_PROCESS, tid);
-	ZOO_CHECK(p == policy, "%s: policy %d, want %d", who, p, policy);
-	if (sched_getparam(tid, &sp) == 0)
-		ZOO_CHECK(sp.sched_priority == prio, "%s: priority %d, want %d", who,
-			  sp.sched_priority, prio);
-	if (policy != SCHED_FIFO && policy != SCHED_IDLE)
-		ZOO_CHECK(n == nice, "%s: nice %d, want %d", who, n, nice);
+	sched_getparam(tid, &sp);
+	ZOO_CHECK(policy_item, p == policy, "%s: policy %d, want %d", who, p, policy);
+	ZOO_CHECK(prio_item, sp.sched_priority == prio, "%s: priority %d, want %d", who,
+		  sp.sched_priority, prio);
+	if (nice_item)
+		ZOO_CHECK(nice_item, n == nice, "%s: nice %d, want %d", who, n, nice);
 }
 
 int main(int argc, char **argv)
@@ -51,7 +63,7 @@ int main(int argc, char **argv)
 	pthread_t th[2];
 	long k;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	if (pipe(go))
 		zoo_die("pipe");
 	pthread_barrier_init(&ready, NULL, 3);
@@ -62,15 +74,29 @@ int main(int argc, char **argv)
 	if (sched_setscheduler(0, SCHED_BATCH, &sp) || setpriority(PRIO_PROCESS, 0, 6))
 		zoo_die("main thread scheduling");
 	zoo_ready();
-	if (zoo_corrupt)
-		setpriority(PRIO_PROCESS, 0, 2);
+	if (ZOO_BREAK(MAIN_POLICY))
+		sched_setscheduler(0, SCHED_OTHER, &sp);
+	if (ZOO_BREAK(MAIN_NICE))
+		setpriority(PRIO_PROCESS, 0, 7);
+	if (ZOO_BREAK(F_POLICY)) {
+		sp.sched_priority = 3;
+		sched_setscheduler(tids[0], SCHED_RR, &sp);
+	}
+	if (ZOO_BREAK(F_PRIORITY)) {
+		sp.sched_priority = 4;
+		sched_setscheduler(tids[0], SCHED_FIFO, &sp);
+	}
+	if (ZOO_BREAK(I_POLICY))
+		sched_setscheduler(tids[1], SCHED_BATCH, &sp);
 	zoo_wait();
 
-	check(0, "main", SCHED_BATCH, 0, 6);
-	check(tids[0], "F", SCHED_FIFO, 3, 0);
-	check(tids[1], "I", SCHED_IDLE, 0, 0);
+	/* A nice value means something under SCHED_OTHER and SCHED_BATCH only: the main
+	 * thread's is checked. */
+	check(0, "main", SCHED_BATCH, 0, MAIN_POLICY, MAIN_POLICY, 6, MAIN_NICE);
+	check(tids[0], "F", SCHED_FIFO, 3, F_POLICY, F_PRIORITY, 0, 0);
+	check(tids[1], "I", SCHED_IDLE, 0, I_POLICY, I_POLICY, 0, 0);
 	if (write(go[1], "xx", 2) != 2)
-		zoo_fail("write go: %s", strerror(errno));
+		zoo_fail(0, "write go: %s", strerror(errno));
 	for (k = 0; k < 2; k++)
 		pthread_join(th[k], NULL);
 	return zoo_done();

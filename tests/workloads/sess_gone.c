@@ -11,6 +11,14 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
+enum {
+	M_IDS = 1, /* M: parent P, session L, group L (as M sees it; its session as P does) */
+	M2_IDS,    /* M2: parent P, session L, a group of its own */
+	SUBREAPER, /* P is still a child subreaper */
+	NO_ZOMBIE, /* P has no child to reap but M and M2 */
+	ITEMS = NO_ZOMBIE
+};
+
 static pid_t me, leader;
 static int ready[2], go[2];
 
@@ -32,19 +40,25 @@ static void member(int own_group)
 		zoo_die("write ready");
 	close(ready[1]);
 	zoo_wait();
-	ZOO_CHECK(getppid() == me, "ppid %d, want %d", getppid(), me);
-	ZOO_CHECK(getsid(0) == leader, "sid %d, want %d", getsid(0), leader);
-	ZOO_CHECK(getpgid(0) == (own_group ? getpid() : leader), "pgid %d", getpgid(0));
+	/* A member breaks its item itself: it changes its group within L's session. */
+	if (ZOO_BREAK(own_group ? M2_IDS : M_IDS))
+		setpgid(0, own_group ? leader : 0);
+	ZOO_CHECK(own_group ? M2_IDS : M_IDS,
+		  getppid() == me && getsid(0) == leader &&
+			  getpgid(0) == (own_group ? getpid() : leader),
+		  "ppid %d sid %d pgid %d, want %d %d %d", getppid(), getsid(0), getpgid(0), me,
+		  leader, own_group ? getpid() : leader);
 	exit(zoo_failures ? 1 : 0);
 }
 
 int main(int argc, char **argv)
 {
 	pid_t m[2], w;
-	int status, i, sub = 0;
+	int status = 0, i, sub = 0;
+	siginfo_t si;
 	char c;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	me = getpid();
 	if (getsid(0) != me)
 		zoo_die("not a session leader");
@@ -90,27 +104,35 @@ int main(int argc, char **argv)
 	close(ready[0]);
 
 	zoo_ready();
-	if (zoo_corrupt)
+	if (ZOO_BREAK(SUBREAPER))
 		prctl(PR_SET_CHILD_SUBREAPER, 0);
+	if (ZOO_BREAK(NO_ZOMBIE)) {
+		w = fork();
+		if (w == 0)
+			_exit(0);
+		if (w < 0 || waitid(P_PID, w, &si, WEXITED | WNOWAIT))
+			zoo_die("make a zombie");
+	}
 	zoo_wait();
 
-	ZOO_CHECK(getpgid(0) == me && getsid(0) == me, "P: pgid %d sid %d", getpgid(0),
-		  getsid(0));
-	if (prctl(PR_GET_CHILD_SUBREAPER, &sub) || !sub)
-		zoo_fail("P is no longer a child subreaper");
+	/* Not an item: a session leader's group and session cannot change. */
+	ZOO_CHECK(ZOO_UNBREAKABLE, getpgid(0) == me && getsid(0) == me, "P: pgid %d sid %d",
+		  getpgid(0), getsid(0));
+	ZOO_CHECK(SUBREAPER, prctl(PR_GET_CHILD_SUBREAPER, &sub) == 0 && sub,
+		  "P is no longer a child subreaper");
 	for (i = 0; i < 2; i++)
-		ZOO_CHECK(getsid(m[i]) == leader, "M%d's sid is %d, want %d", i, getsid(m[i]),
-			  leader);
-	ZOO_CHECK(kill(leader, 0) == -1 && errno == ESRCH, "pid %d (the gone leader) exists",
-		  leader);
+		ZOO_CHECK(i ? M2_IDS : M_IDS, getsid(m[i]) == leader, "M%d's sid is %d, want %d", i,
+			  getsid(m[i]), leader);
+	/* Not an item: no process can take the pid while it names a live session. */
+	ZOO_CHECK(ZOO_UNBREAKABLE, kill(leader, 0) == -1 && errno == ESRCH,
+		  "pid %d (the gone leader) exists", leader);
 	w = waitpid(-1, &status, WNOHANG);
-	ZOO_CHECK(w == 0, "P has a child %d to reap (status %#x) before the members end", w,
-		  status);
-	for (i = 0; i < 2; i++) {
+	ZOO_CHECK(NO_ZOMBIE, w == 0, "P has a child %d to reap (status %#x) before the members end",
+		  w, status);
+	/* M2 first: to break its item it joins M's group, which must still exist. */
+	for (i = 1; i >= 0; i--) {
 		kill(m[i], SIGTERM);
-		if (waitpid(m[i], &status, 0) != m[i] || !WIFEXITED(status) ||
-		    WEXITSTATUS(status))
-			zoo_fail("M%d (%d) ended with %#x", i, m[i], status);
+		zoo_reap(m[i], i ? "M2" : "M");
 	}
 	return zoo_done();
 }

@@ -20,6 +20,18 @@
 #define SLICE (1u << 20)
 #define HALF (SLICE / 2)
 
+enum {
+	P_ROUND1 = 1, /* P's round-1 data */
+	C1_ROUND1,    /* C1's round-1 data, as C1 and P see it */
+	C2_ROUND1,
+	FLAG_SEEN,    /* the children see the flag P sets after SIGTERM */
+	C1_ROUND2,    /* P sees what C1 wrote after SIGTERM */
+	C2_ROUND2,
+	UNTOUCHED,    /* the untouched part of the region reads zeros */
+	P_HALF,       /* and so does P's unwritten half */
+	ITEMS = P_HALF
+};
+
 struct ctl {
 	volatile uint32_t round2;
 };
@@ -41,23 +53,8 @@ static uint64_t expected(uint64_t seed)
 
 static void check_round1(int who, const char *name)
 {
-	ZOO_CHECK(zoo_hash(slice(who), HALF) == expected(10 + who),
+	ZOO_CHECK(P_ROUND1 + who, zoo_hash(slice(who), HALF) == expected(10 + who),
 		  "%s: round-1 data of slice %d changed", name, who);
-}
-
-static int exited_with(pid_t pid, int code, const char *who)
-{
-	int status;
-
-	if (waitpid(pid, &status, 0) != pid) {
-		zoo_fail("waitpid %s (%d): %s", who, pid, strerror(errno));
-		return 0;
-	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != code) {
-		zoo_fail("%s (%d) ended with status %#x, want exit %d", who, pid, status, code);
-		return 0;
-	}
-	return 1;
 }
 
 int main(int argc, char **argv)
@@ -68,7 +65,7 @@ int main(int argc, char **argv)
 	char c;
 	size_t k;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	me = getpid();
 	region = mmap(NULL, REGION, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (region == MAP_FAILED)
@@ -95,9 +92,11 @@ int main(int argc, char **argv)
 				zoo_die("write ready byte");
 			close(ready[1]);
 			zoo_wait();
-			ZOO_CHECK(ctl->round2 == 1, "%s: P's flag not seen (%u)", name, ctl->round2);
+			ZOO_CHECK(FLAG_SEEN, ctl->round2 == 1, "%s: P's flag not seen (%u)", name,
+				  ctl->round2);
 			check_round1(i + 1, name);
-			zoo_fill(slice(i + 1) + HALF, HALF, 20 + i + 1);
+			zoo_fill(slice(i + 1) + HALF, HALF,
+				 20 + i + 1 + (ZOO_BREAK(C1_ROUND2 + i) ? 100 : 0));
 			return zoo_failures ? 1 : 0;
 		}
 	}
@@ -109,29 +108,39 @@ int main(int argc, char **argv)
 	close(ready[0]);
 
 	zoo_ready();
-	if (zoo_corrupt)
-		slice(0)[4321] ^= 0x5a;
+	for (i = 0; i < 3; i++)
+		if (ZOO_BREAK(P_ROUND1 + i))
+			slice(i)[4321] ^= 0x5a;
+	/* P's flag page becomes a private one: its write stays P's. */
+	if (ZOO_BREAK(FLAG_SEEN) && mmap(region, 4096, PROT_READ | PROT_WRITE,
+					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != region)
+		zoo_die("mmap");
+	if (ZOO_BREAK(UNTOUCHED))
+		region[100] = 1;
+	if (ZOO_BREAK(P_HALF))
+		slice(0)[HALF + 5] = 1;
 	zoo_wait();
 
 	ctl->round2 = 1;
 	for (i = 0; i < 2; i++)
 		if (kill(kids[i], SIGTERM))
-			zoo_fail("kill C%d: %s", i + 1, strerror(errno));
+			zoo_fail(0, "kill C%d: %s", i + 1, strerror(errno));
 	for (i = 0; i < 2; i++)
-		exited_with(kids[i], 0, i ? "C2" : "C1");
+		zoo_reap(kids[i], i ? "C2" : "C1");
 	for (i = 0; i < 3; i++)
 		check_round1(i, "P");
 	for (i = 1; i < 3; i++)
-		ZOO_CHECK(zoo_hash(slice(i) + HALF, HALF) == expected(20 + i),
+		ZOO_CHECK(C1_ROUND2 + i - 1, zoo_hash(slice(i) + HALF, HALF) == expected(20 + i),
 			  "P: round-2 data of C%d not seen", i);
 	for (k = sizeof(*ctl); k < SLICE; k++)
 		if (region[k]) {
-			zoo_fail("P: byte %zu of the untouched part is %#x", k, region[k]);
+			zoo_fail(UNTOUCHED, "P: byte %zu of the untouched part is %#x", k, region[k]);
 			break;
 		}
 	for (k = 0; k < HALF; k++)
 		if (slice(0)[HALF + k]) {
-			zoo_fail("P: byte %zu of P's unwritten half is %#x", k, slice(0)[HALF + k]);
+			zoo_fail(P_HALF, "P: byte %zu of P's unwritten half is %#x", k,
+				 slice(0)[HALF + k]);
 			break;
 		}
 	return zoo_done();

@@ -4,6 +4,12 @@
 
 #define SS_LEN (64 * 1024)
 
+enum {
+	STACK = 1, /* sigaltstack() reports the stack as set */
+	HANDLER,   /* the SA_ONSTACK handler runs on it and sees SS_ONSTACK */
+	ITEMS = HANDLER
+};
+
 static volatile uintptr_t handler_sp;
 static volatile int handler_onstack;
 
@@ -24,7 +30,7 @@ int main(int argc, char **argv)
 	stack_t ss, got;
 	void *mem;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	mem = mmap(NULL, SS_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		zoo_die("mmap");
@@ -39,20 +45,27 @@ int main(int argc, char **argv)
 	sigaction(SIGUSR1, &sa, NULL);
 
 	zoo_ready();
-	if (zoo_corrupt) {
-		ss.ss_flags = SS_DISABLE;
+	if (ZOO_BREAK(STACK)) {
+		/* Smaller: the handler still runs in it. */
+		ss.ss_size = SS_LEN - 4096;
 		sigaltstack(&ss, NULL);
+	}
+	if (ZOO_BREAK(HANDLER)) {
+		sa.sa_flags = 0;
+		sigaction(SIGUSR1, &sa, NULL);
 	}
 	zoo_wait();
 
-	ZOO_CHECK(sigaltstack(NULL, &got) == 0 && got.ss_sp == mem && got.ss_size == SS_LEN &&
+	ZOO_CHECK(STACK,
+		  sigaltstack(NULL, &got) == 0 && got.ss_sp == mem && got.ss_size == SS_LEN &&
 			  got.ss_flags == 0,
 		  "sigaltstack is %p+%zu flags %#x, want %p+%d flags 0", got.ss_sp, got.ss_size,
 		  got.ss_flags, mem, SS_LEN);
 	raise(SIGUSR1);
-	ZOO_CHECK(handler_sp > (uintptr_t)mem && handler_sp < (uintptr_t)mem + SS_LEN,
-		  "handler ran at sp %#lx, outside the alternate stack %p", (unsigned long)handler_sp,
-		  mem);
-	ZOO_CHECK(handler_onstack, "handler did not see SS_ONSTACK");
+	ZOO_CHECK(HANDLER,
+		  handler_sp > (uintptr_t)mem && handler_sp < (uintptr_t)mem + SS_LEN &&
+			  handler_onstack,
+		  "handler ran at sp %#lx (SS_ONSTACK %d), outside the alternate stack %p",
+		  (unsigned long)handler_sp, handler_onstack, mem);
 	return zoo_done();
 }

@@ -3,7 +3,10 @@
  * a raw futex, one sleeps in nanosleep, one counts on a sigaltstack of its own. One thread
  * has a private signal pending (blocked in it only). After SIGTERM main checks that the
  * counters advance again, wakes everyone, and each thread checks its own state before
- * main joins it (join itself needs the kernel's clear-tid write at thread exit). */
+ * main joins it (join itself needs the kernel's clear-tid write at thread exit). A thread
+ * breaks an item of its own in its loop once main says so (a counting thread notices
+ * within a loop turn, and main waits for every counter to advance before it wakes the
+ * threads). No thread can change its TID: checked, but no item. */
 #include "zoo.h"
 #include <linux/futex.h>
 #include <pthread.h>
@@ -22,6 +25,25 @@
 #define PENDING_T 3
 #define SS_LEN (64 * 1024)
 
+/* The counting threads that break an item of theirs. */
+#define MASK_T 0
+#define TLS_T 1
+#define ROBUST_T 2
+#define RSEQ_T 4
+#define STUCK_T 5
+
+enum {
+	MAIN_TLS = 1,
+	COUNTING,    /* every counting thread advances after SIGTERM */
+	TLS,         /* each thread's TLS value */
+	MASK,        /* each thread's signal mask */
+	PENDING,     /* the signal pending in one thread only */
+	ROBUST,      /* each thread's robust list head */
+	ALT_STACK,   /* the altstack thread's sigaltstack */
+	ALT_HANDLER, /* its SIGUSR1 handler runs on it */
+	RSEQ,        /* each thread's rseq area is registered (only when glibc registers) */
+};
+
 enum kind { COUNTER, CONDWAIT, FUTEXWAIT, SLEEPER, ALTSTACK };
 
 struct worker {
@@ -31,15 +53,15 @@ struct worker {
 	pid_t tid;		 /* gettid() at start */
 	void *robust_head;	 /* get_robust_list() at start */
 	volatile uint64_t count; /* advanced by counters */
-	volatile int failed;
 	volatile int done;
-	char why[160];
+	int broken; /* break_own() done */
 };
 
 static struct worker w[NTHREADS];
 static __thread uint64_t tls_value = 0x5eed;
 static volatile int stop;
 static volatile int corrupt_now;
+static struct robust_list_head dummy_head = {{&dummy_head.list}, 0, NULL};
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int cond_go; /* under mu */
@@ -75,17 +97,8 @@ static void own_mask(int i, sigset_t *set)
 	sigaddset(set, SIGRTMIN + i);
 }
 
-static void wfail(struct worker *me, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (me->failed)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(me->why, sizeof(me->why), fmt, ap);
-	va_end(ap);
-	me->failed = 1;
-}
+#define wfail(me, item, fmt, ...)                                                          \
+	zoo_fail((item), "thread %d (tid %d): " fmt, (me)->idx, (me)->tid, ##__VA_ARGS__)
 
 static void tiny_sleep(void)
 {
@@ -94,17 +107,59 @@ static void tiny_sleep(void)
 	nanosleep(&ts, NULL);
 }
 
+static struct rseq *rseq_area(void)
+{
+	return (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+}
+
 /* After a signal is delivered the kernel rewrites the rseq area of a registered thread. */
 static int rseq_alive(void)
 {
-	struct rseq *rs;
+	struct rseq *rs = rseq_area();
 
-	if (__rseq_size == 0)
-		return 1; /* glibc did not register rseq: nothing to check */
-	rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
 	rs->cpu_id_start = 0xfffffff0u;
 	raise(SIGUSR2);
 	return rs->cpu_id_start < 4096;
+}
+
+/* Unregisters this thread's rseq area (glibc's registration length is not public: the
+ * kernel refuses a wrong one, so the likely ones are tried). */
+static void rseq_unregister(void)
+{
+	static const unsigned lens[] = {32, 64, 128, 256};
+	size_t i;
+
+	for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+		if (syscall(SYS_rseq, rseq_area(), lens[i], RSEQ_FLAG_UNREGISTER, 0x53053053) == 0)
+			return;
+	zoo_die("rseq unregister");
+}
+
+/* The break of the item a counting thread owns, once main says so. */
+static void break_own(struct worker *me, sigset_t *set, stack_t *ss)
+{
+	static const struct timespec zero = {0, 0};
+	sigset_t one;
+
+	if (me->idx == MASK_T && ZOO_BREAK(MASK)) {
+		sigaddset(set, SIGRTMIN + 20);
+		pthread_sigmask(SIG_SETMASK, set, NULL);
+	}
+	if (me->idx == TLS_T && ZOO_BREAK(TLS))
+		tls_value = tls_expect(me->idx) ^ 1;
+	if (me->idx == PENDING_T && ZOO_BREAK(PENDING)) {
+		sigemptyset(&one);
+		sigaddset(&one, SIGRTMIN + PENDING_T);
+		sigtimedwait(&one, NULL, &zero);
+	}
+	if (me->idx == ROBUST_T && ZOO_BREAK(ROBUST))
+		syscall(SYS_set_robust_list, &dummy_head, sizeof(dummy_head));
+	if (me->idx == RSEQ_T && ZOO_BREAK(RSEQ) && __rseq_size)
+		rseq_unregister();
+	if (me->kind == ALTSTACK && ZOO_BREAK(ALT_STACK)) {
+		ss->ss_size = SS_LEN - 4096;
+		sigaltstack(ss, NULL);
+	}
 }
 
 static void check_self(struct worker *me)
@@ -116,27 +171,27 @@ static void check_self(struct worker *me)
 	int s;
 
 	if (tid != me->tid)
-		wfail(me, "gettid() is %d, was %d", tid, me->tid);
+		wfail(me, ZOO_UNBREAKABLE, "gettid() is %d", tid);
 	if (tls_value != tls_expect(me->idx))
-		wfail(me, "TLS value %#llx, want %#llx", (unsigned long long)tls_value,
+		wfail(me, TLS, "TLS value %#llx, want %#llx", (unsigned long long)tls_value,
 		      (unsigned long long)tls_expect(me->idx));
 	own_mask(me->idx, &want);
 	pthread_sigmask(SIG_SETMASK, NULL, &have);
 	for (s = 1; s < 65; s++) {
 		if (sigismember(&want, s) != sigismember(&have, s)) {
-			wfail(me, "signal %d %s in the mask", s,
+			wfail(me, MASK, "signal %d %s in the mask", s,
 			      sigismember(&have, s) ? "unexpectedly" : "not");
 			break;
 		}
 	}
 	sigpending(&pend);
 	if (sigismember(&pend, SIGRTMIN + me->idx) != (me->idx == PENDING_T))
-		wfail(me, "signal %d %spending", SIGRTMIN + me->idx,
+		wfail(me, PENDING, "signal %d %spending", SIGRTMIN + me->idx,
 		      me->idx == PENDING_T ? "not " : "unexpectedly ");
 	if (syscall(SYS_get_robust_list, 0, &head, &len) || (void *)head != me->robust_head)
-		wfail(me, "robust list %p, was %p", (void *)head, me->robust_head);
-	if (!rseq_alive())
-		wfail(me, "rseq area not updated by the kernel (not registered?)");
+		wfail(me, ROBUST, "robust list %p, was %p", (void *)head, me->robust_head);
+	if (__rseq_size && !rseq_alive())
+		wfail(me, RSEQ, "rseq area not updated by the kernel (not registered?)");
 }
 
 static void *run(void *arg)
@@ -170,12 +225,18 @@ static void *run(void *arg)
 	case COUNTER:
 	case ALTSTACK:
 		while (!stop) {
-			me->count++;
-			if (corrupt_now && me->idx == 0) {
-				sigaddset(&set, SIGRTMIN + 20);
-				pthread_sigmask(SIG_SETMASK, &set, NULL);
+			if (corrupt_now && !me->broken) {
+				break_own(me, &set, &ss);
+				me->broken = 1;
 			}
+			if (!(corrupt_now && me->idx == STUCK_T && ZOO_BREAK(COUNTING)))
+				me->count++;
 			tiny_sleep();
+		}
+		/* The break is done also when main stopped the loop just before it came. */
+		if (corrupt_now && !me->broken) {
+			break_own(me, &set, &ss);
+			me->broken = 1;
 		}
 		break;
 	case CONDWAIT:
@@ -202,31 +263,35 @@ static void *run(void *arg)
 
 		if (sigaltstack(NULL, &got) || got.ss_sp != alt || got.ss_size != SS_LEN ||
 		    got.ss_flags != 0)
-			wfail(me, "sigaltstack %p+%zu flags %#x, want %p+%d", got.ss_sp, got.ss_size,
-			      got.ss_flags, alt, SS_LEN);
+			wfail(me, ALT_STACK, "sigaltstack %p+%zu flags %#x, want %p+%d", got.ss_sp,
+			      got.ss_size, got.ss_flags, alt, SS_LEN);
 		handler_ran = 0;
 		raise(SIGUSR1);
 		if (!handler_ran || handler_sp <= (uintptr_t)alt ||
 		    handler_sp >= (uintptr_t)alt + SS_LEN)
-			wfail(me, "SIGUSR1 handler ran at %#lx, outside the alternate stack %p",
+			wfail(me, ALT_HANDLER,
+			      "SIGUSR1 handler ran at %#lx, outside the alternate stack %p",
 			      (unsigned long)handler_sp, alt);
 	}
 	me->done = 1;
 	return NULL;
 }
 
-/* Waits (bounded) until every counting thread went past `snap`. */
+/* Waits (up to 5 s each: a 1 ms sleep that long late is a stuck thread) until every
+ * counting thread went past `snap`. */
 static void counters_advance(const uint64_t *snap)
 {
-	int i, spins;
+	double deadline;
+	int i;
 
 	for (i = 0; i < NTHREADS; i++) {
 		if (w[i].kind != COUNTER && w[i].kind != ALTSTACK)
 			continue;
-		for (spins = 0; w[i].count <= snap[i] && spins < 10000; spins++)
+		deadline = zoo_now() + 5;
+		while (w[i].count <= snap[i] && zoo_now() < deadline)
 			tiny_sleep();
-		ZOO_CHECK(w[i].count > snap[i], "thread %d (tid %d) counter stuck at %llu", i,
-			  w[i].tid, (unsigned long long)snap[i]);
+		ZOO_CHECK(COUNTING, w[i].count > snap[i], "thread %d (tid %d) counter stuck at %llu",
+			  i, w[i].tid, (unsigned long long)snap[i]);
 	}
 }
 
@@ -237,7 +302,8 @@ int main(int argc, char **argv)
 	pid_t main_tid = (pid_t)syscall(SYS_gettid);
 	int i, r;
 
-	zoo_init(argc, argv);
+	/* The rseq item exists where glibc registers rseq areas. */
+	zoo_init(argc, argv, __rseq_size ? RSEQ : RSEQ - 1);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_usr1;
 	sa.sa_flags = SA_ONSTACK;
@@ -273,13 +339,20 @@ int main(int argc, char **argv)
 			tiny_sleep();
 
 	zoo_ready();
-	if (zoo_corrupt)
-		corrupt_now = 1;
+	if (ZOO_BREAK(MAIN_TLS))
+		tls_value ^= 1;
+	if (ZOO_BREAK(ALT_HANDLER)) {
+		sa.sa_handler = on_usr1;
+		sa.sa_flags = 0;
+		sigaction(SIGUSR1, &sa, NULL);
+	}
+	corrupt_now = 1;
 	zoo_wait();
 
-	ZOO_CHECK((pid_t)syscall(SYS_gettid) == main_tid, "main tid %ld, was %d",
+	ZOO_CHECK(ZOO_UNBREAKABLE, (pid_t)syscall(SYS_gettid) == main_tid, "main tid %ld, was %d",
 		  (long)syscall(SYS_gettid), main_tid);
-	ZOO_CHECK(tls_value == 0x3a1, "main TLS value %#llx", (unsigned long long)tls_value);
+	ZOO_CHECK(MAIN_TLS, tls_value == 0x3a1, "main TLS value %#llx",
+		  (unsigned long long)tls_value);
 	for (i = 0; i < NTHREADS; i++)
 		snap[i] = w[i].count;
 	counters_advance(snap);
@@ -296,10 +369,7 @@ int main(int argc, char **argv)
 		pthread_kill(w[SLEEP_T].th, SIGUSR2);
 		tiny_sleep();
 	}
-	for (i = 0; i < NTHREADS; i++) {
+	for (i = 0; i < NTHREADS; i++)
 		pthread_join(w[i].th, NULL);
-		if (w[i].failed)
-			zoo_fail("thread %d (tid %d): %s", i, w[i].tid, w[i].why);
-	}
 	return zoo_done();
 }

@@ -18,6 +18,21 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+enum {
+	SRV_FILE = 1, /* the server's socket file, mode 0604 */
+	SRV_QUEUE,    /* exactly the three messages, in order */
+	PAIR1_QUEUE,  /* the pair's end 1 holds exactly its message */
+	PAIR0_QUEUE,  /* end 0 its two */
+	REL_SOCKET,   /* the relative name: its message, its name, its file */
+	GONE_SOCKET,  /* the removed file's: its message, its name, no file */
+	B_QUEUE,      /* B's client holds exactly the server's two replies */
+	B_CONNECTED,  /* B's client is connected to the server: a send without address arrives */
+	SRV_TO_B,     /* the server reaches B's abstract name */
+	SENDER,       /* the unconnected sender reaches the server */
+	PAIR_AFTER,   /* the pair carries a new message */
+	ITEMS = PAIR_AFTER
+};
+
 static struct sockaddr_un srv_addr, cli_addr;
 static socklen_t srv_len, cli_len;
 
@@ -33,34 +48,41 @@ static int dsock(void)
 	return fd;
 }
 
+static int put_ok(int fd, const char *m, const struct sockaddr_un *to, socklen_t len)
+{
+	return sendto(fd, m, strlen(m), MSG_NOSIGNAL, (const struct sockaddr *)to, len) ==
+	       (ssize_t)strlen(m);
+}
+
 static void put(int fd, const char *m, const struct sockaddr_un *to, socklen_t len)
 {
-	if (sendto(fd, m, strlen(m), 0, (const struct sockaddr *)to, len) != (ssize_t)strlen(m))
+	if (!put_ok(fd, m, to, len))
 		zoo_die("sendto");
 }
 
 /* The next message on `fd` is `want` (flags: MSG_DONTWAIT for queued ones). */
-static void expect(int fd, const char *want, const char *what, int flags)
+static void expect(int item, int fd, const char *want, const char *what, int flags)
 {
 	char got[256];
 	ssize_t r = recv(fd, got, sizeof(got), flags);
 
-	ZOO_CHECK(r == (ssize_t)strlen(want) && memcmp(got, want, (size_t)r) == 0,
+	ZOO_CHECK(item, r == (ssize_t)strlen(want) && memcmp(got, want, (size_t)r) == 0,
 		  "%s: got %zd bytes \"%.*s\", want \"%s\" (%s)", what, r, r > 0 ? (int)r : 0, got,
 		  want, r < 0 ? strerror(errno) : "");
 }
 
-static void expect_empty(int fd, const char *what)
+static void expect_empty(int item, int fd, const char *what)
 {
 	char got[64];
 	ssize_t r = recv(fd, got, sizeof(got), MSG_DONTWAIT);
 
-	ZOO_CHECK(r == -1 && errno == EAGAIN, "%s: %zd more bytes after the queued ones", what, r);
+	ZOO_CHECK(item, r == -1 && errno == EAGAIN, "%s: %zd more bytes after the queued ones", what,
+		  r);
 }
 
 int main(int argc, char **argv)
 {
-	int srv, cli, snd, pr[2], rel, gone, status;
+	int srv, cli, snd, pr[2], rel, gone, f, ok;
 	struct sockaddr_un rel_addr, gone_addr, nm;
 	socklen_t nl;
 	pid_t me = getpid(), b;
@@ -68,7 +90,7 @@ int main(int argc, char **argv)
 	socklen_t pl = sizeof(peer);
 	struct stat sb;
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	memset(&srv_addr, 0, sizeof(srv_addr));
 	srv_addr.sun_family = AF_UNIX;
 	snprintf(srv_addr.sun_path, sizeof(srv_addr.sun_path), "%s", zoo_path("dgram.sock"));
@@ -128,65 +150,95 @@ int main(int argc, char **argv)
 		close(srv);
 		close(snd);
 		zoo_wait();
-		expect(cli, "srv->cli 1", "B queue", MSG_DONTWAIT);
-		expect(cli, "srv->cli 2", "B queue", MSG_DONTWAIT);
-		expect_empty(cli, "B queue");
+		expect(B_QUEUE, cli, "srv->cli 1", "B queue", MSG_DONTWAIT);
+		expect(B_QUEUE, cli, "srv->cli 2", "B queue", MSG_DONTWAIT);
+		expect_empty(B_QUEUE, cli, "B queue");
+		if (ZOO_BREAK(B_CONNECTED)) {
+			struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+
+			connect(cli, &unspec, sizeof(unspec));
+		}
 		memset(&peer, 0, sizeof(peer));
-		ZOO_CHECK(getpeername(cli, (struct sockaddr *)&peer, &pl) == 0 &&
-				  strcmp(peer.sun_path, srv_addr.sun_path) == 0,
-			  "B: not connected to the server any more");
-		put(cli, "cli after restore", NULL, 0);
-		expect(cli, "srv->cli after restore", "B reply", 0);
+		ok = getpeername(cli, (struct sockaddr *)&peer, &pl) == 0 &&
+		     strcmp(peer.sun_path, srv_addr.sun_path) == 0;
+		ok = put_ok(cli, "cli after restore", NULL, 0) && ok;
+		ZOO_CHECK(B_CONNECTED, ok, "B: not connected to the server any more");
+		/* Not connected: the message goes by address, so that P does not wait for it. */
+		if (!ok)
+			put(cli, "cli after restore", &srv_addr, srv_len);
+		expect(SRV_TO_B, cli, "srv->cli after restore", "B reply", 0);
 		return zoo_failures ? 1 : 0;
 	}
 	close(cli);
 
 	zoo_ready();
-	if (zoo_corrupt) {
-		char c[64];
-		if (recv(srv, c, sizeof(c), 0) < 0)
-			zoo_die("corrupt");
+	if (ZOO_BREAK(SRV_FILE))
+		chmod(srv_addr.sun_path, 0600);
+	if (ZOO_BREAK(SRV_QUEUE) && recv(srv, &nm, sizeof(nm), 0) < 0)
+		zoo_die("recv");
+	if (ZOO_BREAK(PAIR1_QUEUE) && recv(pr[1], &nm, sizeof(nm), 0) < 0)
+		zoo_die("recv");
+	if (ZOO_BREAK(PAIR0_QUEUE))
+		put(pr[1], "pair 1->0 c", NULL, 0);
+	if (ZOO_BREAK(REL_SOCKET) && rename("rel.sock", "rel.sock.old"))
+		zoo_die("rename rel.sock");
+	if (ZOO_BREAK(GONE_SOCKET)) {
+		f = open(gone_addr.sun_path, O_CREAT | O_WRONLY, 0600);
+		close(f);
 	}
+	if (ZOO_BREAK(B_QUEUE))
+		put(srv, "srv->cli 3", &cli_addr, cli_len);
 	zoo_wait();
 
-	ZOO_CHECK(stat(srv_addr.sun_path, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+	ZOO_CHECK(SRV_FILE,
+		  stat(srv_addr.sun_path, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
 			  (sb.st_mode & 07777) == 0604,
 		  "socket file %s: mode %o", srv_addr.sun_path, sb.st_mode);
-	expect(srv, "cli 1", "server queue", MSG_DONTWAIT);
-	expect(srv, "snd 1", "server queue", MSG_DONTWAIT);
-	expect(srv, "cli 2, a longer one", "server queue", MSG_DONTWAIT);
-	expect_empty(srv, "server queue");
-	expect(pr[1], "pair 0->1", "pair queue 1", MSG_DONTWAIT);
-	expect_empty(pr[1], "pair queue 1");
-	expect(pr[0], "pair 1->0 a", "pair queue 0", MSG_DONTWAIT);
-	expect(pr[0], "pair 1->0 b", "pair queue 0", MSG_DONTWAIT);
-	expect_empty(pr[0], "pair queue 0");
-	expect(rel, "to rel", "relative-name queue", MSG_DONTWAIT);
-	expect(gone, "to gone", "removed-file queue", MSG_DONTWAIT);
+	expect(SRV_QUEUE, srv, "cli 1", "server queue", MSG_DONTWAIT);
+	expect(SRV_QUEUE, srv, "snd 1", "server queue", MSG_DONTWAIT);
+	expect(SRV_QUEUE, srv, "cli 2, a longer one", "server queue", MSG_DONTWAIT);
+	expect_empty(SRV_QUEUE, srv, "server queue");
+	expect(PAIR1_QUEUE, pr[1], "pair 0->1", "pair queue 1", MSG_DONTWAIT);
+	expect_empty(PAIR1_QUEUE, pr[1], "pair queue 1");
+	expect(PAIR0_QUEUE, pr[0], "pair 1->0 a", "pair queue 0", MSG_DONTWAIT);
+	expect(PAIR0_QUEUE, pr[0], "pair 1->0 b", "pair queue 0", MSG_DONTWAIT);
+	expect_empty(PAIR0_QUEUE, pr[0], "pair queue 0");
+	expect(REL_SOCKET, rel, "to rel", "relative-name queue", MSG_DONTWAIT);
+	expect(GONE_SOCKET, gone, "to gone", "removed-file queue", MSG_DONTWAIT);
 	nl = sizeof(nm);
 	memset(&nm, 0, sizeof(nm));
-	ZOO_CHECK(getsockname(rel, (struct sockaddr *)&nm, &nl) == 0 &&
+	ZOO_CHECK(REL_SOCKET,
+		  getsockname(rel, (struct sockaddr *)&nm, &nl) == 0 &&
 			  strcmp(nm.sun_path, "rel.sock") == 0,
 		  "relative name is \"%s\"", nm.sun_path);
 	nl = sizeof(nm);
 	memset(&nm, 0, sizeof(nm));
-	ZOO_CHECK(getsockname(gone, (struct sockaddr *)&nm, &nl) == 0 &&
+	ZOO_CHECK(GONE_SOCKET,
+		  getsockname(gone, (struct sockaddr *)&nm, &nl) == 0 &&
 			  strcmp(nm.sun_path, gone_addr.sun_path) == 0,
 		  "removed-file socket name is \"%s\"", nm.sun_path);
-	ZOO_CHECK(access(gone_addr.sun_path, F_OK) != 0, "%s exists again", gone_addr.sun_path);
-	ZOO_CHECK(access("rel.sock", F_OK) == 0, "rel.sock is missing");
+	ZOO_CHECK(GONE_SOCKET, access(gone_addr.sun_path, F_OK) != 0, "%s exists again",
+		  gone_addr.sun_path);
+	ZOO_CHECK(REL_SOCKET, access("rel.sock", F_OK) == 0, "rel.sock is missing");
 	if (kill(b, SIGTERM))
-		zoo_fail("kill B: %s", strerror(errno));
-	expect(srv, "cli after restore", "server", 0);
-	put(srv, "srv->cli after restore", &cli_addr, cli_len);
-	put(snd, "snd after restore", &srv_addr, srv_len);
-	expect(srv, "snd after restore", "server from the sender", 0);
-	put(pr[0], "pair after", NULL, 0);
-	expect(pr[1], "pair after", "pair", 0);
-	if (waitpid(b, &status, 0) != b)
-		zoo_fail("waitpid B: %s", strerror(errno));
-	else
-		ZOO_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "B ended with status %#x",
-			  status);
+		zoo_fail(0, "kill B: %s", strerror(errno));
+	expect(B_CONNECTED, srv, "cli after restore", "server", 0);
+	/* The reply to B breaks as another text (B then fails at once, not after a timeout). */
+	put(srv, ZOO_BREAK(SRV_TO_B) ? "srv->cli after restorE" : "srv->cli after restore",
+	    &cli_addr, cli_len);
+	/* The sender and the pair break shut for writing. */
+	if (ZOO_BREAK(SENDER))
+		shutdown(snd, SHUT_WR);
+	if (ZOO_BREAK(PAIR_AFTER))
+		shutdown(pr[0], SHUT_WR);
+	ok = put_ok(snd, "snd after restore", &srv_addr, srv_len);
+	ZOO_CHECK(SENDER, ok, "the sender: sendto the server: %s", strerror(errno));
+	if (ok)
+		expect(SENDER, srv, "snd after restore", "server from the sender", 0);
+	ok = put_ok(pr[0], "pair after", NULL, 0);
+	ZOO_CHECK(PAIR_AFTER, ok, "the pair: send: %s", strerror(errno));
+	if (ok)
+		expect(PAIR_AFTER, pr[1], "pair after", "pair", 0);
+	zoo_reap(b, "B");
 	return zoo_done();
 }

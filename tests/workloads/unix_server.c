@@ -3,11 +3,12 @@
  * on an abstract socket (SOCK_SEQPACKET), and a client process C (its child) connected to
  * each. At ready, unread messages are queued in both directions on both connections, and
  * C has a third connection to the path listener that S has not accepted (pending in the
- * backlog). After SIGTERM, S checks its side, then signals C, and both check: the queued messages arrive intact
- * and in order (message boundaries on the seqpacket connection), the accepted sockets
- * still carry the listener's name, the socket file kept its mode, new messages go both
- * ways, S accepts the pending connection and talks over it, and new connections to both
- * listeners succeed. C's verdict is its exit status, which S adds to its own.
+ * backlog). After SIGTERM, S checks its side, then signals C, and both check: the queued
+ * messages arrive intact and in order (message boundaries on the seqpacket connection),
+ * the accepted sockets still carry the listener's name, the socket file kept its mode, new
+ * messages go both ways, S accepts the pending connection and talks over it, and new
+ * connections to both listeners succeed. C's verdict is its exit status, which S adds to
+ * its own. A bound socket's name cannot change: the names are checked, but no item.
  */
 #include "zoo.h"
 #include <sys/prctl.h>
@@ -15,6 +16,20 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <stddef.h>
+
+enum {
+	SOCK_FILE = 1,   /* the path socket's file, mode 0640 */
+	S_STREAM_QUEUE,  /* S's stream end holds exactly C's queued messages */
+	S_SEQ_QUEUE,     /* S's seqpacket end too */
+	C_STREAM_QUEUE,  /* C's stream end holds exactly S's */
+	C_SEQ_QUEUE,
+	STREAM_EXCHANGE, /* new messages both ways on the stream connection */
+	SEQ_EXCHANGE,
+	PENDING,         /* S accepts the pending connection; messages both ways on it */
+	NEW_STREAM,      /* a new connection to the path listener; messages both ways */
+	NEW_SEQ,         /* and to the abstract one */
+	ITEMS = NEW_SEQ
+};
 
 static const char *const s2c[] = { "s->c 1", "s->c second message", "s->c 3" };
 static const char *const c2s[] = { "c->s one", "c->s two two" };
@@ -42,23 +57,40 @@ static int sock(int type)
 	return fd;
 }
 
-static int dial(int type, const struct sockaddr_un *a, socklen_t len)
+/* A connection to `a`, or -1. */
+static int dial_ok(int type, const struct sockaddr_un *a, socklen_t len)
 {
 	int fd = sock(type);
 
-	if (connect(fd, (const struct sockaddr *)a, len))
+	if (connect(fd, (const struct sockaddr *)a, len)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int dial(int type, const struct sockaddr_un *a, socklen_t len)
+{
+	int fd = dial_ok(type, a, len);
+
+	if (fd < 0)
 		zoo_die("connect");
 	return fd;
 }
 
+static int put_ok(int fd, const char *m)
+{
+	return send(fd, m, strlen(m), MSG_NOSIGNAL) == (ssize_t)strlen(m);
+}
+
 static void put(int fd, const char *m)
 {
-	if (send(fd, m, strlen(m), MSG_NOSIGNAL) != (ssize_t)strlen(m))
+	if (!put_ok(fd, m))
 		zoo_die("send");
 }
 
 /* Reads exactly strlen(want) bytes (one message on seqpacket) and compares. */
-static void expect_f(int fd, const char *want, const char *what, int flags)
+static void expect_f(int item, int fd, const char *want, const char *what, int flags)
 {
 	char got[256];
 	size_t len = strlen(want), off = 0;
@@ -67,32 +99,39 @@ static void expect_f(int fd, const char *want, const char *what, int flags)
 	while (off < len) {
 		r = recv(fd, got + off, len - off, flags);
 		if (r <= 0) {
-			zoo_fail("%s: recv after %zu of %zu bytes: %zd (%s)", what, off, len, r,
+			zoo_fail(item, "%s: recv after %zu of %zu bytes: %zd (%s)", what, off, len, r,
 				 strerror(errno));
 			return;
 		}
 		off += (size_t)r;
 	}
-	ZOO_CHECK(memcmp(got, want, len) == 0, "%s: got \"%.*s\", want \"%s\"", what, (int)len,
-		  got, want);
+	ZOO_CHECK(item, memcmp(got, want, len) == 0, "%s: got \"%.*s\", want \"%s\"", what,
+		  (int)len, got, want);
 }
 
-static void expect(int fd, const char *want, const char *what)
+static void expect(int item, int fd, const char *want, const char *what)
 {
-	expect_f(fd, want, what, 0);
+	expect_f(item, fd, want, what, 0);
+}
+
+/* Sends `m` on `fd` as part of `item`. */
+static void send_item(int item, int fd, const char *m, const char *what)
+{
+	ZOO_CHECK(item, put_ok(fd, m), "%s: send: %s", what, strerror(errno));
 }
 
 /* `fd` holds exactly `msgs` (and nothing more right now). */
-static void expect_queued(int fd, const char *const *msgs, size_t n, const char *what)
+static void expect_queued(int item, int fd, const char *const *msgs, size_t n, const char *what)
 {
 	char got[256];
 	size_t i;
 	ssize_t r;
 
 	for (i = 0; i < n; i++)
-		expect_f(fd, msgs[i], what, MSG_DONTWAIT);
+		expect_f(item, fd, msgs[i], what, MSG_DONTWAIT);
 	r = recv(fd, got, sizeof(got), MSG_DONTWAIT);
-	ZOO_CHECK(r == -1 && errno == EAGAIN, "%s: %zd more bytes after the queued ones", what, r);
+	ZOO_CHECK(item, r == -1 && errno == EAGAIN, "%s: %zd more bytes after the queued ones", what,
+		  r);
 }
 
 static void expect_name(int fd, const struct sockaddr_un *a, socklen_t len, const char *what)
@@ -102,11 +141,11 @@ static void expect_name(int fd, const struct sockaddr_un *a, socklen_t len, cons
 
 	memset(&got, 0, sizeof(got));
 	if (getsockname(fd, (struct sockaddr *)&got, &gl)) {
-		zoo_fail("%s: getsockname: %s", what, strerror(errno));
+		zoo_fail(0, "%s: getsockname: %s", what, strerror(errno));
 		return;
 	}
 	/* The kernel may count a path's terminating NUL. */
-	ZOO_CHECK((gl == len || gl == len + 1) && memcmp(&got, a, len) == 0,
+	ZOO_CHECK(ZOO_UNBREAKABLE, (gl == len || gl == len + 1) && memcmp(&got, a, len) == 0,
 		  "%s: name of %u bytes, want %u", what, gl, len);
 }
 
@@ -130,32 +169,45 @@ static int client(int ready_fd)
 		zoo_die("write ready");
 	zoo_wait();
 
-	expect_queued(st, s2c, N(s2c), "C stream queue");
-	expect_queued(sq, s2c, N(s2c), "C seqpacket queue");
-	put(st, "c->s after restore");
-	put(sq, "c->s after restore");
-	expect(st, "s->c reply", "C stream reply");
-	expect(sq, "s->c reply", "C seqpacket reply");
-	expect(pend, "s->c on the once pending connection", "C pending");
-	put(pend, "c->s on the once pending connection");
-	n1 = dial(SOCK_STREAM, &path_addr, sizeof(path_addr));
-	n2 = dial(SOCK_SEQPACKET, &abs_addr, abs_len);
-	put(n1, "c->s new stream");
-	put(n2, "c->s new seqpacket");
-	expect(n1, "s->c new stream", "C new stream");
-	expect(n2, "s->c new seqpacket", "C new seqpacket");
+	expect_queued(C_STREAM_QUEUE, st, s2c, N(s2c), "C stream queue");
+	expect_queued(C_SEQ_QUEUE, sq, s2c, N(s2c), "C seqpacket queue");
+	/* The exchanges break with C's end shut. */
+	if (ZOO_BREAK(STREAM_EXCHANGE))
+		shutdown(st, SHUT_WR);
+	if (ZOO_BREAK(SEQ_EXCHANGE))
+		shutdown(sq, SHUT_WR);
+	if (ZOO_BREAK(PENDING))
+		shutdown(pend, SHUT_RDWR);
+	send_item(STREAM_EXCHANGE, st, "c->s after restore", "C stream");
+	send_item(SEQ_EXCHANGE, sq, "c->s after restore", "C seqpacket");
+	expect(STREAM_EXCHANGE, st, "s->c reply", "C stream reply");
+	expect(SEQ_EXCHANGE, sq, "s->c reply", "C seqpacket reply");
+	expect(PENDING, pend, "s->c on the once pending connection", "C pending");
+	send_item(PENDING, pend, "c->s on the once pending connection", "C pending");
+	n1 = dial_ok(SOCK_STREAM, &path_addr, sizeof(path_addr));
+	ZOO_CHECK(NEW_STREAM, n1 >= 0, "C: new stream connection: %s", strerror(errno));
+	n2 = dial_ok(SOCK_SEQPACKET, &abs_addr, abs_len);
+	ZOO_CHECK(NEW_SEQ, n2 >= 0, "C: new seqpacket connection: %s", strerror(errno));
+	if (n1 >= 0)
+		send_item(NEW_STREAM, n1, "c->s new stream", "C new stream");
+	if (n2 >= 0)
+		send_item(NEW_SEQ, n2, "c->s new seqpacket", "C new seqpacket");
+	if (n1 >= 0)
+		expect(NEW_STREAM, n1, "s->c new stream", "C new stream");
+	if (n2 >= 0)
+		expect(NEW_SEQ, n2, "s->c new seqpacket", "C new seqpacket");
 	return zoo_failures ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
-	int ls, lq, st, sq, pend, n1, n2, go[2], status;
+	int ls, lq, st, sq, pend, n1, n2, go[2];
 	struct stat sb;
 	pid_t me = getpid(), c;
 	size_t i;
-	char ch;
+	char ch, buf[64];
 
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	memset(&path_addr, 0, sizeof(path_addr));
 	path_addr.sun_family = AF_UNIX;
 	snprintf(path_addr.sun_path, sizeof(path_addr.sun_path), "%s", zoo_path("srv.sock"));
@@ -203,53 +255,63 @@ int main(int argc, char **argv)
 	close(go[0]);
 
 	zoo_ready();
-	if (zoo_corrupt) {
-		char buf[64];
-		if (recv(sq, buf, sizeof(buf), 0) < 0)
-			zoo_die("corrupt");
-	}
+	if (ZOO_BREAK(SOCK_FILE))
+		chmod(path_addr.sun_path, 0600);
+	if (ZOO_BREAK(S_STREAM_QUEUE) && recv(st, buf, 1, 0) != 1)
+		zoo_die("recv");
+	if (ZOO_BREAK(S_SEQ_QUEUE) && recv(sq, buf, sizeof(buf), 0) < 0)
+		zoo_die("recv");
+	if (ZOO_BREAK(C_STREAM_QUEUE))
+		put(st, "+");
+	if (ZOO_BREAK(C_SEQ_QUEUE))
+		put(sq, "one more");
 	zoo_wait();
 
-	ZOO_CHECK(stat(path_addr.sun_path, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+	ZOO_CHECK(SOCK_FILE,
+		  stat(path_addr.sun_path, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
 			  (sb.st_mode & 07777) == 0640,
 		  "socket file %s: mode %o", path_addr.sun_path, sb.st_mode);
 	expect_name(ls, &path_addr, sizeof(sa_family_t) + strlen(path_addr.sun_path), "path listener");
 	expect_name(st, &path_addr, sizeof(sa_family_t) + strlen(path_addr.sun_path), "accepted stream");
 	expect_name(lq, &abs_addr, abs_len, "abstract listener");
 	expect_name(sq, &abs_addr, abs_len, "accepted seqpacket");
-	expect_queued(st, c2s, N(c2s), "S stream queue");
-	expect_queued(sq, c2s, N(c2s), "S seqpacket queue");
+	expect_queued(S_STREAM_QUEUE, st, c2s, N(c2s), "S stream queue");
+	expect_queued(S_SEQ_QUEUE, sq, c2s, N(c2s), "S seqpacket queue");
 	/* C sends nothing before its SIGTERM: the queue checks above are exact. */
 	if (kill(c, SIGTERM))
-		zoo_fail("kill C: %s", strerror(errno));
-	expect(st, "c->s after restore", "S stream");
-	expect(sq, "c->s after restore", "S seqpacket");
-	put(st, "s->c reply");
-	put(sq, "s->c reply");
+		zoo_fail(0, "kill C: %s", strerror(errno));
+	expect(STREAM_EXCHANGE, st, "c->s after restore", "S stream");
+	expect(SEQ_EXCHANGE, sq, "c->s after restore", "S seqpacket");
+	send_item(STREAM_EXCHANGE, st, "s->c reply", "S stream");
+	send_item(SEQ_EXCHANGE, sq, "s->c reply", "S seqpacket");
 	pend = accept4(ls, NULL, NULL, SOCK_NONBLOCK);
-	ZOO_CHECK(pend >= 0, "no pending connection to accept: %s", strerror(errno));
+	ZOO_CHECK(PENDING, pend >= 0, "no pending connection to accept: %s", strerror(errno));
 	if (pend >= 0) {
 		int fl = fcntl(pend, F_GETFL);
 		fcntl(pend, F_SETFL, fl & ~O_NONBLOCK);
 		set_timeout(pend);
-		put(pend, "s->c on the once pending connection");
-		expect(pend, "c->s on the once pending connection", "S pending");
+		send_item(PENDING, pend, "s->c on the once pending connection", "S pending");
+		expect(PENDING, pend, "c->s on the once pending connection", "S pending");
 	}
+	/* The new connections break with their listener closed. */
+	if (ZOO_BREAK(NEW_STREAM))
+		close(ls);
+	if (ZOO_BREAK(NEW_SEQ))
+		close(lq);
 	n1 = accept(ls, NULL, NULL);
-	n2 = accept(lq, NULL, NULL);
-	ZOO_CHECK(n1 >= 0 && n2 >= 0, "new connections not accepted: %s", strerror(errno));
-	if (n1 >= 0 && n2 >= 0) {
+	ZOO_CHECK(NEW_STREAM, n1 >= 0, "new stream connection not accepted: %s", strerror(errno));
+	if (n1 >= 0) {
 		set_timeout(n1);
-		set_timeout(n2);
-		expect(n1, "c->s new stream", "S new stream");
-		expect(n2, "c->s new seqpacket", "S new seqpacket");
-		put(n1, "s->c new stream");
-		put(n2, "s->c new seqpacket");
+		expect(NEW_STREAM, n1, "c->s new stream", "S new stream");
+		send_item(NEW_STREAM, n1, "s->c new stream", "S new stream");
 	}
-	if (waitpid(c, &status, 0) != c)
-		zoo_fail("waitpid C: %s", strerror(errno));
-	else
-		ZOO_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "C ended with status %#x",
-			  status);
+	n2 = accept(lq, NULL, NULL);
+	ZOO_CHECK(NEW_SEQ, n2 >= 0, "new seqpacket connection not accepted: %s", strerror(errno));
+	if (n2 >= 0) {
+		set_timeout(n2);
+		expect(NEW_SEQ, n2, "c->s new seqpacket", "S new seqpacket");
+		send_item(NEW_SEQ, n2, "s->c new seqpacket", "S new seqpacket");
+	}
+	zoo_reap(c, "C");
 	return zoo_done();
 }

@@ -1,14 +1,36 @@
 /*
  * Shared helpers of the C workloads of the dump/restore zoo (the zdtm shape).
  *
- * A workload: zoo_init(); set up its state; zoo_ready(); zoo_wait() (or block in its own
- * syscall until SIGTERM); check its state with ZOO_CHECK; return zoo_done().
+ * A workload: zoo_init(argc, argv, ITEMS); set up its state; zoo_ready(); break item
+ * zoo_corrupt if asked (ZOO_BREAK); zoo_wait() (or block in its own syscall until SIGTERM);
+ * check its state with ZOO_CHECK; return zoo_done().
  *
- * Environment given by the harness:
+ * Items. A workload numbers the things it checks 1..ITEMS (an enum in each workload); every
+ * ZOO_CHECK names the item it checks, and one item may be checked at several places (by
+ * several processes of a tree, for each object of a loop). For each item the workload knows
+ * a way to break that item alone, so that its check fails and no other does: the harness
+ * runs the workload once per item and requires exactly that item to fail. A break happens
+ * after ready where it can; a child that cannot know when its parent is ready breaks its
+ * item at its own ready or just before it checks, and an item that is a behaviour seen
+ * only while checking (a message sent after SIGTERM) is broken there. A check that the
+ * workload has no way to break names ZOO_UNBREAKABLE (and says why): it is no item.
+ *
+ * Protocol with the harness (tests/zoo_harness.rs):
+ *   `<workload> --items`  prints ITEMS and a newline on stdout and exits 0, doing nothing else
  *   ZOO_READY    path of a FIFO; "ready\n" is written there once the state is set up
- *   ZOO_TMP      a private scratch directory for the workload's files
- *   ZOO_CORRUPT  when "1": the workload damages its own state after ready (negative control)
- * Verdict: exit 0 and "PASS" on stderr, or exit 1 with one "FAIL: ..." line per broken check.
+ *   ZOO_TMP      a private scratch directory for the workload's files (also its cwd)
+ *   ZOO_CORRUPT  N in 1..ITEMS: the workload breaks item N after ready (0 or unset: nothing)
+ *   ZOO_PAUSED   path of a file the harness writes before it sends SIGTERM: the seconds
+ *                (a decimal number) during which crs may have held the workload's timers
+ *                back: from the start of `crs dump` to the end of the `crs restore` of its
+ *                images (or to the end of `crs dump -R`, for the task left running); "0"
+ *                when crs was not involved. A timer fires late by at most this plus
+ *                ZOO_TIMER_MARGIN.
+ * Verdict: exit 0 and "PASS: <name>" on stderr, or exit 1 with one line
+ * "FAIL: <name>: item <N>: ..." per failed check. A failure that is no check of an item
+ * (a helper process that died, a system call that failed) prints "FAIL: <name>: ..."
+ * without an item and also exits 1: the harness accepts it in no mode. Exit 2: the
+ * workload could not set itself up.
  */
 #ifndef ZOO_H
 #define ZOO_H
@@ -24,27 +46,27 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ZOO_UNUSED __attribute__((unused))
 
 static volatile sig_atomic_t zoo_term;
 static int zoo_failures;
-static int zoo_corrupt;
+static int zoo_items;   /* how many items the workload checks */
+static int zoo_corrupt; /* the item to break (ZOO_CORRUPT), 0 for none */
 static const char *zoo_tmp; /* set by zoo_init */
 static const char *zoo_name = "workload";
 
-static ZOO_UNUSED void zoo_fail(const char *fmt, ...)
-{
-	va_list ap;
+/*
+ * The item of a check the workload has no way to break by itself after ready (each use
+ * says why): it is checked in every run, but the corrupted runs cannot show it failing.
+ */
+#define ZOO_UNBREAKABLE 0
 
-	va_start(ap, fmt);
-	fprintf(stderr, "FAIL: %s: ", zoo_name);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	zoo_failures++;
-}
+/* Whether this run breaks `item`. */
+#define ZOO_BREAK(item) (zoo_corrupt == (item))
 
 /* Setup errors: the workload cannot even start; exit 2 so it is not mistaken for a verdict. */
 static ZOO_UNUSED void zoo_die(const char *what)
@@ -53,10 +75,39 @@ static ZOO_UNUSED void zoo_die(const char *what)
 	exit(2);
 }
 
-#define ZOO_CHECK(cond, ...)                                                   \
+/* A failed check of `item` (1..zoo_items), or with item 0 a failure that is no check. One
+ * write(2) per line, so that the threads and processes of a workload do not mix lines. */
+static ZOO_UNUSED __attribute__((format(printf, 2, 3))) void zoo_fail(int item,
+								      const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n;
+
+	if (item < 0 || item > zoo_items) {
+		fprintf(stderr, "ERROR: %s: a check names item %d, not in 1..%d\n", zoo_name, item,
+			zoo_items);
+		exit(2);
+	}
+	if (item)
+		n = snprintf(line, sizeof(line), "FAIL: %s: item %d: ", zoo_name, item);
+	else
+		n = snprintf(line, sizeof(line), "FAIL: %s: ", zoo_name);
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	if (write(2, line, (size_t)n) != n)
+		exit(2);
+	__atomic_fetch_add(&zoo_failures, 1, __ATOMIC_RELAXED);
+}
+
+#define ZOO_CHECK(item, cond, ...)                                             \
 	do {                                                                   \
 		if (!(cond))                                                   \
-			zoo_fail(__VA_ARGS__);                                 \
+			zoo_fail((item), __VA_ARGS__);                         \
 	} while (0)
 
 static void zoo_term_handler(int sig)
@@ -65,22 +116,39 @@ static void zoo_term_handler(int sig)
 	zoo_term = 1;
 }
 
-/* Installs the SIGTERM handler (no SA_RESTART) and blocks SIGTERM until zoo_wait(). */
-static ZOO_UNUSED void zoo_init(int argc, char **argv)
+/*
+ * Answers `--items`, reads the environment, installs the SIGTERM handler (no SA_RESTART)
+ * and blocks SIGTERM until zoo_wait().
+ */
+static ZOO_UNUSED void zoo_init(int argc, char **argv, int items)
 {
 	struct sigaction sa;
 	sigset_t set;
 	const char *s;
+	char *end;
+	long n;
 
-	(void)argc;
 	if (argv && argv[0]) {
 		s = strrchr(argv[0], '/');
 		zoo_name = s ? s + 1 : argv[0];
 	}
+	zoo_items = items;
+	if (argc > 1 && strcmp(argv[1], "--items") == 0) {
+		printf("%d\n", items);
+		exit(0);
+	}
 	s = getenv("ZOO_TMP");
 	zoo_tmp = s && *s ? s : "/tmp";
 	s = getenv("ZOO_CORRUPT");
-	zoo_corrupt = s && strcmp(s, "1") == 0;
+	if (s && *s) {
+		errno = 0;
+		n = strtol(s, &end, 10);
+		if (errno || *end || n < 0 || n > items) {
+			fprintf(stderr, "ERROR: %s: ZOO_CORRUPT=%s, want 0..%d\n", zoo_name, s, items);
+			exit(2);
+		}
+		zoo_corrupt = (int)n;
+	}
 	setvbuf(stderr, NULL, _IONBF, 0);
 
 	memset(&sa, 0, sizeof(sa));
@@ -112,19 +180,24 @@ static ZOO_UNUSED void zoo_wait_mask(sigset_t *mask)
 	sigdelset(mask, SIGTERM);
 }
 
-static ZOO_UNUSED void zoo_ready(void)
+/* The fd to write "ready\n" to (the ZOO_READY fifo, else stdout); see zoo_ready(). */
+static ZOO_UNUSED int zoo_ready_fd(void)
 {
 	const char *path = getenv("ZOO_READY");
 	int fd;
 
-	if (!path || !*path) {
-		printf("ready\n");
-		fflush(stdout);
-		return;
-	}
+	if (!path || !*path)
+		return dup(1);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		zoo_die("open ZOO_READY");
+	return fd;
+}
+
+static ZOO_UNUSED void zoo_ready(void)
+{
+	int fd = zoo_ready_fd();
+
 	if (write(fd, "ready\n", 6) != 6)
 		zoo_die("write ready");
 	close(fd);
@@ -148,6 +221,92 @@ static ZOO_UNUSED int zoo_done(void)
 	}
 	fprintf(stderr, "PASS: %s\n", zoo_name);
 	return 0;
+}
+
+/*
+ * Waits for the child `pid` (a part of the workload that checks its own items) and adds
+ * its verdict: exit 0 passes, exit 1 failed checks the child has reported itself, anything
+ * else is a failure that is no check. Returns 1 when the child passed.
+ */
+static ZOO_UNUSED int zoo_reap(pid_t pid, const char *who)
+{
+	int status;
+
+	if (waitpid(pid, &status, 0) != pid) {
+		zoo_fail(0, "waitpid %s (%d): %s", who, pid, strerror(errno));
+		return 0;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 1;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 1) {
+		fprintf(stderr, "%s: %s (%d) failed its checks\n", zoo_name, who, pid);
+		__atomic_fetch_add(&zoo_failures, 1, __ATOMIC_RELAXED);
+		return 0;
+	}
+	zoo_fail(0, "%s (%d) ended with status %#x", who, pid, status);
+	return 0;
+}
+
+/*
+ * Timers. A timer due `due` seconds after some start must not fire before it, and must
+ * fire by due + zoo_paused() + ZOO_TIMER_MARGIN. crs (as CRIU) saves a timer's remaining
+ * time and arms it with that time again at restore: a restored timer is late by the time
+ * between the dump reading it and the restore arming it, which the pause contains (it
+ * also counts crs's start and the work before and after, so it errs on the long side),
+ * and by nothing more than the time the kernel takes to deliver the expiry and get the
+ * task to run, which the margin bounds. Measured on the loaded 2-core VM (load average
+ * 9-12, six busy loops besides, corrupted runs eight at a time), 174 timers fired at most
+ * 11.7 ms late beyond the pause (median 0, 99th percentile 7.4 ms): 250 ms is twenty times
+ * that, and a timer restored a quarter of a second late fails. Each workload logs its
+ * timers as "timing:" lines.
+ */
+#define ZOO_TIMER_MARGIN 0.25
+
+static ZOO_UNUSED double zoo_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The pause the harness reports in $ZOO_PAUSED (read when asked: it is written before
+ * SIGTERM); 0 when the variable is unset (the workload run by hand). */
+static ZOO_UNUSED double zoo_paused(void)
+{
+	const char *path = getenv("ZOO_PAUSED");
+	char buf[64], *end;
+	double v;
+	int fd;
+	ssize_t n;
+
+	if (!path || !*path)
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		zoo_die("open ZOO_PAUSED");
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		zoo_die("read ZOO_PAUSED");
+	buf[n] = 0;
+	v = strtod(buf, &end);
+	if (end == buf || v < 0) {
+		fprintf(stderr, "ERROR: %s: ZOO_PAUSED holds %s\n", zoo_name, buf);
+		exit(2);
+	}
+	return v;
+}
+
+/* How late, beyond the pause, a timer due `due` s after start fired `fired` s after start
+ * (negative: early); logged as a "timing:" line. */
+static ZOO_UNUSED double zoo_lateness(const char *what, double due, double fired)
+{
+	double paused = zoo_paused(), late = fired - due - paused;
+
+	fprintf(stderr, "timing: %s: %s due at %.3f s, fired at %.3f s, pause %.3f s: late %.1f ms\n",
+		zoo_name, what, due, fired, paused, late * 1e3);
+	return late;
 }
 
 /* xorshift64*: deterministic fill patterns. */

@@ -83,9 +83,17 @@ pub const ENTRY_SIZE: usize = 64;
 /// 3c        4c 89 f6              mov  rsi, r14
 /// 3f        4c 89 fa              mov  rdx, r15
 /// 42        0f 05                 syscall               ; the stop comes on its way out
-/// 44        cc                    int3                  ; only if tgkill failed
+/// 44        48 85 c0              test rax, rax
+/// 47        75 02                 jnz  trap
+/// 49 park:  eb fe                 jmp  park             ; only if crs is gone (below)
+/// 4b trap:  cc                    int3                  ; only if tgkill failed
 /// ```
-pub const BATCH_CODE: [u8; 69] = [
+///
+/// crs stops the thread at the signal the final tgkill sends. If crs dies while the batch
+/// runs, the kernel lets the thread go: the signal is one the task ignores (see
+/// [`stop_signal`]), so the thread reaches `park` and spins there until the guardian
+/// puts its registers back (see `guard`).
+pub const BATCH_CODE: [u8; 76] = [
     0x4c, 0x39, 0xe3, // cmp rbx, r12
     0x73, 0x2f, // jae fin
     0x48, 0x8b, 0x03, // mov rax, [rbx]
@@ -106,20 +114,49 @@ pub const BATCH_CODE: [u8; 69] = [
     0x4c, 0x89, 0xf6, // mov rsi, r14
     0x4c, 0x89, 0xfa, // mov rdx, r15
     0x0f, 0x05, // syscall
-    0xcc, // int3
+    0x48, 0x85, 0xc0, // test rax, rax
+    0x75, 0x02, // jnz trap
+    0xeb, 0xfe, // park: jmp park
+    0xcc, // trap: int3
 ];
+
+/// Offset of the single-injection stub in compel's code, after [`BATCH_CODE`]:
+/// `syscall; jmp .`. A single injected syscall runs from there, so a thread that crs
+/// leaves behind mid-injection parks instead of running on with foreign registers.
+pub(crate) const STUB_AT: usize = 0x50;
+
+/// `syscall; jmp .`
+pub(crate) const PARK_STUB: [u8; 4] = [0x0f, 0x05, 0xeb, 0xfe];
+
+/// Everything compel writes at a batch site: the batch loop, padding, the stub.
+pub(crate) fn code() -> Vec<u8> {
+    let mut c = BATCH_CODE.to_vec();
+    c.resize(STUB_AT, 0xcc);
+    c.extend_from_slice(&PARK_STUB);
+    c
+}
 
 /// Offset of `fin` in [`BATCH_CODE`].
 #[cfg(test)]
 const FIN: usize = 0x34;
-/// Offset of the loop's `syscall` (a site for single injections).
-const SYSCALL_AT: usize = 0x20;
 /// Offset just past the final `syscall`: where the thread is when the stop comes.
 const STOP_AT: usize = 0x44;
 
 /// Signals the batch may stop itself with: not stop/continue signals (sending those
-/// flushes queued ones of the other kind), not real-time (their queue can be full).
-const STOP_SIGNALS: [i32; 4] = [libc::SIGTRAP, libc::SIGURG, libc::SIGWINCH, libc::SIGPWR];
+/// flushes queued ones of the other kind), not real-time (their queue can be full). Those
+/// whose default action is to be ignored come first: if crs dies while a batch runs, the
+/// kernel delivers the stop signal to the untraced thread, which must then survive it.
+const STOP_SIGNALS: [i32; 5] = [
+    libc::SIGURG,
+    libc::SIGWINCH,
+    libc::SIGCHLD,
+    libc::SIGTRAP,
+    libc::SIGPWR,
+];
+
+/// Signals whose default action is to do nothing.
+const DEFAULT_IGNORED: u64 =
+    (1 << (libc::SIGURG - 1)) | (1 << (libc::SIGWINCH - 1)) | (1 << (libc::SIGCHLD - 1));
 
 /// `si_code` of a signal sent with tkill/tgkill.
 const SI_TKILL: i32 = -6;
@@ -160,7 +197,7 @@ impl SeizedTree {
     /// and that neither is used for anything else while batches run.
     pub fn set_batch_site(&mut self, pid: Tid, site: BatchSite) -> Result<()> {
         let pid = self.pid_of(pid)?;
-        write_forced(pid, site.code, &BATCH_CODE)?;
+        write_forced(pid, site.code, &code())?;
         self.procs
             .get_mut(&pid)
             .ok_or(Error::NotSeized { tid: pid })?
@@ -194,9 +231,13 @@ impl SeizedTree {
             }
             return Ok(out);
         };
+        let disp = self.dispositions(pid)?;
         for chunk in calls.chunks(capacity(&site)) {
+            crs_sys::fault::point(|| {
+                format!("a batch of {} syscalls in thread {tid}", chunk.len())
+            })?;
             let thread = self.thread_mut(tid)?;
-            let got = run_batch(thread, pid, &site, chunk)?;
+            let got = run_batch(thread, pid, &site, chunk, disp)?;
             trace!(tid, calls = chunk.len(), ran = got.len(), "injected batch");
             let failed = got.last().is_some_and(|&r| is_error(r));
             out.extend(got);
@@ -209,7 +250,7 @@ impl SeizedTree {
 }
 
 /// Writes `bytes` at `addr` of process `pid` through `/proc/PID/mem`.
-fn write_forced(pid: Tid, addr: RemoteAddr, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_forced(pid: Tid, addr: RemoteAddr, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::FileExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -223,8 +264,11 @@ fn write_forced(pid: Tid, addr: RemoteAddr, bytes: &[u8]) -> Result<()> {
         })
 }
 
-/// A signal in [`STOP_SIGNALS`] that is queued neither for `tid` nor for its process.
-fn free_signal(tid: Tid) -> Result<Option<i32>> {
+/// The signal a batch of `tid` stops with (see [`STOP_SIGNALS`]): one queued neither for
+/// the thread nor for its process, preferably one the process ignores (`ignored`: SigIgn)
+/// or leaves to a default that ignores it (`caught`: SigCgt), so that it does no harm if
+/// it is ever delivered. `None` when every candidate is queued.
+fn stop_signal(tid: Tid, ignored: u64, caught: u64) -> Result<Option<i32>> {
     let mut pending = 0u64;
     for shared in [false, true] {
         let queued = ptrace::all_pending(tid, shared).map_err(|source| Error::PeekSiginfo {
@@ -238,9 +282,19 @@ fn free_signal(tid: Tid) -> Result<Option<i32>> {
             }
         }
     }
-    Ok(STOP_SIGNALS
+    Ok(choose_stop_signal(pending, ignored, caught))
+}
+
+/// [`stop_signal`]'s choice, from the masks.
+fn choose_stop_signal(pending: u64, ignored: u64, caught: u64) -> Option<i32> {
+    let bit = |s: i32| 1u64 << (s - 1);
+    let free = |&s: &i32| pending & bit(s) == 0;
+    let harmless = |&s: &i32| ignored & bit(s) != 0 || (DEFAULT_IGNORED & !caught) & bit(s) != 0;
+    STOP_SIGNALS
         .into_iter()
-        .find(|&s| pending & (1 << (s - 1)) == 0))
+        .filter(free)
+        .find(harmless)
+        .or_else(|| STOP_SIGNALS.into_iter().find(free))
 }
 
 /// One cycle: `calls` (at most the table's capacity) run in `thread` of process `pid`.
@@ -249,11 +303,12 @@ fn run_batch(
     pid: Tid,
     site: &BatchSite,
     calls: &[Call],
+    (ignored, caught): (u64, u64),
 ) -> Result<Vec<i64>> {
     let tid = thread.tid;
     let saved = thread.regs;
     Host::check_native(&saved).map_err(|cs| Error::CompatMode { tid, cs })?;
-    let Some(sig) = free_signal(tid)? else {
+    let Some(sig) = stop_signal(tid, ignored, caught)? else {
         return Err(Error::NoStopSignal { tid });
     };
     let table = encode(calls);
@@ -278,9 +333,8 @@ fn run_batch(
         ],
     );
     let mask = !(1u64 << (sig - 1));
-    ptrace::set_sigmask(tid, mask).map_err(|source| Error::SetSigmask { tid, source })?;
     let mut foreign = Vec::new();
-    let run = run_to_stop(thread, site, regs, sig, pid, &mut foreign);
+    let run = run_to_stop(thread, site, regs, mask, sig, pid, &mut foreign);
     let back = put_back(thread);
     let results = match (run, back) {
         (Ok(at), Ok(())) => read_results(tid, pid, site, at, end),
@@ -326,7 +380,7 @@ fn requeue(
     foreign: &[[u8; SIGINFO_SIZE]],
 ) -> Result<()> {
     let tid = thread.tid;
-    let at = RemoteAddr(site.code.get() + SYSCALL_AT as u64);
+    let at = RemoteAddr(site.code.get() + STUB_AT as u64);
     for info in foreign {
         // The table is free again: the siginfo goes where the entries were.
         crs_sys::remote::write_all(pid, site.table.addr, info).map_err(|source| {
@@ -358,17 +412,24 @@ const SIGINFO_SIZE: usize = std::mem::size_of::<libc::siginfo_t>();
 
 /// Runs the thread from `regs` until the batch's own stop; returns the entry pointer
 /// (rbx) it stopped with. Signals `sig` not sent by the batch are kept in `foreign`.
+/// The registers are set before the mask: the mask is changed only while the thread's
+/// instruction pointer is in compel's code (see `guard`).
 fn run_to_stop(
     thread: &mut SeizedThread,
     site: &BatchSite,
     regs: crate::Regs,
+    mask: u64,
     sig: i32,
     pid: Tid,
     foreign: &mut Vec<[u8; SIGINFO_SIZE]>,
 ) -> Result<u64> {
     let tid = thread.tid;
     Host::set_regs(tid, &regs).map_err(|source| Error::SetRegs { tid, source })?;
+    crs_sys::fault::kill_point(|| format!("batch of thread {tid}: registers set"));
+    ptrace::set_sigmask(tid, mask).map_err(|source| Error::SetSigmask { tid, source })?;
+    crs_sys::fault::kill_point(|| format!("batch of thread {tid}: mask set"));
     ptrace::cont(tid, 0).map_err(|source| Error::Resume { tid, source })?;
+    crs_sys::fault::kill_point(|| format!("batch of thread {tid}: running"));
     loop {
         let st = match ptrace::wait(tid) {
             Ok(st) => st,
@@ -442,12 +503,34 @@ fn is_stop_signal(sig: i32) -> bool {
     )
 }
 
-/// Puts back the saved registers and mask. The thread is in a signal-delivery-stop, so a
-/// syscall it was stopped in restarts on resume as it would have without the batch.
+/// Puts back the saved mask, then the registers (the mask is changed only while the
+/// thread's instruction pointer is in compel's code). The thread is in a
+/// signal-delivery-stop, so a syscall it was stopped in restarts on resume as it would
+/// have without the batch.
 fn put_back(thread: &SeizedThread) -> Result<()> {
     let tid = thread.tid;
-    Host::set_regs(tid, &thread.regs).map_err(|source| Error::SetRegs { tid, source })?;
-    ptrace::set_sigmask(tid, thread.sigmask).map_err(|source| Error::SetSigmask { tid, source })
+    crs_sys::fault::kill_point(|| format!("batch of thread {tid}: stopped"));
+    ptrace::set_sigmask(tid, thread.sigmask).map_err(|source| Error::SetSigmask { tid, source })?;
+    crs_sys::fault::kill_point(|| format!("batch of thread {tid}: mask back"));
+    Host::set_regs(tid, &thread.regs).map_err(|source| Error::SetRegs { tid, source })
+}
+
+impl SeizedTree {
+    /// What held process `pid` ignores and catches (SigIgn, SigCgt), read once: nothing
+    /// changes them while it is held but injected rt_sigaction calls, and a restore's
+    /// (which sets them) needs no harmless stop signal: its guardian kills the tree.
+    fn dispositions(&mut self, pid: Tid) -> Result<(u64, u64)> {
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(Error::NotSeized { tid: pid })?;
+        if let Some(d) = p.dispositions {
+            return Ok(d);
+        }
+        let st = crate::procfs::status(pid).map_err(|source| Error::Status { tid: pid, source })?;
+        p.dispositions = Some((st.sig_ign, st.sig_cgt));
+        Ok((st.sig_ign, st.sig_cgt))
+    }
 }
 
 #[cfg(test)]
@@ -473,8 +556,51 @@ mod tests {
         assert_eq!(&BATCH_CODE[0x20..0x22], Host::SYSCALL_INSN);
         assert_eq!(&BATCH_CODE[0x22..0x26], &[0x48, 0x89, 0x43, 0x38]);
         assert_eq!(&BATCH_CODE[0x42..0x44], Host::SYSCALL_INSN);
-        assert_eq!(BATCH_CODE[STOP_AT], 0xcc);
-        assert_eq!(BATCH_CODE.len(), STOP_AT + 1);
+        assert_eq!(
+            &BATCH_CODE[STOP_AT..],
+            &[0x48, 0x85, 0xc0, 0x75, 0x02, 0xeb, 0xfe, 0xcc]
+        );
+    }
+
+    #[test]
+    fn batch_code_after_the_stop_parks_unless_tgkill_failed() {
+        // jnz at 0x47 skips the park to the int3; the park jumps to itself.
+        let target = |at: usize| (at as i64 + 2 + BATCH_CODE[at + 1] as i8 as i64) as usize;
+        assert_eq!((BATCH_CODE[0x47], target(0x47)), (0x75, 0x4b));
+        assert_eq!((BATCH_CODE[0x49], target(0x49)), (0xeb, 0x49));
+        assert_eq!(BATCH_CODE[0x4b], 0xcc);
+    }
+
+    #[test]
+    fn code_stub_follows_the_batch_loop() {
+        let c = code();
+        assert_eq!(&c[..BATCH_CODE.len()], &BATCH_CODE);
+        assert_eq!(&c[STUB_AT..], &PARK_STUB);
+        assert_eq!(&c[STUB_AT..STUB_AT + 2], Host::SYSCALL_INSN);
+        assert!(c[BATCH_CODE.len()..STUB_AT].iter().all(|&b| b == 0xcc));
+    }
+
+    #[test]
+    fn choose_stop_signal_prefers_a_default_ignored_one() {
+        assert_eq!(choose_stop_signal(0, 0, 0), Some(libc::SIGURG));
+    }
+
+    #[test]
+    fn choose_stop_signal_skips_caught_and_pending_ones() {
+        let bit = |s: i32| 1u64 << (s - 1);
+        // Go catches SIGURG; SIGWINCH is queued: SIGCHLD is left, default ignored.
+        let got = choose_stop_signal(bit(libc::SIGWINCH), 0, bit(libc::SIGURG));
+        assert_eq!(got, Some(libc::SIGCHLD));
+    }
+
+    #[test]
+    fn choose_stop_signal_takes_an_ignored_one_before_a_harmful_default() {
+        let bit = |s: i32| 1u64 << (s - 1);
+        let caught = bit(libc::SIGURG) | bit(libc::SIGWINCH) | bit(libc::SIGCHLD);
+        let got = choose_stop_signal(0, bit(libc::SIGPWR), caught);
+        assert_eq!(got, Some(libc::SIGPWR));
+        // Nothing harmless: the first free one, as before.
+        assert_eq!(choose_stop_signal(0, 0, caught), Some(libc::SIGURG));
     }
 
     #[test]

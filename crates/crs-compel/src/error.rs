@@ -8,6 +8,14 @@ use crs_sys::{RemoteAddr, Tid};
 pub enum Error {
     #[error("process {pid} does not exist")]
     NoSuchProcess { pid: Tid },
+    #[error(transparent)]
+    Fault(#[from] crs_sys::fault::Injected),
+    #[error("the guardian: {what}")]
+    Guardian {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("process {pid} is crs itself")]
     SelfInTree { pid: Tid },
     #[error("listing the threads of process {pid}")]
@@ -34,14 +42,34 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "{} refused PTRACE_SEIZE (EPERM) for {waited_ms} ms although nothing traces it: it is \
+         stuck exiting or in an execve, or a security module forbids tracing it",
+        if tid == pid { format!("process {pid}") } else { format!("thread {tid} of process {pid}") }
+    )]
+    SeizeDenied { tid: Tid, pid: Tid, waited_ms: u64 },
     #[error("putting back the CPU mask of thread {tid}")]
     Affinity {
         tid: Tid,
         #[source]
         source: io::Error,
     },
-    #[error("thread {tid} is already traced by process {tracer}")]
-    AlreadyTraced { tid: Tid, tracer: Tid },
+    #[error(
+        "{} is already traced by {tracer_name} (pid {tracer_pid}{}): a task has one tracer at a \
+         time (a debugger, strace, another crs); detach it or let it finish first",
+        if tid == pid { format!("process {pid}") } else { format!("thread {tid} of process {pid}") },
+        if tracer == tracer_pid { String::new() } else { format!(", thread {tracer}") }
+    )]
+    AlreadyTraced {
+        tid: Tid,
+        pid: Tid,
+        /// TracerPid: the tracing thread.
+        tracer: Tid,
+        /// The process of the tracing thread.
+        tracer_pid: Tid,
+        /// The command name of that process (/proc/PID/comm).
+        tracer_name: String,
+    },
     #[error("interrupting thread {tid}")]
     Interrupt {
         tid: Tid,

@@ -65,6 +65,9 @@ impl Freezer {
             thawed: false,
         };
         if !was_frozen {
+            crate::guard::record(&crate::guard::Record::Frozen {
+                path: path.to_owned(),
+            });
             f.write_state(true).map_err(err)?;
         }
         f.wait_frozen(timeout)?;
@@ -86,7 +89,25 @@ impl Freezer {
         self.write_state(false).map_err(|source| Error::Freeze {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        crate::guard::record(&crate::guard::Record::Thawed);
+        Ok(())
+    }
+
+    /// Thaws the cgroup at `path` (the guardian's undo of a freeze crs could not take back).
+    pub(crate) fn thaw_path(path: &Path) -> io::Result<()> {
+        let kind = if path.join("cgroup.freeze").exists() {
+            Kind::V2
+        } else {
+            Kind::V1
+        };
+        Freezer {
+            path: path.to_owned(),
+            kind,
+            was_frozen: false,
+            thawed: true,
+        }
+        .write_state(false)
     }
 
     fn write_state(&self, frozen: bool) -> io::Result<()> {

@@ -9,7 +9,8 @@ use crs_sys::{pidfd, RemoteAddr, Tid};
 use tracing::{debug, trace};
 
 use crate::arch::{Arch, Host};
-use crate::batch::BatchSite;
+use crate::batch::{self, BatchSite};
+use crate::guard;
 use crate::tree::{SeizedThread, SeizedTree};
 use crate::{procfs, Error, Result};
 
@@ -20,6 +21,14 @@ pub const SCRATCH_SIZE: usize = 64 * 1024;
 const BATCH_TABLE: usize = 16 * 1024;
 
 const PAGE: usize = 4096;
+
+/// Bytes of compel's code at the start of its area (the batch loop and the park stub).
+pub(crate) const CODE_PAGE: usize = PAGE;
+
+/// Bytes at the end of the vDSO that the first mmap of compel's area runs from: the vDSO
+/// ends in zero padding after its last section; for the length of one syscall it holds
+/// `syscall; jmp .`, so that a thread left there by a crs that died parks (see `guard`).
+const VDSO_STUB_ROOM: usize = 8;
 
 /// Every signal blocked (the kernel keeps SIGKILL and SIGSTOP deliverable).
 const BLOCK_ALL: u64 = !0;
@@ -39,6 +48,19 @@ impl SeizedTree {
         let ret = inject(thread, site, nr, &args)?;
         trace!(tid, nr, ret, "injected syscall");
         Ok(ret)
+    }
+
+    /// [`SeizedTree::syscall`], run from a `syscall; jmp .` stub written for the time of the
+    /// call into the zero padding at the end of the process's vDSO: for a syscall that
+    /// unmaps the code injected syscalls normally return into (a thread left there by a crs
+    /// that died then parks instead of faulting). Without such room in the vDSO, it runs as
+    /// [`SeizedTree::syscall`] does.
+    pub fn syscall_outside(&mut self, tid: Tid, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let pid = self.pid_of(tid)?;
+        match self.via_vdso_stub(pid, tid, nr, &args)? {
+            Some(ret) => Ok(ret),
+            None => self.syscall(tid, nr, args),
+        }
     }
 
     /// The address of a `syscall` instruction in process `pid` that injected syscalls run
@@ -89,26 +111,42 @@ impl SeizedTree {
             .ok_or(Error::NotSeized { tid: pid })?
             .tid;
         let total = PAGE + SCRATCH_SIZE + BATCH_TABLE;
-        let ret = self.syscall(
+        let mmap = [
+            0,
+            total as u64,
+            (libc::PROT_READ | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ];
+        guard::record(&guard::Record::MapIntent {
+            pid,
             tid,
-            libc::SYS_mmap,
-            [
-                0,
-                total as u64,
-                (libc::PROT_READ | libc::PROT_EXEC) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
+            len: total as u64,
+        });
+        let ret = match self.via_vdso_stub(pid, tid, libc::SYS_mmap, &mmap)? {
+            Some(ret) => ret,
+            None => self.syscall(tid, libc::SYS_mmap, mmap)?,
+        };
         if (-4095..0).contains(&ret) {
             return Err(Error::ScratchMap { pid, errno: -ret });
         }
         let base = ret as u64;
+        guard::record(&guard::Record::Mapped {
+            pid,
+            addr: base,
+            len: total as u64,
+        });
         self.procs.get_mut(&pid).expect("checked above").own_map = Some(RemoteRange {
             addr: RemoteAddr(base),
             len: total,
         });
+        // From here on single injections return into the park stub of compel's code.
+        batch::write_forced(pid, RemoteAddr(base), &batch::code())?;
+        self.procs
+            .get_mut(&pid)
+            .expect("checked above")
+            .syscall_site = Some(RemoteAddr(base + batch::STUB_AT as u64));
         let ret = self.syscall(
             tid,
             libc::SYS_mprotect,
@@ -155,14 +193,55 @@ impl SeizedTree {
         let Some(tid) = proc_.threads.first().map(|t| t.tid) else {
             return Ok(());
         };
-        let ret = self.syscall(
-            tid,
-            libc::SYS_munmap,
-            [range.addr.get(), range.len as u64, 0, 0, 0, 0],
-        )?;
+        // Not from compel's own code, which this unmaps.
+        let args = [range.addr.get(), range.len as u64, 0, 0, 0, 0];
+        let ret = match self.via_vdso_stub(pid, tid, libc::SYS_munmap, &args)? {
+            Some(ret) => ret,
+            None => {
+                let site = find_syscall_site(pid)?;
+                inject(self.thread_mut(tid)?, site, libc::SYS_munmap, &args)?
+            }
+        };
         if ret != 0 {
             debug!(pid, ret, "munmap of the scratch area failed");
+        } else {
+            guard::record(&guard::Record::Unmapped { pid });
         }
+        Ok(())
+    }
+
+    /// Runs syscall `nr` in `tid` from a park stub written into the zero padding at the end
+    /// of `pid`'s vDSO (see [`VDSO_STUB_ROOM`]), for the syscalls that map and unmap
+    /// compel's own code; `None` when the vDSO has no such room. The padding is zero again
+    /// afterwards (the page stays the process's own copy of the vDSO page: identical bytes).
+    fn via_vdso_stub(
+        &mut self,
+        pid: Tid,
+        tid: Tid,
+        nr: i64,
+        args: &[u64; 6],
+    ) -> Result<Option<i64>> {
+        let Some(at) = vdso_stub(pid)? else {
+            return Ok(None);
+        };
+        let ret = inject(self.thread_mut(tid)?, at, nr, args);
+        let back = batch::write_forced(pid, at, &[0; batch::PARK_STUB.len()]);
+        if back.is_ok() {
+            guard::record(&guard::Record::Unpatched { pid });
+        }
+        let ret = ret?;
+        back?;
+        Ok(Some(ret))
+    }
+
+    /// Makes `range` the compel area of held process `pid` (the guardian's, for an area
+    /// a dead crs left): it is unmapped at release.
+    pub(crate) fn adopt_area(&mut self, pid: Tid, range: RemoteRange) -> Result<()> {
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(Error::NotSeized { tid: pid })?;
+        p.own_map = Some(range);
         Ok(())
     }
 
@@ -246,7 +325,6 @@ pub(crate) fn inject(
     let tid = thread.tid;
     let saved = thread.regs;
     Host::check_native(&saved).map_err(|cs| Error::CompatMode { tid, cs })?;
-    ptrace::set_sigmask(tid, BLOCK_ALL).map_err(|source| Error::SetSigmask { tid, source })?;
     let run = run_syscall(thread, site, nr, args);
     let back = put_back(thread);
     match (run, back) {
@@ -263,9 +341,14 @@ fn run_syscall(
 ) -> Result<i64> {
     let tid = thread.tid;
     let regs = Host::syscall_regs(&thread.regs, site, nr, args);
+    // Registers first, then the mask: the mask is changed only while the instruction
+    // pointer is in compel's code (see `guard`).
     Host::set_regs(tid, &regs).map_err(|source| Error::SetRegs { tid, source })?;
+    crs_sys::fault::kill_point(|| format!("syscall {nr} in thread {tid}: registers set"));
+    ptrace::set_sigmask(tid, BLOCK_ALL).map_err(|source| Error::SetSigmask { tid, source })?;
     // Entry stop, then exit stop.
     for _ in 0..2 {
+        crs_sys::fault::kill_point(|| format!("syscall {nr} in thread {tid}: at a stop"));
         ptrace::syscall(tid, 0).map_err(|source| Error::Resume { tid, source })?;
         wait_for(thread, Want::Syscall)?;
     }
@@ -273,17 +356,93 @@ fn run_syscall(
     Ok(Host::syscall_result(&out))
 }
 
-/// Restores the saved registers and mask. A thread that the kernel must restart a syscall
-/// in is first brought back to a stop inside signal handling, where the restart happens.
+/// Restores the saved mask, then the registers. A thread that the kernel must restart a
+/// syscall in is first brought back to a stop inside signal handling, where the restart
+/// happens.
 fn put_back(thread: &mut SeizedThread) -> Result<()> {
     let tid = thread.tid;
+    crs_sys::fault::kill_point(|| format!("injection in thread {tid}: done"));
     if Host::pending_restart(&thread.regs).is_some() {
         ptrace::interrupt(tid).map_err(|source| Error::Interrupt { tid, source })?;
         ptrace::cont(tid, 0).map_err(|source| Error::Resume { tid, source })?;
         wait_for(thread, Want::Trap)?;
     }
-    Host::set_regs(tid, &thread.regs).map_err(|source| Error::SetRegs { tid, source })?;
-    ptrace::set_sigmask(tid, thread.sigmask).map_err(|source| Error::SetSigmask { tid, source })
+    ptrace::set_sigmask(tid, thread.sigmask).map_err(|source| Error::SetSigmask { tid, source })?;
+    crs_sys::fault::kill_point(|| format!("injection in thread {tid}: mask back"));
+    Host::set_regs(tid, &thread.regs).map_err(|source| Error::SetRegs { tid, source })
+}
+
+/// Where in `pid`'s vDSO the first mmap of compel's area can run from, with the stub
+/// written there (and recorded for the guardian); `None` without a vDSO ending in
+/// [`VDSO_STUB_ROOM`] zero bytes (the mmap then runs from any syscall instruction).
+fn vdso_stub(pid: Tid) -> Result<Option<RemoteAddr>> {
+    let maps = procfs::exec_mappings(pid).map_err(|source| Error::Maps { pid, source })?;
+    let Some(&(_, end, _)) = maps.iter().find(|m| m.2) else {
+        return Ok(None);
+    };
+    let at = RemoteAddr(end - VDSO_STUB_ROOM as u64);
+    let mut tail = [0xffu8; VDSO_STUB_ROOM];
+    let read = remote::process_vm_readv(
+        pid,
+        &mut [io::IoSliceMut::new(&mut tail)],
+        &[RemoteRange {
+            addr: at,
+            len: VDSO_STUB_ROOM,
+        }],
+    );
+    if read.ok() != Some(VDSO_STUB_ROOM) || tail.iter().any(|&b| b != 0) {
+        debug!(pid, "no room for a stub at the end of the vDSO");
+        return Ok(None);
+    }
+    guard::record(&guard::Record::Patched {
+        pid,
+        addr: at.get(),
+        orig: vec![0; batch::PARK_STUB.len()],
+    });
+    batch::write_forced(pid, at, &batch::PARK_STUB)?;
+    Ok(Some(at))
+}
+
+/// Whether `[addr, addr + len)` of `pid` is still compel's area: anonymous mappings that
+/// cover it exactly, starting with compel's code (or the zeros of a fresh mapping, when
+/// crs died before writing it).
+pub(crate) fn is_compel_area(pid: Tid, addr: u64, len: u64) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    let end = addr + len;
+    let mut covered = addr;
+    for line in text.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let Some((a, b)) = f.next().and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        if b <= addr || a >= end {
+            continue;
+        }
+        let inode = f.nth(3);
+        let anonymous = inode == Some("0") && f.next().is_none();
+        if a != covered || b > end || !anonymous {
+            return false;
+        }
+        covered = b;
+    }
+    if covered != end {
+        return false;
+    }
+    let code = batch::code();
+    let mut head = vec![0u8; code.len()];
+    let Ok(f) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
+        return false;
+    };
+    use std::os::unix::fs::FileExt;
+    if f.read_exact_at(&mut head, addr).is_err() {
+        return false;
+    }
+    head == code || head.iter().all(|&b| b == 0)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

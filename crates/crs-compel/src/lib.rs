@@ -29,6 +29,7 @@ pub mod arch;
 mod batch;
 mod error;
 mod freezer;
+pub mod guard;
 mod inject;
 pub mod pin;
 mod procfs;

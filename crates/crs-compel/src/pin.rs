@@ -89,10 +89,18 @@ pub fn allowed_cpus() -> Vec<usize> {
 /// with [`crate::SeizedTree::pin_to_cpu`] (which puts a chosen mask back at release):
 /// moving it before the seize keeps the seize's own round trips on one CPU.
 pub fn pin_thread(tid: i32, cpu: usize) -> Option<CpuSet> {
-    let pid = Pid::from_raw(tid);
-    let saved = sched_getaffinity(pid).ok()?;
-    sched_setaffinity(pid, &only(cpu)?).ok()?;
-    Some(saved)
+    let saved = mask_of(tid)?;
+    set_only(tid, cpu).then_some(saved)
+}
+
+/// `tid`'s CPU mask.
+pub(crate) fn mask_of(tid: i32) -> Option<CpuSet> {
+    sched_getaffinity(Pid::from_raw(tid)).ok()
+}
+
+/// Sets `tid`'s mask to `cpu` alone; false when the kernel refuses.
+pub(crate) fn set_only(tid: i32, cpu: usize) -> bool {
+    only(cpu).is_some_and(|set| sched_setaffinity(Pid::from_raw(tid), &set).is_ok())
 }
 
 /// The mask of `cpu` alone (`None` past the largest CPU number a mask holds).

@@ -38,6 +38,10 @@ pub(crate) struct Status {
     pub ppid: Tid,
     pub tracer: Tid,
     pub seccomp: u32,
+    /// Signals the process ignores (SIG_IGN), bit n-1 = signal n.
+    pub sig_ign: u64,
+    /// Signals the process catches with a handler.
+    pub sig_cgt: u64,
 }
 
 pub(crate) fn status(tid: Tid) -> io::Result<Status> {
@@ -62,6 +66,8 @@ pub(crate) fn parse_status(text: &str) -> Option<Status> {
             "PPid" => st.ppid = val.parse().ok()?,
             "TracerPid" => st.tracer = val.parse().ok()?,
             "Seccomp" => st.seccomp = val.parse().ok()?,
+            "SigIgn" => st.sig_ign = u64::from_str_radix(val, 16).ok()?,
+            "SigCgt" => st.sig_cgt = u64::from_str_radix(val, 16).ok()?,
             _ => {}
         }
     }
@@ -105,7 +111,8 @@ mod tests {
     #[test]
     fn parse_status_stopped_task_reads_fields() {
         let text = "Name:\tx\nState:\tT (stopped)\nTgid:\t10\nPid:\t11\nPPid:\t1\n\
-                    TracerPid:\t0\nSeccomp:\t2\n";
+                    TracerPid:\t0\nSeccomp:\t2\nSigIgn:\t0000000000001000\n\
+                    SigCgt:\t0000000180000000\n";
         let st = parse_status(text).unwrap();
         assert_eq!(
             st,
@@ -114,7 +121,9 @@ mod tests {
                 tgid: 10,
                 ppid: 1,
                 tracer: 0,
-                seccomp: 2
+                seccomp: 2,
+                sig_ign: 0x1000,
+                sig_cgt: 0x1_8000_0000,
             }
         );
     }

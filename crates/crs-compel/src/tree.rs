@@ -15,7 +15,7 @@ use tracing::{debug, debug_span, warn};
 
 use crate::arch::{Arch, Host, Regs};
 use crate::freezer::Freezer;
-use crate::{pin, procfs, Error, Result};
+use crate::{guard, pin, procfs, Error, Result};
 
 /// How to seize a tree.
 #[derive(Clone, Debug)]
@@ -95,6 +95,8 @@ pub struct SeizedProcess {
     pub(crate) batch: Option<crate::batch::BatchSite>,
     /// What compel mapped in the process (batch code, scratch, batch table).
     pub(crate) own_map: Option<RemoteRange>,
+    /// SigIgn and SigCgt, once read (see the batch's stop signal).
+    pub(crate) dispositions: Option<(u64, u64)>,
 }
 
 impl SeizedProcess {
@@ -180,6 +182,7 @@ impl SeizedTree {
             tree.settle_pending()?;
         }
         tree.collect()?;
+        tree.trace_exits()?;
         debug!(
             processes = tree.procs.len(),
             threads = tree.owner.len(),
@@ -206,6 +209,7 @@ impl SeizedTree {
                 return Err(Error::NoSuchProcess { pid });
             }
         }
+        tree.trace_exits()?;
         Ok(tree)
     }
 
@@ -235,13 +239,21 @@ impl SeizedTree {
     /// kernel will not pin is left as it is.
     pub fn pin_to_cpu(&mut self, cpu: usize, restore_to: Option<CpuSet>) {
         let mut saved = HashMap::new();
-        for tid in self.tids().collect::<Vec<_>>() {
-            if let Some(old) = pin::pin_thread(tid, cpu) {
+        for (pid, tid) in self.pid_tids() {
+            if let Some(old) = pin_recorded(pid, tid, cpu) {
                 saved.insert(tid, restore_to.unwrap_or(old));
             }
         }
         debug!(cpu, threads = saved.len(), "held threads pinned");
         self.pinned = Some((cpu, saved));
+    }
+
+    /// Every held thread with its process: (pid, tid).
+    fn pid_tids(&self) -> Vec<(Tid, Tid)> {
+        self.procs
+            .values()
+            .flat_map(|p| p.threads.iter().map(|t| (p.pid, t.tid)))
+            .collect()
     }
 
     /// Puts back the masks [`SeizedTree::pin_to_cpu`] changed.
@@ -331,11 +343,12 @@ impl SeizedTree {
             SeizeOutcome::Gone | SeizeOutcome::Zombie => {}
         }
         if self.owner.contains_key(&tid) {
+            self.trace_exit(tid)?;
             // A new thread inherits its creator's pinned mask: it gets its process's
             // saved one back at release.
             if let Some((cpu, saved)) = &mut self.pinned {
                 if let Some(mask) = saved.get(&pid).copied() {
-                    if pin::pin_thread(tid, *cpu).is_some() {
+                    if pin_recorded(pid, tid, *cpu).is_some() {
                         saved.insert(tid, mask);
                     }
                 }
@@ -350,6 +363,19 @@ impl SeizedTree {
     /// fails; the first error is returned.
     pub fn release(mut self, how: Release) -> Result<()> {
         self.release_inner(how)
+    }
+
+    /// Gives held thread `tid` registers `regs` and signal mask `sigmask`, in the kernel and
+    /// as the state release leaves it with (the guardian's: a thread a dead crs left parked
+    /// in compel's code). The mask goes first: it may differ from the thread's only while
+    /// its instruction pointer is in compel's code.
+    pub(crate) fn reset_thread(&mut self, tid: Tid, regs: &Regs, sigmask: u64) -> Result<()> {
+        let t = self.thread_mut(tid)?;
+        ptrace::set_sigmask(tid, sigmask).map_err(|source| Error::SetSigmask { tid, source })?;
+        Host::set_regs(tid, regs).map_err(|source| Error::SetRegs { tid, source })?;
+        t.regs = *regs;
+        t.sigmask = sigmask;
+        Ok(())
     }
 
     /// Walks the tree and seizes until a whole pass finds nothing new.
@@ -375,8 +401,109 @@ impl SeizedTree {
                     }
                 }
             }
-            if !changed {
+            if !changed && !self.recheck()? {
                 return Ok(());
+            }
+        }
+    }
+
+    /// The options a thread is seized with: without `PTRACE_O_TRACEEXIT` until the whole
+    /// tree is held. An execve in a multi-threaded process waits until every other thread
+    /// of it is dead; a thread we hold that it kills would stop at its exit event and wait
+    /// for us, while we wait for (or, in PTRACE_SEIZE, for the exec lock of) the execing
+    /// thread: a deadlock. Without the exit event the killed thread just dies.
+    fn seize_options(&self) -> u64 {
+        self.options & !ptrace::opt::TRACEEXIT
+    }
+
+    /// Once the tree is held (no thread of it can exec any more): the exit event on for
+    /// every held thread, so a thread killed while held stops at its exit.
+    fn trace_exits(&mut self) -> Result<()> {
+        let tids: Vec<Tid> = self.owner.keys().copied().collect();
+        for tid in tids {
+            self.trace_exit(tid)?;
+        }
+        Ok(())
+    }
+
+    fn trace_exit(&self, tid: Tid) -> Result<()> {
+        match ptrace::set_options(tid, self.options) {
+            Ok(()) => Ok(()),
+            // Killed from outside while held: whoever drives it next finds it gone.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(source) => Err(Error::Seize { tid, source }),
+        }
+    }
+
+    /// After a pass that found nothing new: is what is held still what was collected? An
+    /// execve from a thread the walk had not stopped yet kills every other thread of its
+    /// process, and the execing thread takes over the leader's tid, so a held tid may now
+    /// name a dead thread or a new program, and a zombie leader the walk set aside may
+    /// live again. Each held thread must be in its tracing stop with nothing new to report;
+    /// one that is not is collected again (or dropped if it is not ours any more), and the
+    /// walk goes round once more. Returns whether anything changed.
+    fn recheck(&mut self) -> Result<bool> {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        let me = nix::unistd::gettid().as_raw();
+        let mut changed = false;
+        let revived: Vec<Tid> = self
+            .unseizable
+            .iter()
+            .copied()
+            .filter(|&t| matches!(procfs::status(t), Ok(st) if st.state != 'Z' && st.state != 'X'))
+            .collect();
+        for tid in revived {
+            debug!(tid, "a zombie set aside lives again (an exec took its tid)");
+            self.unseizable.remove(&tid);
+            changed = true;
+        }
+        let held: Vec<(Tid, Tid)> = self.owner.iter().map(|(&t, &p)| (p, t)).collect();
+        let peek = WaitPidFlag::WSTOPPED
+            | WaitPidFlag::WEXITED
+            | WaitPidFlag::WNOHANG
+            | WaitPidFlag::WNOWAIT
+            | WaitPidFlag::__WALL;
+        for (pid, tid) in held {
+            let (news, ours) = match waitid(Id::Pid(nix::unistd::Pid::from_raw(tid)), peek) {
+                Ok(WaitStatus::StillAlive) => match procfs::status(tid) {
+                    Ok(st) if st.tracer == me => (st.state != 't', true),
+                    _ => (true, false),
+                },
+                Ok(_) => (true, true),
+                Err(nix::errno::Errno::ECHILD) => (true, false),
+                Err(e) => {
+                    return Err(Error::Wait {
+                        tid,
+                        source: e.into(),
+                    })
+                }
+            };
+            if !news {
+                continue;
+            }
+            debug!(
+                pid,
+                tid, ours, "a held thread changed under the walk: collected again"
+            );
+            self.forget(pid, tid);
+            if ours {
+                self.pending.push((pid, tid));
+            }
+            changed = true;
+        }
+        if changed {
+            self.settle_pending()?;
+        }
+        Ok(changed)
+    }
+
+    /// Drops what was collected of one held thread (and its process, if it was the last).
+    fn forget(&mut self, pid: Tid, tid: Tid) {
+        self.owner.remove(&tid);
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.threads.retain(|t| t.tid != tid);
+            if p.threads.is_empty() {
+                self.procs.remove(&pid);
             }
         }
     }
@@ -423,21 +550,45 @@ impl SeizedTree {
     }
 
     fn seize_one(&mut self, tid: Tid) -> Result<SeizeOutcome> {
-        match ptrace::seize(tid, self.options) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(SeizeOutcome::Gone),
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                return match procfs::status(tid) {
-                    Err(_) => Ok(SeizeOutcome::Gone),
-                    Ok(st) if st.state == 'Z' || st.state == 'X' => Ok(SeizeOutcome::Zombie),
-                    Ok(st) if st.tracer != 0 => Err(Error::AlreadyTraced {
-                        tid,
-                        tracer: st.tracer,
-                    }),
-                    Ok(_) => Err(Error::Seize { tid, source: e }),
-                };
+        // EPERM from a live thread nobody traces: the old leader of a process that is in
+        // an execve from another thread, a zombie for a moment until the execing thread
+        // takes its tid. It is seizable again right after; anything else that refuses
+        // (an LSM) refuses for good.
+        let deadline = std::time::Instant::now() + EXEC_RACE_LIMIT;
+        loop {
+            let e = match ptrace::seize(tid, self.seize_options()) {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            match e.raw_os_error() {
+                Some(libc::ESRCH) => return Ok(SeizeOutcome::Gone),
+                Some(libc::EPERM) => {}
+                _ => return Err(Error::Seize { tid, source: e }),
             }
-            Err(source) => return Err(Error::Seize { tid, source }),
+            let st = match procfs::status(tid) {
+                Err(_) => return Ok(SeizeOutcome::Gone),
+                Ok(st) => st,
+            };
+            if st.state == 'Z' || st.state == 'X' {
+                return Ok(SeizeOutcome::Zombie);
+            }
+            if st.tracer == nix::unistd::gettid().as_raw() {
+                // Ours already: a thread seized under another tid that then took this one
+                // by an execve. Its interrupt is still pending.
+                debug!(tid, "seized earlier under another tid (execve)");
+                return Ok(SeizeOutcome::Seized);
+            }
+            if st.tracer != 0 {
+                return Err(already_traced(tid, st.tgid, st.tracer));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::SeizeDenied {
+                    tid,
+                    pid: st.tgid,
+                    waited_ms: EXEC_RACE_LIMIT.as_millis() as u64,
+                });
+            }
+            std::thread::yield_now();
         }
         match ptrace::interrupt(tid) {
             Ok(()) => Ok(SeizeOutcome::Seized),
@@ -474,20 +625,43 @@ impl SeizedTree {
         let sigmask = ptrace::get_sigmask(tid).map_err(|source| Error::GetSigmask { tid, source });
         let (regs, sigmask) = match (regs, sigmask) {
             (Ok(r), Ok(m)) => (r, m),
+            // Killed right after it stopped (an execve from another thread of its process
+            // kills the others): gone, like a thread that exits while being seized.
+            (Err(Error::GetRegs { source, .. } | Error::GetSigmask { source, .. }), _)
+            | (_, Err(Error::GetSigmask { source, .. }))
+                if source.raw_os_error() == Some(libc::ESRCH) =>
+            {
+                debug!(tid, "thread killed while being seized");
+                return Ok(());
+            }
             (Err(e), _) | (_, Err(e)) => {
                 let _ = ptrace::detach(tid, 0);
                 return Err(e);
             }
         };
-        let proc_ = self.procs.entry(pid).or_insert_with(|| SeizedProcess {
+        let proc_ = self.procs.entry(pid).or_insert_with(|| {
+            let pidfd = pidfd::pidfd_open(pid, 0).ok();
+            if let Some(fd) = &pidfd {
+                use std::os::fd::AsFd;
+                guard::record_with_fd(&guard::Record::Held { pid }, fd.as_fd());
+            }
+            SeizedProcess {
+                pid,
+                ppid: procfs::status(pid).map(|s| s.ppid).unwrap_or(0),
+                threads: Vec::new(),
+                pidfd,
+                syscall_site: None,
+                scratch: None,
+                batch: None,
+                own_map: None,
+                dispositions: None,
+            }
+        });
+        guard::record(&guard::Record::Thread {
             pid,
-            ppid: procfs::status(pid).map(|s| s.ppid).unwrap_or(0),
-            threads: Vec::new(),
-            pidfd: pidfd::pidfd_open(pid, 0).ok(),
-            syscall_site: None,
-            scratch: None,
-            batch: None,
-            own_map: None,
+            tid,
+            sigmask,
+            regs: Host::regs_to_words(&regs),
         });
         let stopped = stop_signo != 0;
         debug!(pid, tid, stopped, ip = %Host::ip(&regs), "thread held");
@@ -560,6 +734,7 @@ impl SeizedTree {
                 }
             }
             Release::Kill => {
+                guard::record(&guard::Record::Killing);
                 for p in self.procs.values() {
                     let sent = match &p.pidfd {
                         Some(fd) => {
@@ -604,12 +779,67 @@ impl Drop for SeizedTree {
     }
 }
 
+/// Pins thread `tid` of process `pid` to `cpu` and returns the mask it had, recorded for the
+/// guardian before the change; `None` (and the thread left as it was) when the kernel
+/// refuses.
+fn pin_recorded(pid: Tid, tid: Tid, cpu: usize) -> Option<CpuSet> {
+    let old = pin::mask_of(tid)?;
+    guard::record(&guard::Record::Mask {
+        pid,
+        tid,
+        cpus: guard::mask_words(&old),
+    });
+    pin::set_only(tid, cpu).then_some(old)
+}
+
+/// How long a live, untraced thread may refuse PTRACE_SEIZE with EPERM before that is an
+/// error (see [`SeizedTree::seize_one`]).
+const EXEC_RACE_LIMIT: Duration = Duration::from_secs(1);
+
+/// [`Error::AlreadyTraced`] for thread `tid` of process `pid`, traced by thread `tracer`,
+/// with the tracer's process and that process's name as /proc tells them.
+fn already_traced(tid: Tid, pid: Tid, tracer: Tid) -> Error {
+    let tracer_pid = procfs::status(tracer).map_or(tracer, |st| st.tgid);
+    let tracer_name = std::fs::read_to_string(format!("/proc/{tracer_pid}/comm"))
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_else(|_| "?".to_owned());
+    Error::AlreadyTraced {
+        tid,
+        pid,
+        tracer,
+        tracer_pid,
+        tracer_name,
+    }
+}
+
 /// Waits for the first stop of a just-interrupted thread. `Some(stop signal)` once it is
 /// held (0: it was not group-stopped), `None` if it exited.
+///
+/// The wait polls rather than blocks: a thread seized just before another thread of its
+/// process runs execve is killed by the exec and then silently let go by the kernel (the
+/// execing thread takes over its tid, untraced), and a blocking wait for it was seen never
+/// to return. Between polls the thread must still be traced by this thread.
 fn initial_stop(tid: Tid) -> Result<Option<i32>> {
+    let me = nix::unistd::gettid().as_raw();
+    let mut idle = 0u32;
     loop {
-        let st = match ptrace::wait(tid) {
-            Ok(st) => st,
+        let st = match ptrace::try_wait(tid) {
+            Ok(Some(st)) => st,
+            Ok(None) => {
+                match procfs::status(tid) {
+                    Ok(st) if st.tracer == me => {}
+                    _ => return Ok(None),
+                }
+                // A stop normally follows the interrupt within microseconds: yield a few
+                // times, then sleep, longer each time up to 160 us.
+                if idle < 16 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(10 << (idle - 16).min(4)));
+                }
+                idle += 1;
+                continue;
+            }
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(None),
             Err(source) => return Err(Error::Wait { tid, source }),
         };

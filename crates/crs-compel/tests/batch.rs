@@ -119,12 +119,12 @@ fn syscalls_same_signal_from_elsewhere_is_queued_again() {
     wait_exec(pid);
     let mut tree = SeizedTree::seize(pid, &SeizeOptions::default()).unwrap();
     tree.scratch(pid).unwrap();
-    // The batch stops itself with SIGTRAP (nothing queued); a kill() in it sends one more
-    // (SI_USER), which the thread takes mid-batch.
+    // The batch stops itself with SIGURG (nothing queued, not caught: ignored by default);
+    // a kill() in it sends one more (SI_USER), which the thread takes mid-batch.
     let calls = [
         Call::new(
             libc::SYS_kill,
-            [pid as u64, libc::SIGTRAP as u64, 0, 0, 0, 0],
+            [pid as u64, libc::SIGURG as u64, 0, 0, 0, 0],
         ),
         Call::new(libc::SYS_getpid, [0; 6]),
         Call::new(libc::SYS_getppid, [0; 6]),
@@ -140,7 +140,7 @@ fn syscalls_same_signal_from_elsewhere_is_queued_again() {
             .iter()
             .map(|s| (s.si_signo, s.si_code))
             .collect::<Vec<_>>(),
-        vec![(libc::SIGTRAP, 0)]
+        vec![(libc::SIGURG, 0)]
     );
     tree.release(Release::Kill).unwrap();
 }

@@ -7,6 +7,8 @@ use crs_compel::Tid;
 /// released untouched and nothing that looks like an image set is left behind.
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
+    #[error(transparent)]
+    Fault(#[from] crs_sys::fault::Injected),
     #[error("images directory {path}")]
     ImagesDir {
         path: PathBuf,
@@ -72,6 +74,8 @@ pub enum DumpError {
         size: u64,
         limit: u64,
     },
+    #[error("process {pid} ({why}): the tree changed while it was being seized; try again")]
+    TreeChanged { pid: Tid, why: String },
     #[error("comparing {what} of process {pid} (kcmp)")]
     Kcmp {
         pid: Tid,

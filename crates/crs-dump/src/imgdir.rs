@@ -87,6 +87,10 @@ impl ImageDir {
                     source: e.into(),
                 }
             })?;
+            crs_compel::guard::record(&crs_compel::guard::Record::Images {
+                dir: dir.to_path_buf(),
+                staging: dir.to_path_buf(),
+            });
             return Ok(ImageDir {
                 dir: dir.to_path_buf(),
                 staging: dir.to_path_buf(),
@@ -101,6 +105,10 @@ impl ImageDir {
         if staging.exists() {
             let _ = fs::remove_dir_all(&staging);
         }
+        crs_compel::guard::record(&crs_compel::guard::Record::Images {
+            dir: dir.to_path_buf(),
+            staging: staging.clone(),
+        });
         fs::create_dir(&staging).map_err(|source| DumpError::ImagesDir {
             path: staging.clone(),
             source,
@@ -164,6 +172,7 @@ impl ImageDir {
     }
 
     fn put(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        crs_sys::fault::point(|| format!("writing {name}"))?;
         let path = self.staged(name)?;
         let mut f = File::create(&path).map_err(|source| DumpError::Write {
             path: path.clone(),
@@ -200,6 +209,7 @@ impl ImageDir {
     /// Creates raw image `name` of `len` bytes, to be filled with positioned writes. With
     /// checksums, its writer hands the segments to [`ImageDir::raw_written`].
     pub(crate) fn create_raw(&mut self, name: &str, len: u64) -> Result<(File, PathBuf)> {
+        crs_sys::fault::point(|| format!("creating {name}"))?;
         let path = self.staged(name)?;
         let f = OpenOptions::new()
             .read(true)
@@ -254,8 +264,10 @@ impl ImageDir {
 
     /// Moves the images into place, inventory last.
     pub(crate) fn commit(mut self) -> Result<()> {
+        crs_sys::fault::point(|| "committing the images".to_string())?;
         if self.direct() {
             self.done = true;
+            crs_compel::guard::record(&crs_compel::guard::Record::ImagesComplete);
             return Ok(());
         }
         // An older set in the directory stops looking complete before it is overwritten.
@@ -283,6 +295,7 @@ impl ImageDir {
             self.moved.push(to);
         }
         self.done = true;
+        crs_compel::guard::record(&crs_compel::guard::Record::ImagesComplete);
         let _ = fs::remove_dir_all(&self.staging);
         Ok(())
     }

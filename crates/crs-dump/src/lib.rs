@@ -188,8 +188,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     });
     if let Err(e) = staged {
         // Before the point of no return: let the task go exactly as it was.
-        if let Err(re) = tree.release(Release::Detach) {
-            warn!(pid, error = %re, "detaching after a failed dump");
+        match tree.release(Release::Detach) {
+            // Put back by crs itself: the guardian has nothing to do.
+            Ok(()) => crs_compel::guard::finish(),
+            // The guardian (when there is one) tries once more when crs exits.
+            Err(re) => warn!(pid, error = %re, "detaching after a failed dump"),
         }
         return Err(e);
     }
@@ -201,6 +204,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     };
     tree.release(how)
         .map_err(|source| DumpError::Release { pid, source })?;
+    crs_compel::guard::finish();
     write_stats(&opts.images_dir, &stats)?;
     info!(
         pid,
@@ -439,7 +443,40 @@ fn tree_order(tree: &SeizedTree, root: Tid) -> Result<Vec<(Tid, Tid, bool)>> {
                 .map(|p| p.0),
         );
     }
+    check_closed(&all, &out)?;
     Ok(out)
+}
+
+/// The images describe a tree: every child of a held process must be in it, and every
+/// process in it must hang from the root. compel walks until nothing changes; this checks
+/// it once more from /proc, while everything is stopped, so a tree that changed under the
+/// walk is refused rather than written with a process missing.
+fn check_closed(all: &[(Tid, Tid, bool)], ordered: &[(Tid, Tid, bool)]) -> Result<()> {
+    let known: std::collections::HashSet<Tid> = all.iter().map(|p| p.0).collect();
+    for &(pid, _, zombie) in all {
+        if zombie {
+            continue;
+        }
+        let kids = ProcDir::open(pid)
+            .and_then(|d| d.children())
+            .map_err(proc_err(pid, "the children"))?;
+        if let Some(&child) = kids.iter().find(|c| !known.contains(c)) {
+            return Err(DumpError::TreeChanged {
+                pid: child,
+                why: format!("a child of process {pid}, it was not held"),
+            });
+        }
+    }
+    if ordered.len() != all.len() {
+        let reached: std::collections::HashSet<Tid> = ordered.iter().map(|p| p.0).collect();
+        if let Some(&(pid, ppid, _)) = all.iter().find(|p| !reached.contains(&p.0)) {
+            return Err(DumpError::TreeChanged {
+                pid,
+                why: format!("held, its parent {ppid} is not in the tree"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The files_id of the process of `tables` whose fd table `pid` shares (kcmp KCMP_FILES).

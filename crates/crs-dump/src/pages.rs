@@ -318,6 +318,9 @@ pub(crate) fn copy(
                 })?;
             done += piece.len();
         }
+        crs_sys::fault::kill_point(|| {
+            format!("{}: pages written at {:#x}", out_path.display(), b.offset)
+        });
         Ok(())
     };
     let segment = |data: &[u8], b: &Batch| hash.then(|| Segment::of(b.offset, data));
@@ -386,7 +389,7 @@ pub(crate) fn copy(
         // an error.
         let segments = read_all.and_then(|s| written.map(|()| s))?;
         stats.segments = segments.into_iter().flatten().collect();
-        Ok(())
+        Ok::<(), DumpError>(())
     })?;
     Ok(stats)
 }

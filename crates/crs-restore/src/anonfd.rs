@@ -127,7 +127,7 @@ pub(crate) fn check(
                 let path = w.f_handle.as_ref().and_then(|h| h.path.as_deref());
                 if !path.is_some_and(|p| p.starts_with('/')) {
                     return Err(unsupported(format!(
-                        "inotify {id}: watch {} without a path (only its file handle)",
+                        "files.img: inotify {id}: watch {} without a path (only its file handle)",
                         w.wd()
                     )));
                 }
@@ -159,7 +159,11 @@ pub(crate) fn check(
                 ));
             }
         }
-        other => return Err(unsupported(format!("anon file of type {other:?}"))),
+        other => {
+            return Err(unsupported(format!(
+                "files.img: file id {id}: anon file of type {other:?}"
+            )))
+        }
     }
     Ok(())
 }

@@ -105,7 +105,7 @@ fn check_thread(tid: i32, th: &Thread_core_entry) -> Result<(), RestoreError> {
     }
     if c.lsm_profile.is_some() || c.lsm_sockcreate.is_some() || c.apparmor_data.is_some() {
         return Err(RestoreError::Unsupported {
-            what: "LSM labels (lsm_profile, lsm_sockcreate, apparmor_data)".into(),
+            what: format!("{image}: LSM labels (lsm_profile, lsm_sockcreate, apparmor_data)"),
         });
     }
     Ok(())

@@ -8,6 +8,8 @@ use crs_compel::Tid;
 /// A restore failed. The half-built task (if any) was killed and reaped.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    #[error(transparent)]
+    Fault(#[from] crs_sys::fault::Injected),
     #[error("reading images")]
     Image(#[from] crs_images::ImageError),
     #[error("{image}: {what}")]
@@ -47,6 +49,13 @@ pub enum RestoreError {
         path: PathBuf,
         expected: u64,
         found: u64,
+    },
+    #[error("{image}: its pages image {pages}")]
+    PagesImage {
+        image: String,
+        pages: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("inspecting {path}")]
     Stat {

@@ -110,13 +110,20 @@ pub(crate) fn load(
             };
             if kind != Remap_type::GHOST {
                 return Err(unsupported(format!(
-                    "{kind:?} remap of file id {}",
+                    "remap-fpath.img: {kind:?} remap of file id {}",
                     r.orig_id()
                 )));
             }
             let reg = files
                 .get(&r.orig_id())
-                .and_then(|f| f.reg.as_ref())
+                .ok_or_else(|| {
+                    invalid(
+                        "remap-fpath.img",
+                        format!("remap of file id {}, absent from files.img", r.orig_id()),
+                    )
+                })?
+                .reg
+                .as_ref()
                 .ok_or_else(|| {
                     invalid(
                         "remap-fpath.img",
@@ -131,7 +138,19 @@ pub(crate) fn load(
             }
             let ghost = match out.ghosts.entry(gid) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(load_ghost(dir, gid)?),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let image = format!("ghost-file-{gid:x}.img");
+                    if !dir.join(&image).exists() {
+                        return Err(invalid(
+                            "remap-fpath.img",
+                            format!(
+                                "file id {} is remapped to ghost file {gid:#x}: no {image}",
+                                r.orig_id()
+                            ),
+                        ));
+                    }
+                    e.insert(load_ghost(dir, gid)?)
+                }
             };
             if reg.has_size() && reg.size() != ghost.size {
                 return Err(invalid(
@@ -198,9 +217,17 @@ fn load_ghost(dir: &Path, gid: u32) -> Result<Ghost, RestoreError> {
         .ok_or_else(|| invalid(&name, "no ghost_file_entry"))?;
     if entry.mode() & libc::S_IFMT != libc::S_IFREG {
         return Err(unsupported(format!(
-            "deleted files other than regular files (ghost {gid:#x}, mode {:o})",
+            "{name}: deleted files other than regular files (mode {:o})",
             entry.mode()
         )));
+    }
+    for (which, t) in [("atime", &entry.atim), ("mtime", &entry.mtim)] {
+        if let Some(t) = t.as_ref().filter(|t| timeval(t).is_none()) {
+            return Err(invalid(
+                &name,
+                format!("{which} {}.{:06} is no time", t.tv_sec(), t.tv_usec()),
+            ));
+        }
     }
     if !entry.chunks() {
         let data = r.rest().to_vec();
@@ -244,13 +271,16 @@ pub(crate) fn pipe_of(f: &File_entry) -> Result<&Pipe_entry, RestoreError> {
     let acc = p.flags() as i32 & libc::O_ACCMODE;
     if acc != libc::O_RDONLY && acc != libc::O_WRONLY {
         return Err(unsupported(format!(
-            "pipe end {} opened read-write (flags {:#o})",
+            "files.img: pipe end {} opened read-write (flags {:#o})",
             f.id(),
             p.flags()
         )));
     }
     if p.flags() as i32 & libc::O_DIRECT != 0 {
-        return Err(unsupported("packetized pipes (O_DIRECT)"));
+        return Err(unsupported(format!(
+            "files.img: pipe end {}: packetized pipes (O_DIRECT)",
+            f.id()
+        )));
     }
     Ok(p)
 }
@@ -310,15 +340,25 @@ pub(crate) struct GhostFiles {
 impl Drop for GhostFiles {
     fn drop(&mut self) {
         for p in self.paths.drain(..) {
-            if let Err(e) = std::fs::remove_file(&p) {
-                warn!(path = %p.display(), error = %e, "removing a ghost file");
+            match std::fs::remove_file(&p) {
+                Ok(()) => crs_compel::guard::record(&crs_compel::guard::Record::FileGone {
+                    path: p.clone(),
+                }),
+                Err(e) => warn!(path = %p.display(), error = %e, "removing a ghost file"),
             }
         }
     }
 }
 
-fn timeval(t: &Timeval) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(t.tv_sec()) + Duration::from_micros(t.tv_usec())
+/// A file time from an image; None when it is no time (microseconds past a second, or
+/// seconds past what `SystemTime` holds).
+fn timeval(t: &Timeval) -> Option<SystemTime> {
+    if t.tv_usec() >= 1_000_000 {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(t.tv_sec()))?
+        .checked_add(Duration::from_micros(t.tv_usec()))
 }
 
 /// Creates ghost file `g` at `path` (which must not exist), with its contents, mode,
@@ -329,6 +369,9 @@ fn create_ghost(path: &Path, g: &Ghost, created: &mut GhostFiles) -> Result<(), 
         source,
     };
     let mode = g.entry.mode() & 0o7777;
+    crs_compel::guard::record(&crs_compel::guard::Record::File {
+        path: path.to_path_buf(),
+    });
     let f: File = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -344,13 +387,11 @@ fn create_ghost(path: &Path, g: &Ghost, created: &mut GhostFiles) -> Result<(), 
     // After the chown, which clears set-id bits; the umask applied at creation too.
     f.set_permissions(Permissions::from_mode(mode))
         .map_err(err)?;
-    if let (Some(a), Some(m)) = (g.entry.atim.as_ref(), g.entry.mtim.as_ref()) {
-        f.set_times(
-            FileTimes::new()
-                .set_accessed(timeval(a))
-                .set_modified(timeval(m)),
-        )
-        .map_err(err)?;
+    let a = g.entry.atim.as_ref().and_then(timeval);
+    let m = g.entry.mtim.as_ref().and_then(timeval);
+    if let (Some(a), Some(m)) = (a, m) {
+        f.set_times(FileTimes::new().set_accessed(a).set_modified(m))
+            .map_err(err)?;
     }
     Ok(())
 }
@@ -781,6 +822,39 @@ mod tests {
     }
 
     #[test]
+    fn load_remap_to_missing_ghost_image_names_the_remap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ImageWriter::new("remap-fpath.img", "REMAP_FPATH");
+        w.push(&Remap_file_path_entry {
+            orig_id: Some(3),
+            remap_id: Some(0xf),
+            remap_type: Some(protobuf::EnumOrUnknown::new(Remap_type::GHOST)),
+            ..Default::default()
+        })
+        .unwrap();
+        std::fs::write(dir.path().join("remap-fpath.img"), w.into_bytes()).unwrap();
+        let files: BTreeMap<u32, File_entry> = [(
+            3,
+            File_entry {
+                id: Some(3),
+                reg: protobuf::MessageField::some(crs_images::pb::regfile::Reg_file_entry {
+                    name: Some("/tmp/x".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )]
+        .into();
+        let err = load(dir.path(), &files).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "remap-fpath.img: file id 3 is remapped to ghost file 0xf: no ghost-file-f.img"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn load_ghost_plain_contents_are_the_rest_of_the_image() {
         let dir = tempfile::tempdir().unwrap();
         ghost_image(dir.path(), 1, &head(false, None), &[(0, b"hello ghost")]);
@@ -811,6 +885,24 @@ mod tests {
             load_ghost(dir.path(), 3),
             Err(RestoreError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn load_ghost_time_past_what_a_system_time_holds_is_invalid() {
+        // create_ghost added these seconds to the epoch, which panicked.
+        for (sec, usec) in [(u64::MAX, 0), (1, 1_000_000), (1 << 63, 0)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut h = head(false, None);
+            h.mtim = protobuf::MessageField::some(Timeval {
+                tv_sec: Some(sec),
+                tv_usec: Some(usec),
+                ..Default::default()
+            });
+            ghost_image(dir.path(), 5, &h, &[(0, b"x")]);
+            let err = load_ghost(dir.path(), 5).unwrap_err();
+            assert!(matches!(err, RestoreError::Invalid { .. }), "{err}");
+            assert!(err.to_string().contains("ghost-file-5.img: mtime"), "{err}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crs_images::codec::{read_file, ImageReader};
 use crs_images::pb::core::{core_entry::March, Core_entry, Task_kobj_ids_entry, Thread_core_entry};
@@ -22,6 +23,8 @@ use crate::vma::{self, Vma};
 use crate::RestoreError;
 
 pub(crate) const PAGE: u64 = 4096;
+/// Most auxv words an mm image may hold (64 pairs; the kernel's own vector is shorter).
+pub(crate) const AUXV_WORDS: usize = 2 * 64;
 /// Highest user address of x86_64 with 4-level paging.
 pub(crate) const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 
@@ -51,10 +54,11 @@ pub(crate) struct Images {
     pub runs: Vec<PageRun>,
     pub pages_path: PathBuf,
     pub fs: Fs_entry,
-    pub files: BTreeMap<u32, File_entry>,
+    /// files.img by id, one for the whole tree.
+    pub files: Arc<BTreeMap<u32, File_entry>>,
     pub fdinfo: Vec<Fdinfo_entry>,
-    /// Ghost files, remaps and pipe data.
-    pub file_images: FileImages,
+    /// Ghost files, remaps and pipe data, one for the whole tree.
+    pub file_images: Arc<FileImages>,
     /// Messages queued on the unix sockets (sk-queues.img), by receiving file id.
     pub unix_queues: crate::unixsk::Queues,
     /// Its fd table's id (ids-PID.img): processes with the same one share one table
@@ -122,11 +126,16 @@ fn read_one<M: MessageFull>(
     name: &str,
     magic: &'static str,
 ) -> Result<M, RestoreError> {
-    let mut v = read_all::<M>(dir, name, magic)?;
-    if v.len() != 1 {
-        return Err(invalid(name, format!("{} entries, expected 1", v.len())));
+    let path = dir.join(name);
+    let bytes = read_file(&path)?;
+    let label = path.display().to_string();
+    let mut r = ImageReader::new(&label, &bytes, magic)?;
+    // The first entry, and no other (not decoding every copy of a bloated image).
+    match (r.next::<M>()?, r.next::<M>()?) {
+        (Some(m), None) => Ok(m),
+        (None, _) => Err(invalid(name, "no entry, expected 1")),
+        (Some(_), Some(_)) => Err(invalid(name, "more than one entry, expected 1")),
     }
-    Ok(v.remove(0))
 }
 
 impl Images {
@@ -144,23 +153,11 @@ impl Images {
         if entries.is_empty() {
             return Err(invalid("pstree.img", "no process"));
         }
-        let mut seen = BTreeSet::new();
-        for (k, e) in entries.iter().enumerate() {
-            let pid = e.pid();
-            if pid == 0 || pid > i32::MAX as u32 || !seen.insert(pid) {
-                return Err(invalid(
-                    "pstree.img",
-                    format!("pid {pid}: zero, too large or twice"),
-                ));
-            }
-            // Parents come before their children (CRIU writes the tree depth first).
-            if k > 0 && !entries[..k].iter().any(|p| p.pid() == e.ppid()) {
-                return Err(invalid(
-                    "pstree.img",
-                    format!("pid {pid}: parent {} not listed before it", e.ppid()),
-                ));
-            }
-        }
+        check_pstree(&entries)?;
+        // files.img and what it names (ghost files, pipe data, terminals): read once, for
+        // every process.
+        let files = Arc::new(load_files(dir)?);
+        let file_images = Arc::new(files::load(dir, &files)?);
         let mut procs = Vec::new();
         let mut zombies = Vec::new();
         for e in &entries {
@@ -177,7 +174,8 @@ impl Images {
                     })
                 }
                 _ => {
-                    let mut p = Images::load_one(dir, &inv, e.clone())?;
+                    let shared = (&files, &file_images);
+                    let mut p = Images::load_one(dir, &inv, e.clone(), core, shared)?;
                     // A table shared with an earlier process (CLONE_FILES): its fds are
                     // placed once, by that process.
                     if procs.iter().any(|q: &Images| q.files_id == p.files_id) {
@@ -196,11 +194,14 @@ impl Images {
         })
     }
 
-    /// Reads and validates the images of one live process of `dir`.
+    /// Reads and validates the images of one live process of `dir` (its leader's core
+    /// image `core` read already, the tree's files.img and file images `files`).
     fn load_one(
         dir: &Path,
         inv: &Inventory_entry,
         pstree: Pstree_entry,
+        core: Core_entry,
+        (files, file_images): (&Arc<BTreeMap<u32, File_entry>>, &Arc<FileImages>),
     ) -> Result<Images, RestoreError> {
         let pid = pstree.pid();
         if pid == 0 || pid > i32::MAX as u32 {
@@ -216,7 +217,6 @@ impl Images {
             ));
         }
         let core_name = format!("core-{pid}.img");
-        let core: Core_entry = read_one(dir, &core_name, "CORE")?;
         check_core(&core_name, &core)?;
         let mut threads = Vec::with_capacity(pstree.threads.len() - 1);
         let mut seen_tids = BTreeSet::from([pid]);
@@ -242,15 +242,21 @@ impl Images {
             core.ids
                 .clone()
                 .into_option()
-                .ok_or_else(|| invalid(&core_name, "no ids"))?
+                .ok_or_else(|| invalid(&core_name, format!("no ids, and no {ids_name} either")))?
         };
-        check_namespaces(inv, &ids)?;
+        check_namespaces(&ids_name, inv, &ids)?;
 
         let mm_name = format!("mm-{pid}.img");
         let mm: Mm_entry = read_one(dir, &mm_name, "MM")?;
         let vmas = vma::parse(&mm_name, &mm)?;
         if !mm.aios.is_empty() {
-            return Err(unsupported("AIO rings"));
+            return Err(unsupported(format!("{mm_name}: AIO rings")));
+        }
+        if mm.mm_saved_auxv.len() > AUXV_WORDS {
+            return Err(invalid(
+                &mm_name,
+                format!("{} auxv words", mm.mm_saved_auxv.len()),
+            ));
         }
 
         let pm_name = format!("pagemap-{pid}.img");
@@ -262,28 +268,23 @@ impl Images {
             .next()?
             .ok_or_else(|| invalid(&pm_name, "no pagemap_head"))?;
         let entries: Vec<Pagemap_entry> = r.all()?;
-        let pages_path = dir.join(format!("pages-{}.img", head.pages_id()));
+        let pages_name = format!("pages-{}.img", head.pages_id());
+        let pages_path = dir.join(&pages_name);
         let pages_len = std::fs::metadata(&pages_path)
-            .map_err(|source| RestoreError::Stat {
-                path: pages_path.clone(),
+            .map_err(|source| RestoreError::PagesImage {
+                image: pm_name.clone(),
+                pages: pages_path.clone(),
                 source,
             })?
             .len();
-        let runs = page_runs(&pm_name, &entries, &vmas, pages_len)?;
+        let runs = page_runs(
+            &pm_name,
+            &entries,
+            (&mm_name, &vmas),
+            (&pages_name, pages_len),
+        )?;
 
         let fs: Fs_entry = read_one(dir, &format!("fs-{pid}.img"), "FS")?;
-        let files_list: Vec<File_entry> = if dir.join("files.img").exists() {
-            read_all(dir, "files.img", "FILES")?
-        } else {
-            Vec::new()
-        };
-        let mut files = BTreeMap::new();
-        for f in files_list {
-            let id = f.id();
-            if files.insert(id, f).is_some() {
-                return Err(invalid("files.img", format!("file id {id} twice")));
-            }
-        }
         let fdinfo_name = format!("fdinfo-{}.img", ids.files_id());
         let fdinfo: Vec<Fdinfo_entry> = read_all(dir, &fdinfo_name, "FDINFO")?;
         let mut seen = BTreeSet::new();
@@ -326,7 +327,7 @@ impl Images {
                     crate::unixsk::check(f)?;
                 }
                 (ft, et) if ft == et && crate::anonfd::is_anon(ft) => {
-                    crate::anonfd::check(f, &files, &fdinfo, &fdinfo_name)?;
+                    crate::anonfd::check(f, files, &fdinfo, &fdinfo_name)?;
                 }
                 (ft, et) if ft != et => {
                     return Err(invalid(
@@ -339,17 +340,19 @@ impl Images {
                     ))
                 }
                 (_, et) => {
-                    return Err(unsupported(format!("fd {} of type {et:?}", e.fd())));
+                    return Err(unsupported(format!(
+                        "{fdinfo_name}: fd {} of type {et:?}",
+                        e.fd()
+                    )));
                 }
             }
         }
-        let file_images = files::load(dir, &files)?;
-        let unix_queues = crate::unixsk::load(dir, &files, &fdinfo)?;
+        let unix_queues = crate::unixsk::load(dir, files, &fdinfo)?;
         let deleted = |id: u32, what: &str| {
             if file_images.ghost_of.contains_key(&id) {
                 Err(unsupported(format!(
-                    "{what} that was deleted (ghost file {})",
-                    files[&id].reg.name()
+                    "files.img: file id {id}: {what} that was deleted (ghost file {})",
+                    shown(files[&id].reg.name())
                 )))
             } else {
                 Ok(())
@@ -391,9 +394,9 @@ impl Images {
             runs,
             pages_path,
             fs,
-            files,
+            files: Arc::clone(files),
             fdinfo,
-            file_images,
+            file_images: Arc::clone(file_images),
             unix_queues,
             files_id: ids.files_id(),
             shares_fd_table: false,
@@ -406,21 +409,127 @@ impl Images {
     }
 }
 
+/// files.img by id (absent: no files).
+fn load_files(dir: &Path) -> Result<BTreeMap<u32, File_entry>, RestoreError> {
+    let mut files = BTreeMap::new();
+    let path = dir.join("files.img");
+    if !path.exists() {
+        return Ok(files);
+    }
+    let bytes = read_file(&path)?;
+    let label = path.display().to_string();
+    let mut r = ImageReader::new(&label, &bytes, "FILES")?;
+    // Entry by entry: an id twice is refused before the rest is decoded.
+    while let Some(f) = r.next::<File_entry>()? {
+        let id = f.id();
+        if files.insert(id, f).is_some() {
+            return Err(invalid("files.img", format!("file id {id} twice")));
+        }
+    }
+    Ok(files)
+}
+
 fn reg_of(f: &File_entry) -> Result<&Reg_file_entry, RestoreError> {
+    let id = f.id();
     let reg = f
         .reg
         .as_ref()
-        .ok_or_else(|| invalid("files.img", format!("file id {} has no reg entry", f.id())))?;
+        .ok_or_else(|| invalid("files.img", format!("file id {id} has no reg entry")))?;
+    let name = reg.name();
     if reg.ext() {
-        return Err(unsupported(format!("external file {}", reg.name())));
-    }
-    if !reg.name().starts_with('/') {
         return Err(unsupported(format!(
-            "file path {:?} relative to another mount",
-            reg.name()
+            "files.img: file id {id}: external file {}",
+            shown(name)
+        )));
+    }
+    if name.len() >= PATH_MAX || name.contains('\0') {
+        return Err(invalid(
+            "files.img",
+            format!(
+                "file id {id}: path {} of {} bytes, or with a NUL byte",
+                shown(name),
+                name.len()
+            ),
+        ));
+    }
+    if !name.starts_with('/') {
+        return Err(unsupported(format!(
+            "files.img: file id {id}: path {} relative to another mount",
+            shown(name)
         )));
     }
     Ok(reg)
+}
+
+/// The longest path the kernel takes, with its NUL.
+const PATH_MAX: usize = 4096;
+
+/// A name from an image as an error shows it: quoted, cut after 100 characters.
+pub(crate) fn shown(name: &str) -> String {
+    match name.char_indices().nth(100) {
+        Some((at, _)) => format!("{:?}... ({} bytes)", &name[..at], name.len()),
+        None => format!("{name:?}"),
+    }
+}
+
+/// Checks pstree.img as a whole: every pid once, parents before their children (CRIU
+/// writes the tree depth first, so no cycle), the root's parent outside the tree, sessions
+/// and groups that can be pids, and every thread id distinct from every other pid and
+/// thread id of the tree.
+fn check_pstree(entries: &[Pstree_entry]) -> Result<(), RestoreError> {
+    const IMAGE: &str = "pstree.img";
+    let pid_like = |v: u32| v != 0 && v <= i32::MAX as u32;
+    let mut seen = BTreeSet::new();
+    for (k, e) in entries.iter().enumerate() {
+        let pid = e.pid();
+        if !pid_like(pid) || seen.contains(&pid) {
+            return Err(invalid(
+                IMAGE,
+                format!("pid {pid}: zero, too large or twice"),
+            ));
+        }
+        if k > 0 && !seen.contains(&e.ppid()) {
+            return Err(invalid(
+                IMAGE,
+                format!("pid {pid}: parent {} not listed before it", e.ppid()),
+            ));
+        }
+        for (what, v) in [("session", e.sid()), ("group", e.pgid())] {
+            if !pid_like(v) {
+                return Err(invalid(IMAGE, format!("pid {pid}: {what} {v}")));
+            }
+        }
+        seen.insert(pid);
+    }
+    let root = &entries[0];
+    if seen.contains(&root.ppid()) {
+        return Err(invalid(
+            IMAGE,
+            format!(
+                "root {}: its parent {} is a process of the tree (a cycle)",
+                root.pid(),
+                root.ppid()
+            ),
+        ));
+    }
+    // Thread ids: the leader's is its pid (checked with its images); every other one is
+    // nobody else's pid or thread.
+    let mut owner: BTreeMap<u32, u32> = entries.iter().map(|e| (e.pid(), e.pid())).collect();
+    for e in entries {
+        for &tid in e.threads.iter().skip(1) {
+            if let Some(other) = owner.insert(tid, e.pid()) {
+                return Err(invalid(
+                    IMAGE,
+                    if other == tid {
+                        format!("thread {tid} of pid {}: the pid of a process", e.pid())
+                    } else {
+                        format!("thread {tid} of pid {}: a thread of pid {other}", e.pid())
+                    },
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// task_state of a live task in core.tc.
@@ -447,18 +556,29 @@ fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
         }
         other => {
             return Err(unsupported(format!(
-                "task state {other} (only alive and stopped tasks)"
+                "{name}: task state {other} (only alive and stopped tasks)"
             )))
         }
     }
     let unknown = tc.membarrier_registration_mask() & !crate::task::MEMBARRIER_REGISTER_BITS;
     if unknown != 0 {
         return Err(unsupported(format!(
-            "membarrier registrations {unknown:#x} (not a MEMBARRIER_CMD_REGISTER_* command)"
+            "{name}: membarrier registrations {unknown:#x} (not a MEMBARRIER_CMD_REGISTER_* command)"
         )));
     }
     if tc.sigactions.len() > 64 {
         return Err(invalid(name, format!("{} sigactions", tc.sigactions.len())));
+    }
+    if tc.sigactions.iter().any(|sa| sa.compat_sigaction()) {
+        return Err(unsupported(format!("{name}: compat sigactions")));
+    }
+    if let Some(rl) = tc.rlimits.as_ref() {
+        if rl.rlimits.len() > 64 {
+            return Err(invalid(
+                name,
+                format!("{} resource limits", rl.rlimits.len()),
+            ));
+        }
     }
     check_siginfo(name, tc.signals_s.iter().flat_map(|q| q.signals.iter()))
 }
@@ -467,21 +587,24 @@ fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
 /// seccomp, well-formed queued signals.
 fn check_thread(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
     if core.mtype() != March::X86_64 {
-        return Err(unsupported(format!("machine type {:?}", core.mtype())));
+        return Err(unsupported(format!(
+            "{name}: machine type {:?}",
+            core.mtype()
+        )));
     }
     let ti = core
         .thread_info
         .as_ref()
         .ok_or_else(|| invalid(name, "no thread_info"))?;
     if ti.gpregs.mode() != User_x86_regs_mode::NATIVE {
-        return Err(unsupported("32-bit (compat) tasks"));
+        return Err(unsupported(format!("{name}: 32-bit (compat) tasks")));
     }
     let th = core
         .thread_core
         .as_ref()
         .ok_or_else(|| invalid(name, "no thread_core"))?;
     if th.seccomp_mode.map(|m| m.value()).unwrap_or(0) != 0 {
-        return Err(unsupported("seccomp"));
+        return Err(unsupported(format!("{name}: seccomp")));
     }
     check_siginfo(name, th.signals_p.iter().flat_map(|q| q.signals.iter()))
 }
@@ -501,7 +624,11 @@ fn check_siginfo<'a>(
     Ok(())
 }
 
-fn check_namespaces(inv: &Inventory_entry, ids: &Task_kobj_ids_entry) -> Result<(), RestoreError> {
+fn check_namespaces(
+    image: &str,
+    inv: &Inventory_entry,
+    ids: &Task_kobj_ids_entry,
+) -> Result<(), RestoreError> {
     let Some(root) = inv.root_ids.as_ref() else {
         return Ok(());
     };
@@ -516,22 +643,25 @@ fn check_namespaces(inv: &Inventory_entry, ids: &Task_kobj_ids_entry) -> Result<
         ("time", root.time_ns_id, ids.time_ns_id),
     ];
     for (kind, a, b) in pairs {
-        if a.is_some() && b.is_some() && a != b {
-            return Err(unsupported(format!(
-                "a process in its own {kind} namespace"
-            )));
+        if let (Some(a), Some(b)) = (a, b) {
+            if a != b {
+                return Err(unsupported(format!(
+                    "{image}: a process in its own {kind} namespace ({b}, inventory.img's is {a})"
+                )));
+            }
         }
     }
     Ok(())
 }
 
 /// Turns pagemap entries into runs with their pages-image offsets, checking that each lies
-/// inside dumped VMAs, that they are sorted and disjoint, and that the image holds them.
+/// inside dumped VMAs (`vmas`, of image `mm`), that they are sorted and disjoint, and that
+/// the pages image (`pages`, of `pages_len` bytes) holds them.
 pub(crate) fn page_runs(
     image: &str,
     entries: &[Pagemap_entry],
-    vmas: &[Vma],
-    pages_len: u64,
+    (mm, vmas): (&str, &[Vma]),
+    (pages, pages_len): (&str, u64),
 ) -> Result<Vec<PageRun>, RestoreError> {
     let mut runs = Vec::with_capacity(entries.len());
     let mut offset = 0u64;
@@ -574,13 +704,16 @@ pub(crate) fn page_runs(
             return Err(invalid(
                 image,
                 format!(
-                    "entry {}: pages {addr:#x}-{prev_end:#x} outside the dumped VMAs",
+                    "entry {}: pages {addr:#x}-{prev_end:#x} outside the VMAs of {mm}",
                     i + 1
                 ),
             ));
         }
         if flags & PE_PARENT != 0 {
-            return Err(unsupported("incremental dumps (pages in a parent image)"));
+            return Err(unsupported(format!(
+                "{image}: entry {}: incremental dumps (pages in a parent image)",
+                i + 1
+            )));
         }
         if flags & PE_PRESENT == 0 {
             continue;
@@ -591,7 +724,7 @@ pub(crate) fn page_runs(
     if offset > pages_len {
         return Err(invalid(
             image,
-            format!("pagemap needs {offset:#x} bytes of pages, the pages image has {pages_len:#x}"),
+            format!("pagemap needs {offset:#x} bytes of pages, {pages} has {pages_len:#x}"),
         ));
     }
     Ok(runs)
@@ -600,6 +733,7 @@ pub(crate) fn page_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testsets;
 
     fn vma(start: u64, end: u64) -> Vma {
         Vma {
@@ -629,6 +763,289 @@ mod tests {
         e
     }
 
+    fn pstree(pid: u32, ppid: u32, threads: &[u32]) -> Pstree_entry {
+        Pstree_entry {
+            pid: Some(pid),
+            ppid: Some(ppid),
+            pgid: Some(pid),
+            sid: Some(pid),
+            threads: threads.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn pstree_err(entries: &[Pstree_entry]) -> String {
+        match check_pstree(entries) {
+            Err(e @ RestoreError::Invalid { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_pstree_processes_with_threads_are_ok() {
+        let e = [pstree(10, 0, &[10, 13]), pstree(11, 10, &[11, 14, 15])];
+        check_pstree(&e).unwrap();
+    }
+
+    #[test]
+    fn check_pstree_thread_of_another_process_is_invalid() {
+        let e = [pstree(10, 0, &[10, 12]), pstree(11, 10, &[11, 12])];
+        let err = pstree_err(&e);
+        assert!(
+            err.contains("pstree.img") && err.contains("thread 12 of pid 11: a thread of pid 10"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn check_pstree_thread_that_is_a_pid_is_invalid() {
+        let e = [pstree(10, 0, &[10, 11]), pstree(11, 10, &[11])];
+        let err = pstree_err(&e);
+        assert!(err.contains("thread 11 of pid 10"), "{err}");
+    }
+
+    #[test]
+    fn check_pstree_thread_twice_is_invalid() {
+        let e = [pstree(10, 0, &[10, 12, 12])];
+        let err = pstree_err(&e);
+        assert!(err.contains("thread 12 of pid 10"), "{err}");
+    }
+
+    #[test]
+    fn check_pstree_root_parent_in_the_tree_is_invalid() {
+        let e = [pstree(10, 11, &[10]), pstree(11, 10, &[11])];
+        let err = pstree_err(&e);
+        assert!(err.contains("root 10") && err.contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn check_pstree_own_parent_is_invalid() {
+        let e = [pstree(10, 0, &[10]), pstree(11, 11, &[11])];
+        let err = pstree_err(&e);
+        assert!(
+            err.contains("pid 11: parent 11 not listed before it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn check_pstree_parent_after_its_child_is_invalid() {
+        let e = [
+            pstree(10, 0, &[10]),
+            pstree(11, 12, &[11]),
+            pstree(12, 10, &[12]),
+        ];
+        let err = pstree_err(&e);
+        assert!(err.contains("pid 11: parent 12"), "{err}");
+    }
+
+    #[test]
+    fn check_pstree_session_or_group_zero_or_too_large_is_invalid() {
+        for v in [0, 1 << 31, u32::MAX] {
+            let mut e = [pstree(10, 0, &[10])];
+            e[0].sid = Some(v);
+            assert!(pstree_err(&e).contains(&format!("session {v}")));
+            let mut e = [pstree(10, 0, &[10])];
+            e[0].pgid = Some(v);
+            assert!(pstree_err(&e).contains(&format!("group {v}")));
+        }
+    }
+
+    #[test]
+    fn reg_of_path_with_nul_or_too_long_is_invalid() {
+        for name in ["/a\0b".to_string(), format!("/{}", "x".repeat(5000))] {
+            let f = File_entry {
+                id: Some(7),
+                reg: protobuf::MessageField::some(Reg_file_entry {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let err = reg_of(&f).unwrap_err();
+            assert!(matches!(err, RestoreError::Invalid { .. }), "{err}");
+            let err = err.to_string();
+            assert!(
+                err.contains("files.img: file id 7") && err.len() < 400,
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn reg_of_relative_path_is_unsupported_naming_the_file() {
+        let f = File_entry {
+            id: Some(7),
+            reg: protobuf::MessageField::some(Reg_file_entry {
+                name: Some("etc/passwd".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = reg_of(&f).unwrap_err();
+        assert!(matches!(err, RestoreError::Unsupported { .. }), "{err}");
+        assert!(err.to_string().contains("files.img: file id 7"), "{err}");
+    }
+
+    #[test]
+    fn load_criu_reference_simple_is_accepted() {
+        let Some(t) = testsets::copy("simple", "load_criu_reference_simple_is_accepted") else {
+            return;
+        };
+        let l = testsets::load(t.path()).unwrap();
+        assert_eq!(l.pids(), [71000]);
+    }
+
+    #[test]
+    fn load_auxv_too_long_is_invalid_naming_mm() {
+        let Some(t) = testsets::copy("simple", "load_auxv_too_long_is_invalid_naming_mm") else {
+            return;
+        };
+        testsets::rewrite(t.path(), "mm-71000.img", "MM", |v: &mut Vec<Mm_entry>| {
+            v[0].mm_saved_auxv.resize(200, 0);
+        });
+        let err = testsets::load_err(t.path());
+        assert!(err.contains("mm-71000.img: 200 auxv words"), "{err}");
+    }
+
+    #[test]
+    fn load_compat_sigaction_is_unsupported_naming_core() {
+        let test = "load_compat_sigaction_is_unsupported_naming_core";
+        let Some(t) = testsets::copy("simple", test) else {
+            return;
+        };
+        testsets::rewrite(
+            t.path(),
+            "core-71000.img",
+            "CORE",
+            |v: &mut Vec<Core_entry>| {
+                v[0].tc.mut_or_insert_default().sigactions[3].compat_sigaction = Some(true);
+            },
+        );
+        let err = testsets::load_err(t.path());
+        assert!(err.contains("core-71000.img: compat sigactions"), "{err}");
+    }
+
+    #[test]
+    fn load_too_many_rlimits_is_invalid_naming_core() {
+        let test = "load_too_many_rlimits_is_invalid_naming_core";
+        let Some(t) = testsets::copy("simple", test) else {
+            return;
+        };
+        testsets::rewrite(
+            t.path(),
+            "core-71000.img",
+            "CORE",
+            |v: &mut Vec<Core_entry>| {
+                let rl = v[0]
+                    .tc
+                    .mut_or_insert_default()
+                    .rlimits
+                    .mut_or_insert_default();
+                let one = rl.rlimits[0].clone();
+                rl.rlimits.resize(5000, one);
+            },
+        );
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("core-71000.img: 5000 resource limits"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_seccomp_is_unsupported_naming_core() {
+        let test = "load_seccomp_is_unsupported_naming_core";
+        let Some(t) = testsets::copy("simple", test) else {
+            return;
+        };
+        testsets::rewrite(
+            t.path(),
+            "core-71000.img",
+            "CORE",
+            |v: &mut Vec<Core_entry>| {
+                v[0].thread_core.mut_or_insert_default().seccomp_mode =
+                    Some(protobuf::EnumOrUnknown::from_i32(2));
+            },
+        );
+        let err = testsets::load_err(t.path());
+        assert!(err.contains("core-71000.img: seccomp"), "{err}");
+    }
+
+    #[test]
+    fn load_missing_pages_image_names_its_pagemap() {
+        let test = "load_missing_pages_image_names_its_pagemap";
+        let Some(t) = testsets::copy("simple", test) else {
+            return;
+        };
+        std::fs::remove_file(t.path().join("pages-1.img")).unwrap();
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("pagemap-71000.img: its pages image") && err.contains("pages-1.img"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_short_pages_image_names_both_images() {
+        let test = "load_short_pages_image_names_both_images";
+        let Some(t) = testsets::copy("simple", test) else {
+            return;
+        };
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.path().join("pages-1.img"))
+            .unwrap();
+        f.set_len(4096).unwrap();
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("pagemap-71000.img") && err.contains("pages-1.img has 0x1000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_own_namespace_is_unsupported_naming_ids_and_inventory() {
+        let test = "load_own_namespace_is_unsupported_naming_ids_and_inventory";
+        let Some(t) = testsets::copy("simple", test) else {
+            return;
+        };
+        testsets::rewrite(
+            t.path(),
+            "ids-71000.img",
+            "IDS",
+            |v: &mut Vec<Task_kobj_ids_entry>| {
+                v[0].net_ns_id = Some(999);
+            },
+        );
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("ids-71000.img: a process in its own net namespace (999, inventory.img"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_thread_clashing_with_a_pid_is_invalid() {
+        let test = "load_thread_clashing_with_a_pid_is_invalid";
+        let Some(t) = testsets::copy("tree", test) else {
+            return;
+        };
+        testsets::rewrite(
+            t.path(),
+            "pstree.img",
+            "PSTREE",
+            |v: &mut Vec<Pstree_entry>| {
+                v[1].threads.push(72003);
+            },
+        );
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("pstree.img: thread 72003 of pid 72002: a thread of pid 72001"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn page_runs_offsets_accumulate_over_present_entries() {
         let vmas = [vma(0x1000, 0x9000)];
@@ -637,7 +1054,7 @@ mod tests {
             entry(0x4000, 1, 0),
             entry(0x6000, 3, PE_PRESENT | 2),
         ];
-        let runs = page_runs("pm", &e, &vmas, 5 * PAGE).unwrap();
+        let runs = page_runs("pm", &e, ("mm", &vmas), ("pages", 5 * PAGE)).unwrap();
         assert_eq!(
             runs,
             [
@@ -660,7 +1077,7 @@ mod tests {
         let vmas = [vma(0x1000, 0x2000)];
         let e = [entry(0x1000, 2, PE_PRESENT)];
         assert!(matches!(
-            page_runs("pm", &e, &vmas, 2 * PAGE),
+            page_runs("pm", &e, ("mm", &vmas), ("pages", 2 * PAGE)),
             Err(RestoreError::Invalid { .. })
         ));
     }
@@ -670,7 +1087,7 @@ mod tests {
         let vmas = [vma(0x1000, 0x9000)];
         let e = [entry(0x1000, 4, PE_PRESENT)];
         assert!(matches!(
-            page_runs("pm", &e, &vmas, 3 * PAGE),
+            page_runs("pm", &e, ("mm", &vmas), ("pages", 3 * PAGE)),
             Err(RestoreError::Invalid { .. })
         ));
     }
@@ -680,7 +1097,7 @@ mod tests {
         let vmas = [vma(0x1000, 0x9000)];
         let e = [entry(0x2000, 2, PE_PRESENT), entry(0x3000, 1, PE_PRESENT)];
         assert!(matches!(
-            page_runs("pm", &e, &vmas, 3 * PAGE),
+            page_runs("pm", &e, ("mm", &vmas), ("pages", 3 * PAGE)),
             Err(RestoreError::Invalid { .. })
         ));
     }
@@ -690,7 +1107,7 @@ mod tests {
         let vmas = [vma(0x1000, 0x9000)];
         let e = [entry(0x2000, 2, PE_PARENT)];
         assert!(matches!(
-            page_runs("pm", &e, &vmas, 0),
+            page_runs("pm", &e, ("mm", &vmas), ("pages", 0)),
             Err(RestoreError::Unsupported { .. })
         ));
     }

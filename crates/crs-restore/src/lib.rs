@@ -39,6 +39,8 @@ mod remote;
 mod shmem;
 mod sysv;
 mod task;
+#[cfg(test)]
+mod testsets;
 mod threads;
 mod timers;
 mod tty;
@@ -120,15 +122,44 @@ impl RestoreStats {
     }
 }
 
-/// Restores the process tree (processes possibly multi-threaded, zombies) dumped in
-/// `opts.images_dir` and lets it run.
-pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
-    restore_with_stats(opts).map(|(r, _)| r)
+/// Every image of a dump, read and checked before anything is created (against its
+/// crs-checksums first, when it has one): the tree, its
+/// processes' images, the objects they share (shared anonymous memory, memfds, SysV
+/// segments), file locks, credentials and timers, the order that rebuilds its sessions and
+/// groups, and how its unix sockets are made. [`load_and_check`] makes it; [`restore`]
+/// builds from it.
+#[derive(Debug)]
+pub struct Loaded {
+    tree: Tree,
+    shm: BTreeMap<u64, shmem::Image>,
+    memfds: memfd::Memfds,
+    sysv: BTreeMap<u32, sysv::Segment>,
+    file_locks: BTreeMap<Tid, Vec<crs_images::pb::file_lock::File_lock_entry>>,
+    /// How long checking crs-checksums took.
+    verify_time: Duration,
 }
 
-/// [`restore`], also returning the timings.
-pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
-    let t0 = Instant::now();
+impl Loaded {
+    /// The root process's pid.
+    pub fn root_pid(&self) -> Tid {
+        self.tree.procs[0].pid
+    }
+
+    /// The live processes' pids, in pstree order (the root first).
+    pub fn pids(&self) -> Vec<Tid> {
+        self.tree.procs.iter().map(|p| p.pid).collect()
+    }
+
+    /// The zombies' pids.
+    pub fn zombies(&self) -> Vec<Tid> {
+        self.tree.zombies.iter().map(|z| z.pid).collect()
+    }
+}
+
+/// Reads and checks every image of `opts.images_dir` as [`restore`] does before it creates
+/// anything (it reads only the images: not whether pids are free or the files they name
+/// are unchanged). An image crs refuses is an error that names it.
+pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
     for (set, what) in [
         (opts.tcp_established, "--tcp-established"),
         (opts.ext_unix_sk, "--ext-unix-sk"),
@@ -137,8 +168,10 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
             return Err(RestoreError::Unsupported { what: what.into() });
         }
     }
+    let dir = &opts.images_dir;
+    // The checksums first: a changed byte is refused by name before any parser reads it.
     let t_verify = Instant::now();
-    match checksums::verify(&opts.images_dir)? {
+    match checksums::verify(dir)? {
         checksums::Verified::Images { count, bytes } => {
             info!(count, bytes, elapsed = ?t_verify.elapsed(), "images match crs-checksums")
         }
@@ -147,11 +180,57 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         }
     }
     let verify_time = t_verify.elapsed();
-    let loaded = Images::load_tree(&opts.images_dir)?;
-    let shm_images = shmem::load(&opts.images_dir, &loaded.procs)?;
-    let memfd_images = memfd::load(&opts.images_dir, &loaded)?;
-    let sysv_images = sysv::load(&opts.images_dir, &loaded)?;
-    let file_locks = locks::load(&opts.images_dir, opts.file_locks, &loaded)?;
+    let tree = Images::load_tree(dir)?;
+    let shm = shmem::load(dir, &tree.procs)?;
+    let memfds = memfd::load(dir, &tree)?;
+    let sysv = sysv::load(dir, &tree)?;
+    let file_locks = locks::load(dir, opts.file_locks, &tree)?;
+    for p in &tree.procs {
+        creds::check(p)?;
+        timers::check(p)?;
+    }
+    plan_of(&tree, opts.shell_job)?;
+    unixsk::check_tree(&tree)?;
+    Ok(Loaded {
+        tree,
+        shm,
+        memfds,
+        sysv,
+        file_locks,
+        verify_time,
+    })
+}
+
+/// Restores the process tree (processes possibly multi-threaded, zombies) dumped in
+/// `opts.images_dir` and lets it run.
+pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    restore_with_stats(opts).map(|(r, _)| r)
+}
+
+/// [`restore`], also returning the timings.
+pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
+    let r = restore_inner(opts);
+    // Whatever crs made is in place (committed) or gone (undone by the drops above).
+    crs_compel::guard::finish();
+    r
+}
+
+/// A fault point of the restore (see `crs_sys::fault`) at stage `what`.
+fn stage(what: impl FnOnce() -> String) -> Result<(), RestoreError> {
+    crs_sys::fault::point(|| format!("restore: {}", what()))?;
+    Ok(())
+}
+
+fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
+    let t0 = Instant::now();
+    let Loaded {
+        tree: loaded,
+        shm: shm_images,
+        memfds: memfd_images,
+        sysv: sysv_images,
+        file_locks,
+        verify_time,
+    } = load_and_check(opts)?;
     let images = &loaded.procs[0];
     let pid = images.pid;
     let _span = info_span!("restore", pid).entered();
@@ -159,12 +238,11 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     for p in &loaded.procs {
         preflight(p.pid)?;
         files::check_sizes(p)?;
-        creds::check(p)?;
-        timers::check(p)?;
     }
     for z in &loaded.zombies {
         preflight(z.pid)?;
     }
+    stage(|| "images read and checked".into())?;
     let tramp = choose_trampoline(&loaded.procs)?;
     let mut plans = BTreeMap::new();
     let (shared, shared_ghosts) = files::shared(&loaded)?;
@@ -179,6 +257,9 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
         preflight(n.pid)?;
     }
     let has_terminal = tty::connect(images)?;
+    stage(|| "creating the tree".into())?;
+    // From here on what crs makes is the guardian's to remove if crs dies.
+    crs_compel::guard::record(&crs_compel::guard::Record::Restore);
 
     // crs and the tasks it drives on one CPU per driving thread (see `crs_compel::pin`):
     // the tree is created on this thread's CPU, each part of it is then built on its
@@ -227,6 +308,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     // restore fails before `commit`), sockets built in crs (see `handoff`). crs's fds on
     // them close when every process is built.
     let mut crs_files = handoff::CrsFiles::default();
+    stage(|| "making the shared objects".into())?;
     let (objects, shm_pages) = shmem::Objects::create(&shm_images)?;
     let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
     let (segments, sysv_pages) = sysv::Segments::create(&sysv_images)?;
@@ -269,6 +351,7 @@ pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreSta
     stats.add_built(&built);
     stats.restore_time = t0.elapsed();
     let spawned = guard.disarm();
+    crs_compel::guard::finish();
     info!(restore_time = ?stats.restore_time, pages = stats.pages_restored, "restored, running");
     write_stats(&opts.images_dir, &stats);
     if opts.detach {
@@ -325,13 +408,7 @@ fn tree_nodes(
     mut plans: BTreeMap<Tid, crs_sys::restore::ChildPlan>,
     mut creates: BTreeMap<Tid, crs_sys::restore::SharedCreates>,
 ) -> Result<Vec<TreeNode>, RestoreError> {
-    let zombies: BTreeMap<Tid, i32> = loaded
-        .zombies
-        .iter()
-        .map(|z| (z.pid, z.wait_status))
-        .collect();
-    let files_ids: BTreeMap<Tid, u32> = loaded.procs.iter().map(|p| (p.pid, p.files_id)).collect();
-    let planned = plan_tree(&loaded.entries, &zombies, &files_ids, shell_job)?;
+    let planned = plan_of(loaded, shell_job)?;
     for p in &planned {
         if p.kind == PlanKind::Helper {
             debug!(
@@ -364,6 +441,23 @@ fn tree_nodes(
             parent_death_signal: p.parent_death_signal,
         })
         .collect())
+}
+
+/// The restore plan of the tree (see [`plan_tree`]); a tree it cannot rebuild is refused
+/// naming pstree.img.
+fn plan_of(tree: &Tree, shell_job: bool) -> Result<Vec<Planned>, RestoreError> {
+    let zombies: BTreeMap<Tid, i32> = tree
+        .zombies
+        .iter()
+        .map(|z| (z.pid, z.wait_status))
+        .collect();
+    let files_ids: BTreeMap<Tid, u32> = tree.procs.iter().map(|p| (p.pid, p.files_id)).collect();
+    plan_tree(&tree.entries, &zombies, &files_ids, shell_job).map_err(|e| match e {
+        RestoreError::Unsupported { what } => RestoreError::Unsupported {
+            what: format!("pstree.img: {what}"),
+        },
+        e => e,
+    })
 }
 
 /// What a planned process is.
@@ -607,13 +701,14 @@ fn plan_tree(
             by_files.entry(f).or_default().push(i);
         }
     }
-    for sharing in by_files.values().filter(|v| v.len() > 1) {
+    for (files_id, sharing) in by_files.iter().filter(|(_, v)| v.len() > 1) {
         for &m in &sharing[1..] {
             let parent = ps[m].parent.expect("the root comes first");
             if !sharing.contains(&parent) {
+                let (a, b) = (ps[sharing[0]].pid, ps[m].pid);
                 return Err(unsupported(format!(
-                    "processes {} and {} share one fd table, {} not as a child of the other",
-                    ps[sharing[0]].pid, ps[m].pid, ps[m].pid
+                    "processes {a} and {b} share fd table {files_id} (ids-{a}.img, \
+                     ids-{b}.img), {b} not as a child of the other"
                 )));
             }
             ps[m].share_files = true;
@@ -991,7 +1086,7 @@ fn choose_trampoline(procs: &[Images]) -> Result<u64, RestoreError> {
     for floor in [1u64 << 32, 1 << 24] {
         let mut at = floor;
         for &(s, e) in used.iter().chain([(TASK_SIZE, TASK_SIZE)].iter()) {
-            if s >= at + need {
+            if s >= at.saturating_add(need) {
                 return Ok(at + PAGE);
             }
             at = at.max(e);
@@ -1068,9 +1163,26 @@ fn partition(procs: &[Images], n: usize) -> Vec<Vec<&Images>> {
         .collect()
 }
 
+/// What a builder is told once every part reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Every process is built: give each its final state (still held).
+    Finalize,
+    /// Everything is final and committed: let the tree run.
+    Detach,
+    /// Something failed: kill the tree.
+    Kill,
+}
+
 /// Builds every process, each part seized and built by its own thread (the first part by
-/// the calling thread), then runs `finish` while every process is still held, and releases
-/// them all: detached when every build and `finish` succeeded, else killed.
+/// the calling thread); once every part is built, each part finalizes its processes
+/// (their final registers: see [`finalize`]); then runs `finish` while every process is
+/// still held, and releases them all: detached when every step succeeded, else killed.
+///
+/// Until the last process is final no process is: a crs that dies before leaves every
+/// thread parked in its trampoline (or compel's code), where the kernel's detach lets it
+/// spin until the guardian kills the tree, rather than running restored code among half
+/// built peers.
 fn build_parts(
     parts: &[Vec<&Images>],
     tramp: u64,
@@ -1088,16 +1200,24 @@ fn build_parts(
         Some(*cpus.get((first + k) % cpus.len().max(1))?)
     };
     let restore_to = pin.map(|p| *p.saved());
-    let build_part = |tree: &mut SeizedTree, part: &[&Images]| {
+    let build_part = |tree: &mut SeizedTree, part: &[&Images], built: &mut Vec<Built>| {
         let mut total = RestoreStats::default();
         for p in part {
             let _span = info_span!("process", pid = p.pid).entered();
             let held = file_locks.get(&p.pid).map_or(&[][..], Vec::as_slice);
             let mut one = RestoreStats::default();
-            build(tree, p, tramp, made, held, &mut one)?;
+            built.push(build(tree, p, tramp, made, held, &mut one)?);
             total.add_built(&one);
         }
         Ok::<_, RestoreError>(total)
+    };
+    let finalize_part = |tree: &mut SeizedTree, part: &[&Images], built: &[Built]| {
+        let mut calls = 0;
+        for (p, b) in part.iter().zip(built) {
+            let _span = info_span!("process", pid = p.pid).entered();
+            calls += finalize(tree, p, tramp, b)?;
+        }
+        Ok::<_, RestoreError>(calls)
     };
     let seize_part = |part: &[&Images], cpu: Option<usize>| {
         let pids: Vec<Tid> = part.iter().map(|p| p.pid).collect();
@@ -1120,12 +1240,17 @@ fn build_parts(
         }
         Ok(tree)
     };
+    let lost = || {
+        Err(RestoreError::Unsupported {
+            what: "a restore thread that stopped without a result".into(),
+        })
+    };
     std::thread::scope(|s| {
         let (done_tx, done_rx) = mpsc::channel::<Result<RestoreStats, RestoreError>>();
         let mut verdicts = Vec::new();
         let mut workers = Vec::new();
         for (k, part) in parts.iter().enumerate().skip(1) {
-            let (verdict_tx, verdict_rx) = mpsc::channel::<Release>();
+            let (verdict_tx, verdict_rx) = mpsc::channel::<Verdict>();
             verdicts.push(verdict_tx);
             let done_tx = done_tx.clone();
             let span = tracing::Span::current();
@@ -1135,51 +1260,79 @@ fn build_parts(
                 let _pin = cpu.and_then(CpuPin::to);
                 let cpu = _pin.as_ref().map(CpuPin::cpu);
                 let mut held = None;
-                let built = seize_part(part, cpu).and_then(|t| build_part(held.insert(t), part));
-                // Sent, then dropped: a worker that panics cannot leave the caller waiting.
-                let _ = done_tx.send(built);
+                let mut built = Vec::new();
+                let r = seize_part(part, cpu)
+                    .and_then(|t| build_part(held.insert(t), part, &mut built));
+                // Sent, then waited on: a worker that panics drops its sender and cannot
+                // leave the caller waiting.
+                let _ = done_tx.send(r);
+                let mut how = verdict_rx.recv().unwrap_or(Verdict::Kill);
+                if how == Verdict::Finalize {
+                    let tree = held.as_mut().expect("built parts are held");
+                    let r = finalize_part(tree, part, &built).map(|calls| RestoreStats {
+                        injected_syscalls: calls,
+                        ..RestoreStats::default()
+                    });
+                    let _ = done_tx.send(r);
+                    how = verdict_rx.recv().unwrap_or(Verdict::Kill);
+                }
                 drop(done_tx);
-                let how = verdict_rx.recv().unwrap_or(Release::Kill);
                 release_part(held, how, part[0].pid)
             }));
         }
         drop(done_tx);
-        let mut held = None;
-        let mine = seize_part(&parts[0], pin.map(CpuPin::cpu))
-            .and_then(|t| build_part(held.insert(t), &parts[0]));
-        let mut total = RestoreStats::default();
-        let mut first_err = None;
-        let mut results = vec![mine];
-        for _ in 1..parts.len() {
-            results.push(done_rx.recv().unwrap_or_else(|_| {
-                Err(RestoreError::Unsupported {
-                    what: "a restore thread that stopped without a result".into(),
-                })
-            }));
-        }
-        for r in results {
-            match r {
-                Ok(st) => {
-                    total.add_built(&st);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
+        // Every part's results of one phase, the caller's own first.
+        let gather = |mine: Result<RestoreStats, RestoreError>, total: &mut RestoreStats| {
+            let mut first_err = mine.err();
+            for _ in 1..parts.len() {
+                match done_rx.recv().unwrap_or_else(|_| lost()) {
+                    Ok(st) => total.add_built(&st),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
                 }
             }
+            first_err
+        };
+        let tell = |how: Verdict| {
+            for v in &verdicts {
+                let _ = v.send(how);
+            }
+        };
+        let mut total = RestoreStats::default();
+        let mut held = None;
+        let mut built = Vec::new();
+        let mine = seize_part(&parts[0], pin.map(CpuPin::cpu))
+            .and_then(|t| build_part(held.insert(t), &parts[0], &mut built));
+        if let Ok(st) = &mine {
+            total.add_built(st);
+        }
+        let mut first_err = gather(mine, &mut total);
+        if first_err.is_none() {
+            tell(Verdict::Finalize);
+            let tree = held.as_mut().expect("built parts are held");
+            let mine = finalize_part(tree, &parts[0], &built).map(|calls| RestoreStats {
+                injected_syscalls: calls,
+                ..RestoreStats::default()
+            });
+            if let Ok(st) = &mine {
+                total.add_built(st);
+            }
+            first_err = gather(mine, &mut total);
         }
         if first_err.is_none() {
-            if let Err(e) = finish() {
+            if let Err(e) = stage(|| "committing".into()).and_then(|()| finish()) {
                 first_err = Some(e);
             }
         }
         let how = if first_err.is_none() {
-            Release::Detach
+            // The tree runs from here on, even if crs dies before detaching it.
+            crs_compel::guard::commit();
+            Verdict::Detach
         } else {
-            Release::Kill
+            Verdict::Kill
         };
-        for v in verdicts {
-            let _ = v.send(how);
-        }
+        tell(how);
         let mut released = release_part(held, how, parts[0][0].pid);
         for w in workers {
             let r = w.join().unwrap_or_else(|_| {
@@ -1198,20 +1351,20 @@ fn build_parts(
 
 /// Lets one part go. Killing is best effort (a failure is only logged: the restore has
 /// already failed); a failed detach is an error.
-fn release_part(held: Option<SeizedTree>, how: Release, pid: Tid) -> Result<(), RestoreError> {
+fn release_part(held: Option<SeizedTree>, how: Verdict, pid: Tid) -> Result<(), RestoreError> {
     let Some(tree) = held else {
         return Ok(());
     };
     match how {
-        Release::Kill => {
+        Verdict::Detach => tree
+            .release(Release::Detach)
+            .map_err(|source| RestoreError::Detach { pid, source }),
+        Verdict::Kill | Verdict::Finalize => {
             if let Err(k) = tree.release(Release::Kill) {
                 warn!(error = %k, "killing the half-restored tree");
             }
             Ok(())
         }
-        _ => tree
-            .release(how)
-            .map_err(|source| RestoreError::Detach { pid, source }),
     }
 }
 
@@ -1223,20 +1376,29 @@ fn build(
     made: &Made<'_>,
     file_locks: &[crs_images::pb::file_lock::File_lock_entry],
     stats: &mut RestoreStats,
-) -> Result<(), RestoreError> {
+) -> Result<Built, RestoreError> {
     let pid = images.pid;
     let compel = |what: &str| {
         let what = what.to_string();
         move |source| RestoreError::Compel { pid, what, source }
     };
-    // The task sits in pause(); forget that syscall so injections need no restart dance.
+    let step = |what: &str| stage(|| format!("pid {pid}: {what}"));
+    step("seized")?;
+    // The task sits in pause(), in crs's code, which is about to be unmapped: between
+    // injections it rests on the trampoline's `jmp .` instead, every signal blocked (the
+    // signals queued for it stay queued), with no syscall to restart. If crs dies before
+    // the task is final, it spins there until the guardian kills it, rather than faulting
+    // or taking a signal among half-built peers.
     let mut regs = *tree
         .thread(pid)
         .map_err(compel("reading the registers"))?
         .regs();
     regs.orig_rax = u64::MAX;
+    regs.rip = tramp + crs_sys::restore::TRAMPOLINE_PARK;
     tree.set_regs(pid, &regs)
-        .map_err(compel("clearing the pending syscall"))?;
+        .map_err(compel("parking the task on the trampoline"))?;
+    tree.set_sigmask(pid, !0)
+        .map_err(compel("blocking every signal"))?;
     tree.set_syscall_site(pid, RemoteAddr(tramp))
         .map_err(compel("using the trampoline"))?;
     let base_xstate = tree.xstate(pid).map_err(compel("reading the FPU state"))?;
@@ -1248,51 +1410,83 @@ fn build(
         source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
     })?;
 
-    let mut r = Remote {
-        tree,
-        pid,
-        trampoline: tramp,
-        scratch: tramp + 4096,
-        scratch_len: TRAMPOLINE_LEN - 4096,
-        calls: 0,
-    };
+    let mut r = Remote::on_trampoline(tree, pid, tramp, TRAMPOLINE_LEN);
     task::drop_inherited_rseq(&mut r)?;
+    step("address space")?;
     let t = Instant::now();
     vma::unmap_crs(&mut r, &maps, TRAMPOLINE_LEN as u64)?;
     vma::move_vdso(&mut r, images, &maps, TRAMPOLINE_LEN as u64)?;
     vma::map_all(&mut r, images, made.shmem, made.memfds)?;
     debug!(elapsed = ?t.elapsed(), calls = r.calls, "address space rebuilt");
+    step("pages")?;
     let t = Instant::now();
     stats.pages_restored = pages::fill(pid, images)?;
     stats.pages_time = t.elapsed();
     debug!(pages = stats.pages_restored, elapsed = ?stats.pages_time, "pages filled");
+    step("memory state")?;
     vma::finish_prot(&mut r, images)?;
     task::set_mm(&mut r, images)?;
     task::set_membarrier(&mut r, images)?;
+    step("files")?;
     handoff::install_held(&mut r, images, made.crs_files)?;
     unixsk::create(&mut r, images, made.crs_files)?;
     anonfd::create(&mut r, images, &made.fifos_filled)?;
     locks::take(&mut r, file_locks)?;
     fown::restore(&mut r, images)?;
     task::close_unlisted_fds(&mut r, images)?;
+    step("task state")?;
     task::set_misc(&mut r, images)?;
     task::set_rlimits(pid, images);
     // The other threads, once the memory they run in is there, before the timers that
     // may signal them and before the credentials (clone3 set_tid needs CAP_SYS_ADMIN).
+    step("threads")?;
     let t = Instant::now();
     threads::create(&mut r, images)?;
     threads::set_misc(&mut r, images)?;
     task::set_sched(images)?;
     debug!(threads = images.threads.len(), elapsed = ?t.elapsed(), "threads created");
+    step("timers and signals")?;
     let posix_timers = timers::posix_timers(images)?;
     timers::create_posix_timers(&mut r, &posix_timers)?;
     let queued = task::queue_signals(&mut r, images)?;
     debug!(queued, "pending signals queued");
     // Credentials last (they may take away what the steps above needed), every thread's
-    // own, then the timers are armed, right before the registers.
+    // own; the timers are armed in `finalize`, right before the registers.
+    step("credentials")?;
     threads::set_creds(&mut r, images)?;
     creds::restore(&mut r, images)?;
-    timers::arm(&mut r, images, &posix_timers)?;
+    stats.injected_syscalls = r.calls;
+    Ok(Built {
+        base_xstate,
+        posix_timers,
+    })
+}
+
+/// What [`finalize`] needs of a built process.
+struct Built {
+    /// The FPU state the task had when seized (the layout the final one is built on).
+    base_xstate: Vec<u8>,
+    posix_timers: Vec<timers::PosixTimer>,
+}
+
+/// The last steps of a built process, once every process of the tree is built: timers
+/// armed (so the restore's own time does not eat into them), then every thread's final
+/// xstate, signal mask and registers, and the munmap of the trampoline. Returns the
+/// syscalls it injected.
+fn finalize(
+    tree: &mut SeizedTree,
+    images: &Images,
+    tramp: u64,
+    built: &Built,
+) -> Result<u64, RestoreError> {
+    let pid = images.pid;
+    let compel = |what: &str| {
+        let what = what.to_string();
+        move |source| RestoreError::Compel { pid, what, source }
+    };
+    stage(|| format!("pid {pid}: final state"))?;
+    let mut r = Remote::on_trampoline(tree, pid, tramp, TRAMPOLINE_LEN);
+    timers::arm(&mut r, images, &built.posix_timers)?;
     anonfd::arm(&mut r, images)?;
     threads::set_final(&mut r, images)?;
 
@@ -1302,7 +1496,7 @@ fn build(
         let mut insn = [0u8; 2];
         tree_ref.read_memory(pid, RemoteAddr(ip), &mut insn).is_ok() && insn == [0x0f, 0x05]
     });
-    let mut xstate = base_xstate;
+    let mut xstate = built.base_xstate.clone();
     arch::build_xstate(&ti.fpregs, &mut xstate).map_err(|what| RestoreError::Invalid {
         image: format!("core-{pid}.img"),
         what,
@@ -1319,14 +1513,14 @@ fn build(
     r.tree
         .set_regs(pid, &final_regs)
         .map_err(compel("setting the registers"))?;
-    // Last injected syscall: the trampoline goes; the registers set above take over.
-    r.call(
+    // Last injected syscall: the trampoline goes; the registers set above take over. It
+    // runs from outside the trampoline, so that a thread crs leaves there parks.
+    r.call_outside(
         libc::SYS_munmap,
         [tramp, TRAMPOLINE_LEN as u64, 0, 0, 0, 0],
         || "munmap of the trampoline".into(),
     )?;
-    stats.injected_syscalls = r.calls;
-    Ok(())
+    Ok(r.calls)
 }
 
 fn write_pidfile(path: Option<&Path>, pid: Tid) -> Result<(), RestoreError> {
@@ -1726,6 +1920,42 @@ mod tests {
         let ps = plan_tree(&entries, &BTreeMap::new(), &files, false).unwrap();
         let shared: Vec<bool> = ps.iter().map(|p| p.share_files).collect();
         assert_eq!(shared, [false, true, false]);
+    }
+
+    #[test]
+    fn load_and_check_criu_reference_tree_is_accepted() {
+        let test = "load_and_check_criu_reference_tree_is_accepted";
+        let Some(t) = crate::testsets::copy("tree", test) else {
+            return;
+        };
+        let l = crate::testsets::load(t.path()).unwrap();
+        assert_eq!(l.root_pid(), 72000);
+        assert_eq!(l.pids(), [72000, 72001, 72002]);
+        assert!(l.zombies().is_empty());
+    }
+
+    #[test]
+    fn load_and_check_plan_refusal_names_pstree_and_ids() {
+        let test = "load_and_check_plan_refusal_names_pstree_and_ids";
+        let Some(t) = crate::testsets::copy("tree", test) else {
+            return;
+        };
+        crate::testsets::rewrite(
+            t.path(),
+            "ids-72002.img",
+            "IDS",
+            |v: &mut Vec<crs_images::pb::core::Task_kobj_ids_entry>| {
+                v[0].files_id = Some(3);
+            },
+        );
+        let err = crate::testsets::load_err(t.path());
+        assert!(
+            err.starts_with(
+                "pstree.img: processes 72001 and 72002 share fd table 3 (ids-72001.img, \
+                 ids-72002.img)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

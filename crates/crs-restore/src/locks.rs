@@ -74,7 +74,13 @@ fn check(e: &File_lock_entry, tree: &Tree) -> Result<(), RestoreError> {
     }
     match e.flag() {
         FL_FLOCK | FL_POSIX => {}
-        f => return Err(unsupported(format!("file locks of kind {f:#x}"))),
+        f => {
+            return Err(unsupported(format!(
+                "{IMAGE}: lock of pid {} on fd {}: file locks of kind {f:#x}",
+                e.pid(),
+                e.fd()
+            )))
+        }
     }
     let t = e.type_() as i32;
     if t != libc::F_RDLCK && t != libc::F_WRLCK {

@@ -124,9 +124,20 @@ pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<Memfds, RestoreError> {
         })?;
         if entry.hugetlb_flag() != 0 {
             return Err(unsupported(format!(
-                "hugetlb memfd {:?} (inode {iid})",
-                entry.name()
+                "memfd.img: hugetlb memfd {} (inode {iid})",
+                crate::images::shown(entry.name())
             )));
+        }
+        // memfd_create takes at most 249 bytes of name (NAME_MAX less "memfd:").
+        if entry.name().len() > 249 || entry.name().contains('\0') {
+            return Err(invalid(
+                "memfd.img",
+                format!(
+                    "inode {iid}: name {} of {} bytes, or with a NUL byte",
+                    crate::images::shown(entry.name()),
+                    entry.name().len()
+                ),
+            ));
         }
         if entry.size() > TASK_SIZE {
             return Err(invalid(
@@ -295,4 +306,30 @@ fn set_description(f: &File, flags: i32, pos: u64) -> std::io::Result<()> {
     fcntl(f, FcntlArg::F_SETFL(fl)).map_err(std::io::Error::from)?;
     (&*f).seek(SeekFrom::Start(pos))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testsets;
+    use crs_images::pb::memfd::Memfd_inode_entry;
+
+    #[test]
+    fn load_memfd_name_with_nul_is_invalid_before_anything_is_made() {
+        // memfd_create refused it only after the tree was created.
+        let test = "load_memfd_name_with_nul_is_invalid_before_anything_is_made";
+        let Some(t) = testsets::copy("tree", test) else {
+            return;
+        };
+        testsets::rewrite(
+            t.path(),
+            "memfd.img",
+            "MEMFD_INODE",
+            |v: &mut Vec<Memfd_inode_entry>| {
+                let e = v.iter_mut().find(|e| e.inode_id() == 2).unwrap();
+                e.name = Some("crs\0memfd".into());
+            },
+        );
+        let err = testsets::load_err(t.path());
+        assert!(err.contains("memfd.img: inode 2: name"), "{err}");
+    }
 }

@@ -4,8 +4,7 @@ use crs_compel::{BatchSite, Call, RemoteAddr, RemoteRange, SeizedTree, Tid};
 
 use crate::RestoreError;
 
-/// Where the batch code goes in the trampoline's code page (after `syscall; int3` at 0 and
-/// the park code of `threads`).
+/// Where the batch code goes in the trampoline's code page (after its `syscall; jmp .`).
 const BATCH_CODE_OFF: u64 = 0x40;
 /// The batch table takes the last this many bytes of the scratch area (64 entries).
 const BATCH_TABLE: usize = 4096;
@@ -41,6 +40,19 @@ pub(crate) struct Remote<'t> {
 }
 
 impl<'t> Remote<'t> {
+    /// Injections into held process `pid` from its trampoline of `len` bytes at `tramp`:
+    /// the code page first, the rest scratch.
+    pub fn on_trampoline(tree: &'t mut SeizedTree, pid: Tid, tramp: u64, len: usize) -> Self {
+        Remote {
+            tree,
+            pid,
+            trampoline: tramp,
+            scratch: tramp + 4096,
+            scratch_len: len - 4096,
+            calls: 0,
+        }
+    }
+
     /// Runs syscall `nr`; an error return is `Syscall` described by `what`.
     pub fn call(
         &mut self,
@@ -48,15 +60,38 @@ impl<'t> Remote<'t> {
         args: [u64; 6],
         what: impl FnOnce() -> String,
     ) -> Result<i64, RestoreError> {
+        self.call_from(false, nr, args, what)
+    }
+
+    /// [`Remote::call`] from outside the trampoline (compel's `syscall_outside`): for the
+    /// munmap of the trampoline itself.
+    pub fn call_outside(
+        &mut self,
+        nr: i64,
+        args: [u64; 6],
+        what: impl FnOnce() -> String,
+    ) -> Result<i64, RestoreError> {
+        self.call_from(true, nr, args, what)
+    }
+
+    fn call_from(
+        &mut self,
+        outside: bool,
+        nr: i64,
+        args: [u64; 6],
+        what: impl FnOnce() -> String,
+    ) -> Result<i64, RestoreError> {
         self.calls += 1;
-        let ret = self
-            .tree
-            .syscall(self.pid, nr, args)
-            .map_err(|source| RestoreError::Compel {
-                pid: self.pid,
-                what: what_now(nr),
-                source,
-            })?;
+        let ret = if outside {
+            self.tree.syscall_outside(self.pid, nr, args)
+        } else {
+            self.tree.syscall(self.pid, nr, args)
+        };
+        let ret = ret.map_err(|source| RestoreError::Compel {
+            pid: self.pid,
+            what: what_now(nr),
+            source,
+        })?;
         if (-4095..0).contains(&ret) {
             return Err(RestoreError::Syscall {
                 pid: self.pid,

@@ -93,10 +93,12 @@ pub(crate) fn load_object(dir: &Path, shmid: u64, size: u64) -> Result<Image, Re
     let mut r = ImageReader::new(&label, &bytes, "PAGEMAP")?;
     let head: Pagemap_head = r.next()?.ok_or_else(|| invalid(&name, "no pagemap_head"))?;
     let entries: Vec<Pagemap_entry> = r.all()?;
-    let pages_path = dir.join(format!("pages-{}.img", head.pages_id()));
+    let pages_name = format!("pages-{}.img", head.pages_id());
+    let pages_path = dir.join(&pages_name);
     let pages_len = std::fs::metadata(&pages_path)
-        .map_err(|source| RestoreError::Stat {
-            path: pages_path.clone(),
+        .map_err(|source| RestoreError::PagesImage {
+            image: name.clone(),
+            pages: pages_path.clone(),
             source,
         })?
         .len();
@@ -112,7 +114,13 @@ pub(crate) fn load_object(dir: &Path, shmid: u64, size: u64) -> Result<Image, Re
         fdflags: 0,
         madv: 0,
     };
-    let runs = page_runs(&name, &entries, &[whole], pages_len)?;
+    let object = format!("the object of {size:#x} bytes");
+    let runs = page_runs(
+        &name,
+        &entries,
+        (&object, &[whole]),
+        (&pages_name, pages_len),
+    )?;
     Ok(Image {
         size,
         runs,

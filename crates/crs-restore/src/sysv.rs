@@ -40,17 +40,15 @@ pub(crate) struct Segment {
 
 /// Reads the segments the VMAs of the tree attach, by id.
 pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<BTreeMap<u32, Segment>, RestoreError> {
-    let mut wanted: Vec<u32> = tree
-        .procs
-        .iter()
-        .flat_map(|p| p.vmas.iter())
-        .filter_map(|v| match v.kind {
-            Kind::SysvShm { id } => Some(id),
-            _ => None,
-        })
-        .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
+    // Segment id -> the first VMA that attaches it (pid, address), for errors.
+    let mut wanted: BTreeMap<u32, (i32, u64)> = BTreeMap::new();
+    for p in &tree.procs {
+        for v in &p.vmas {
+            if let Kind::SysvShm { id } = v.kind {
+                wanted.entry(id).or_insert((p.pid, v.start));
+            }
+        }
+    }
     let mut out = BTreeMap::new();
     if wanted.is_empty() {
         return Ok(out);
@@ -71,11 +69,11 @@ pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<BTreeMap<u32, Segment>, Re
             let id = s.desc.id();
             if !s.in_pagemaps() {
                 return Err(unsupported(format!(
-                    "SysV segment {id} with its contents inline in {name} (not in_pagemaps)"
+                    "{name}: SysV segment {id} with its contents inline (not in_pagemaps)"
                 )));
             }
             if s.hugetlb_flag() != 0 {
-                return Err(unsupported(format!("hugetlb SysV segment {id}")));
+                return Err(unsupported(format!("{name}: hugetlb SysV segment {id}")));
             }
             if s.size() == 0 || s.size() > TASK_SIZE {
                 return Err(invalid(
@@ -83,14 +81,16 @@ pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<BTreeMap<u32, Segment>, Re
                     format!("segment {id}: size {:#x}", s.size()),
                 ));
             }
-            entries.insert(id, s);
+            if entries.insert(id, s).is_some() && wanted.contains_key(&id) {
+                return Err(invalid(&name, format!("segment {id} twice")));
+            }
         }
     }
-    for id in wanted {
+    for (id, (pid, start)) in wanted {
         let entry = entries.remove(&id).ok_or_else(|| {
             invalid(
-                "ipcns-shm",
-                format!("a VMA attaches SysV segment {id}, which no ipcns-shm image has"),
+                &format!("mm-{pid}.img"),
+                format!("VMA {start:#x} attaches SysV segment {id}, which no ipcns-shm-*.img has"),
             )
         })?;
         let span = entry.size().div_ceil(PAGE) * PAGE;
@@ -143,6 +143,9 @@ impl Segments {
                     })
                 }
                 Err(_) => {
+                    crs_compel::guard::record(&crs_compel::guard::Record::SysvShm {
+                        id: id as i32,
+                    });
                     make(id, d.key() as i32, size, d.mode())?;
                     out.created.push(id);
                 }
@@ -164,6 +167,9 @@ impl Segments {
     /// Every task attached its segments: those removed at dump time are removed again.
     pub fn commit(mut self) -> Result<(), RestoreError> {
         self.committed = true;
+        for &id in &self.created {
+            crs_compel::guard::record(&crs_compel::guard::Record::SysvKept { id: id as i32 });
+        }
         for &id in &self.dest {
             sysv::shm_remove(id as i32).map_err(shm_err(id, "removing"))?;
         }
@@ -206,4 +212,78 @@ fn make(id: u32, key: i32, size: u64, mode: u32) -> Result<(), RestoreError> {
     }
     debug!(id, key, size, "SysV segment created");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testsets;
+    use crs_images::codec::ImageWriter;
+    use crs_images::pb::ipc_desc::Ipc_desc_entry;
+    use crs_images::pb::ipc_shm::Ipc_shm_entry;
+    use crs_images::pb::mm::Mm_entry;
+
+    /// The tree set with its memfd mapping at 0x7f0844301000 in 72000 turned into an
+    /// attach of SysV segment 38.
+    fn tree_attaching_38(test: &str) -> Option<tempfile::TempDir> {
+        let t = testsets::copy("tree", test)?;
+        testsets::rewrite(t.path(), "mm-72000.img", "MM", |v: &mut Vec<Mm_entry>| {
+            let vma = v[0]
+                .vmas
+                .iter_mut()
+                .find(|v| v.start() == 0x7f08_4430_1000)
+                .unwrap();
+            vma.status = Some(1 | (1 << 10));
+            vma.shmid = Some(38);
+        });
+        Some(t)
+    }
+
+    fn segment(id: u32) -> Ipc_shm_entry {
+        Ipc_shm_entry {
+            desc: protobuf::MessageField::some(Ipc_desc_entry {
+                key: Some(0),
+                uid: Some(0),
+                gid: Some(0),
+                cuid: Some(0),
+                cgid: Some(0),
+                mode: Some(0o600),
+                id: Some(id),
+                ..Default::default()
+            }),
+            size: Some(0x10000),
+            in_pagemaps: Some(true),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn load_segment_no_image_has_names_the_vma() {
+        let test = "load_segment_no_image_has_names_the_vma";
+        let Some(t) = tree_attaching_38(test) else {
+            return;
+        };
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("mm-72000.img: VMA 0x7f0844301000 attaches SysV segment 38"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_segment_twice_is_invalid() {
+        let Some(t) = tree_attaching_38("load_segment_twice_is_invalid") else {
+            return;
+        };
+        let mut w = ImageWriter::new("ipcns-shm-3.img", "IPCNS_SHM");
+        w.push(&segment(38)).unwrap();
+        w.push(&segment(38)).unwrap();
+        std::fs::write(t.path().join("ipcns-shm-3.img"), w.into_bytes()).unwrap();
+        let err = testsets::load_err(t.path());
+        assert!(err.contains("ipcns-shm-3.img: segment 38 twice"), "{err}");
+        // Once, it is accepted.
+        let mut w = ImageWriter::new("ipcns-shm-3.img", "IPCNS_SHM");
+        w.push(&segment(38)).unwrap();
+        std::fs::write(t.path().join("ipcns-shm-3.img"), w.into_bytes()).unwrap();
+        testsets::load(t.path()).unwrap();
+    }
 }

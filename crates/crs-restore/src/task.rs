@@ -63,12 +63,6 @@ pub(crate) fn set_mm(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreE
         ],
         || format!("opening the executable {exe}"),
     )?;
-    if mm.mm_saved_auxv.len() > 2 * 64 {
-        return Err(RestoreError::Invalid {
-            image: "mm".into(),
-            what: format!("{} auxv words", mm.mm_saved_auxv.len()),
-        });
-    }
     let auxv = r.put(4096, &le(&mm.mm_saved_auxv))?;
     let mut map = le(&[
         mm.mm_start_code(),
@@ -110,7 +104,7 @@ pub(crate) fn set_mm(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreE
 
 /// Where the PR_SET_MM_MAP struct goes: after the auxv (at 4096, at most 1 KiB).
 fn auxv_room(r: &Remote<'_>) -> Result<usize, RestoreError> {
-    let off = 4096 + 2 * 64 * 8;
+    let off = 4096 + crate::images::AUXV_WORDS * 8;
     if off + 256 > r.batch_room() {
         return Err(RestoreError::Unsupported {
             what: format!("a scratch area of {} bytes", r.scratch_len),

@@ -4,16 +4,13 @@
 //!
 //! ```text
 //! leader (held): clone3(VM|FS|FILES|SIGHAND|THREAD|SYSVSEM, set_tid = [tid]) from the
-//!   park code `syscall; jmp .` of the trampoline page ──► the new thread leaves the
-//!   syscall at `jmp .` and spins there (every signal blocked: the leader's mask during
-//!   an injection) ──► PTRACE_SEIZE + INTERRUPT by TID, held like the leader
+//!   trampoline's `syscall; jmp .` ──► the new thread leaves the syscall at `jmp .` and
+//!   spins there (every signal blocked: the leader's mask during an injection) ──►
+//!   PTRACE_SEIZE + INTERRUPT by TID, held like the leader
 //! each thread: name, clear-tid address, robust list, rseq, sigaltstack (set_thread_misc),
 //!   private signals (queued from the leader), credentials, then xstate, sigmask and
 //!   registers (fs_base is the TLS) last; all threads are detached together.
 //! ```
-
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 
 use crs_compel::RemoteAddr;
 
@@ -22,11 +19,6 @@ use crate::images::{Images, ThreadImage};
 use crate::remote::Remote;
 use crate::{creds, task, RestoreError};
 
-/// Where the park code goes in the trampoline's code page.
-const PARK_OFF: u64 = 0x10;
-/// `syscall; jmp .`: clone3 runs from the `syscall`; the new thread returns from it onto
-/// the `jmp .` and spins there until it is seized.
-const PARK_CODE: [u8; 4] = [0x0f, 0x05, 0xeb, 0xfe];
 /// CLONE_ARGS_SIZE_VER1: up to `set_tid_size`.
 const CLONE_ARGS_SIZE: u64 = 80;
 /// Offset in scratch of the one-entry `set_tid` array (after the clone_args).
@@ -53,31 +45,9 @@ pub(crate) fn create(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreE
     if images.threads.is_empty() {
         return Ok(());
     }
-    // The code page is read+exec: write through /proc/PID/mem (FOLL_FORCE), as a tracer.
-    let path = format!("/proc/{}/mem", r.pid);
-    let at = r.trampoline + PARK_OFF;
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.write_all_at(&PARK_CODE, at))
-        .map_err(|source| RestoreError::Write {
-            path: path.into(),
-            source,
-        })?;
-    let pid = r.pid;
-    let site = |r: &mut Remote<'_>, addr| {
-        r.tree
-            .set_syscall_site(pid, RemoteAddr(addr))
-            .map_err(|source| RestoreError::Compel {
-                pid,
-                what: "choosing the syscall site".into(),
-                source,
-            })
-    };
-    site(r, at)?;
-    let made = images.threads.iter().try_for_each(|t| clone_one(r, t.tid));
-    site(r, r.trampoline)?;
-    made
+    // clone3 runs from the trampoline's `syscall; jmp .` (the syscall site of every
+    // injection here): the new thread parks on the `jmp .`.
+    images.threads.iter().try_for_each(|t| clone_one(r, t.tid))
 }
 
 fn clone_one(r: &mut Remote<'_>, tid: i32) -> Result<(), RestoreError> {

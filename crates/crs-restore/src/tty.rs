@@ -64,7 +64,7 @@ pub(crate) fn load(
         if info.type_() != TtyType::PTY || t.tty_info_id() & 1 != 0 {
             return Err(RestoreError::Unsupported {
                 what: format!(
-                    "terminal {} of type {:?} (only the pty slave of a shell job)",
+                    "tty-info.img: terminal {} of type {:?} (only the pty slave of a shell job)",
                     t.tty_info_id(),
                     info.type_()
                 ),

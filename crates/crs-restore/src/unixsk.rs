@@ -103,7 +103,7 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     }
     if ![STATE_ESTABLISHED, STATE_CLOSE, STATE_LISTEN].contains(&u.state()) {
         return Err(unsupported(format!(
-            "unix socket {id} in state {}",
+            "files.img: unix socket {id} in state {}",
             u.state()
         )));
     }
@@ -121,7 +121,7 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     }
     if u.uflags() != 0 {
         return Err(unsupported(format!(
-            "unix socket {id} with flags {:#x} (external, service or inherited socket; \
+            "files.img: unix socket {id} with flags {:#x} (external, service or inherited socket; \
              --ext-unix-sk is not supported)",
             u.uflags()
         )));
@@ -200,7 +200,7 @@ pub(crate) fn load(
         }
         if !e.scm.is_empty() {
             return Err(unsupported(format!(
-                "a queued message with ancillary data (SCM) on unix socket {}",
+                "sk-queues.img: a queued message with ancillary data (SCM) on unix socket {}",
                 e.id_for()
             )));
         }
@@ -473,12 +473,36 @@ fn plan<'a>(
         .collect::<Result<_, RestoreError>>()?;
     let by_ino: HashMap<u32, u32> = entries.iter().map(|(&id, u)| (u.ino(), id)).collect();
     let ext = |id: u32, u: &Unix_sk_entry| {
-        unsupported(format!(
-            "unix socket {id} ({}) connected to inode {} outside the images \
-             (--ext-unix-sk)",
-            at[&id],
-            u.peer()
-        ))
+        // A peer in files.img that no process holds, or that is one end of a pair of
+        // one process, cannot come from a dump.
+        let known = files.values().find(|f| {
+            f.usk
+                .as_ref()
+                .is_some_and(|p| p.ino() == u.peer() && f.id() != id)
+        });
+        match known {
+            Some(p) => invalid(
+                "files.img",
+                format!(
+                    "unix socket {id} ({}) is connected to unix socket {} (inode {}), {}",
+                    at[&id],
+                    p.id(),
+                    u.peer(),
+                    if at.contains_key(&p.id()) {
+                        "one end of a pair that one process holds"
+                    } else {
+                        "which no process holds (no fd table lists it: ids-PID.img names \
+                         the fdinfo-N.img of each process)"
+                    }
+                ),
+            ),
+            None => unsupported(format!(
+                "files.img: unix socket {id} ({}) connected to inode {} outside the images \
+                 (--ext-unix-sk)",
+                at[&id],
+                u.peer()
+            )),
+        }
     };
     // A listener with `name` and type `kind` that was not removed from the filesystem.
     let listener_named = |name: &[u8], kind: u32| {
@@ -607,11 +631,14 @@ fn missing(id: u32) -> RestoreError {
     )
 }
 
-/// Builds in crs every unix socket that is not a same-process unnamed pair (see the
-/// module comment) and puts each in `out` by file id, for the tasks to take.
-pub(crate) fn create_in_crs(tree: &Tree, out: &mut CrsFiles) -> Result<(), RestoreError> {
+/// The sockets crs builds and the messages it queues on them.
+type CrsSockets<'a> = (Vec<Plan<'a>>, BTreeMap<u32, &'a Vec<Vec<u8>>>);
+
+/// How crs builds every unix socket of `tree` that is not a same-process unnamed pair
+/// (see the module comment), and the messages queued on them; None when there is none.
+fn crs_sockets(tree: &Tree) -> Result<Option<CrsSockets<'_>>, RestoreError> {
     let Some(first) = tree.procs.first() else {
-        return Ok(());
+        return Ok(None);
     };
     let files = &first.files;
     let holders = holders(tree);
@@ -622,7 +649,7 @@ pub(crate) fn create_in_crs(tree: &Tree, out: &mut CrsFiles) -> Result<(), Resto
         .filter(|id| !in_task.contains(id))
         .collect();
     if ids.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let mut at: BTreeMap<u32, String> = BTreeMap::new();
     for p in &tree.procs {
@@ -643,6 +670,21 @@ pub(crate) fn create_in_crs(tree: &Tree, out: &mut CrsFiles) -> Result<(), Resto
     queues.retain(|id, q| !in_task.contains(id) && !q.is_empty());
     let queued: BTreeSet<u32> = queues.keys().copied().collect();
     let plans = plan(files, &ids, &at, &queued)?;
+    Ok(Some((plans, queues)))
+}
+
+/// Checks, before anything is created, that every unix socket crs builds can be built
+/// (the plan of [`create_in_crs`]).
+pub(crate) fn check_tree(tree: &Tree) -> Result<(), RestoreError> {
+    crs_sockets(tree).map(|_| ())
+}
+
+/// Builds in crs every unix socket that is not a same-process unnamed pair (see the
+/// module comment) and puts each in `out` by file id, for the tasks to take.
+pub(crate) fn create_in_crs(tree: &Tree, out: &mut CrsFiles) -> Result<(), RestoreError> {
+    let Some((plans, queues)) = crs_sockets(tree)? else {
+        return Ok(());
+    };
     let mut b = Builder {
         plans: plans.iter().map(|p| (p.id, p)).collect(),
         fds: BTreeMap::new(),
@@ -1126,6 +1168,22 @@ mod tests {
         f.usk.as_mut().unwrap().shutdown = Some(EnumOrUnknown::new(Sk_shutdown::BOTH));
         let p = plan_of(&files_of(vec![f]), &[1]).unwrap();
         assert_eq!(p[&1].0, How::Orphan);
+    }
+
+    #[test]
+    fn plan_peer_that_no_process_holds_is_invalid() {
+        let files = files_of(vec![sock(1, 10, 11), sock(2, 11, 10)]);
+        let at = [(1, "pid 7 fd 3".to_string())].into();
+        let err = plan(&files, &[1], &at, &BTreeSet::new()).err().unwrap();
+        assert!(matches!(err, RestoreError::Invalid { .. }), "{err}");
+        assert!(
+            err.to_string().contains(
+                "files.img: unix socket 1 (pid 7 fd 3) is connected to unix socket 2 \
+                 (inode 11), which no process holds (no fd table lists it: ids-PID.img \
+                 names the fdinfo-N.img of each process)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub(crate) fn parse(
             Kind::Vvar
         } else if status & UNSUPPORTED != 0 {
             return Err(RestoreError::Unsupported {
-                what: format!("{range} with status {status:#x}"),
+                what: format!("{image}: {range} with status {status:#x}"),
             });
         } else if status & AREA_REGULAR == 0 {
             return Err(bad(format!(
@@ -113,7 +113,7 @@ pub(crate) fn parse(
             if v.pgoff() != 0 {
                 return Err(RestoreError::Unsupported {
                     what: format!(
-                        "{range}: a part (offset {:#x}) of a SysV segment",
+                        "{image}: {range}: a part (offset {:#x}) of a SysV segment",
                         v.pgoff()
                     ),
                 });
@@ -146,7 +146,12 @@ pub(crate) fn parse(
         } else {
             return Err(bad(format!("{range}: status {status:#x} names no kind")));
         };
-        if kind != Kind::Vsyscall && end > TASK_SIZE {
+        // The vsyscall page is the kernel's, above user space; everything else is below.
+        if kind == Kind::Vsyscall {
+            if start < TASK_SIZE {
+                return Err(bad(format!("{range}: a vsyscall area inside user space")));
+            }
+        } else if end > TASK_SIZE {
             return Err(bad(format!("{range}: beyond user space")));
         }
         let file_id = match kind {
@@ -668,6 +673,40 @@ mod tests {
             parse("mm-1.img", &mm),
             Err(RestoreError::Invalid { .. })
         ));
+    }
+
+    fn vsyscall_at(start: u64, end: u64) -> crs_images::pb::mm::Mm_entry {
+        let mut mm = mm_with(AREA_VSYSCALL | ANON_PRIVATE, 0x22);
+        mm.vmas[0].start = Some(start);
+        mm.vmas[0].end = Some(end);
+        mm
+    }
+
+    #[test]
+    fn parse_vsyscall_above_user_space_is_accepted() {
+        let mm = vsyscall_at(0xffff_ffff_ff60_0000, 0xffff_ffff_ff60_1000);
+        assert_eq!(parse("mm-1.img", &mm).unwrap()[0].kind, Kind::Vsyscall);
+    }
+
+    #[test]
+    fn parse_vsyscall_inside_user_space_is_invalid() {
+        // Its end would have been taken as the top of the dumped layout (the trampoline's
+        // search overflowed past it).
+        let mm = vsyscall_at(0x10000, 0xffff_ffff_ffff_f000);
+        let err = parse("mm-1.img", &mm).unwrap_err();
+        assert!(matches!(err, RestoreError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("mm-1.img: VMA 0x10000-"), "{err}");
+    }
+
+    #[test]
+    fn parse_unsupported_kind_names_the_image() {
+        let mm = mm_with(AREA_REGULAR | (1 << 11), 0x22);
+        let err = parse("mm-7.img", &mm).unwrap_err();
+        assert!(matches!(err, RestoreError::Unsupported { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with("mm-7.img: VMA 0x10000-0x20000"),
+            "{err}"
+        );
     }
 
     #[test]

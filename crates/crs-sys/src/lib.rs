@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod dump;
+pub mod fault;
 pub mod fhandle;
 pub mod futex;
 pub mod pidfd;

@@ -184,8 +184,14 @@ pub enum NodeKind {
     Helper,
 }
 
-/// The code at the start of the trampoline: `syscall; int3`.
-pub const TRAMPOLINE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
+/// The code at the start of the trampoline: `syscall; jmp .`. While crs holds the task it
+/// always stops the thread at the syscall's exit; a thread that goes past it (a new thread
+/// made by an injected clone3, or any thread once crs is dead) spins on the `jmp .` instead
+/// of running on with foreign registers, until it is seized or killed.
+pub const TRAMPOLINE_CODE: [u8; 4] = [0x0f, 0x05, 0xeb, 0xfe];
+
+/// Offset of the trampoline's `jmp .`.
+pub const TRAMPOLINE_PARK: u64 = 2;
 
 const PAGE: usize = 4096;
 

@@ -7,9 +7,13 @@
 //! - [`reference`]: a CRIU reference set ready to restore: its workload installed at the
 //!   absolute path its images name, `kernel.pid_max` raised, its PIDs free, and a lock held
 //!   for the test's whole life, so tests of one set never overlap (under nextest or under
-//!   plain `cargo test`, whose tests share a process).
+//!   plain `cargo test`, whose tests share a process);
+//! - [`imageset`]: whole image sets decoded and mutated by meaning, for the tests and the
+//!   fuzz target of the restore's loading and checking.
 
 #![forbid(unsafe_code)]
+
+pub mod imageset;
 
 use std::fs::{self, File};
 use std::io;

@@ -11,6 +11,7 @@ mod logging;
 mod pyjson;
 mod run;
 
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,9 @@ const CRIT_COMMANDS: &[&str] = &["decode", "encode", "show", "info", "x"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(crs_compel::guard::COMMAND) {
+        return guardian(&args[1..]);
+    }
     if args
         .first()
         .is_some_and(|a| CRIT_COMMANDS.contains(&a.as_str()))
@@ -66,6 +70,30 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("crs: {e}");
             eprintln!("Try 'crs --help' for more information.");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `crs __guardian <crs pid>`: the guardian crs starts for each dump and restore (see
+/// `crs_compel::guard`), reading crs's journal on stdin.
+fn guardian(args: &[String]) -> ExitCode {
+    let Some(crs) = args.first().and_then(|a| a.parse().ok()) else {
+        eprintln!("crs: {} needs the pid of crs", crs_compel::guard::COMMAND);
+        return ExitCode::from(2);
+    };
+    let _ = logging::init(3, None);
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned();
+    let result = stdin
+        .map_err(|e| crs_compel::Error::Guardian {
+            what: "taking its socket".into(),
+            source: e,
+        })
+        .and_then(|sock| crs_compel::guard::serve(sock, crs));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crs guardian: {e}");
             ExitCode::from(1)
         }
     }

@@ -81,9 +81,27 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
     }
     match cmd {
         "check" => check(a),
-        "dump" => dump(a, images_dir),
-        "restore" => restore(a, images_dir),
+        "dump" | "restore" => {
+            start_guardian();
+            let r = if cmd == "dump" {
+                dump(a, images_dir)
+            } else {
+                restore(a, images_dir)
+            };
+            // A dump or restore that did not put everything back (or commit it) itself
+            // leaves the rest to the guardian, which is done when this returns.
+            crs_compel::guard::abandon();
+            r
+        }
         other => bail!("the {other} command is not supported by crs yet"),
+    }
+}
+
+/// Starts the guardian that undoes crs's changes to a tree if crs dies holding it (see
+/// `crs_compel::guard`): this binary again, as `crs __guardian <pid>`.
+fn start_guardian() {
+    if let Err(e) = crs_compel::guard::spawn(Path::new("/proc/self/exe")) {
+        tracing::warn!("{e:#}: crs's changes to the tree cannot be undone if crs dies");
     }
 }
 

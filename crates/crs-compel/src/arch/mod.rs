@@ -66,4 +66,14 @@ pub trait Arch {
     /// restart, with no signal handler run: what a checkpoint must record so that the
     /// restored thread re-enters the syscall.
     fn restarted(regs: &Self::Regs) -> Self::Regs;
+
+    /// The registers as words, in the kernel's regset order (for the guardian's journal).
+    fn regs_to_words(regs: &Self::Regs) -> Vec<u64>;
+
+    /// The registers from [`Arch::regs_to_words`]'s words; `None` if the count is wrong.
+    fn regs_from_words(words: &[u64]) -> Option<Self::Regs>;
+
+    /// The syscall result register (where a parked thread keeps the result of the
+    /// syscall it ran last).
+    fn result_reg(regs: &Self::Regs) -> u64;
 }

@@ -91,6 +91,55 @@ impl Arch for X86_64 {
         }
     }
 
+    fn regs_to_words(r: &Self::Regs) -> Vec<u64> {
+        vec![
+            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
+            r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base,
+            r.gs_base, r.ds, r.es, r.fs, r.gs,
+        ]
+    }
+
+    fn regs_from_words(w: &[u64]) -> Option<Self::Regs> {
+        let &[r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss, fs_base, gs_base, ds, es, fs, gs] =
+            w
+        else {
+            return None;
+        };
+        Some(ptrace::UserRegs {
+            r15,
+            r14,
+            r13,
+            r12,
+            rbp,
+            rbx,
+            r11,
+            r10,
+            r9,
+            r8,
+            rax,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            orig_rax,
+            rip,
+            cs,
+            eflags,
+            rsp,
+            ss,
+            fs_base,
+            gs_base,
+            ds,
+            es,
+            fs,
+            gs,
+        })
+    }
+
+    fn result_reg(regs: &Self::Regs) -> u64 {
+        regs.rax
+    }
+
     fn restarted(regs: &Self::Regs) -> Self::Regs {
         let mut r = *regs;
         match Self::pending_restart(regs) {
@@ -115,6 +164,15 @@ mod tests {
     fn regs() -> ptrace::UserRegs {
         // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
         unsafe { std::mem::zeroed() }
+    }
+
+    #[test]
+    fn regs_words_round_trip_keeps_every_register() {
+        let words: Vec<u64> = (1..=27).collect();
+        let r = X86_64::regs_from_words(&words).unwrap();
+        assert_eq!((r.r15, r.rip, r.gs), (1, 17, 27));
+        assert_eq!(X86_64::regs_to_words(&r), words);
+        assert!(X86_64::regs_from_words(&words[1..]).is_none());
     }
 
     #[test]
