@@ -348,9 +348,16 @@ fn dump_walk(test: &str, kill: bool) {
             "{at}: the tree changed:\n{}",
             diff.join("\n")
         );
-        // A set that looks complete must be complete.
+        // A set that looks complete must be complete; an unfinished one is removed.
         if images.path().join("inventory.img").exists() {
             assert_complete(images.path(), &at);
+        } else {
+            let left: Vec<_> = fs::read_dir(images.path())
+                .expect("images")
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert!(left.is_empty(), "{at}: unfinished images left: {left:?}");
         }
         tree.progresses(&at);
     }
