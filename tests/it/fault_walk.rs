@@ -263,12 +263,8 @@ fn reap_guardians() {
             .split_whitespace()
             .filter_map(|k| k.parse::<i32>().ok())
         {
-            let cmdline = fs::read(format!("/proc/{k}/cmdline")).unwrap_or_default();
-            let guardian = cmdline
-                .split(|&b| b == 0)
-                .nth(1)
-                .is_some_and(|a| a == crs_compel::guard::COMMAND.as_bytes());
-            if guardian {
+            let comm = fs::read_to_string(format!("/proc/{k}/comm")).unwrap_or_default();
+            if comm.trim_end() == crs_compel::guard::NAME {
                 let _ = waitpid(Pid::from_raw(k), None);
             }
         }
@@ -682,4 +678,48 @@ fn restore_killed_without_guardian_leaves_processes() {
         stderr(&out),
         tree.log()
     );
+}
+
+/// From a caller with threads (a library user, this test), the guardian is `crs
+/// __guardian`, started from the crs binary, and undoes what the journal lists once the
+/// journal ends without Done: here a CPU mask.
+#[test]
+fn guardian_spawned_from_a_threaded_caller_puts_a_mask_back() {
+    let test = "guardian_spawned_from_a_threaded_caller_puts_a_mask_back";
+    if !setup(test) {
+        return;
+    }
+    use crs_compel::guard::{self, Record};
+    let cpus = crs_compel::allowed_cpus();
+    if cpus.len() < 2 {
+        crs_testkit::skip(test, "needs two CPUs to change a mask");
+        return;
+    }
+    let tree = Tree::start();
+    let tid = tree.root;
+    let before = snapshot(&tree.pids);
+    // The test harness runs tests on a thread of their own: more than one thread.
+    guard::start(Some(&crs_bin())).expect("starting the guardian");
+    assert!(guard::active(), "no guardian started");
+    let pidfd = crs_sys::pidfd::pidfd_open(tid, 0).expect("pidfd");
+    guard::record_with_fd(&Record::Held { pid: tid }, std::os::fd::AsFd::as_fd(&pidfd));
+    let old = nix::sched::sched_getaffinity(Pid::from_raw(tid)).expect("mask");
+    guard::record(&Record::Mask {
+        pid: tid,
+        tid,
+        cpus: guard::mask_words(&old),
+    });
+    let mut one = nix::sched::CpuSet::new();
+    one.set(cpus[0]).expect("cpu");
+    nix::sched::sched_setaffinity(Pid::from_raw(tid), &one).expect("pinning");
+    assert!(!differences(&before, &snapshot(&tree.pids)).is_empty());
+    // Ends the journal without Done and waits for the guardian to be done.
+    guard::abandon();
+    let diff = differences(&before, &snapshot(&tree.pids));
+    assert!(
+        diff.is_empty(),
+        "the mask was not put back:\n{}",
+        diff.join("\n")
+    );
+    tree.verdict(test);
 }

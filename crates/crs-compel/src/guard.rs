@@ -57,6 +57,9 @@ use crate::{Error, Result};
 /// The hidden command of the crs binary that runs the guardian.
 pub const COMMAND: &str = "__guardian";
 
+/// The guardian's name (its `comm`, what `ps` shows).
+pub const NAME: &str = "crs-guardian";
+
 /// Environment variable that, set to `0`, stops [`spawn`] from starting a guardian (for the
 /// tests that show what is left behind without one).
 pub const DISABLE_ENV: &str = "CRS_GUARDIAN";
@@ -307,8 +310,8 @@ impl Record {
     }
 }
 
-/// A CPU mask as bitmap words.
-pub(crate) fn mask_words(set: &CpuSet) -> Vec<u64> {
+/// A CPU mask as the bitmap words of [`Record::Mask`].
+pub fn mask_words(set: &CpuSet) -> Vec<u64> {
     let n = CpuSet::count();
     let mut w = vec![0u64; n.div_ceil(64)];
     for cpu in 0..n {
@@ -334,7 +337,8 @@ fn mask_from_words(w: &[u64]) -> CpuSet {
 /// The sending end, held by crs.
 struct Journal {
     sock: OwnedFd,
-    child: Child,
+    /// The guardian, a child of crs.
+    child: Guardian,
     /// Sends failed: the guardian is gone.
     broken: bool,
     /// Done was sent: the guardian exits, nothing more is recorded.
@@ -388,9 +392,31 @@ pub fn record_with_fd(rec: &Record, fd: BorrowedFd<'_>) {
     with_journal(|j| send(j, &rec.encode(), Some(fd)));
 }
 
-/// Starts the guardian: `program __guardian <crs pid>` with one end of a socket pair on its
-/// stdin, and installs the journal. Does nothing when `CRS_GUARDIAN=0` or one is running.
-pub fn spawn(program: &Path) -> Result<()> {
+/// How crs started its guardian.
+enum Guardian {
+    /// A fork of crs, made while crs had one thread.
+    Forked(nix::unistd::Pid),
+    /// `program __guardian <pid>`.
+    Spawned(Child),
+}
+
+impl Guardian {
+    fn wait(self) -> io::Result<()> {
+        match self {
+            Guardian::Forked(pid) => nix::sys::wait::waitpid(pid, None)
+                .map(drop)
+                .map_err(io::Error::from),
+            Guardian::Spawned(mut c) => c.wait().map(drop),
+        }
+    }
+}
+
+/// Starts the guardian and installs the journal; does nothing when `CRS_GUARDIAN=0` or
+/// one is running. While the calling process has a single thread (crs's command line,
+/// before any work), the guardian is a fork of it: about 0.1 ms, ready at once. Otherwise
+/// (a library caller with threads) it is `program __guardian <crs pid>` with one end of
+/// the socket pair on its stdin, when a program is given, and no guardian without one.
+pub fn start(program: Option<&Path>) -> Result<()> {
     if std::env::var_os(DISABLE_ENV).is_some_and(|v| v == "0") || active() {
         return Ok(());
     }
@@ -405,16 +431,35 @@ pub fn spawn(program: &Path) -> Result<()> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| err("creating its socket")(e.into()))?;
-    let child = Command::new(program)
-        .arg(COMMAND)
-        .arg(std::process::id().to_string())
-        // Faults are injected into crs, never into what undoes them.
-        .env_remove("CRS_FAULT")
-        .stdin(Stdio::from(theirs))
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(err(&format!("starting {}", program.display())))?;
-    debug!(guardian = child.id(), "guardian started");
+    let crs = std::process::id() as Tid;
+    let child = if single_threaded() {
+        // SAFETY: the process has one thread (just checked, and only this thread could
+        // start another), so no lock (allocator, stdio, tracing) can be held by a thread
+        // that does not exist in the child: the child may run any code. It never returns
+        // from this block: it serves and exits.
+        match unsafe { nix::unistd::fork() }.map_err(|e| err("forking it")(e.into()))? {
+            nix::unistd::ForkResult::Child => {
+                drop(mine);
+                crs_sys::fault::disable();
+                let code = match serve(theirs, crs) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        warn!(error = %e, "the guardian failed");
+                        1
+                    }
+                };
+                std::process::exit(code)
+            }
+            nix::unistd::ForkResult::Parent { child } => Guardian::Forked(child),
+        }
+    } else if let Some(program) = program {
+        Guardian::Spawned(
+            spawn(program, theirs).map_err(err(&format!("starting {}", program.display())))?,
+        )
+    } else {
+        return Ok(());
+    };
+    debug!("guardian started");
     *JOURNAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Journal {
         sock: mine,
         child,
@@ -422,6 +467,23 @@ pub fn spawn(program: &Path) -> Result<()> {
         done: false,
     });
     Ok(())
+}
+
+/// Whether this process has one thread (/proc/self/status).
+fn single_threaded() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l == "Threads:\t1"))
+}
+
+/// `program __guardian <crs pid>`, the socket on its stdin.
+fn spawn(program: &Path, sock: OwnedFd) -> io::Result<Child> {
+    Command::new(program)
+        .arg(COMMAND)
+        .arg(std::process::id().to_string())
+        // Faults are injected into crs, never into what undoes them.
+        .env_remove("CRS_FAULT")
+        .stdin(Stdio::from(sock))
+        .stdout(Stdio::null())
+        .spawn()
 }
 
 /// Nothing is left to undo from here on (a restore's tree is committed): the guardian
@@ -549,6 +611,7 @@ impl Undo {
 /// Runs the guardian on `sock` (its stdin) for crs process `crs`: returns once crs said
 /// Done, or once crs is gone and everything the journal lists was undone.
 pub fn serve(sock: OwnedFd, crs: Tid) -> Result<()> {
+    let _ = nix::sys::prctl::set_name(&std::ffi::CString::new(NAME).expect("no NUL"));
     let crs_fd = pidfd::pidfd_open(crs, 0).ok();
     // Opened after crs may already have died: if crs is not our parent any more, it has.
     let crs_alive = crs_fd.is_some() && nix::unistd::getppid().as_raw() == crs;

@@ -57,6 +57,9 @@ fn parse(v: &str) -> Option<Mode> {
 }
 
 fn mode() -> Mode {
+    if DISABLED.load(Ordering::Relaxed) {
+        return Mode::Off;
+    }
     static MODE: OnceLock<Mode> = OnceLock::new();
     *MODE.get_or_init(|| match std::env::var("CRS_FAULT") {
         Err(_) => Mode::Off,
@@ -69,6 +72,14 @@ fn mode() -> Mode {
 }
 
 static REACHED: AtomicU64 = AtomicU64::new(0);
+
+static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns fault injection off for the rest of this process (a guardian forked from crs:
+/// faults are injected into crs, never into what undoes them).
+pub fn disable() {
+    DISABLED.store(true, Ordering::Relaxed);
+}
 
 /// Whether any fault injection is on (to skip building point descriptions).
 pub fn enabled() -> bool {

@@ -98,9 +98,10 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
 }
 
 /// Starts the guardian that undoes crs's changes to a tree if crs dies holding it (see
-/// `crs_compel::guard`): this binary again, as `crs __guardian <pid>`.
+/// `crs_compel::guard`): a fork of crs while it has one thread, else this binary again,
+/// as `crs __guardian <pid>`.
 fn start_guardian() {
-    if let Err(e) = crs_compel::guard::spawn(Path::new("/proc/self/exe")) {
+    if let Err(e) = crs_compel::guard::start(Some(Path::new("/proc/self/exe"))) {
         tracing::warn!("{e:#}: crs's changes to the tree cannot be undone if crs dies");
     }
 }
