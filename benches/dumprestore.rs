@@ -384,11 +384,19 @@ fn limit_cycle(
     work: &Path,
     seed: u64,
     ways: &[String],
+    bytes: u64,
 ) -> Vec<(String, limit::Outcome)> {
     let p = start(t, w, work, seed);
     let (addr, len) = region(p.root);
     assert!(len >= w.mib << 20, "{case}: region {len:#x} too small");
-    limit::run(&t.copylimit, p.root, addr, w.mib << 20, work, ways)
+    limit::run(
+        &t.copylimit,
+        p.root,
+        addr,
+        bytes.min(w.mib << 20),
+        work,
+        ways,
+    )
 }
 
 /// A fresh workload, checked for its shape: the tree, its children, its thread count.
@@ -650,6 +658,10 @@ struct Stats {
     dump_rss: f64,
     restore_rss: f64,
     dump_rss_max: f64,
+    /// The root's gaps between heartbeats before the freeze: median of the means, largest.
+    hb_gap_mean: f64,
+    hb_gap_max: f64,
+    child_first: usize,
 }
 
 impl Samples {
@@ -680,6 +692,9 @@ impl Samples {
             dump_rss: median(&self.dump_rss),
             restore_rss: median(&self.restore_rss),
             dump_rss_max: max(&self.dump_rss),
+            hb_gap_mean: median(&self.hb_mean_gap),
+            hb_gap_max: max(&self.hb_max_gap),
+            child_first: self.child_first,
         }
     }
 
@@ -896,6 +911,29 @@ fn print_case(r: &CaseResult) {
             s.restore_rss,
         );
     }
+    let gaps: Vec<String> = [("crs", &r.crs), ("criu", &r.criu)]
+        .iter()
+        .filter(|(_, s)| s.hb_gap_mean.is_finite())
+        .map(|(tool, s)| {
+            let child = if s.child_first > 0 {
+                format!(" ({} started at a child's missed beat)", s.child_first)
+            } else {
+                String::new()
+            };
+            format!(
+                "{tool} mean {:.2} max {:.2} ms{child}",
+                s.hb_gap_mean * 1e3,
+                s.hb_gap_max * 1e3
+            )
+        })
+        .collect();
+    if !gaps.is_empty() {
+        println!(
+            "{:<22} root heartbeat gaps before the freeze: {}",
+            r.case,
+            gaps.join(", ")
+        );
+    }
     if r.limit.is_finite() {
         println!(
             "{:<22} {:<5} {:>9} {:>7}   ({})",
@@ -1104,7 +1142,8 @@ fn main() {
                 // one more copy that only warms up.
                 let mut all = vec![ways[0].clone()];
                 all.extend(ways.iter().cloned());
-                screen = limit_cycle(&tools, w, &case, dir, 0, &all).split_off(1);
+                screen =
+                    limit_cycle(&tools, w, &case, dir, 0, &all, limit::SCREEN_BYTES).split_off(1);
                 for (way, o) in &screen {
                     if let limit::Outcome::Unsupported(why) = o {
                         let n = format!("copy way {way} refused by the kernel: {why}");
@@ -1148,7 +1187,7 @@ fn main() {
                             // The kept ways take turns at going first too.
                             let mut order = kept.clone();
                             order.rotate_left(i % kept.len());
-                            limit.push(limit_cycle(&tools, w, &case, dir, seed, &order));
+                            limit.push(limit_cycle(&tools, w, &case, dir, seed, &order, u64::MAX));
                         }
                         _ => {}
                     }
@@ -1180,6 +1219,7 @@ fn main() {
                         "timed_ways": limit.by_way.iter().map(|(w, v)| (w.clone(), json!({
                             "label": limit::label(w), "median_s": median(v), "samples_s": v,
                         }))).collect::<serde_json::Map<_, _>>(),
+                        "screen_bytes": limit::SCREEN_BYTES.min(w.mib << 20),
                         "screen": screen.iter().map(|(w, o)| (w.clone(), match o {
                             limit::Outcome::Secs(s) => json!(s),
                             limit::Outcome::Unsupported(why) => json!(format!("refused: {why}")),
