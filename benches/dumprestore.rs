@@ -1,5 +1,5 @@
-//! End-to-end dump/restore benchmark of `crs` against the kernel's limit and, when a working
-//! one is found, CRIU: the matrix and the targets of issue #6.
+//! End-to-end dump/restore benchmark of `crs` against the fastest copy the kernel allows
+//! and, when a working one is found, CRIU: the matrix and the targets of issue #6.
 //!
 //! Workloads (`benches/workloads/memfill.c`, a static program that waits for SIGTERM and then
 //! re-checks its state): `sleep` (no memory, one thread), `mem-256MiB`, `mem-1GiB`, `mem-4GiB`
@@ -38,19 +38,21 @@
 //! screening. crs, criu and the limit take turns at going first, so each sees the same
 //! history (this VM returns freed memory to its host: first touches are slow and swing).
 //!
-//! Medians are printed with the ratios criu/crs and crs/limit, and the error bars of the
-//! frozen time (the root's gaps between heartbeats; how late the death watcher wakes, from
-//! a calibration at the start); the targets of issue #6 are
-//! checked (PASS/MISS, a miss does not fail the bench), and everything is written to
-//! `target/bench/results.json` and `target/bench/results.svg`.
+//! Medians are printed with the ratios criu/crs and crs/limit and the error bars of the
+//! frozen time: the method's own error, from a calibration at the start (a workload the
+//! bench stops with SIGSTOP and kills 5 ms later), and per case the root's gaps between
+//! heartbeats before the freeze. The targets of issue #6 are checked (PASS/MISS, a miss
+//! does not fail the bench), and everything is written to `target/bench/results.json` and
+//! `target/bench/results.svg`.
 //!
 //! Environment: `CRS_BIN` (default `target/release/crs`); `CRIU` (else `criu` on PATH; used
 //! only if `criu check` passes); `CRS_BENCH_ITERS` (iterations per case; default 9 for
 //! sleep/tree/threads, 6 for 256 MiB and 1 GiB, 3 for 4 GiB: multiples of 3 so crs, criu and
 //! the limit each go first equally often; the whole matrix then takes about 6 minutes on
 //! this 2-core VM); `CRS_BENCH_BIG=0` leaves out the 4 GiB workload (it is also skipped when
-//! MemAvailable is under 12 GiB); non-flag arguments keep only the cases containing one
-//! of them (`cargo bench --bench dumprestore -- 1GiB/tmpfs tree`).
+//! MemAvailable is under 12 GiB); `CRS_BENCH_LEAVE_RUNNING=1` adds the `-R` cycles;
+//! non-flag arguments keep only the cases containing one of them
+//! (`cargo bench --bench dumprestore -- 1GiB/tmpfs tree`).
 #![forbid(unsafe_code)]
 
 #[path = "dumprestore/frozen.rs"]

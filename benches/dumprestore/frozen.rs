@@ -7,11 +7,11 @@
 //! at real-time priority and timestamps each death.
 //!
 //! - Start: the root's last beat (it beats every [`ROOT_PERIOD`]), or, if earlier, the
-//!   moment a child missed a beat (last beat + [`CHILD_PERIOD`]): a child cannot have been
-//!   frozen later than that, so a tool that froze a child first is caught, within the
-//!   child's period. Both tools stop the root first (its children can only be listed once
-//!   it cannot fork), so the start is the root's last beat, at most one root period (plus
-//!   its wake-up delay) before the freeze.
+//!   moment a child missed its second beat (last beat + 2 x [`CHILD_PERIOD`]): a child that
+//!   was not starved cannot have been frozen later than that, so a tool that froze a child
+//!   well before the root is caught. Both tools stop the root first (its children can only
+//!   be listed once it cannot fork), so the start is the root's last beat, at most one
+//!   root period (plus its wake-up delay) before the freeze.
 //! - End of a dump that kills: the last death seen, at most one watcher wake-up after it.
 //!   End of a `-R` dump: the last process's first beat after its longest silence during
 //!   the dump.
@@ -38,10 +38,10 @@ pub const ROOT_PERIOD: Duration = Duration::from_micros(100);
 pub const CHILD_PERIOD: Duration = Duration::from_millis(5);
 
 const SLOTS: usize = 63;
-const SLOT_BYTES: usize = 128;
+const SLOT_BYTES: usize = 256;
 const HEADER_BYTES: usize = 64;
 const FILE_BYTES: usize = HEADER_BYTES + SLOTS * SLOT_BYTES;
-const RING: usize = 4;
+const RING: usize = 12;
 const ARM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// CLOCK_MONOTONIC now, in ns (the clock the workload stamps its beats with).
@@ -60,7 +60,7 @@ pub struct Slot {
     pub first_ns: u64,
     pub last_ns: u64,
     pub max_gap_ns: u64,
-    /// (start, end) of the last gaps longer than four periods, oldest first.
+    /// (start, end) of the last gaps longer than two periods, oldest first.
     pub gaps: Vec<(u64, u64)>,
 }
 
@@ -306,18 +306,15 @@ pub struct Frozen {
 }
 
 /// The start of the frozen span: the root's last beat before the freeze, or a child's
-/// missed beat if earlier. `last` gives each slot's last beat before the freeze.
-fn start_ns(slots: &[Slot], last: impl Fn(&Slot) -> u64) -> (u64, bool) {
-    let root = last(&slots[0]);
-    let child = slots[1..]
-        .iter()
-        .map(|s| last(s) + s.period_ns)
-        .min()
-        .unwrap_or(u64::MAX);
-    if child < root {
+/// second missed beat (its last beat before the freeze + two periods: one is often missed
+/// on a loaded machine) if earlier. `children` are (last beat before the freeze, period)
+/// pairs.
+fn start_ns(root_last: u64, children: impl Iterator<Item = (u64, u64)>) -> (u64, bool) {
+    let child = children.map(|(l, p)| l + 2 * p).min().unwrap_or(u64::MAX);
+    if child < root_last {
         (child, true)
     } else {
-        (root, false)
+        (root_last, false)
     }
 }
 
@@ -331,7 +328,10 @@ pub fn killed(case: &str, slots: &[Slot], deaths: &[(i32, u64)]) -> Frozen {
         );
     }
     let end = deaths.iter().map(|d| d.1).max().expect("deaths");
-    let (start, child_first) = start_ns(slots, |s| s.last_ns);
+    let (start, child_first) = start_ns(
+        slots[0].last_ns,
+        slots[1..].iter().map(|s| (s.last_ns, s.period_ns)),
+    );
     assert!(end > start, "{case}: death before the last beat");
     Frozen {
         secs: (end - start) as f64 / 1e9,
@@ -342,29 +342,25 @@ pub fn killed(case: &str, slots: &[Slot], deaths: &[(i32, u64)]) -> Frozen {
 }
 
 /// A `-R` dump that ran from `t0` to `t1` (ns): each process's longest silence that
-/// overlaps the dump is its freeze; from the start to the last first beat after one.
+/// overlaps the dump is its freeze; from the start to the last first beat after one. A
+/// child frozen for less than about two of its periods shows no silence and is left out
+/// (its freeze cannot have been much longer than that).
 pub fn left_running(case: &str, slots: &[Slot], t0: u64, t1: u64) -> Frozen {
-    let gaps: Vec<(u64, u64)> = slots
+    let freeze = |s: &Slot| {
+        s.gaps
+            .iter()
+            .copied()
+            .filter(|&(a, b)| a < t1 && b > t0)
+            .max_by_key(|&(a, b)| b - a)
+    };
+    let root = freeze(&slots[0])
+        .unwrap_or_else(|| panic!("{case}: the root never stopped beating during the dump"));
+    let children: Vec<(u64, u64, u64)> = slots[1..]
         .iter()
-        .map(|s| {
-            s.gaps
-                .iter()
-                .copied()
-                .filter(|&(a, b)| a < t1 && b > t0)
-                .max_by_key(|&(a, b)| b - a)
-                .unwrap_or_else(|| panic!("{case}: pid {} never stopped beating", s.pid))
-        })
+        .filter_map(|s| freeze(s).map(|g| (g.0, g.1, s.period_ns)))
         .collect();
-    let with_gaps: Vec<Slot> = slots
-        .iter()
-        .zip(&gaps)
-        .map(|(s, g)| Slot {
-            last_ns: g.0,
-            ..s.clone()
-        })
-        .collect();
-    let (start, child_first) = start_ns(&with_gaps, |s| s.last_ns);
-    let end = gaps.iter().map(|g| g.1).max().expect("gaps");
+    let (start, child_first) = start_ns(root.0, children.iter().map(|c| (c.0, c.2)));
+    let end = children.iter().map(|c| c.1).fold(root.1, u64::max);
     Frozen {
         secs: (end - start) as f64 / 1e9,
         child_first,

@@ -13,9 +13,9 @@
  * (the root: slot 0, root_period_ns; child i: slot 1 + i, child_period_ns), sleeping with
  * TIMER_ABSTIME: a deadline that passed while the process was frozen ends the sleep at once,
  * so the first beat after a thaw comes at the thaw. Layout, little-endian u64 words: header
- * [control, root_period_ns, child_period_ns, 0...] (64 bytes), then HB_SLOTS slots of 16
+ * [control, root_period_ns, child_period_ns, 0...] (64 bytes), then HB_SLOTS slots of 32
  * words: [seq (odd while the slot is written), pid, period_ns, beats, first_ns, last_ns,
- * max_gap_ns, ngaps, then (start, end) of the last HB_RING gaps longer than 4 periods, the
+ * max_gap_ns, ngaps, then (start, end) of the last HB_RING gaps longer than 2 periods, the
  * newest at index (ngaps - 1) % HB_RING].
  *
  * usage: memfill MIB SEED [threads N | children N]
@@ -31,8 +31,8 @@
 #define CHUNK (1ul << 20)
 
 #define HB_SLOTS 63
-#define HB_RING 4
-#define HB_FILE_SIZE (64 + HB_SLOTS * 128)
+#define HB_RING 12
+#define HB_FILE_SIZE (64 + HB_SLOTS * 256)
 
 struct hb_slot {
 	uint64_t seq, pid, period_ns, beats, first_ns, last_ns, max_gap_ns, ngaps;
@@ -109,7 +109,7 @@ static void hb_beat(struct hb_slot *s, uint64_t t)
 		hb_store(&s->first_ns, t);
 	if (gap > s->max_gap_ns)
 		hb_store(&s->max_gap_ns, gap);
-	if (gap > 4 * s->period_ns) {
+	if (gap > 2 * s->period_ns) {
 		uint64_t *g = s->gaps[s->ngaps % HB_RING];
 
 		hb_store(&g[0], s->last_ns);
