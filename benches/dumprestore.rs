@@ -11,7 +11,7 @@
 //! Every iteration runs one cycle per tool:
 //!
 //! 1. start a fresh workload and wait for its `ready`; start its heartbeat and a watch on
-//!    the death of each of its processes (`frozen.rs`);
+//!    the death of each of its processes (`heartbeat.rs`);
 //! 2. `TOOL dump -t PID -D DIR`: wall time and peak RSS from a wrapper process that waits for
 //!    the tool and reads `getrusage(RUSAGE_CHILDREN)` (only the tool counts); frozen time
 //!    measured from outside, the same way for both tools: from the last heartbeat before
@@ -57,8 +57,6 @@
 
 #[path = "dumprestore/frozen.rs"]
 mod frozen;
-#[path = "dumprestore/limit.rs"]
-mod limit;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
@@ -68,9 +66,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crs_benches::heartbeat::{self, Frozen};
+use crs_benches::limit;
 use crs_images::codec::ImageReader;
 use crs_images::pb::stats::Stats_entry;
-use frozen::{Frozen, Heartbeat};
+use frozen::Heartbeat;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -471,7 +471,8 @@ fn calibrate_frozen(t: &Tools, work: &Path, n: usize) -> Vec<f64> {
             WaitStatus::Signaled(_, Signal::SIGKILL, _) => {}
             st => panic!("calibration workload ended with {st:?}"),
         }
-        let f = frozen::killed(w.name, &t.hb.read(1), &deaths.finish());
+        let f = heartbeat::killed(&t.hb.read(1), &deaths.finish())
+            .unwrap_or_else(|e| panic!("calibration: {e}"));
         t.hb.disarm();
         errs.push(f.secs - (b - a) as f64 / 1e9);
     }
@@ -502,7 +503,8 @@ fn cycle(t: &Tools, tool: Tool, w: &Workload, case: &str, work: &Path, seed: u64
     reap_killed(case, &kids);
     // Every process is dead and reaped: the watcher has seen each death.
     let deaths = deaths.finish();
-    let frozen = frozen::killed(case, &t.hb.read(pids.len()), &deaths);
+    let frozen = heartbeat::killed(&t.hb.read(pids.len()), &deaths)
+        .unwrap_or_else(|e| panic!("{case}: {tool:?} dump: frozen time: {e}"));
     t.hb.disarm();
     let own_frozen_s = frozen_time(&images);
 
@@ -592,7 +594,8 @@ fn leave_running_cycle(
     let t1 = frozen::now_ns();
     let slots = t.hb.wait_beats_after(case, pids.len(), t1);
     t.hb.disarm();
-    let f = frozen::left_running(case, &slots, t0, t1);
+    let f = heartbeat::left_running(&slots, t0, t1)
+        .unwrap_or_else(|e| panic!("{case}: {tool:?} dump -R: frozen time: {e}"));
     assert_eq!(descendants(p.root), kids, "{case}: children after dump -R");
     assert_eq!(
         thread_count(p.root),
@@ -723,8 +726,8 @@ impl Samples {
             "own_frozen_samples_s": self.own_frozen,
             "leave_running_frozen_samples_s": self.frozen_r,
             "heartbeat": {
-                "root_period_s": frozen::ROOT_PERIOD.as_secs_f64(),
-                "child_period_s": frozen::CHILD_PERIOD.as_secs_f64(),
+                "root_period_s": heartbeat::ROOT_PERIOD.as_secs_f64(),
+                "child_period_s": heartbeat::CHILD_PERIOD.as_secs_f64(),
                 "root_mean_gap_samples_s": self.hb_mean_gap,
                 "root_max_gap_samples_s": self.hb_max_gap,
                 "starts_at_a_child": self.child_first,
@@ -1097,8 +1100,8 @@ fn main() {
         "frozen time: from the last heartbeat (root every {} us, children every {} ms) to the \
          last death; calibration, a workload SIGSTOPped for {} ms then SIGKILLed: measured - \
          true = {:+.0} us (median of {}; {:+.0} to {:+.0} us)",
-        frozen::ROOT_PERIOD.as_micros(),
-        frozen::CHILD_PERIOD.as_millis(),
+        heartbeat::ROOT_PERIOD.as_micros(),
+        heartbeat::CHILD_PERIOD.as_millis(),
         CALIBRATION_HOLD.as_millis(),
         median(&calib) * 1e6,
         calib.len(),
@@ -1270,8 +1273,8 @@ fn main() {
         "criu": criu_note,
         "notes": notes,
         "frozen_method": {
-            "root_heartbeat_period_s": frozen::ROOT_PERIOD.as_secs_f64(),
-            "child_heartbeat_period_s": frozen::CHILD_PERIOD.as_secs_f64(),
+            "root_heartbeat_period_s": heartbeat::ROOT_PERIOD.as_secs_f64(),
+            "child_heartbeat_period_s": heartbeat::CHILD_PERIOD.as_secs_f64(),
             "calibration_hold_s": CALIBRATION_HOLD.as_secs_f64(),
             "calibration_error_samples_s": calib,
         },

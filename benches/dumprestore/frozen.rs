@@ -1,25 +1,5 @@
-//! Frozen time measured from outside the tools, the same way for crs and criu.
-//!
-//! The workload beats: each of its processes stores the CLOCK_MONOTONIC time into its slot
-//! of a small shared file every period (`memfill.c` has the layout). A process stops beating
-//! when the tool stops it, and beats again at once when it is thawed (its sleep has an
-//! absolute deadline, long passed). The bench watches every process's pidfd from a thread
-//! at real-time priority and timestamps each death.
-//!
-//! - Start: the root's last beat (it beats every [`ROOT_PERIOD`]), or, if earlier, the
-//!   moment a child missed its second beat (last beat + 2 x [`CHILD_PERIOD`]): a child that
-//!   was not starved cannot have been frozen later than that, so a tool that froze a child
-//!   well before the root is caught. Both tools stop the root first (its children can only
-//!   be listed once it cannot fork), so the start is the root's last beat, at most one
-//!   root period (plus its wake-up delay) before the freeze.
-//! - End of a dump that kills: the last death seen, at most one watcher wake-up after it.
-//!   End of a `-R` dump: the last process's first beat after its longest silence during
-//!   the dump.
-//!
-//! Children beat slowly because a beat costs: on this VM a timer wake-up takes about 15-20
-//! µs of CPU, so 49 children at 100 µs would need several CPUs. Beats happen only while a
-//! process runs, from arming (just before the tool starts) to its freeze; the bench stops
-//! them (control word 0) before a restored tree runs.
+//! The I/O of the frozen-time measure (`crs_benches::heartbeat` describes the method): the
+//! heartbeat file shared with the workloads, and a thread that timestamps deaths.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::{AsFd, OwnedFd};
@@ -28,20 +8,13 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crs_benches::heartbeat::{
+    header, parse_slots, Slot, FILE_BYTES, HEADER_BYTES, SLOTS, SLOT_BYTES,
+};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Heartbeat period of the root process of a workload.
-pub const ROOT_PERIOD: Duration = Duration::from_micros(100);
-/// Heartbeat period of the children of a tree workload.
-pub const CHILD_PERIOD: Duration = Duration::from_millis(5);
-
-const SLOTS: usize = 63;
-const SLOT_BYTES: usize = 256;
-const HEADER_BYTES: usize = 64;
-const FILE_BYTES: usize = HEADER_BYTES + SLOTS * SLOT_BYTES;
-const RING: usize = 12;
 const ARM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// CLOCK_MONOTONIC now, in ns (the clock the workload stamps its beats with).
@@ -49,50 +22,6 @@ pub fn now_ns() -> u64 {
     crs_sys::time::now(libc::CLOCK_MONOTONIC)
         .expect("clock_gettime(CLOCK_MONOTONIC)")
         .as_nanos() as u64
-}
-
-/// One process's slot, as last written.
-#[derive(Clone, Debug, Default)]
-pub struct Slot {
-    pub pid: i32,
-    pub period_ns: u64,
-    pub beats: u64,
-    pub first_ns: u64,
-    pub last_ns: u64,
-    pub max_gap_ns: u64,
-    /// (start, end) of the last gaps longer than two periods, oldest first.
-    pub gaps: Vec<(u64, u64)>,
-}
-
-impl Slot {
-    fn parse(b: &[u8]) -> (u64, Slot) {
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let ngaps = w(7) as usize;
-        let gaps = (ngaps.saturating_sub(RING)..ngaps)
-            .map(|k| {
-                let i = 8 + 2 * (k % RING);
-                (w(i), w(i + 1))
-            })
-            .collect();
-        let s = Slot {
-            pid: w(1) as i32,
-            period_ns: w(2),
-            beats: w(3),
-            first_ns: w(4),
-            last_ns: w(5),
-            max_gap_ns: w(6),
-            gaps,
-        };
-        (w(0), s)
-    }
-
-    /// Mean time between beats before the freeze, in ns.
-    pub fn mean_gap_ns(&self) -> f64 {
-        if self.beats < 2 {
-            return f64::NAN;
-        }
-        (self.last_ns - self.first_ns) as f64 / (self.beats - 1) as f64
-    }
 }
 
 /// The heartbeat file shared with the workloads; removed on drop.
@@ -129,12 +58,8 @@ impl Heartbeat {
     }
 
     fn header(&self, control: u64) {
-        let mut h = [0u8; 24];
-        h[..8].copy_from_slice(&control.to_le_bytes());
-        h[8..16].copy_from_slice(&(ROOT_PERIOD.as_nanos() as u64).to_le_bytes());
-        h[16..].copy_from_slice(&(CHILD_PERIOD.as_nanos() as u64).to_le_bytes());
         self.file
-            .write_all_at(&h, 0)
+            .write_all_at(&header(control), 0)
             .expect("write heartbeat header");
     }
 
@@ -186,12 +111,8 @@ impl Heartbeat {
             if a != b {
                 continue;
             }
-            let parsed: Vec<(u64, Slot)> = a[HEADER_BYTES..]
-                .chunks(SLOT_BYTES)
-                .map(Slot::parse)
-                .collect();
-            if parsed.iter().all(|(seq, _)| seq % 2 == 0) {
-                return parsed.into_iter().map(|(_, s)| s).collect();
+            if let Some(slots) = parse_slots(&a, n) {
+                return slots;
             }
         }
     }
@@ -290,81 +211,5 @@ impl DeathWatch {
     pub fn finish(self) -> Vec<(i32, u64)> {
         let _ = nix::unistd::write(&self.stop, b"x");
         self.thread.join().expect("death watcher")
-    }
-}
-
-/// One frozen span, and how it was found.
-#[derive(Clone, Copy, Debug)]
-pub struct Frozen {
-    pub secs: f64,
-    /// The start came from a child's missed beat, not from the root's last beat.
-    pub child_first: bool,
-    /// The root's largest gap between beats before the freeze (its error bar), in s.
-    pub root_max_gap: f64,
-    /// The root's mean gap between beats before the freeze, in s.
-    pub root_mean_gap: f64,
-}
-
-/// The start of the frozen span: the root's last beat before the freeze, or a child's
-/// second missed beat (its last beat before the freeze + two periods: one is often missed
-/// on a loaded machine) if earlier. `children` are (last beat before the freeze, period)
-/// pairs.
-fn start_ns(root_last: u64, children: impl Iterator<Item = (u64, u64)>) -> (u64, bool) {
-    let child = children.map(|(l, p)| l + 2 * p).min().unwrap_or(u64::MAX);
-    if child < root_last {
-        (child, true)
-    } else {
-        (root_last, false)
-    }
-}
-
-/// A dump that killed the tree: from the start to the last death.
-pub fn killed(case: &str, slots: &[Slot], deaths: &[(i32, u64)]) -> Frozen {
-    for s in slots {
-        assert!(
-            deaths.iter().any(|d| d.0 == s.pid),
-            "{case}: no death seen for pid {}",
-            s.pid
-        );
-    }
-    let end = deaths.iter().map(|d| d.1).max().expect("deaths");
-    let (start, child_first) = start_ns(
-        slots[0].last_ns,
-        slots[1..].iter().map(|s| (s.last_ns, s.period_ns)),
-    );
-    assert!(end > start, "{case}: death before the last beat");
-    Frozen {
-        secs: (end - start) as f64 / 1e9,
-        child_first,
-        root_max_gap: slots[0].max_gap_ns as f64 / 1e9,
-        root_mean_gap: slots[0].mean_gap_ns() / 1e9,
-    }
-}
-
-/// A `-R` dump that ran from `t0` to `t1` (ns): each process's longest silence that
-/// overlaps the dump is its freeze; from the start to the last first beat after one. A
-/// child frozen for less than about two of its periods shows no silence and is left out
-/// (its freeze cannot have been much longer than that).
-pub fn left_running(case: &str, slots: &[Slot], t0: u64, t1: u64) -> Frozen {
-    let freeze = |s: &Slot| {
-        s.gaps
-            .iter()
-            .copied()
-            .filter(|&(a, b)| a < t1 && b > t0)
-            .max_by_key(|&(a, b)| b - a)
-    };
-    let root = freeze(&slots[0])
-        .unwrap_or_else(|| panic!("{case}: the root never stopped beating during the dump"));
-    let children: Vec<(u64, u64, u64)> = slots[1..]
-        .iter()
-        .filter_map(|s| freeze(s).map(|g| (g.0, g.1, s.period_ns)))
-        .collect();
-    let (start, child_first) = start_ns(root.0, children.iter().map(|c| (c.0, c.2)));
-    let end = children.iter().map(|c| c.1).fold(root.1, u64::max);
-    Frozen {
-        secs: (end - start) as f64 / 1e9,
-        child_first,
-        root_max_gap: f64::NAN,
-        root_mean_gap: f64::NAN,
     }
 }

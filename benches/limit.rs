@@ -87,22 +87,40 @@ pub fn run(
         .output()
         .expect("run copylimit");
     assert!(out.status.success(), "copylimit failed: {:?}", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let got: Vec<(String, Outcome)> = text
-        .lines()
-        .map(|l| {
+    parse_output(&String::from_utf8_lossy(&out.stdout), ways)
+        .unwrap_or_else(|e| panic!("copylimit: {e}"))
+}
+
+/// copylimit's output for `ways`: one "WAY ok SECONDS" or "WAY unsupported WHY" line each,
+/// in order.
+pub fn parse_output(text: &str, ways: &[String]) -> Result<Vec<(String, Outcome)>, String> {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() != ways.len() {
+        return Err(format!(
+            "{} lines for {} ways: {text:?}",
+            lines.len(),
+            ways.len()
+        ));
+    }
+    lines
+        .iter()
+        .zip(ways)
+        .map(|(l, want)| {
             let mut f = l.splitn(3, ' ');
-            let way = f.next().unwrap_or_default().to_string();
+            let way = f.next().unwrap_or_default();
+            if way != want {
+                return Err(format!("{l:?} where {want} was due"));
+            }
             let o = match (f.next(), f.next()) {
-                (Some("ok"), Some(s)) => Outcome::Secs(s.parse().expect("copylimit seconds")),
+                (Some("ok"), Some(s)) => {
+                    Outcome::Secs(s.parse().map_err(|e| format!("{l:?}: {e}"))?)
+                }
                 (Some("unsupported"), why) => Outcome::Unsupported(why.unwrap_or("").into()),
-                _ => panic!("copylimit printed {l:?}"),
+                _ => return Err(format!("unexpected line {l:?}")),
             };
-            (way, o)
+            Ok((way.to_string(), o))
         })
-        .collect();
-    assert_eq!(got.len(), ways.len(), "copylimit printed {text:?}");
-    got
+        .collect()
 }
 
 /// The `n` fastest ways of a screening run.
@@ -141,5 +159,92 @@ impl Samples {
             .map(|(w, s)| (w.clone(), median(s)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap_or((String::new(), f64::NAN))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ways(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn candidates_two_cpus_both_thread_counts_and_the_refusable_ways() {
+        let c = candidates(2);
+        assert!(c.contains(&"pvr:4M:256K:1".to_string()));
+        assert!(c.contains(&"pvr:4M:4M:2".to_string()));
+        assert!(c.contains(&"mmap-pop:4M:2".to_string()));
+        assert!(c.contains(&"splice:1M".to_string()));
+        assert_eq!(
+            candidates(1).iter().filter(|w| w.ends_with(":2")).count(),
+            0
+        );
+    }
+
+    #[test]
+    fn label_each_kind_names_its_way() {
+        assert_eq!(label("pvr:4M:1M:2"), "pvr+pwrite 1 MiB x2");
+        assert_eq!(label("mem:4M:1M:1"), "/proc/mem+pwrite 1 MiB x1");
+        assert_eq!(label("direct:4M:2"), "pvr+O_DIRECT 4 MiB x2");
+        assert_eq!(label("mmap-pop:4M:1"), "pvr into mmap+populate x1");
+        assert_eq!(label("splice:1M"), "splice 1 MiB");
+    }
+
+    #[test]
+    fn parse_output_ok_and_refused_lines_in_order() {
+        let w = ways(&["pvr:4M:256K:1", "splice:1M"]);
+        let got = parse_output(
+            "pvr:4M:256K:1 ok 0.250000\nsplice:1M unsupported splice: Invalid argument\n",
+            &w,
+        )
+        .unwrap();
+        assert!(matches!(got[0].1, Outcome::Secs(s) if s == 0.25));
+        assert!(
+            matches!(&got[1].1, Outcome::Unsupported(why) if why == "splice: Invalid argument")
+        );
+    }
+
+    #[test]
+    fn parse_output_missing_or_reordered_line_is_an_error() {
+        let w = ways(&["pvr:4M:256K:1", "mmap:4M:1"]);
+        assert!(parse_output("pvr:4M:256K:1 ok 0.2\n", &w).is_err());
+        assert!(parse_output("mmap:4M:1 ok 0.2\npvr:4M:256K:1 ok 0.2\n", &w).is_err());
+        assert!(parse_output("pvr:4M:256K:1 ok x\nmmap:4M:1 ok 0.2\n", &w).is_err());
+    }
+
+    #[test]
+    fn fastest_skips_refused_ways() {
+        let screen = vec![
+            ("a".to_string(), Outcome::Secs(0.3)),
+            ("b".to_string(), Outcome::Unsupported("no".into())),
+            ("c".to_string(), Outcome::Secs(0.1)),
+            ("d".to_string(), Outcome::Secs(0.2)),
+        ];
+        assert_eq!(fastest(&screen, 2), ways(&["c", "d"]));
+    }
+
+    #[test]
+    fn best_is_the_lowest_median() {
+        let mut s = Samples::default();
+        s.push(vec![
+            ("a".into(), Outcome::Secs(0.1)),
+            ("b".into(), Outcome::Secs(0.2)),
+        ]);
+        s.push(vec![
+            ("a".into(), Outcome::Secs(0.5)),
+            ("b".into(), Outcome::Secs(0.2)),
+        ]);
+        s.push(vec![
+            ("a".into(), Outcome::Secs(0.5)),
+            ("b".into(), Outcome::Secs(0.3)),
+        ]);
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        assert_eq!(s.best(median), ("b".to_string(), 0.2));
     }
 }
