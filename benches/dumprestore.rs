@@ -773,6 +773,13 @@ fn find_criu() -> (Option<PathBuf>, String) {
     }
 }
 
+/// Bytes free for us in the file system of `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .unwrap_or(0)
+}
+
 fn fs_type(dir: &Path) -> &'static str {
     match nix::sys::statfs::statfs(dir).map(|s| s.filesystem_type()) {
         Ok(t) if t == nix::sys::statfs::TMPFS_MAGIC => "tmpfs",
@@ -1132,6 +1139,20 @@ fn main() {
         for w in &workloads {
             let case = format!("{}/{fst}", w.name);
             if !filters.is_empty() && !filters.iter().any(|f| case.contains(f.as_str())) {
+                continue;
+            }
+            // One image set (or one copy-limit file) at a time, plus a margin.
+            let need = (w.mib << 20) + (w.mib << 20) / 10 + (64 << 20);
+            let free = free_bytes(dir);
+            if free < need {
+                let n = format!(
+                    "SKIP {case}: {} has {} MiB free, {} MiB needed",
+                    dir.display(),
+                    free >> 20,
+                    need >> 20
+                );
+                println!("{n}");
+                notes.push(n);
                 continue;
             }
             let mut crs = Samples::default();
