@@ -48,9 +48,11 @@
 //! Environment: `CRS_BIN` (default `target/release/crs`); `CRIU` (else `criu` on PATH; used
 //! only if `criu check` passes); `CRS_BENCH_ITERS` (iterations per case; default 9 for
 //! sleep/tree/threads, 6 for 256 MiB and 1 GiB, 3 for 4 GiB: multiples of 3 so crs, criu and
-//! the limit each go first equally often; the whole matrix then takes about 6 minutes on
-//! this 2-core VM); `CRS_BENCH_BIG=0` leaves out the 4 GiB workload (it is also skipped when
-//! MemAvailable is under 12 GiB); `CRS_BENCH_LEAVE_RUNNING=1` adds the `-R` cycles;
+//! the limit each go first equally often; the whole matrix then takes about 7 minutes on
+//! this 2-core VM without the 4 GiB ext4 case); `CRS_BENCH_BIG=0` leaves out the 4 GiB
+//! workload (it is also skipped when MemAvailable is under 12 GiB, and a memory case when
+//! its file system has less room than its images need); `CRS_BENCH_LEAVE_RUNNING=1` adds
+//! the `-R` cycles (the tmpfs cases alone then took 335 s here);
 //! non-flag arguments keep only the cases containing one of them
 //! (`cargo bench --bench dumprestore -- 1GiB/tmpfs tree`).
 #![forbid(unsafe_code)]
