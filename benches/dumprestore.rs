@@ -1,5 +1,5 @@
-//! End-to-end dump/restore benchmark of `crs` against the kernel's limit and, when a working
-//! one is found, CRIU: the matrix and the targets of issue #6.
+//! End-to-end dump/restore benchmark of `crs` against the fastest copy the kernel allows
+//! and, when a working one is found, CRIU: the matrix and the targets of issue #6.
 //!
 //! Workloads (`benches/workloads/memfill.c`, a static program that waits for SIGTERM and then
 //! re-checks its state): `sleep` (no memory, one thread), `mem-256MiB`, `mem-1GiB`, `mem-4GiB`
@@ -10,58 +10,77 @@
 //!
 //! Every iteration runs one cycle per tool:
 //!
-//! 1. start a fresh workload and wait for its `ready`;
+//! 1. start a fresh workload and wait for its `ready`; start its heartbeat and a watch on
+//!    the death of each of its processes (`heartbeat.rs`);
 //! 2. `TOOL dump -t PID -D DIR`: wall time and peak RSS from a wrapper process that waits for
-//!    the tool and reads `getrusage(RUSAGE_CHILDREN)` (only the tool counts), frozen time
-//!    from the `stats-dump` image the tool wrote; then the dumped tree is reaped (this bench
-//!    is a child subreaper) so its pids are free again;
+//!    the tool and reads `getrusage(RUSAGE_CHILDREN)` (only the tool counts); frozen time
+//!    measured from outside, the same way for both tools: from the last heartbeat before
+//!    the freeze to the last death (the tool's own `stats-dump` figure is kept beside it:
+//!    crs stops that clock before it kills, criu after); then the dumped tree is reaped
+//!    (this bench is a child subreaper) so its pids are free again;
 //! 3. `TOOL restore -D DIR -d --pidfile F`: wall time and peak RSS; the restored tree is
 //!    checked (root pid, number of children or threads), then SIGTERMed: its root re-checks
 //!    every checksum (and reaps its children, which must exit 0). Anything but exit 0 fails
 //!    the bench: a fast but wrong restore is not a result.
 //!
-//! and, for memory workloads, a third cycle that measures the raw limit on a fresh workload
-//! (before a memory case's first iteration, one untimed cycle of each warms memory up):
-//! `process_vm_readv` of its memory in 4 MiB calls on one thread per CPU, each chunk
-//! `pwrite`n in 256 KiB pieces at its offset of a fresh file on the same filesystem (no
-//! fsync; the file is then removed). crs, criu and the limit take turns at going first, so each sees the same
+//! With `CRS_BENCH_LEAVE_RUNNING=1`, a further cycle per tool dumps a fresh workload with
+//! `-R` and measures its frozen time up to the last process's first heartbeat after the
+//! thaw; the workload then re-checks its memory as above.
+//!
+//! For memory workloads, a third cycle measures the copy limit on a fresh workload
+//! (`limit.rs`): the fastest of several ways to copy its memory from outside into a fresh
+//! file on the same file system (`process_vm_readv` + `pwrite` in 256 KiB, 1 MiB or 4 MiB
+//! pieces, `/proc/PID/mem` + `pwrite`, `process_vm_readv` into the mapped file with or
+//! without `MADV_POPULATE_WRITE`, O_DIRECT, splice/sendfile/copy_file_range from
+//! `/proc/PID/mem`, each on one thread and on one per CPU), labelled with the way that won.
+//! Before a memory case's first iteration, one untimed cycle of each tool and a screening
+//! run of every copy way warm memory up; the timed iterations copy the fastest ways of the
+//! screening. crs, criu and the limit take turns at going first, so each sees the same
 //! history (this VM returns freed memory to its host: first touches are slow and swing).
 //!
-//! Medians are printed with the ratios criu/crs and crs/limit, the targets of issue #6 are
-//! checked (PASS/MISS, a miss does not fail the bench), and everything is written to
-//! `target/bench/results.json` and `target/bench/results.svg`.
+//! Medians are printed with the ratios criu/crs and crs/limit and the error bars of the
+//! frozen time: the method's own error, from a calibration at the start (a workload the
+//! bench stops with SIGSTOP and kills 5 ms later), and per case the root's gaps between
+//! heartbeats before the freeze. The targets of issue #6 are checked (PASS/MISS, a miss
+//! does not fail the bench), and everything is written to `target/bench/results.json` and
+//! `target/bench/results.svg`.
 //!
 //! Environment: `CRS_BIN` (default `target/release/crs`); `CRIU` (else `criu` on PATH; used
 //! only if `criu check` passes); `CRS_BENCH_ITERS` (iterations per case; default 9 for
 //! sleep/tree/threads, 6 for 256 MiB and 1 GiB, 3 for 4 GiB: multiples of 3 so crs, criu and
-//! the limit each go first equally often; the whole matrix then takes about 6 minutes on
-//! this 2-core VM); `CRS_BENCH_BIG=0` leaves out the 4 GiB workload (it is also skipped when
-//! MemAvailable is under 12 GiB); non-flag arguments keep only the cases containing one
-//! of them (`cargo bench --bench dumprestore -- 1GiB/tmpfs tree`).
+//! the limit each go first equally often; the whole matrix then takes about 7 minutes on
+//! this 2-core VM without the 4 GiB ext4 case); `CRS_BENCH_BIG=0` leaves out the 4 GiB
+//! workload (it is also skipped when MemAvailable is under 12 GiB, and a memory case when
+//! its file system has less room than its images need); `CRS_BENCH_LEAVE_RUNNING=1` adds
+//! the `-R` cycles (the tmpfs cases alone then took 335 s here);
+//! non-flag arguments keep only the cases containing one of them
+//! (`cargo bench --bench dumprestore -- 1GiB/tmpfs tree`).
 #![forbid(unsafe_code)]
 
+#[path = "dumprestore/frozen.rs"]
+mod frozen;
+
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, IoSliceMut, Read};
+use std::io::{ErrorKind, Read};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crs_benches::heartbeat::{self, Frozen};
+use crs_benches::limit;
 use crs_images::codec::ImageReader;
 use crs_images::pb::stats::Stats_entry;
+use frozen::Heartbeat;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 const WRAP_ENV: &str = "CRS_BENCH_WRAP";
-const CHUNK: usize = 4 << 20;
-/// The limit's largest single write: crs-dump's WRITE_BYTES.
-const WRITE_PIECE: usize = 256 << 10;
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// Peak RSS allowed to crs while dumping (issue #6).
 const RSS_TARGET_MIB: f64 = 32.0;
@@ -232,7 +251,7 @@ impl Workload {
     }
 }
 
-fn start(memfill: &Path, w: &Workload, work: &Path, seed: u64) -> Tree {
+fn start(t: &Tools, w: &Workload, work: &Path, seed: u64) -> Tree {
     let fifo = work.join("ready");
     let _ = fs::remove_file(&fifo);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
@@ -242,12 +261,14 @@ fn start(memfill: &Path, w: &Workload, work: &Path, seed: u64) -> Tree {
         .open(&fifo)
         .expect("open fifo");
     let log = File::create(work.join("workload.log")).expect("workload.log");
-    let child = Command::new(memfill)
+    t.hb.reset();
+    let child = Command::new(&t.memfill)
         .args(w.args(seed))
         .current_dir(work)
         .env_clear()
         .env("ZOO_READY", &fifo)
         .env("ZOO_TMP", work)
+        .env("ZOO_HEARTBEAT", t.hb.path())
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("dup"))
         .stderr(log)
@@ -307,54 +328,6 @@ fn region(pid: i32) -> (u64, u64) {
         .expect("an anonymous mapping")
 }
 
-/// process_vm_readv of `len` bytes at `addr` of `pid`, 4 MiB per call on one thread per
-/// CPU, each chunk pwritten at its offset of a fresh file in `dir` in 256 KiB pieces (as
-/// crs does). Returns the seconds.
-fn raw_limit(pid: i32, addr: u64, len: u64, dir: &Path) -> f64 {
-    let path = dir.join("limit.raw");
-    let f = File::create(&path).expect("create limit file");
-    let chunks = len.div_ceil(CHUNK as u64);
-    let next = std::sync::atomic::AtomicU64::new(0);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let mut buf = vec![0u8; CHUNK];
-                loop {
-                    let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if c >= chunks {
-                        break;
-                    }
-                    let off = c * CHUNK as u64;
-                    let n = (len - off).min(CHUNK as u64) as usize;
-                    let remote = [RemoteIoVec {
-                        base: (addr + off) as usize,
-                        len: n,
-                    }];
-                    let got = process_vm_readv(
-                        Pid::from_raw(pid),
-                        &mut [IoSliceMut::new(&mut buf[..n])],
-                        &remote,
-                    )
-                    .expect("process_vm_readv");
-                    assert_eq!(got, n, "short process_vm_readv");
-                    // In the pieces crs writes (see crs-dump's WRITE_BYTES): larger
-                    // writes get large page-cache folios, slow on this VM.
-                    for (i, piece) in buf[..n].chunks(WRITE_PIECE).enumerate() {
-                        f.write_all_at(piece, off + (i * WRITE_PIECE) as u64)
-                            .expect("pwrite");
-                    }
-                }
-            });
-        }
-    });
-    let secs = t.elapsed().as_secs_f64();
-    drop(f);
-    fs::remove_file(&path).expect("remove limit file");
-    secs
-}
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Tool {
     Crs,
@@ -374,13 +347,28 @@ struct Tools {
     crs: PathBuf,
     criu: Option<PathBuf>,
     memfill: PathBuf,
+    copylimit: PathBuf,
+    hb: Heartbeat,
+}
+
+impl Tools {
+    fn bin(&self, tool: Tool) -> String {
+        let p = match tool {
+            Tool::Crs => &self.crs,
+            Tool::Criu => self.criu.as_ref().expect("criu"),
+        };
+        p.to_str().expect("utf-8 path").to_string()
+    }
 }
 
 /// What one dump + restore cycle measured.
 struct Cycle {
     dump: Timed,
     restore: Timed,
-    frozen_s: f64,
+    /// Measured from outside.
+    frozen: Frozen,
+    /// The tool's own figure from `stats-dump`, if it wrote one.
+    own_frozen_s: Option<f64>,
 }
 
 /// `frozen_time` of the `stats-dump` image the tool wrote into `images`, in seconds.
@@ -391,17 +379,39 @@ fn frozen_time(images: &Path) -> Option<f64> {
     Some(e.dump.as_ref()?.frozen_time? as f64 / 1e6)
 }
 
-/// The raw limit on a fresh memory workload, which is then killed.
-fn limit_cycle(t: &Tools, w: &Workload, case: &str, work: &Path, seed: u64) -> f64 {
-    let p = start(&t.memfill, w, work, seed);
+/// The copy ways `ways`, one after the other, on a fresh memory workload, which is then
+/// killed.
+fn limit_cycle(
+    t: &Tools,
+    w: &Workload,
+    case: &str,
+    work: &Path,
+    seed: u64,
+    ways: &[String],
+    bytes: u64,
+) -> Vec<(String, limit::Outcome)> {
+    let p = start(t, w, work, seed);
     let (addr, len) = region(p.root);
     assert!(len >= w.mib << 20, "{case}: region {len:#x} too small");
-    raw_limit(p.root, addr, w.mib << 20, work)
+    limit::run(
+        &t.copylimit,
+        p.root,
+        addr,
+        bytes.min(w.mib << 20),
+        work,
+        ways,
+    )
 }
 
-/// One dump + restore + verdict of a fresh workload with `tool`.
-fn cycle(t: &Tools, tool: Tool, w: &Workload, case: &str, work: &Path, seed: u64) -> Cycle {
-    let mut p = start(&t.memfill, w, work, seed);
+/// A fresh workload, checked for its shape: the tree, its children, its thread count.
+fn start_checked(
+    t: &Tools,
+    w: &Workload,
+    case: &str,
+    work: &Path,
+    seed: u64,
+) -> (Tree, Vec<i32>, usize) {
+    let p = start(t, w, work, seed);
     let kids = descendants(p.root);
     let threads = thread_count(p.root);
     match w.kind {
@@ -409,26 +419,82 @@ fn cycle(t: &Tools, tool: Tool, w: &Workload, case: &str, work: &Path, seed: u64
         Kind::Threads => assert_eq!(threads, w.extra as usize + 1, "{case}: threads"),
         Kind::Sleep | Kind::Mem => assert!(kids.is_empty() && threads == 1, "{case}: shape"),
     }
+    (p, kids, threads)
+}
+
+fn images_dir(work: &Path, tool: Tool) -> PathBuf {
     let images = work.join(format!("img-{}", tool.name()));
     let _ = fs::remove_dir_all(&images);
     fs::create_dir(&images).expect("images dir");
-    let bin = match tool {
-        Tool::Crs => t.crs.clone(),
-        Tool::Criu => t.criu.clone().expect("criu"),
+    images
+}
+
+fn dump_args(t: &Tools, tool: Tool, pid: i32, images: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        t.bin(tool),
+        "dump".into(),
+        "-t".into(),
+        pid.to_string(),
+        "-D".into(),
+        images.to_str().expect("utf-8 path").into(),
+        "-o".into(),
+        "dump.log".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// How long the calibration of the frozen time holds a workload stopped.
+const CALIBRATION_HOLD: Duration = Duration::from_millis(5);
+
+/// The frozen-time method's own error, `n` times on a `sleep` workload frozen by the bench
+/// itself: SIGSTOP, [`CALIBRATION_HOLD`], SIGKILL; the measured span minus the span between
+/// the two `kill` calls, in seconds, sorted.
+fn calibrate_frozen(t: &Tools, work: &Path, n: usize) -> Vec<f64> {
+    let w = Workload {
+        name: "calibration",
+        kind: Kind::Sleep,
+        mib: 0,
+        extra: 0,
+        iters: 0,
     };
+    let mut errs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut p = start(t, &w, work, 0);
+        let deaths = frozen::watch_deaths(&[p.root]);
+        t.hb.arm(w.name, &[p.root]);
+        let a = frozen::now_ns();
+        kill(Pid::from_raw(p.root), Signal::SIGSTOP).expect("SIGSTOP");
+        // The frozen span itself, not a synchronisation.
+        std::thread::sleep(CALIBRATION_HOLD);
+        let b = frozen::now_ns();
+        kill(Pid::from_raw(p.root), Signal::SIGKILL).expect("SIGKILL");
+        match p.wait() {
+            WaitStatus::Signaled(_, Signal::SIGKILL, _) => {}
+            st => panic!("calibration workload ended with {st:?}"),
+        }
+        let f = heartbeat::killed(&t.hb.read(1), &deaths.finish())
+            .unwrap_or_else(|e| panic!("calibration: {e}"));
+        t.hb.disarm();
+        errs.push(f.secs - (b - a) as f64 / 1e9);
+    }
+    errs.sort_by(|a, b| a.total_cmp(b));
+    errs
+}
+
+/// One dump + restore + verdict of a fresh workload with `tool`.
+fn cycle(t: &Tools, tool: Tool, w: &Workload, case: &str, work: &Path, seed: u64) -> Cycle {
+    let (mut p, kids, threads) = start_checked(t, w, case, work, seed);
+    let images = images_dir(work, tool);
     let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let bin = t.bin(tool);
     let pid = p.root.to_string();
+    let mut pids = vec![p.root];
+    pids.extend(&kids);
+    let deaths = frozen::watch_deaths(&pids);
+    t.hb.arm(case, &pids);
     let dump = timed(
-        &[
-            s(&bin),
-            "dump".into(),
-            "-t".into(),
-            pid.clone(),
-            "-D".into(),
-            s(&images),
-            "-o".into(),
-            "dump.log".into(),
-        ],
+        &dump_args(t, tool, p.root, &images, &[]),
         &work.join("dump.out"),
     )
     .unwrap_or_else(|e| panic!("{case}: {tool:?} dump: {e}"));
@@ -437,14 +503,18 @@ fn cycle(t: &Tools, tool: Tool, w: &Workload, case: &str, work: &Path, seed: u64
         st => panic!("{case}: dumped workload ended with {st:?}"),
     }
     reap_killed(case, &kids);
-    let frozen_s = frozen_time(&images)
-        .unwrap_or_else(|| panic!("{case}: {tool:?} wrote no readable stats-dump"));
+    // Every process is dead and reaped: the watcher has seen each death.
+    let deaths = deaths.finish();
+    let frozen = heartbeat::killed(&t.hb.read(pids.len()), &deaths)
+        .unwrap_or_else(|e| panic!("{case}: {tool:?} dump: frozen time: {e}"));
+    t.hb.disarm();
+    let own_frozen_s = frozen_time(&images);
 
     let pidfile = work.join("restore.pid");
     let _ = fs::remove_file(&pidfile);
     let restore = timed(
         &[
-            s(&bin),
+            bin,
             "restore".into(),
             "-D".into(),
             s(&images),
@@ -497,15 +567,61 @@ fn cycle(t: &Tools, tool: Tool, w: &Workload, case: &str, work: &Path, seed: u64
     Cycle {
         dump,
         restore,
-        frozen_s,
+        frozen,
+        own_frozen_s,
     }
 }
 
+/// A `-R` dump of a fresh workload with `tool`: its frozen time; then the workload, left
+/// running, is SIGTERMed and must pass its own check.
+fn leave_running_cycle(
+    t: &Tools,
+    tool: Tool,
+    w: &Workload,
+    case: &str,
+    work: &Path,
+    seed: u64,
+) -> Frozen {
+    let (mut p, kids, threads) = start_checked(t, w, case, work, seed);
+    let images = images_dir(work, tool);
+    let mut pids = vec![p.root];
+    pids.extend(&kids);
+    t.hb.arm(case, &pids);
+    let t0 = frozen::now_ns();
+    timed(
+        &dump_args(t, tool, p.root, &images, &["-R"]),
+        &work.join("dump.out"),
+    )
+    .unwrap_or_else(|e| panic!("{case}: {tool:?} dump -R: {e}"));
+    let t1 = frozen::now_ns();
+    let slots = t.hb.wait_beats_after(case, pids.len(), t1);
+    t.hb.disarm();
+    let f = heartbeat::left_running(&slots, t0, t1)
+        .unwrap_or_else(|e| panic!("{case}: {tool:?} dump -R: frozen time: {e}"));
+    assert_eq!(descendants(p.root), kids, "{case}: children after dump -R");
+    assert_eq!(
+        thread_count(p.root),
+        threads,
+        "{case}: threads after dump -R"
+    );
+    kill(Pid::from_raw(p.root), Signal::SIGTERM).expect("SIGTERM the workload");
+    match p.wait() {
+        WaitStatus::Exited(_, 0) => {}
+        st => {
+            let log = fs::read_to_string(work.join("workload.log")).unwrap_or_default();
+            panic!("{case}: workload left running by {tool:?} failed its check: {st:?}: {log}")
+        }
+    }
+    let _ = fs::remove_dir_all(&images);
+    f
+}
+
+/// The median of the finite values of `v` (NaN if none).
 fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return f64::NAN;
     }
-    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
@@ -523,7 +639,17 @@ fn max(v: &[f64]) -> f64 {
 struct Samples {
     dump: Vec<f64>,
     restore: Vec<f64>,
+    /// Frozen time measured from outside (dump that kills).
     frozen: Vec<f64>,
+    /// The tool's own frozen_time from `stats-dump` (NaN if it wrote none).
+    own_frozen: Vec<f64>,
+    /// Frozen time of `-R` dumps, measured from outside.
+    frozen_r: Vec<f64>,
+    /// The root's mean and largest gap between heartbeats before each freeze.
+    hb_mean_gap: Vec<f64>,
+    hb_max_gap: Vec<f64>,
+    /// Dumps whose frozen span started at a child's missed beat rather than the root's.
+    child_first: usize,
     dump_rss: Vec<f64>,
     restore_rss: Vec<f64>,
 }
@@ -534,18 +660,33 @@ struct Stats {
     dump: f64,
     restore: f64,
     frozen: f64,
+    own_frozen: f64,
+    frozen_r: f64,
     dump_rss: f64,
     restore_rss: f64,
     dump_rss_max: f64,
+    /// The root's gaps between heartbeats before the freeze: median of the means, largest.
+    hb_gap_mean: f64,
+    hb_gap_max: f64,
+    child_first: usize,
 }
 
 impl Samples {
     fn push(&mut self, c: Cycle) {
         self.dump.push(c.dump.secs);
         self.restore.push(c.restore.secs);
-        self.frozen.push(c.frozen_s);
+        self.frozen.push(c.frozen.secs);
+        self.own_frozen.push(c.own_frozen_s.unwrap_or(f64::NAN));
+        self.hb_mean_gap.push(c.frozen.root_mean_gap);
+        self.hb_max_gap.push(c.frozen.root_max_gap);
+        self.child_first += usize::from(c.frozen.child_first);
         self.dump_rss.push(c.dump.rss_kib as f64 / 1024.0);
         self.restore_rss.push(c.restore.rss_kib as f64 / 1024.0);
+    }
+
+    fn push_r(&mut self, f: Frozen) {
+        self.frozen_r.push(f.secs);
+        self.child_first += usize::from(f.child_first);
     }
 
     fn stats(&self) -> Stats {
@@ -553,9 +694,14 @@ impl Samples {
             dump: median(&self.dump),
             restore: median(&self.restore),
             frozen: median(&self.frozen),
+            own_frozen: median(&self.own_frozen),
+            frozen_r: median(&self.frozen_r),
             dump_rss: median(&self.dump_rss),
             restore_rss: median(&self.restore_rss),
             dump_rss_max: max(&self.dump_rss),
+            hb_gap_mean: median(&self.hb_mean_gap),
+            hb_gap_max: max(&self.hb_max_gap),
+            child_first: self.child_first,
         }
     }
 
@@ -573,11 +719,21 @@ impl Samples {
         };
         json!({
             "dump_s": s.dump, "restore_s": s.restore, "frozen_s": s.frozen,
+            "own_frozen_s": s.own_frozen, "leave_running_frozen_s": s.frozen_r,
             "dump_gib_s": rate(s.dump), "restore_gib_s": rate(s.restore),
             "dump_peak_rss_mib": s.dump_rss, "dump_peak_rss_max_mib": s.dump_rss_max,
             "restore_peak_rss_mib": s.restore_rss,
             "dump_samples_s": self.dump, "restore_samples_s": self.restore,
             "frozen_samples_s": self.frozen,
+            "own_frozen_samples_s": self.own_frozen,
+            "leave_running_frozen_samples_s": self.frozen_r,
+            "heartbeat": {
+                "root_period_s": heartbeat::ROOT_PERIOD.as_secs_f64(),
+                "child_period_s": heartbeat::CHILD_PERIOD.as_secs_f64(),
+                "root_mean_gap_samples_s": self.hb_mean_gap,
+                "root_max_gap_samples_s": self.hb_max_gap,
+                "starts_at_a_child": self.child_first,
+            },
             "dump_peak_rss_samples_mib": self.dump_rss,
             "restore_peak_rss_samples_mib": self.restore_rss,
         })
@@ -619,6 +775,13 @@ fn find_criu() -> (Option<PathBuf>, String) {
     }
 }
 
+/// Bytes free for us in the file system of `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .unwrap_or(0)
+}
+
 fn fs_type(dir: &Path) -> &'static str {
     match nix::sys::statfs::statfs(dir).map(|s| s.filesystem_type()) {
         Ok(t) if t == nix::sys::statfs::TMPFS_MAGIC => "tmpfs",
@@ -643,9 +806,10 @@ fn mem_available_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn build_memfill(out: &Path) -> PathBuf {
-    let src = root().join("benches/workloads/memfill.c");
-    let bin = out.join("memfill");
+/// Compiles `benches/workloads/NAME.c` into `out/NAME`.
+fn build_c(out: &Path, name: &str) -> PathBuf {
+    let src = root().join(format!("benches/workloads/{name}.c"));
+    let bin = out.join(name);
     let st = Command::new(std::env::var("CC").unwrap_or_else(|_| "gcc".into()))
         .args([
             "-O2",
@@ -712,7 +876,9 @@ struct CaseResult {
     mib: u64,
     crs: Stats,
     criu: Stats,
+    /// The copy limit: the lowest median among the copy ways timed, and that way.
     limit: f64,
+    limit_way: String,
 }
 
 fn fmt_ms(s: f64) -> String {
@@ -745,7 +911,7 @@ fn print_case(r: &CaseResult) {
             continue;
         }
         println!(
-            "{:<22} {:<5} {:>9} {:>7} {:>9} {:>7} {:>9} {:>8.1} {:>8.1}",
+            "{:<22} {:<5} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7} {:>7} {:>8.1} {:>8.1}",
             r.case,
             tool,
             fmt_ms(s.dump),
@@ -753,25 +919,52 @@ fn print_case(r: &CaseResult) {
             fmt_ms(s.restore),
             rate(s.restore),
             fmt_ms(s.frozen),
+            fmt_ms(s.own_frozen),
+            fmt_ms(s.frozen_r),
             s.dump_rss,
             s.restore_rss,
         );
     }
+    let gaps: Vec<String> = [("crs", &r.crs), ("criu", &r.criu)]
+        .iter()
+        .filter(|(_, s)| s.hb_gap_mean.is_finite())
+        .map(|(tool, s)| {
+            let child = if s.child_first > 0 {
+                format!(" ({} started at a child's missed beat)", s.child_first)
+            } else {
+                String::new()
+            };
+            format!(
+                "{tool} mean {:.2} max {:.2} ms{child}",
+                s.hb_gap_mean * 1e3,
+                s.hb_gap_max * 1e3
+            )
+        })
+        .collect();
+    if !gaps.is_empty() {
+        println!(
+            "{:<22} root heartbeat gaps before the freeze: {}",
+            r.case,
+            gaps.join(", ")
+        );
+    }
     if r.limit.is_finite() {
         println!(
-            "{:<22} {:<5} {:>9} {:>7}",
+            "{:<22} {:<5} {:>9} {:>7}   ({})",
             r.case,
             "limit",
             fmt_ms(r.limit),
-            rate(r.limit)
+            rate(r.limit),
+            limit::label(&r.limit_way)
         );
     }
     println!(
-        "{:<22} ratios: criu/crs dump {} restore {} frozen {}; crs/limit dump {}",
+        "{:<22} ratios: criu/crs dump {} restore {} frozen {} frozen -R {}; crs/limit dump {}",
         r.case,
         fmt_ratio(r.criu.dump / r.crs.dump),
         fmt_ratio(r.criu.restore / r.crs.restore),
         fmt_ratio(r.criu.frozen / r.crs.frozen),
+        fmt_ratio(r.criu.frozen_r / r.crs.frozen_r),
         fmt_ratio(r.crs.dump / r.limit),
     );
 }
@@ -820,7 +1013,7 @@ fn targets(results: &[CaseResult]) -> Vec<Target> {
             );
             if fs == "tmpfs" {
                 at_least(
-                    format!("{w}/{fs} dump throughput >= 0.85 x limit"),
+                    format!("{w}/{fs} dump throughput >= 0.85 x fastest copy"),
                     r.map(|r| r.limit / r.crs.dump),
                     0.85,
                 );
@@ -880,15 +1073,19 @@ fn main() {
     );
     let (criu, criu_note) = find_criu();
     println!("crs: {}\n{criu_note}", crs.display());
+    let tmpfs = PathBuf::from("/dev/shm/crs-bench");
     let tools = Tools {
         crs,
         criu,
-        memfill: build_memfill(&out),
+        memfill: build_c(&out, "memfill"),
+        copylimit: build_c(&out, "copylimit"),
+        hb: Heartbeat::create(Path::new("/dev/shm")),
     };
+    let leave_running = std::env::var("CRS_BENCH_LEAVE_RUNNING").is_ok_and(|v| v == "1");
     let mut notes = Vec::new();
     let workloads = workloads(&mut notes);
-
-    let tmpfs = PathBuf::from("/dev/shm/crs-bench");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ways = limit::candidates(cpus);
     let ext4 = std::env::var_os("CRS_BENCH_EXT4")
         .map(PathBuf::from)
         .unwrap_or_else(|| out.join("work"));
@@ -907,6 +1104,19 @@ fn main() {
     for n in &notes {
         println!("{n}");
     }
+    let calib = calibrate_frozen(&tools, &dirs.first().expect("a work dir").0, 21);
+    println!(
+        "frozen time: from the last heartbeat (root every {} us, children every {} ms) to the \
+         last death; calibration, a workload SIGSTOPped for {} ms then SIGKILLed: measured - \
+         true = {:+.0} us (median of {}; {:+.0} to {:+.0} us)",
+        heartbeat::ROOT_PERIOD.as_micros(),
+        heartbeat::CHILD_PERIOD.as_millis(),
+        CALIBRATION_HOLD.as_millis(),
+        median(&calib) * 1e6,
+        calib.len(),
+        calib.first().copied().unwrap_or(f64::NAN) * 1e6,
+        calib.last().copied().unwrap_or(f64::NAN) * 1e6,
+    );
 
     let load_before = loadavg();
     println!("load average before: {load_before} (other work on the machine skews results)");
@@ -914,7 +1124,7 @@ fn main() {
     let mut results: Vec<CaseResult> = Vec::new();
     let mut json_cases = Vec::new();
     println!(
-        "{:<22} {:<5} {:>9} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8}",
+        "{:<22} {:<5} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8}",
         "case",
         "tool",
         "dump ms",
@@ -922,6 +1132,8 @@ fn main() {
         "rest. ms",
         "GiB/s",
         "frozen ms",
+        "own ms",
+        "-R ms",
         "rss dump",
         "rss rest"
     );
@@ -931,15 +1143,45 @@ fn main() {
             if !filters.is_empty() && !filters.iter().any(|f| case.contains(f.as_str())) {
                 continue;
             }
+            // One image set (or one copy-limit file) at a time, plus a margin.
+            let need = (w.mib << 20) + (w.mib << 20) / 10 + (64 << 20);
+            let free = free_bytes(dir);
+            if free < need {
+                let n = format!(
+                    "SKIP {case}: {} has {} MiB free, {} MiB needed",
+                    dir.display(),
+                    free >> 20,
+                    need >> 20
+                );
+                println!("{n}");
+                notes.push(n);
+                continue;
+            }
             let mut crs = Samples::default();
             let mut criu = Samples::default();
-            let mut limit = Vec::new();
+            let mut limit = limit::Samples::default();
+            let mut screen = Vec::new();
+            let mut kept = Vec::new();
             if w.kind == Kind::Mem {
                 // Untimed, one cycle of each: the first touch of this much memory after
                 // the VM handed its free memory back to the host is several times slower
                 // (a first 4 GiB dump took 11 s against 3-5 s after), and would fall on
-                // whichever tool went first.
-                limit_cycle(&tools, w, &case, dir, 0);
+                // whichever tool went first. The limit's screening run goes first, after
+                // one more copy that only warms up.
+                let mut all = vec![ways[0].clone()];
+                all.extend(ways.iter().cloned());
+                screen =
+                    limit_cycle(&tools, w, &case, dir, 0, &all, limit::SCREEN_BYTES).split_off(1);
+                for (way, o) in &screen {
+                    if let limit::Outcome::Unsupported(why) = o {
+                        let n = format!("copy way {way} refused by the kernel: {why}");
+                        if !notes.contains(&n) {
+                            println!("{n}");
+                            notes.push(n);
+                        }
+                    }
+                }
+                kept = limit::fastest(&screen, limit::KEEP);
                 cycle(&tools, Tool::Crs, w, &case, dir, 0);
                 if tools.criu.is_some() {
                     cycle(&tools, Tool::Criu, w, &case, dir, 0);
@@ -952,18 +1194,34 @@ fn main() {
                 order.rotate_left(i % 3);
                 for step in order {
                     match step {
-                        Some(Tool::Crs) => crs.push(cycle(&tools, Tool::Crs, w, &case, dir, seed)),
-                        Some(Tool::Criu) if tools.criu.is_some() => {
-                            criu.push(cycle(&tools, Tool::Criu, w, &case, dir, seed))
+                        Some(tool) if tool == Tool::Crs || tools.criu.is_some() => {
+                            let c = cycle(&tools, tool, w, &case, dir, seed);
+                            let r = if leave_running {
+                                Some(leave_running_cycle(&tools, tool, w, &case, dir, seed))
+                            } else {
+                                None
+                            };
+                            let s = if tool == Tool::Crs {
+                                &mut crs
+                            } else {
+                                &mut criu
+                            };
+                            s.push(c);
+                            if let Some(r) = r {
+                                s.push_r(r);
+                            }
                         }
-                        Some(Tool::Criu) => {}
-                        None if w.kind == Kind::Mem => {
-                            limit.push(limit_cycle(&tools, w, &case, dir, seed))
+                        None if !kept.is_empty() => {
+                            // The kept ways take turns at going first too.
+                            let mut order = kept.clone();
+                            order.rotate_left(i % kept.len());
+                            limit.push(limit_cycle(&tools, w, &case, dir, seed, &order, u64::MAX));
                         }
-                        None => {}
+                        _ => {}
                     }
                 }
             }
+            let (limit_way, limit_s) = limit.best(median);
             let r = CaseResult {
                 case: case.clone(),
                 workload: w.name,
@@ -971,7 +1229,8 @@ fn main() {
                 mib: w.mib,
                 crs: crs.stats(),
                 criu: criu.stats(),
-                limit: median(&limit),
+                limit: limit_s,
+                limit_way,
             };
             print_case(&r);
             let gib = w.mib as f64 / 1024.0;
@@ -981,12 +1240,25 @@ fn main() {
                 "crs": crs.json(gib),
                 "criu": if tools.criu.is_some() { criu.json(gib) } else { json!(criu_note) },
                 "limit": if w.mib > 0 {
-                    json!({"dump_s": r.limit, "gib_s": gib / r.limit, "samples_s": limit})
+                    json!({
+                        "dump_s": r.limit, "gib_s": gib / r.limit,
+                        "way": r.limit_way, "label": limit::label(&r.limit_way),
+                        "samples_s": limit.by_way.get(&r.limit_way),
+                        "timed_ways": limit.by_way.iter().map(|(w, v)| (w.clone(), json!({
+                            "label": limit::label(w), "median_s": median(v), "samples_s": v,
+                        }))).collect::<serde_json::Map<_, _>>(),
+                        "screen_bytes": limit::SCREEN_BYTES.min(w.mib << 20),
+                        "screen": screen.iter().map(|(w, o)| (w.clone(), match o {
+                            limit::Outcome::Secs(s) => json!(s),
+                            limit::Outcome::Unsupported(why) => json!(format!("refused: {why}")),
+                        })).collect::<serde_json::Map<_, _>>(),
+                    })
                 } else { Value::Null },
                 "ratios": {
                     "criu_over_crs_dump": r.criu.dump / r.crs.dump,
                     "criu_over_crs_restore": r.criu.restore / r.crs.restore,
                     "criu_over_crs_frozen": r.criu.frozen / r.crs.frozen,
+                    "criu_over_crs_leave_running_frozen": r.criu.frozen_r / r.crs.frozen_r,
                     "crs_over_limit_dump": r.crs.dump / r.limit,
                 },
             }));
@@ -1023,6 +1295,12 @@ fn main() {
         },
         "criu": criu_note,
         "notes": notes,
+        "frozen_method": {
+            "root_heartbeat_period_s": heartbeat::ROOT_PERIOD.as_secs_f64(),
+            "child_heartbeat_period_s": heartbeat::CHILD_PERIOD.as_secs_f64(),
+            "calibration_hold_s": CALIBRATION_HOLD.as_secs_f64(),
+            "calibration_error_samples_s": calib,
+        },
         "elapsed_s": elapsed,
         "loadavg_before": load_before,
         "loadavg_after": load_after,
@@ -1139,7 +1417,7 @@ fn svg(results: &[CaseResult]) -> String {
             "crs restore",
             "criu dump",
             "criu restore",
-            "limit (readv+write)",
+            "limit (fastest copy)",
         ],
     );
     let (b, hb) = panel(

@@ -1,4 +1,8 @@
-//! Shared helpers for the benches.
+//! Shared helpers for the benches, and the parts of the `dumprestore` bench that can be
+//! tested on their own.
+
+pub mod heartbeat;
+pub mod limit;
 
 use std::path::PathBuf;
 

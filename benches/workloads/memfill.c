@@ -5,15 +5,174 @@
  * inherited fd above 2, writes "ready\n" to $ZOO_READY, waits for SIGTERM, then re-checks
  * the checksum: exit 0 and "PASS", or exit 1 and "FAIL: ...".
  *
+ * Heartbeat (for the bench's frozen time, measured from outside the tools): when
+ * $ZOO_HEARTBEAT names a file (at least HB_FILE_SIZE bytes), it is mapped MAP_SHARED (its
+ * fd closed at once) and each process waits in its main thread, as it would otherwise, until
+ * SIGUSR1 arrives while the file's control word is 1. From then until SIGTERM or until the
+ * control word is 0 again, it stores the CLOCK_MONOTONIC time into its slot every period
+ * (the root: slot 0, root_period_ns; child i: slot 1 + i, child_period_ns), sleeping with
+ * TIMER_ABSTIME: a deadline that passed while the process was frozen ends the sleep at once,
+ * so the first beat after a thaw comes at the thaw. Layout, little-endian u64 words: header
+ * [control, root_period_ns, child_period_ns, 0...] (64 bytes), then HB_SLOTS slots of 32
+ * words: [seq (odd while the slot is written), pid, period_ns, beats, first_ns, last_ns,
+ * max_gap_ns, ngaps, then (start, end) of the last HB_RING gaps longer than 2 periods, the
+ * newest at index (ngaps - 1) % HB_RING].
+ *
  * usage: memfill MIB SEED [threads N | children N]
  */
 #include "zoo.h"
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #define CHUNK (1ul << 20)
+
+#define HB_SLOTS 63
+#define HB_RING 12
+#define HB_FILE_SIZE (64 + HB_SLOTS * 256)
+
+struct hb_slot {
+	uint64_t seq, pid, period_ns, beats, first_ns, last_ns, max_gap_ns, ngaps;
+	uint64_t gaps[HB_RING][2];
+};
+
+struct hb_file {
+	uint64_t control, root_period_ns, child_period_ns, pad[5];
+	struct hb_slot slot[HB_SLOTS];
+};
+
+static struct hb_file *hb;
+static volatile sig_atomic_t hb_kick;
+
+static void hb_usr1(int sig)
+{
+	(void)sig;
+	hb_kick = 1;
+}
+
+static uint64_t hb_now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + t.tv_nsec;
+}
+
+/* Maps $ZOO_HEARTBEAT if given, and blocks SIGUSR1 (delivered only while waiting). */
+static void hb_init(void)
+{
+	const char *path = getenv("ZOO_HEARTBEAT");
+	struct sigaction sa;
+	sigset_t set;
+	void *m;
+	int fd;
+
+	if (!path || !*path)
+		return;
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		zoo_die("open ZOO_HEARTBEAT");
+	m = mmap(NULL, HB_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		zoo_die("mmap ZOO_HEARTBEAT");
+	close(fd);
+	hb = m;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = hb_usr1;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGUSR1, &sa, NULL))
+		zoo_die("sigaction(SIGUSR1)");
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	if (sigprocmask(SIG_BLOCK, &set, NULL))
+		zoo_die("sigprocmask");
+	/* A 100 us period must not be stretched by the default 50 us timer slack. */
+	prctl(PR_SET_TIMERSLACK, 1ul);
+}
+
+static void hb_store(uint64_t *w, uint64_t v)
+{
+	__atomic_store_n(w, v, __ATOMIC_RELAXED);
+}
+
+/* One beat at time t into slot s: a seqlock write, so a reader sees whole slots. */
+static void hb_beat(struct hb_slot *s, uint64_t t)
+{
+	uint64_t seq = s->seq, gap = s->beats ? t - s->last_ns : 0;
+
+	hb_store(&s->seq, seq + 1);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	if (!s->beats)
+		hb_store(&s->first_ns, t);
+	if (gap > s->max_gap_ns)
+		hb_store(&s->max_gap_ns, gap);
+	if (gap > 2 * s->period_ns) {
+		uint64_t *g = s->gaps[s->ngaps % HB_RING];
+
+		hb_store(&g[0], s->last_ns);
+		hb_store(&g[1], t);
+		hb_store(&s->ngaps, s->ngaps + 1);
+	}
+	hb_store(&s->last_ns, t);
+	hb_store(&s->beats, s->beats + 1);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	hb_store(&s->seq, seq + 2);
+}
+
+/* Beats into slot `idx` until SIGTERM or until the control word is 0. */
+static void hb_run(unsigned idx)
+{
+	struct hb_slot *s = &hb->slot[idx];
+	uint64_t period = idx ? hb->child_period_ns : hb->root_period_ns, next, t;
+	struct timespec ts;
+
+	if (!period)
+		period = 100000;
+	hb_store(&s->pid, getpid());
+	hb_store(&s->period_ns, period);
+	next = hb_now();
+	while (!zoo_term && __atomic_load_n(&hb->control, __ATOMIC_RELAXED) == 1) {
+		next += period;
+		ts.tv_sec = next / 1000000000u;
+		ts.tv_nsec = next % 1000000000u;
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+		t = hb_now();
+		hb_beat(s, t);
+		/* Late (starved, or frozen): the next beat is one period from now, not a burst. */
+		if (t > next)
+			next = t;
+	}
+}
+
+/*
+ * zoo_wait() with the heartbeat: sleeps in sigsuspend() until SIGTERM; a SIGUSR1 while the
+ * control word is 1 starts beating into slot `idx` (with SIGTERM and SIGUSR1 deliverable).
+ */
+static void hb_wait(unsigned idx)
+{
+	sigset_t mask, old;
+
+	if (!hb) {
+		zoo_wait();
+		return;
+	}
+	zoo_wait_mask(&mask);
+	sigdelset(&mask, SIGUSR1);
+	while (!zoo_term) {
+		if (hb_kick && __atomic_load_n(&hb->control, __ATOMIC_RELAXED) == 1) {
+			hb_kick = 0;
+			sigprocmask(SIG_SETMASK, &mask, &old);
+			hb_run(idx);
+			sigprocmask(SIG_SETMASK, &old, NULL);
+			continue;
+		}
+		hb_kick = 0;
+		sigsuspend(&mask);
+	}
+}
 
 static void *idle_thread(void *arg)
 {
@@ -46,11 +205,16 @@ int main(int argc, char **argv)
 	if (syscall(SYS_close_range, 3, ~0u, 0) != 0)
 		zoo_die("close_range");
 	zoo_init(argc, argv);
+	hb_init();
 	size = strtoull(argv[1], NULL, 0) << 20;
 	seed = strtoull(argv[2], NULL, 0);
 	if (argc >= 5) {
 		extra = strtol(argv[4], NULL, 0);
 		children = strcmp(argv[3], "children") == 0;
+	}
+	if (children && extra >= HB_SLOTS) {
+		fprintf(stderr, "memfill: at most %d children\n", HB_SLOTS - 1);
+		return 2;
 	}
 
 	nchunks = size / CHUNK;
@@ -74,7 +238,7 @@ int main(int argc, char **argv)
 			if (kids[i] < 0)
 				zoo_die("fork");
 			if (kids[i] == 0) {
-				zoo_wait();
+				hb_wait(1 + i);
 				_exit(0);
 			}
 		}
@@ -88,7 +252,7 @@ int main(int argc, char **argv)
 	}
 
 	zoo_ready();
-	zoo_wait();
+	hb_wait(0);
 
 	for (c = 0; c < nchunks; c++)
 		ZOO_CHECK(zoo_hash(m + c * CHUNK, CHUNK) == hashes[c], "chunk %zu at %p changed",
