@@ -332,6 +332,9 @@ fn region(pid: i32) -> (u64, u64) {
 enum Tool {
     Crs,
     Criu,
+    /// crs writing no `crs-checksums` (`CRS_IMAGE_CHECKSUMS=0`): the baseline of what the
+    /// checksums cost, in the 1 GiB cases.
+    CrsUnchecked,
 }
 
 impl Tool {
@@ -339,9 +342,13 @@ impl Tool {
         match self {
             Tool::Crs => "crs",
             Tool::Criu => "criu",
+            Tool::CrsUnchecked => "crs-nosum",
         }
     }
 }
+
+/// The memory cases that also time crs without checksums (the target is on 1 GiB).
+const CHECKSUM_COST_MIB: u64 = 1024;
 
 struct Tools {
     crs: PathBuf,
@@ -354,7 +361,7 @@ struct Tools {
 impl Tools {
     fn bin(&self, tool: Tool) -> String {
         let p = match tool {
-            Tool::Crs => &self.crs,
+            Tool::Crs | Tool::CrsUnchecked => &self.crs,
             Tool::Criu => self.criu.as_ref().expect("criu"),
         };
         p.to_str().expect("utf-8 path").to_string()
@@ -430,7 +437,11 @@ fn images_dir(work: &Path, tool: Tool) -> PathBuf {
 }
 
 fn dump_args(t: &Tools, tool: Tool, pid: i32, images: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a = vec![
+    let mut a = Vec::new();
+    if tool == Tool::CrsUnchecked {
+        a.extend(["env".to_string(), "CRS_IMAGE_CHECKSUMS=0".to_string()]);
+    }
+    a.extend([
         t.bin(tool),
         "dump".into(),
         "-t".into(),
@@ -439,7 +450,7 @@ fn dump_args(t: &Tools, tool: Tool, pid: i32, images: &Path, extra: &[&str]) -> 
         images.to_str().expect("utf-8 path").into(),
         "-o".into(),
         "dump.log".into(),
-    ];
+    ]);
     a.extend(extra.iter().map(|s| s.to_string()));
     a
 }
@@ -876,6 +887,8 @@ struct CaseResult {
     mib: u64,
     crs: Stats,
     criu: Stats,
+    /// crs without checksums ([`CHECKSUM_COST_MIB`] cases; NaN elsewhere).
+    unchecked: Stats,
     /// The copy limit: the lowest median among the copy ways timed, and that way.
     limit: f64,
     limit_way: String,
@@ -958,6 +971,18 @@ fn print_case(r: &CaseResult) {
             limit::label(&r.limit_way)
         );
     }
+    if r.unchecked.dump.is_finite() {
+        println!(
+            "{:<22} checksums: crs dump {} against {} without ({:+.1}%), restore {} against {} ({:+.1}%)",
+            r.case,
+            fmt_ms(r.crs.dump),
+            fmt_ms(r.unchecked.dump),
+            (r.crs.dump / r.unchecked.dump - 1.0) * 100.0,
+            fmt_ms(r.crs.restore),
+            fmt_ms(r.unchecked.restore),
+            (r.crs.restore / r.unchecked.restore - 1.0) * 100.0,
+        );
+    }
     println!(
         "{:<22} ratios: criu/crs dump {} restore {} frozen {} frozen -R {}; crs/limit dump {}",
         r.case,
@@ -1037,6 +1062,14 @@ fn targets(results: &[CaseResult]) -> Vec<Target> {
                 x,
             );
         }
+    }
+    for fs in ["tmpfs", "ext4"] {
+        t.push(Target {
+            name: format!("mem-1GiB/{fs} crs dump with checksums <= 1.03 x without"),
+            value: find("mem-1GiB", fs).map_or(f64::NAN, |r| r.crs.dump / r.unchecked.dump),
+            bound: 1.03,
+            at_least: false,
+        });
     }
     for fs in ["tmpfs", "ext4"] {
         for w in ["mem-256MiB", "mem-4GiB"] {
@@ -1159,6 +1192,8 @@ fn main() {
             }
             let mut crs = Samples::default();
             let mut criu = Samples::default();
+            let mut unchecked = Samples::default();
+            let cost = w.kind == Kind::Mem && w.mib == CHECKSUM_COST_MIB;
             let mut limit = limit::Samples::default();
             let mut screen = Vec::new();
             let mut kept = Vec::new();
@@ -1190,21 +1225,25 @@ fn main() {
             for i in 0..w.iters {
                 let seed = i as u64 + 1;
                 // crs, criu and the limit take turns at going first.
-                let mut order = [Some(Tool::Crs), Some(Tool::Criu), None];
-                order.rotate_left(i % 3);
+                let mut order = vec![Some(Tool::Crs), Some(Tool::Criu), None];
+                if cost {
+                    order.push(Some(Tool::CrsUnchecked));
+                }
+                let n = order.len();
+                order.rotate_left(i % n);
                 for step in order {
                     match step {
-                        Some(tool) if tool == Tool::Crs || tools.criu.is_some() => {
+                        Some(tool) if tool != Tool::Criu || tools.criu.is_some() => {
                             let c = cycle(&tools, tool, w, &case, dir, seed);
                             let r = if leave_running {
                                 Some(leave_running_cycle(&tools, tool, w, &case, dir, seed))
                             } else {
                                 None
                             };
-                            let s = if tool == Tool::Crs {
-                                &mut crs
-                            } else {
-                                &mut criu
+                            let s = match tool {
+                                Tool::Crs => &mut crs,
+                                Tool::Criu => &mut criu,
+                                Tool::CrsUnchecked => &mut unchecked,
                             };
                             s.push(c);
                             if let Some(r) = r {
@@ -1229,6 +1268,7 @@ fn main() {
                 mib: w.mib,
                 crs: crs.stats(),
                 criu: criu.stats(),
+                unchecked: unchecked.stats(),
                 limit: limit_s,
                 limit_way,
             };
@@ -1239,6 +1279,7 @@ fn main() {
                 "iterations": w.iters,
                 "crs": crs.json(gib),
                 "criu": if tools.criu.is_some() { criu.json(gib) } else { json!(criu_note) },
+                "crs_without_checksums": if cost { unchecked.json(gib) } else { Value::Null },
                 "limit": if w.mib > 0 {
                     json!({
                         "dump_s": r.limit, "gib_s": gib / r.limit,
