@@ -30,6 +30,9 @@
 
 #define CHUNK (1ul << 20)
 
+/* What the workload checks (zoo.h's items): its memory, and that its children ended well. */
+enum { MEMORY = 1, CHILDREN, ITEMS = CHILDREN };
+
 #define HB_SLOTS 63
 #define HB_RING 12
 #define HB_FILE_SIZE (64 + HB_SLOTS * 256)
@@ -204,7 +207,7 @@ int main(int argc, char **argv)
 		zoo_die("setsid");
 	if (syscall(SYS_close_range, 3, ~0u, 0) != 0)
 		zoo_die("close_range");
-	zoo_init(argc, argv);
+	zoo_init(argc, argv, ITEMS);
 	hb_init();
 	size = strtoull(argv[1], NULL, 0) << 20;
 	seed = strtoull(argv[2], NULL, 0);
@@ -255,14 +258,14 @@ int main(int argc, char **argv)
 	hb_wait(0);
 
 	for (c = 0; c < nchunks; c++)
-		ZOO_CHECK(zoo_hash(m + c * CHUNK, CHUNK) == hashes[c], "chunk %zu at %p changed",
+		ZOO_CHECK(MEMORY, zoo_hash(m + c * CHUNK, CHUNK) == hashes[c], "chunk %zu at %p changed",
 			  c, (void *)(m + c * CHUNK));
 	if (children) {
 		for (i = 0; i < extra; i++) {
 			int st;
 
 			kill(kids[i], SIGTERM);
-			ZOO_CHECK(waitpid(kids[i], &st, 0) == kids[i] && WIFEXITED(st) &&
+			ZOO_CHECK(CHILDREN, waitpid(kids[i], &st, 0) == kids[i] && WIFEXITED(st) &&
 					  WEXITSTATUS(st) == 0,
 				  "child %ld did not exit cleanly", i);
 		}
