@@ -197,7 +197,7 @@ impl SeizedTree {
     /// and that neither is used for anything else while batches run.
     pub fn set_batch_site(&mut self, pid: Tid, site: BatchSite) -> Result<()> {
         let pid = self.pid_of(pid)?;
-        write_forced(pid, site.code, &code())?;
+        self.poke(pid, site.code, &code())?;
         self.procs
             .get_mut(&pid)
             .ok_or(Error::NotSeized { tid: pid })?
@@ -249,19 +249,28 @@ impl SeizedTree {
     }
 }
 
-/// Writes `bytes` at `addr` of process `pid` through `/proc/PID/mem`.
-pub(crate) fn write_forced(pid: Tid, addr: RemoteAddr, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/{pid}/mem"))
-        .and_then(|f| f.write_all_at(bytes, addr.get()))
-        .map_err(|source| Error::RemoteWrite {
+impl SeizedTree {
+    /// Writes `bytes` at `addr` of held process `pid` through `/proc/PID/mem` (which
+    /// writes read-only private pages, as a debugger does), opened once per process.
+    pub(crate) fn poke(&mut self, pid: Tid, addr: RemoteAddr, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let err = |source| Error::RemoteWrite {
             pid,
             addr,
             len: bytes.len(),
             source,
-        })
+        };
+        let p = self.procs.get_mut(&pid).ok_or(Error::NotSeized { tid: pid })?;
+        if p.mem.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/{pid}/mem"))
+                .map_err(err)?;
+            p.mem = Some(f);
+        }
+        let f = p.mem.as_ref().expect("opened above");
+        f.write_all_at(bytes, addr.get()).map_err(err)
+    }
 }
 
 /// The signal a batch of `tid` stops with (see [`STOP_SIGNALS`]): one queued neither for

@@ -118,6 +118,8 @@ pub enum Record {
     /// of the journal means crs is dying, and the guardian waits until it is dead, when
     /// the kernel has detached every tracee).
     Released,
+    /// The first record: the eventfd that wakes the guardian travels with it.
+    Hello,
 }
 
 /// Record tags on the wire.
@@ -142,6 +144,7 @@ mod tag {
     pub const SYSV_KEPT: u8 = 18;
     pub const DONE: u8 = 19;
     pub const RELEASED: u8 = 20;
+    pub const HELLO: u8 = 21;
 }
 
 /// Largest record on the wire (a path is at most PATH_MAX).
@@ -250,6 +253,7 @@ impl Record {
             Record::SysvKept { id } => Out::new(SYSV_KEPT).i32(*id),
             Record::Done => Out::new(DONE),
             Record::Released => Out::new(RELEASED),
+            Record::Hello => Out::new(HELLO),
         };
         o.0
     }
@@ -304,6 +308,7 @@ impl Record {
             SYSV_KEPT => Record::SysvKept { id: i.i32()? },
             DONE => Record::Done,
             RELEASED => Record::Released,
+            HELLO => Record::Hello,
             _ => return None,
         };
         i.0.is_empty().then_some(r)
@@ -337,6 +342,9 @@ fn mask_from_words(w: &[u64]) -> CpuSet {
 /// The sending end, held by crs.
 struct Journal {
     sock: OwnedFd,
+    /// An eventfd the guardian polls: records wait in the socket unread, and crs wakes
+    /// the guardian only to end the journal or when the socket is full.
+    wake: OwnedFd,
     /// The guardian, a child of crs.
     child: Guardian,
     /// Sends failed: the guardian is gone.
@@ -364,17 +372,34 @@ fn send(j: &mut Journal, bytes: &[u8], fd: Option<BorrowedFd<'_>>) {
     } else {
         vec![ControlMessage::ScmRights(&raw)]
     };
-    if let Err(e) = sendmsg::<UnixAddr>(
-        j.sock.as_raw_fd(),
-        &[IoSlice::new(bytes)],
-        &cmsg,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    ) {
+    let once = |flags| {
+        sendmsg::<UnixAddr>(
+            j.sock.as_raw_fd(),
+            &[IoSlice::new(bytes)],
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL | flags,
+            None,
+        )
+    };
+    // Queued without waking the guardian (a wakeup per record cost about 15 us); a full
+    // socket wakes it to drain, then the send waits for the room.
+    let sent = match once(MsgFlags::MSG_DONTWAIT) {
+        Err(nix::errno::Errno::EAGAIN) => {
+            wake(&j.wake);
+            once(MsgFlags::empty())
+        }
+        other => other,
+    };
+    if let Err(e) = sent {
         // The safety net is gone; the dump or restore itself goes on.
         warn!(error = %e, "the guardian does not listen any more: crs's changes to the tree can no longer be undone if crs dies");
         j.broken = true;
     }
+}
+
+/// Wakes the guardian (it then reads what the socket holds).
+fn wake(fd: &OwnedFd) {
+    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
 }
 
 /// Whether a guardian is running for this process.
@@ -431,6 +456,19 @@ pub fn start(program: Option<&Path>) -> Result<()> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| err("creating its socket")(e.into()))?;
+    // Room for the records of a large tree before the guardian has to drain them
+    // (SO_SNDBUFFORCE needs CAP_NET_ADMIN; else the system's maximum).
+    let room = JOURNAL_ROOM as usize;
+    if nix::sys::socket::setsockopt(&mine, nix::sys::socket::sockopt::SndBufForce, &room).is_err()
+    {
+        let _ = nix::sys::socket::setsockopt(&mine, nix::sys::socket::sockopt::SndBuf, &room);
+    }
+    let wake_fd = nix::sys::eventfd::EventFd::from_value_and_flags(
+        0,
+        nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+    )
+    .map_err(|e| err("creating its eventfd")(e.into()))?;
+    let wake_fd = OwnedFd::from(wake_fd);
     let crs = std::process::id() as Tid;
     let child = if single_threaded() {
         // SAFETY: the process has one thread (just checked, and only this thread could
@@ -460,14 +498,23 @@ pub fn start(program: Option<&Path>) -> Result<()> {
         return Ok(());
     };
     debug!("guardian started");
-    *JOURNAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Journal {
+    let mut j = Journal {
         sock: mine,
+        wake: wake_fd,
         child,
         broken: false,
         done: false,
-    });
+    };
+    let hello = Record::Hello.encode();
+    let wake_dup = j.wake.try_clone().map_err(err("sharing its eventfd"))?;
+    send(&mut j, &hello, Some(wake_dup.as_fd()));
+    drop(wake_dup);
+    *JOURNAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(j);
     Ok(())
 }
+
+/// Bytes of records the socket holds before the guardian has to read them.
+const JOURNAL_ROOM: u32 = 64 << 20;
 
 /// Whether this process has one thread (/proc/self/status).
 fn single_threaded() -> bool {
@@ -491,6 +538,7 @@ fn spawn(program: &Path, sock: OwnedFd) -> io::Result<Child> {
 pub fn commit() {
     with_journal(|j| {
         send(j, &Record::Done.encode(), None);
+        wake(&j.wake);
         j.done = true;
     });
 }
@@ -511,6 +559,7 @@ fn end(done: bool) {
     if let Some(mut j) = j {
         let last = if done { Record::Done } else { Record::Released };
         send(&mut j, &last.encode(), None);
+        wake(&j.wake);
         drop(j.sock);
         if let Err(e) = j.child.wait() {
             warn!(error = %e, "waiting for the guardian");
@@ -604,6 +653,7 @@ impl Undo {
             }
             Record::Done => self.done = true,
             Record::Released => self.released = true,
+            Record::Hello => {}
         }
     }
 }
@@ -629,41 +679,72 @@ pub fn serve(sock: OwnedFd, crs: Tid) -> Result<()> {
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }
     let mut undo = Undo::default();
-    let mut gone = !crs_alive;
-    let mut eof = false;
     let mut buf = vec![0u8; MAX_RECORD];
-    while !undo.done && !eof {
-        if gone {
-            // Drain what crs managed to write before it died.
+    // The first record carries the eventfd crs wakes us with.
+    let wake = match receive(&sock, &mut buf, false)? {
+        Got::Record(Record::Hello, Some(fd)) => Some(fd),
+        Got::Record(rec, fd) => {
+            warn!(?rec, "the journal does not start with its eventfd");
+            undo.apply(rec, fd);
+            None
+        }
+        _ => None,
+    };
+    // Records wait in the socket: it is read when crs wakes us (the journal's end, or a
+    // full socket), and to the end once crs is gone.
+    let mut gone = !crs_alive;
+    let mut ended = false;
+    while !undo.done && !undo.released && !ended {
+        if !gone {
+            let mut fds = Vec::new();
+            if let Some(w) = &wake {
+                fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+            } else {
+                fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(p) = &crs_fd {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    return Err(Error::Guardian {
+                        what: "waiting for crs".into(),
+                        source: e.into(),
+                    })
+                }
+            }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            if ready(1) {
+                gone = true;
+            }
+            if ready(0) {
+                if let Some(w) = &wake {
+                    let mut n = [0u8; 8];
+                    let _ = nix::unistd::read(w, &mut n);
+                }
+            } else if !gone {
+                continue;
+            }
+        }
+        // Drain what the socket holds.
+        loop {
             match receive(&sock, &mut buf, true)? {
                 Got::Record(rec, fd) => undo.apply(rec, fd),
                 Got::Malformed => {}
-                Got::Empty | Got::End => break,
-            }
-            continue;
-        }
-        let mut fds = vec![PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
-        if let Some(p) = &crs_fd {
-            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
-        }
-        poll(&mut fds, PollTimeout::NONE).map_err(|e| Error::Guardian {
-            what: "waiting for crs".into(),
-            source: e.into(),
-        })?;
-        let sock_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let crs_ready = fds
-            .get(1)
-            .and_then(|f| f.revents())
-            .is_some_and(|r| !r.is_empty());
-        if sock_ready {
-            match receive(&sock, &mut buf, false)? {
-                Got::Record(rec, fd) => undo.apply(rec, fd),
-                Got::End => eof = true,
-                Got::Malformed | Got::Empty => {}
+                Got::Empty => break,
+                Got::End => {
+                    ended = true;
+                    break;
+                }
             }
         }
-        if crs_ready {
-            gone = true;
+        if gone {
+            break;
         }
     }
     if undo.done {
@@ -876,7 +957,7 @@ fn put_back_process(pid: Tid, p: &Proc) -> Result<()> {
         }
     }
     if let Some((addr, orig)) = &p.patch {
-        crate::batch::write_forced(pid, RemoteAddr(*addr), orig)?;
+        tree.poke(pid, RemoteAddr(*addr), orig)?;
         debug!(pid, addr, "vDSO bytes put back");
     }
     tree.release(Release::Detach)?;
@@ -967,6 +1048,7 @@ mod tests {
             Record::SysvKept { id: 3 },
             Record::Done,
             Record::Released,
+            Record::Hello,
         ]
     }
 

@@ -142,7 +142,7 @@ impl SeizedTree {
             len: total,
         });
         // From here on single injections return into the park stub of compel's code.
-        batch::write_forced(pid, RemoteAddr(base), &batch::code())?;
+        self.poke(pid, RemoteAddr(base), &batch::code())?;
         self.procs
             .get_mut(&pid)
             .expect("checked above")
@@ -166,17 +166,16 @@ impl SeizedTree {
             addr: RemoteAddr(base + PAGE as u64),
             len: SCRATCH_SIZE,
         };
-        self.procs.get_mut(&pid).expect("checked above").scratch = Some(range);
-        self.set_batch_site(
-            pid,
-            BatchSite {
-                code: RemoteAddr(base),
-                table: RemoteRange {
-                    addr: RemoteAddr(base + (PAGE + SCRATCH_SIZE) as u64),
-                    len: BATCH_TABLE,
-                },
+        let p = self.procs.get_mut(&pid).expect("checked above");
+        p.scratch = Some(range);
+        // The code is written already.
+        p.batch = Some(BatchSite {
+            code: RemoteAddr(base),
+            table: RemoteRange {
+                addr: RemoteAddr(base + (PAGE + SCRATCH_SIZE) as u64),
+                len: BATCH_TABLE,
             },
-        )?;
+        });
         debug!(pid, addr = %range.addr, "scratch and batch site mapped");
         Ok(range)
     }
@@ -221,11 +220,11 @@ impl SeizedTree {
         nr: i64,
         args: &[u64; 6],
     ) -> Result<Option<i64>> {
-        let Some(at) = vdso_stub(pid)? else {
+        let Some(at) = self.vdso_stub(pid)? else {
             return Ok(None);
         };
         let ret = inject(self.thread_mut(tid)?, at, nr, args);
-        let back = batch::write_forced(pid, at, &[0; batch::PARK_STUB.len()]);
+        let back = self.poke(pid, at, &[0; batch::PARK_STUB.len()]);
         if back.is_ok() {
             guard::record(&guard::Record::Unpatched { pid });
         }
@@ -372,14 +371,51 @@ fn put_back(thread: &mut SeizedThread) -> Result<()> {
     Host::set_regs(tid, &thread.regs).map_err(|source| Error::SetRegs { tid, source })
 }
 
-/// Where in `pid`'s vDSO the first mmap of compel's area can run from, with the stub
-/// written there (and recorded for the guardian); `None` without a vDSO ending in
-/// [`VDSO_STUB_ROOM`] zero bytes (the mmap then runs from any syscall instruction).
-fn vdso_stub(pid: Tid) -> Result<Option<RemoteAddr>> {
-    let maps = procfs::exec_mappings(pid).map_err(|source| Error::Maps { pid, source })?;
-    let Some(&(_, end, _)) = maps.iter().find(|m| m.2) else {
-        return Ok(None);
-    };
+impl SeizedTree {
+    /// Tells compel where held process `pid`'s vDSO ends (a restore that moved it), so
+    /// that [`SeizedTree::syscall_outside`] need not look it up.
+    pub fn set_vdso_end(&mut self, pid: Tid, end: Option<u64>) -> Result<()> {
+        let p = self.procs.get_mut(&pid).ok_or(Error::NotSeized { tid: pid })?;
+        p.vdso_end = Some(end);
+        Ok(())
+    }
+
+    /// Where `pid`'s vDSO ends, from /proc/PID/maps the first time.
+    fn vdso_end(&mut self, pid: Tid) -> Result<Option<u64>> {
+        let p = self.procs.get_mut(&pid).ok_or(Error::NotSeized { tid: pid })?;
+        if let Some(end) = p.vdso_end {
+            return Ok(end);
+        }
+        let maps = procfs::exec_mappings(pid).map_err(|source| Error::Maps { pid, source })?;
+        let end = maps.iter().find(|m| m.2).map(|m| m.1);
+        p.vdso_end = Some(end);
+        Ok(end)
+    }
+
+    /// Where in `pid`'s vDSO a syscall that maps or unmaps compel's own code can run from,
+    /// with the stub written there (and recorded for the guardian); `None` without a vDSO
+    /// ending in [`VDSO_STUB_ROOM`] zero bytes.
+    fn vdso_stub(&mut self, pid: Tid) -> Result<Option<RemoteAddr>> {
+        let Some(end) = self.vdso_end(pid)? else {
+            return Ok(None);
+        };
+        let Some(at) = vdso_tail_room(pid, end) else {
+            debug!(pid, "no room for a stub at the end of the vDSO");
+            return Ok(None);
+        };
+        guard::record(&guard::Record::Patched {
+            pid,
+            addr: at.get(),
+            orig: vec![0; batch::PARK_STUB.len()],
+        });
+        self.poke(pid, at, &batch::PARK_STUB)?;
+        Ok(Some(at))
+    }
+}
+
+/// The start of the last [`VDSO_STUB_ROOM`] bytes of a vDSO ending at `end` in `pid`, if
+/// they are all zero.
+fn vdso_tail_room(pid: Tid, end: u64) -> Option<RemoteAddr> {
     let at = RemoteAddr(end - VDSO_STUB_ROOM as u64);
     let mut tail = [0xffu8; VDSO_STUB_ROOM];
     let read = remote::process_vm_readv(
@@ -390,17 +426,7 @@ fn vdso_stub(pid: Tid) -> Result<Option<RemoteAddr>> {
             len: VDSO_STUB_ROOM,
         }],
     );
-    if read.ok() != Some(VDSO_STUB_ROOM) || tail.iter().any(|&b| b != 0) {
-        debug!(pid, "no room for a stub at the end of the vDSO");
-        return Ok(None);
-    }
-    guard::record(&guard::Record::Patched {
-        pid,
-        addr: at.get(),
-        orig: vec![0; batch::PARK_STUB.len()],
-    });
-    batch::write_forced(pid, at, &batch::PARK_STUB)?;
-    Ok(Some(at))
+    (read.ok() == Some(VDSO_STUB_ROOM) && tail.iter().all(|&b| b == 0)).then_some(at)
 }
 
 /// Whether `[addr, addr + len)` of `pid` is still compel's area: anonymous mappings that

@@ -97,6 +97,10 @@ pub struct SeizedProcess {
     pub(crate) own_map: Option<RemoteRange>,
     /// SigIgn and SigCgt, once read (see the batch's stop signal).
     pub(crate) dispositions: Option<(u64, u64)>,
+    /// Where the vDSO ends, once looked up (`Some(None)`: no vDSO).
+    pub(crate) vdso_end: Option<Option<u64>>,
+    /// `/proc/PID/mem` opened for writing, once needed.
+    pub(crate) mem: Option<std::fs::File>,
 }
 
 impl SeizedProcess {
@@ -339,7 +343,10 @@ impl SeizedTree {
             return Ok(());
         }
         match self.seize_one(tid)? {
-            SeizeOutcome::Seized => self.collect_stop(pid, tid)?,
+            // A thread crs made itself: nothing can exec under it, so its first stop is
+            // waited for (a new thread spins on the CPU crs's thread is pinned to: polling
+            // would only take turns with it).
+            SeizeOutcome::Seized => self.collect_stop_with(pid, tid, FirstStop::Wait)?,
             SeizeOutcome::Gone | SeizeOutcome::Zombie => {}
         }
         if self.owner.contains_key(&tid) {
@@ -617,7 +624,11 @@ impl SeizedTree {
     }
 
     fn collect_stop(&mut self, pid: Tid, tid: Tid) -> Result<()> {
-        let Some(stop_signo) = initial_stop(tid)? else {
+        self.collect_stop_with(pid, tid, FirstStop::Poll)
+    }
+
+    fn collect_stop_with(&mut self, pid: Tid, tid: Tid, how: FirstStop) -> Result<()> {
+        let Some(stop_signo) = initial_stop(tid, how)? else {
             debug!(tid, "thread exited while being seized");
             return Ok(());
         };
@@ -655,6 +666,8 @@ impl SeizedTree {
                 batch: None,
                 own_map: None,
                 dispositions: None,
+                vdso_end: None,
+                mem: None,
             }
         });
         guard::record(&guard::Record::Thread {
@@ -819,23 +832,30 @@ fn already_traced(tid: Tid, pid: Tid, tracer: Tid) -> Error {
 /// process runs execve is killed by the exec and then silently let go by the kernel (the
 /// execing thread takes over its tid, untraced), and a blocking wait for it was seen never
 /// to return. Between polls the thread must still be traced by this thread.
-fn initial_stop(tid: Tid) -> Result<Option<i32>> {
+fn initial_stop(tid: Tid, how: FirstStop) -> Result<Option<i32>> {
     let me = nix::unistd::gettid().as_raw();
     let mut idle = 0u32;
     loop {
-        let st = match ptrace::try_wait(tid) {
+        let waited = match how {
+            FirstStop::Wait => ptrace::wait(tid).map(Some),
+            FirstStop::Poll => ptrace::try_wait(tid),
+        };
+        let st = match waited {
             Ok(Some(st)) => st,
             Ok(None) => {
-                match procfs::status(tid) {
-                    Ok(st) if st.tracer == me => {}
-                    _ => return Ok(None),
-                }
                 // A stop normally follows the interrupt within microseconds: yield a few
-                // times, then sleep, longer each time up to 160 us.
-                if idle < 16 {
+                // times, then sleep, longer each time up to 160 us; whether the thread is
+                // still ours is read from /proc only once the stop is late.
+                if idle >= YIELDS && idle.is_multiple_of(YIELDS) {
+                    match procfs::status(tid) {
+                        Ok(st) if st.tracer == me => {}
+                        _ => return Ok(None),
+                    }
+                }
+                if idle < YIELDS {
                     std::thread::yield_now();
                 } else {
-                    std::thread::sleep(Duration::from_micros(10 << (idle - 16).min(4)));
+                    std::thread::sleep(Duration::from_micros(10 << (idle - YIELDS).min(4)));
                 }
                 idle += 1;
                 continue;
@@ -864,6 +884,19 @@ fn initial_stop(tid: Tid) -> Result<Option<i32>> {
         }
     }
 }
+
+/// How [`initial_stop`] waits for a thread's first stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstStop {
+    /// Block in wait4: for a thread crs created.
+    Wait,
+    /// Poll (see [`initial_stop`]): for a thread of a live tree, which an exec elsewhere in
+    /// its process may take away without a wakeup.
+    Poll,
+}
+
+/// Yields before [`initial_stop`] sleeps between polls.
+const YIELDS: u32 = 16;
 
 fn leader_last(p: &SeizedProcess) -> Vec<Tid> {
     let mut order: Vec<Tid> = p.threads.iter().map(|t| t.tid).collect();

@@ -1514,7 +1514,16 @@ fn finalize(
         .set_regs(pid, &final_regs)
         .map_err(compel("setting the registers"))?;
     // Last injected syscall: the trampoline goes; the registers set above take over. It
-    // runs from outside the trampoline, so that a thread crs leaves there parks.
+    // runs from outside the trampoline (a stub in the vDSO, which is where the images put
+    // it), so that a thread crs leaves there parks.
+    let vdso_end = images
+        .vmas
+        .iter()
+        .find(|v| v.kind == vma::Kind::Vdso)
+        .map(|v| v.end);
+    r.tree
+        .set_vdso_end(pid, vdso_end)
+        .map_err(compel("placing the vDSO"))?;
     r.call_outside(
         libc::SYS_munmap,
         [tramp, TRAMPOLINE_LEN as u64, 0, 0, 0, 0],
