@@ -260,7 +260,10 @@ impl SeizedTree {
             len: bytes.len(),
             source,
         };
-        let p = self.procs.get_mut(&pid).ok_or(Error::NotSeized { tid: pid })?;
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(Error::NotSeized { tid: pid })?;
         if p.mem.is_none() {
             let f = std::fs::OpenOptions::new()
                 .write(true)

@@ -459,8 +459,7 @@ pub fn start(program: Option<&Path>) -> Result<()> {
     // Room for the records of a large tree before the guardian has to drain them
     // (SO_SNDBUFFORCE needs CAP_NET_ADMIN; else the system's maximum).
     let room = JOURNAL_ROOM as usize;
-    if nix::sys::socket::setsockopt(&mine, nix::sys::socket::sockopt::SndBufForce, &room).is_err()
-    {
+    if nix::sys::socket::setsockopt(&mine, nix::sys::socket::sockopt::SndBufForce, &room).is_err() {
         let _ = nix::sys::socket::setsockopt(&mine, nix::sys::socket::sockopt::SndBuf, &room);
     }
     let wake_fd = nix::sys::eventfd::EventFd::from_value_and_flags(

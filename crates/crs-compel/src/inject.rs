@@ -375,14 +375,20 @@ impl SeizedTree {
     /// Tells compel where held process `pid`'s vDSO ends (a restore that moved it), so
     /// that [`SeizedTree::syscall_outside`] need not look it up.
     pub fn set_vdso_end(&mut self, pid: Tid, end: Option<u64>) -> Result<()> {
-        let p = self.procs.get_mut(&pid).ok_or(Error::NotSeized { tid: pid })?;
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(Error::NotSeized { tid: pid })?;
         p.vdso_end = Some(end);
         Ok(())
     }
 
     /// Where `pid`'s vDSO ends, from /proc/PID/maps the first time.
     fn vdso_end(&mut self, pid: Tid) -> Result<Option<u64>> {
-        let p = self.procs.get_mut(&pid).ok_or(Error::NotSeized { tid: pid })?;
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(Error::NotSeized { tid: pid })?;
         if let Some(end) = p.vdso_end {
             return Ok(end);
         }
