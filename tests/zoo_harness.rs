@@ -105,6 +105,23 @@ pub enum Mode {
     /// work directory and log put back as they were at the dump, the images are restored
     /// and the restored copy must pass too.
     LeaveRunning,
+    /// `crs dump`, then `$CRIU restore -d` (a CRIU 4.2 built by hand; skipped without
+    /// one): crs's images are CRIU's format, readable by CRIU.
+    CriuRestoresCrs,
+    /// `$CRIU dump`, then `crs restore -d`.
+    CrsRestoresCriu,
+}
+
+/// Which program dumps and which restores.
+#[derive(Clone, Copy)]
+enum Tools<'a> {
+    Crs,
+    /// `$CRIU` dumps, crs restores.
+    CriuDumps(&'a Path),
+    /// crs dumps, `$CRIU` restores.
+    CriuRestores(&'a Path),
+    /// `$CRIU` alone: what CRIU itself can do with the workload.
+    Criu(&'a Path),
 }
 
 /// `$ZOO_DIR`, where build.rs put the compiled C workloads.
@@ -419,6 +436,11 @@ impl Run {
 
     /// `crs dump` (without -R): the workload and its tree are gone afterwards.
     fn dump(&mut self) {
+        self.dump_with(Tools::Crs);
+    }
+
+    /// A dump without -R by crs or by `$CRIU`.
+    fn dump_with(&mut self, tools: Tools<'_>) {
         let images = self.images();
         std::fs::create_dir(&images).expect("create images dir");
         let images_s = self.images_arg();
@@ -430,7 +452,10 @@ impl Run {
             "dump", "-t", &pid_s, "-D", &images_s, "-o", "dump.log", "-v4",
         ];
         args.extend_from_slice(self.workload.crs_args());
-        self.crs(&args, "crs-dump.out");
+        match tools {
+            Tools::CriuDumps(criu) | Tools::Criu(criu) => self.tool(criu, &args, "criu-dump.out"),
+            Tools::Crs | Tools::CriuRestores(_) => self.crs(&args, "crs-dump.out"),
+        }
         // Without -R the dumped task is killed: ours to reap, and the pid is then free.
         let mut old = self.proc.take().expect("started");
         if !old.wait_exit(Duration::from_secs(30)) {
@@ -458,6 +483,11 @@ impl Run {
     /// `crs restore -d` of the images of the workload whose pid was `pid`: the restored
     /// process is reparented to this subreaper and guarded.
     fn restore(&mut self, pid: i32) {
+        self.restore_with(pid, Tools::Crs);
+    }
+
+    /// `restore -d` by crs or by `$CRIU`.
+    fn restore_with(&mut self, pid: i32, tools: Tools<'_>) {
         let images_s = self.images_arg();
         let pid_s = pid.to_string();
         let pidfile = self.path("restore.pid");
@@ -474,7 +504,12 @@ impl Run {
             &pidfile_s,
         ];
         args.extend_from_slice(self.workload.crs_args());
-        self.crs(&args, "crs-restore.out");
+        match tools {
+            Tools::CriuRestores(criu) | Tools::Criu(criu) => {
+                self.tool(criu, &args, "criu-restore.out")
+            }
+            Tools::Crs | Tools::CriuDumps(_) => self.crs(&args, "crs-restore.out"),
+        }
         match ProcGuard::open(pid) {
             Ok(g) => self.proc = Some(g),
             Err(e) => self.fail(&format!("no process {pid} after `crs restore`: {e}")),
@@ -483,6 +518,9 @@ impl Run {
             Ok(s) if s.trim() == pid_s => {}
             Ok(s) => self.fail(&format!("--pidfile holds {s:?}, want {pid}")),
             Err(e) => self.fail(&format!("--pidfile {}: {e}", pidfile.display())),
+        }
+        if matches!(tools, Tools::CriuRestores(_) | Tools::Criu(_)) {
+            return;
         }
         // crs runs the tasks it builds on its own CPUs while it holds them: each thread
         // must have crs's mask (this thread's, which crs inherited) back.
@@ -702,12 +740,25 @@ pub fn run(workload: Workload, mode: Mode) {
             return;
         }
     };
+    let criu = match mode {
+        Mode::CriuRestoresCrs | Mode::CrsRestoresCriu => {
+            match crs_testkit::hand_built_criu(&test) {
+                Some(c) => Some(c),
+                None => return,
+            }
+        }
+        _ => None,
+    };
     become_subreaper();
-    if matches!(mode, Mode::DumpRestore | Mode::LeaveRunning) {
+    if mode != Mode::Control && mode != Mode::Corrupt {
         crs_bin(); // fail early and clearly when crs is not built
     }
     if mode == Mode::Corrupt {
         run_corrupt(workload, &test, &argv);
+        return;
+    }
+    if let Some(criu) = criu.as_deref() {
+        run_interop(workload, mode, &test, &argv, criu);
         return;
     }
     let mut run = Run::new(workload, &test, 0);
@@ -743,10 +794,65 @@ pub fn run(workload: Workload, mode: Mode) {
             run.restore_left_running(&snapshot, &ids);
             run.set_paused(begin.elapsed());
         }
-        Mode::Corrupt => unreachable!("handled above"),
+        Mode::CriuRestoresCrs | Mode::CrsRestoresCriu | Mode::Corrupt => {
+            unreachable!("handled above")
+        }
     }
     let st = run.finish();
     run.expect_pass(st);
+}
+
+/// One dump and restore of the workload by `tools`, checked like `dump_restore_passes`.
+fn round_trip(workload: Workload, test: &str, argv: &[PathBuf], tools: Tools<'_>) {
+    let mut run = Run::new(workload, test, 0);
+    run.start(argv);
+    let pid = run.proc.as_ref().expect("started").pid;
+    let ids = tree_tids(pid);
+    let begin = Instant::now();
+    run.dump_with(tools);
+    run.wait_ids_free(&ids);
+    run.restore_with(pid, tools);
+    run.set_paused(begin.elapsed());
+    let st = run.finish();
+    run.expect_pass(st);
+}
+
+/// crs and `$CRIU` on one workload, one dumping and the other restoring. Where that fails,
+/// CRIU alone does the same round trip: if CRIU cannot do it either (its own limits,
+/// e.g. it never restores the personality, and refuses SysV memory outside an IPC
+/// namespace), the workload is beyond what the two can share, and the test says so and
+/// passes; if CRIU can, the failure is crs's and the test fails with it.
+fn run_interop(workload: Workload, mode: Mode, test: &str, argv: &[PathBuf], criu: &Path) {
+    let tools = if mode == Mode::CriuRestoresCrs {
+        Tools::CriuRestores(criu)
+    } else {
+        Tools::CriuDumps(criu)
+    };
+    let mixed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        round_trip(workload, test, argv, tools);
+    }));
+    let Err(failure) = mixed else {
+        return;
+    };
+    let alone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        round_trip(
+            workload,
+            &format!("{test}_criu_alone"),
+            argv,
+            Tools::Criu(criu),
+        );
+    }));
+    match alone {
+        Ok(()) => std::panic::resume_unwind(failure),
+        Err(why) => {
+            let why = why
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| why.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            println!("{test}: CRIU cannot do this round trip by itself either: {why}");
+        }
+    }
 }
 
 /// The `--items` answer of the workload.

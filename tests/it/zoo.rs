@@ -1,4 +1,4 @@
-//! The dump/restore zoo: every workload of `workloads/` run four ways (see
+//! The dump/restore zoo: every workload of `workloads/` run six ways (see
 //! `zoo_harness.rs`):
 //! - `control_passes::<workload>`: ready, SIGTERM, exit 0, no crs involved;
 //! - `every_corrupted_item_fails::<workload>`: once for each item the workload checks, the
@@ -6,7 +6,10 @@
 //! - `dump_restore_passes::<workload>`: `crs dump`, `crs restore -d`, SIGTERM, exit 0;
 //! - `leave_running_then_restore_passes::<workload>`: `crs dump -R`, the task runs on
 //!   untouched, SIGTERM, exit 0; then its files are put back as they were at the dump and
-//!   the images restored: SIGTERM, exit 0 again.
+//!   the images restored: SIGTERM, exit 0 again;
+//! - `criu_restores_crs_dump_passes::<workload>` and `crs_restores_criu_dump_passes::`:
+//!   the same as `dump_restore_passes` with a CRIU 4.2 built by hand (`$CRIU`) restoring
+//!   crs's images, or dumping the images crs restores; skipped when `$CRIU` is unset.
 //!
 //! One #[test] each, so nextest runs them in parallel processes.
 
@@ -41,6 +44,24 @@ macro_rules! zoo {
                 #[test]
                 fn $name() {
                     run($workload, Mode::DumpRestore);
+                }
+            )*
+        }
+        mod criu_restores_crs_dump_passes {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    run($workload, Mode::CriuRestoresCrs);
+                }
+            )*
+        }
+        mod crs_restores_criu_dump_passes {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    run($workload, Mode::CrsRestoresCriu);
                 }
             )*
         }

@@ -281,14 +281,32 @@ pub(crate) fn collect_vmas(proc_dir: &ProcDir, files: &mut FileTable) -> Result<
     Ok(out)
 }
 
-/// Words of /proc/PID/auxv (key, value pairs up to and including AT_NULL).
+/// Words of /proc/PID/auxv as mm.img keeps them (see [`auxv_words`]).
 pub(crate) fn saved_auxv(proc_dir: &ProcDir) -> Result<Vec<u64>> {
     let pid = proc_dir.pid();
     let raw = proc_dir.read("auxv").map_err(proc_err(pid, "auxv"))?;
-    Ok(raw
+    Ok(auxv_words(&raw))
+}
+
+/// The most auxv words CRIU 4.2 restores on x86-64 (its `AT_VECTOR_SIZE`): it refuses an
+/// mm.img with more ("Image corrupted").
+pub(crate) const CRIU_AUXV_WORDS: usize = 44;
+
+/// The auxv words of raw /proc/PID/auxv bytes: key, value pairs ending with the AT_NULL
+/// pair. When there are more than CRIU can restore, the terminating AT_NULL pair is left
+/// out: the kernel ends a vector set with PR_SET_MM_MAP with AT_NULL itself, so the
+/// process gets back the same vector (Linux 6.18 gives 23 pairs, 46 words; CRIU's own
+/// dumps here keep the first 44 words, which is the same cut). A vector still too long
+/// keeps every pair (crs restores it, CRIU cannot).
+pub(crate) fn auxv_words(raw: &[u8]) -> Vec<u64> {
+    let mut words: Vec<u64> = raw
         .chunks_exact(8)
         .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
-        .collect())
+        .collect();
+    while words.len() > CRIU_AUXV_WORDS && words.len() >= 2 && words[words.len() - 2..] == [0, 0] {
+        words.truncate(words.len() - 2);
+    }
+    words
 }
 
 /// The id of the exe file, shared with its mapping when it is mapped.
@@ -298,4 +316,44 @@ pub(crate) fn exe_file_id(proc_dir: &ProcDir, files: &mut FileTable) -> Result<u
     let file = open_link(&proc_dir.path().join("exe"), pid)?;
     let _ = file.metadata().map(|m| m.ino());
     files.special(&shown, &file, libc::O_RDONLY as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn auxv_of_46_words_loses_only_its_terminator() {
+        let mut v: Vec<u64> = (1..=22).flat_map(|k| [k, k * 100]).collect();
+        v.extend([0, 0]);
+        assert_eq!(v.len(), 46);
+        let got = auxv_words(&bytes(&v));
+        assert_eq!(got.len(), CRIU_AUXV_WORDS);
+        assert_eq!(got[..], v[..44]);
+    }
+
+    #[test]
+    fn auxv_that_fits_keeps_its_terminator() {
+        let mut v: Vec<u64> = (1..=10).flat_map(|k| [k, k]).collect();
+        v.extend([0, 0]);
+        assert_eq!(auxv_words(&bytes(&v)), v);
+    }
+
+    #[test]
+    fn auxv_too_long_even_without_terminator_keeps_every_pair() {
+        let mut v: Vec<u64> = (1..=30).flat_map(|k| [k, k]).collect();
+        v.extend([0, 0]);
+        assert_eq!(auxv_words(&bytes(&v)), v[..60]);
+    }
+
+    #[test]
+    fn auxv_with_a_torn_tail_ignores_the_partial_word() {
+        let mut raw = bytes(&[6, 4096, 0, 0]);
+        raw.extend([1, 2, 3]);
+        assert_eq!(auxv_words(&raw), vec![6, 4096, 0, 0]);
+    }
 }

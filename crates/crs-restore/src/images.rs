@@ -121,6 +121,19 @@ fn read_all<M: MessageFull>(
     Ok(r.all::<M>()?)
 }
 
+/// [`read_all`] of an image CRIU leaves out when it would be empty (fdinfo of a process
+/// without fds): a missing file is no entries, as CRIU reads it.
+fn read_all_or_none<M: MessageFull>(
+    dir: &Path,
+    name: &str,
+    magic: &'static str,
+) -> Result<Vec<M>, RestoreError> {
+    if !dir.join(name).exists() {
+        return Ok(Vec::new());
+    }
+    read_all(dir, name, magic)
+}
+
 fn read_one<M: MessageFull>(
     dir: &Path,
     name: &str,
@@ -286,7 +299,7 @@ impl Images {
 
         let fs: Fs_entry = read_one(dir, &format!("fs-{pid}.img"), "FS")?;
         let fdinfo_name = format!("fdinfo-{}.img", ids.files_id());
-        let fdinfo: Vec<Fdinfo_entry> = read_all(dir, &fdinfo_name, "FDINFO")?;
+        let fdinfo: Vec<Fdinfo_entry> = read_all_or_none(dir, &fdinfo_name, "FDINFO")?;
         let mut seen = BTreeSet::new();
         for e in &fdinfo {
             if !seen.insert(e.fd()) || e.fd() >= 1 << 20 {

@@ -70,6 +70,32 @@ pub fn skip(test: &str, why: &str) {
     println!("SKIP: {test}: {why}");
 }
 
+/// The CRIU built by hand that `$CRIU` names, for the tests that compare crs with CRIU
+/// (the only tests that may skip under CI: CRIU is not part of this project and not
+/// installed by it; Debian's 3.17 does not work on this kernel). `None`, with a `SKIP:`
+/// line, when `$CRIU` is unset.
+///
+/// # Panics
+/// When `$CRIU` names a binary that does not pass `criu check`: asked for, but broken.
+pub fn hand_built_criu(test: &str) -> Option<PathBuf> {
+    let Some(criu) = std::env::var_os("CRIU").filter(|v| !v.is_empty()) else {
+        println!("SKIP: {test}: no $CRIU (a CRIU built by hand) to compare with");
+        return None;
+    };
+    let criu = PathBuf::from(criu);
+    let out = std::process::Command::new(&criu)
+        .arg("check")
+        .output()
+        .unwrap_or_else(|e| panic!("{test}: running $CRIU {}: {e}", criu.display()));
+    assert!(
+        out.status.success(),
+        "{test}: $CRIU {} fails `criu check`: {}",
+        criu.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(criu)
+}
+
 /// True when the tests run as root; otherwise [`skip`]s `test`.
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
