@@ -20,7 +20,7 @@ pub use crs_tests::crs_bin;
 use crs_tests::{cpu_masks, descendants, own_cpu_mask};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -110,6 +110,14 @@ pub enum Mode {
     CriuRestoresCrs,
     /// `$CRIU dump`, then `crs restore -d`.
     CrsRestoresCriu,
+    /// `crs dump --page-server` into a `crs page-server` (over a socket pair,
+    /// `--ps-socket`), then `crs restore -d` of the two directories merged.
+    PageServer,
+    /// As `PageServer` with `$CRIU page-server` receiving crs's pages (skipped without
+    /// `$CRIU`).
+    CriuPageServer,
+    /// As `PageServer` with `$CRIU dump --page-server` sending into crs's page server.
+    CriuDumpsToCrsPageServer,
 }
 
 /// Which program dumps and which restores.
@@ -238,6 +246,8 @@ fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>], timeout: Duration) -> Opti
 struct Run {
     // Declared first so it drops first: the process dies before its directory goes.
     proc: Option<ProcGuard>,
+    /// The page server the next dump sends its pages to (crs's or `$CRIU`).
+    page_server: Option<PathBuf>,
     workload: Workload,
     /// The item the run breaks (`ZOO_CORRUPT`), 0 for none.
     corrupt: u32,
@@ -257,6 +267,7 @@ impl Run {
         }
         Run {
             proc: None,
+            page_server: None,
             workload,
             corrupt,
             dir,
@@ -452,9 +463,23 @@ impl Run {
             "dump", "-t", &pid_s, "-D", &images_s, "-o", "dump.log", "-v4",
         ];
         args.extend_from_slice(self.workload.crs_args());
+        let server = self
+            .page_server
+            .clone()
+            .map(|bin| self.start_page_server(&bin));
+        let ps_fd;
+        if let Some((_, dumper_end, _)) = &server {
+            ps_fd = dumper_end.as_raw_fd().to_string();
+            args.extend_from_slice(&["--page-server", "--ps-socket", &ps_fd]);
+            set_cloexec(dumper_end, false);
+        }
         match tools {
             Tools::CriuDumps(criu) | Tools::Criu(criu) => self.tool(criu, &args, "criu-dump.out"),
             Tools::Crs | Tools::CriuRestores(_) => self.crs(&args, "crs-dump.out"),
+        }
+        if let Some((guard, dumper_end, name)) = server {
+            drop(dumper_end);
+            self.finish_page_server(guard, &name);
         }
         // Without -R the dumped task is killed: ours to reap, and the pid is then free.
         let mut old = self.proc.take().expect("started");
@@ -477,6 +502,90 @@ impl Run {
         }
         if Path::new(&format!("/proc/{pid}")).exists() {
             self.fail(&format!("/proc/{pid} still exists after the dump"));
+        }
+    }
+
+    /// Starts page server `bin` on one end of a new socket pair (`--ps-socket`), writing
+    /// into `<dir>/ps-images`: its guard, the other end (for the dumper) and its name.
+    fn start_page_server(&self, bin: &Path) -> (ProcGuard, OwnedFd, String) {
+        let (server_end, dumper_end) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let dir = self.path("ps-images");
+        std::fs::create_dir(&dir).expect("create the page server's dir");
+        let name = bin
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let out = File::create(self.path(&format!("{name}-page-server.out"))).expect("out");
+        set_cloexec(&server_end, false);
+        let child = Command::new(bin)
+            .args(["page-server", "-D"])
+            .arg(&dir)
+            .args(["--ps-socket", &server_end.as_raw_fd().to_string()])
+            .args(["-o", "page-server.log", "-v4"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {} page-server: {e}", bin.display()));
+        drop(server_end);
+        let g = ProcGuard::open(child.id() as i32).expect("pidfd of the page server");
+        drop(child);
+        (g, dumper_end, name)
+    }
+
+    /// Waits for the page server to end with 0, then moves what it received into the
+    /// images directory (the two directories of a migration, brought together).
+    fn finish_page_server(&self, mut g: ProcGuard, name: &str) {
+        if !g.wait_exit(CRS_TIMEOUT) {
+            self.fail(&format!("`{name} page-server` did not end after the dump"));
+        }
+        match g.reap() {
+            Ok(WaitStatus::Exited(_, 0)) => {}
+            other => {
+                let out = std::fs::read_to_string(self.path(&format!("{name}-page-server.out")))
+                    .unwrap_or_default();
+                let log = std::fs::read_to_string(self.path("ps-images/page-server.log"))
+                    .unwrap_or_default();
+                self.fail(&format!(
+                    "`{name} page-server` ended with {other:?}: {out}\n{log}"
+                ))
+            }
+        }
+        let received: Vec<_> = std::fs::read_dir(self.path("ps-images"))
+            .expect("the page server's dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".img"))
+            .collect();
+        if !received
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("pagemap-"))
+        {
+            self.fail(&format!("`{name} page-server` received no pagemap"));
+        }
+        let images = self.images();
+        if let Ok(local) = std::fs::read_dir(&images) {
+            let left: Vec<_> = local
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("pagemap-") || n.starts_with("pages-"))
+                .collect();
+            if !left.is_empty() {
+                self.fail(&format!(
+                    "pages left in the local directory after a dump to a page server: {left:?}"
+                ));
+            }
+        }
+        for n in received {
+            std::fs::rename(self.path("ps-images").join(&n), images.join(&n))
+                .expect("move a received image");
         }
     }
 
@@ -741,12 +850,13 @@ pub fn run(workload: Workload, mode: Mode) {
         }
     };
     let criu = match mode {
-        Mode::CriuRestoresCrs | Mode::CrsRestoresCriu => {
-            match crs_testkit::hand_built_criu(&test) {
-                Some(c) => Some(c),
-                None => return,
-            }
-        }
+        Mode::CriuRestoresCrs
+        | Mode::CrsRestoresCriu
+        | Mode::CriuPageServer
+        | Mode::CriuDumpsToCrsPageServer => match crs_testkit::hand_built_criu(&test) {
+            Some(c) => Some(c),
+            None => return,
+        },
         _ => None,
     };
     become_subreaper();
@@ -757,9 +867,24 @@ pub fn run(workload: Workload, mode: Mode) {
         run_corrupt(workload, &test, &argv);
         return;
     }
-    if let Some(criu) = criu.as_deref() {
-        run_interop(workload, mode, &test, &argv, criu);
-        return;
+    match (mode, criu.as_deref()) {
+        (Mode::PageServer, _) => {
+            page_server_round_trip(workload, &test, &argv, Tools::Crs, &crs_bin());
+            return;
+        }
+        (Mode::CriuPageServer, Some(criu)) => {
+            page_server_round_trip(workload, &test, &argv, Tools::Crs, criu);
+            return;
+        }
+        (Mode::CriuDumpsToCrsPageServer, Some(criu)) => {
+            page_server_round_trip(workload, &test, &argv, Tools::CriuDumps(criu), &crs_bin());
+            return;
+        }
+        (_, Some(criu)) => {
+            run_interop(workload, mode, &test, &argv, criu);
+            return;
+        }
+        _ => {}
     }
     let mut run = Run::new(workload, &test, 0);
     run.start(&argv);
@@ -794,10 +919,46 @@ pub fn run(workload: Workload, mode: Mode) {
             run.restore_left_running(&snapshot, &ids);
             run.set_paused(begin.elapsed());
         }
-        Mode::CriuRestoresCrs | Mode::CrsRestoresCriu | Mode::Corrupt => {
-            unreachable!("handled above")
-        }
+        Mode::CriuRestoresCrs
+        | Mode::CrsRestoresCriu
+        | Mode::PageServer
+        | Mode::CriuPageServer
+        | Mode::CriuDumpsToCrsPageServer
+        | Mode::Corrupt => unreachable!("handled above"),
     }
+    let st = run.finish();
+    run.expect_pass(st);
+}
+
+/// Sets or clears close-on-exec on `fd` (to hand it to the next child only).
+fn set_cloexec(fd: &OwnedFd, on: bool) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).expect("F_SETFD");
+}
+
+/// A dump by `dumper` into page server `server` (each crs or `$CRIU`), then `crs restore`.
+fn page_server_round_trip(
+    workload: Workload,
+    test: &str,
+    argv: &[PathBuf],
+    dumper: Tools<'_>,
+    server: &Path,
+) {
+    let mut run = Run::new(workload, test, 0);
+    run.page_server = Some(server.to_path_buf());
+    run.start(argv);
+    let pid = run.proc.as_ref().expect("started").pid;
+    let ids = tree_tids(pid);
+    let begin = Instant::now();
+    run.dump_with(dumper);
+    run.wait_ids_free(&ids);
+    run.restore_with(pid, Tools::Crs);
+    run.set_paused(begin.elapsed());
     let st = run.finish();
     run.expect_pass(st);
 }

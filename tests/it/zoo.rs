@@ -13,6 +13,8 @@
 //!
 //! One #[test] each, so nextest runs them in parallel processes.
 
+// The harness also serves `page_server.rs`, whose modes this binary does not use.
+#[allow(dead_code)]
 #[path = "../zoo_harness.rs"]
 mod zoo_harness;
 

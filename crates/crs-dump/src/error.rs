@@ -9,6 +9,8 @@ use crs_compel::Tid;
 pub enum DumpError {
     #[error(transparent)]
     Fault(#[from] crs_sys::fault::Injected),
+    #[error(transparent)]
+    PageServer(#[from] crate::page_server::PageServerError),
     #[error("images directory {path}")]
     ImagesDir {
         path: PathBuf,

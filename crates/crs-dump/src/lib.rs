@@ -31,6 +31,7 @@ mod imgdir;
 mod memfd;
 mod mm;
 mod ns;
+pub mod page_server;
 mod pages;
 mod shmem;
 mod sysv;
@@ -90,6 +91,17 @@ pub struct DumpOptions {
     /// Write `crs-checksums`, the checksum of every image (on by default; the binary turns
     /// it off with `CRS_IMAGE_CHECKSUMS=0`, the bench's baseline).
     pub image_checksums: bool,
+    /// `--page-server`: send the pages to a page server over this connection (see
+    /// [`page_server::ship`]) instead of keeping them in `images_dir`.
+    pub page_server: Option<PageServerLink>,
+}
+
+/// The connection to a page server, and how it was made.
+#[derive(Clone, Debug)]
+pub struct PageServerLink {
+    pub socket: std::sync::Arc<std::os::fd::OwnedFd>,
+    /// Passed in with `--ps-socket` (the server is told to end with the session).
+    pub passed_in: bool,
 }
 
 impl DumpOptions {
@@ -106,6 +118,7 @@ impl DumpOptions {
             freeze_cgroup: None,
             timeout: Duration::from_secs(10),
             image_checksums: true,
+            page_server: None,
         }
     }
 }
@@ -184,6 +197,17 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
         let t = Instant::now();
         dir.commit()?;
         debug!(pid, ms = t.elapsed().as_millis() as u64, "images committed");
+        // Still frozen: a page server that fails the dump fails it before the tree is
+        // killed, and the complete images stay in the local directory.
+        if let Some(link) = &opts.page_server {
+            let mut sk = std::os::unix::net::UnixStream::from(link.socket.try_clone().map_err(
+                |source| DumpError::Write {
+                    path: opts.images_dir.clone(),
+                    source,
+                },
+            )?);
+            page_server::ship(&opts.images_dir, &mut sk, link.passed_in)?;
+        }
         Ok(())
     });
     if let Err(e) = staged {

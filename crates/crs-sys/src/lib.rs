@@ -9,6 +9,7 @@ pub mod dump;
 pub mod fault;
 pub mod fhandle;
 pub mod futex;
+pub mod inherited;
 pub mod pidfd;
 pub mod pipe;
 pub mod probe;

@@ -18,12 +18,14 @@ Usage:
   crs dump -t PID [<options>]
   crs restore [<options>]
   crs check [--feature FEAT]
+  crs page-server -D DIR [--port PORT] [--address ADDR] [--ps-socket FD]
   crs decode|encode|show|info|x ...   (crit's commands)
 
 Commands:
   dump           checkpoint a process/tree identified by pid
   restore        restore a process/tree
   check          checks whether the kernel supports what crs needs
+  page-server    receive the pages of a dump (`dump --page-server` on the other end)
   decode/encode  convert images to/from crit's JSON
   show, info, x  look at an image or an image directory
 
@@ -79,6 +81,9 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
             bail!("--pre-dump-mode {mode:?}: must be splice or read");
         }
     }
+    if cmd != "page-server" && a.value("status-fd").is_some() {
+        bail!("--status-fd is supported by crs for page-server only");
+    }
     match cmd {
         "check" => check(a),
         "dump" | "restore" => {
@@ -93,6 +98,7 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
             crs_compel::guard::abandon();
             r
         }
+        "page-server" => page_server(a, images_dir),
         other => bail!("the {other} command is not supported by crs yet"),
     }
 }
@@ -228,6 +234,101 @@ fn check(a: &CriuArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--page-server` of a dump: the connection to the server, from `--ps-socket FD` or
+/// `--address A --port P`.
+fn page_server_link(a: &CriuArgs) -> Result<Option<crs_dump::PageServerLink>> {
+    if !a.flag("page-server") {
+        for o in ["address", "port", "ps-socket"] {
+            if a.value(o).is_some() {
+                bail!("--{o} is for a page server: give --page-server too");
+            }
+        }
+        return Ok(None);
+    }
+    let link = if let Some(fd) = a.int::<i32>("ps-socket")? {
+        let socket = crs_sys::inherited::dup_inherited(fd)
+            .with_context(|| format!("--ps-socket {fd}: not an open file descriptor"))?;
+        crs_dump::PageServerLink {
+            socket: std::sync::Arc::new(socket),
+            passed_in: true,
+        }
+    } else {
+        let addr = a
+            .value("address")
+            .ok_or_else(|| anyhow::anyhow!("--page-server needs --address (or --ps-socket)"))?;
+        let port: u16 = a
+            .int("port")?
+            .ok_or_else(|| anyhow::anyhow!("--page-server needs --port (or --ps-socket)"))?;
+        let sk = std::net::TcpStream::connect((addr, port))
+            .with_context(|| format!("connecting to the page server at {addr}:{port}"))?;
+        sk.set_nodelay(true)
+            .context("TCP_NODELAY on the page server connection")?;
+        crs_dump::PageServerLink {
+            socket: std::sync::Arc::new(sk.into()),
+            passed_in: false,
+        }
+    };
+    Ok(Some(link))
+}
+
+/// `crs page-server -D DIR`: receives the pages of one dump (crs's or CRIU's) into DIR, on
+/// `--ps-socket FD` or on a TCP connection it accepts at `--address` (default all) and
+/// `--port` (0: any free port, logged). `--status-fd FD` gets one zero byte once it
+/// listens.
+fn page_server(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let dir = images_dir_or_cwd(images_dir)?;
+    if a.flag("daemon") {
+        bail!("crs page-server --daemon is not supported yet: run it in the background");
+    }
+    let status = a
+        .int::<i32>("status-fd")?
+        .map(|fd| {
+            crs_sys::inherited::dup_inherited(fd)
+                .with_context(|| format!("--status-fd {fd}: not an open file descriptor"))
+        })
+        .transpose()?;
+    let ready = |status: Option<std::os::fd::OwnedFd>| -> Result<()> {
+        if let Some(fd) = status {
+            let mut f = std::fs::File::from(fd);
+            std::io::Write::write_all(&mut f, &[0]).context("writing to --status-fd")?;
+        }
+        Ok(())
+    };
+    let served = if let Some(fd) = a.int::<i32>("ps-socket")? {
+        let sk = crs_sys::inherited::dup_inherited(fd)
+            .with_context(|| format!("--ps-socket {fd}: not an open file descriptor"))?;
+        ready(status)?;
+        let mut sk = std::os::unix::net::UnixStream::from(sk);
+        crs_dump::page_server::serve(&dir, &mut sk, true)?
+    } else {
+        let addr = a.value("address").unwrap_or("0.0.0.0");
+        let port: u16 = a.int("port")?.unwrap_or(0);
+        let listener = std::net::TcpListener::bind((addr, port))
+            .with_context(|| format!("binding the page server to {addr}:{port}"))?;
+        let port = listener
+            .local_addr()
+            .context("the page server's address")?
+            .port();
+        tracing::info!("Using {port} port");
+        if let Some(p) = a.value("pidfile") {
+            write_pidfile(Path::new(p), std::process::id() as i32)?;
+        }
+        ready(status)?;
+        let (mut sk, peer) = listener.accept().context("accepting a dumper")?;
+        drop(listener);
+        tracing::info!(%peer, "a dumper connected");
+        sk.set_nodelay(true)
+            .context("TCP_NODELAY on the page server connection")?;
+        crs_dump::page_server::serve(&dir, &mut sk, false)?
+    };
+    tracing::info!(
+        pagemaps = served.pagemaps,
+        pages = served.pages,
+        "page server done"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
     std::fs::write(path, format!("{pid}"))
         .with_context(|| format!("writing pidfile {}", path.display()))
@@ -238,6 +339,7 @@ fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         .int("tree")?
         .ok_or_else(|| anyhow::anyhow!("dump needs the pid of the tree's root: -t PID"))?;
     let timeout = a.int::<u64>("timeout")?.unwrap_or(10);
+    let page_server = page_server_link(a)?;
     let opts = crs_dump::DumpOptions {
         pid,
         images_dir: images_dir_or_cwd(images_dir)?,
@@ -250,7 +352,11 @@ fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         timeout: Duration::from_secs(timeout),
         // Hidden switch, not a criu option: `CRS_IMAGE_CHECKSUMS=0` writes no
         // crs-checksums (the bench's same-run baseline for what checksums cost).
-        image_checksums: std::env::var_os("CRS_IMAGE_CHECKSUMS").is_none_or(|v| v != "0"),
+        // With a page server the set is split across two hosts: no crs-checksums, whose
+        // list the pages received elsewhere would not match.
+        image_checksums: page_server.is_none()
+            && std::env::var_os("CRS_IMAGE_CHECKSUMS").is_none_or(|v| v != "0"),
+        page_server,
     };
     let stats = crs_dump::dump(&opts)?;
     tracing::info!("Dumping finished successfully");
