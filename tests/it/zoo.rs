@@ -133,4 +133,5 @@ zoo! {
     pgrp_zombie_leader => Workload::C("pgrp_zombie"),
     fdless_children => Workload::C("fdless"),
     wide_tree => Workload::C("wide_tree"),
+    fds_in_flight => Workload::C("scm"),
 }

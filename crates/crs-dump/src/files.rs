@@ -705,6 +705,7 @@ impl FileTable {
     /// filelocks.img.
     pub(crate) fn write(mut self, dir: &mut ImageDir) -> Result<()> {
         self.unix.finish(&mut self.entries)?;
+        self.resolve_in_flight()?;
         let mut img = ImageWriter::new("files.img", "FILES");
         for e in &self.entries {
             img.push(e).map_err(image_err("files.img"))?;

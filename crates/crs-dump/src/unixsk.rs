@@ -15,15 +15,23 @@
 //! Peers are resolved once the whole tree is dumped ([`UnixSockets::finish`]): a socket
 //! connected to one outside the dump (no --ext-unix-sk support), a pending connection that
 //! already sent data, a stream connection whose peer vanished without shutting it down,
-//! and queued messages that pass fds (SCM_RIGHTS) are refused, naming the pid and fd.
-//! Credentials attached to queued messages (SO_PASSCRED) are not saved, as in CRIU.
+//! are refused, naming the pid and fd.
+//!
+//! A queued message that passes fds (SCM_RIGHTS) keeps them as file ids in its `scm`
+//! entry: the peek installs a copy of each passed fd in crs, and once every process is
+//! dumped each is matched (kcmp KCMP_FILE) to the open file description a process of the
+//! tree holds. A passed file no process holds any more is refused by name. On a stream
+//! socket, bytes queued before a run that passes fds come back from a peek together with
+//! it (the kernel's MSG_PEEK walks on to the next run and takes its fds), so they are saved
+//! as one message with the fds, as CRIU saves them. Credentials
+//! attached to queued messages (SO_PASSCRED) are not saved, as in CRIU.
 //!
 //! A child module of `files`: the file ids, the shared-description lookup and files.img
 //! are the file table's.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -31,7 +39,7 @@ use crs_compel::SeizedTree;
 use crs_images::codec::ImageWriter;
 use crs_images::pb::fdinfo::{Fd_types, File_entry};
 use crs_images::pb::sk_opts::{Sk_opts_entry, Sk_shutdown};
-use crs_images::pb::sk_packet::Sk_packet_entry;
+use crs_images::pb::sk_packet::{Scm_entry, Sk_packet_entry};
 use crs_images::pb::sk_unix::{File_perms_entry, Unix_sk_entry};
 use crs_proc::FdInfo;
 use crs_sys::unixsk as sk;
@@ -105,6 +113,19 @@ pub(crate) struct UnixSockets {
     socks: Vec<Sock>,
     /// sk-queues.img, in dump order.
     queues: Vec<(Sk_packet_entry, Vec<u8>)>,
+    /// The fds passed by queued messages, until they are matched to file ids.
+    in_flight: Vec<InFlight>,
+}
+
+/// The fds one queued message passes (SCM_RIGHTS), as copies installed in crs.
+struct InFlight {
+    /// Index of the message in `queues`.
+    message: usize,
+    /// The receiving socket's process, fd and link (for errors).
+    pid: i32,
+    fd: i32,
+    link: String,
+    files: Vec<File>,
 }
 
 /// Why the peers of the dumped sockets cannot be restored, by socket.
@@ -226,6 +247,66 @@ fn same_dev(kdev: u32, dev: u64) -> bool {
 }
 
 impl FileTable {
+    /// Gives each queued message that passes fds the file ids of what it passes (its
+    /// `scm` entry): the open file description of each copy crs holds is found among the
+    /// fds of the tree (kcmp KCMP_FILE against every fd seen on the same inode).
+    pub(super) fn resolve_in_flight(&mut self) -> Result<()> {
+        const SCM_RIGHTS: u32 = 1;
+        let me = std::process::id() as i32;
+        let in_flight = std::mem::take(&mut self.unix.in_flight);
+        for m in &in_flight {
+            let mut rights = Vec::with_capacity(m.files.len());
+            for f in &m.files {
+                let md = f.metadata().map_err(|source| DumpError::File {
+                    what: "stat of a file passed in a queued message on",
+                    path: PathBuf::from(&m.link),
+                    source,
+                })?;
+                let mut found = None;
+                for &(other_pid, other_fd, id) in
+                    self.seen.get(&(md.dev(), md.ino())).into_iter().flatten()
+                {
+                    let same = crs_sys::dump::kcmp(
+                        me,
+                        other_pid,
+                        crs_sys::dump::kcmp_type::FILE,
+                        f.as_raw_fd() as u64,
+                        other_fd as u64,
+                    )
+                    .map_err(|source| DumpError::Kcmp {
+                        pid: other_pid,
+                        what: "a file passed in a queued message",
+                        source,
+                    })?;
+                    if same == 0 {
+                        found = Some(id);
+                        break;
+                    }
+                }
+                let id = found.ok_or_else(|| DumpError::UnsupportedFd {
+                    pid: m.pid,
+                    fd: m.fd,
+                    link: m.link.clone(),
+                    why: "a queued unix message passing a file that no process of the \
+                          tree holds open (SCM_RIGHTS)",
+                })?;
+                rights.push(id);
+            }
+            debug!(
+                pid = m.pid,
+                fd = m.fd,
+                files = ?rights,
+                "fds passed in a queued unix message"
+            );
+            self.unix.queues[m.message].0.scm.push(Scm_entry {
+                type_: Some(SCM_RIGHTS),
+                rights,
+                ..Default::default()
+            });
+        }
+        Ok(())
+    }
+
     /// Dumps unix socket fd `fd` of process `pid`: its file entry and queued messages the
     /// first time its open file description is seen.
     pub(super) fn unix_fd(
@@ -298,7 +379,7 @@ impl FileTable {
                         PeekError::Unsupported(why) => unsupported(why),
                     })?
                 };
-                let bytes: usize = msgs.iter().map(Vec::len).sum();
+                let bytes: usize = msgs.iter().map(|(m, _)| m.len()).sum();
                 debug!(
                     pid,
                     fd,
@@ -312,7 +393,16 @@ impl FileTable {
                     bytes,
                     "unix socket"
                 );
-                for m in msgs {
+                for (m, fds) in msgs {
+                    if !fds.is_empty() {
+                        self.unix.in_flight.push(InFlight {
+                            message: self.unix.queues.len(),
+                            pid,
+                            fd,
+                            link: link.to_string(),
+                            files: fds.into_iter().map(File::from).collect(),
+                        });
+                    }
                     self.unix.queues.push((
                         Sk_packet_entry {
                             id_for: Some(id),
@@ -548,9 +638,12 @@ enum PeekError {
     Unsupported(&'static str),
 }
 
+/// A queued message and the fds it passes.
+type Message = (Vec<u8>, Vec<std::os::fd::OwnedFd>);
+
 /// The messages queued on `file` (the socket's receive queue), in order, not consumed:
 /// SO_PEEK_OFF is set to 0 for the walk and put back after it, also on error.
-fn peek_queue(file: &File, stream: bool) -> std::result::Result<Vec<Vec<u8>>, PeekError> {
+fn peek_queue(file: &File, stream: bool) -> std::result::Result<Vec<Message>, PeekError> {
     let fd = file.as_fd();
     let old = sk::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(PeekError::Io)?;
     sk::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(PeekError::Io)?;
@@ -561,13 +654,13 @@ fn peek_queue(file: &File, stream: bool) -> std::result::Result<Vec<Vec<u8>>, Pe
     Ok(out)
 }
 
-fn peek_all(file: &File, stream: bool) -> std::result::Result<Vec<Vec<u8>>, PeekError> {
+fn peek_all(file: &File, stream: bool) -> std::result::Result<Vec<Message>, PeekError> {
     let mut buf = vec![0u8; PEEK_BUF];
     let mut out = Vec::new();
     while let Some(p) = sk::peek(file.as_fd(), &mut buf).map_err(PeekError::Io)? {
-        if p.rights {
+        if p.control_truncated {
             return Err(PeekError::Unsupported(
-                "a queued unix message passing file descriptors (SCM_RIGHTS)",
+                "a queued unix message with more ancillary data than crs reads",
             ));
         }
         if p.truncated {
@@ -579,7 +672,7 @@ fn peek_all(file: &File, stream: bool) -> std::result::Result<Vec<Vec<u8>>, Peek
             }
             return Err(PeekError::Unsupported("a queued zero-length unix message"));
         }
-        out.push(buf[..p.len].to_vec());
+        out.push((buf[..p.len].to_vec(), p.fds));
     }
     Ok(out)
 }
@@ -704,6 +797,7 @@ mod tests {
         let socks = UnixSockets {
             socks: vec![l],
             queues: Vec::new(),
+            in_flight: Vec::new(),
         };
         let err = socks.finish(&mut []).unwrap_err();
         assert!(
@@ -749,5 +843,40 @@ mod tests {
         assert_eq!(name_path(b"\0abs"), None);
         assert!(same_dev((259 << 20) | 2, nix::sys::stat::makedev(259, 2)));
         assert!(!same_dev((259 << 20) | 2, nix::sys::stat::makedev(259, 3)));
+    }
+}
+
+#[cfg(test)]
+mod peek_tests {
+    use super::*;
+
+    /// A stream peek runs through data that passes no fds into the next run that does
+    /// and stops after it (and a real read of the same length would return the fds with
+    /// it): the bytes before cannot be told apart, and are saved with the fds, as CRIU
+    /// saves them. The data after is a message of its own.
+    #[test]
+    fn stream_fds_go_with_the_data_before_them() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let f = File::open("/dev/null").unwrap();
+        sk::send(a.as_fd(), b"plain one", None).unwrap();
+        sk::send_with_fds(a.as_fd(), b"two fds", &[f.as_fd()], None).unwrap();
+        sk::send(a.as_fd(), b"plain two", None).unwrap();
+        let b = File::from(std::os::fd::OwnedFd::from(b));
+        let msgs = match peek_queue(&b, true) {
+            Ok(m) => m,
+            Err(PeekError::Io(e)) => panic!("{e}"),
+            Err(PeekError::Unsupported(w)) => panic!("{w}"),
+        };
+        let got: Vec<(String, usize)> = msgs
+            .iter()
+            .map(|(d, fds)| (String::from_utf8_lossy(d).into_owned(), fds.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("plain onetwo fds".to_string(), 1),
+                ("plain two".to_string(), 0)
+            ]
+        );
     }
 }

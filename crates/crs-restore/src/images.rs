@@ -61,6 +61,9 @@ pub(crate) struct Images {
     pub file_images: Arc<FileImages>,
     /// Messages queued on the unix sockets (sk-queues.img), by receiving file id.
     pub unix_queues: crate::unixsk::Queues,
+    /// The whole queues of its unix sockets on which a message passes fds, queued once
+    /// every process holds its fds (`unixsk::queue_passing`).
+    pub unix_passing: crate::unixsk::Passing,
     /// Its fd table's id (ids-PID.img): processes with the same one share one table
     /// (CLONE_FILES). Only the first of them in pstree order has `fdinfo` and
     /// `unix_queues`; the others' are empty, their fds are its fds.
@@ -195,6 +198,7 @@ impl Images {
                         p.shares_fd_table = true;
                         p.fdinfo.clear();
                         p.unix_queues = Default::default();
+                        p.unix_passing = Default::default();
                     }
                     procs.push(p)
                 }
@@ -360,7 +364,7 @@ impl Images {
                 }
             }
         }
-        let unix_queues = crate::unixsk::load(dir, files, &fdinfo)?;
+        let (unix_queues, unix_passing) = crate::unixsk::load(dir, files, &fdinfo)?;
         let deleted = |id: u32, what: &str| {
             if file_images.ghost_of.contains_key(&id) {
                 Err(unsupported(format!(
@@ -411,6 +415,7 @@ impl Images {
             fdinfo,
             file_images: Arc::clone(file_images),
             unix_queues,
+            unix_passing,
             files_id: ids.files_id(),
             shares_fd_table: false,
         })

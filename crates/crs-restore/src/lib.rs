@@ -1309,6 +1309,13 @@ fn build_parts(
         }
         let mut first_err = gather(mine, &mut total);
         if first_err.is_none() {
+            // Every process holds its fds now: the queues that pass fds can be filled.
+            let all: Vec<&Images> = parts.iter().flatten().copied().collect();
+            if let Err(e) = unixsk::queue_passing(&all) {
+                first_err = Some(e);
+            }
+        }
+        if first_err.is_none() {
             tell(Verdict::Finalize);
             let tree = held.as_mut().expect("built parts are held");
             let mine = finalize_part(tree, &parts[0], &built).map(|calls| RestoreStats {

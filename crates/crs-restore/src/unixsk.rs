@@ -19,9 +19,14 @@
 //!   peer credentials of these sockets name crs, not the task (CRIU has the same limit
 //!   for connections between processes).
 //!
+//! A socket on whose queue a message passes fds (SCM_RIGHTS) gets its whole queue last
+//! ([`queue_passing`]), once every process of the tree holds its fds: crs takes the
+//! sender (the socket's peer) and each passed file from the processes holding them
+//! (pidfd_getfd) and sends the messages in image order, the fds with theirs.
+//!
 //! Refused: sockets connected to ones outside the images (USK_EXTERN, --ext-unix-sk),
-//! queued messages passing fds (SCM_RIGHTS), pending connections to a listener whose
-//! socket file was removed.
+//! pending connections to a listener whose socket file was removed, a message passing
+//! fds to a socket whose peer (or a passed file) no restored process holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -51,6 +56,15 @@ const STATE_LISTEN: u32 = 10;
 
 /// The messages queued on each socket (sk-queues.img), by receiving file id, in order.
 pub(crate) type Queues = BTreeMap<u32, Vec<Vec<u8>>>;
+
+/// One queued message and the file ids it passes (none for a message passing no fds).
+pub(crate) type PassingMessage = (Vec<u8>, Vec<u32>);
+
+/// The queues that pass fds: by receiving file id, their messages in order.
+pub(crate) type Passing = BTreeMap<u32, Vec<PassingMessage>>;
+
+/// scm_entry type of passed fds.
+const SCM_RIGHTS: u32 = 1;
 
 fn usk(f: &File_entry) -> Result<&Unix_sk_entry, RestoreError> {
     f.usk.as_ref().ok_or_else(|| {
@@ -172,21 +186,24 @@ fn in_task_ids(
 }
 
 /// Reads sk-queues.img (optional) and keeps the messages for the unix sockets of the
-/// process (`fdinfo`). A message with SCM entries is refused.
+/// process (`fdinfo`): the queues passing no fds, and apart the whole queues of sockets
+/// on which some message passes fds.
 pub(crate) fn load(
     dir: &Path,
     files: &BTreeMap<u32, File_entry>,
     fdinfo: &[Fdinfo_entry],
-) -> Result<Queues, RestoreError> {
+) -> Result<(Queues, Passing), RestoreError> {
     let mut out = Queues::new();
+    let mut passing = Passing::new();
     let ids = ids(fdinfo);
     let path = dir.join("sk-queues.img");
     if ids.is_empty() || !path.exists() {
-        return Ok(out);
+        return Ok((out, passing));
     }
     let bytes = read_file(&path)?;
     let label = path.display().to_string();
     let mut r = ImageReader::new(&label, &bytes, "SK_QUEUES")?;
+    let mut all: Vec<(u32, Vec<u8>, Vec<u32>)> = Vec::new();
     while let Some(e) = r.next::<Sk_packet_entry>()? {
         let data = r.payload(u64::from(e.length()))?;
         if !files.contains_key(&e.id_for()) {
@@ -198,15 +215,169 @@ pub(crate) fn load(
         if !ids.contains(&e.id_for()) {
             continue;
         }
-        if !e.scm.is_empty() {
-            return Err(unsupported(format!(
-                "sk-queues.img: a queued message with ancillary data (SCM) on unix socket {}",
-                e.id_for()
-            )));
+        let mut rights = Vec::new();
+        for scm in &e.scm {
+            if scm.type_() != SCM_RIGHTS {
+                return Err(unsupported(format!(
+                    "sk-queues.img: a queued message with ancillary data of type {} on unix \
+                     socket {}",
+                    scm.type_(),
+                    e.id_for()
+                )));
+            }
+            for &f in &scm.rights {
+                if !files.contains_key(&f) {
+                    return Err(invalid(
+                        "sk-queues.img",
+                        format!(
+                            "a message on unix socket {} passes file id {f}, absent from \
+                             files.img",
+                            e.id_for()
+                        ),
+                    ));
+                }
+                rights.push(f);
+            }
         }
-        out.entry(e.id_for()).or_default().push(data.to_vec());
+        if rights.len() > 253 {
+            return Err(invalid(
+                "sk-queues.img",
+                format!(
+                    "a message on unix socket {} passes {} fds (at most 253)",
+                    e.id_for(),
+                    rights.len()
+                ),
+            ));
+        }
+        all.push((e.id_for(), data.to_vec(), rights));
     }
-    Ok(out)
+    let passes: BTreeSet<u32> = all
+        .iter()
+        .filter(|(_, _, rights)| !rights.is_empty())
+        .map(|(id, _, _)| *id)
+        .collect();
+    for (id, data, rights) in all {
+        if passes.contains(&id) {
+            passing.entry(id).or_default().push((data, rights));
+        } else {
+            out.entry(id).or_default().push(data);
+        }
+    }
+    Ok((out, passing))
+}
+
+/// Where a restored file is: the first process (pid order of the tree) holding file id
+/// `id` at an fd, and that fd.
+fn holder(procs: &[&Images], id: u32) -> Option<(i32, i32)> {
+    procs.iter().find_map(|p| {
+        p.fdinfo
+            .iter()
+            .find(|e| e.id() == id)
+            .map(|e| (p.pid, e.fd() as i32))
+    })
+}
+
+/// Queues the messages of the sockets on which some message passes fds (see the module
+/// comment), once every process of the tree holds its fds and before any runs.
+pub(crate) fn queue_passing(procs: &[&Images]) -> Result<(), RestoreError> {
+    let mut queues: BTreeMap<u32, &Vec<PassingMessage>> = BTreeMap::new();
+    for p in procs {
+        for (id, q) in &p.unix_passing {
+            queues.entry(*id).or_insert(q);
+        }
+    }
+    if queues.is_empty() {
+        return Ok(());
+    }
+    let Some(files) = procs.first().map(|p| &p.files) else {
+        return Ok(());
+    };
+    let mut pidfds: BTreeMap<i32, OwnedFd> = BTreeMap::new();
+    let mut take = |id: u32, pid: i32, fd: i32, what: &str| -> Result<OwnedFd, RestoreError> {
+        let io = |source: io::Error| RestoreError::UnixSocket {
+            id,
+            at: format!("pid {pid} fd {fd}"),
+            what: format!("taking {what} from its process"),
+            source,
+        };
+        let pidfd = match pidfds.entry(pid) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(crs_sys::pidfd::pidfd_open(pid, 0).map_err(io)?)
+            }
+        };
+        crs_sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(io)
+    };
+    for (id, msgs) in queues {
+        let u = usk(files.get(&id).ok_or_else(|| missing(id))?)?;
+        let peer = files
+            .values()
+            .find(|f| {
+                f.usk
+                    .as_ref()
+                    .is_some_and(|o| o.ino() == u.peer() && u.peer() != 0)
+            })
+            .map(|f| f.id());
+        let dgram = u.type_() == libc::SOCK_DGRAM as u32;
+        let named = name_path(u.name()).map(<[u8]>::to_vec);
+        let (sender, to) = match peer.and_then(|p| holder(procs, p)) {
+            Some((pid, fd)) => (take(id, pid, fd, "the socket's peer")?, None),
+            None if dgram && named.is_some() => {
+                let s =
+                    sk::socket(libc::SOCK_DGRAM).map_err(|source| RestoreError::UnixSocket {
+                        id,
+                        at: String::from_utf8_lossy(u.name()).into_owned(),
+                        what: "creating a socket to queue messages with".into(),
+                        source,
+                    })?;
+                (s, named)
+            }
+            None => {
+                return Err(unsupported(format!(
+                    "messages passing fds on unix socket {id}, whose peer no restored process \
+                     holds"
+                )))
+            }
+        };
+        for (data, rights) in msgs {
+            let mut passed = Vec::with_capacity(rights.len());
+            for &f in rights {
+                let (pid, fd) = holder(procs, f).ok_or_else(|| {
+                    unsupported(format!(
+                        "a message on unix socket {id} passes file id {f}, which no restored \
+                         process holds"
+                    ))
+                })?;
+                passed.push(take(id, pid, fd, "a file passed in a queued message")?);
+            }
+            let err = |source: io::Error| RestoreError::UnixSocket {
+                id,
+                at: String::from_utf8_lossy(u.name()).into_owned(),
+                what: format!(
+                    "queueing a message of {} bytes passing {} fds",
+                    data.len(),
+                    rights.len()
+                ),
+                source,
+            };
+            let mut sent = if passed.is_empty() {
+                sk::send(sender.as_fd(), data, to.as_deref()).map_err(err)?
+            } else {
+                let fds: Vec<BorrowedFd<'_>> = passed.iter().map(AsFd::as_fd).collect();
+                sk::send_with_fds(sender.as_fd(), data, &fds, to.as_deref()).map_err(err)?
+            };
+            // A stream takes the rest of a long message in more sends.
+            while sent < data.len() {
+                let n = sk::send(sender.as_fd(), &data[sent..], to.as_deref()).map_err(err)?;
+                if n == 0 {
+                    return Err(err(io::Error::from_raw_os_error(libc::EAGAIN)));
+                }
+                sent += n;
+            }
+        }
+        debug!(id, messages = msgs.len(), "unix queue passing fds restored");
+    }
+    Ok(())
 }
 
 /// Creates the unix socket pairs the task builds itself (those crs did not build, see

@@ -67,7 +67,7 @@ pub fn getsockopt_timeval(fd: BorrowedFd<'_>, name: i32) -> io::Result<(u64, u64
 }
 
 /// One message (or run of stream bytes) peeked at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Peeked {
     /// Bytes copied into the buffer.
     pub len: usize,
@@ -75,15 +75,21 @@ pub struct Peeked {
     pub truncated: bool,
     /// The message carries ancillary data (SCM_RIGHTS, credentials, ...).
     pub control: bool,
-    /// Among it, passed file descriptors (SCM_RIGHTS).
-    pub rights: bool,
+    /// The fds it passes (SCM_RIGHTS), installed in crs by the peek (close-on-exec): new
+    /// descriptions of nothing, the same open files as the sender's.
+    pub fds: Vec<OwnedFd>,
+    /// Its control data did not fit (MSG_CTRUNC): the fds are incomplete.
+    pub control_truncated: bool,
 }
 
-/// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT)` into `buf`, with a small control buffer so
-/// ancillary data is noticed. With SO_PEEK_OFF set, each call returns the data after the
-/// previous one. An empty queue is `Ok(None)` (the kernel's EAGAIN).
+/// Control buffer of [`peek`]: room for SCM_MAX_FD (253) fds and a credentials message.
+const PEEK_CONTROL_WORDS: usize = 160;
+
+/// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT)` into `buf`, with a control buffer for the fds a
+/// message passes. With SO_PEEK_OFF set, each call returns the data after the previous
+/// one. An empty queue is `Ok(None)` (the kernel's EAGAIN).
 pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Peeked>> {
-    let mut control = [0u64; 32];
+    let mut control = [0u64; PEEK_CONTROL_WORDS];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -97,12 +103,12 @@ pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Peeked>> {
     // SAFETY: `msg` points at `iov` (describing `buf`, borrowed mutably for the call) and
     // at `control`, both live for the call; the kernel writes within their lengths and
     // updates `msg`. The fd is borrowed, so it stays open. Passed fds (SCM_RIGHTS) that
-    // the peek would install are reported through `control` and closed below.
+    // the peek installs are reported through `control` and owned below.
     let ret = unsafe {
         libc::recvmsg(
             fd.as_raw_fd(),
             &mut msg,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
         )
     };
     let n = match cvt(ret as libc::c_long) {
@@ -110,39 +116,43 @@ pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Peeked>> {
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let has_control = msg.msg_controllen != 0 || msg.msg_flags & libc::MSG_CTRUNC != 0;
-    let rights = has_control && (close_passed_fds(&msg) || msg.msg_flags & libc::MSG_CTRUNC != 0);
+    let control_truncated = msg.msg_flags & libc::MSG_CTRUNC != 0;
+    let has_control = msg.msg_controllen != 0 || control_truncated;
+    let fds = if msg.msg_controllen != 0 {
+        passed_fds(&msg)
+    } else {
+        Vec::new()
+    };
     Ok(Some(Peeked {
         len: n,
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
         control: has_control,
-        rights,
+        fds,
+        control_truncated,
     }))
 }
 
-/// Closes the fds an SCM_RIGHTS message of `msg` installed in crs; true when there was
-/// one.
-fn close_passed_fds(msg: &libc::msghdr) -> bool {
-    let mut found = false;
+/// The fds the SCM_RIGHTS messages of `msg` installed in crs, owned.
+fn passed_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut out = Vec::new();
     // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/CMSG_NXTHDR walk its control
     // buffer within msg_controllen, and CMSG_DATA points inside each header's length.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                found = true;
                 let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
                 let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
                     / std::mem::size_of::<libc::c_int>();
                 for i in 0..n {
                     // Each fd was just installed in crs by the peek and is owned by no one.
-                    drop(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    out.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                 }
             }
             c = libc::CMSG_NXTHDR(msg, c);
         }
     }
-    found
+    out
 }
 
 /// Sends `request` (one netlink message) to the kernel on a new NETLINK_SOCK_DIAG socket
@@ -354,6 +364,67 @@ pub fn send(fd: BorrowedFd<'_>, data: &[u8], to: Option<&[u8]>) -> io::Result<us
     Ok(cvt(ret as libc::c_long)? as usize)
 }
 
+/// `sendmsg(fd, data, MSG_DONTWAIT)` passing `fds` (SCM_RIGHTS, at most 253), to the
+/// unix address `to` when given. Returns the bytes sent.
+pub fn send_with_fds(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    to: Option<&[u8]>,
+) -> io::Result<usize> {
+    if fds.is_empty() || fds.len() > 253 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let (addr, addr_len) = match to {
+        Some(n) => {
+            let (a, l) = sockaddr(n)?;
+            (Some(a), l)
+        }
+        None => (None, 0),
+    };
+    let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload = std::mem::size_of_val(raw.as_slice()) as libc::c_uint;
+    // SAFETY: CMSG_SPACE only computes a size from its argument.
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid (empty) value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    if let Some(a) = addr.as_ref() {
+        msg.msg_name = (a as *const libc::sockaddr_un).cast_mut().cast();
+        msg.msg_namelen = addr_len;
+    }
+    // SAFETY: `control` holds CMSG_SPACE(payload) bytes (8-byte aligned), so the first
+    // header and its data of `payload` bytes fit; the fds are copied into it unaligned.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(payload) as usize;
+        let dst = libc::CMSG_DATA(c).cast::<libc::c_int>();
+        for (i, f) in raw.iter().enumerate() {
+            dst.add(i).write_unaligned(*f);
+        }
+    }
+    // SAFETY: `msg` points at `iov` (describing `data`, only read), `control` and the
+    // address, all live for the call; the fds in `control` are borrowed and stay open.
+    let ret = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    Ok(cvt(ret as libc::c_long)? as usize)
+}
+
 /// `shutdown(fd, how)` (SHUT_RD, SHUT_WR, SHUT_RDWR).
 pub fn shutdown(fd: BorrowedFd<'_>, how: i32) -> io::Result<()> {
     // SAFETY: shutdown takes no pointers; the fd is borrowed, so it stays open.
@@ -373,4 +444,37 @@ pub fn set_nonblock(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     // SAFETY: F_SETFL takes an int argument, no pointer; the fd is borrowed.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, want) }.into())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn fds_sent_with_a_message_are_peeked_without_being_consumed() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        let g = std::fs::File::open("/dev/null").unwrap();
+        let sent = send_with_fds(a.as_fd(), b"hi", &[f.as_fd(), g.as_fd()], None).unwrap();
+        assert_eq!(sent, 2);
+        let mut buf = [0u8; 16];
+        for _ in 0..2 {
+            // A peek leaves the message and its fds queued: the second sees them again.
+            let p = peek(b.as_fd(), &mut buf).unwrap().unwrap();
+            assert_eq!(&buf[..p.len], b"hi");
+            assert!(p.control && !p.control_truncated);
+            assert_eq!(p.fds.len(), 2);
+            let got = std::fs::File::from(p.fds.into_iter().next().unwrap());
+            assert_eq!(got.metadata().unwrap().ino(), f.metadata().unwrap().ino());
+        }
+    }
+
+    #[test]
+    fn send_with_no_fds_is_refused() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let e = send_with_fds(a.as_fd(), b"x", &[], None).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
 }
