@@ -109,5 +109,6 @@ zoo! {
     unix_dgram => Workload::C("unix_dgram"),
     pgrp_zombie_leader => Workload::C("pgrp_zombie"),
     fdless_children => Workload::C("fdless"),
+    pidfds => Workload::C("pidfd"),
     wide_tree => Workload::C("wide_tree"),
 }
