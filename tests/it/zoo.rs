@@ -132,6 +132,7 @@ zoo! {
     unix_dgram => Workload::C("unix_dgram"),
     pgrp_zombie_leader => Workload::C("pgrp_zombie"),
     fdless_children => Workload::C("fdless"),
+    pidfds => Workload::C("pidfd"),
     wide_tree => Workload::C("wide_tree"),
     fds_in_flight => Workload::C("scm"),
 }

@@ -52,6 +52,22 @@ pub enum DumpError {
         link: String,
         why: &'static str,
     },
+    #[error(
+        "fd {fd} of process {pid} is a pidfd of process {target}, which is not in the dumped \
+         tree: only pidfds of the tree's processes, or of processes that have exited, can be \
+         restored"
+    )]
+    PidfdOutsideTree { pid: Tid, fd: i32, target: i32 },
+    #[error(
+        "fd {fd} of process {pid} is a pidfd of thread {tid} of process {leader} \
+         (PIDFD_THREAD on a thread other than the leader): not supported yet"
+    )]
+    PidfdOfThread {
+        pid: Tid,
+        fd: i32,
+        tid: Tid,
+        leader: Tid,
+    },
     #[error("process {pid} holds a file lock through fd {fd} ({link}): use --file-locks")]
     FileLocked { pid: Tid, fd: i32, link: String },
     #[error("mapping {start:#x}-{end:#x} of process {pid} is not supported yet: {why}")]

@@ -1,5 +1,6 @@
 //! Files: regular files (open fds, mapped files, exe, cwd, root), character devices saved
-//! as regular files like CRIU does, deleted files saved as ghost files, pipes, and with
+//! as regular files like CRIU does, deleted files saved as ghost files, pipes, pidfds
+//! (`pidfd`), and with
 //! --shell-job the pty slave of a shell job (a TTY file backed by a regular-file entry of
 //! `/dev/pts/N`, and the terminal's settings in tty-info.img).
 //!
@@ -42,6 +43,8 @@ use crate::imgdir::ImageDir;
 mod anonfd;
 #[path = "locks.rs"]
 mod locks;
+#[path = "pidfd.rs"]
+mod pidfd;
 #[path = "unixsk.rs"]
 mod unixsk;
 
@@ -491,6 +494,10 @@ impl FileTable {
             }
             if let Some(kind) = anonfd::AnonKind::of_link(&link_s) {
                 out.push(self.anon_fd(tree, proc_dir, fd, kind, &info, &link_s)?);
+                continue;
+            }
+            if link_s == pidfd::LINK {
+                out.push(self.pidfd(tree, pid, fd, &info)?);
                 continue;
             }
             if link_s.starts_with("socket:[") {

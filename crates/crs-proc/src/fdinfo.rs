@@ -138,7 +138,8 @@ pub struct TimerfdInfo {
 pub struct PidfdInfo {
     /// `Pid:` in the namespace of the /proc mount; -1 once the process has been reaped.
     pub pid: i32,
-    /// `NSpid:` outermost first; empty once reaped.
+    /// `NSpid:` outermost first (the last is the pid in the pidfd's own namespace);
+    /// `[-1]` once reaped; empty on a kernel without pid namespaces (no `NSpid:` line).
     pub ns_pid: Vec<i32>,
 }
 
@@ -554,6 +555,19 @@ mod tests {
         );
         let dead = parse_fdinfo(b"pos:\t0\nflags:\t02\nmnt_id:\t4\nino:\t9\nPid:\t-1\n").unwrap();
         assert_eq!(dead.pidfd.unwrap().pid, -1);
+        // Linux 6.18, a reaped task: NSpid repeats the -1.
+        let dead = parse_fdinfo(
+            b"pos:\t0\nflags:\t02004202\nmnt_id:\t4\nino:\t6112388\nPid:\t-1\nNSpid:\t-1\n",
+        )
+        .unwrap();
+        assert_eq!((dead.flags, dead.ino), (0o2004202, Some(6112388)));
+        assert_eq!(
+            dead.pidfd.unwrap(),
+            PidfdInfo {
+                pid: -1,
+                ns_pid: vec![-1]
+            }
+        );
     }
 
     #[test]

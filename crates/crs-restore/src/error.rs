@@ -91,6 +91,13 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    #[error("pidfd file {id}: {what}")]
+    Pidfd {
+        id: u32,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("no free address for the restore trampoline")]
     NoTrampolineRoom,
     #[error("creating the task with pid {pid}")]

@@ -643,7 +643,10 @@ pub(crate) fn child_plan(
     let mut inherited = Vec::new();
     for e in &images.fdinfo {
         if crate::anonfd::is_anon(e.type_())
-            || matches!(e.type_(), Fd_types::UNIXSK | Fd_types::MEMFD)
+            || matches!(
+                e.type_(),
+                Fd_types::UNIXSK | Fd_types::MEMFD | Fd_types::PIDFD
+            )
         {
             continue; // created once the task is seized
         }

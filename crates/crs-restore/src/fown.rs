@@ -31,6 +31,7 @@ fn fown_and_flags(f: &File_entry) -> Option<(&Fown_entry, u32)> {
         Fd_types::INOTIFY => f.ify.as_ref().map(|e| (&e.fown, e.flags()))?,
         Fd_types::MEMFD => f.memfd.as_ref().map(|e| (&e.fown, e.flags()))?,
         Fd_types::TTY => f.tty.as_ref().map(|e| (&e.fown, e.flags()))?,
+        Fd_types::PIDFD => f.pidfd.as_ref().map(|e| (&e.fown, e.flags()))?,
         _ => return None,
     };
     Some((fown.as_ref()?, flags))

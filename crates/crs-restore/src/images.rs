@@ -343,6 +343,9 @@ impl Images {
                 (Fd_types::UNIXSK, Fd_types::UNIXSK) => {
                     crate::unixsk::check(f)?;
                 }
+                (Fd_types::PIDFD, Fd_types::PIDFD) => {
+                    crate::pidfd::check(f)?;
+                }
                 (ft, et) if ft == et && crate::anonfd::is_anon(ft) => {
                     crate::anonfd::check(f, files, &fdinfo, &fdinfo_name)?;
                 }

@@ -35,6 +35,7 @@ mod images;
 mod locks;
 mod memfd;
 mod pages;
+mod pidfd;
 mod remote;
 mod shmem;
 mod sysv;
@@ -191,6 +192,7 @@ pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
     }
     plan_of(&tree, opts.shell_job)?;
     unixsk::check_tree(&tree)?;
+    pidfd::check_tree(&tree)?;
     Ok(Loaded {
         tree,
         shm,
@@ -305,7 +307,7 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
     };
     // Objects crs makes once for the whole tree, then maps or hands to each process that
     // had them: shared anonymous memory, memfd inodes, SysV segments (removed again if the
-    // restore fails before `commit`), sockets built in crs (see `handoff`). crs's fds on
+    // restore fails before `commit`), sockets and pidfds made in crs (see `handoff`). crs's fds on
     // them close when every process is built.
     let mut crs_files = handoff::CrsFiles::default();
     stage(|| "making the shared objects".into())?;
@@ -313,6 +315,8 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
     let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
     let (segments, sysv_pages) = sysv::Segments::create(&sysv_images)?;
     unixsk::create_in_crs(&loaded, &mut crs_files)?;
+    // Every process and zombie exists now: pidfds of them, and of gone ones.
+    pidfd::create_in_crs(&loaded, &mut crs_files)?;
     stats.pages_restored += shm_pages + memfd_pages + sysv_pages;
     let made = Made {
         shmem: &objects,
