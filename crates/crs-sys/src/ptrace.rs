@@ -14,6 +14,7 @@ use crate::{cvt, Tid};
 pub mod req {
     pub const GETREGS: u32 = 12;
     pub const SETREGS: u32 = 13;
+    pub const POKEUSER: u32 = 6;
     pub const CONT: u32 = 7;
     pub const KILL: u32 = 8;
     pub const DETACH: u32 = 17;
@@ -116,6 +117,14 @@ pub fn syscall(tid: Tid, sig: i32) -> io::Result<()> {
 pub fn detach(tid: Tid, sig: i32) -> io::Result<()> {
     // SAFETY: this request takes integers only; no memory of ours is touched.
     unsafe { raw(req::DETACH, tid, 0, sig as u64) }.map(drop)
+}
+
+/// PTRACE_POKEUSER: writes `value` at `offset` of the tracee's `struct user` (on x86_64,
+/// the debug registers are there).
+pub fn poke_user(tid: Tid, offset: u64, value: u64) -> io::Result<()> {
+    // SAFETY: this request takes integers only (an offset into the tracee's `struct user`,
+    // checked by the kernel, and a value); no memory of ours is touched.
+    unsafe { raw(req::POKEUSER, tid, offset, value) }.map(drop)
 }
 
 /// PTRACE_GETEVENTMSG.

@@ -249,6 +249,11 @@ impl CriuArgs {
     }
 }
 
+/// Whether crs takes criu's option `--long` (it knows many it refuses).
+pub fn is_supported(long: &str) -> bool {
+    SPECS.iter().any(|s| s.long == long && s.supported)
+}
+
 fn find_long(name: &str) -> Option<(&'static Spec, bool)> {
     if let Some(s) = SPECS.iter().find(|s| s.long == name) {
         return Some((s, true));

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crs_sys::probe::{self, Named, Probe};
+
 use crate::criu_cli::{CriuArgs, COMMANDS};
 use crate::logging;
 
@@ -121,108 +123,105 @@ fn images_dir_or_cwd(dir: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// CRIU 4.2's `check --feature` names, and what crs does about each: `Some(probes)` when
-/// crs implements what the feature is for (it holds if these kernel probes pass), `None`
-/// when crs does not, so a tool that asks (zdtm picks its test flavours this way) is told
-/// it is missing.
-const CRIU_FEATURES: &[(&str, Option<&[&str]>)] = &[
-    ("mnt_id", None),
-    ("mem_dirty_track", None),
-    ("aio_remap", None),
-    ("timerfd", Some(&[])),
-    ("tun", None),
-    ("tun_ns", None),
-    ("userns", None),
-    ("fdinfo_lock", Some(&[])),
-    ("seccomp_suspend", None),
-    ("seccomp_filters", None),
-    ("loginuid", None),
-    ("cgroupns", None),
-    ("autofs", None),
-    ("tcp_half_closed", None),
-    ("compat_cr", None),
-    ("uffd", None),
-    ("uffd-noncoop", None),
-    ("can_map_vdso", Some(&[])),
-    ("sk_ns", None),
-    ("sk_unix_file", Some(&[])),
-    ("net_diag_raw", None),
-    ("nsid", None),
-    ("link_nsid", None),
-    ("kcmp_epoll", None),
-    ("timens", None),
-    ("external_net_ns", None),
-    ("clone3_set_tid", Some(&["clone3_set_tid"])),
-    ("newifindex", None),
-    ("nftables", None),
-    ("has_ipt_legacy", None),
-    ("pidfd_store", None),
-    ("ns_pid", None),
-    ("apparmor_stacking", None),
-    ("network_lock_nftables", None),
-    ("sockopt_buf_lock", None),
-    ("memfd_hugetlb", None),
-    ("move_mount_set_group", None),
-    ("openat2", None),
-    ("get_rseq_conf", Some(&[])),
-    ("ipv6_freebind", None),
-    ("pagemap_scan", Some(&["pagemap_scan"])),
-    ("timer_cr_ids", Some(&[])),
-    ("overlayfs_maps", None),
-    ("breakpoints", None),
-    ("pagemap_scan_guard_pages", None),
+/// CRIU 4.2's `check --feature` names, each with the probe that answers it. Like CRIU,
+/// crs answers for the kernel (see `crs_sys::probe`), not for what crs implements: tools
+/// that choose what to run by the answer (CRIU's zdtm picks tests and flavours this way)
+/// then run what the kernel allows, and those tests pass or fail on their merits. The
+/// names that are about CRIU's own build or tools are answered by what crs would use
+/// (`nftables`, `network_lock_nftables`, `has_ipt_legacy`) or does (`external_net_ns`).
+const CRIU_FEATURES: &[Named] = &[
+    ("mnt_id", probe::mnt_id),
+    ("mem_dirty_track", probe::mem_dirty_track),
+    ("aio_remap", probe::aio_remap),
+    ("timerfd", probe::timerfd),
+    ("tun", probe::tun),
+    ("tun_ns", probe::tun_ns),
+    ("userns", probe::userns),
+    ("fdinfo_lock", probe::fdinfo_lock),
+    ("seccomp_suspend", probe::seccomp_suspend),
+    ("seccomp_filters", probe::seccomp_filters),
+    ("loginuid", probe::loginuid),
+    ("cgroupns", probe::cgroupns),
+    ("autofs", probe::autofs),
+    ("tcp_half_closed", probe::tcp_half_closed),
+    ("compat_cr", probe::compat_cr),
+    ("uffd", probe::uffd),
+    ("uffd-noncoop", probe::uffd_noncoop),
+    ("can_map_vdso", probe::can_map_vdso),
+    ("sk_ns", probe::sk_ns),
+    ("sk_unix_file", probe::sk_unix_file),
+    ("net_diag_raw", probe::net_diag_raw),
+    ("nsid", probe::nsid),
+    ("link_nsid", probe::link_nsid),
+    ("kcmp_epoll", probe::kcmp_epoll),
+    ("timens", probe::timens),
+    ("external_net_ns", external_net_ns),
+    ("clone3_set_tid", probe::clone3_set_tid),
+    ("newifindex", probe::newifindex),
+    ("nftables", probe::nftables),
+    ("has_ipt_legacy", probe::ipt_legacy),
+    ("pidfd_store", probe::pidfd_store),
+    ("ns_pid", probe::ns_pid),
+    ("apparmor_stacking", probe::apparmor_stacking),
+    ("network_lock_nftables", probe::network_lock_nftables),
+    ("sockopt_buf_lock", probe::sockopt_buf_lock),
+    ("memfd_hugetlb", probe::memfd_hugetlb),
+    ("move_mount_set_group", probe::move_mount_set_group),
+    ("openat2", probe::openat2),
+    ("get_rseq_conf", probe::get_rseq_conf),
+    ("ipv6_freebind", probe::ipv6_freebind),
+    ("pagemap_scan", probe::pagemap_scan),
+    ("timer_cr_ids", probe::timer_cr_ids),
+    ("overlayfs_maps", probe::overlayfs_maps),
+    ("breakpoints", probe::breakpoints),
+    ("pagemap_scan_guard_pages", probe::pagemap_scan_guard_pages),
 ];
 
+/// `external_net_ns` asks whether the C/R program takes `--external net[...]` (CRIU
+/// answers yes for itself; there is no kernel side), so crs answers for crs.
+fn external_net_ns() -> Probe {
+    if crate::criu_cli::is_supported("external") {
+        Probe::Present
+    } else {
+        Probe::Absent("crs does not take --external yet".into())
+    }
+}
+
 fn check(a: &CriuArgs) -> Result<ExitCode> {
-    let probes = crs_sys::probe::all();
     let wanted: Vec<&str> = a.all("feature").iter().map(String::as_str).collect();
-    let absent = |name: &str| {
-        probes.iter().find_map(|(n, p)| match p {
-            crs_sys::probe::Probe::Absent(why) if *n == name => Some(why.to_string()),
-            _ => None,
-        })
+    let names = |t: &[Named]| t.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let find = |w: &str| {
+        CRIU_FEATURES
+            .iter()
+            .chain(probe::REQUIRED)
+            .find(|(n, _)| *n == w)
+            .copied()
+    };
+    let asked: Vec<Named> = if wanted.is_empty() {
+        probe::REQUIRED.to_vec()
+    } else {
+        let mut asked = Vec::new();
+        for w in &wanted {
+            match find(w) {
+                Some(f) => asked.push(f),
+                None => bail!(
+                    "unknown feature {w:?}; known: {}, and criu's: {}",
+                    names(probe::REQUIRED),
+                    names(CRIU_FEATURES)
+                ),
+            }
+        }
+        asked
     };
     let mut bad = 0;
-    for w in &wanted {
-        if probes.iter().any(|(n, _)| n == w) {
-            continue; // one of crs's own probes, reported below
-        }
-        match CRIU_FEATURES.iter().find(|(n, _)| n == w) {
-            None => bail!(
-                "unknown feature {w:?}; known: {}, and criu's: {}",
-                probes
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                CRIU_FEATURES
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Some((_, None)) => {
-                eprintln!("Error: {w} is not supported by crs yet");
+    for (name, probe) in asked {
+        match probe() {
+            Probe::Absent(why) => {
+                eprintln!("Error: {name} is not supported: {why}");
                 bad += 1;
             }
-            Some((_, Some(needs))) => match needs.iter().find_map(|n| absent(n)) {
-                Some(why) => {
-                    eprintln!("Error: {w} is not supported: {why}");
-                    bad += 1;
-                }
-                None => println!("{w} is supported"),
-            },
-        }
-    }
-    for (name, p) in &probes {
-        if !wanted.is_empty() && !wanted.contains(name) {
-            continue;
-        }
-        if let crs_sys::probe::Probe::Absent(why) = p {
-            eprintln!("Error: {name} is not supported: {why}");
-            bad += 1;
-        } else if !wanted.is_empty() {
-            println!("{name} is supported");
+            Probe::Present if !wanted.is_empty() => println!("{name} is supported"),
+            Probe::Present => {}
         }
     }
     if bad > 0 {
