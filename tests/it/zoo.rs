@@ -135,4 +135,5 @@ zoo! {
     pidfds => Workload::C("pidfd"),
     wide_tree => Workload::C("wide_tree"),
     fds_in_flight => Workload::C("scm"),
+    deleted_mappings => Workload::C("deleted_maps"),
 }

@@ -337,6 +337,55 @@ pub(crate) struct GhostFiles {
     paths: Vec<PathBuf>,
 }
 
+impl GhostFiles {
+    fn has(&self, path: &Path) -> bool {
+        self.paths.iter().any(|p| p == path)
+    }
+}
+
+/// The path a task opens file id `id` of `images` by (relative to its root): its own, or
+/// its ghost file's when it was deleted (`<path>.cr.<ghost id>.ghost`, CRIU's name).
+pub(crate) fn open_path(images: &Images, id: u32) -> String {
+    let reg = images.reg(id);
+    match images.file_images.ghost_of.get(&id) {
+        Some(&gid) => format!("{}.cr.{gid:x}.ghost", reg.name()),
+        None => reg.name().to_string(),
+    }
+}
+
+/// The ghost files of deleted files the tasks map or run (a mapping of a deleted file, a
+/// deleted executable) that no fd plan created: made now, to live (with the others in
+/// `made`) until every process is built, since mappings and the exe link are set then.
+pub(crate) fn mapped_ghosts(tree: &Tree, made: &[GhostFiles]) -> Result<GhostFiles, RestoreError> {
+    let mut out = GhostFiles::default();
+    for images in &tree.procs {
+        let fi = &images.file_images;
+        let root = images.reg(images.fs.root_id()).name();
+        let ids = images
+            .vmas
+            .iter()
+            .filter_map(|v| v.file_id)
+            .chain([images.mm.exe_file_id()]);
+        for id in ids {
+            let Some(&gid) = fi.ghost_of.get(&id) else {
+                continue;
+            };
+            let p = open_path(images, id);
+            let at = if root == "/" {
+                PathBuf::from(&p)
+            } else {
+                Path::new(root).join(p.trim_start_matches('/'))
+            };
+            if out.has(&at) || made.iter().any(|g| g.has(&at)) {
+                continue;
+            }
+            create_ghost(&at, &fi.ghosts[&gid], &mut out)?;
+            debug!(id, ghost = gid, path = %at.display(), "ghost file created for a mapping");
+        }
+    }
+    Ok(out)
+}
+
 impl Drop for GhostFiles {
     fn drop(&mut self) {
         for p in self.paths.drain(..) {

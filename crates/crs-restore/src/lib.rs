@@ -254,6 +254,10 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
         plans.insert(p.pid, plan);
         ghosts.push(g);
     }
+    // The ghost files of deleted files that are mapped or run: their mappings and exe
+    // links are made while the processes are built, after which every ghost file goes
+    // (the tasks hold them deleted).
+    ghosts.push(files::mapped_ghosts(&loaded, &ghosts)?);
     let nodes = tree_nodes(&loaded, opts.shell_job, plans, shared.creates)?;
     for n in nodes.iter().filter(|n| matches!(n.kind, NodeKind::Helper)) {
         preflight(n.pid)?;
@@ -285,8 +289,7 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
         },
         source => RestoreError::Spawn { pid, source },
     })?;
-    // The tasks have opened their ghost files: unlink them, they hold them deleted.
-    drop(ghosts);
+
     // Zombies are never held (nothing puts their mask back at release): they get crs's
     // mask now, as they would have had without the pin.
     if let Some(p) = &pin {
@@ -336,6 +339,8 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
         &cpus,
         pin.as_ref(),
         || {
+            // Every mapping and exe link is made: the ghost files go before the tree runs.
+            drop(ghosts);
             segments.commit()?;
             if has_terminal {
                 tty::make_foreground(images, pid)?;

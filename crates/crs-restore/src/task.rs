@@ -49,7 +49,7 @@ pub(crate) fn drop_inherited_rseq(r: &mut Remote<'_>) -> Result<(), RestoreError
 /// mm fields, brk, auxv and the exe link, in one PR_SET_MM_MAP.
 pub(crate) fn set_mm(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
     let mm = &images.mm;
-    let exe = images.reg(mm.exe_file_id()).name().to_string();
+    let exe = crate::files::open_path(images, mm.exe_file_id());
     let p = r.put_str(0, &exe)?;
     let fd = r.call(
         libc::SYS_openat,

@@ -425,7 +425,7 @@ pub(crate) fn map_all(
                 };
                 let key = MapFd::File(id, acc);
                 if !wanted.iter().any(|w| w.0 == key) {
-                    let path = images.reg(id).name().to_string();
+                    let path = crate::files::open_path(images, id);
                     let what = format!("opening {path} to map it");
                     wanted.push((key, path, acc, what));
                 }
