@@ -118,6 +118,13 @@ pub enum Mode {
     CriuPageServer,
     /// As `PageServer` with `$CRIU dump --page-server` sending into crs's page server.
     CriuDumpsToCrsPageServer,
+    /// Three `crs pre-dump`s, each on top of the one before (`--prev-images-dir`), the
+    /// workload sent SIGUSR1 after each (it changes its memory then: `memtrack`), then
+    /// `crs dump --prev-images-dir` of the last and `crs restore -d`: the final images
+    /// must leave pages to their parents, and the restored workload must pass.
+    PreDumpChain,
+    /// As `PreDumpChain` without the signals, for workloads that do not expect them.
+    PreDumpChainQuiet,
 }
 
 /// Which program dumps and which restores.
@@ -248,6 +255,8 @@ struct Run {
     proc: Option<ProcGuard>,
     /// The page server the next dump sends its pages to (crs's or `$CRIU`).
     page_server: Option<PathBuf>,
+    /// More options for the next dump.
+    dump_args: Vec<String>,
     workload: Workload,
     /// The item the run breaks (`ZOO_CORRUPT`), 0 for none.
     corrupt: u32,
@@ -268,6 +277,7 @@ impl Run {
         Run {
             proc: None,
             page_server: None,
+            dump_args: Vec::new(),
             workload,
             corrupt,
             dir,
@@ -463,6 +473,8 @@ impl Run {
             "dump", "-t", &pid_s, "-D", &images_s, "-o", "dump.log", "-v4",
         ];
         args.extend_from_slice(self.workload.crs_args());
+        let extra = self.dump_args.clone();
+        args.extend(extra.iter().map(String::as_str));
         let server = self
             .page_server
             .clone()
@@ -868,6 +880,10 @@ pub fn run(workload: Workload, mode: Mode) {
         return;
     }
     match (mode, criu.as_deref()) {
+        (Mode::PreDumpChain | Mode::PreDumpChainQuiet, _) => {
+            pre_dump_chain(workload, &test, &argv, mode == Mode::PreDumpChain);
+            return;
+        }
         (Mode::PageServer, _) => {
             page_server_round_trip(workload, &test, &argv, Tools::Crs, &crs_bin());
             return;
@@ -924,10 +940,68 @@ pub fn run(workload: Workload, mode: Mode) {
         | Mode::PageServer
         | Mode::CriuPageServer
         | Mode::CriuDumpsToCrsPageServer
+        | Mode::PreDumpChain
+        | Mode::PreDumpChainQuiet
         | Mode::Corrupt => unreachable!("handled above"),
     }
     let st = run.finish();
     run.expect_pass(st);
+}
+
+/// Three pre-dumps, a dump on top of them, a restore (see `Mode::PreDumpChain`).
+fn pre_dump_chain(workload: Workload, test: &str, argv: &[PathBuf], signal: bool) {
+    const ROUNDS: usize = 3;
+    let mut run = Run::new(workload, test, 0);
+    run.start(argv);
+    let pid = run.proc.as_ref().expect("started").pid;
+    let pid_s = pid.to_string();
+    for i in 1..=ROUNDS {
+        let dir = run.path(&format!("pre{i}"));
+        std::fs::create_dir(&dir).expect("create a pre-dump dir");
+        let dir_s = dir.to_str().expect("utf-8").to_owned();
+        let prev = format!("../pre{}", i - 1);
+        let mut args = vec![
+            "pre-dump", "-t", &pid_s, "-D", &dir_s, "-o", "pre.log", "-v4",
+        ];
+        if i > 1 {
+            args.extend_from_slice(&["--prev-images-dir", &prev]);
+        }
+        run.crs(&args, &format!("crs-pre{i}.out"));
+        if signal {
+            if let Err(e) = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR1) {
+                run.fail(&format!("SIGUSR1 to the workload: {e}"));
+            }
+        }
+    }
+    run.dump_args = vec!["--prev-images-dir".into(), format!("../pre{ROUNDS}")];
+    let ids = tree_tids(pid);
+    let begin = Instant::now();
+    run.dump_with(Tools::Crs);
+    // The dump leaves the pages nobody wrote since the last pre-dump to the chain.
+    let left = parent_pages(&run.images().join(format!("pagemap-{pid}.img")));
+    if left == 0 {
+        run.fail("the dump on top of the pre-dumps left no page to them");
+    }
+    run.wait_ids_free(&ids);
+    run.restore_with(pid, Tools::Crs);
+    run.set_paused(begin.elapsed());
+    let st = run.finish();
+    run.expect_pass(st);
+}
+
+/// How many pages pagemap image `path` leaves to the parent images (PE_PARENT entries).
+fn parent_pages(path: &Path) -> u64 {
+    use crs_images::pb::pagemap::{Pagemap_entry, Pagemap_head};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let label = path.display().to_string();
+    let mut r = crs_images::codec::ImageReader::new(&label, &bytes, "PAGEMAP").expect("pagemap");
+    let _: Option<Pagemap_head> = r.next().expect("pagemap head");
+    let entries: Vec<Pagemap_entry> = r.all().expect("pagemap entries");
+    entries
+        .iter()
+        .filter(|e| e.flags() & 1 != 0)
+        .map(|e| e.nr_pages())
+        .sum()
 }
 
 /// Sets or clears close-on-exec on `fd` (to hand it to the next child only).

@@ -136,4 +136,5 @@ zoo! {
     wide_tree => Workload::C("wide_tree"),
     fds_in_flight => Workload::C("scm"),
     deleted_mappings => Workload::C("deleted_maps"),
+    memory_generations => Workload::C("memtrack"),
 }

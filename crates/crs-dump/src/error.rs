@@ -11,6 +11,12 @@ pub enum DumpError {
     Fault(#[from] crs_sys::fault::Injected),
     #[error(transparent)]
     PageServer(#[from] crate::page_server::PageServerError),
+    #[error("memory tracking: {what}")]
+    Track {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("images directory {path}")]
     ImagesDir {
         path: PathBuf,

@@ -36,6 +36,7 @@ mod pages;
 mod shmem;
 mod sysv;
 mod task;
+pub mod track;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -94,6 +95,42 @@ pub struct DumpOptions {
     /// `--page-server`: send the pages to a page server over this connection (see
     /// [`page_server::ship`]) instead of keeping them in `images_dir`.
     pub page_server: Option<PageServerLink>,
+    /// `--prev-images-dir`: the images of an earlier (pre-)dump of this tree, as given
+    /// (relative to `images_dir`, like CRIU's `parent` link): pages not written since are
+    /// left to them (see [`track`]).
+    pub prev_images_dir: Option<PathBuf>,
+    /// `--track-mem`: keep tracking writes for a later dump (with `-R`).
+    pub track_mem: bool,
+}
+
+impl DumpOptions {
+    /// The parent image directory, resolved (a relative `--prev-images-dir` is relative to
+    /// the images directory, as the `parent` link in it is).
+    pub fn parent_dir(&self) -> Option<PathBuf> {
+        self.prev_images_dir
+            .as_ref()
+            .map(|p| self.images_dir.join(p))
+    }
+}
+
+/// Links `parent` in the images directory to `--prev-images-dir` (CRIU's name and
+/// meaning), after checking it is a readable image directory.
+fn link_parent(opts: &DumpOptions) -> Result<()> {
+    let (Some(rel), Some(dir)) = (&opts.prev_images_dir, opts.parent_dir()) else {
+        return Ok(());
+    };
+    if !dir.join("inventory.img").exists() {
+        return Err(DumpError::ImagesDir {
+            path: dir,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "--prev-images-dir: no image set there (no inventory.img)",
+            ),
+        });
+    }
+    let link = opts.images_dir.join("parent");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(rel, &link).map_err(|source| DumpError::Write { path: link, source })
 }
 
 /// The connection to a page server, and how it was made.
@@ -119,6 +156,8 @@ impl DumpOptions {
             timeout: Duration::from_secs(10),
             image_checksums: true,
             page_server: None,
+            prev_images_dir: None,
+            track_mem: false,
         }
     }
 }
@@ -185,6 +224,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
         tree.pin_to_cpu(p.cpu(), None);
     }
 
+    let mut trackable = Vec::new();
+    let keeper = track::socket_name(pid, stat.start_time);
     let staged = dump_seized(
         &mut tree,
         &proc_dir,
@@ -192,8 +233,17 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
         &mut ns_ids,
         root_ids,
         &mut stats,
+        &mut trackable,
     )
     .and_then(|dir| {
+        // Writes tracked on for the next dump (the tree runs on): renewed while frozen,
+        // before the images count as done.
+        let new_uffds = if opts.track_mem && opts.leave_running {
+            let mut have = track::fetch(&keeper)?;
+            track::arm(&mut tree, &trackable, &mut have)?
+        } else {
+            Vec::new()
+        };
         let t = Instant::now();
         dir.commit()?;
         debug!(pid, ms = t.elapsed().as_millis() as u64, "images committed");
@@ -208,18 +258,21 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
             )?);
             page_server::ship(&opts.images_dir, &mut sk, link.passed_in)?;
         }
-        Ok(())
+        Ok(new_uffds)
     });
-    if let Err(e) = staged {
-        // Before the point of no return: let the task go exactly as it was.
-        match tree.release(Release::Detach) {
-            // Put back by crs itself: the guardian has nothing to do.
-            Ok(()) => crs_compel::guard::finish(),
-            // The guardian (when there is one) tries once more when crs exits.
-            Err(re) => warn!(pid, error = %re, "detaching after a failed dump"),
+    let new_uffds = match staged {
+        Ok(u) => u,
+        Err(e) => {
+            // Before the point of no return: let the task go exactly as it was.
+            match tree.release(Release::Detach) {
+                // Put back by crs itself: the guardian has nothing to do.
+                Ok(()) => crs_compel::guard::finish(),
+                // The guardian (when there is one) tries once more when crs exits.
+                Err(re) => warn!(pid, error = %re, "detaching after a failed dump"),
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     stats.frozen_time = frozen_at.elapsed();
     let how = if opts.leave_running {
         Release::Detach
@@ -229,12 +282,119 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     tree.release(how)
         .map_err(|source| DumpError::Release { pid, source })?;
     crs_compel::guard::finish();
+    if opts.track_mem && opts.leave_running {
+        track::hand_over(&keeper, std::path::Path::new("/proc/self/exe"), &new_uffds)?;
+    } else {
+        // No dump follows this one: the tracking (if any) ends.
+        track::stop(&keeper);
+    }
     write_stats(&opts.images_dir, &stats)?;
     info!(
         pid,
         pages = stats.pages_written,
         frozen_ms = stats.frozen_time.as_millis() as u64,
         "dump done"
+    );
+    Ok(stats)
+}
+
+/// `crs pre-dump`: the memory of every process of the tree (pagemaps and pages, and an
+/// inventory), with the tree frozen only for that; writes are then tracked (see [`track`])
+/// so that the next dump with `--prev-images-dir` here copies only what was written since.
+/// The tree is always left running. With `prev_images_dir`, this pre-dump is itself
+/// incremental.
+pub fn pre_dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
+    let pid = opts.pid;
+    let _span = info_span!("pre-dump", pid).entered();
+    ImageDir::check(&opts.images_dir)?;
+    let proc_dir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
+    let stat = proc_dir.stat().map_err(proc_err(pid, "stat"))?;
+    let t0 = Instant::now();
+    let seize = SeizeOptions {
+        freeze_cgroup: opts.freeze_cgroup.clone(),
+        freeze_timeout: opts.timeout,
+        ..SeizeOptions::default()
+    };
+    let mut tree =
+        SeizedTree::seize(pid, &seize).map_err(|source| DumpError::Seize { pid, source })?;
+    let mut stats = DumpStats {
+        freezing_time: t0.elapsed(),
+        ..Default::default()
+    };
+    let frozen_at = Instant::now();
+    rayon::current_num_threads();
+    let pin = CpuPin::here();
+    if let Some(p) = &pin {
+        tree.pin_to_cpu(p.cpu(), None);
+    }
+    let keeper = track::socket_name(pid, stat.start_time);
+    let done = (|| -> Result<Vec<(Tid, std::os::fd::OwnedFd)>> {
+        let order = tree_order(&tree, pid)?;
+        let mut dir = ImageDir::create(&opts.images_dir, pid, opts.image_checksums)?;
+        link_parent(opts)?;
+        // Mapped files are looked at as a dump does; their entries are not written.
+        let mut files = FileTable::new();
+        let parent = opts.parent_dir();
+        let mut trackable = Vec::new();
+        let mut pages_id = 0u32;
+        for &(p, _, zombie) in &order {
+            if zombie {
+                continue;
+            }
+            pages_id += 1;
+            let pdir = ProcDir::open(p).map_err(proc_err(p, "the /proc directory"))?;
+            let vmas = mm::collect_vmas(&pdir, &mut files)?;
+            dump_memory(
+                p,
+                &pdir,
+                &vmas,
+                &mut dir,
+                pages_id,
+                parent.as_deref(),
+                &mut stats,
+            )?;
+            trackable.push((p, vmas.iter().filter_map(|v| v.trackable()).collect()));
+        }
+        let mut img = ImageWriter::new(imgdir::INVENTORY, "INVENTORY");
+        push(
+            &mut img,
+            &Inventory_entry {
+                img_version: Some(2),
+                fdinfo_per_id: Some(true),
+                ns_per_id: Some(true),
+                ..Default::default()
+            },
+        )?;
+        dir.write(img)?;
+        let mut have = track::fetch(&keeper)?;
+        let made = track::arm(&mut tree, &trackable, &mut have)?;
+        dir.commit()?;
+        Ok(made)
+    })();
+    stats.frozen_time = frozen_at.elapsed();
+    let released = tree.release(Release::Detach);
+    let made = match (done, released) {
+        (Ok(m), Ok(())) => {
+            crs_compel::guard::finish();
+            m
+        }
+        (Err(e), r) => {
+            if r.is_ok() {
+                crs_compel::guard::finish();
+            }
+            return Err(e);
+        }
+        (Ok(_), Err(source)) => return Err(DumpError::Release { pid, source }),
+    };
+    drop(pin);
+    track::hand_over(&keeper, std::path::Path::new("/proc/self/exe"), &made)?;
+    write_stats(&opts.images_dir, &stats)?;
+    info!(
+        pid,
+        pages = stats.pages_written,
+        in_parent = stats.pages_skipped_parent,
+        frozen_ms = stats.frozen_time.as_millis() as u64,
+        "pre-dump done"
     );
     Ok(stats)
 }
@@ -287,10 +447,12 @@ fn dump_seized(
     ns_ids: &mut ns::NsIds,
     root_ids: crs_images::pb::core::Task_kobj_ids_entry,
     stats: &mut DumpStats,
+    trackable: &mut Vec<(Tid, Vec<(u64, u64)>)>,
 ) -> Result<ImageDir> {
     let root = proc_dir.pid();
     let order = tree_order(tree, root)?;
     let mut dir = ImageDir::create(&opts.images_dir, root, opts.image_checksums)?;
+    link_parent(opts)?;
     let mut files = FileTable::new();
     let mut seccomp = Seccomp_entry::default();
     let mut pstree = Vec::with_capacity(order.len());
@@ -342,6 +504,7 @@ fn dump_seized(
                     stats: &mut *stats,
                     shmem: &mut shmem,
                     fd_tables: &mut fd_tables,
+                    trackable: &mut *trackable,
                 };
                 dump_process(tree, pdir, &stat, &mut ctx)?
             };
@@ -437,6 +600,134 @@ struct ProcessCtx<'a> {
     shmem: &'a mut shmem::ShmemObjects,
     /// The fd table of each live process dumped so far: (pid, files_id).
     fd_tables: &'a mut Vec<(Tid, u32)>,
+    /// The memory writes can be tracked in, by process (see `track`).
+    trackable: &'a mut Vec<(Tid, Vec<(u64, u64)>)>,
+}
+
+/// The pages of process `pid` (VMAs `vmas`): pages-`pages_id`.img and pagemap-PID.img.
+/// With a `parent` image directory, pages not written since it was dumped (see `track`)
+/// and held by it are left to it (`PE_PARENT` entries) instead of copied.
+fn dump_memory(
+    pid: Tid,
+    proc_dir: &ProcDir,
+    vmas: &[mm::DumpVma],
+    dir: &mut ImageDir,
+    pages_id: u32,
+    parent: Option<&std::path::Path>,
+    stats: &mut DumpStats,
+) -> Result<()> {
+    let t = Instant::now();
+    let scan: Vec<pages::ScanVma> = vmas.iter().filter_map(|v| v.scan()).collect();
+    let (runs, scanned) = pages::scan(proc_dir, &scan)?;
+    let (runs, from_parent) = match parent {
+        Some(p) => {
+            let written = pages::written(proc_dir, &scan)?;
+            let cover = parent_cover(p, pid)?;
+            pages::split_parent(&runs, &written, &cover)
+        }
+        None => (runs, Vec::new()),
+    };
+    stats.memdump_time += t.elapsed();
+    let total_pages: u64 = runs.iter().map(|r| r.pages).sum();
+    let t = Instant::now();
+    let pages_name = format!("pages-{pages_id}.img");
+    let pages_len = total_pages * PAGE_SIZE;
+    let (pages_file, pages_path) = dir.create_raw(&pages_name, pages_len)?;
+    let hash = dir.checksums();
+    let copied = pages::copy(pid, &runs, &pages_file, &pages_path, hash)?;
+    dir.raw_written(&pages_name, pages_len, copied.segments)?;
+    stats.memwrite_time += t.elapsed();
+    stats.pages_scanned += scanned;
+    stats.pages_written += total_pages;
+    let in_parent: u64 = from_parent.iter().map(|(s, e)| (e - s) / PAGE_SIZE).sum();
+    stats.pages_skipped_parent += in_parent;
+    debug!(
+        pid,
+        pages = total_pages,
+        in_parent,
+        batches = copied.batches,
+        bytes = copied.bytes,
+        ms = stats.memwrite_time.as_millis() as u64,
+        "pages copied"
+    );
+    let mut img = ImageWriter::new(format!("pagemap-{pid}.img"), "PAGEMAP");
+    push(
+        &mut img,
+        &Pagemap_head {
+            pages_id: Some(pages_id),
+            ..Default::default()
+        },
+    )?;
+    const PE_PARENT: u32 = 1 << 0;
+    const PE_LAZY: u32 = 1 << 1;
+    const PE_PRESENT: u32 = 1 << 2;
+    let mut entries: Vec<(u64, u64, u32)> = pages::pagemap_entries(&runs)
+        .into_iter()
+        .map(|(vaddr, n, lazy)| {
+            let f = if lazy {
+                PE_LAZY | PE_PRESENT
+            } else {
+                PE_PRESENT
+            };
+            (vaddr, n, f)
+        })
+        .chain(
+            from_parent
+                .iter()
+                .map(|&(s, e)| (s, (e - s) / PAGE_SIZE, PE_PARENT)),
+        )
+        .collect();
+    entries.sort_unstable_by_key(|e| e.0);
+    for (vaddr, n, flags) in entries {
+        push(
+            &mut img,
+            &Pagemap_entry {
+                vaddr: Some(vaddr),
+                compat_nr_pages: Some(0),
+                flags: Some(flags),
+                nr_pages: Some(n),
+                ..Default::default()
+            },
+        )?;
+    }
+    dir.write(img)?;
+    Ok(())
+}
+
+/// The address ranges the parent images hold pages of for process `pid` (present or, in
+/// turn, in their own parent), merged; none when the parent has no pagemap for it.
+fn parent_cover(parent: &std::path::Path, pid: Tid) -> Result<Vec<(u64, u64)>> {
+    let name = format!("pagemap-{pid}.img");
+    let path = parent.join(&name);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(DumpError::Write { path, source }),
+    };
+    let label = path.display().to_string();
+    let mut r = crs_images::codec::ImageReader::new(&label, &bytes, "PAGEMAP")
+        .map_err(files::image_err(&name))?;
+    let _head: Option<Pagemap_head> = r.next().map_err(files::image_err(&name))?;
+    let entries: Vec<Pagemap_entry> = r.all().map_err(files::image_err(&name))?;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for e in entries {
+        let n = if e.has_nr_pages() {
+            e.nr_pages()
+        } else {
+            u64::from(e.compat_nr_pages())
+        };
+        let f = e.flags.unwrap_or(if e.in_parent() { 1 } else { 4 });
+        if f & (1 | 4) == 0 || n == 0 {
+            continue;
+        }
+        let (s, end) = (e.vaddr(), e.vaddr().saturating_add(n * PAGE_SIZE));
+        match out.last_mut() {
+            Some(last) if last.1 == s => last.1 = end,
+            _ => out.push((s, end)),
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// The processes below `root`, depth first (children by pid): (pid, ppid, zombie).
@@ -678,58 +969,18 @@ fn dump_process(
     let root_id = ctx.files.special(&root_link, &root, 0)?;
 
     // Memory.
-    let t = Instant::now();
-    let scan: Vec<pages::ScanVma> = vmas.iter().filter_map(|v| v.scan()).collect();
-    let (runs, scanned) = pages::scan(proc_dir, &scan)?;
-    ctx.stats.memdump_time += t.elapsed();
-    let total_pages: u64 = runs.iter().map(|r| r.pages).sum();
-    let t = Instant::now();
-    let pages_id = ctx.pages_id;
-    let pages_name = format!("pages-{pages_id}.img");
-    let pages_len = total_pages * PAGE_SIZE;
-    let (pages_file, pages_path) = ctx.dir.create_raw(&pages_name, pages_len)?;
-    let hash = ctx.dir.checksums();
-    let copied = pages::copy(pid, &runs, &pages_file, &pages_path, hash)?;
-    ctx.dir
-        .raw_written(&pages_name, pages_len, copied.segments)?;
-    ctx.stats.memwrite_time += t.elapsed();
-    ctx.stats.pages_scanned += scanned;
-    ctx.stats.pages_written += total_pages;
-    debug!(
+    let parent = opts.parent_dir();
+    dump_memory(
         pid,
-        pages = total_pages,
-        batches = copied.batches,
-        bytes = copied.bytes,
-        ms = ctx.stats.memwrite_time.as_millis() as u64,
-        "pages copied"
-    );
-    let mut img = ImageWriter::new(format!("pagemap-{pid}.img"), "PAGEMAP");
-    push(
-        &mut img,
-        &Pagemap_head {
-            pages_id: Some(pages_id),
-            ..Default::default()
-        },
+        proc_dir,
+        &vmas,
+        ctx.dir,
+        ctx.pages_id,
+        parent.as_deref(),
+        ctx.stats,
     )?;
-    const PE_LAZY: u32 = 1 << 1;
-    const PE_PRESENT: u32 = 1 << 2;
-    for (vaddr, n, lazy) in pages::pagemap_entries(&runs) {
-        push(
-            &mut img,
-            &Pagemap_entry {
-                vaddr: Some(vaddr),
-                compat_nr_pages: Some(0),
-                flags: Some(if lazy {
-                    PE_LAZY | PE_PRESENT
-                } else {
-                    PE_PRESENT
-                }),
-                nr_pages: Some(n),
-                ..Default::default()
-            },
-        )?;
-    }
-    ctx.dir.write(img)?;
+    ctx.trackable
+        .push((pid, vmas.iter().filter_map(|v| v.trackable()).collect()));
 
     // mm-PID.img
     let mut img = ImageWriter::new(format!("mm-{pid}.img"), "MM");

@@ -46,6 +46,21 @@ impl DumpVma {
         (self.status() & VMA_ANON_SHARED != 0).then(|| self.entry.shmid.unwrap_or(0))
     }
 
+    /// `[start, end)` when writes to it can be tracked between dumps (userfaultfd
+    /// write-protection works on anonymous memory only): private anonymous memory that is
+    /// not the vDSO, vvar or vsyscall page, nor hugetlb.
+    pub(crate) fn trackable(&self) -> Option<(u64, u64)> {
+        let st = self.status();
+        let f = self.flags();
+        let ok = st & VMA_AREA_REGULAR != 0
+            && st & VMA_ANON_PRIVATE != 0
+            && st & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) == 0
+            && f & libc::MAP_HUGETLB as u32 == 0
+            && f & MAP_DROPPABLE == 0;
+        let (start, end) = (self.entry.start.unwrap_or(0), self.entry.end.unwrap_or(0));
+        (ok && start < end && end <= TASK_SIZE).then_some((start, end))
+    }
+
     /// Whether its pages are saved in pages-N.img, and how.
     pub(crate) fn scan(&self) -> Option<ScanVma> {
         let st = self.status();

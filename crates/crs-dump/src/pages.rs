@@ -550,3 +550,172 @@ mod tests {
         );
     }
 }
+
+/// Ranges `[start, end)` of written pages (`PAGE_IS_WRITTEN`: not write-protected by
+/// userfaultfd since the last protection) among `vmas`, address order. Memory not
+/// registered for write-protection has no protection, so all of it counts as written.
+pub(crate) fn written(proc_dir: &ProcDir, vmas: &[ScanVma]) -> Result<Vec<(u64, u64)>> {
+    let pid = proc_dir.pid();
+    let pagemap = proc_dir.pagemap().map_err(proc_err(pid, "pagemap"))?;
+    let query = ScanQuery {
+        category_mask: page_is::WRITTEN,
+        return_mask: page_is::WRITTEN,
+        ..Default::default()
+    };
+    let mut regions = vec![PageRegion::default(); SCAN_VEC_LEN];
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for v in vmas {
+        let mut at = v.start;
+        let mut prev_end = v.start;
+        while at < v.end {
+            let (n, walk_end) =
+                pagemap_scan(pagemap.file().as_fd(), at, v.end, &query, &mut regions).map_err(
+                    |source| DumpError::PageScan {
+                        pid,
+                        addr: at,
+                        source,
+                    },
+                )?;
+            for r in &regions[..n] {
+                let (s, e) = (r.start.max(prev_end), r.end.min(v.end));
+                if s < e {
+                    match out.last_mut() {
+                        Some(last) if last.1 == s => last.1 = e,
+                        _ => out.push((s, e)),
+                    }
+                    prev_end = e;
+                }
+            }
+            let next = if n == regions.len() {
+                walk_end.max(prev_end)
+            } else {
+                walk_end
+            };
+            if next <= at {
+                break;
+            }
+            at = next;
+        }
+    }
+    Ok(out)
+}
+
+/// Splits the present pages `runs` of an incremental dump: pages not written since the
+/// parent dump (outside `written`) that the parent images hold (inside `cover`) are left
+/// to the parent (returned as ranges, for `PE_PARENT` entries); the rest are copied.
+/// `written` and `cover` are sorted, non-overlapping ranges.
+pub(crate) fn split_parent(
+    runs: &[PageRun],
+    written: &[(u64, u64)],
+    cover: &[(u64, u64)],
+) -> (Vec<PageRun>, Vec<(u64, u64)>) {
+    // The ranges a page may be taken from the parent in: covered and not written.
+    let mut from_parent: Vec<(u64, u64)> = Vec::new();
+    for &(cs, ce) in cover {
+        let mut at = cs;
+        for &(ws, we) in written {
+            if we <= at || ws >= ce {
+                continue;
+            }
+            if ws > at {
+                from_parent.push((at, ws));
+            }
+            at = at.max(we);
+            if at >= ce {
+                break;
+            }
+        }
+        if at < ce {
+            from_parent.push((at, ce));
+        }
+    }
+    let mut copy = Vec::new();
+    let mut parent: Vec<(u64, u64)> = Vec::new();
+    for r in runs {
+        let (rs, re) = (r.addr, r.addr + r.pages * PAGE_SIZE);
+        let mut at = rs;
+        for &(ps, pe) in &from_parent {
+            if pe <= at || ps >= re {
+                continue;
+            }
+            let (s, e) = (ps.max(at), pe.min(re));
+            if s > at {
+                copy.push(PageRun {
+                    addr: at,
+                    pages: (s - at) / PAGE_SIZE,
+                    ..*r
+                });
+            }
+            match parent.last_mut() {
+                Some(last) if last.1 == s => last.1 = e,
+                _ => parent.push((s, e)),
+            }
+            at = e;
+        }
+        if at < re {
+            copy.push(PageRun {
+                addr: at,
+                pages: (re - at) / PAGE_SIZE,
+                ..*r
+            });
+        }
+    }
+    (copy, parent)
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    fn run(addr: u64, pages: u64) -> PageRun {
+        PageRun {
+            addr,
+            pages,
+            lazy: false,
+            readable: true,
+        }
+    }
+
+    const P: u64 = PAGE_SIZE;
+
+    #[test]
+    fn unwritten_covered_pages_go_to_the_parent() {
+        // 8 present pages at 0x10000; pages 2-3 written; the parent covers pages 0-5.
+        let runs = [run(0x10000, 8)];
+        let written = [(0x10000 + 2 * P, 0x10000 + 4 * P)];
+        let cover = [(0x10000, 0x10000 + 6 * P)];
+        let (copy, parent) = split_parent(&runs, &written, &cover);
+        assert_eq!(copy, vec![run(0x10000 + 2 * P, 2), run(0x10000 + 6 * P, 2)]);
+        assert_eq!(
+            parent,
+            vec![
+                (0x10000, 0x10000 + 2 * P),
+                (0x10000 + 4 * P, 0x10000 + 6 * P)
+            ]
+        );
+    }
+
+    #[test]
+    fn without_cover_everything_is_copied() {
+        let runs = [run(0x1000, 3), run(0x9000, 1)];
+        let (copy, parent) = split_parent(&runs, &[], &[]);
+        assert_eq!(copy, runs.to_vec());
+        assert!(parent.is_empty());
+    }
+
+    #[test]
+    fn all_written_is_all_copied() {
+        let runs = [run(0x1000, 4)];
+        let (copy, parent) = split_parent(&runs, &[(0x1000, 0x5000)], &[(0, 0x10000)]);
+        assert_eq!(copy, runs.to_vec());
+        assert!(parent.is_empty());
+    }
+
+    #[test]
+    fn nothing_written_and_all_covered_copies_nothing() {
+        let runs = [run(0x1000, 2), run(0x4000, 1)];
+        let (copy, parent) = split_parent(&runs, &[], &[(0x1000, 0x8000)]);
+        assert!(copy.is_empty());
+        assert_eq!(parent, vec![(0x1000, 0x3000), (0x4000, 0x5000)]);
+    }
+}

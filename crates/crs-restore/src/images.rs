@@ -53,6 +53,8 @@ pub(crate) struct Images {
     pub vmas: Vec<Vma>,
     pub runs: Vec<PageRun>,
     pub pages_path: PathBuf,
+    /// Pages left to the parent image sets of an incremental dump: runs by pages file.
+    pub parent_pages: Vec<(PathBuf, Vec<PageRun>)>,
     pub fs: Fs_entry,
     /// files.img by id, one for the whole tree.
     pub files: Arc<BTreeMap<u32, File_entry>>,
@@ -294,12 +296,13 @@ impl Images {
                 source,
             })?
             .len();
-        let runs = page_runs(
+        let (runs, in_parent) = page_runs_split(
             &pm_name,
             &entries,
             (&mm_name, &vmas),
             (&pages_name, pages_len),
         )?;
+        let parent_pages = parent_runs(dir, pid, &in_parent)?;
 
         let fs: Fs_entry = read_one(dir, &format!("fs-{pid}.img"), "FS")?;
         let fdinfo_name = format!("fdinfo-{}.img", ids.files_id());
@@ -415,6 +418,7 @@ impl Images {
             vmas,
             runs,
             pages_path,
+            parent_pages,
             fs,
             files: Arc::clone(files),
             fdinfo,
@@ -683,9 +687,30 @@ fn check_namespaces(
 pub(crate) fn page_runs(
     image: &str,
     entries: &[Pagemap_entry],
+    vmas: (&str, &[Vma]),
+    pages: (&str, u64),
+) -> Result<Vec<PageRun>, RestoreError> {
+    let (runs, parent) = page_runs_split(image, entries, vmas, pages)?;
+    if !parent.is_empty() {
+        return Err(unsupported(format!(
+            "{image}: pages in a parent image set (incremental dumps of this memory)"
+        )));
+    }
+    Ok(runs)
+}
+
+/// Address ranges `[start, end)`.
+pub(crate) type Ranges = Vec<(u64, u64)>;
+
+/// [`page_runs`], and the ranges the entries leave to the parent image set (`PE_PARENT`),
+/// merged, in address order.
+pub(crate) fn page_runs_split(
+    image: &str,
+    entries: &[Pagemap_entry],
     (mm, vmas): (&str, &[Vma]),
     (pages, pages_len): (&str, u64),
-) -> Result<Vec<PageRun>, RestoreError> {
+) -> Result<(Vec<PageRun>, Ranges), RestoreError> {
+    let mut parent: Vec<(u64, u64)> = Vec::new();
     let mut runs = Vec::with_capacity(entries.len());
     let mut offset = 0u64;
     let mut prev_end = 0u64;
@@ -733,10 +758,20 @@ pub(crate) fn page_runs(
             ));
         }
         if flags & PE_PARENT != 0 {
-            return Err(unsupported(format!(
-                "{image}: entry {}: incremental dumps (pages in a parent image)",
-                i + 1
-            )));
+            if flags & PE_PRESENT != 0 {
+                return Err(invalid(
+                    image,
+                    format!(
+                        "entry {} at {addr:#x}: both present and in the parent",
+                        i + 1
+                    ),
+                ));
+            }
+            match parent.last_mut() {
+                Some(last) if last.1 == addr => last.1 = addr + len,
+                _ => parent.push((addr, addr + len)),
+            }
+            continue;
         }
         if flags & PE_PRESENT == 0 {
             continue;
@@ -750,7 +785,124 @@ pub(crate) fn page_runs(
             format!("pagemap needs {offset:#x} bytes of pages, {pages} has {pages_len:#x}"),
         ));
     }
-    Ok(runs)
+    Ok((runs, parent))
+}
+
+/// How many parent links a restore follows at most.
+const MAX_PARENTS: usize = 64;
+
+/// Where the pages of `ranges` (sorted) of process `pid`, left by `dir`'s pagemap to its
+/// parent image set, are: the `parent` link of `dir` (CRIU's), then its own, each parent's
+/// pagemap giving the pages it holds and leaving the rest to its parent. Runs by pages
+/// file, nearest parent first. A page no image of the chain holds is an error.
+fn parent_runs(
+    dir: &Path,
+    pid: u32,
+    ranges: &[(u64, u64)],
+) -> Result<Vec<(PathBuf, Vec<PageRun>)>, RestoreError> {
+    let mut out = Vec::new();
+    let mut want = ranges.to_vec();
+    let mut at = dir.to_path_buf();
+    for _ in 0..MAX_PARENTS {
+        if want.is_empty() {
+            return Ok(out);
+        }
+        let here = at.join("parent");
+        let pm_name = format!("{}/pagemap-{pid}.img", here.display());
+        if !here.is_dir() {
+            return Err(invalid(
+                &format!("pagemap-{pid}.img"),
+                format!(
+                    "pages {:#x}-{:#x} are in a parent image set, but {} has no parent link",
+                    want[0].0,
+                    want[0].1,
+                    at.display()
+                ),
+            ));
+        }
+        let bytes = read_file(&here.join(format!("pagemap-{pid}.img")))?;
+        let mut r = ImageReader::new(&pm_name, &bytes, "PAGEMAP")?;
+        let head: Pagemap_head = r
+            .next()?
+            .ok_or_else(|| invalid(&pm_name, "no pagemap head"))?;
+        let entries: Vec<Pagemap_entry> = r.all()?;
+        let pages_path = here.join(format!("pages-{}.img", head.pages_id()));
+        let pages_len = std::fs::metadata(&pages_path)
+            .map_err(|source| RestoreError::PagesImage {
+                image: pm_name.clone(),
+                pages: pages_path.clone(),
+                source,
+            })?
+            .len();
+        let mut runs = Vec::new();
+        let mut next = Vec::new();
+        let mut covered: Vec<(u64, u64)> = Vec::new();
+        let mut offset = 0u64;
+        for e in &entries {
+            let nr = if e.has_nr_pages() {
+                e.nr_pages()
+            } else {
+                u64::from(e.compat_nr_pages())
+            };
+            let flags = if e.has_flags() {
+                e.flags()
+            } else if e.in_parent() {
+                PE_PARENT
+            } else {
+                PE_PRESENT
+            };
+            let (es, ee) = (e.vaddr(), e.vaddr().saturating_add(nr.saturating_mul(PAGE)));
+            for &(ws, we) in &want {
+                let (s, t) = (ws.max(es), we.min(ee));
+                if s >= t {
+                    continue;
+                }
+                if flags & PE_PRESENT != 0 {
+                    runs.push(PageRun {
+                        addr: s,
+                        len: t - s,
+                        offset: offset + (s - es),
+                    });
+                    covered.push((s, t));
+                } else if flags & PE_PARENT != 0 {
+                    next.push((s, t));
+                    covered.push((s, t));
+                }
+            }
+            if flags & PE_PRESENT != 0 {
+                offset += ee - es;
+            }
+        }
+        if offset > pages_len {
+            return Err(invalid(
+                &pm_name,
+                format!(
+                    "pagemap needs {offset:#x} bytes of pages, {} has {pages_len:#x}",
+                    pages_path.display()
+                ),
+            ));
+        }
+        covered.sort_unstable();
+        let wanted: u64 = want.iter().map(|(s, e)| e - s).sum();
+        let got: u64 = covered.iter().map(|(s, e)| e - s).sum();
+        if got != wanted {
+            return Err(invalid(
+                &pm_name,
+                format!(
+                    "pages left to it by {} are not all in it ({got:#x} of {wanted:#x} bytes)",
+                    at.display()
+                ),
+            ));
+        }
+        next.sort_unstable();
+        out.push((pages_path, runs));
+        want = next;
+        at = here;
+    }
+    Err(invalid(
+        &format!("pagemap-{pid}.img"),
+        format!("more than {MAX_PARENTS} parent image sets"),
+    ))
 }
 
 #[cfg(test)]

@@ -58,10 +58,24 @@ pub(crate) fn batches(runs: &[PageRun], max: u64) -> Vec<Batch> {
     out
 }
 
-/// Copies every page run of `images` into process `pid`. Returns the number of pages.
+/// Copies every page run of `images` into process `pid`, its own pages and those its
+/// parent image sets hold (an incremental dump). Returns the number of pages.
 pub(crate) fn fill(pid: Tid, images: &Images) -> Result<u64, RestoreError> {
-    let runs: Vec<PageRun> = images
-        .runs
+    let mut n = fill_from(pid, images, &images.pages_path, &images.runs)?;
+    for (path, runs) in &images.parent_pages {
+        n += fill_from(pid, images, path, runs)?;
+    }
+    Ok(n)
+}
+
+/// Copies `runs` from pages image `pages_path` into process `pid`.
+fn fill_from(
+    pid: Tid,
+    images: &Images,
+    pages_path: &std::path::Path,
+    runs: &[PageRun],
+) -> Result<u64, RestoreError> {
+    let runs: Vec<PageRun> = runs
         .iter()
         .copied()
         .filter(|r| {
@@ -73,15 +87,15 @@ pub(crate) fn fill(pid: Tid, images: &Images) -> Result<u64, RestoreError> {
         })
         .collect();
     let batches = batches(&runs, BATCH);
-    let file = File::open(&images.pages_path).map_err(|source| RestoreError::Stat {
-        path: images.pages_path.clone(),
+    let file = File::open(pages_path).map_err(|source| RestoreError::Stat {
+        path: pages_path.to_path_buf(),
         source,
     })?;
     let one = |buf: &mut Vec<u8>, b: &Batch| -> Result<(), RestoreError> {
         let buf = &mut buf[..b.len as usize];
         file.read_exact_at(buf, b.offset)
             .map_err(|source| RestoreError::ReadPages {
-                image: images.pages_path.clone(),
+                image: pages_path.to_path_buf(),
                 offset: b.offset,
                 len: b.len as usize,
                 source,

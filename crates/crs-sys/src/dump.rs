@@ -59,6 +59,9 @@ pub struct ScanQuery {
     pub return_mask: u64,
 }
 
+/// `PM_SCAN_WP_MATCHING`: write-protect (userfaultfd, async mode) the matching pages.
+pub const SCAN_WP_MATCHING: u64 = 1 << 0;
+
 /// One `PAGEMAP_SCAN` ioctl on an open `/proc/PID/pagemap` over `[start, end)`. Fills `out`
 /// with matching regions and returns how many, and the address where the walk stopped
 /// (`end` when the whole range was walked).
@@ -69,9 +72,22 @@ pub fn pagemap_scan(
     query: &ScanQuery,
     out: &mut [PageRegion],
 ) -> io::Result<(usize, u64)> {
+    pagemap_scan_flags(pagemap, start, end, query, 0, out)
+}
+
+/// [`pagemap_scan`] with `flags` (`SCAN_WP_MATCHING`: the matching pages of memory
+/// registered for userfaultfd write-protection are protected again).
+pub fn pagemap_scan_flags(
+    pagemap: BorrowedFd<'_>,
+    start: u64,
+    end: u64,
+    query: &ScanQuery,
+    flags: u64,
+    out: &mut [PageRegion],
+) -> io::Result<(usize, u64)> {
     let mut arg = PmScanArg {
         size: std::mem::size_of::<PmScanArg>() as u64,
-        flags: 0,
+        flags,
         start,
         end,
         walk_end: 0,
@@ -85,8 +101,9 @@ pub fn pagemap_scan(
     };
     // SAFETY: `arg` is a live, exclusive pm_scan_arg whose `size` is its own size; its `vec`
     // points at `out`, a live exclusive array of `vec_len` repr(C) page_regions (the kernel's
-    // layout) of which the kernel writes at most `vec_len`. Both outlive the call; no
-    // write-protect flag is set, so the target's page tables are only read.
+    // layout) of which the kernel writes at most `vec_len`. Both outlive the call. With
+    // SCAN_WP_MATCHING the kernel write-protects the matching pages of the target (only in
+    // memory registered for userfaultfd write-protection); nothing else is changed.
     let ret = unsafe {
         libc::ioctl(
             pagemap.as_raw_fd(),

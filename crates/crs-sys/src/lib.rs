@@ -22,6 +22,7 @@ pub mod shmem;
 pub mod sysv;
 pub mod time;
 pub mod tty;
+pub mod uffd;
 pub mod unixsk;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;

@@ -375,6 +375,28 @@ pub fn send_with_fds(
     if fds.is_empty() || fds.len() > 253 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
+    send_msg(fd, data, fds, to, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+}
+
+/// `sendmsg` of `data` passing `fds` (may be empty), blocking: for crs's own sockets.
+pub fn send_blocking_with_fds(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    if fds.len() > 253 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    send_msg(fd, data, fds, None, libc::MSG_NOSIGNAL)
+}
+
+fn send_msg(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    to: Option<&[u8]>,
+    flags: i32,
+) -> io::Result<usize> {
     let (addr, addr_len) = match to {
         Some(n) => {
             let (a, l) = sockaddr(n)?;
@@ -395,34 +417,62 @@ pub fn send_with_fds(
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
     if let Some(a) = addr.as_ref() {
         msg.msg_name = (a as *const libc::sockaddr_un).cast_mut().cast();
         msg.msg_namelen = addr_len;
     }
-    // SAFETY: `control` holds CMSG_SPACE(payload) bytes (8-byte aligned), so the first
-    // header and its data of `payload` bytes fit; the fds are copied into it unaligned.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(payload) as usize;
-        let dst = libc::CMSG_DATA(c).cast::<libc::c_int>();
-        for (i, f) in raw.iter().enumerate() {
-            dst.add(i).write_unaligned(*f);
+    if !raw.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: `control` holds CMSG_SPACE(payload) bytes (8-byte aligned), so the first
+        // header and its data of `payload` bytes fit; the fds are copied into it unaligned.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(payload) as usize;
+            let dst = libc::CMSG_DATA(c).cast::<libc::c_int>();
+            for (i, f) in raw.iter().enumerate() {
+                dst.add(i).write_unaligned(*f);
+            }
         }
     }
-    // SAFETY: `msg` points at `iov` (describing `data`, only read), `control` and the
-    // address, all live for the call; the fds in `control` are borrowed and stay open.
-    let ret = unsafe {
-        libc::sendmsg(
-            fd.as_raw_fd(),
-            &msg,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
+    // SAFETY: `msg` points at `iov` (describing `data`, only read), `control` (when fds are
+    // passed) and the address, all live for the call; the fds in `control` are borrowed
+    // and stay open.
+    let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
     Ok(cvt(ret as libc::c_long)? as usize)
+}
+
+/// `recvmsg(fd, buf)` (blocking): the bytes received and the fds passed with them
+/// (SCM_RIGHTS), owned and close-on-exec. A control part that did not fit is an error
+/// (EMSGSIZE), its fds already closed by the kernel's truncation.
+pub fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut control = [0u64; PEEK_CONTROL_WORDS];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid (empty) value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `msg` points at `iov` (describing `buf`, borrowed mutably for the call) and
+    // at `control`, both live for the call; the kernel writes within their lengths. The
+    // fds it installs are owned below.
+    let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    let n = cvt(ret as libc::c_long)? as usize;
+    let fds = if msg.msg_controllen != 0 {
+        passed_fds(&msg)
+    } else {
+        Vec::new()
+    };
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    Ok((n, fds))
 }
 
 /// `shutdown(fd, how)` (SHUT_RD, SHUT_WR, SHUT_RDWR).

@@ -45,6 +45,13 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some(crs_compel::guard::COMMAND) {
         return guardian(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("__track-keeper") {
+        // The holder of the userfaultfds that track a tree's writes between dumps.
+        let Some(name) = args.get(1) else {
+            return ExitCode::from(2);
+        };
+        return ExitCode::from(crs_dump::track::keeper_main(name) as u8);
+    }
     if args
         .first()
         .is_some_and(|a| CRIT_COMMANDS.contains(&a.as_str()))

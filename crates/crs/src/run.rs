@@ -18,6 +18,7 @@ pub const CRIU_VERSION: &str = "4.2";
 const USAGE: &str = "\
 Usage:
   crs dump -t PID [<options>]
+  crs pre-dump -t PID -D DIR [--prev-images-dir PREV]
   crs restore [<options>]
   crs check [--feature FEAT]
   crs page-server -D DIR [--port PORT] [--address ADDR] [--ps-socket FD]
@@ -25,6 +26,7 @@ Usage:
 
 Commands:
   dump           checkpoint a process/tree identified by pid
+  pre-dump       save the memory only, leave the tree running, track its writes
   restore        restore a process/tree
   check          checks whether the kernel supports what crs needs
   page-server    receive the pages of a dump (`dump --page-server` on the other end)
@@ -88,12 +90,12 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
     }
     match cmd {
         "check" => check(a),
-        "dump" | "restore" => {
+        "dump" | "restore" | "pre-dump" => {
             start_guardian();
-            let r = if cmd == "dump" {
-                dump(a, images_dir)
-            } else {
-                restore(a, images_dir)
+            let r = match cmd {
+                "dump" => dump(a, images_dir),
+                "pre-dump" => dump_or_pre_dump(a, images_dir, true),
+                _ => restore(a, images_dir),
             };
             // A dump or restore that did not put everything back (or commit it) itself
             // leaves the rest to the guardian, which is done when this returns.
@@ -334,6 +336,10 @@ fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
 }
 
 fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
+    dump_or_pre_dump(a, images_dir, false)
+}
+
+fn dump_or_pre_dump(a: &CriuArgs, images_dir: Option<PathBuf>, pre: bool) -> Result<ExitCode> {
     let pid: i32 = a
         .int("tree")?
         .ok_or_else(|| anyhow::anyhow!("dump needs the pid of the tree's root: -t PID"))?;
@@ -356,7 +362,22 @@ fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         image_checksums: page_server.is_none()
             && std::env::var_os("CRS_IMAGE_CHECKSUMS").is_none_or(|v| v != "0"),
         page_server,
+        prev_images_dir: a.value("prev-images-dir").map(PathBuf::from),
+        // A pre-dump always tracks (as CRIU's does); a dump when asked.
+        track_mem: pre || a.flag("track-mem"),
     };
+    if pre {
+        if opts.page_server.is_some() {
+            bail!("crs pre-dump --page-server is not supported yet");
+        }
+        let stats = crs_dump::pre_dump(&opts)?;
+        tracing::info!("Pre-dumping finished successfully");
+        if a.flag("display-stats") {
+            println!("Pages written: {}", stats.pages_written);
+            println!("Pages in the parent images: {}", stats.pages_skipped_parent);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let stats = crs_dump::dump(&opts)?;
     tracing::info!("Dumping finished successfully");
     if a.flag("display-stats") {
