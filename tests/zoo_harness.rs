@@ -125,6 +125,9 @@ pub enum Mode {
     PreDumpChain,
     /// As `PreDumpChain` without the signals, for workloads that do not expect them.
     PreDumpChainQuiet,
+    /// As `LeaveRunning` with `crs dump -R --live`: the workload runs on while its pages
+    /// are copied, and the images must still be its state at the freeze.
+    LiveLeaveRunning,
 }
 
 /// Which program dumps and which restores.
@@ -667,6 +670,8 @@ impl Run {
             "dump", "-t", &pid_s, "-D", &images_s, "-R", "-o", "dump.log", "-v4",
         ];
         args.extend_from_slice(self.workload.crs_args());
+        let extra = self.dump_args.clone();
+        args.extend(extra.iter().map(String::as_str));
         let masks = cpu_masks(self.proc.as_ref().expect("started").pid);
         self.crs(&args, "crs-dump.out");
         let after = cpu_masks(self.proc.as_ref().expect("started").pid);
@@ -915,7 +920,10 @@ pub fn run(workload: Workload, mode: Mode) {
             run.restore(pid);
             run.set_paused(begin.elapsed());
         }
-        Mode::LeaveRunning => {
+        Mode::LeaveRunning | Mode::LiveLeaveRunning => {
+            if mode == Mode::LiveLeaveRunning {
+                run.dump_args = vec!["--live".into()];
+            }
             let pid = run.proc.as_ref().expect("started").pid;
             let begin = Instant::now();
             run.dump_leave_running();

@@ -1,4 +1,4 @@
-//! The dump/restore zoo: every workload of `workloads/` run six ways (see
+//! The dump/restore zoo: every workload of `workloads/` run seven ways (see
 //! `zoo_harness.rs`):
 //! - `control_passes::<workload>`: ready, SIGTERM, exit 0, no crs involved;
 //! - `every_corrupted_item_fails::<workload>`: once for each item the workload checks, the
@@ -7,6 +7,8 @@
 //! - `leave_running_then_restore_passes::<workload>`: `crs dump -R`, the task runs on
 //!   untouched, SIGTERM, exit 0; then its files are put back as they were at the dump and
 //!   the images restored: SIGTERM, exit 0 again;
+//! - `live_leave_running_then_restore_passes::<workload>`: the same with `crs dump -R
+//!   --live` (the workload runs while its pages are copied);
 //! - `criu_restores_crs_dump_passes::<workload>` and `crs_restores_criu_dump_passes::`:
 //!   the same as `dump_restore_passes` with a CRIU 4.2 built by hand (`$CRIU`) restoring
 //!   crs's images, or dumping the images crs restores; skipped when `$CRIU` is unset.
@@ -64,6 +66,15 @@ macro_rules! zoo {
                 #[test]
                 fn $name() {
                     run($workload, Mode::CrsRestoresCriu);
+                }
+            )*
+        }
+        mod live_leave_running_then_restore_passes {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    run($workload, Mode::LiveLeaveRunning);
                 }
             )*
         }
@@ -137,4 +148,5 @@ zoo! {
     fds_in_flight => Workload::C("scm"),
     deleted_mappings => Workload::C("deleted_maps"),
     memory_generations => Workload::C("memtrack"),
+    memory_written_all_the_time => Workload::C("livewriter"),
 }

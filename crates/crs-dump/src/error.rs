@@ -11,6 +11,12 @@ pub enum DumpError {
     Fault(#[from] crs_sys::fault::Injected),
     #[error(transparent)]
     PageServer(#[from] crate::page_server::PageServerError),
+    #[error("live snapshot: {what}")]
+    Live {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("memory tracking: {what}")]
     Track {
         what: String,

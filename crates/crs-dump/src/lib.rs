@@ -28,6 +28,7 @@ mod core;
 mod error;
 mod files;
 mod imgdir;
+mod live;
 mod memfd;
 mod mm;
 mod ns;
@@ -101,6 +102,9 @@ pub struct DumpOptions {
     pub prev_images_dir: Option<PathBuf>,
     /// `--track-mem`: keep tracking writes for a later dump (with `-R`).
     pub track_mem: bool,
+    /// `--live` (with `-R`; crs's own option): the tree runs on while its pages are
+    /// copied, the images still the memory at the freeze (see [`live`]).
+    pub live: bool,
 }
 
 impl DumpOptions {
@@ -158,6 +162,7 @@ impl DumpOptions {
             page_server: None,
             prev_images_dir: None,
             track_mem: false,
+            live: false,
         }
     }
 }
@@ -224,7 +229,22 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
         tree.pin_to_cpu(p.cpu(), None);
     }
 
-    let mut trackable = Vec::new();
+    let live = if opts.live && opts.leave_running {
+        match live::Session::start() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let _ = tree.release(Release::Detach);
+                crs_compel::guard::finish();
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let mut out = Outputs {
+        live,
+        ..Outputs::default()
+    };
     let keeper = track::socket_name(pid, stat.start_time);
     let staged = dump_seized(
         &mut tree,
@@ -233,34 +253,25 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
         &mut ns_ids,
         root_ids,
         &mut stats,
-        &mut trackable,
+        &mut out,
     )
     .and_then(|dir| {
         // Writes tracked on for the next dump (the tree runs on): renewed while frozen,
         // before the images count as done.
         let new_uffds = if opts.track_mem && opts.leave_running {
             let mut have = track::fetch(&keeper)?;
-            track::arm(&mut tree, &trackable, &mut have)?
+            track::arm(&mut tree, &out.trackable, &mut have)?
         } else {
             Vec::new()
         };
-        let t = Instant::now();
-        dir.commit()?;
-        debug!(pid, ms = t.elapsed().as_millis() as u64, "images committed");
-        // Still frozen: a page server that fails the dump fails it before the tree is
-        // killed, and the complete images stay in the local directory.
-        if let Some(link) = &opts.page_server {
-            let mut sk = std::os::unix::net::UnixStream::from(link.socket.try_clone().map_err(
-                |source| DumpError::Write {
-                    path: opts.images_dir.clone(),
-                    source,
-                },
-            )?);
-            page_server::ship(&opts.images_dir, &mut sk, link.passed_in)?;
+        if !out.live_jobs.is_empty() {
+            // The pages are copied once the tree runs: committed after that.
+            return Ok((new_uffds, Some(dir)));
         }
-        Ok(new_uffds)
+        finish_images(opts, pid, dir)?;
+        Ok((new_uffds, None))
     });
-    let new_uffds = match staged {
+    let (new_uffds, unfinished) = match staged {
         Ok(u) => u,
         Err(e) => {
             // Before the point of no return: let the task go exactly as it was.
@@ -281,6 +292,36 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     };
     tree.release(how)
         .map_err(|source| DumpError::Release { pid, source })?;
+    if let Some(mut dir) = unfinished {
+        // --live: the tree runs; its pages are copied now, each page a thread is about
+        // to write first. Until the images are complete the guardian still removes them
+        // if crs dies (the tree is unblocked by the kernel then: the userfaultfds close).
+        let t = Instant::now();
+        let session = out.live.take().expect("live jobs come from a live session");
+        session.copy(&out.live_jobs)?;
+        let on_fault = session.finish()?;
+        for j in &out.live_jobs {
+            let segs = if dir.checksums() {
+                vec![live::segment_of(j)?]
+            } else {
+                Vec::new()
+            };
+            dir.raw_written(&j.pages_name, j.pages_len, segs)?;
+        }
+        // The protection ends with the userfaultfds.
+        drop(std::mem::take(&mut out.live_jobs));
+        if let Some(img) = out.inventory.take() {
+            dir.write(img)?;
+        }
+        stats.memwrite_time += t.elapsed();
+        info!(
+            pid,
+            on_fault,
+            ms = t.elapsed().as_millis() as u64,
+            "pages copied live"
+        );
+        finish_images(opts, pid, dir)?;
+    }
     crs_compel::guard::finish();
     if opts.track_mem && opts.leave_running {
         track::hand_over(&keeper, std::path::Path::new("/proc/self/exe"), &new_uffds)?;
@@ -296,6 +337,26 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
         "dump done"
     );
     Ok(stats)
+}
+
+/// Commits the images, then sends the pages to the page server if there is one (while the
+/// tree is still frozen, unless `--live`: a page server that fails the dump fails it
+/// before the tree is killed, and the complete images stay in the local directory).
+fn finish_images(opts: &DumpOptions, pid: Tid, dir: ImageDir) -> Result<()> {
+    let t = Instant::now();
+    dir.commit()?;
+    debug!(pid, ms = t.elapsed().as_millis() as u64, "images committed");
+    if let Some(link) = &opts.page_server {
+        let mut sk =
+            std::os::unix::net::UnixStream::from(link.socket.try_clone().map_err(|source| {
+                DumpError::Write {
+                    path: opts.images_dir.clone(),
+                    source,
+                }
+            })?);
+        page_server::ship(&opts.images_dir, &mut sk, link.passed_in)?;
+    }
+    Ok(())
 }
 
 /// `crs pre-dump`: the memory of every process of the tree (pagemaps and pages, and an
@@ -352,6 +413,7 @@ pub fn pre_dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
                 pages_id,
                 parent.as_deref(),
                 &mut stats,
+                None,
             )?;
             trackable.push((p, vmas.iter().filter_map(|v| v.trackable()).collect()));
         }
@@ -447,8 +509,15 @@ fn dump_seized(
     ns_ids: &mut ns::NsIds,
     root_ids: crs_images::pb::core::Task_kobj_ids_entry,
     stats: &mut DumpStats,
-    trackable: &mut Vec<(Tid, Vec<(u64, u64)>)>,
+    out: &mut Outputs,
 ) -> Result<ImageDir> {
+    let Outputs {
+        trackable,
+        live_jobs,
+        inventory: deferred_inventory,
+        live: live_session,
+    } = out;
+    let live_session = live_session.as_ref();
     let root = proc_dir.pid();
     let order = tree_order(tree, root)?;
     let mut dir = ImageDir::create(&opts.images_dir, root, opts.image_checksums)?;
@@ -505,6 +574,8 @@ fn dump_seized(
                     shmem: &mut shmem,
                     fd_tables: &mut fd_tables,
                     trackable: &mut *trackable,
+                    live_jobs: &mut *live_jobs,
+                    live: live_session,
                 };
                 dump_process(tree, pdir, &stat, &mut ctx)?
             };
@@ -582,8 +653,24 @@ fn dump_seized(
             ..Default::default()
         },
     )?;
-    dir.write(img)?;
+    if live_jobs.is_empty() {
+        dir.write(img)?;
+    } else {
+        // The set is complete (inventory, checksums) only once the live copy is done.
+        *deferred_inventory = Some(img);
+    }
     Ok(dir)
+}
+
+/// What a dump hands back besides its images: the memory writes can be tracked in, by
+/// process; with `--live`, the pages still to copy and the inventory held back until then.
+#[derive(Default)]
+struct Outputs {
+    trackable: Vec<(Tid, Vec<(u64, u64)>)>,
+    live_jobs: Vec<live::Job>,
+    inventory: Option<ImageWriter>,
+    /// `--live`: faults on protected memory are served from the first protection on.
+    live: Option<live::Session>,
 }
 
 /// What the processes of one dump share while each is dumped.
@@ -602,11 +689,16 @@ struct ProcessCtx<'a> {
     fd_tables: &'a mut Vec<(Tid, u32)>,
     /// The memory writes can be tracked in, by process (see `track`).
     trackable: &'a mut Vec<(Tid, Vec<(u64, u64)>)>,
+    /// Pages copied after the tree runs again (`--live`).
+    live_jobs: &'a mut Vec<live::Job>,
+    live: Option<&'a live::Session>,
 }
 
 /// The pages of process `pid` (VMAs `vmas`): pages-`pages_id`.img and pagemap-PID.img.
 /// With a `parent` image directory, pages not written since it was dumped (see `track`)
 /// and held by it are left to it (`PE_PARENT` entries) instead of copied.
+// Each argument is one thing the memory of a process goes into or comes from.
+#[allow(clippy::too_many_arguments)]
 fn dump_memory(
     pid: Tid,
     proc_dir: &ProcDir,
@@ -615,7 +707,8 @@ fn dump_memory(
     pages_id: u32,
     parent: Option<&std::path::Path>,
     stats: &mut DumpStats,
-) -> Result<()> {
+    live: Option<Vec<(u64, u64)>>,
+) -> Result<Option<live::Job>> {
     let t = Instant::now();
     let scan: Vec<pages::ScanVma> = vmas.iter().filter_map(|v| v.scan()).collect();
     let (runs, scanned) = pages::scan(proc_dir, &scan)?;
@@ -634,8 +727,39 @@ fn dump_memory(
     let pages_len = total_pages * PAGE_SIZE;
     let (pages_file, pages_path) = dir.create_raw(&pages_name, pages_len)?;
     let hash = dir.checksums();
-    let copied = pages::copy(pid, &runs, &pages_file, &pages_path, hash)?;
-    dir.raw_written(&pages_name, pages_len, copied.segments)?;
+    let mut job = None;
+    let copied = match live {
+        None => {
+            let c = pages::copy(pid, &runs, &pages_file, &pages_path, hash)?;
+            dir.raw_written(&pages_name, pages_len, c.segments)?;
+            pages::CopyStats {
+                segments: Vec::new(),
+                ..c
+            }
+        }
+        Some(protected) => {
+            // Pages of protected memory are copied once the tree runs again; the others
+            // now, at their offsets.
+            let (later, now) = live::split(&runs, &protected);
+            live::copy_now(pid, &now, &pages_file, &pages_path)?;
+            job = Some(live::Job {
+                pid,
+                runs: later,
+                pages_name: pages_name.clone(),
+                pages_file: pages_file.try_clone().map_err(|source| DumpError::Write {
+                    path: pages_path.clone(),
+                    source,
+                })?,
+                pages_path: pages_path.clone(),
+                pages_len,
+            });
+            pages::CopyStats {
+                bytes: now.iter().map(|r| r.1 * PAGE_SIZE).sum(),
+                batches: now.len(),
+                segments: Vec::new(),
+            }
+        }
+    };
     stats.memwrite_time += t.elapsed();
     stats.pages_scanned += scanned;
     stats.pages_written += total_pages;
@@ -691,7 +815,7 @@ fn dump_memory(
         )?;
     }
     dir.write(img)?;
-    Ok(())
+    Ok(job)
 }
 
 /// The address ranges the parent images hold pages of for process `pid` (present or, in
@@ -970,7 +1094,12 @@ fn dump_process(
 
     // Memory.
     let parent = opts.parent_dir();
-    dump_memory(
+    let trackable: Vec<(u64, u64)> = vmas.iter().filter_map(|v| v.trackable()).collect();
+    let live = match ctx.live {
+        Some(session) => Some(session.arm(tree, pid, &trackable)?),
+        None => None,
+    };
+    if let Some(job) = dump_memory(
         pid,
         proc_dir,
         &vmas,
@@ -978,9 +1107,11 @@ fn dump_process(
         ctx.pages_id,
         parent.as_deref(),
         ctx.stats,
-    )?;
-    ctx.trackable
-        .push((pid, vmas.iter().filter_map(|v| v.trackable()).collect()));
+        live,
+    )? {
+        ctx.live_jobs.push(job);
+    }
+    ctx.trackable.push((pid, trackable));
 
     // mm-PID.img
     let mut img = ImageWriter::new(format!("mm-{pid}.img"), "MM");

@@ -293,7 +293,14 @@ pub(crate) fn arm(
         let fd = match have.get(&pid) {
             Some(fd) => fd.as_fd(),
             None => {
-                new = make_in(tree, pid)?;
+                let want = uffd::FEATURE_WP_ASYNC | uffd::FEATURE_WP_UNPOPULATED;
+                new = make_in(
+                    tree,
+                    pid,
+                    uffd::USER_MODE_ONLY,
+                    want,
+                    uffd::FEATURE_WP_ASYNC,
+                )?;
                 made.push((pid, new));
                 made.last().expect("pushed").1.as_fd()
             }
@@ -317,10 +324,17 @@ pub(crate) fn arm(
     Ok(made)
 }
 
-/// A userfaultfd made in process `pid` (its mm), owned by crs, with the write-protect
-/// async API enabled; the process's own fd of it is closed again.
-fn make_in(tree: &mut SeizedTree, pid: Tid) -> Result<OwnedFd> {
-    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK | uffd::USER_MODE_ONLY) as u64;
+/// A userfaultfd made in process `pid` (its mm; `mode`: `uffd::USER_MODE_ONLY` or 0),
+/// owned by crs, with the API handshake done asking for features `want` (of which `need`
+/// must be granted); the process's own fd of it is closed again.
+pub(crate) fn make_in(
+    tree: &mut SeizedTree,
+    pid: Tid,
+    mode: i32,
+    want: u64,
+    need: u64,
+) -> Result<OwnedFd> {
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK | mode) as u64;
     let fd = tree
         .syscall(pid, libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])
         .map_err(crate::error::compel_err(pid, "making a userfaultfd"))?;
@@ -334,13 +348,15 @@ fn make_in(tree: &mut SeizedTree, pid: Tid) -> Result<OwnedFd> {
     let closed = tree.syscall(pid, libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0]);
     let taken = taken.map_err(crate::error::compel_err(pid, "taking the userfaultfd"))?;
     closed.map_err(crate::error::compel_err(pid, "closing the userfaultfd"))?;
-    let want = uffd::FEATURE_WP_ASYNC | uffd::FEATURE_WP_UNPOPULATED;
     let got = uffd::api(taken.as_fd(), want).map_err(track_err(format!(
-        "UFFDIO_API (write-protect, async) in pid {pid}"
+        "UFFDIO_API (features {want:#x}) in pid {pid}"
     )))?;
-    if got & uffd::FEATURE_WP_ASYNC == 0 {
+    if got & need != need {
         return Err(DumpError::Track {
-            what: "this kernel's userfaultfd has no async write-protection".into(),
+            what: format!(
+                "this kernel's userfaultfd lacks features {:#x}",
+                need & !got
+            ),
             source: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
         });
     }

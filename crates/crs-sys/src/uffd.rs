@@ -30,6 +30,72 @@ pub const FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
 /// one (only faults from user mode are tracked, which is all write tracking needs).
 pub const USER_MODE_ONLY: i32 = 1;
 
+/// `UFFD_FEATURE_EVENT_REMAP`: mremap of registered memory is reported.
+pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
+/// `UFFD_FEATURE_EVENT_REMOVE`: MADV_DONTNEED/REMOVE of registered memory is reported.
+pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+/// `UFFD_FEATURE_EVENT_UNMAP`: munmap of registered memory is reported.
+pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+
+/// What a userfaultfd reports (`struct uffd_msg`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A thread faulted at `address`; `wp`: on a write-protected page (it waits until the
+    /// page is unprotected).
+    PageFault { address: u64, wp: bool },
+    /// Memory `[start, end)` was unmapped or discarded (munmap, MADV_DONTNEED, ...).
+    Removed { start: u64, end: u64 },
+    /// Memory moved by mremap.
+    Remapped { from: u64, to: u64, len: u64 },
+    /// Another event (fork, ...), by its number.
+    Other(u8),
+}
+
+const EVENT_PAGEFAULT: u8 = 0x12;
+const EVENT_REMAP: u8 = 0x14;
+const EVENT_REMOVE: u8 = 0x15;
+const EVENT_UNMAP: u8 = 0x16;
+const PAGEFAULT_FLAG_WP: u64 = 1 << 1;
+
+/// Parses one 32-byte `uffd_msg`.
+pub fn parse_event(m: &[u8; 32]) -> Event {
+    let u = |o: usize| u64::from_ne_bytes(m[o..o + 8].try_into().expect("8 bytes"));
+    match m[0] {
+        EVENT_PAGEFAULT => Event::PageFault {
+            address: u(16),
+            wp: u(8) & PAGEFAULT_FLAG_WP != 0,
+        },
+        EVENT_REMOVE | EVENT_UNMAP => Event::Removed {
+            start: u(8),
+            end: u(16),
+        },
+        EVENT_REMAP => Event::Remapped {
+            from: u(8),
+            to: u(16),
+            len: u(24),
+        },
+        other => Event::Other(other),
+    }
+}
+
+/// Reads the events waiting on `uffd` (opened O_NONBLOCK) into `out`; none is EAGAIN's
+/// empty result.
+pub fn read_events(uffd: BorrowedFd<'_>, out: &mut Vec<Event>) -> io::Result<()> {
+    let mut buf = [0u8; 32 * 16];
+    // SAFETY: read(2) writes at most `buf.len()` bytes into `buf`, a live exclusive local;
+    // the fd is borrowed.
+    let n = unsafe { libc::read(uffd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = match cvt(n as libc::c_long) {
+        Ok(n) => n as usize,
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for m in buf[..n].chunks_exact(32) {
+        out.push(parse_event(m.try_into().expect("32 bytes")));
+    }
+    Ok(())
+}
+
 #[repr(C)]
 struct Api {
     api: u64,
@@ -107,6 +173,33 @@ pub fn write_protect(uffd: BorrowedFd<'_>, start: u64, len: u64, on: bool) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_parse_from_uffd_msg_bytes() {
+        let mut m = [0u8; 32];
+        m[0] = EVENT_PAGEFAULT;
+        m[8..16].copy_from_slice(&PAGEFAULT_FLAG_WP.to_ne_bytes());
+        m[16..24].copy_from_slice(&0x7f00_1000u64.to_ne_bytes());
+        assert_eq!(
+            parse_event(&m),
+            Event::PageFault {
+                address: 0x7f00_1000,
+                wp: true
+            }
+        );
+        m[0] = EVENT_UNMAP;
+        m[8..16].copy_from_slice(&0x1000u64.to_ne_bytes());
+        m[16..24].copy_from_slice(&0x3000u64.to_ne_bytes());
+        assert_eq!(
+            parse_event(&m),
+            Event::Removed {
+                start: 0x1000,
+                end: 0x3000
+            }
+        );
+        m[0] = 0x13;
+        assert_eq!(parse_event(&m), Event::Other(0x13));
+    }
     use crate::dump::{page_is, pagemap_scan_flags, PageRegion, ScanQuery, SCAN_WP_MATCHING};
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 

@@ -47,6 +47,8 @@ use Arg::{None as N, Optional as O, Required as R};
 /// criu 4.2's options (criu/config.c).
 const SPECS: &[Spec] = &[
     o("tree", Some('t'), R, false, true),
+    // crs's own (not criu's): `dump -R --live`, see crs_dump::DumpOptions::live.
+    o("live", None, N, false, true),
     o("leave-stopped", Some('s'), N, false, false),
     o("leave-running", Some('R'), N, false, true),
     o("restore-detached", Some('d'), N, true, true),

@@ -365,7 +365,11 @@ fn dump_or_pre_dump(a: &CriuArgs, images_dir: Option<PathBuf>, pre: bool) -> Res
         prev_images_dir: a.value("prev-images-dir").map(PathBuf::from),
         // A pre-dump always tracks (as CRIU's does); a dump when asked.
         track_mem: pre || a.flag("track-mem"),
+        live: a.flag("live"),
     };
+    if opts.live && (pre || !opts.leave_running) {
+        bail!("--live is for `dump -R` (the tree runs on while its pages are copied)");
+    }
     if pre {
         if opts.page_server.is_some() {
             bail!("crs pre-dump --page-server is not supported yet");
