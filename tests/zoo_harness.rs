@@ -813,7 +813,7 @@ fn tree_tids(pid: i32) -> Vec<i32> {
 }
 
 /// Copies the directory tree `from` to `to` (which must not exist): directories, regular
-/// files, symlinks, FIFOs and socket inodes, with their modes.
+/// files (empty ones made, not read), symlinks, FIFOs and socket inodes, with their modes.
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     use nix::sys::stat::{mknod, Mode as FileMode, SFlag};
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -829,6 +829,10 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
             continue;
+        } else if ft.is_file() && md.len() == 0 {
+            // Not opened: an open of a file the workload holds a lease on would break the
+            // lease (`workloads/leases.c` keeps its leased files empty for this).
+            File::create(&dst)?;
         } else if ft.is_file() {
             std::fs::copy(&src, &dst)?;
         } else if ft.is_fifo() || ft.is_socket() {

@@ -103,6 +103,8 @@ zoo! {
     heap_8m => Workload::C("heap"),
     itimers => Workload::C("itimer"),
     file_locks => Workload::CWithArgs("locks", &["-l"]),
+    ofd_locks => Workload::CWithArgs("ofd_locks", &["-l"]),
+    file_leases => Workload::CWithArgs("leases", &["-l"]),
     madvise_flags => Workload::C("madvise"),
     mm_fields => Workload::C("mm"),
     anon_64m => Workload::C("mmap64"),

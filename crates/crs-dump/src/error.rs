@@ -80,6 +80,17 @@ pub enum DumpError {
         tid: Tid,
         leader: Tid,
     },
+    #[error(
+        "fd {fd} of process {pid} ({link}) holds a lease being broken, and process {other} also \
+         holds a lease on that file: not supported (the restore could not take the second \
+         lease while the first is being broken)"
+    )]
+    BreakingLeaseShared {
+        pid: Tid,
+        fd: i32,
+        link: String,
+        other: Tid,
+    },
     #[error("process {pid} holds a file lock through fd {fd} ({link}): use --file-locks")]
     FileLocked { pid: Tid, fd: i32, link: String },
     #[error("mapping {start:#x}-{end:#x} of process {pid} is not supported yet: {why}")]

@@ -572,8 +572,17 @@ impl FileTable {
                         self.tty(id, &at, &link, &file, &md, flags, fown, proc_dir)?;
                     } else {
                         // The description may be write-only: read the build-id through a
-                        // fresh read-only open of the same file.
-                        let readable = if ft.is_file() && (flags & libc::O_ACCMODE as u32) == 1 {
+                        // fresh read-only open of the same file, unless that open would
+                        // break a lease the description holds.
+                        let blocks = locks::lease_blocks_readers(&info.locks);
+                        if blocks && strip_deleted(&link).1 {
+                            return Err(unsupported(
+                                "a write lease or a lease being broken on a deleted file \
+                                 (reading it again would break the lease)",
+                            ));
+                        }
+                        let write_only = (flags & libc::O_ACCMODE as u32) == 1;
+                        let readable = if ft.is_file() && write_only && !blocks {
                             reopen_readonly(&file).unwrap_or_else(|| file.try_clone().expect("dup"))
                         } else {
                             file.try_clone()
@@ -590,8 +599,15 @@ impl FileTable {
                 if is_pipe || is_tty || !ft.is_file() {
                     return Err(unsupported("file locks on anything but a regular file"));
                 }
+                let at = locks::At {
+                    pid,
+                    fd,
+                    id,
+                    file: key,
+                    link: &link_s,
+                };
                 self.locks
-                    .note(pid, fd, id, &info.locks)
+                    .note(&at, &info.locks, || crs_sys::dump::lease_type(file.as_fd()))
                     .map_err(unsupported)?;
             }
             self.seen.entry(key).or_default().push((pid, fd, id));

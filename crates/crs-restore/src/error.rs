@@ -40,6 +40,15 @@ pub enum RestoreError {
     Unsupported { what: String },
     #[error("filelocks.img holds {count} file lock(s): restore with --file-locks")]
     FileLocksNeedOption { count: usize },
+    #[error("pid {pid}: breaking the lease of fd {fd} again by an open of {path}: {what}")]
+    LeaseBreak {
+        pid: Tid,
+        fd: i32,
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: Option<io::Error>,
+    },
     #[error("pid {pid} is taken")]
     PidTaken { pid: Tid },
     #[error("pid {pid} is above kernel.pid_max ({max}); raise /proc/sys/kernel/pid_max")]

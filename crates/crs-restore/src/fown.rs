@@ -3,7 +3,8 @@
 //! its fds are in place, by injected `fcntl`s: F_SETOWN_EX (the dumped owner, whose pid
 //! is the same after restore), F_SETSIG, then O_ASYNC (which `open` ignores, so it is only
 //! ever set by F_SETFL). Done as root, before the credentials are restored, as CRIU does:
-//! the owner is recorded with crs's credentials, which may signal anyone.
+//! the owner is recorded with crs's credentials, which may signal anyone. A description
+//! with a lease is set only by the process that takes the lease (see `locks`), after it.
 
 use std::collections::BTreeSet;
 
@@ -38,11 +39,16 @@ fn fown_and_flags(f: &File_entry) -> Option<(&Fown_entry, u32)> {
 }
 
 /// Sets the owner, signal and O_ASYNC of every open description of the task that had
-/// them. Returns how many descriptions were touched.
-pub(crate) fn restore(r: &mut Remote<'_>, images: &Images) -> Result<usize, RestoreError> {
+/// them, but those of `elsewhere` (descriptions another process sets: the one that takes
+/// their lease, which makes it the owner). Returns how many descriptions were touched.
+pub(crate) fn restore(
+    r: &mut Remote<'_>,
+    images: &Images,
+    elsewhere: &BTreeSet<u32>,
+) -> Result<usize, RestoreError> {
     let mut done = BTreeSet::new();
     for e in &images.fdinfo {
-        if !done.insert(e.id()) {
+        if elsewhere.contains(&e.id()) || !done.insert(e.id()) {
             continue; // one description, several fds
         }
         let Some((fown, flags)) = images.files.get(&e.id()).and_then(fown_and_flags) else {

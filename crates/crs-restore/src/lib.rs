@@ -135,7 +135,7 @@ pub struct Loaded {
     shm: BTreeMap<u64, shmem::Image>,
     memfds: memfd::Memfds,
     sysv: BTreeMap<u32, sysv::Segment>,
-    file_locks: BTreeMap<Tid, Vec<crs_images::pb::file_lock::File_lock_entry>>,
+    file_locks: locks::FileLocks,
     /// How long checking crs-checksums took.
     verify_time: Duration,
 }
@@ -1196,7 +1196,7 @@ fn build_parts(
     parts: &[Vec<&Images>],
     tramp: u64,
     made: &Made<'_>,
-    file_locks: &BTreeMap<Tid, Vec<crs_images::pb::file_lock::File_lock_entry>>,
+    file_locks: &locks::FileLocks,
     cpus: &[usize],
     pin: Option<&CpuPin>,
     finish: impl FnOnce() -> Result<(), RestoreError>,
@@ -1213,9 +1213,8 @@ fn build_parts(
         let mut total = RestoreStats::default();
         for p in part {
             let _span = info_span!("process", pid = p.pid).entered();
-            let held = file_locks.get(&p.pid).map_or(&[][..], Vec::as_slice);
             let mut one = RestoreStats::default();
-            built.push(build(tree, p, tramp, made, held, &mut one)?);
+            built.push(build(tree, p, tramp, made, file_locks, &mut one)?);
             total.add_built(&one);
         }
         Ok::<_, RestoreError>(total)
@@ -1390,7 +1389,7 @@ fn build(
     images: &Images,
     tramp: u64,
     made: &Made<'_>,
-    file_locks: &[crs_images::pb::file_lock::File_lock_entry],
+    file_locks: &locks::FileLocks,
     stats: &mut RestoreStats,
 ) -> Result<Built, RestoreError> {
     let pid = images.pid;
@@ -1447,8 +1446,8 @@ fn build(
     handoff::install_held(&mut r, images, made.crs_files)?;
     unixsk::create(&mut r, images, made.crs_files)?;
     anonfd::create(&mut r, images, &made.fifos_filled)?;
-    locks::take(&mut r, file_locks)?;
-    fown::restore(&mut r, images)?;
+    locks::take(&mut r, file_locks.of(pid))?;
+    fown::restore(&mut r, images, &file_locks.owner_set_elsewhere(pid))?;
     task::close_unlisted_fds(&mut r, images)?;
     step("task state")?;
     task::set_misc(&mut r, images)?;

@@ -1,5 +1,5 @@
 //! Kernel interfaces the dumper needs that nix/libc lack: the `PAGEMAP_SCAN` ioctl, `kcmp`,
-//! and the owner of a file (`F_GETOWN_EX`, `F_GETSIG`).
+//! the owner of a file (`F_GETOWN_EX`, `F_GETSIG`) and its lease (`F_GETLEASE`).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -168,6 +168,16 @@ pub fn file_owner(fd: BorrowedFd<'_>) -> io::Result<FileOwner> {
         pid: owner.pid,
         signum,
     })
+}
+
+/// The lease held through the open file behind `fd`, as `F_GETLEASE` reports it:
+/// `F_RDLCK`, `F_WRLCK` or `F_UNLCK`. For a lease being broken it is the type the lease
+/// will have once the break is done (`F_RDLCK` for a downgrade, `F_UNLCK` for a removal).
+pub fn lease_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: F_GETLEASE takes no argument and touches no memory of ours; `fd` is a live
+    // borrowed descriptor.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETLEASE) };
+    Ok(cvt(ret as libc::c_long)? as i32)
 }
 
 /// `PTRACE_GET_THREAD_AREA`: the GDT TLS descriptor `index` of stopped tracee `tid`, as
