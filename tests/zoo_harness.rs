@@ -128,6 +128,9 @@ pub enum Mode {
     /// As `LeaveRunning` with `crs dump -R --live`: the workload runs on while its pages
     /// are copied, and the images must still be its state at the freeze.
     LiveLeaveRunning,
+    /// As `DumpRestore` with `crs restore --lazy-pages`: the workload runs before its
+    /// memory is in, each page filled on first touch or in the background.
+    LazyRestore,
 }
 
 /// Which program dumps and which restores.
@@ -260,6 +263,8 @@ struct Run {
     page_server: Option<PathBuf>,
     /// More options for the next dump.
     dump_args: Vec<String>,
+    /// More options for the next restore.
+    restore_args: Vec<String>,
     workload: Workload,
     /// The item the run breaks (`ZOO_CORRUPT`), 0 for none.
     corrupt: u32,
@@ -281,6 +286,7 @@ impl Run {
             proc: None,
             page_server: None,
             dump_args: Vec::new(),
+            restore_args: Vec::new(),
             workload,
             corrupt,
             dir,
@@ -628,6 +634,8 @@ impl Run {
             &pidfile_s,
         ];
         args.extend_from_slice(self.workload.crs_args());
+        let extra = self.restore_args.clone();
+        args.extend(extra.iter().map(String::as_str));
         match tools {
             Tools::CriuRestores(criu) | Tools::Criu(criu) => {
                 self.tool(criu, &args, "criu-restore.out")
@@ -915,7 +923,10 @@ pub fn run(workload: Workload, mode: Mode) {
     run.start(&argv);
     match mode {
         Mode::Control => run.set_paused(Duration::ZERO),
-        Mode::DumpRestore => {
+        Mode::DumpRestore | Mode::LazyRestore => {
+            if mode == Mode::LazyRestore {
+                run.restore_args = vec!["--lazy-pages".into()];
+            }
             let pid = run.proc.as_ref().expect("started").pid;
             let ids = tree_tids(pid);
             let begin = Instant::now();

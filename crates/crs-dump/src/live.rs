@@ -334,7 +334,8 @@ fn serve(p: &Proc, e: Event, served: &mut u64) -> Result<()> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((from, from + len)),
-        Event::Other(_) => {}
+        // A fork (not asked for: the child's copy is not protected) or anything else.
+        Event::Fork { .. } | Event::Other(_) => {}
     }
     Ok(())
 }

@@ -107,6 +107,12 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    #[error("lazy pages: {what}")]
+    Lazy {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("no free address for the restore trampoline")]
     NoTrampolineRoom,
     #[error("creating the task with pid {pid}")]

@@ -32,6 +32,7 @@ mod files;
 mod fown;
 mod handoff;
 mod images;
+pub mod lazy;
 mod locks;
 mod memfd;
 mod pages;
@@ -86,6 +87,9 @@ pub struct RestoreOptions {
     pub tcp_established: bool,
     /// --ext-unix-sk (not supported yet: refused when set).
     pub ext_unix_sk: bool,
+    /// --lazy-pages: private anonymous memory is filled on first touch and in the
+    /// background by a lazy-pages server, after the tree runs (see [`lazy`]).
+    pub lazy_pages: bool,
 }
 
 /// A finished restore.
@@ -326,6 +330,11 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
         memfds: &memfds,
         crs_files: &crs_files,
         fifos_filled: Default::default(),
+        lazy: if opts.lazy_pages {
+            Some(lazy::Link::start(Path::new("/proc/self/exe"))?)
+        } else {
+            None
+        },
     };
     let parts = partition(
         &loaded.procs,
@@ -341,6 +350,7 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
         || {
             // Every mapping and exe link is made: the ghost files go before the tree runs.
             drop(ghosts);
+
             segments.commit()?;
             if has_terminal {
                 tty::make_foreground(images, pid)?;
@@ -1140,6 +1150,8 @@ struct Made<'a> {
     crs_files: &'a handoff::CrsFiles,
     /// FIFOs whose saved bytes are queued already.
     fifos_filled: anonfd::FifosFilled,
+    /// --lazy-pages: the lazy-pages server each process's lazy memory goes to.
+    lazy: Option<lazy::Link>,
 }
 
 /// Splits the processes into `n` parts (one per CPU crs may use, at most one per process:
@@ -1435,7 +1447,15 @@ fn build(
     debug!(elapsed = ?t.elapsed(), calls = r.calls, "address space rebuilt");
     step("pages")?;
     let t = Instant::now();
-    stats.pages_restored = pages::fill(pid, images)?;
+    stats.pages_restored = match &made.lazy {
+        None => pages::fill(pid, images)?,
+        Some(link) => {
+            let (job, eager) = make_lazy(&mut r, images)?;
+            // Served from now on: the rest of the build touches that memory too.
+            link.send(job)?;
+            pages::fill_only(pid, images, &eager)?
+        }
+    };
     stats.pages_time = t.elapsed();
     debug!(pages = stats.pages_restored, elapsed = ?stats.pages_time, "pages filled");
     step("memory state")?;
@@ -1482,6 +1502,83 @@ struct Built {
     /// The FPU state the task had when seized (the layout the final one is built on).
     base_xstate: Vec<u8>,
     posix_timers: Vec<timers::PosixTimer>,
+}
+
+/// Page runs of one pages image.
+type ByFile = (PathBuf, Vec<images::PageRun>);
+
+/// --lazy-pages: registers the private anonymous memory of the process being built with
+/// a userfaultfd made in it (missing pages; forks, mremap, munmap and discards reported)
+/// and returns it with the runs to fill lazily, and the runs to fill now (by file).
+fn make_lazy(
+    r: &mut Remote<'_>,
+    images: &Images,
+) -> Result<(lazy::LazyJob, Vec<ByFile>), RestoreError> {
+    let pid = images.pid;
+    let ranges: Vec<(u64, u64)> = images
+        .vmas
+        .iter()
+        .filter(|v| {
+            v.kind == vma::Kind::Anon
+                && v.flags & libc::MAP_PRIVATE as u32 != 0
+                && v.flags & libc::MAP_HUGETLB as u32 == 0
+        })
+        .map(|v| (v.start, v.end))
+        .collect();
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    let fd = r.call(libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0], || {
+        "userfaultfd (lazy pages)".into()
+    })?;
+    let taken = r
+        .tree
+        .take_fd(pid, fd as i32)
+        .map_err(|source| RestoreError::Compel {
+            pid,
+            what: "taking the userfaultfd".into(),
+            source,
+        });
+    r.call(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], || {
+        "closing the userfaultfd".into()
+    })?;
+    let uffd = taken?;
+    let want = crs_sys::uffd::FEATURE_EVENT_FORK
+        | crs_sys::uffd::FEATURE_EVENT_REMAP
+        | crs_sys::uffd::FEATURE_EVENT_REMOVE
+        | crs_sys::uffd::FEATURE_EVENT_UNMAP;
+    let lazy_err = |what: String| move |source| RestoreError::Lazy { what, source };
+    let got = crs_sys::uffd::api(std::os::fd::AsFd::as_fd(&uffd), want)
+        .map_err(lazy_err(format!("UFFDIO_API in pid {pid}")))?;
+    if got & want != want {
+        return Err(RestoreError::Lazy {
+            what: format!(
+                "userfaultfd without the events lazy pages need ({:#x})",
+                want & !got
+            ),
+            source: io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        });
+    }
+    let mut registered = Vec::new();
+    for &(s, e) in &ranges {
+        crs_sys::uffd::register_missing(std::os::fd::AsFd::as_fd(&uffd), s, e - s)
+            .map_err(lazy_err(format!("registering {s:#x}-{e:#x} of pid {pid}")))?;
+        registered.push((s, e));
+    }
+    let mut runs = lazy::runs_within(&images.runs, &images.pages_path, &registered);
+    let mut eager = vec![(
+        images.pages_path.clone(),
+        lazy::runs_outside(&images.runs, &registered),
+    )];
+    for (path, pr) in &images.parent_pages {
+        runs.extend(lazy::runs_within(pr, path, &registered));
+        eager.push((path.clone(), lazy::runs_outside(pr, &registered)));
+    }
+    debug!(
+        pid,
+        ranges = registered.len(),
+        runs = runs.len(),
+        "lazy memory registered"
+    );
+    Ok((lazy::LazyJob { pid, uffd, runs }, eager))
 }
 
 /// The last steps of a built process, once every process of the tree is built: timers

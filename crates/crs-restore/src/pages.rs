@@ -68,6 +68,20 @@ pub(crate) fn fill(pid: Tid, images: &Images) -> Result<u64, RestoreError> {
     Ok(n)
 }
 
+/// Copies the runs of `groups` (pages image, runs) into process `pid` (the pages to fill
+/// now of a lazy restore). Returns the number of pages.
+pub(crate) fn fill_only(
+    pid: Tid,
+    images: &Images,
+    groups: &[crate::ByFile],
+) -> Result<u64, RestoreError> {
+    let mut n = 0;
+    for (path, runs) in groups {
+        n += fill_from(pid, images, path, runs)?;
+    }
+    Ok(n)
+}
+
 /// Copies `runs` from pages image `pages_path` into process `pid`.
 fn fill_from(
     pid: Tid,

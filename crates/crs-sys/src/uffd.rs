@@ -30,6 +30,9 @@ pub const FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
 /// one (only faults from user mode are tracked, which is all write tracking needs).
 pub const USER_MODE_ONLY: i32 = 1;
 
+/// `UFFD_FEATURE_EVENT_FORK`: a fork of a process with registered memory is reported,
+/// with a new userfaultfd for the child.
+pub const FEATURE_EVENT_FORK: u64 = 1 << 1;
 /// `UFFD_FEATURE_EVENT_REMAP`: mremap of registered memory is reported.
 pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
 /// `UFFD_FEATURE_EVENT_REMOVE`: MADV_DONTNEED/REMOVE of registered memory is reported.
@@ -47,11 +50,14 @@ pub enum Event {
     Removed { start: u64, end: u64 },
     /// Memory moved by mremap.
     Remapped { from: u64, to: u64, len: u64 },
-    /// Another event (fork, ...), by its number.
+    /// A fork: the child's userfaultfd, installed in the reader's fd table.
+    Fork { ufd: i32 },
+    /// Another event, by its number.
     Other(u8),
 }
 
 const EVENT_PAGEFAULT: u8 = 0x12;
+const EVENT_FORK: u8 = 0x13;
 const EVENT_REMAP: u8 = 0x14;
 const EVENT_REMOVE: u8 = 0x15;
 const EVENT_UNMAP: u8 = 0x16;
@@ -73,6 +79,9 @@ pub fn parse_event(m: &[u8; 32]) -> Event {
             from: u(8),
             to: u(16),
             len: u(24),
+        },
+        EVENT_FORK => Event::Fork {
+            ufd: u32::from_ne_bytes(m[8..12].try_into().expect("4 bytes")) as i32,
         },
         other => Event::Other(other),
     }
@@ -147,6 +156,74 @@ pub fn register_wp(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()>
     // SAFETY: UFFDIO_REGISTER reads and writes one uffdio_register at the pointer, which
     // points at `r`, a live exclusive local of the kernel's layout; the fd is borrowed.
     let ret = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut r as *mut Register) };
+    cvt(ret.into())?;
+    Ok(())
+}
+
+/// `_IOWR(0xAA, 0x03, struct uffdio_copy)`.
+const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
+/// `_IOWR(0xAA, 0x04, struct uffdio_zeropage)`.
+const UFFDIO_ZEROPAGE: libc::c_ulong = 0xc020_aa04;
+/// `UFFDIO_REGISTER_MODE_MISSING`.
+const REGISTER_MODE_MISSING: u64 = 1 << 0;
+
+/// Registers `[start, start + len)` for missing-page faults (lazy restore).
+pub fn register_missing(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()> {
+    let mut r = Register {
+        range: Range { start, len },
+        mode: REGISTER_MODE_MISSING,
+        ioctls: 0,
+    };
+    // SAFETY: UFFDIO_REGISTER reads and writes one uffdio_register at the pointer, which
+    // points at `r`, a live exclusive local of the kernel's layout; the fd is borrowed.
+    let ret = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut r as *mut Register) };
+    cvt(ret.into())?;
+    Ok(())
+}
+
+#[repr(C)]
+struct Copy {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    copy: i64,
+}
+
+/// Fills the missing pages at `dst` with `data` (whole pages) and wakes the threads
+/// waiting on them. EEXIST: a page there is present already.
+pub fn copy(uffd: BorrowedFd<'_>, dst: u64, data: &[u8]) -> io::Result<()> {
+    let mut c = Copy {
+        dst,
+        src: data.as_ptr() as usize as u64,
+        len: data.len() as u64,
+        mode: 0,
+        copy: 0,
+    };
+    // SAFETY: UFFDIO_COPY reads `len` bytes at `src`, which is `data`, borrowed for the
+    // call, and writes the uffdio_copy at the pointer, `c`, a live exclusive local.
+    let ret = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_COPY, &mut c as *mut Copy) };
+    cvt(ret.into())?;
+    Ok(())
+}
+
+#[repr(C)]
+struct ZeroPage {
+    range: Range,
+    mode: u64,
+    zeropage: i64,
+}
+
+/// Fills the missing pages of `[start, start + len)` with zeros and wakes their waiters.
+pub fn zeropage(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()> {
+    let mut z = ZeroPage {
+        range: Range { start, len },
+        mode: 0,
+        zeropage: 0,
+    };
+    // SAFETY: UFFDIO_ZEROPAGE reads and writes one uffdio_zeropage at the pointer, `z`, a
+    // live exclusive local of the kernel's layout; the fd is borrowed.
+    let ret = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z as *mut ZeroPage) };
     cvt(ret.into())?;
     Ok(())
 }

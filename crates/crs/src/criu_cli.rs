@@ -99,7 +99,7 @@ const SPECS: &[Spec] = &[
     o("timeout", None, R, false, true),
     o("external", None, R, false, false),
     o("empty-ns", None, R, false, false),
-    o("lazy-pages", None, N, false, false),
+    o("lazy-pages", None, N, false, true),
     o("extra", None, N, true, true),
     o("experimental", None, N, true, true),
     o("all", None, N, false, true),

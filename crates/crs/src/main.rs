@@ -45,6 +45,10 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some(crs_compel::guard::COMMAND) {
         return guardian(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("__lazy-server") {
+        // Fills a lazily restored tree's memory (see crs_restore::lazy).
+        return ExitCode::from(crs_restore::lazy::server_main() as u8);
+    }
     if args.first().map(String::as_str) == Some("__track-keeper") {
         // The holder of the userfaultfds that track a tree's writes between dumps.
         let Some(name) = args.get(1) else {

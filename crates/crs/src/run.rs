@@ -344,6 +344,13 @@ fn dump_or_pre_dump(a: &CriuArgs, images_dir: Option<PathBuf>, pre: bool) -> Res
         .int("tree")?
         .ok_or_else(|| anyhow::anyhow!("dump needs the pid of the tree's root: -t PID"))?;
     let timeout = a.int::<u64>("timeout")?.unwrap_or(10);
+    if a.flag("lazy-pages") {
+        bail!(
+            "crs {} --lazy-pages is not supported yet (a dump's images restore lazily \
+             with `crs restore --lazy-pages`)",
+            if pre { "pre-dump" } else { "dump" }
+        );
+    }
     let page_server = page_server_link(a)?;
     let opts = crs_dump::DumpOptions {
         pid,
@@ -405,6 +412,7 @@ fn restore(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         file_locks: a.flag("file-locks"),
         tcp_established: a.flag("tcp-established"),
         ext_unix_sk: a.values.contains_key("ext-unix-sk"),
+        lazy_pages: a.flag("lazy-pages"),
     };
     let restored = crs_restore::restore(&opts)?;
     if let Some(p) = &opts.pidfile {
