@@ -94,6 +94,48 @@ pub struct DumpOptions {
     /// `--page-server`: send the pages to a page server over this connection (see
     /// [`page_server::ship`]) instead of keeping them in `images_dir`.
     pub page_server: Option<PageServerLink>,
+    /// `--ghost-limit`: the largest deleted file (bytes on disk) saved as a ghost file;
+    /// a larger one fails the dump.
+    pub ghost_limit: u64,
+}
+
+/// The points of a dump where the caller is told, and may stop it: CRIU's action scripts
+/// that apply to a tree without namespaces of its own (`network-lock`/`network-unlock`
+/// come only with a network namespace, which crs does not dump).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpStage {
+    /// Before anything is done to the tree: a refusal ends the dump.
+    PreDump,
+    /// The tree is held and nothing is read from it yet (where CRIU asks its RPC client
+    /// for external files): a refusal releases the tree untouched.
+    QueryExtFiles,
+    /// The images are complete and the tree is still held: a refusal releases it
+    /// untouched and fails the dump; the complete images stay, as CRIU leaves them.
+    PostDump,
+}
+
+impl DumpStage {
+    /// CRIU's name for this action (`CRTOOLS_SCRIPT_ACTION`, `criu_notify.script`).
+    pub fn action(self) -> &'static str {
+        match self {
+            DumpStage::PreDump => "pre-dump",
+            DumpStage::QueryExtFiles => "query-ext-files",
+            DumpStage::PostDump => "post-dump",
+        }
+    }
+}
+
+/// Why the caller stopped a dump at a [`DumpStage`].
+pub type NotifyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Told of each [`DumpStage`] in turn; an error stops the dump there.
+pub type Notify<'a> = &'a dyn Fn(DumpStage) -> Result<(), NotifyError>;
+
+fn tell(notify: Notify<'_>, stage: DumpStage) -> Result<(), DumpError> {
+    notify(stage).map_err(|source| DumpError::Notified {
+        action: stage.action(),
+        source,
+    })
 }
 
 /// The connection to a page server, and how it was made.
@@ -119,6 +161,7 @@ impl DumpOptions {
             timeout: Duration::from_secs(10),
             image_checksums: true,
             page_server: None,
+            ghost_limit: files::GHOST_LIMIT,
         }
     }
 }
@@ -146,8 +189,14 @@ const RLIM_NLIMITS: usize = 16;
 
 /// Dumps process `opts.pid` and every process below it into `opts.images_dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
+    dump_notified(opts, &|_| Ok(()))
+}
+
+/// [`dump`], telling `notify` of each [`DumpStage`] it reaches.
+pub fn dump_notified(opts: &DumpOptions, notify: Notify<'_>) -> Result<DumpStats, DumpError> {
     let pid = opts.pid;
     let _span = info_span!("dump", pid).entered();
+    tell(notify, DumpStage::PreDump)?;
     ImageDir::check(&opts.images_dir)?;
     let proc_dir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
     let stat = proc_dir.stat().map_err(proc_err(pid, "stat"))?;
@@ -185,31 +234,35 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
         tree.pin_to_cpu(p.cpu(), None);
     }
 
-    let staged = dump_seized(
-        &mut tree,
-        &proc_dir,
-        opts,
-        &mut ns_ids,
-        root_ids,
-        &mut stats,
-    )
-    .and_then(|dir| {
-        let t = Instant::now();
-        dir.commit()?;
-        debug!(pid, ms = t.elapsed().as_millis() as u64, "images committed");
-        // Still frozen: a page server that fails the dump fails it before the tree is
-        // killed, and the complete images stay in the local directory.
-        if let Some(link) = &opts.page_server {
-            let mut sk = std::os::unix::net::UnixStream::from(link.socket.try_clone().map_err(
-                |source| DumpError::Write {
-                    path: opts.images_dir.clone(),
-                    source,
-                },
-            )?);
-            page_server::ship(&opts.images_dir, &mut sk, link.passed_in)?;
-        }
-        Ok(())
-    });
+    let staged = tell(notify, DumpStage::QueryExtFiles)
+        .and_then(|()| {
+            dump_seized(
+                &mut tree,
+                &proc_dir,
+                opts,
+                &mut ns_ids,
+                root_ids,
+                &mut stats,
+            )
+        })
+        .and_then(|dir| {
+            let t = Instant::now();
+            dir.commit()?;
+            debug!(pid, ms = t.elapsed().as_millis() as u64, "images committed");
+            // Still frozen: a page server that fails the dump fails it before the tree is
+            // killed, and the complete images stay in the local directory.
+            if let Some(link) = &opts.page_server {
+                let mut sk = std::os::unix::net::UnixStream::from(
+                    link.socket.try_clone().map_err(|source| DumpError::Write {
+                        path: opts.images_dir.clone(),
+                        source,
+                    })?,
+                );
+                page_server::ship(&opts.images_dir, &mut sk, link.passed_in)?;
+            }
+            // Complete and shipped: the caller may still keep the tree from being killed.
+            tell(notify, DumpStage::PostDump)
+        });
     if let Err(e) = staged {
         // Before the point of no return: let the task go exactly as it was.
         match tree.release(Release::Detach) {
@@ -291,7 +344,7 @@ fn dump_seized(
     let root = proc_dir.pid();
     let order = tree_order(tree, root)?;
     let mut dir = ImageDir::create(&opts.images_dir, root, opts.image_checksums)?;
-    let mut files = FileTable::new();
+    let mut files = FileTable::new(opts.ghost_limit);
     let mut seccomp = Seccomp_entry::default();
     let mut pstree = Vec::with_capacity(order.len());
     let mut pages_id = 0u32;

@@ -21,6 +21,7 @@ Usage:
   crs restore [<options>]
   crs check [--feature FEAT]
   crs page-server -D DIR [--port PORT] [--address ADDR] [--ps-socket FD]
+  crs swrk FD         (criu's RPC on an inherited SOCK_SEQPACKET socket)
   crs decode|encode|show|info|x ...   (crit's commands)
 
 Commands:
@@ -28,6 +29,7 @@ Commands:
   restore        restore a process/tree
   check          checks whether the kernel supports what crs needs
   page-server    receive the pages of a dump (`dump --page-server` on the other end)
+  swrk           serve criu_req messages (runc, podman, LXC drive criu this way)
   decode/encode  convert images to/from crit's JSON
   show, info, x  look at an image or an image directory
 
@@ -67,6 +69,10 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
     if !COMMANDS.contains(&cmd) {
         bail!("unknown command {cmd:?}");
     }
+    if cmd == "swrk" {
+        // Options come in each request, with their own log.
+        return crate::rpc::swrk(a);
+    }
     let images_dir = a.value("images-dir").map(PathBuf::from);
     let work_dir = a
         .value("work-dir")
@@ -77,41 +83,33 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
     // After the log is set up: a refused option is then in the log too, where tools that
     // drive criu (zdtm, runc) look for the reason.
     a.check_supported()?;
-    if let Some(mode) = a.value("pre-dump-mode") {
-        // It only shapes pre-dumps (which crs refuses); a dump takes it and ignores it.
-        if mode != "splice" && mode != "read" {
-            bail!("--pre-dump-mode {mode:?}: must be splice or read");
-        }
-    }
-    if cmd != "page-server" && a.value("status-fd").is_some() {
-        bail!("--status-fd is supported by crs for page-server only");
-    }
     match cmd {
         "check" => check(a),
-        "dump" | "restore" => {
-            start_guardian();
-            let r = if cmd == "dump" {
-                dump(a, images_dir)
-            } else {
-                restore(a, images_dir)
-            };
-            // A dump or restore that did not put everything back (or commit it) itself
-            // leaves the rest to the guardian, which is done when this returns.
-            crs_compel::guard::abandon();
-            r
+        "dump" => guarded(|| dump(a, images_dir, &|_| Ok(()))).map(|_| ExitCode::SUCCESS),
+        "restore" => {
+            let restored = guarded(|| restore(a, images_dir, &|_| Ok(())))?;
+            match restored.exit_status {
+                Some(code) => Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))),
+                None => Ok(ExitCode::SUCCESS),
+            }
         }
         "page-server" => page_server(a, images_dir),
         other => bail!("the {other} command is not supported by crs yet"),
     }
 }
 
-/// Starts the guardian that undoes crs's changes to a tree if crs dies holding it (see
-/// `crs_compel::guard`): a fork of crs while it has one thread, else this binary again,
-/// as `crs __guardian <pid>`.
-fn start_guardian() {
+/// Runs a dump or restore under a guardian that undoes crs's changes to the tree if crs
+/// dies holding it (see `crs_compel::guard`): a fork of crs while it has one thread, else
+/// this binary again, as `crs __guardian <pid>`. One per crs process.
+pub fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
     if let Err(e) = crs_compel::guard::start(Some(Path::new("/proc/self/exe"))) {
         tracing::warn!("{e:#}: crs's changes to the tree cannot be undone if crs dies");
     }
+    let r = work();
+    // A dump or restore that did not put everything back (or commit it) itself leaves the
+    // rest to the guardian, which is done when this returns.
+    crs_compel::guard::abandon();
+    r
 }
 
 fn images_dir_or_cwd(dir: Option<PathBuf>) -> Result<PathBuf> {
@@ -185,6 +183,18 @@ fn external_net_ns() -> Probe {
     } else {
         Probe::Absent("crs does not take --external yet".into())
     }
+}
+
+/// The features `crs check` without `--feature` requires that the kernel lacks, each with
+/// why.
+pub fn missing_required() -> Vec<(&'static str, String)> {
+    probe::REQUIRED
+        .iter()
+        .filter_map(|(name, probe)| match probe() {
+            Probe::Absent(why) => Some((*name, why)),
+            Probe::Present => None,
+        })
+        .collect()
 }
 
 fn check(a: &CriuArgs) -> Result<ExitCode> {
@@ -333,13 +343,20 @@ fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
         .with_context(|| format!("writing pidfile {}", path.display()))
 }
 
-fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
+/// The dump's options from criu's (the command line's, or those an RPC request stands
+/// for).
+fn dump_options(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<crs_dump::DumpOptions> {
     let pid: i32 = a
         .int("tree")?
         .ok_or_else(|| anyhow::anyhow!("dump needs the pid of the tree's root: -t PID"))?;
     let timeout = a.int::<u64>("timeout")?.unwrap_or(10);
+    let ghost_limit = match a.value("ghost-limit") {
+        Some(v) => crate::criu_cli::parse_size(v)
+            .ok_or_else(|| anyhow::anyhow!("--ghost-limit {v:?}: not a size"))?,
+        None => crs_dump::DumpOptions::new(pid, "").ghost_limit,
+    };
     let page_server = page_server_link(a)?;
-    let opts = crs_dump::DumpOptions {
+    Ok(crs_dump::DumpOptions {
         pid,
         images_dir: images_dir_or_cwd(images_dir)?,
         leave_running: a.flag("leave-running"),
@@ -356,8 +373,18 @@ fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         image_checksums: page_server.is_none()
             && std::env::var_os("CRS_IMAGE_CHECKSUMS").is_none_or(|v| v != "0"),
         page_server,
-    };
-    let stats = crs_dump::dump(&opts)?;
+        ghost_limit,
+    })
+}
+
+/// `crs dump`, telling `notify` of each stage (the RPC service's notify_scripts).
+pub fn dump(
+    a: &CriuArgs,
+    images_dir: Option<PathBuf>,
+    notify: crs_dump::Notify<'_>,
+) -> Result<crs_dump::DumpStats> {
+    let opts = dump_options(a, images_dir)?;
+    let stats = crs_dump::dump_notified(&opts, notify)?;
     tracing::info!("Dumping finished successfully");
     if a.flag("display-stats") {
         println!("Displaying dump stats:");
@@ -367,12 +394,16 @@ fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         println!("Pages scanned: {}", stats.pages_scanned);
         println!("Pages written: {}", stats.pages_written);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(stats)
 }
 
-fn restore(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
+/// The restore's options from criu's.
+fn restore_options(
+    a: &CriuArgs,
+    images_dir: Option<PathBuf>,
+) -> Result<crs_restore::RestoreOptions> {
     let detach = a.flag("restore-detached") || a.flag("daemon");
-    let opts = crs_restore::RestoreOptions {
+    Ok(crs_restore::RestoreOptions {
         images_dir: images_dir_or_cwd(images_dir)?,
         detach,
         shell_job: a.flag("shell-job"),
@@ -380,8 +411,18 @@ fn restore(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         file_locks: a.flag("file-locks"),
         tcp_established: a.flag("tcp-established"),
         ext_unix_sk: a.values.contains_key("ext-unix-sk"),
-    };
-    let restored = crs_restore::restore(&opts)?;
+        sibling: a.flag("restore-sibling"),
+    })
+}
+
+/// `crs restore`, telling `notify` of each stage (the RPC service's notify_scripts).
+pub fn restore(
+    a: &CriuArgs,
+    images_dir: Option<PathBuf>,
+    notify: crs_restore::Notify<'_>,
+) -> Result<crs_restore::Restored> {
+    let opts = restore_options(a, images_dir)?;
+    let (restored, _) = crs_restore::restore_notified(&opts, notify)?;
     if let Some(p) = &opts.pidfile {
         // The restorer may already have written it; writing the same pid again is harmless.
         write_pidfile(p, restored.root_pid)?;
@@ -390,8 +431,5 @@ fn restore(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         "Restore finished successfully, root pid {}",
         restored.root_pid
     );
-    match restored.exit_status {
-        Some(code) => Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    Ok(restored)
 }
