@@ -115,6 +115,12 @@ pub enum DumpError {
         size: u64,
         limit: u64,
     },
+    #[error("the caller stopped the dump at {action}")]
+    Notified {
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("process {pid} ({why}): the tree changed while it was being seized; try again")]
     TreeChanged { pid: Tid, why: String },
     #[error("comparing {what} of process {pid} (kcmp)")]

@@ -52,8 +52,9 @@ const DELETED_SUFFIX: &str = " (deleted)";
 /// Ghost files at least this big are saved as chunks of data, holes skipped (CRIU's
 /// GHOST_CHUNKS_THRESH).
 const GHOST_CHUNKS_THRESH: u64 = 3 * 4096;
-/// Largest ghost file (allocated bytes) that is saved: CRIU's default `--ghost-limit`.
-const GHOST_LIMIT: u64 = 1 << 20;
+/// Largest ghost file (allocated bytes) that is saved by default: CRIU's default
+/// `--ghost-limit` (see [`crate::DumpOptions::ghost_limit`]).
+pub const GHOST_LIMIT: u64 = 1 << 20;
 
 /// Identity of a file opened by path (mapped files, exe, cwd, root): the same inode opened
 /// the same way is one entry.
@@ -69,6 +70,8 @@ type DumpedFd = (i32, i32, u32);
 
 /// Every file entry of a dump, and the ghost files they refer to.
 pub(crate) struct FileTable {
+    /// Largest ghost file saved (allocated bytes).
+    ghost_limit: u64,
     next_id: u32,
     entries: Vec<File_entry>,
     special: HashMap<SpecialKey, u32>,
@@ -252,8 +255,9 @@ impl FileTable {
         Ok(None)
     }
 
-    pub(crate) fn new() -> FileTable {
+    pub(crate) fn new(ghost_limit: u64) -> FileTable {
         FileTable {
+            ghost_limit,
             next_id: 1,
             entries: Vec::new(),
             special: HashMap::new(),
@@ -432,11 +436,11 @@ impl FileTable {
             Some(&g) => g,
             None => {
                 let allocated = md.blocks() * 512;
-                if allocated > GHOST_LIMIT {
+                if allocated > self.ghost_limit {
                     return Err(DumpError::GhostTooBig {
                         path: strip_deleted(link).0,
                         size: allocated,
-                        limit: GHOST_LIMIT,
+                        limit: self.ghost_limit,
                     });
                 }
                 let g = self.next_ghost;

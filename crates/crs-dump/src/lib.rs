@@ -105,6 +105,9 @@ pub struct DumpOptions {
     /// `--live` (with `-R`; crs's own option): the tree runs on while its pages are
     /// copied, the images still the memory at the freeze (see [`live`]).
     pub live: bool,
+    /// `--ghost-limit`: the largest deleted file (bytes on disk) saved as a ghost file;
+    /// a larger one fails the dump.
+    pub ghost_limit: u64,
 }
 
 impl DumpOptions {
@@ -137,6 +140,45 @@ fn link_parent(opts: &DumpOptions) -> Result<()> {
     std::os::unix::fs::symlink(rel, &link).map_err(|source| DumpError::Write { path: link, source })
 }
 
+/// The points of a dump where the caller is told, and may stop it: CRIU's action scripts
+/// that apply to a tree without namespaces of its own (`network-lock`/`network-unlock`
+/// come only with a network namespace, which crs does not dump).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpStage {
+    /// Before anything is done to the tree: a refusal ends the dump.
+    PreDump,
+    /// The tree is held and nothing is read from it yet (where CRIU asks its RPC client
+    /// for external files): a refusal releases the tree untouched.
+    QueryExtFiles,
+    /// The images are complete and the tree is still held: a refusal releases it
+    /// untouched and fails the dump; the complete images stay, as CRIU leaves them.
+    PostDump,
+}
+
+impl DumpStage {
+    /// CRIU's name for this action (`CRTOOLS_SCRIPT_ACTION`, `criu_notify.script`).
+    pub fn action(self) -> &'static str {
+        match self {
+            DumpStage::PreDump => "pre-dump",
+            DumpStage::QueryExtFiles => "query-ext-files",
+            DumpStage::PostDump => "post-dump",
+        }
+    }
+}
+
+/// Why the caller stopped a dump at a [`DumpStage`].
+pub type NotifyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Told of each [`DumpStage`] in turn; an error stops the dump there.
+pub type Notify<'a> = &'a dyn Fn(DumpStage) -> Result<(), NotifyError>;
+
+fn tell(notify: Notify<'_>, stage: DumpStage) -> Result<(), DumpError> {
+    notify(stage).map_err(|source| DumpError::Notified {
+        action: stage.action(),
+        source,
+    })
+}
+
 /// The connection to a page server, and how it was made.
 #[derive(Clone, Debug)]
 pub struct PageServerLink {
@@ -163,6 +205,7 @@ impl DumpOptions {
             prev_images_dir: None,
             track_mem: false,
             live: false,
+            ghost_limit: files::GHOST_LIMIT,
         }
     }
 }
@@ -190,8 +233,14 @@ const RLIM_NLIMITS: usize = 16;
 
 /// Dumps process `opts.pid` and every process below it into `opts.images_dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
+    dump_notified(opts, &|_| Ok(()))
+}
+
+/// [`dump`], telling `notify` of each [`DumpStage`] it reaches.
+pub fn dump_notified(opts: &DumpOptions, notify: Notify<'_>) -> Result<DumpStats, DumpError> {
     let pid = opts.pid;
     let _span = info_span!("dump", pid).entered();
+    tell(notify, DumpStage::PreDump)?;
     ImageDir::check(&opts.images_dir)?;
     let proc_dir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
     let stat = proc_dir.stat().map_err(proc_err(pid, "stat"))?;
@@ -246,31 +295,36 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
         ..Outputs::default()
     };
     let keeper = track::socket_name(pid, stat.start_time);
-    let staged = dump_seized(
-        &mut tree,
-        &proc_dir,
-        opts,
-        &mut ns_ids,
-        root_ids,
-        &mut stats,
-        &mut out,
-    )
-    .and_then(|dir| {
-        // Writes tracked on for the next dump (the tree runs on): renewed while frozen,
-        // before the images count as done.
-        let new_uffds = if opts.track_mem && opts.leave_running {
-            let mut have = track::fetch(&keeper)?;
-            track::arm(&mut tree, &out.trackable, &mut have)?
-        } else {
-            Vec::new()
-        };
-        if !out.live_jobs.is_empty() {
-            // The pages are copied once the tree runs: committed after that.
-            return Ok((new_uffds, Some(dir)));
-        }
-        finish_images(opts, pid, dir)?;
-        Ok((new_uffds, None))
-    });
+    let staged = tell(notify, DumpStage::QueryExtFiles)
+        .and_then(|()| {
+            dump_seized(
+                &mut tree,
+                &proc_dir,
+                opts,
+                &mut ns_ids,
+                root_ids,
+                &mut stats,
+                &mut out,
+            )
+        })
+        .and_then(|dir| {
+            // Writes tracked on for the next dump (the tree runs on): renewed while frozen,
+            // before the images count as done.
+            let new_uffds = if opts.track_mem && opts.leave_running {
+                let mut have = track::fetch(&keeper)?;
+                track::arm(&mut tree, &out.trackable, &mut have)?
+            } else {
+                Vec::new()
+            };
+            if !out.live_jobs.is_empty() {
+                // The pages are copied once the tree runs: committed after that.
+                return Ok((new_uffds, Some(dir)));
+            }
+            finish_images(opts, pid, dir)?;
+            // Complete and shipped: the caller may still keep the tree from being killed.
+            tell(notify, DumpStage::PostDump)?;
+            Ok((new_uffds, None))
+        });
     let (new_uffds, unfinished) = match staged {
         Ok(u) => u,
         Err(e) => {
@@ -321,6 +375,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
             "pages copied live"
         );
         finish_images(opts, pid, dir)?;
+        // The tree runs already: a refusal only fails the dump.
+        tell(notify, DumpStage::PostDump)?;
     }
     crs_compel::guard::finish();
     if opts.track_mem && opts.leave_running {
@@ -394,7 +450,7 @@ pub fn pre_dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
         let mut dir = ImageDir::create(&opts.images_dir, pid, opts.image_checksums)?;
         link_parent(opts)?;
         // Mapped files are looked at as a dump does; their entries are not written.
-        let mut files = FileTable::new();
+        let mut files = FileTable::new(opts.ghost_limit);
         let parent = opts.parent_dir();
         let mut trackable = Vec::new();
         let mut pages_id = 0u32;
@@ -522,7 +578,7 @@ fn dump_seized(
     let order = tree_order(tree, root)?;
     let mut dir = ImageDir::create(&opts.images_dir, root, opts.image_checksums)?;
     link_parent(opts)?;
-    let mut files = FileTable::new();
+    let mut files = FileTable::new(opts.ghost_limit);
     let mut seccomp = Seccomp_entry::default();
     let mut pstree = Vec::with_capacity(order.len());
     let mut pages_id = 0u32;

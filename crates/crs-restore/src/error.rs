@@ -38,6 +38,12 @@ pub enum RestoreError {
     },
     #[error("{what} is not supported by crs restore yet")]
     Unsupported { what: String },
+    #[error("the caller stopped the restore at {action}")]
+    Notified {
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("filelocks.img holds {count} file lock(s): restore with --file-locks")]
     FileLocksNeedOption { count: usize },
     #[error("pid {pid}: breaking the lease of fd {fd} again by an open of {path}: {what}")]

@@ -59,7 +59,9 @@ use crs_compel::{CpuPin, Release, RemoteAddr, SeizeOptions, SeizedTree, Tid};
 use crs_images::codec::ImageWriter;
 use crs_images::pb::pstree::Pstree_entry;
 use crs_images::pb::stats::{Restore_stats_entry, Stats_entry};
-use crs_sys::restore::{spawn_tree, ChildStep, NodeKind, SpawnError, Spawned, TreeNode};
+use crs_sys::restore::{
+    spawn_tree_as, ChildStep, NodeKind, RootParent, SpawnError, Spawned, TreeNode,
+};
 use tracing::{debug, info, info_span, warn};
 
 pub use error::RestoreError;
@@ -90,7 +92,48 @@ pub struct RestoreOptions {
     /// --lazy-pages: private anonymous memory is filled on first touch and in the
     /// background by a lazy-pages server, after the tree runs (see [`lazy`]).
     pub lazy_pages: bool,
+    /// The root is created as crs's sibling, a child of the program that ran crs
+    /// (CLONE_PARENT; CRIU's RPC `rst_sibling`), so that program can wait for it. crs
+    /// cannot wait for it then: implies `detach`.
+    pub sibling: bool,
 }
+
+/// The points of a restore where the caller is told, and may stop it: CRIU's action
+/// scripts that apply to a tree without namespaces of its own (CRIU's `setup-namespaces`
+/// and `post-setup-namespaces` come only with namespaces, which crs does not restore;
+/// `network-unlock` only with a network namespace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreStage {
+    /// The images are read and checked, nothing is created yet: a refusal ends the
+    /// restore.
+    PreRestore,
+    /// Every process is rebuilt and none runs yet (nothing committed): a refusal kills the
+    /// tree.
+    PostRestore { root: Tid },
+    /// Committed, about to be let go: a refusal is only logged, as CRIU does.
+    PreResume,
+    /// The tree runs: a refusal is only logged, as CRIU does.
+    PostResume,
+}
+
+impl RestoreStage {
+    /// CRIU's name for this action (`CRTOOLS_SCRIPT_ACTION`, `criu_notify.script`).
+    pub fn action(self) -> &'static str {
+        match self {
+            RestoreStage::PreRestore => "pre-restore",
+            RestoreStage::PostRestore { .. } => "post-restore",
+            RestoreStage::PreResume => "pre-resume",
+            RestoreStage::PostResume => "post-resume",
+        }
+    }
+}
+
+/// Why the caller stopped a restore at a [`RestoreStage`].
+pub type NotifyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Told of each [`RestoreStage`] in turn; an error stops the restore where
+/// [`RestoreStage`] says it does.
+pub type Notify<'a> = &'a dyn Fn(RestoreStage) -> Result<(), NotifyError>;
 
 /// A finished restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,7 +258,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 
 /// [`restore`], also returning the timings.
 pub fn restore_with_stats(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
-    let r = restore_inner(opts);
+    restore_notified(opts, &|_| Ok(()))
+}
+
+/// [`restore_with_stats`], telling `notify` of each [`RestoreStage`] it reaches.
+pub fn restore_notified(
+    opts: &RestoreOptions,
+    notify: Notify<'_>,
+) -> Result<(Restored, RestoreStats), RestoreError> {
+    let r = restore_inner(opts, notify);
     // Whatever crs made is in place (committed) or gone (undone by the drops above).
     crs_compel::guard::finish();
     r
@@ -227,7 +278,25 @@ fn stage(what: impl FnOnce() -> String) -> Result<(), RestoreError> {
     Ok(())
 }
 
-fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), RestoreError> {
+/// Tells `notify` of `stage`: its refusal as an error.
+fn tell(notify: Notify<'_>, stage: RestoreStage) -> Result<(), RestoreError> {
+    notify(stage).map_err(|source| RestoreError::Notified {
+        action: stage.action(),
+        source,
+    })
+}
+
+/// Tells `notify` of `stage` once nothing can be stopped any more: a refusal is logged.
+fn tell_late(notify: Notify<'_>, stage: RestoreStage) {
+    if let Err(e) = tell(notify, stage) {
+        warn!(error = %e, "carrying on: the tree is restored");
+    }
+}
+
+fn restore_inner(
+    opts: &RestoreOptions,
+    notify: Notify<'_>,
+) -> Result<(Restored, RestoreStats), RestoreError> {
     let t0 = Instant::now();
     let Loaded {
         tree: loaded,
@@ -249,6 +318,7 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
         preflight(z.pid)?;
     }
     stage(|| "images read and checked".into())?;
+    tell(notify, RestoreStage::PreRestore)?;
     let tramp = choose_trampoline(&loaded.procs)?;
     let mut plans = BTreeMap::new();
     let (shared, shared_ghosts) = files::shared(&loaded)?;
@@ -279,7 +349,12 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
     let cpus = crs_compel::allowed_cpus();
     let pin = CpuPin::here();
     let t_fork = Instant::now();
-    let spawned = spawn_tree(&nodes).map_err(|source| match source {
+    let parent = if opts.sibling {
+        RootParent::CrsParent
+    } else {
+        RootParent::Crs
+    };
+    let spawned = spawn_tree_as(&nodes, parent).map_err(|source| match source {
         SpawnError::Clone(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             RestoreError::PidTaken { pid }
         }
@@ -347,16 +422,20 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
         &file_locks,
         &cpus,
         pin.as_ref(),
-        || {
-            // Every mapping and exe link is made: the ghost files go before the tree runs.
-            drop(ghosts);
-
-            segments.commit()?;
-            if has_terminal {
-                tty::make_foreground(images, pid)?;
-            }
-            write_pidfile(opts.pidfile.as_deref(), pid)?;
-            queue_stop_signals(&loaded)
+        Ending {
+            finish: || {
+                // Last chance to stop: nothing is committed yet.
+                tell(notify, RestoreStage::PostRestore { root: pid })?;
+                // Every mapping and exe link is made: the ghost files go before the tree runs.
+                drop(ghosts);
+                segments.commit()?;
+                if has_terminal {
+                    tty::make_foreground(images, pid)?;
+                }
+                write_pidfile(opts.pidfile.as_deref(), pid)?;
+                queue_stop_signals(&loaded)
+            },
+            resume: || tell_late(notify, RestoreStage::PreResume),
         },
     );
     drop(pin);
@@ -373,8 +452,10 @@ fn restore_inner(opts: &RestoreOptions) -> Result<(Restored, RestoreStats), Rest
     crs_compel::guard::finish();
     info!(restore_time = ?stats.restore_time, pages = stats.pages_restored, "restored, running");
     write_stats(&opts.images_dir, &stats);
-    if opts.detach {
-        // The task stays our child until we exit; its pidfd is closed here.
+    tell_late(notify, RestoreStage::PostResume);
+    if opts.detach || opts.sibling {
+        // The task stays our child until we exit (or is our parent's); its pidfd is
+        // closed here.
         drop(spawned);
         return Ok((
             Restored {
@@ -412,7 +493,7 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         if let Some(s) = self.0.take() {
-            crs_sys::restore::kill_and_reap(s.pid, &s.pidfd);
+            s.kill();
         }
     }
 }
@@ -1211,8 +1292,9 @@ fn build_parts(
     file_locks: &locks::FileLocks,
     cpus: &[usize],
     pin: Option<&CpuPin>,
-    finish: impl FnOnce() -> Result<(), RestoreError>,
+    ending: Ending<impl FnOnce() -> Result<(), RestoreError>, impl FnOnce()>,
 ) -> Result<RestoreStats, RestoreError> {
+    let Ending { finish, resume } = ending;
     // Part k is built on the k-th of `cpus` after the calling thread's (which is pinned
     // already when `pin` is given), with its tasks pinned there too.
     let cpu_of = |k: usize| {
@@ -1355,6 +1437,7 @@ fn build_parts(
         let how = if first_err.is_none() {
             // The tree runs from here on, even if crs dies before detaching it.
             crs_compel::guard::commit();
+            resume();
             Verdict::Detach
         } else {
             Verdict::Kill
@@ -1374,6 +1457,13 @@ fn build_parts(
             None => released.map(|()| total),
         }
     })
+}
+
+/// What [`build_parts`] runs once every process is final: `finish` (a failure kills the
+/// tree), then, the tree committed, `resume` just before it is let go.
+struct Ending<F, R> {
+    finish: F,
+    resume: R,
 }
 
 /// Lets one part go. Killing is best effort (a failure is only logged: the restore has

@@ -223,6 +223,7 @@ pub enum ChildStep {
     Inherit,
     Reap,
     Subreaper,
+    WatchCrs,
     Unknown(u32),
 }
 
@@ -254,6 +255,7 @@ impl ChildStep {
             ChildStep::Inherit => 23,
             ChildStep::Reap => 24,
             ChildStep::Subreaper => 25,
+            ChildStep::WatchCrs => 26,
             ChildStep::Unknown(c) => c,
         }
     }
@@ -285,6 +287,7 @@ impl ChildStep {
             ChildStep::Inherit,
             ChildStep::Reap,
             ChildStep::Subreaper,
+            ChildStep::WatchCrs,
         ]
         .into_iter()
         .find(|s| s.code() == c)
@@ -320,6 +323,7 @@ impl fmt::Display for ChildStep {
             ChildStep::Inherit => "placing an inherited shared file at its fd",
             ChildStep::Reap => "reaping a helper child",
             ChildStep::Subreaper => "prctl(PR_SET_CHILD_SUBREAPER)",
+            ChildStep::WatchCrs => "opening a pidfd of crs (a root made crs's sibling)",
             ChildStep::Unknown(c) => return write!(f, "unknown step {c}"),
         };
         f.write_str(s)
@@ -340,10 +344,32 @@ pub enum SpawnError {
         index: u32,
         errno: i32,
     },
-    #[error("new task died during setup (wait status {status:#x})")]
-    Died { status: i32 },
+    #[error("new task died during setup ({})", died(*status))]
+    Died {
+        /// Its wait status; None for a root made crs's sibling, which crs cannot reap.
+        status: Option<i32>,
+    },
     #[error("reading the new task's report")]
     Report(#[source] io::Error),
+}
+
+fn died(status: Option<i32>) -> String {
+    match status {
+        Some(s) => format!("wait status {s:#x}"),
+        None => "not crs's child: its parent reaps it".into(),
+    }
+}
+
+/// Whose child the root of the tree [`spawn_tree_as`] creates is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RootParent {
+    /// crs's: crs reaps it, or it is reparented when crs exits first.
+    #[default]
+    Crs,
+    /// crs's parent's (`CLONE_PARENT`): the root is crs's sibling, so the program that
+    /// ran crs can wait for it (CRIU's `rst_sibling`). Its exit signal goes to that
+    /// program, and crs cannot reap it.
+    CrsParent,
 }
 
 /// The new, parked task.
@@ -353,6 +379,45 @@ pub struct Spawned {
     pub pid: Tid,
     /// A pidfd for it (CLONE_PIDFD).
     pub pidfd: OwnedFd,
+    /// Whose child it is.
+    pub parent: RootParent,
+}
+
+impl Spawned {
+    /// SIGKILLs the root and waits until it is dead: reaped (its wait status returned)
+    /// when it is crs's child, else only waited for on its pidfd, its zombie left to its
+    /// parent.
+    pub fn kill(&self) -> Option<i32> {
+        kill_root(self.pid, &self.pidfd, self.parent)
+    }
+}
+
+fn kill_root(pid: Tid, pidfd: &OwnedFd, parent: RootParent) -> Option<i32> {
+    match parent {
+        RootParent::Crs => Some(kill_and_reap(pid, pidfd)),
+        RootParent::CrsParent => {
+            let _ = crate::pidfd::pidfd_send_signal(std::os::fd::AsFd::as_fd(pidfd), libc::SIGKILL);
+            wait_gone(pidfd);
+            None
+        }
+    }
+}
+
+/// Waits until the process behind `pidfd` has exited (its pidfd polls readable).
+fn wait_gone(pidfd: &OwnedFd) {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        // SAFETY: `fds` is a live array of one pollfd the kernel reads and writes, and its
+        // length is passed; no other memory is touched.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, -1) };
+        if n > 0 || (n < 0 && errno() != libc::EINTR) {
+            return;
+        }
+    }
 }
 
 /// `struct clone_args` (CLONE_ARGS_SIZE_VER2).
@@ -452,6 +517,16 @@ impl Layout {
 /// When the root is not a live node or shares files, or a node's trampoline is not page
 /// aligned.
 pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
+    spawn_tree_as(nodes, RootParent::Crs)
+}
+
+/// [`spawn_tree`], with the root created as the child of `parent`. A root that is crs's
+/// sibling ([`RootParent::CrsParent`]) gets no parent-death signal from crs (its parent is
+/// the program that ran crs), so it watches crs itself: it opens a pidfd of crs first
+/// (failing if crs is gone already) and, once it reported, waits on it instead of
+/// `pause()`, exiting if crs dies before taking it over. Until crs seizes it, a crs that
+/// dies leaves nothing of the tree behind, as with [`RootParent::Crs`].
+pub fn spawn_tree_as(nodes: &[TreeNode], parent: RootParent) -> Result<Spawned, SpawnError> {
     let layout = Layout::of(nodes);
     assert!(
         matches!(nodes[0].kind, NodeKind::Live(_)),
@@ -462,10 +537,20 @@ pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
     let set_tid = [nodes[0].pid];
     let mut pidfd: RawFd = -1;
+    // With CLONE_PARENT clone3 takes no exit signal: the child gets crs's own (the one
+    // crs's parent chose, SIGCHLD when it forked crs).
+    let (flags, exit_signal, watch) = match parent {
+        RootParent::Crs => (libc::CLONE_PIDFD as u64, libc::SIGCHLD as u64, 0),
+        RootParent::CrsParent => (
+            (libc::CLONE_PIDFD | libc::CLONE_PARENT) as u64,
+            0,
+            std::process::id() as Tid,
+        ),
+    };
     let args = CloneArgs {
-        flags: libc::CLONE_PIDFD as u64,
+        flags,
         pidfd: &mut pidfd as *mut RawFd as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         set_tid: set_tid.as_ptr() as u64,
         set_tid_size: 1,
         ..CloneArgs::default()
@@ -474,6 +559,8 @@ pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
     // live locals of the right types. Without CLONE_VM the child runs on a copy of this memory
     // and stack, like fork(), only in `node_main`, which never returns and makes only raw
     // syscalls on data prepared before the call, so no lock copied from other threads is used.
+    // CLONE_PARENT only changes whose child the new task is (and who gets its exit
+    // signal): nothing of this process's memory or fds depends on it.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -482,7 +569,7 @@ pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
         )
     };
     if ret == 0 {
-        node_main(nodes, layout, 0, rfd.as_raw_fd(), wfd.as_raw_fd());
+        node_main(nodes, layout, 0, rfd.as_raw_fd(), wfd.as_raw_fd(), watch);
     }
     let child = cvt(ret).map_err(SpawnError::Clone)? as Tid;
     drop(wfd);
@@ -498,19 +585,19 @@ pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                kill_and_reap(child, &pidfd);
+                kill_root(child, &pidfd, parent);
                 return Err(SpawnError::Report(e));
             }
         }
     }
     if got < REPORT_LEN {
-        let status = kill_and_reap(child, &pidfd);
+        let status = kill_root(child, &pidfd, parent);
         return Err(SpawnError::Died { status });
     }
     let word = |i: usize| u32::from_ne_bytes(report[i * 4..i * 4 + 4].try_into().expect("4"));
     let step = word(0);
     if step != 0 {
-        kill_and_reap(child, &pidfd);
+        kill_root(child, &pidfd, parent);
         return Err(SpawnError::Setup {
             pid: word(3) as Tid,
             step: ChildStep::from_code(step),
@@ -518,7 +605,11 @@ pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
             errno: word(2) as i32,
         });
     }
-    Ok(Spawned { pid: child, pidfd })
+    Ok(Spawned {
+        pid: child,
+        pidfd,
+        parent,
+    })
 }
 
 /// SIGKILLs the child behind `pidfd` and reaps it; returns its wait status.
@@ -599,7 +690,7 @@ fn spawn_child(nodes: &[TreeNode], layout: Layout, c: usize, wfd: RawFd) {
             std::mem::size_of::<CloneArgs>(),
         );
         if ret == 0 {
-            node_main(nodes, layout, c, ends[0], ends[1]);
+            node_main(nodes, layout, c, ends[0], ends[1], 0);
         }
         if ret < 0 {
             fail(wfd, ChildStep::Clone, c, errno());
@@ -695,9 +786,17 @@ fn spawn_child(nodes: &[TreeNode], layout: Layout, c: usize, wfd: RawFd) {
     }
 }
 
-/// The code of new task `nodes[i]`, with `rfd`/`wfd` the ends of its report pipe. Never
+/// The code of new task `nodes[i]`, with `rfd`/`wfd` the ends of its report pipe; `watch`
+/// (not 0) is crs's pid, for a root that is crs's sibling (see [`spawn_tree_as`]). Never
 /// returns.
-fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawFd) -> ! {
+fn node_main(
+    nodes: &[TreeNode],
+    layout: Layout,
+    i: usize,
+    rfd: RawFd,
+    wfd: RawFd,
+    watch: Tid,
+) -> ! {
     let node = &nodes[i];
     let floor = layout.top;
     let mut wfd = wfd;
@@ -764,6 +863,22 @@ fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawF
             );
             if helper_fd < 0 {
                 fail(wfd, ChildStep::PdeathSig, 0, errno());
+            }
+            sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
+        }
+        // A root that is crs's sibling: a pidfd of crs, waited on once reported.
+        let mut crs_fd: libc::c_long = -1;
+        if watch != 0 {
+            let fd = sys(libc::SYS_pidfd_open, [watch as u64, 0, 0, 0]);
+            if fd < 0 {
+                fail(wfd, ChildStep::WatchCrs, 0, errno());
+            }
+            crs_fd = sys(
+                libc::SYS_fcntl,
+                [fd as u64, libc::F_DUPFD_CLOEXEC as u64, floor as u64, 0],
+            );
+            if crs_fd < 0 {
+                fail(wfd, ChildStep::WatchCrs, 0, errno());
             }
             sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
         }
@@ -887,6 +1002,21 @@ fn node_main(nodes: &[TreeNode], layout: Layout, i: usize, rfd: RawFd, wfd: RawF
                 [libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64, 0, 0],
             );
             sys(libc::SYS_close, [helper_fd as u64, 0, 0, 0]);
+        }
+        if crs_fd >= 0 {
+            // Until crs takes this task over (its registers are then replaced and this
+            // code never goes on), or dies: then nothing will, and the task leaves.
+            let mut gone = [libc::pollfd {
+                fd: crs_fd as RawFd,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            loop {
+                let n = sys(libc::SYS_poll, [gone.as_mut_ptr() as u64, 1, u64::MAX, 0]);
+                if n > 0 || (n < 0 && errno() != libc::EINTR) {
+                    exit_now(1);
+                }
+            }
         }
         loop {
             sys(libc::SYS_pause, [0; 4]);

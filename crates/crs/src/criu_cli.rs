@@ -52,7 +52,7 @@ const SPECS: &[Spec] = &[
     o("leave-stopped", Some('s'), N, false, false),
     o("leave-running", Some('R'), N, false, true),
     o("restore-detached", Some('d'), N, true, true),
-    o("restore-sibling", Some('S'), N, true, false),
+    o("restore-sibling", Some('S'), N, true, true),
     o("daemon", None, N, true, true),
     o("images-dir", Some('D'), R, false, true),
     o("work-dir", Some('W'), R, false, true),
@@ -84,7 +84,7 @@ const SPECS: &[Spec] = &[
     o("force-irmap", None, N, true, false),
     o("ext-mount-map", Some('M'), R, false, false),
     o("exec-cmd", None, N, false, false),
-    o("manage-cgroups", None, O, false, false),
+    o("manage-cgroups", None, O, false, true),
     o("cgroup-root", None, R, false, false),
     o("inherit-fd", None, R, false, false),
     o("feature", None, R, false, true),
@@ -128,7 +128,7 @@ const SPECS: &[Spec] = &[
     o("file-validation", None, R, false, true),
     o("skip-file-rwx-check", None, N, true, true),
     o("lsm-mount-context", None, R, false, false),
-    o("network-lock", None, R, false, false),
+    o("network-lock", None, R, false, true),
     o("mntns-compat-mode", None, N, true, false),
     o("unprivileged", None, N, true, false),
     o("ghost-fiemap", None, N, true, false),
@@ -172,6 +172,12 @@ pub enum CliError {
     MissingArgument(String),
     UnexpectedArgument(String),
     Unsupported(String),
+    /// Supported, but not with this value (or not for this command).
+    Refused {
+        option: String,
+        value: String,
+        why: &'static str,
+    },
     BadValue {
         option: String,
         value: String,
@@ -189,6 +195,12 @@ impl fmt::Display for CliError {
                 f,
                 "option --{o} is a criu option that crs does not support yet"
             ),
+            CliError::Refused { option, value, why } if value.is_empty() => {
+                write!(f, "option --{option}: {why}")
+            }
+            CliError::Refused { option, value, why } => {
+                write!(f, "option --{option} {value:?}: {why}")
+            }
             CliError::BadValue {
                 option,
                 value,
@@ -235,20 +247,83 @@ impl CriuArgs {
             .transpose()
     }
 
-    /// Refuses every option given that crs does not implement.
+    /// Refuses every option given that crs does not implement, or not with the value
+    /// given (see [`check_option`]).
     pub fn check_supported(&self) -> Result<(), CliError> {
-        for name in self.values.keys() {
+        for (name, values) in &self.values {
+            // A `--no-X` of an unsupported boolean asks for the default: harmless. The
+            // last occurrence of a boolean is the one that counts.
             let spec = SPECS.iter().find(|s| s.long == *name);
-            if spec.is_some_and(|s| !s.supported) {
-                // A `--no-X` of an unsupported boolean asks for the default: harmless.
-                if spec.is_some_and(|s| s.boolean) && !self.flag(name) {
-                    continue;
-                }
-                return Err(CliError::Unsupported(name.to_string()));
+            let values = match spec {
+                Some(s) if s.boolean => &values[values.len().saturating_sub(1)..],
+                _ => &values[..],
+            };
+            for v in values {
+                check_option(self.command.as_deref(), name, v)?;
             }
         }
         Ok(())
     }
+}
+
+/// Whether crs takes criu's option `--long` with `value` (`"1"`/`"0"` for a flag) for
+/// `command`: what the command line checks for every option it is given, and the RPC
+/// service for every `criu_opts` field that stands for an option, so that the two cannot
+/// disagree.
+pub fn check_option(command: Option<&str>, long: &str, value: &str) -> Result<(), CliError> {
+    let spec = SPECS
+        .iter()
+        .find(|s| s.long == long)
+        .ok_or_else(|| CliError::Unknown(format!("--{long}")))?;
+    if !spec.supported {
+        if spec.boolean && value == "0" {
+            return Ok(());
+        }
+        return Err(CliError::Unsupported(long.to_string()));
+    }
+    let refuse = |why| {
+        Err(CliError::Refused {
+            option: long.to_string(),
+            value: value.to_string(),
+            why,
+        })
+    };
+    match long {
+        // It only shapes pre-dumps (which crs refuses); a dump takes it and ignores it.
+        "pre-dump-mode" if value != "splice" && value != "read" => refuse("must be splice or read"),
+        // crs neither dumps nor restores cgroups: CRIU's `ignore` mode. Without a value
+        // criu means `soft`.
+        "manage-cgroups" if value != "ignore" => refuse(
+            "crs neither dumps nor restores cgroups: only --manage-cgroups=ignore is supported",
+        ),
+        // crs dumps no network namespace and no TCP connection, so there is nothing for
+        // any method to lock: each is honoured by doing nothing, as CRIU does for such a tree.
+        "network-lock" if !matches!(value, "iptables" | "nftables" | "skip") => {
+            refuse("must be iptables, nftables or skip")
+        }
+        "status-fd" if command != Some("page-server") => {
+            refuse("is supported by crs for page-server only")
+        }
+        "ghost-limit" if parse_size(value).is_none() => {
+            refuse("not a size (a number, optionally with K, M or G)")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// criu's sizes (`--ghost-limit`): a number of bytes, or of KiB, MiB or GiB when the
+/// value holds a `K`, `M` or `G` after its digits.
+pub fn parse_size(value: &str) -> Option<u64> {
+    let digits = value.trim_end_matches(['K', 'M', 'G']);
+    let n: u64 = digits.parse().ok()?;
+    let shift = match &value[digits.len()..] {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 /// Whether crs takes criu's option `--long` (it knows many it refuses).
@@ -443,6 +518,48 @@ mod tests {
         );
         let a = p("dump -t 1 -D d --no-link-remap").unwrap();
         assert!(a.check_supported().is_ok());
+    }
+
+    #[test]
+    fn check_supported_refuses_values_crs_cannot_honour() {
+        let refused = |cmd: &str| p(cmd).unwrap().check_supported().unwrap_err();
+        assert!(matches!(
+            refused("dump -t 1 --manage-cgroups=soft"),
+            CliError::Refused { option, .. } if option == "manage-cgroups"
+        ));
+        assert!(matches!(
+            refused("dump -t 1 --manage-cgroups"),
+            CliError::Refused { option, .. } if option == "manage-cgroups"
+        ));
+        assert!(matches!(
+            refused("dump -t 1 --status-fd 3"),
+            CliError::Refused { option, .. } if option == "status-fd"
+        ));
+        assert!(matches!(
+            refused("dump -t 1 --pre-dump-mode=mmap"),
+            CliError::Refused { option, .. } if option == "pre-dump-mode"
+        ));
+        assert!(matches!(
+            refused("dump -t 1 --ghost-limit 1X"),
+            CliError::Refused { option, .. } if option == "ghost-limit"
+        ));
+        for ok in [
+            "dump -t 1 --manage-cgroups=ignore --network-lock skip --ghost-limit 2M",
+            "page-server --status-fd 3",
+            "restore --restore-sibling",
+        ] {
+            p(ok).unwrap().check_supported().unwrap();
+        }
+    }
+
+    #[test]
+    fn parse_size_takes_criu_suffixes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("2K"), Some(2048));
+        assert_eq!(parse_size("1M"), Some(1 << 20));
+        assert_eq!(parse_size("3G"), Some(3 << 30));
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("1KB"), None);
     }
 
     #[test]

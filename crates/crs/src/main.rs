@@ -9,6 +9,8 @@ mod crit;
 mod criu_cli;
 mod logging;
 mod pyjson;
+mod rpc;
+mod rpc_opts;
 mod run;
 
 use std::os::fd::AsFd;

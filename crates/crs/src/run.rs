@@ -22,6 +22,7 @@ Usage:
   crs restore [<options>]
   crs check [--feature FEAT]
   crs page-server -D DIR [--port PORT] [--address ADDR] [--ps-socket FD]
+  crs swrk FD         (criu's RPC on an inherited SOCK_SEQPACKET socket)
   crs decode|encode|show|info|x ...   (crit's commands)
 
 Commands:
@@ -30,6 +31,7 @@ Commands:
   restore        restore a process/tree
   check          checks whether the kernel supports what crs needs
   page-server    receive the pages of a dump (`dump --page-server` on the other end)
+  swrk           serve criu_req messages (runc, podman, LXC drive criu this way)
   decode/encode  convert images to/from crit's JSON
   show, info, x  look at an image or an image directory
 
@@ -69,6 +71,10 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
     if !COMMANDS.contains(&cmd) {
         bail!("unknown command {cmd:?}");
     }
+    if cmd == "swrk" {
+        // Options come in each request, with their own log.
+        return crate::rpc::swrk(a);
+    }
     let images_dir = a.value("images-dir").map(PathBuf::from);
     let work_dir = a
         .value("work-dir")
@@ -79,41 +85,34 @@ fn run_inner(a: &CriuArgs) -> Result<ExitCode> {
     // After the log is set up: a refused option is then in the log too, where tools that
     // drive criu (zdtm, runc) look for the reason.
     a.check_supported()?;
-    if let Some(mode) = a.value("pre-dump-mode") {
-        // It only shapes pre-dumps (which crs refuses); a dump takes it and ignores it.
-        if mode != "splice" && mode != "read" {
-            bail!("--pre-dump-mode {mode:?}: must be splice or read");
-        }
-    }
-    if cmd != "page-server" && a.value("status-fd").is_some() {
-        bail!("--status-fd is supported by crs for page-server only");
-    }
     match cmd {
         "check" => check(a),
-        "dump" | "restore" | "pre-dump" => {
-            start_guardian();
-            let r = match cmd {
-                "dump" => dump(a, images_dir),
-                "pre-dump" => dump_or_pre_dump(a, images_dir, true),
-                _ => restore(a, images_dir),
-            };
-            // A dump or restore that did not put everything back (or commit it) itself
-            // leaves the rest to the guardian, which is done when this returns.
-            crs_compel::guard::abandon();
-            r
+        "dump" => guarded(|| dump(a, images_dir, &|_| Ok(()))).map(|_| ExitCode::SUCCESS),
+        "pre-dump" => guarded(|| pre_dump(a, images_dir)).map(|_| ExitCode::SUCCESS),
+        "restore" => {
+            let restored = guarded(|| restore(a, images_dir, &|_| Ok(())))?;
+            match restored.exit_status {
+                Some(code) => Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))),
+                None => Ok(ExitCode::SUCCESS),
+            }
         }
         "page-server" => page_server(a, images_dir),
         other => bail!("the {other} command is not supported by crs yet"),
     }
 }
 
-/// Starts the guardian that undoes crs's changes to a tree if crs dies holding it (see
-/// `crs_compel::guard`): a fork of crs while it has one thread, else this binary again,
-/// as `crs __guardian <pid>`.
-fn start_guardian() {
+/// Runs a dump or restore under a guardian that undoes crs's changes to the tree if crs
+/// dies holding it (see `crs_compel::guard`): a fork of crs while it has one thread, else
+/// this binary again, as `crs __guardian <pid>`. One per crs process.
+pub fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
     if let Err(e) = crs_compel::guard::start(Some(Path::new("/proc/self/exe"))) {
         tracing::warn!("{e:#}: crs's changes to the tree cannot be undone if crs dies");
     }
+    let r = work();
+    // A dump or restore that did not put everything back (or commit it) itself leaves the
+    // rest to the guardian, which is done when this returns.
+    crs_compel::guard::abandon();
+    r
 }
 
 fn images_dir_or_cwd(dir: Option<PathBuf>) -> Result<PathBuf> {
@@ -187,6 +186,18 @@ fn external_net_ns() -> Probe {
     } else {
         Probe::Absent("crs does not take --external yet".into())
     }
+}
+
+/// The features `crs check` without `--feature` requires that the kernel lacks, each with
+/// why.
+pub fn missing_required() -> Vec<(&'static str, String)> {
+    probe::REQUIRED
+        .iter()
+        .filter_map(|(name, probe)| match probe() {
+            Probe::Absent(why) => Some((*name, why)),
+            Probe::Present => None,
+        })
+        .collect()
 }
 
 fn check(a: &CriuArgs) -> Result<ExitCode> {
@@ -335,24 +346,26 @@ fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
         .with_context(|| format!("writing pidfile {}", path.display()))
 }
 
-fn dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
-    dump_or_pre_dump(a, images_dir, false)
-}
-
-fn dump_or_pre_dump(a: &CriuArgs, images_dir: Option<PathBuf>, pre: bool) -> Result<ExitCode> {
+/// The dump's options from criu's (the command line's, or those an RPC request stands
+/// for).
+fn dump_options(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<crs_dump::DumpOptions> {
     let pid: i32 = a
         .int("tree")?
         .ok_or_else(|| anyhow::anyhow!("dump needs the pid of the tree's root: -t PID"))?;
     let timeout = a.int::<u64>("timeout")?.unwrap_or(10);
     if a.flag("lazy-pages") {
         bail!(
-            "crs {} --lazy-pages is not supported yet (a dump's images restore lazily \
-             with `crs restore --lazy-pages`)",
-            if pre { "pre-dump" } else { "dump" }
+            "crs dump --lazy-pages is not supported yet (a dump's images restore lazily \
+             with `crs restore --lazy-pages`)"
         );
     }
+    let ghost_limit = match a.value("ghost-limit") {
+        Some(v) => crate::criu_cli::parse_size(v)
+            .ok_or_else(|| anyhow::anyhow!("--ghost-limit {v:?}: not a size"))?,
+        None => crs_dump::DumpOptions::new(pid, "").ghost_limit,
+    };
     let page_server = page_server_link(a)?;
-    let opts = crs_dump::DumpOptions {
+    Ok(crs_dump::DumpOptions {
         pid,
         images_dir: images_dir_or_cwd(images_dir)?,
         leave_running: a.flag("leave-running"),
@@ -369,27 +382,45 @@ fn dump_or_pre_dump(a: &CriuArgs, images_dir: Option<PathBuf>, pre: bool) -> Res
         image_checksums: page_server.is_none()
             && std::env::var_os("CRS_IMAGE_CHECKSUMS").is_none_or(|v| v != "0"),
         page_server,
+        ghost_limit,
         prev_images_dir: a.value("prev-images-dir").map(PathBuf::from),
-        // A pre-dump always tracks (as CRIU's does); a dump when asked.
-        track_mem: pre || a.flag("track-mem"),
+        track_mem: a.flag("track-mem"),
         live: a.flag("live"),
-    };
-    if opts.live && (pre || !opts.leave_running) {
+    })
+}
+
+/// `crs pre-dump`: the memory only, the tree left running, its writes tracked (see
+/// `crs_dump::pre_dump`).
+fn pre_dump(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<crs_dump::DumpStats> {
+    let mut opts = dump_options(a, images_dir)?;
+    // A pre-dump always tracks, as CRIU's does.
+    opts.track_mem = true;
+    if opts.live {
         bail!("--live is for `dump -R` (the tree runs on while its pages are copied)");
     }
-    if pre {
-        if opts.page_server.is_some() {
-            bail!("crs pre-dump --page-server is not supported yet");
-        }
-        let stats = crs_dump::pre_dump(&opts)?;
-        tracing::info!("Pre-dumping finished successfully");
-        if a.flag("display-stats") {
-            println!("Pages written: {}", stats.pages_written);
-            println!("Pages in the parent images: {}", stats.pages_skipped_parent);
-        }
-        return Ok(ExitCode::SUCCESS);
+    if opts.page_server.is_some() {
+        bail!("crs pre-dump --page-server is not supported yet");
     }
-    let stats = crs_dump::dump(&opts)?;
+    let stats = crs_dump::pre_dump(&opts)?;
+    tracing::info!("Pre-dumping finished successfully");
+    if a.flag("display-stats") {
+        println!("Pages written: {}", stats.pages_written);
+        println!("Pages in the parent images: {}", stats.pages_skipped_parent);
+    }
+    Ok(stats)
+}
+
+/// `crs dump`, telling `notify` of each stage (the RPC service's notify_scripts).
+pub fn dump(
+    a: &CriuArgs,
+    images_dir: Option<PathBuf>,
+    notify: crs_dump::Notify<'_>,
+) -> Result<crs_dump::DumpStats> {
+    let opts = dump_options(a, images_dir)?;
+    if opts.live && !opts.leave_running {
+        bail!("--live is for `dump -R` (the tree runs on while its pages are copied)");
+    }
+    let stats = crs_dump::dump_notified(&opts, notify)?;
     tracing::info!("Dumping finished successfully");
     if a.flag("display-stats") {
         println!("Displaying dump stats:");
@@ -399,12 +430,16 @@ fn dump_or_pre_dump(a: &CriuArgs, images_dir: Option<PathBuf>, pre: bool) -> Res
         println!("Pages scanned: {}", stats.pages_scanned);
         println!("Pages written: {}", stats.pages_written);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(stats)
 }
 
-fn restore(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
+/// The restore's options from criu's.
+fn restore_options(
+    a: &CriuArgs,
+    images_dir: Option<PathBuf>,
+) -> Result<crs_restore::RestoreOptions> {
     let detach = a.flag("restore-detached") || a.flag("daemon");
-    let opts = crs_restore::RestoreOptions {
+    Ok(crs_restore::RestoreOptions {
         images_dir: images_dir_or_cwd(images_dir)?,
         detach,
         shell_job: a.flag("shell-job"),
@@ -413,8 +448,18 @@ fn restore(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         tcp_established: a.flag("tcp-established"),
         ext_unix_sk: a.values.contains_key("ext-unix-sk"),
         lazy_pages: a.flag("lazy-pages"),
-    };
-    let restored = crs_restore::restore(&opts)?;
+        sibling: a.flag("restore-sibling"),
+    })
+}
+
+/// `crs restore`, telling `notify` of each stage (the RPC service's notify_scripts).
+pub fn restore(
+    a: &CriuArgs,
+    images_dir: Option<PathBuf>,
+    notify: crs_restore::Notify<'_>,
+) -> Result<crs_restore::Restored> {
+    let opts = restore_options(a, images_dir)?;
+    let (restored, _) = crs_restore::restore_notified(&opts, notify)?;
     if let Some(p) = &opts.pidfile {
         // The restorer may already have written it; writing the same pid again is harmless.
         write_pidfile(p, restored.root_pid)?;
@@ -423,8 +468,5 @@ fn restore(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<ExitCode> {
         "Restore finished successfully, root pid {}",
         restored.root_pid
     );
-    match restored.exit_status {
-        Some(code) => Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    Ok(restored)
 }
