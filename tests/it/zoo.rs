@@ -135,4 +135,9 @@ zoo! {
     pidfds => Workload::C("pidfd"),
     wide_tree => Workload::C("wide_tree"),
     fds_in_flight => Workload::C("scm"),
+    pty_pair => Workload::C("pty_pair"),
+    pty_cooked => Workload::C("pty_cooked"),
+    pty_session => Workload::C("pty_session"),
+    pty_hungup => Workload::C("pty_hungup"),
+    console_vt => Workload::CNeeds("console_vt", &["/dev/console", "/dev/tty5"]),
 }
