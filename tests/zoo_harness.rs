@@ -48,6 +48,9 @@ pub enum Workload {
     /// A C program as `C`, dumped and restored with extra crs options (e.g. `-l`), given
     /// to `crs dump` and `crs restore` alike.
     CWithArgs(&'static str, &'static [&'static str]),
+    /// A C program as `C` that needs these device files: skipped where one of them does
+    /// not open (for reading).
+    CNeeds(&'static str, &'static [&'static str]),
     /// A python3 script in `workloads/`.
     Python(&'static str),
     /// A bash script in `workloads/`.
@@ -59,6 +62,7 @@ impl Workload {
         match self {
             Workload::C(n)
             | Workload::CWithArgs(n, _)
+            | Workload::CNeeds(n, _)
             | Workload::Python(n)
             | Workload::Bash(n) => n,
         }
@@ -77,6 +81,12 @@ impl Workload {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
         match self {
             Workload::C(n) | Workload::CWithArgs(n, _) => Ok(vec![zoo_dir().join(n)]),
+            Workload::CNeeds(n, devices) => {
+                for d in devices {
+                    File::open(d).map_err(|e| format!("{d} does not open here: {e}"))?;
+                }
+                Ok(vec![zoo_dir().join(n)])
+            }
             Workload::Python(s) => Ok(vec![python3()?.clone(), scripts.join(s)]),
             Workload::Bash(s) => {
                 let bash = Path::new("/bin/bash");

@@ -151,4 +151,9 @@ zoo! {
     deleted_mappings => Workload::C("deleted_maps"),
     memory_generations => Workload::C("memtrack"),
     memory_written_all_the_time => Workload::C("livewriter"),
+    pty_pair => Workload::C("pty_pair"),
+    pty_cooked => Workload::C("pty_cooked"),
+    pty_session => Workload::C("pty_session"),
+    pty_hungup => Workload::C("pty_hungup"),
+    console_vt => Workload::CNeeds("console_vt", &["/dev/console", "/dev/tty5"]),
 }

@@ -91,6 +91,16 @@ pub enum DumpError {
         link: String,
         other: Tid,
     },
+    #[error(
+        "fd {fd} of process {pid} ({link}) is the controlling terminal of session {sid}, \
+         whose leader is not in the dumped tree"
+    )]
+    TtySession {
+        pid: Tid,
+        fd: i32,
+        link: String,
+        sid: Tid,
+    },
     #[error("process {pid} holds a file lock through fd {fd} ({link}): use --file-locks")]
     FileLocked { pid: Tid, fd: i32, link: String },
     #[error("mapping {start:#x}-{end:#x} of process {pid} is not supported yet: {why}")]

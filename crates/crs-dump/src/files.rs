@@ -1,8 +1,6 @@
 //! Files: regular files (open fds, mapped files, exe, cwd, root), character devices saved
 //! as regular files like CRIU does, deleted files saved as ghost files, pipes, pidfds
-//! (`pidfd`), and with
-//! --shell-job the pty slave of a shell job (a TTY file backed by a regular-file entry of
-//! `/dev/pts/N`, and the terminal's settings in tty-info.img).
+//! (`pidfd`), and terminals (`tty`: ptys, `/dev/tty`, the console, virtual terminals).
 //!
 //! Every fd is taken out of the frozen task with pidfd_getfd and inspected from crs. The
 //! task's own open file descriptions are never read from or seeked: a ghost file's
@@ -28,9 +26,6 @@ use crs_images::pb::pipe_data::Pipe_data_entry;
 use crs_images::pb::regfile::Reg_file_entry;
 use crs_images::pb::remap_file_path::{Remap_file_path_entry, Remap_type};
 use crs_images::pb::time::Timeval;
-use crs_images::pb::tty::{
-    Termios_entry, TtyType, Tty_file_entry, Tty_info_entry, Tty_pty_entry, Winsize_entry,
-};
 use crs_proc::ProcDir;
 use crs_sys::dump::{file_owner, kcmp, kcmp_type};
 use protobuf::{EnumOrUnknown, MessageField};
@@ -45,6 +40,8 @@ mod anonfd;
 mod locks;
 #[path = "pidfd.rs"]
 mod pidfd;
+#[path = "tty.rs"]
+mod tty;
 #[path = "unixsk.rs"]
 mod unixsk;
 
@@ -83,8 +80,8 @@ pub(crate) struct FileTable {
     pipe_data: Vec<(Pipe_data_entry, Vec<u8>)>,
     /// Queued bytes of each FIFO (fifo-data.img), in dump order.
     fifo_data: Vec<(Pipe_data_entry, Vec<u8>)>,
-    /// tty-info.img: one entry per terminal (pty index), in dump order.
-    tty_infos: Vec<Tty_info_entry>,
+    /// Terminals: tty-info.img, and the descriptions to check and drain at the end.
+    ttys: tty::Terminals,
     /// Unix sockets and their queued messages (sk-queues.img).
     unix: unixsk::UnixSockets,
     /// (dev, ino) -> (pid, fd, id) of every fd dumped so far, in every process: an fd whose
@@ -115,43 +112,6 @@ fn strip_deleted(path: &Path) -> (PathBuf, bool) {
         (PathBuf::from(cut), true)
     } else {
         (path.to_path_buf(), false)
-    }
-}
-
-/// tty majors: CRIU saves these as TTY files, not regular ones.
-fn is_tty_major(major: u32) -> bool {
-    major == 4 || major == 5 || is_pts_major(major)
-}
-
-/// Unix98 pty slaves (`/dev/pts/N`): UNIX98_PTY_SLAVE_MAJOR and the 7 majors after it.
-fn is_pts_major(major: u32) -> bool {
-    (136..=143).contains(&major)
-}
-
-/// The pty index of a slave from its path (`/dev/pts/N`), as CRIU takes it.
-fn pts_index(link: &str) -> Option<u32> {
-    link.strip_prefix("/dev/pts/")?.parse().ok()
-}
-
-/// A termios as CRIU stores it: glibc's 32 control characters copied byte for byte into
-/// the first 8 of the 19 `c_cc` words (little-endian, four per word). CRIU leaves the
-/// other 11 words uninitialised; crs writes zeros there.
-fn termios_entry(t: &crs_sys::tty::Termios) -> Termios_entry {
-    let mut cc: Vec<u32> =
-        t.cc.chunks(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("32 is a multiple of 4")))
-            .collect();
-    cc.resize(crs_sys::tty::KERNEL_NCC, 0);
-    Termios_entry {
-        c_iflag: Some(t.iflag),
-        c_oflag: Some(t.oflag),
-        c_cflag: Some(t.cflag),
-        c_lflag: Some(t.lflag),
-        c_line: Some(u32::from(t.line)),
-        c_ispeed: Some(t.ispeed),
-        c_ospeed: Some(t.ospeed),
-        c_cc: cc,
-        ..Default::default()
     }
 }
 
@@ -267,7 +227,7 @@ impl FileTable {
             ghost_images: Vec::new(),
             pipe_data: Vec::new(),
             fifo_data: Vec::new(),
-            tty_infos: Vec::new(),
+            ttys: tty::Terminals::default(),
             unix: unixsk::UnixSockets::default(),
             seen: HashMap::new(),
             locks: locks::Locks::default(),
@@ -463,12 +423,10 @@ impl FileTable {
 
     /// Dumps the fds of process `pid`. Fds sharing one open file description share an id,
     /// also with fds of processes dumped before.
-    /// Terminal fds are refused unless `shell_job`, and then only pty slaves are taken.
     pub(crate) fn dump_fds(
         &mut self,
         tree: &SeizedTree,
         proc_dir: &ProcDir,
-        shell_job: bool,
         file_locks: bool,
     ) -> Result<Vec<FdEntry>> {
         let pid = proc_dir.pid();
@@ -540,16 +498,12 @@ impl FileTable {
             if !is_pipe && !is_fifo && !reg_like && !opath {
                 return Err(unsupported("not a regular file, directory or device"));
             }
-            let major = nix::sys::stat::major(md.rdev()) as u32;
-            let is_tty = !opath && ft.is_char_device() && is_tty_major(major);
-            if is_tty && !shell_job {
-                return Err(unsupported("tty (use --shell-job)"));
-            }
-            if is_tty && !is_pts_major(major) {
-                return Err(unsupported(
-                    "terminals other than pty slaves (/dev/pts/N) of a shell job",
-                ));
-            }
+            let tty_driver = if !opath && ft.is_char_device() {
+                tty::driver_of(md.rdev()).map_err(unsupported)?
+            } else {
+                None
+            };
+            let is_tty = tty_driver.is_some();
             let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
             let key = (md.dev(), md.ino());
             let shared = self.shared_with(pid, fd, key)?.map(|(_, id)| id);
@@ -569,11 +523,9 @@ impl FileTable {
                     } else if is_memfd {
                         let pos = info.pos as u64;
                         self.memfd_file(id, &file, &link, &link, flags, pos, fown)?;
-                    } else if is_tty {
-                        let index = pts_index(&link_s)
-                            .ok_or_else(|| unsupported("a pty slave outside /dev/pts"))?;
-                        let at = TtyAt { pid, fd, index };
-                        self.tty(id, &at, &link, &file, &md, flags, fown, proc_dir)?;
+                    } else if let Some(driver) = tty_driver {
+                        let at = (pid, fd);
+                        self.tty(id, at, &link_s, &file, &md, flags, fown, proc_dir, driver)?;
                     } else {
                         // The description may be write-only: read the build-id through a
                         // fresh read-only open of the same file, unless that open would
@@ -635,65 +587,6 @@ impl FileTable {
         Ok(out)
     }
 
-    /// A pty slave of a shell job: a regular-file entry of its path (allocated after the
-    /// TTY file's id, written before it, as CRIU does), the TTY file entry, and the
-    /// terminal's tty_info_entry the first time this pty is seen. Only one pty may be
-    /// dumped: its master is outside the dump, and CRIU allows one such "unpaired" slave.
-    #[allow(clippy::too_many_arguments)]
-    fn tty(
-        &mut self,
-        id: u32,
-        at: &TtyAt,
-        link: &Path,
-        file: &File,
-        md: &std::fs::Metadata,
-        flags: u32,
-        fown: Fown_entry,
-        proc_dir: &ProcDir,
-    ) -> Result<()> {
-        let info_id = at.index << 1;
-        let regf_id = self.alloc();
-        let reg = self.reg_entry(regf_id, link, file, md, flags, 0, fown.clone())?;
-        self.push_reg(regf_id, reg);
-        if !self.tty_infos.iter().any(|t| t.id() == info_id) {
-            if let Some(other) = self.tty_infos.first() {
-                return Err(DumpError::UnsupportedFd {
-                    pid: at.pid,
-                    fd: at.fd,
-                    link: link.to_string_lossy().into_owned(),
-                    why: if other.pty.index() == at.index {
-                        "a second terminal"
-                    } else {
-                        "a second pty whose master is not dumped (only one is allowed)"
-                    },
-                });
-            }
-            let info = tty_info(info_id, at, file, md, proc_dir)?;
-            debug!(
-                id,
-                index = at.index,
-                sid = info.sid(),
-                pgrp = info.pgrp(),
-                "pty slave of a shell job"
-            );
-            self.tty_infos.push(info);
-        }
-        self.entries.push(File_entry {
-            type_: Some(EnumOrUnknown::new(Fd_types::TTY)),
-            id: Some(id),
-            tty: MessageField::some(Tty_file_entry {
-                id: Some(id),
-                tty_info_id: Some(info_id),
-                flags: Some(flags),
-                fown: MessageField::some(fown),
-                regf_id: Some(regf_id),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        Ok(())
-    }
-
     /// One end of a pipe: its file entry and, for a read end whose pipe was not seen yet,
     /// the bytes queued in it (as CRIU: data is taken from read ends only).
     fn pipe(
@@ -728,11 +621,19 @@ impl FileTable {
         Ok(())
     }
 
-    /// Writes files.img, remap-fpath.img, the ghost files, pipes-data.img, fifo-data.img and
-    /// filelocks.img.
-    pub(crate) fn write(mut self, dir: &mut ImageDir) -> Result<()> {
+    /// Writes files.img, remap-fpath.img, the ghost files, tty-info.img, tty-data.img,
+    /// pipes-data.img, fifo-data.img and filelocks.img. `leaders`: the live processes that
+    /// lead their session; `shell_job`: one pty slave may be a terminal outside the tree.
+    pub(crate) fn write(
+        mut self,
+        dir: &mut ImageDir,
+        leaders: &[Tid],
+        shell_job: bool,
+    ) -> Result<()> {
         self.unix.finish(&mut self.entries)?;
         self.resolve_in_flight()?;
+        self.ttys.check(leaders, shell_job)?;
+        let tty_data = self.ttys.queued_data()?;
         let mut img = ImageWriter::new("files.img", "FILES");
         for e in &self.entries {
             img.push(e).map_err(image_err("files.img"))?;
@@ -748,10 +649,17 @@ impl FileTable {
         for g in self.ghost_images {
             dir.write(g)?;
         }
-        if !self.tty_infos.is_empty() {
+        if !self.ttys.infos().is_empty() {
             let mut img = ImageWriter::new("tty-info.img", "TTY_INFO");
-            for e in &self.tty_infos {
+            for e in self.ttys.infos() {
                 img.push(e).map_err(image_err("tty-info.img"))?;
+            }
+            dir.write(img)?;
+        }
+        if !tty_data.is_empty() {
+            let mut img = ImageWriter::new("tty-data.img", "TTY_DATA");
+            for e in &tty_data {
+                img.push(e).map_err(image_err("tty-data.img"))?;
             }
             dir.write(img)?;
         }
@@ -774,87 +682,6 @@ impl FileTable {
         self.locks.write(dir)?;
         self.unix.write(dir)
     }
-}
-
-/// Which fd of which process a pty slave was found at, and its pty index.
-struct TtyAt {
-    pid: i32,
-    fd: i32,
-    index: u32,
-}
-
-/// The tty_info_entry of pty slave `file`, as CRIU 4.2 fills it: the session and
-/// foreground group (only known when the terminal is the task's controlling terminal,
-/// which is what CRIU's in-task TIOCGSID/TIOCGPGRP give; zero otherwise), the exclusive,
-/// packet and lock flags (an ioctl the slave does not answer counts as clear), termios,
-/// locked termios and window size. A hung-up terminal gets only the identity fields.
-fn tty_info(
-    info_id: u32,
-    at: &TtyAt,
-    file: &File,
-    md: &std::fs::Metadata,
-    proc_dir: &ProcDir,
-) -> Result<Tty_info_entry> {
-    use crs_sys::tty::{self, TtyFlag};
-    let fd = file.as_fd();
-    let ioctl_err = |what: &'static str| {
-        let path = PathBuf::from(format!("/proc/{}/fd/{}", at.pid, at.fd));
-        move |source| DumpError::File { what, path, source }
-    };
-    let stat = proc_dir.stat().map_err(proc_err(at.pid, "stat"))?;
-    let is_ctty = stat.tty_nr as u32 == md.rdev() as u32 && stat.tty_nr != 0;
-    let (sid, pgrp) = if is_ctty {
-        (stat.session.max(0) as u32, stat.tpgid.max(0) as u32)
-    } else {
-        (0, 0)
-    };
-    let mut info = Tty_info_entry {
-        id: Some(info_id),
-        type_: Some(EnumOrUnknown::new(TtyType::PTY)),
-        locked: Some(false),
-        exclusive: Some(false),
-        packet_mode: Some(false),
-        sid: Some(sid),
-        pgrp: Some(pgrp),
-        rdev: Some(md.rdev() as u32),
-        pty: MessageField::some(Tty_pty_entry {
-            index: Some(at.index),
-            ..Default::default()
-        }),
-        dev: Some(md.dev() as u32),
-        uid: Some(md.uid()),
-        gid: Some(md.gid()),
-        ..Default::default()
-    };
-    let mut hung_up = false;
-    for (flag, slot) in [
-        (TtyFlag::Exclusive, &mut info.exclusive),
-        (TtyFlag::Packet, &mut info.packet_mode),
-        (TtyFlag::Locked, &mut info.locked),
-    ] {
-        match tty::get_flag(fd, flag) {
-            Ok(v) => *slot = Some(v),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => hung_up = true,
-            Err(e) => return Err(ioctl_err("reading the state flags of the terminal")(e)),
-        }
-    }
-    if hung_up {
-        return Ok(info);
-    }
-    let t = tty::get_termios(fd).map_err(ioctl_err("reading the termios of"))?;
-    let tl = tty::get_locked_termios(fd).map_err(ioctl_err("reading the locked termios of"))?;
-    let w = tty::get_winsize(fd).map_err(ioctl_err("reading the window size of"))?;
-    info.termios = MessageField::some(termios_entry(&t));
-    info.termios_locked = MessageField::some(termios_entry(&tl));
-    info.winsize = MessageField::some(Winsize_entry {
-        ws_row: Some(u32::from(w.row)),
-        ws_col: Some(u32::from(w.col)),
-        ws_xpixel: Some(u32::from(w.xpixel)),
-        ws_ypixel: Some(u32::from(w.ypixel)),
-        ..Default::default()
-    });
-    Ok(info)
 }
 
 /// Whether `file` is a POSIX message queue (mqueue filesystem): opening it again by path
@@ -1076,14 +903,6 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn pts_index_of_dev_pts_path_is_its_number() {
-        assert_eq!(pts_index("/dev/pts/0"), Some(0));
-        assert_eq!(pts_index("/dev/pts/17"), Some(17));
-        assert_eq!(pts_index("/dev/ptmx"), None);
-        assert_eq!(pts_index("/dev/pts/x"), None);
-    }
-
-    #[test]
     fn termios_entry_packs_control_chars_like_criu() {
         // The CRIU 4.2 shell reference set: ^C ^\ DEL ^U in the first word, 19 words.
         let mut t = crs_sys::tty::Termios {
@@ -1091,7 +910,7 @@ mod tests {
             ..Default::default()
         };
         t.cc[..4].copy_from_slice(&[0x03, 0x1c, 0x7f, 0x15]);
-        let e = termios_entry(&t);
+        let e = tty::termios_entry(&t);
         assert_eq!(e.c_cc.len(), 19);
         assert_eq!(e.c_cc[0], 360651779);
         assert!(e.c_cc[1..].iter().all(|&w| w == 0));

@@ -656,7 +656,13 @@ fn dump_seized(
     let mut img = ImageWriter::new("seccomp.img", "SECCOMP");
     push(&mut img, &seccomp)?;
     dir.write(img)?;
-    files.write(&mut dir)?;
+    let leaders: Vec<Tid> = order
+        .iter()
+        .zip(&pstree)
+        .filter(|((_, _, zombie), e)| !zombie && e.pid() == e.sid())
+        .map(|((pid, _, _), _)| *pid)
+        .collect();
+    files.write(&mut dir, &leaders, opts.shell_job)?;
     let mut img = ImageWriter::new("pstree.img", "PSTREE");
     for e in &pstree {
         push(&mut img, e)?;
@@ -1138,8 +1144,7 @@ fn dump_process(
     let fds = if shared_table.is_some() {
         Vec::new()
     } else {
-        ctx.files
-            .dump_fds(tree, proc_dir, opts.shell_job, opts.file_locks)?
+        ctx.files.dump_fds(tree, proc_dir, opts.file_locks)?
     };
     let cwd_link = proc_dir.cwd().map_err(proc_err(pid, "cwd link"))?;
     let cwd = files::open_link(&proc_dir.path().join("cwd"), pid)?;

@@ -26,7 +26,6 @@ use crs_images::pb::pipe::Pipe_entry;
 use crs_images::pb::pipe_data::Pipe_data_entry;
 use crs_images::pb::remap_file_path::{Remap_file_path_entry, Remap_type};
 use crs_images::pb::time::Timeval;
-use crs_images::pb::tty::Tty_info_entry;
 use crs_sys::restore::{
     ChildPlan, InheritedFd, PlannedFile, PlannedPipe, SharedCreates, SharedFile, SharedPipe,
 };
@@ -80,8 +79,8 @@ pub(crate) struct FileImages {
     pub pipe_data: BTreeMap<u32, PipeData>,
     /// FIFO id (inode) -> queued data (fifo-data.img).
     pub fifo_data: BTreeMap<u32, PipeData>,
-    /// Terminals (tty-info.img) by id.
-    pub ttys: BTreeMap<u32, Tty_info_entry>,
+    /// Terminals: tty-info.img, tty-data.img, how each TTY file is restored.
+    pub ttys: crate::tty::Terminals,
 }
 
 /// Reads and checks remap-fpath.img, the ghost files it names and pipes-data.img (each
@@ -501,8 +500,9 @@ pub(crate) struct Shared {
 }
 
 /// What is shared in `tree` and who creates it; ghost files of shared files are created
-/// here and live as long as the returned [`GhostFiles`]. Terminals are left out: each
-/// process opens its own description of crs's terminal.
+/// here and live as long as the returned [`GhostFiles`]. Terminals are left out: crs makes
+/// the ptys, consoles and virtual terminals and hands each description to all its holders,
+/// and each process opens its own description of `/dev/tty` or of crs's terminal.
 pub(crate) fn shared(tree: &Tree) -> Result<(Shared, GhostFiles), RestoreError> {
     #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
     enum Key {
@@ -661,11 +661,13 @@ fn file_entry(tree: &Tree, id: u32) -> File_entry {
 
 /// What the new task does to itself: session, umask, cwd/root, files and pipes at their
 /// fds. The ghost files the plan opens are created here and live as long as the returned
-/// [`GhostFiles`].
+/// [`GhostFiles`]. `ctty_sessions`: the sessions whose processes will have a controlling
+/// terminal (a `/dev/tty` fd needs one).
 pub(crate) fn child_plan(
     images: &Images,
     shell_job: bool,
     shared: &Shared,
+    ctty_sessions: &BTreeSet<i32>,
     trampoline: u64,
     trampoline_len: usize,
 ) -> Result<(ChildPlan, GhostFiles), RestoreError> {
@@ -739,12 +741,29 @@ pub(crate) fn child_plan(
             continue;
         }
         if e.type_() == Fd_types::TTY {
-            // A new description of crs's own terminal, with the dumped flags.
+            use crate::tty::Kind;
             let t = crate::tty::tty_of(&images.files[&e.id()])?;
+            let path = match fi.ttys.kinds.get(&e.id()) {
+                // A new description of crs's own terminal, with the dumped flags.
+                Some(Kind::ShellJob) => terminal.clone(),
+                Some(Kind::DevTty) => {
+                    let sid = images.pstree.sid() as i32;
+                    if !ctty_sessions.contains(&sid) {
+                        return Err(unsupported(format!(
+                            "fd {} of pid {pid}: /dev/tty of a process whose session {sid} \
+                             gets no controlling terminal from the images",
+                            e.fd()
+                        )));
+                    }
+                    images.reg(t.regf_id()).name().to_string()
+                }
+                // Made by crs, handed over once the task is seized.
+                _ => continue,
+            };
             by_id.insert(
                 e.id(),
                 PlannedFile {
-                    path: cstring(&terminal)?,
+                    path: cstring(&path)?,
                     flags: (t.flags() as i32 & !STRIP) | libc::O_NOCTTY,
                     pos: 0,
                     fds: vec![(e.fd() as i32, cloexec)],

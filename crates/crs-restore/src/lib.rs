@@ -322,9 +322,23 @@ fn restore_inner(
     let tramp = choose_trampoline(&loaded.procs)?;
     let mut plans = BTreeMap::new();
     let (shared, shared_ghosts) = files::shared(&loaded)?;
+    let cttys = tty::controlling(&loaded)?;
+    // Sessions whose processes will have a controlling terminal: those whose leader takes
+    // a pty of the images, and a shell job's (crs's session, crs's terminal).
+    let mut ctty_sessions: BTreeSet<Tid> = cttys.keys().copied().collect();
+    if opts.shell_job && images.pstree.sid() != images.pstree.pid() {
+        ctty_sessions.insert(images.pstree.sid() as Tid);
+    }
     let mut ghosts = vec![shared_ghosts];
     for p in &loaded.procs {
-        let (plan, g) = files::child_plan(p, opts.shell_job, &shared, tramp, TRAMPOLINE_LEN)?;
+        let (plan, g) = files::child_plan(
+            p,
+            opts.shell_job,
+            &shared,
+            &ctty_sessions,
+            tramp,
+            TRAMPOLINE_LEN,
+        )?;
         plans.insert(p.pid, plan);
         ghosts.push(g);
     }
@@ -332,11 +346,14 @@ fn restore_inner(
     // links are made while the processes are built, after which every ghost file goes
     // (the tasks hold them deleted).
     ghosts.push(files::mapped_ghosts(&loaded, &ghosts)?);
-    let nodes = tree_nodes(&loaded, opts.shell_job, plans, shared.creates)?;
+    let nodes = tree_nodes(&loaded, opts.shell_job, plans, shared.creates, cttys)?;
     for n in nodes.iter().filter(|n| matches!(n.kind, NodeKind::Helper)) {
         preflight(n.pid)?;
     }
     let has_terminal = tty::connect(images)?;
+    // The tree's ptys exist before it does: its session leaders take them as their
+    // controlling terminals while the tree is created.
+    let mut terminals = tty::Made::create(&loaded)?;
     stage(|| "creating the tree".into())?;
     // From here on what crs makes is the guardian's to remove if crs dies.
     crs_compel::guard::record(&crs_compel::guard::Record::Restore);
@@ -379,6 +396,7 @@ fn restore_inner(
         }
     }
     let mut guard = TaskGuard(Some(spawned));
+    terminals.after_tree()?;
     let forking_time = t_fork.elapsed();
     debug!(?forking_time, "tree created");
 
@@ -392,6 +410,7 @@ fn restore_inner(
     // restore fails before `commit`), sockets and pidfds made in crs (see `handoff`). crs's fds on
     // them close when every process is built.
     let mut crs_files = handoff::CrsFiles::default();
+    crs_files.by_id.append(&mut terminals.by_id);
     stage(|| "making the shared objects".into())?;
     let (objects, shm_pages) = shmem::Objects::create(&shm_images)?;
     let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
@@ -507,6 +526,7 @@ fn tree_nodes(
     shell_job: bool,
     mut plans: BTreeMap<Tid, crs_sys::restore::ChildPlan>,
     mut creates: BTreeMap<Tid, crs_sys::restore::SharedCreates>,
+    mut cttys: BTreeMap<Tid, crs_sys::restore::Ctty>,
 ) -> Result<Vec<TreeNode>, RestoreError> {
     let planned = plan_of(loaded, shell_job)?;
     for p in &planned {
@@ -539,6 +559,10 @@ fn tree_nodes(
             },
             share_files: p.share_files,
             parent_death_signal: p.parent_death_signal,
+            ctty: match p.kind {
+                PlanKind::Live => cttys.remove(&p.pid),
+                _ => None,
+            },
         })
         .collect())
 }
@@ -1809,7 +1833,7 @@ mod tests {
             procs: Vec::new(),
             zombies,
         };
-        tree_nodes(&tree, false, plans, BTreeMap::new())
+        tree_nodes(&tree, false, plans, BTreeMap::new(), BTreeMap::new())
     }
 
     use crs_sys::restore::Step::{self, Child, Creates, Reap, Setpgid, Setsid, Subreaper};
@@ -2113,7 +2137,7 @@ mod tests {
             zombies: Vec::new(),
         };
         let plans = [100, 101].into_iter().map(|p| (p, plan())).collect();
-        let nodes = tree_nodes(&tree, true, plans, BTreeMap::new()).unwrap();
+        let nodes = tree_nodes(&tree, true, plans, BTreeMap::new(), BTreeMap::new()).unwrap();
         assert_eq!(
             steps(&nodes),
             [(100, vec![Creates, Child(1)]), (101, vec![Creates])]

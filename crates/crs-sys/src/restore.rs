@@ -149,6 +149,22 @@ pub struct TreeNode {
     /// Sets PR_SET_PDEATHSIG(SIGKILL). Off for the children of a session helper: they
     /// outlive it (reparented to the nearest subreaper).
     pub parent_death_signal: bool,
+    /// For a live session leader whose session had a controlling terminal: the terminal
+    /// it takes as such right after its [`Step::Setsid`] (so that the processes it
+    /// creates next have it too), and the foreground group it gives it after its last
+    /// step (when every group of the session exists).
+    pub ctty: Option<Ctty>,
+}
+
+/// The controlling terminal of a session leader's session (see [`TreeNode::ctty`]).
+#[derive(Debug)]
+pub struct Ctty {
+    /// The terminal's path (a pty slave: `/dev/pts/N`), opened with O_NOCTTY and closed
+    /// again each time it is used.
+    pub path: CString,
+    /// The foreground process group to give it (`TIOCSPGRP`); None leaves the leader's
+    /// own group there, as `TIOCSCTTY` put it.
+    pub foreground: Option<Tid>,
 }
 
 /// One step of a [`TreeNode`].
@@ -224,6 +240,8 @@ pub enum ChildStep {
     Reap,
     Subreaper,
     WatchCrs,
+    Ctty,
+    Foreground,
     Unknown(u32),
 }
 
@@ -256,6 +274,8 @@ impl ChildStep {
             ChildStep::Reap => 24,
             ChildStep::Subreaper => 25,
             ChildStep::WatchCrs => 26,
+            ChildStep::Ctty => 27,
+            ChildStep::Foreground => 28,
             ChildStep::Unknown(c) => c,
         }
     }
@@ -288,6 +308,8 @@ impl ChildStep {
             ChildStep::Reap,
             ChildStep::Subreaper,
             ChildStep::WatchCrs,
+            ChildStep::Ctty,
+            ChildStep::Foreground,
         ]
         .into_iter()
         .find(|s| s.code() == c)
@@ -324,6 +346,8 @@ impl fmt::Display for ChildStep {
             ChildStep::Reap => "reaping a helper child",
             ChildStep::Subreaper => "prctl(PR_SET_CHILD_SUBREAPER)",
             ChildStep::WatchCrs => "opening a pidfd of crs (a root made crs's sibling)",
+            ChildStep::Ctty => "taking its terminal as controlling terminal (TIOCSCTTY)",
+            ChildStep::Foreground => "setting its terminal's foreground group (TIOCSPGRP)",
             ChildStep::Unknown(c) => return write!(f, "unknown step {c}"),
         };
         f.write_str(s)
@@ -802,8 +826,9 @@ fn node_main(
     let mut wfd = wfd;
     // SAFETY: each `sys` call passes integers, NUL-terminated strings or buffers of `nodes`
     // with their exact lengths (alive: this task runs on a copy of its parent's memory taken
-    // while `nodes` was borrowed), a live local the kernel writes (`gone`, one pollfd), or
-    // the trampoline this task just mapped, with the length it mapped.
+    // while `nodes` was borrowed), a live local the kernel writes (`gone`, one pollfd) or
+    // reads (`pgrp`, one pid_t for TIOCSPGRP), or the trampoline this task just mapped,
+    // with the length it mapped.
     unsafe {
         if node.parent_death_signal
             && sys(
@@ -884,6 +909,27 @@ fn node_main(
         }
         for &step in &node.steps {
             run_step(nodes, layout, node, step, wfd);
+        }
+        if let Some(Ctty {
+            path,
+            foreground: Some(pgrp),
+        }) = &node.ctty
+        {
+            let pgrp: libc::pid_t = *pgrp;
+            let fd = open_terminal(wfd, path, ChildStep::Foreground);
+            let ret = sys(
+                libc::SYS_ioctl,
+                [
+                    fd as u64,
+                    libc::TIOCSPGRP,
+                    &pgrp as *const libc::pid_t as u64,
+                    0,
+                ],
+            );
+            if ret < 0 {
+                fail(wfd, ChildStep::Foreground, pgrp as usize, errno());
+            }
+            sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
         }
         let plan = match &node.kind {
             NodeKind::Live(plan) => plan,
@@ -1027,13 +1073,23 @@ fn node_main(
 /// Step `step` of new task `node`, whose report fd is `wfd`. Runs in the new task: raw
 /// syscalls only.
 fn run_step(nodes: &[TreeNode], layout: Layout, node: &TreeNode, step: Step, wfd: RawFd) {
-    // SAFETY: see `node_main`: integers only, except `info`, a live local buffer of 128
-    // bytes (a siginfo_t) the kernel writes, and a null rusage pointer.
+    // SAFETY: see `node_main`: integers only (TIOCSCTTY takes an int by value), except
+    // `info`, a live local buffer of 128 bytes (a siginfo_t) the kernel writes, and a null
+    // rusage pointer.
     unsafe {
         match step {
             Step::Setsid => {
                 if sys(libc::SYS_setsid, [0; 4]) < 0 {
                     fail(wfd, ChildStep::Setsid, 0, errno());
+                }
+                if let Some(c) = &node.ctty {
+                    // A new session leader without a terminal takes this one; the group
+                    // it leads becomes the terminal's foreground group.
+                    let fd = open_terminal(wfd, &c.path, ChildStep::Ctty);
+                    if sys(libc::SYS_ioctl, [fd as u64, libc::TIOCSCTTY, 0, 0]) < 0 {
+                        fail(wfd, ChildStep::Ctty, 0, errno());
+                    }
+                    sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
                 }
             }
             Step::Setpgid(pgid) => {
@@ -1090,6 +1146,27 @@ fn run_step(nodes: &[TreeNode], layout: Layout, node: &TreeNode, step: Step, wfd
             }
         }
     }
+}
+
+/// Opens terminal `path` (O_RDWR | O_NOCTTY) in the new task for step `step`; the fd.
+/// Runs in the new task: raw syscalls only.
+fn open_terminal(wfd: RawFd, path: &CString, step: ChildStep) -> libc::c_long {
+    // SAFETY: see `node_main`: `path` is a NUL-terminated string alive for the call.
+    let fd = unsafe {
+        sys(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                path.as_ptr() as u64,
+                (libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) as u64,
+                0,
+            ],
+        )
+    };
+    if fd < 0 {
+        fail(wfd, step, 0, errno());
+    }
+    fd
 }
 
 /// Opens file `f` in the new task, seeks it, and puts it at `targets` (the temporary fd
