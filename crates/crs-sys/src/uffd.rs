@@ -274,8 +274,11 @@ mod tests {
                 end: 0x3000
             }
         );
-        m[0] = 0x13;
-        assert_eq!(parse_event(&m), Event::Other(0x13));
+        m[0] = EVENT_FORK;
+        m[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        assert_eq!(parse_event(&m), Event::Fork { ufd: 7 });
+        m[0] = 0x17;
+        assert_eq!(parse_event(&m), Event::Other(0x17));
     }
     use crate::dump::{page_is, pagemap_scan_flags, PageRegion, ScanQuery, SCAN_WP_MATCHING};
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};
