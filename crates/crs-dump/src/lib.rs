@@ -256,27 +256,13 @@ pub fn dump_notified(opts: &DumpOptions, notify: Notify<'_>) -> Result<DumpStats
         .map_err(proc_err(std::process::id() as i32, "the /proc directory"))?;
     let root_ids = ns_ids.ids(&me)?;
 
-    let t0 = Instant::now();
-    let seize = SeizeOptions {
-        freeze_cgroup: opts.freeze_cgroup.clone(),
-        freeze_timeout: opts.timeout,
-        ..SeizeOptions::default()
-    };
-    let mut tree =
-        SeizedTree::seize(pid, &seize).map_err(|source| DumpError::Seize { pid, source })?;
-    let mut stats = DumpStats {
-        freezing_time: t0.elapsed(),
-        ..Default::default()
-    };
-    let frozen_at = Instant::now();
-    info!(pid, threads = tree.thread_count(), "tree seized");
-    // This thread and the held threads on one CPU while crs drives them (see
-    // `crs_compel::pin`); the page-copy pool is started first, so its threads are not.
-    rayon::current_num_threads();
-    let pin = CpuPin::here();
-    if let Some(p) = &pin {
-        tree.pin_to_cpu(p.cpu(), None);
-    }
+    let Frozen {
+        mut tree,
+        mut stats,
+        frozen_at,
+        // Held until the tree is released.
+        pin: _pin,
+    } = freeze(opts)?;
 
     let live = if opts.live && opts.leave_running {
         match live::Session::start() {
@@ -415,6 +401,46 @@ fn finish_images(opts: &DumpOptions, pid: Tid, dir: ImageDir) -> Result<()> {
     Ok(())
 }
 
+/// A tree held for a (pre-)dump.
+struct Frozen {
+    tree: SeizedTree,
+    stats: DumpStats,
+    frozen_at: Instant,
+    pin: Option<CpuPin>,
+}
+
+/// Seizes the tree of `opts.pid` (through its cgroup's freezer with `--freeze-cgroup`),
+/// with this thread and the held threads on one CPU while crs drives them (see
+/// `crs_compel::pin`; the page-copy pool is started first, so its threads are not).
+fn freeze(opts: &DumpOptions) -> Result<Frozen> {
+    let pid = opts.pid;
+    let t0 = Instant::now();
+    let seize = SeizeOptions {
+        freeze_cgroup: opts.freeze_cgroup.clone(),
+        freeze_timeout: opts.timeout,
+        ..SeizeOptions::default()
+    };
+    let mut tree =
+        SeizedTree::seize(pid, &seize).map_err(|source| DumpError::Seize { pid, source })?;
+    let stats = DumpStats {
+        freezing_time: t0.elapsed(),
+        ..Default::default()
+    };
+    let frozen_at = Instant::now();
+    info!(pid, threads = tree.thread_count(), "tree seized");
+    rayon::current_num_threads();
+    let pin = CpuPin::here();
+    if let Some(p) = &pin {
+        tree.pin_to_cpu(p.cpu(), None);
+    }
+    Ok(Frozen {
+        tree,
+        stats,
+        frozen_at,
+        pin,
+    })
+}
+
 /// `crs pre-dump`: the memory of every process of the tree (pagemaps and pages, and an
 /// inventory), with the tree frozen only for that; writes are then tracked (see [`track`])
 /// so that the next dump with `--prev-images-dir` here copies only what was written since.
@@ -426,24 +452,12 @@ pub fn pre_dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     ImageDir::check(&opts.images_dir)?;
     let proc_dir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
     let stat = proc_dir.stat().map_err(proc_err(pid, "stat"))?;
-    let t0 = Instant::now();
-    let seize = SeizeOptions {
-        freeze_cgroup: opts.freeze_cgroup.clone(),
-        freeze_timeout: opts.timeout,
-        ..SeizeOptions::default()
-    };
-    let mut tree =
-        SeizedTree::seize(pid, &seize).map_err(|source| DumpError::Seize { pid, source })?;
-    let mut stats = DumpStats {
-        freezing_time: t0.elapsed(),
-        ..Default::default()
-    };
-    let frozen_at = Instant::now();
-    rayon::current_num_threads();
-    let pin = CpuPin::here();
-    if let Some(p) = &pin {
-        tree.pin_to_cpu(p.cpu(), None);
-    }
+    let Frozen {
+        mut tree,
+        mut stats,
+        frozen_at,
+        pin,
+    } = freeze(opts)?;
     let keeper = track::socket_name(pid, stat.start_time);
     let done = (|| -> Result<Vec<(Tid, std::os::fd::OwnedFd)>> {
         let order = tree_order(&tree, pid)?;

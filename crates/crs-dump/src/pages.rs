@@ -136,17 +136,29 @@ fn scan_ioctl(
         return_mask: page_is::PRESENT | page_is::SWAPPED,
     };
     let _ = v.file_private; // anonymous pages are never PAGE_IS_FILE: one query serves both
-    let mut at = v.start;
-    let mut prev_end = v.start;
-    while at < v.end {
-        let (n, walk_end) = pagemap_scan(pagemap.as_fd(), at, v.end, &query, regions)?;
+    walk(pagemap, v.start, v.end, &query, regions, push)
+}
+
+/// The regions of `[start, end)` matching `query`, in order, each handed to `push` once:
+/// `PAGEMAP_SCAN` again after the last region when its vector filled up.
+fn walk(
+    pagemap: &File,
+    start: u64,
+    end: u64,
+    query: &ScanQuery,
+    regions: &mut [PageRegion],
+    push: &mut impl FnMut(u64, u64),
+) -> std::io::Result<()> {
+    let mut at = start;
+    let mut prev_end = start;
+    while at < end {
+        let (n, walk_end) = pagemap_scan(pagemap.as_fd(), at, end, query, regions)?;
         for r in &regions[..n] {
             // Never trust a region to start before what was already reported.
-            let start = r.start.max(prev_end);
-            let end = r.end.min(v.end);
-            if start < end {
-                push(start, end);
-                prev_end = end;
+            let (s, e) = (r.start.max(prev_end), r.end.min(end));
+            if s < e {
+                push(s, e);
+                prev_end = e;
             }
         }
         let next = if n == regions.len() {
@@ -565,37 +577,23 @@ pub(crate) fn written(proc_dir: &ProcDir, vmas: &[ScanVma]) -> Result<Vec<(u64, 
     let mut regions = vec![PageRegion::default(); SCAN_VEC_LEN];
     let mut out: Vec<(u64, u64)> = Vec::new();
     for v in vmas {
-        let mut at = v.start;
-        let mut prev_end = v.start;
-        while at < v.end {
-            let (n, walk_end) =
-                pagemap_scan(pagemap.file().as_fd(), at, v.end, &query, &mut regions).map_err(
-                    |source| DumpError::PageScan {
-                        pid,
-                        addr: at,
-                        source,
-                    },
-                )?;
-            for r in &regions[..n] {
-                let (s, e) = (r.start.max(prev_end), r.end.min(v.end));
-                if s < e {
-                    match out.last_mut() {
-                        Some(last) if last.1 == s => last.1 = e,
-                        _ => out.push((s, e)),
-                    }
-                    prev_end = e;
-                }
-            }
-            let next = if n == regions.len() {
-                walk_end.max(prev_end)
-            } else {
-                walk_end
-            };
-            if next <= at {
-                break;
-            }
-            at = next;
-        }
+        let mut push = |s: u64, e: u64| match out.last_mut() {
+            Some(last) if last.1 == s => last.1 = e,
+            _ => out.push((s, e)),
+        };
+        walk(
+            pagemap.file(),
+            v.start,
+            v.end,
+            &query,
+            &mut regions,
+            &mut push,
+        )
+        .map_err(|source| DumpError::PageScan {
+            pid,
+            addr: v.start,
+            source,
+        })?;
     }
     Ok(out)
 }

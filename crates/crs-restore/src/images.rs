@@ -715,18 +715,7 @@ pub(crate) fn page_runs_split(
     let mut offset = 0u64;
     let mut prev_end = 0u64;
     for (i, e) in entries.iter().enumerate() {
-        let nr = if e.has_nr_pages() {
-            e.nr_pages()
-        } else {
-            u64::from(e.compat_nr_pages())
-        };
-        let flags = if e.has_flags() {
-            e.flags()
-        } else if e.in_parent() {
-            PE_PARENT
-        } else {
-            PE_PRESENT
-        };
+        let (nr, flags) = pages_and_flags(e);
         let addr = e.vaddr();
         let len = nr.checked_mul(PAGE).filter(|&l| l > 0 && l <= TASK_SIZE);
         let Some(len) = len else {
@@ -788,6 +777,24 @@ pub(crate) fn page_runs_split(
     Ok((runs, parent))
 }
 
+/// A pagemap entry's page count and flags, as old images (no `nr_pages`, no `flags`, the
+/// `in_parent` bool) say them too.
+fn pages_and_flags(e: &Pagemap_entry) -> (u64, u32) {
+    let nr = if e.has_nr_pages() {
+        e.nr_pages()
+    } else {
+        u64::from(e.compat_nr_pages())
+    };
+    let flags = if e.has_flags() {
+        e.flags()
+    } else if e.in_parent() {
+        PE_PARENT
+    } else {
+        PE_PRESENT
+    };
+    (nr, flags)
+}
+
 /// How many parent links a restore follows at most.
 const MAX_PARENTS: usize = 64;
 
@@ -839,18 +846,7 @@ fn parent_runs(
         let mut covered: Vec<(u64, u64)> = Vec::new();
         let mut offset = 0u64;
         for e in &entries {
-            let nr = if e.has_nr_pages() {
-                e.nr_pages()
-            } else {
-                u64::from(e.compat_nr_pages())
-            };
-            let flags = if e.has_flags() {
-                e.flags()
-            } else if e.in_parent() {
-                PE_PARENT
-            } else {
-                PE_PRESENT
-            };
+            let (nr, flags) = pages_and_flags(e);
             let (es, ee) = (e.vaddr(), e.vaddr().saturating_add(nr.saturating_mul(PAGE)));
             for &(ws, we) in &want {
                 let (s, t) = (ws.max(es), we.min(ee));
