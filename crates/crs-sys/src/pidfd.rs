@@ -54,11 +54,11 @@ pub const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
 /// is free again on return. Each pidfd polls readable (POLLIN|POLLHUP), shows `Pid: -1`
 /// in fdinfo, and `pidfd_send_signal` on it fails with ESRCH.
 pub fn dead_pidfds(flags: &[u32]) -> io::Result<Vec<OwnedFd>> {
-    // SAFETY: clone without CLONE_VM and with no new stack is fork(): the child runs on a
-    // copy of this thread's memory and stack. It only calls `_exit`, which is
-    // async-signal-safe and takes no lock another thread may have held at the clone. No
-    // pointer is passed (the parent/child tid and tls arguments are unused without their
-    // flags).
+    // A clone without CLONE_VM and with no new stack is fork(): the child runs on a copy
+    // of this thread's memory and stack. It only calls `_exit`, which is async-signal-safe
+    // and takes no lock another thread may have held at the clone. The parent/child tid
+    // and tls arguments are unused without their flags.
+    // SAFETY: fork-like clone passing no pointer; the child does nothing but `_exit`.
     let ret = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
     if ret == 0 {
         // SAFETY: ends the child at once, running no destructor or atexit handler (which

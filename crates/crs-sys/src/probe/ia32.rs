@@ -8,11 +8,11 @@ use std::arch::asm;
 fn mmap2_none(len: u32) -> u32 {
     const NR_MMAP2_32: u32 = 192;
     let ret: u32;
-    // SAFETY: the call makes a PROT_NONE anonymous mapping at an address the kernel picks,
-    // replacing nothing and touching no memory of ours. Its arguments go in ebx, ecx, edx,
-    // esi, edi and ebp; Rust reserves rbx and rbp, so they are saved in r12 and r13
-    // (declared clobbered) and put back before the block ends. Kernels before 4.17 zero
-    // r8-r11 on int 0x80: declared clobbered too. The stack is not touched.
+    // The call makes a PROT_NONE anonymous mapping at an address the kernel picks. Its
+    // arguments go in ebx, ecx, edx, esi, edi and ebp; Rust reserves rbx and rbp, so they
+    // are saved in r12 and r13 (declared clobbered) and put back before the block ends.
+    // Kernels before 4.17 zero r8-r11 on int 0x80: declared clobbered too.
+    // SAFETY: no memory, mapping or stack of ours is touched; every register is restored.
     unsafe {
         asm!(
             "mov r12, rbx",
