@@ -1,7 +1,12 @@
 //! Shared helpers for the integration tests: process guards, workload discovery,
 //! reference-image locations.
 
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 pub mod process;
 
@@ -104,4 +109,46 @@ fn cpus_allowed(status: &str) -> Option<String> {
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
         .map(|v| v.trim().to_string())
+}
+
+/// Polls `fds` for input: the index of the first readable (or hung-up) one, None when
+/// `timeout` passes first.
+///
+/// # Panics
+/// When poll fails other than with EINTR.
+pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Option<usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+            .collect();
+        match poll(&mut pfds, ms) {
+            Ok(0) => return None,
+            Ok(_) => {
+                return pfds.iter().position(|p| {
+                    p.revents()
+                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
+                })
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+}
+
+/// Sets or clears close-on-exec on `fd` (to hand it to the next child only).
+///
+/// # Panics
+/// When fcntl fails.
+pub fn set_cloexec(fd: &OwnedFd, on: bool) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).expect("F_SETFD");
 }

@@ -17,7 +17,7 @@
 //! could not run.
 
 pub use crs_tests::crs_bin;
-use crs_tests::{cpu_masks, descendants, own_cpu_mask};
+use crs_tests::{cpu_masks, descendants, own_cpu_mask, set_cloexec, wait_readable};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -28,7 +28,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -237,30 +236,6 @@ impl Drop for ProcGuard {
         // least waited for, so nothing outlives the test.
         if self.wait_exit(Duration::from_secs(30)) {
             let _ = waitpid(Pid::from_raw(self.pid), None);
-        }
-    }
-}
-
-/// Polls the fds for readability; the index of the first readable one, None on timeout.
-fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>], timeout: Duration) -> Option<usize> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-        let mut pfds: Vec<PollFd<'_>> = fds
-            .iter()
-            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-            .collect();
-        match poll(&mut pfds, ms) {
-            Ok(0) => return None,
-            Ok(_) => {
-                return pfds.iter().position(|p| {
-                    p.revents()
-                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
-                })
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => panic!("poll: {e}"),
         }
     }
 }
@@ -1035,17 +1010,6 @@ fn parent_pages(path: &Path) -> u64 {
         .filter(|e| e.flags() & 1 != 0)
         .map(|e| e.nr_pages())
         .sum()
-}
-
-/// Sets or clears close-on-exec on `fd` (to hand it to the next child only).
-fn set_cloexec(fd: &OwnedFd, on: bool) {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let flags = if on {
-        FdFlag::FD_CLOEXEC
-    } else {
-        FdFlag::empty()
-    };
-    fcntl(fd, FcntlArg::F_SETFD(flags)).expect("F_SETFD");
 }
 
 /// A dump by `dumper` into page server `server` (each crs or `$CRIU`), then `crs restore`.

@@ -19,7 +19,7 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -30,9 +30,8 @@ use std::time::{Duration, Instant};
 use crs_images::codec::ImageReader;
 use crs_images::pb::pstree::Pstree_entry;
 use crs_sys::ptrace::{self, Stop};
-use crs_tests::{cpu_masks, crs_bin, descendants};
+use crs_tests::{cpu_masks, crs_bin, descendants, wait_readable};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -81,30 +80,6 @@ impl Drop for Cleanup {
         // Every child is dying now; orphans become ours as their parents go.
         while let Ok(_) | Err(Errno::EINTR) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL))
         {
-        }
-    }
-}
-
-/// Polls the fds for readability: the index of the first readable one, None on timeout.
-fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Option<usize> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-        let mut pfds: Vec<PollFd<'_>> = fds
-            .iter()
-            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-            .collect();
-        match poll(&mut pfds, ms) {
-            Ok(0) => return None,
-            Ok(_) => {
-                return pfds.iter().position(|p| {
-                    p.revents()
-                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
-                })
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => panic!("poll: {e}"),
         }
     }
 }

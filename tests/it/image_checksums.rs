@@ -14,15 +14,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crs_tests::crs_bin;
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use crs_tests::{crs_bin, wait_readable};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -31,30 +29,6 @@ const CHECKSUMS: &str = "crs-checksums";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 const CRS_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Polls `fds` for input; the index of the first readable one, None on timeout.
-fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Option<usize> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-        let mut pfds: Vec<PollFd<'_>> = fds
-            .iter()
-            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-            .collect();
-        match poll(&mut pfds, ms) {
-            Ok(0) => return None,
-            Ok(_) => {
-                return pfds.iter().position(|p| {
-                    p.revents()
-                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
-                })
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => panic!("poll: {e}"),
-        }
-    }
-}
 
 /// A process of the test (started, or restored and reparented to it): SIGKILLed and reaped
 /// on drop unless reaped.

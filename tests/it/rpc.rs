@@ -16,7 +16,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 use crs_images::pb::rpc::{
     Criu_cg_mode, Criu_features, Criu_opts, Criu_req, Criu_req_type, Criu_resp,
 };
-use crs_tests::{crs_bin, descendants};
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use crs_tests::{crs_bin, descendants, set_cloexec, wait_readable};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -55,40 +53,6 @@ fn become_subreaper() {
     ONCE.get_or_init(|| {
         nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
     });
-}
-
-fn set_cloexec(fd: &OwnedFd, on: bool) {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let flags = if on {
-        FdFlag::FD_CLOEXEC
-    } else {
-        FdFlag::empty()
-    };
-    fcntl(fd, FcntlArg::F_SETFD(flags)).expect("F_SETFD");
-}
-
-/// Polls `fds` for readability: the index of the first readable one, None on timeout.
-fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Option<usize> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-        let mut pfds: Vec<PollFd<'_>> = fds
-            .iter()
-            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-            .collect();
-        match poll(&mut pfds, ms) {
-            Ok(0) => return None,
-            Ok(_) => {
-                return pfds.iter().position(|p| {
-                    p.revents()
-                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
-                })
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => panic!("poll: {e}"),
-        }
-    }
 }
 
 /// A process the test started or restored: on drop, SIGKILLed (its process group too,

@@ -908,21 +908,7 @@ pub fn timens() -> Probe {
 /// EINVAL (before creating anything), one that does not with E2BIG, and one without
 /// clone3 with ENOSYS.
 pub fn clone3_set_tid() -> Probe {
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
+    use crate::restore::CloneArgs;
     let args = CloneArgs {
         set_tid: u64::MAX,
         ..CloneArgs::default()
@@ -1228,50 +1214,21 @@ pub fn ipv6_freebind() -> Probe {
     })
 }
 
-/// `struct pm_scan_arg` of `<linux/fs.h>`.
-#[repr(C)]
-#[derive(Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
-const PAGE_IS_FILE: u64 = 1 << 2;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
-const PAGE_IS_SWAPPED: u64 = 1 << 4;
-const PAGE_IS_PFNZERO: u64 = 1 << 5;
-const PAGE_IS_SOFT_DIRTY: u64 = 1 << 7;
-const PAGE_IS_GUARD: u64 = 1 << 8;
-
 /// A PAGEMAP_SCAN of crs's own empty range [0, 0) with the categories a dump asks for,
 /// plus `extra` in the return mask: the kernel checks the arguments and scans nothing.
 fn pagemap_scan_with(extra: u64) -> Result<(), String> {
-    // _IOWR('f', 16, struct pm_scan_arg)
-    const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+    use crate::dump::{page_is, pagemap_scan, PageRegion, ScanQuery};
     let file = File::open("/proc/self/pagemap").map_err(ctx("/proc/self/pagemap"))?;
-    let mut arg = PmScanArg {
-        size: std::mem::size_of::<PmScanArg>() as u64,
-        category_inverted: PAGE_IS_PFNZERO | PAGE_IS_FILE,
-        category_mask: PAGE_IS_PFNZERO | PAGE_IS_FILE,
-        category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-        return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_SOFT_DIRTY | extra,
-        ..PmScanArg::default()
+    let query = ScanQuery {
+        category_inverted: page_is::PFNZERO | page_is::FILE,
+        category_mask: page_is::PFNZERO | page_is::FILE,
+        category_anyof_mask: page_is::PRESENT | page_is::SWAPPED,
+        return_mask: page_is::PRESENT | page_is::SWAPPED | page_is::SOFT_DIRTY | extra,
     };
-    // SAFETY: PAGEMAP_SCAN reads and writes one pm_scan_arg at the pointer, which points at
-    // `arg`, a live local of that layout whose `size` says so; with no output vector and
-    // an empty range the kernel writes nothing else.
-    let ret = unsafe { libc::ioctl(file.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
-    cvt(ret.into()).map(drop).map_err(ctx("PAGEMAP_SCAN"))
+    let mut out = [PageRegion::default()];
+    pagemap_scan(file.as_fd(), 0, 0, &query, &mut out)
+        .map(drop)
+        .map_err(ctx("PAGEMAP_SCAN"))
 }
 
 /// `pagemap_scan`: the PAGEMAP_SCAN ioctl on /proc/PID/pagemap, the fast present-page
@@ -1282,7 +1239,7 @@ pub fn pagemap_scan() -> Probe {
 
 /// `pagemap_scan_guard_pages`: PAGEMAP_SCAN reports guard pages (PAGE_IS_GUARD).
 pub fn pagemap_scan_guard_pages() -> Probe {
-    run(|| pagemap_scan_with(PAGE_IS_GUARD))
+    run(|| pagemap_scan_with(crate::dump::page_is::GUARD))
 }
 
 /// `timer_cr_ids`: POSIX timers can be created with chosen ids

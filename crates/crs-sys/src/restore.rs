@@ -447,18 +447,18 @@ fn wait_gone(pidfd: &OwnedFd) {
 /// `struct clone_args` (CLONE_ARGS_SIZE_VER2).
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub(crate) struct CloneArgs {
+    pub(crate) flags: u64,
+    pub(crate) pidfd: u64,
+    pub(crate) child_tid: u64,
+    pub(crate) parent_tid: u64,
+    pub(crate) exit_signal: u64,
+    pub(crate) stack: u64,
+    pub(crate) stack_size: u64,
+    pub(crate) tls: u64,
+    pub(crate) set_tid: u64,
+    pub(crate) set_tid_size: u64,
+    pub(crate) cgroup: u64,
 }
 
 /// Report written by a new task: step (0 = ready), file index, errno, its pid.
@@ -656,6 +656,27 @@ pub fn reap(pid: Tid) -> io::Result<i32> {
             return Err(err);
         }
         return Ok(status);
+    }
+}
+
+/// In a new task: a close-on-exec pidfd of `pid` at the lowest free fd from `floor`. A
+/// failure is reported as `step` on `wfd` and ends the task. Raw syscalls only.
+fn pidfd_from(pid: libc::c_long, floor: RawFd, wfd: RawFd, step: ChildStep) -> libc::c_long {
+    // SAFETY: pidfd_open, fcntl(F_DUPFD_CLOEXEC) and close take integers only.
+    unsafe {
+        let fd = sys(libc::SYS_pidfd_open, [pid as u64, 0, 0, 0]);
+        if fd < 0 {
+            fail(wfd, step, 0, errno());
+        }
+        let moved = sys(
+            libc::SYS_fcntl,
+            [fd as u64, libc::F_DUPFD_CLOEXEC as u64, floor as u64, 0],
+        );
+        if moved < 0 {
+            fail(wfd, step, 0, errno());
+        }
+        sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
+        moved
     }
 }
 
@@ -878,34 +899,12 @@ fn node_main(
         let mut helper_fd: libc::c_long = -1;
         if !node.parent_death_signal {
             let ppid = sys(libc::SYS_getppid, [0; 4]);
-            let fd = sys(libc::SYS_pidfd_open, [ppid as u64, 0, 0, 0]);
-            if fd < 0 {
-                fail(wfd, ChildStep::PdeathSig, 0, errno());
-            }
-            helper_fd = sys(
-                libc::SYS_fcntl,
-                [fd as u64, libc::F_DUPFD_CLOEXEC as u64, floor as u64, 0],
-            );
-            if helper_fd < 0 {
-                fail(wfd, ChildStep::PdeathSig, 0, errno());
-            }
-            sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
+            helper_fd = pidfd_from(ppid, floor, wfd, ChildStep::PdeathSig);
         }
         // A root that is crs's sibling: a pidfd of crs, waited on once reported.
         let mut crs_fd: libc::c_long = -1;
         if watch != 0 {
-            let fd = sys(libc::SYS_pidfd_open, [watch as u64, 0, 0, 0]);
-            if fd < 0 {
-                fail(wfd, ChildStep::WatchCrs, 0, errno());
-            }
-            crs_fd = sys(
-                libc::SYS_fcntl,
-                [fd as u64, libc::F_DUPFD_CLOEXEC as u64, floor as u64, 0],
-            );
-            if crs_fd < 0 {
-                fail(wfd, ChildStep::WatchCrs, 0, errno());
-            }
-            sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
+            crs_fd = pidfd_from(watch.into(), floor, wfd, ChildStep::WatchCrs);
         }
         for &step in &node.steps {
             run_step(nodes, layout, node, step, wfd);

@@ -89,6 +89,20 @@ const PEEK_CONTROL_WORDS: usize = 160;
 /// message passes. With SO_PEEK_OFF set, each call returns the data after the previous
 /// one. An empty queue is `Ok(None)` (the kernel's EAGAIN).
 pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Peeked>> {
+    match recvmsg_with_control(fd, buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// One `recvmsg(fd, flags | MSG_CMSG_CLOEXEC)` into `buf`, with a control buffer with room
+/// for SCM_MAX_FD fds and credentials; the fds it installs are owned by the result.
+fn recvmsg_with_control(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<Peeked> {
     let mut control = [0u64; PEEK_CONTROL_WORDS];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -100,36 +114,25 @@ pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Peeked>> {
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: `msg` points at `iov` (describing `buf`, borrowed mutably for the call) and
-    // at `control`, both live for the call; the kernel writes within their lengths and
-    // updates `msg`. The fd is borrowed, so it stays open. Passed fds (SCM_RIGHTS) that
-    // the peek installs are reported through `control` and owned below.
-    let ret = unsafe {
-        libc::recvmsg(
-            fd.as_raw_fd(),
-            &mut msg,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-        )
-    };
-    let n = match cvt(ret as libc::c_long) {
-        Ok(n) => n as usize,
-        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    // The kernel writes within the lengths of `iov` and `control` and updates `msg`.
+    // Passed fds (SCM_RIGHTS) it installs are reported through `control` and owned below.
+    // SAFETY: `msg` points at `iov` (describing `buf`, borrowed mutably) and `control`,
+    // both live for the call; the fd is borrowed, so it stays open.
+    let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
+    let len = cvt(ret as libc::c_long)? as usize;
     let control_truncated = msg.msg_flags & libc::MSG_CTRUNC != 0;
-    let has_control = msg.msg_controllen != 0 || control_truncated;
     let fds = if msg.msg_controllen != 0 {
         passed_fds(&msg)
     } else {
         Vec::new()
     };
-    Ok(Some(Peeked {
-        len: n,
+    Ok(Peeked {
+        len,
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
-        control: has_control,
+        control: msg.msg_controllen != 0 || control_truncated,
         fds,
         control_truncated,
-    }))
+    })
 }
 
 /// The fds the SCM_RIGHTS messages of `msg` installed in crs, owned.
@@ -448,31 +451,11 @@ fn send_msg(
 /// (SCM_RIGHTS), owned and close-on-exec. A control part that did not fit is an error
 /// (EMSGSIZE), its fds already closed by the kernel's truncation.
 pub fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut control = [0u64; PEEK_CONTROL_WORDS];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain data; all-zero is a valid (empty) value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: `msg` points at `iov` (describing `buf`, borrowed mutably for the call) and
-    // at `control`, both live for the call; the kernel writes within their lengths. The
-    // fds it installs are owned below.
-    let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    let n = cvt(ret as libc::c_long)? as usize;
-    let fds = if msg.msg_controllen != 0 {
-        passed_fds(&msg)
-    } else {
-        Vec::new()
-    };
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+    let got = recvmsg_with_control(fd, buf, 0)?;
+    if got.control_truncated {
         return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
     }
-    Ok((n, fds))
+    Ok((got.len, got.fds))
 }
 
 /// `shutdown(fd, how)` (SHUT_RD, SHUT_WR, SHUT_RDWR).
