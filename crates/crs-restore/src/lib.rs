@@ -1263,20 +1263,30 @@ struct Made<'a> {
 /// each part is held and built by its own thread, because ptrace binds a tracee to the
 /// thread that seized it) of about equal work (pages to fill, plus a fixed
 /// cost per process for its injected syscalls), largest first onto the lightest part;
-/// within a part, in pstree order. Parts are never empty.
+/// within a part, in pstree order. Processes that share one fd table (CLONE_FILES) go to
+/// the same part: the fds one opens and closes while it is built (those of its mappings,
+/// say) are in the others' table too, so they are built one after the other. Parts are
+/// never empty.
 fn partition(procs: &[Images], n: usize) -> Vec<Vec<&Images>> {
     const PER_PROCESS: u64 = 256;
-    let mut order: Vec<&Images> = procs.iter().collect();
     let work = |p: &Images| p.runs.iter().map(|r| r.len / PAGE).sum::<u64>() + PER_PROCESS;
-    order.sort_by_key(|p| std::cmp::Reverse(work(p)));
+    // Units placed whole: the processes of one fd table.
+    let mut units: BTreeMap<u32, (u64, Vec<&Images>)> = BTreeMap::new();
+    for p in procs {
+        let unit = units.entry(p.files_id).or_default();
+        unit.0 += work(p);
+        unit.1.push(p);
+    }
+    let mut order: Vec<(u64, Vec<&Images>)> = units.into_values().collect();
+    order.sort_by_key(|u| std::cmp::Reverse(u.0));
     let mut parts: Vec<(u64, Vec<&Images>)> = vec![(0, Vec::new()); n.max(1)];
-    for p in order {
+    for (w, unit) in order {
         let lightest = parts
             .iter_mut()
             .min_by_key(|(w, _)| *w)
             .expect("at least one part");
-        lightest.0 += work(p);
-        lightest.1.push(p);
+        lightest.0 += w;
+        lightest.1.extend(unit);
     }
     let pos: BTreeMap<Tid, usize> = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
     parts
