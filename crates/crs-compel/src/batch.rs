@@ -231,13 +231,20 @@ impl SeizedTree {
             }
             return Ok(out);
         };
-        let disp = self.dispositions(pid)?;
+        let (ignored, caught, nested) = self.dispositions(pid)?;
+        // The batch signals itself with its ids as its own pid namespace numbers them.
+        let own_ids = if nested {
+            let st = crate::procfs::status(tid).map_err(|source| Error::Status { tid, source })?;
+            (st.ns_tgid, st.ns_pid)
+        } else {
+            (pid, tid)
+        };
         for chunk in calls.chunks(capacity(&site)) {
             crs_sys::fault::point(|| {
                 format!("a batch of {} syscalls in thread {tid}", chunk.len())
             })?;
             let thread = self.thread_mut(tid)?;
-            let got = run_batch(thread, pid, &site, chunk, disp)?;
+            let got = run_batch(thread, pid, own_ids, &site, chunk, (ignored, caught))?;
             trace!(tid, calls = chunk.len(), ran = got.len(), "injected batch");
             let failed = got.last().is_some_and(|&r| is_error(r));
             out.extend(got);
@@ -309,10 +316,12 @@ fn choose_stop_signal(pending: u64, ignored: u64, caught: u64) -> Option<i32> {
         .or_else(|| STOP_SIGNALS.into_iter().find(free))
 }
 
-/// One cycle: `calls` (at most the table's capacity) run in `thread` of process `pid`.
+/// One cycle: `calls` (at most the table's capacity) run in `thread` of process `pid`,
+/// which are numbered `own_ids` (tgid, tid) in their own pid namespace.
 fn run_batch(
     thread: &mut SeizedThread,
     pid: Tid,
+    own_ids: (Tid, Tid),
     site: &BatchSite,
     calls: &[Call],
     (ignored, caught): (u64, u64),
@@ -339,14 +348,14 @@ fn run_batch(
         [
             site.table.addr.get(),
             end,
-            pid as u64,
-            tid as u64,
+            own_ids.0 as u64,
+            own_ids.1 as u64,
             sig as u64,
         ],
     );
     let mask = !(1u64 << (sig - 1));
     let mut foreign = Vec::new();
-    let run = run_to_stop(thread, site, regs, mask, sig, pid, &mut foreign);
+    let run = run_to_stop(thread, site, regs, mask, sig, own_ids.0, &mut foreign);
     let back = put_back(thread);
     let results = match (run, back) {
         (Ok(at), Ok(())) => read_results(tid, pid, site, at, end),
@@ -354,7 +363,7 @@ fn run_batch(
     };
     // After the results are read (the table holds the siginfo), and even if the batch
     // failed: a signal the task was sent is not lost.
-    let requeued = requeue(thread, pid, site, sig, &foreign);
+    let requeued = requeue(thread, pid, own_ids, site, sig, &foreign);
     let results = results?;
     requeued?;
     Ok(results)
@@ -387,6 +396,7 @@ fn read_results(tid: Tid, pid: Tid, site: &BatchSite, at: u64, end: u64) -> Resu
 fn requeue(
     thread: &mut SeizedThread,
     pid: Tid,
+    own_ids: (Tid, Tid),
     site: &BatchSite,
     sig: i32,
     foreign: &[[u8; SIGINFO_SIZE]],
@@ -404,8 +414,8 @@ fn requeue(
             }
         })?;
         let args = [
-            pid as u64,
-            tid as u64,
+            own_ids.0 as u64,
+            own_ids.1 as u64,
             sig as u64,
             site.table.addr.get(),
             0,
@@ -424,6 +434,8 @@ const SIGINFO_SIZE: usize = std::mem::size_of::<libc::siginfo_t>();
 
 /// Runs the thread from `regs` until the batch's own stop; returns the entry pointer
 /// (rbx) it stopped with. Signals `sig` not sent by the batch are kept in `foreign`.
+/// `own_pid` is the process's id in its own pid namespace (the sender's id a self-sent
+/// signal carries).
 /// The registers are set before the mask: the mask is changed only while the thread's
 /// instruction pointer is in compel's code (see `guard`).
 fn run_to_stop(
@@ -432,7 +444,7 @@ fn run_to_stop(
     regs: crate::Regs,
     mask: u64,
     sig: i32,
-    pid: Tid,
+    own_pid: Tid,
     foreign: &mut Vec<[u8; SIGINFO_SIZE]>,
 ) -> Result<u64> {
     let tid = thread.tid;
@@ -453,7 +465,7 @@ fn run_to_stop(
         let resume = match st {
             Stop::Signal(s) if s == sig => {
                 let out = Host::get_regs(tid).map_err(|source| Error::GetRegs { tid, source })?;
-                let (ours, raw) = sent_by_itself(tid, pid)?;
+                let (ours, raw) = sent_by_itself(tid, own_pid)?;
                 if !ours {
                     foreign.push(raw);
                 }
@@ -490,8 +502,8 @@ fn run_to_stop(
     }
 }
 
-/// Whether the signal `tid` is stopped with was sent with tgkill by its own process, and
-/// its raw siginfo.
+/// Whether the signal `tid` is stopped with was sent with tgkill by its own process
+/// (`pid`, as its own pid namespace numbers it), and its raw siginfo.
 fn sent_by_itself(tid: Tid, pid: Tid) -> Result<(bool, [u8; SIGINFO_SIZE])> {
     let info = nix::sys::ptrace::getsiginfo(nix::unistd::Pid::from_raw(tid)).map_err(|e| {
         Error::GetSiginfo {
@@ -531,7 +543,8 @@ impl SeizedTree {
     /// What held process `pid` ignores and catches (SigIgn, SigCgt), read once: nothing
     /// changes them while it is held but injected rt_sigaction calls, and a restore's
     /// (which sets them) needs no harmless stop signal: its guardian kills the tree.
-    fn dispositions(&mut self, pid: Tid) -> Result<(u64, u64)> {
+    /// Also whether the process is in a pid namespace below crs's.
+    fn dispositions(&mut self, pid: Tid) -> Result<(u64, u64, bool)> {
         let p = self
             .procs
             .get_mut(&pid)
@@ -540,8 +553,9 @@ impl SeizedTree {
             return Ok(d);
         }
         let st = crate::procfs::status(pid).map_err(|source| Error::Status { tid: pid, source })?;
-        p.dispositions = Some((st.sig_ign, st.sig_cgt));
-        Ok((st.sig_ign, st.sig_cgt))
+        let d = (st.sig_ign, st.sig_cgt, st.ns_levels > 1);
+        p.dispositions = Some(d);
+        Ok(d)
     }
 }
 

@@ -42,6 +42,12 @@ pub(crate) struct Status {
     pub sig_ign: u64,
     /// Signals the process catches with a handler.
     pub sig_cgt: u64,
+    /// The thread group id and thread id in the task's own pid namespace (the last
+    /// `NStgid` and `NSpid` values; the same as crs's when it shares crs's namespace).
+    pub ns_tgid: Tid,
+    pub ns_pid: Tid,
+    /// How many pid namespaces the task has an id in (1: crs's alone).
+    pub ns_levels: usize,
 }
 
 pub(crate) fn status(tid: Tid) -> io::Result<Status> {
@@ -68,6 +74,11 @@ pub(crate) fn parse_status(text: &str) -> Option<Status> {
             "Seccomp" => st.seccomp = val.parse().ok()?,
             "SigIgn" => st.sig_ign = u64::from_str_radix(val, 16).ok()?,
             "SigCgt" => st.sig_cgt = u64::from_str_radix(val, 16).ok()?,
+            "NStgid" => st.ns_tgid = val.split_ascii_whitespace().last()?.parse().ok()?,
+            "NSpid" => {
+                st.ns_levels = val.split_ascii_whitespace().count();
+                st.ns_pid = val.split_ascii_whitespace().last()?.parse().ok()?;
+            }
             _ => {}
         }
     }
@@ -124,8 +135,19 @@ mod tests {
                 seccomp: 2,
                 sig_ign: 0x1000,
                 sig_cgt: 0x1_8000_0000,
+                ns_tgid: 0,
+                ns_pid: 0,
+                ns_levels: 0,
             }
         );
+    }
+
+    #[test]
+    fn parse_status_nested_pid_namespace_takes_innermost_ids() {
+        let text = "State:\tS (sleeping)\nTgid:\t4000\nNStgid:\t4000\t7\t1\n\
+                    NSpid:\t4002\t9\t3\n";
+        let st = parse_status(text).unwrap();
+        assert_eq!((st.ns_tgid, st.ns_pid, st.ns_levels), (1, 3, 3));
     }
 
     #[test]

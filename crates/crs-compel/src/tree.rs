@@ -95,8 +95,9 @@ pub struct SeizedProcess {
     pub(crate) batch: Option<crate::batch::BatchSite>,
     /// What compel mapped in the process (batch code, scratch, batch table).
     pub(crate) own_map: Option<RemoteRange>,
-    /// SigIgn and SigCgt, once read (see the batch's stop signal).
-    pub(crate) dispositions: Option<(u64, u64)>,
+    /// SigIgn and SigCgt, once read (see the batch's stop signal), and whether the
+    /// process is in a pid namespace below crs's (its ids inside differ from crs's).
+    pub(crate) dispositions: Option<(u64, u64, bool)>,
     /// Where the vDSO ends, once looked up (`Some(None)`: no vDSO).
     pub(crate) vdso_end: Option<Option<u64>>,
     /// `/proc/PID/mem` opened for writing, once needed.

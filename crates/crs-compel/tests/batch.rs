@@ -144,3 +144,45 @@ fn syscalls_same_signal_from_elsewhere_is_queued_again() {
     );
     tree.release(Release::Kill).unwrap();
 }
+
+/// A process in a pid namespace below crs's: the batch signals itself with the ids its own
+/// namespace gives it (a tgkill with crs's ids would reach no thread there, or another).
+#[test]
+fn syscalls_in_a_pid_namespace_stop_at_their_own_signal() {
+    let test = "syscalls_in_a_pid_namespace_stop_at_their_own_signal";
+    if !crs_testkit::root_or_skip(test) {
+        return;
+    }
+    // unshare forks the namespace's init, which execs sleep.
+    let g = Guard(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sleep", "100"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawning unshare"),
+    );
+    let outer = g.0.id() as i32;
+    let pid = loop {
+        let kids = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+            .unwrap_or_default();
+        if let Some(k) = kids.split_whitespace().next() {
+            break k.parse::<i32>().unwrap();
+        }
+        std::thread::yield_now();
+    };
+    wait_exec(pid);
+    let mut tree = SeizedTree::seize(pid, &SeizeOptions::default()).unwrap();
+    tree.scratch(pid).unwrap();
+    assert!(tree.batch_site(pid).is_some());
+    let calls = vec![Call::new(libc::SYS_getpid, [0; 6]); 3];
+    let got = tree.syscalls(pid, &calls).unwrap();
+    // The namespace's init: pid 1 inside.
+    assert_eq!(got, vec![1, 1, 1]);
+    tree.release(Release::Detach).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim(),
+        "sleep"
+    );
+}
