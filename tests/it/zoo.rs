@@ -125,6 +125,7 @@ zoo! {
     shared_anon => Workload::C("shmem"),
     memfds => Workload::C("memfd"),
     sysv_shm => Workload::C("sysv_shm"),
+    uts_ipc_namespaces => Workload::C("uts_ipc_ns"),
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),

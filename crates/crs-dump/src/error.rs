@@ -29,6 +29,24 @@ pub enum DumpError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "process {pid} (the tree's root) has its own {kind} namespace: crs cannot dump \
+         {kind} namespaces yet"
+    )]
+    OwnNamespace { pid: Tid, kind: &'static str },
+    #[error(
+        "process {pid} is in another {kind} namespace than the tree's root: crs cannot dump \
+         nested {kind} namespaces"
+    )]
+    NestedNamespace { pid: Tid, kind: &'static str },
+    #[error("{what} of the {kind} namespace of process {pid}")]
+    Namespace {
+        pid: Tid,
+        kind: &'static str,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("process {pid} is not a session leader (sid {sid}); use --shell-job")]
     NotSessionLeader { pid: Tid, sid: i32 },
     #[error("seizing process {pid}")]

@@ -322,15 +322,10 @@ impl FileTable {
         self.memfds.write(dir, next_id)
     }
 
-    /// Saves the SysV shared memory segments attached in the tree; pages ids from `next_id`
-    /// on. Returns the pages written.
-    pub(crate) fn write_sysv(
-        &self,
-        dir: &mut ImageDir,
-        ipc_ns: u32,
-        next_id: &mut u32,
-    ) -> Result<u64> {
-        self.sysv.write(dir, ipc_ns, next_id)
+    /// The SysV shared memory segments attached in the tree (in crs's IPC namespace),
+    /// opened.
+    pub(crate) fn open_sysv(&self) -> Result<Vec<crate::sysv::Opened>> {
+        self.sysv.open()
     }
 
     fn push_reg(&mut self, id: u32, reg: Reg_file_entry) {

@@ -664,8 +664,23 @@ fn dump_seized(
     let t = Instant::now();
     stats.pages_written += shmem.write(&mut dir, &mut pages_id)?;
     stats.pages_written += files.write_memfds(&mut dir, &mut pages_id)?;
-    let ipc_ns = root_ids.ipc_ns_id.unwrap_or(0);
-    stats.pages_written += files.write_sysv(&mut dir, ipc_ns, &mut pages_id)?;
+    // SysV segments: with its own IPC namespace, every segment of it (read from inside);
+    // else those the tree attached.
+    // With its own IPC namespace, its semaphore sets and message queues too.
+    let own_ns = ns_ids.own();
+    let (ipc_ns, segments) = match own_ns.iter().find(|(kind, _)| *kind == "ipc") {
+        Some(&(_, id)) => {
+            let (segments, sems, queues) = ns::within(root, &["ipc"], || {
+                let (sems, queues) = sysv::read_sems_and_queues()?;
+                Ok((sysv::open_all()?, sems, queues))
+            })?;
+            sysv::write_sems_and_queues(&mut dir, id, &sems, &queues)?;
+            (id, segments)
+        }
+        None => (root_ids.ipc_ns_id.unwrap_or(0), files.open_sysv()?),
+    };
+    stats.pages_written += sysv::write(&segments, &mut dir, ipc_ns, &mut pages_id)?;
+    drop(segments);
     stats.memwrite_time += t.elapsed();
     let mut img = ImageWriter::new("seccomp.img", "SECCOMP");
     push(&mut img, &seccomp)?;
@@ -682,6 +697,9 @@ fn dump_seized(
         push(&mut img, e)?;
     }
     dir.write(img)?;
+
+    // The tree's own namespaces (of the kinds `ns::NsIds` lets through).
+    ns::write_own(&mut dir, root, &own_ns)?;
 
     // timens-0.img: the clocks now, so a restore can keep them continuous.
     let now = |c| crs_sys::time::now(c).unwrap_or_default();

@@ -41,9 +41,11 @@ impl DumpVma {
         self.entry.flags.unwrap_or(0)
     }
 
-    /// The object id of a shared anonymous mapping.
+    /// The object id of a shared anonymous mapping (not a SysV segment's attach, which
+    /// CRIU marks shared anonymous too).
     pub(crate) fn anon_shared(&self) -> Option<u64> {
-        (self.status() & VMA_ANON_SHARED != 0).then(|| self.entry.shmid.unwrap_or(0))
+        (self.status() & (VMA_ANON_SHARED | VMA_AREA_SYSVIPC) == VMA_ANON_SHARED)
+            .then(|| self.entry.shmid.unwrap_or(0))
     }
 
     /// `[start, end)` when writes to it can be tracked between dumps (userfaultfd
@@ -195,7 +197,10 @@ pub(crate) fn collect_vmas(proc_dir: &ProcDir, files: &mut FileTable) -> Result<
                     .map_err(|_| unsupported("SysV segment id above 32 bits"))?;
                 files.sysv.saw(id);
                 entry.shmid = Some(u64::from(id));
-                VMA_AREA_REGULAR | VMA_AREA_SYSVIPC
+                // As CRIU marks it: shared anonymous memory that is a SysV attach (CRIU's
+                // restore collects it as shared memory first, then sees the SysV bit).
+                flags |= libc::MAP_ANONYMOUS as u32;
+                VMA_AREA_REGULAR | VMA_ANON_SHARED | VMA_AREA_SYSVIPC
             }
             // A mapping of a memfd: its inode saved once, the VMA names a MEMFD file.
             VmaName::File { path, .. } if path.to_string_lossy().starts_with("/memfd:") => {

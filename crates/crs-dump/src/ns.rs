@@ -1,21 +1,48 @@
 //! Object ids of ids-PID.img and inventory.img: namespaces by inode, and the vm / files /
 //! fs / sighand ids. crs's own task is registered first, as CRIU registers itself, so a
-//! task sharing crs's namespaces gets the same ids as the inventory's `root_ids`.
+//! task sharing crs's namespaces gets the same ids as the inventory's `root_ids`; the
+//! tree's root second.
+//!
+//! The tree's own namespaces. Where the root's namespace of a kind differs from crs's, the
+//! tree has its own namespace of that kind (restore makes a new one for it); the other
+//! processes must all be in the root's (a namespace nested below the root's is refused).
+//! UTS and IPC namespaces are dumped (`utsns-ID.img`, `ipcns-var-ID.img`, every SysV
+//! segment of the namespace in `ipcns-shm-ID.img`), read by a thread of crs that joins
+//! them; any other kind of its own makes the dump fail naming it, rather than be restored
+//! silently in crs's namespace.
 
 use std::collections::HashMap;
 
 use crs_images::pb::core::Task_kobj_ids_entry;
+use crs_images::pb::ipc_var::Ipc_var_entry;
 use crs_proc::ProcDir;
 
-use crate::error::{proc_err, Result};
+use crate::error::{proc_err, DumpError, Result};
 
 /// Namespace kinds in the order CRIU registers them, with their /proc/PID/ns link names.
 const KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
+
+/// A namespace kind as users name it.
+fn word(kind: &'static str) -> &'static str {
+    match kind {
+        "mnt" => "mount",
+        "net" => "network",
+        "uts" => "UTS",
+        "ipc" => "IPC",
+        other => other,
+    }
+}
+
+/// The kinds a tree may have its own namespace of.
+const OWN_SUPPORTED: [&str; 2] = ["ipc", "uts"];
 
 pub(crate) struct NsIds {
     next: u32,
     by_inode: HashMap<(&'static str, u64), u32>,
     next_obj: u32,
+    /// The namespace ids (in `KINDS` order) of crs, then of the tree's root.
+    crs: Option<[u32; 8]>,
+    root: Option<[u32; 8]>,
 }
 
 impl NsIds {
@@ -24,11 +51,53 @@ impl NsIds {
             next: 1,
             by_inode: HashMap::new(),
             next_obj: 1,
+            crs: None,
+            root: None,
         }
     }
 
+    /// The kinds of namespace the tree has its own of, with the root's id.
+    pub(crate) fn own(&self) -> Vec<(&'static str, u32)> {
+        match (self.crs, self.root) {
+            (Some(crs), Some(root)) => KINDS
+                .iter()
+                .zip(crs.iter().zip(root))
+                .filter(|(_, (c, r))| *c != r)
+                .map(|(&k, (_, r))| (k, r))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Checks the namespaces of a process: the root may have its own of the kinds crs
+    /// dumps, the others must be in the root's.
+    fn check(&mut self, pid: i32, ns: [u32; 8]) -> Result<()> {
+        let Some(crs) = self.crs else {
+            self.crs = Some(ns);
+            return Ok(());
+        };
+        let Some(root) = self.root else {
+            self.root = Some(ns);
+            for ((kind, c), r) in KINDS.iter().zip(crs).zip(ns) {
+                if c != r && !OWN_SUPPORTED.contains(kind) {
+                    let kind = word(kind);
+                    return Err(DumpError::OwnNamespace { pid, kind });
+                }
+            }
+            return Ok(());
+        };
+        for ((kind, r), n) in KINDS.iter().zip(root).zip(ns) {
+            if r != n {
+                let kind = word(kind);
+                return Err(DumpError::NestedNamespace { pid, kind });
+            }
+        }
+        Ok(())
+    }
+
     /// The ids of process `dir`: namespaces looked up (new ones numbered), and fresh
-    /// vm/files/fs/sighand ids (a single process shares none of them with crs).
+    /// vm/files/fs/sighand ids (a single process shares none of them with crs). crs's own
+    /// first, then the root's, then the other processes' (see [`NsIds::check`]).
     pub(crate) fn ids(&mut self, dir: &ProcDir) -> Result<Task_kobj_ids_entry> {
         let pid = dir.pid();
         let mut ns = [0u32; 8];
@@ -46,6 +115,7 @@ impl NsIds {
                 id
             });
         }
+        self.check(pid, ns)?;
         let obj = self.next_obj;
         self.next_obj += 1;
         let opt = |v: u32| (v != 0).then_some(v);
@@ -65,4 +135,123 @@ impl NsIds {
             ..Default::default()
         })
     }
+}
+
+/// Runs `f` on a thread of crs that joined process `pid`'s namespaces `kinds`.
+pub(crate) fn within<R: Send>(
+    pid: i32,
+    kinds: &[&'static str],
+    f: impl FnOnce() -> Result<R> + Send,
+) -> Result<R> {
+    crs_sys::ns::within(pid, kinds, f).map_err(|e| DumpError::Namespace {
+        pid,
+        kind: e.kind,
+        what: e.what,
+        source: e.source,
+    })?
+}
+
+/// A sysctl of the namespace the calling thread is in, trimmed.
+fn sysctl(pid: i32, kind: &'static str, path: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches('\n').to_string())
+        .map_err(|source| DumpError::Namespace {
+            pid,
+            kind,
+            what: "reading a sysctl",
+            source,
+        })
+}
+
+fn number<T: std::str::FromStr>(pid: i32, kind: &'static str, path: &str) -> Result<T> {
+    let text = sysctl(pid, kind, path)?;
+    text.trim().parse().map_err(|_| DumpError::Namespace {
+        pid,
+        kind,
+        what: "parsing a sysctl",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path}: {text:?}")),
+    })
+}
+
+/// `utsns-ID.img` and `ipcns-var-ID.img` of the tree's own UTS and IPC namespaces (`own`,
+/// from [`NsIds::own`]), read in them; `root` is the tree's root.
+pub(crate) fn write_own(
+    dir: &mut crate::imgdir::ImageDir,
+    root: i32,
+    own: &[(&'static str, u32)],
+) -> Result<()> {
+    use crs_images::codec::ImageWriter;
+    use crs_images::pb::utsns::Utsns_entry;
+
+    for &(kind, id) in own {
+        match kind {
+            "uts" => {
+                let e = within(root, &["uts"], || {
+                    Ok(Utsns_entry {
+                        nodename: Some(sysctl(root, kind, "/proc/sys/kernel/hostname")?),
+                        domainname: Some(sysctl(root, kind, "/proc/sys/kernel/domainname")?),
+                        ..Default::default()
+                    })
+                })?;
+                let name = format!("utsns-{id}.img");
+                let mut img = ImageWriter::new(name.clone(), "UTSNS");
+                img.push(&e).map_err(crate::files::image_err(&name))?;
+                dir.write(img)?;
+            }
+            "ipc" => {
+                let e = within(root, &["ipc"], || ipc_var(root))?;
+                let name = format!("ipcns-var-{id}.img");
+                let mut img = ImageWriter::new(name.clone(), "IPC_VAR");
+                img.push(&e).map_err(crate::files::image_err(&name))?;
+                dir.write(img)?;
+            }
+            // Refused by `NsIds::check`.
+            _ => return Err(DumpError::OwnNamespace { pid: root, kind }),
+        }
+    }
+    Ok(())
+}
+
+/// The IPC namespace's sysctls, as CRIU's `ipc_var_entry` holds them (the `*_next_id`
+/// values only when set).
+fn ipc_var(pid: i32) -> Result<Ipc_var_entry> {
+    const K: &str = "/proc/sys/kernel/";
+    const MQ: &str = "/proc/sys/fs/mqueue/";
+    let kind = "ipc";
+    let k = |name: &str| format!("{K}{name}");
+    let mq = |name: &str| format!("{MQ}{name}");
+    let sem = sysctl(pid, kind, &k("sem"))?
+        .split_ascii_whitespace()
+        .map(|v| v.parse::<u32>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| DumpError::Namespace {
+            pid,
+            kind,
+            what: "parsing kernel.sem",
+            source: std::io::ErrorKind::InvalidData.into(),
+        })?;
+    let next = |name: &str| -> Result<Option<u32>> {
+        let v: i64 = number(pid, kind, &k(name))?;
+        Ok((v >= 0).then_some(v as u32))
+    };
+    Ok(Ipc_var_entry {
+        sem_ctls: sem,
+        msg_ctlmax: Some(number(pid, kind, &k("msgmax"))?),
+        msg_ctlmnb: Some(number(pid, kind, &k("msgmnb"))?),
+        msg_ctlmni: Some(number(pid, kind, &k("msgmni"))?),
+        auto_msgmni: Some(number(pid, kind, &k("auto_msgmni")).unwrap_or(0)),
+        shm_ctlmax: Some(number(pid, kind, &k("shmmax"))?),
+        shm_ctlall: Some(number(pid, kind, &k("shmall"))?),
+        shm_ctlmni: Some(number(pid, kind, &k("shmmni"))?),
+        shm_rmid_forced: Some(number(pid, kind, &k("shm_rmid_forced"))?),
+        mq_queues_max: Some(number(pid, kind, &mq("queues_max"))?),
+        mq_msg_max: Some(number(pid, kind, &mq("msg_max"))?),
+        mq_msgsize_max: Some(number(pid, kind, &mq("msgsize_max"))?),
+        mq_msg_default: Some(number(pid, kind, &mq("msg_default"))?),
+        mq_msgsize_default: Some(number(pid, kind, &mq("msgsize_default"))?),
+        msg_next_id: next("msg_next_id")?,
+        sem_next_id: next("sem_next_id")?,
+        shm_next_id: next("shm_next_id")?,
+        ..Default::default()
+    })
 }

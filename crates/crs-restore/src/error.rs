@@ -55,6 +55,14 @@ pub enum RestoreError {
         #[source]
         source: Option<io::Error>,
     },
+    #[error("{what} the {kind} namespace of process {pid}")]
+    Namespace {
+        pid: Tid,
+        kind: &'static str,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("pid {pid} is taken")]
     PidTaken { pid: Tid },
     #[error("pid {pid} is above kernel.pid_max ({max}); raise /proc/sys/kernel/pid_max")]

@@ -72,6 +72,8 @@ pub(crate) struct Images {
     pub files_id: u32,
     /// Its fd table is an earlier process's (CLONE_FILES): that one places the fds.
     pub shares_fd_table: bool,
+    /// Its ids (ids-PID.img): namespaces and shared kernel objects.
+    pub ids: Task_kobj_ids_entry,
 }
 
 /// task_state of a zombie in core.tc.
@@ -86,6 +88,9 @@ pub(crate) struct Tree {
     pub procs: Vec<Images>,
     /// The zombies.
     pub zombies: Vec<Zombie>,
+    /// inventory.img's `root_ids`: the namespaces of the dumping crs or criu (a process
+    /// in others has its own, see `ns`).
+    pub root_ids: Option<Task_kobj_ids_entry>,
 }
 
 /// A dumped zombie: only its wait status is left.
@@ -139,7 +144,7 @@ fn read_all_or_none<M: MessageFull>(
     read_all(dir, name, magic)
 }
 
-fn read_one<M: MessageFull>(
+pub(crate) fn read_one<M: MessageFull>(
     dir: &Path,
     name: &str,
     magic: &'static str,
@@ -193,7 +198,7 @@ impl Images {
                 }
                 _ => {
                     let shared = (&files, &file_images);
-                    let mut p = Images::load_one(dir, &inv, e.clone(), core, shared)?;
+                    let mut p = Images::load_one(dir, e.clone(), core, shared)?;
                     // A table shared with an earlier process (CLONE_FILES): its fds are
                     // placed once, by that process.
                     if procs.iter().any(|q: &Images| q.files_id == p.files_id) {
@@ -210,6 +215,7 @@ impl Images {
             entries,
             procs,
             zombies,
+            root_ids: inv.root_ids.into_option(),
         })
     }
 
@@ -217,7 +223,6 @@ impl Images {
     /// image `core` read already, the tree's files.img and file images `files`).
     fn load_one(
         dir: &Path,
-        inv: &Inventory_entry,
         pstree: Pstree_entry,
         core: Core_entry,
         (files, file_images): (&Arc<BTreeMap<u32, File_entry>>, &Arc<FileImages>),
@@ -263,7 +268,6 @@ impl Images {
                 .into_option()
                 .ok_or_else(|| invalid(&core_name, format!("no ids, and no {ids_name} either")))?
         };
-        check_namespaces(&ids_name, inv, &ids)?;
 
         let mm_name = format!("mm-{pid}.img");
         let mm: Mm_entry = read_one(dir, &mm_name, "MM")?;
@@ -427,6 +431,7 @@ impl Images {
             unix_passing,
             files_id: ids.files_id(),
             shares_fd_table: false,
+            ids,
         })
     }
 
@@ -646,36 +651,6 @@ fn check_siginfo<'a>(
                 name,
                 format!("siginfo of {} bytes", s.siginfo().len()),
             ));
-        }
-    }
-    Ok(())
-}
-
-fn check_namespaces(
-    image: &str,
-    inv: &Inventory_entry,
-    ids: &Task_kobj_ids_entry,
-) -> Result<(), RestoreError> {
-    let Some(root) = inv.root_ids.as_ref() else {
-        return Ok(());
-    };
-    let pairs = [
-        ("pid", root.pid_ns_id, ids.pid_ns_id),
-        ("net", root.net_ns_id, ids.net_ns_id),
-        ("ipc", root.ipc_ns_id, ids.ipc_ns_id),
-        ("uts", root.uts_ns_id, ids.uts_ns_id),
-        ("mnt", root.mnt_ns_id, ids.mnt_ns_id),
-        ("user", root.user_ns_id, ids.user_ns_id),
-        ("cgroup", root.cgroup_ns_id, ids.cgroup_ns_id),
-        ("time", root.time_ns_id, ids.time_ns_id),
-    ];
-    for (kind, a, b) in pairs {
-        if let (Some(a), Some(b)) = (a, b) {
-            if a != b {
-                return Err(unsupported(format!(
-                    "{image}: a process in its own {kind} namespace ({b}, inventory.img's is {a})"
-                )));
-            }
         }
     }
     Ok(())

@@ -35,6 +35,7 @@ mod images;
 pub mod lazy;
 mod locks;
 mod memfd;
+mod ns;
 mod pages;
 mod pidfd;
 mod remote;
@@ -183,6 +184,8 @@ pub struct Loaded {
     memfds: memfd::Memfds,
     sysv: BTreeMap<u32, sysv::Segment>,
     file_locks: locks::FileLocks,
+    /// The tree's own namespaces.
+    ns: ns::Own,
     /// How long checking crs-checksums took.
     verify_time: Duration,
 }
@@ -231,7 +234,8 @@ pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
     let tree = Images::load_tree(dir)?;
     let shm = shmem::load(dir, &tree.procs)?;
     let memfds = memfd::load(dir, &tree)?;
-    let sysv = sysv::load(dir, &tree)?;
+    let ns = ns::load(dir, &tree)?;
+    let sysv = sysv::load(dir, &tree, ns.ipc.as_ref().map(|ipc| ipc.id))?;
     let file_locks = locks::load(dir, opts.file_locks, &tree)?;
     for p in &tree.procs {
         creds::check(p)?;
@@ -246,6 +250,7 @@ pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
         memfds,
         sysv,
         file_locks,
+        ns,
         verify_time,
     })
 }
@@ -304,6 +309,7 @@ fn restore_inner(
         memfds: memfd_images,
         sysv: sysv_images,
         file_locks,
+        ns,
         verify_time,
     } = load_and_check(opts)?;
     let images = &loaded.procs[0];
@@ -371,20 +377,21 @@ fn restore_inner(
     } else {
         RootParent::Crs
     };
-    let spawned = spawn_tree_as(&nodes, parent).map_err(|source| match source {
-        SpawnError::Clone(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            RestoreError::PidTaken { pid }
-        }
-        SpawnError::Setup {
-            step: ChildStep::Clone,
-            index,
-            errno: libc::EEXIST,
-            ..
-        } => RestoreError::PidTaken {
-            pid: nodes.get(index as usize).map_or(pid, |n| n.pid),
-        },
-        source => RestoreError::Spawn { pid, source },
-    })?;
+    let spawned =
+        spawn_tree_as(&nodes, parent, ns.clone_flags()).map_err(|source| match source {
+            SpawnError::Clone(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                RestoreError::PidTaken { pid }
+            }
+            SpawnError::Setup {
+                step: ChildStep::Clone,
+                index,
+                errno: libc::EEXIST,
+                ..
+            } => RestoreError::PidTaken {
+                pid: nodes.get(index as usize).map_or(pid, |n| n.pid),
+            },
+            source => RestoreError::Spawn { pid, source },
+        })?;
 
     // Zombies are never held (nothing puts their mask back at release): they get crs's
     // mask now, as they would have had without the pin.
@@ -414,14 +421,22 @@ fn restore_inner(
     stage(|| "making the shared objects".into())?;
     let (objects, shm_pages) = shmem::Objects::create(&shm_images)?;
     let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
-    let (segments, sysv_pages) = sysv::Segments::create(&sysv_images)?;
+    ns.set_up(pid)?;
+    let own_ipc = ns.ipc.is_some().then_some(pid);
+    let (segments, sysv_pages) = sysv::Segments::create(&sysv_images, own_ipc)?;
+    ns.finish(pid)?;
     unixsk::create_in_crs(&loaded, &mut crs_files)?;
     // Every process and zombie exists now: pidfds of them, and of gone ones.
     pidfd::create_in_crs(&loaded, &mut crs_files)?;
     stats.pages_restored += shm_pages + memfd_pages + sysv_pages;
+    let sysv_sizes = sysv_images
+        .iter()
+        .map(|(&id, s)| (id, s.entry.size()))
+        .collect();
     let made = Made {
         shmem: &objects,
         memfds: &memfds,
+        sysv_sizes: &sysv_sizes,
         crs_files: &crs_files,
         fifos_filled: Default::default(),
         lazy: if opts.lazy_pages {
@@ -1251,6 +1266,8 @@ struct Made<'a> {
     shmem: &'a shmem::Objects,
     /// memfd inodes.
     memfds: &'a memfd::Objects,
+    /// The dumped size of each SysV segment, by id.
+    sysv_sizes: &'a BTreeMap<u32, u64>,
     /// Files handed to the tasks that hold them.
     crs_files: &'a handoff::CrsFiles,
     /// FIFOs whose saved bytes are queued already.
@@ -1567,7 +1584,7 @@ fn build(
     let t = Instant::now();
     vma::unmap_crs(&mut r, &maps, TRAMPOLINE_LEN as u64)?;
     vma::move_vdso(&mut r, images, &maps, TRAMPOLINE_LEN as u64)?;
-    vma::map_all(&mut r, images, made.shmem, made.memfds)?;
+    vma::map_all(&mut r, images, made.shmem, made.memfds, made.sysv_sizes)?;
     debug!(elapsed = ?t.elapsed(), calls = r.calls, "address space rebuilt");
     step("pages")?;
     let t = Instant::now();
@@ -1842,6 +1859,7 @@ mod tests {
             entries,
             procs: Vec::new(),
             zombies,
+            root_ids: None,
         };
         tree_nodes(&tree, false, plans, BTreeMap::new(), BTreeMap::new())
     }
@@ -2145,6 +2163,7 @@ mod tests {
             entries: vec![entry(100, 0, 40, 30), entry(101, 100, 40, 30)],
             procs: Vec::new(),
             zombies: Vec::new(),
+            root_ids: None,
         };
         let plans = [100, 101].into_iter().map(|p| (p, plan())).collect();
         let nodes = tree_nodes(&tree, true, plans, BTreeMap::new(), BTreeMap::new()).unwrap();

@@ -11,8 +11,9 @@
 //! finish : a segment that was marked removed (SHM_DEST) is removed again once every task
 //!          attached it; on a failed restore the segments crs made are removed
 //! ```
-//! Segments live in the IPC namespace of crs: the restored tree must be in it too (crs
-//! restores no namespaces yet).
+//! Segments live in the IPC namespace of crs, or, when the tree has its own, in that one
+//! (every segment of it is restored, attached or not; they are made and removed by a
+//! thread of crs that joins it, and go with the namespace if the restore fails).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -25,6 +26,7 @@ use tracing::{debug, warn};
 
 use crate::error::{invalid, unsupported};
 use crate::images::{Tree, PAGE, TASK_SIZE};
+use crate::ns;
 use crate::shmem;
 use crate::vma::Kind;
 use crate::RestoreError;
@@ -38,8 +40,13 @@ pub(crate) struct Segment {
     pub contents: shmem::Image,
 }
 
-/// Reads the segments the VMAs of the tree attach, by id.
-pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<BTreeMap<u32, Segment>, RestoreError> {
+/// Reads the segments the VMAs of the tree attach, by id; with `own_ipc` (the tree's own
+/// IPC namespace's id) every segment of `ipcns-shm-<own_ipc>.img`.
+pub(crate) fn load(
+    dir: &Path,
+    tree: &Tree,
+    own_ipc: Option<u32>,
+) -> Result<BTreeMap<u32, Segment>, RestoreError> {
     // Segment id -> the first VMA that attaches it (pid, address), for errors.
     let mut wanted: BTreeMap<u32, (i32, u64)> = BTreeMap::new();
     for p in &tree.procs {
@@ -50,7 +57,7 @@ pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<BTreeMap<u32, Segment>, Re
         }
     }
     let mut out = BTreeMap::new();
-    if wanted.is_empty() {
+    if wanted.is_empty() && own_ipc.is_none() {
         return Ok(out);
     }
     let mut entries: BTreeMap<u32, Ipc_shm_entry> = BTreeMap::new();
@@ -81,6 +88,10 @@ pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<BTreeMap<u32, Segment>, Re
                     format!("segment {id}: size {:#x}", s.size()),
                 ));
             }
+            let ours = own_ipc.is_some_and(|ns| name == format!("ipcns-shm-{ns}.img"));
+            if ours {
+                wanted.entry(id).or_insert((0, 0));
+            }
             if entries.insert(id, s).is_some() && wanted.contains_key(&id) {
                 return Err(invalid(&name, format!("segment {id} twice")));
             }
@@ -109,6 +120,8 @@ pub(crate) struct Segments {
     /// Marked removed at dump time (removed again after every attach).
     dest: Vec<u32>,
     committed: bool,
+    /// In the tree's own IPC namespace, which joining this process (the new root) reaches.
+    in_ns: Option<crs_compel::Tid>,
 }
 
 fn shm_err(id: u32, what: &'static str) -> impl FnOnce(io::Error) -> RestoreError {
@@ -120,8 +133,29 @@ fn shm_err(id: u32, what: &'static str) -> impl FnOnce(io::Error) -> RestoreErro
 }
 
 impl Segments {
-    /// Makes (or reuses) every segment and writes its contents. Returns the pages written.
-    pub fn create(segs: &BTreeMap<u32, Segment>) -> Result<(Segments, u64), RestoreError> {
+    /// Makes (or reuses) every segment and writes its contents; `in_ns`: in the tree's own
+    /// IPC namespace, that of this process (the new root). Returns the pages written.
+    pub fn create(
+        segs: &BTreeMap<u32, Segment>,
+        in_ns: Option<crs_compel::Tid>,
+    ) -> Result<(Segments, u64), RestoreError> {
+        match in_ns {
+            Some(root) => {
+                let (mut out, pages) =
+                    ns::within(root, &["ipc"], || Segments::make_all(segs, false))?;
+                out.in_ns = in_ns;
+                Ok((out, pages))
+            }
+            None => Segments::make_all(segs, true),
+        }
+    }
+
+    /// `journal`: the segments made are the guardian's to remove if crs dies (not in a
+    /// namespace of the tree's own, which goes with the tree).
+    fn make_all(
+        segs: &BTreeMap<u32, Segment>,
+        journal: bool,
+    ) -> Result<(Segments, u64), RestoreError> {
         let mut out = Segments::default();
         let mut pages = 0;
         for (&id, s) in segs {
@@ -143,11 +177,15 @@ impl Segments {
                     })
                 }
                 Err(_) => {
-                    crs_compel::guard::record(&crs_compel::guard::Record::SysvShm {
-                        id: id as i32,
-                    });
+                    if journal {
+                        crs_compel::guard::record(&crs_compel::guard::Record::SysvShm {
+                            id: id as i32,
+                        });
+                    }
                     make(id, d.key() as i32, size, d.mode())?;
-                    out.created.push(id);
+                    if journal {
+                        out.created.push(id);
+                    }
                 }
             }
             let file = sysv::shm_file(id as i32).map_err(shm_err(id, "opening"))?;
@@ -170,10 +208,16 @@ impl Segments {
         for &id in &self.created {
             crs_compel::guard::record(&crs_compel::guard::Record::SysvKept { id: id as i32 });
         }
-        for &id in &self.dest {
-            sysv::shm_remove(id as i32).map_err(shm_err(id, "removing"))?;
+        let remove = |dest: &[u32]| {
+            for &id in dest {
+                sysv::shm_remove(id as i32).map_err(shm_err(id, "removing"))?;
+            }
+            Ok(())
+        };
+        match self.in_ns {
+            Some(root) => ns::within(root, &["ipc"], || remove(&self.dest)),
+            None => remove(&self.dest),
         }
-        Ok(())
     }
 }
 

@@ -360,6 +360,7 @@ pub(crate) fn map_all(
     images: &Images,
     shmem: &crate::shmem::Objects,
     memfds: &crate::memfd::Objects,
+    sysv_sizes: &std::collections::BTreeMap<u32, u64>,
 ) -> Result<(), RestoreError> {
     struct Plan<'v> {
         v: &'v Vma,
@@ -448,7 +449,14 @@ pub(crate) fn map_all(
         let v = p.v;
         if let Kind::SysvShm { id } = v.kind {
             placed.push((batch.len(), v, Some(id)));
-            attach_sysv(&mut batch, v, id)?;
+            let size = *sysv_sizes
+                .get(&id)
+                .ok_or_else(|| RestoreError::SharedMemory {
+                    shmid: u64::from(id),
+                    what: "finding the dumped size of",
+                    source: std::io::ErrorKind::NotFound.into(),
+                })?;
+            attach_sysv(&mut batch, v, id, size);
             continue;
         }
         let (prot, flags) = (p.prot, p.flags);
@@ -558,10 +566,10 @@ fn open_all(
     Ok(out)
 }
 
-/// Adds the attach of SysV segment `id` at the VMA's address with its protection; the
-/// part of the segment past the VMA's end (a shorter VMA: the rest was unmapped) is
-/// unmapped again.
-fn attach_sysv<'v>(batch: &mut Batch<'v>, v: &'v Vma, id: u32) -> Result<(), RestoreError> {
+/// Adds the attach of SysV segment `id` (of `size` bytes) at the VMA's address with its
+/// protection; the part of the segment past the VMA's end (a shorter VMA: the rest was
+/// unmapped) is unmapped again.
+fn attach_sysv<'v>(batch: &mut Batch<'v>, v: &'v Vma, id: u32, size: u64) {
     let mut flg = SHM_REMAP;
     if v.prot & libc::PROT_WRITE as u32 == 0 {
         flg |= libc::SHM_RDONLY as u64;
@@ -574,13 +582,6 @@ fn attach_sysv<'v>(batch: &mut Batch<'v>, v: &'v Vma, id: u32) -> Result<(), Res
         [u64::from(id), v.start, flg, 0, 0, 0],
         move || format!("shmat of SysV segment {id} at {:#x}", v.start),
     );
-    let size = crs_sys::sysv::shm_stat(id as i32)
-        .map_err(|source| RestoreError::SharedMemory {
-            shmid: u64::from(id),
-            what: "reading the size of",
-            source,
-        })?
-        .size;
     let seg_end = v.start + size.div_ceil(PAGE) * PAGE;
     if seg_end > v.end {
         batch.push(
@@ -589,7 +590,6 @@ fn attach_sysv<'v>(batch: &mut Batch<'v>, v: &'v Vma, id: u32) -> Result<(), Res
             move || format!("unmapping the part of SysV segment {id} past {:#x}", v.end),
         );
     }
-    Ok(())
 }
 
 /// shmat flags libc does not name for x86_64.

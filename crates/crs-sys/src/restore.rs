@@ -541,7 +541,7 @@ impl Layout {
 /// When the root is not a live node or shares files, or a node's trampoline is not page
 /// aligned.
 pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
-    spawn_tree_as(nodes, RootParent::Crs)
+    spawn_tree_as(nodes, RootParent::Crs, 0)
 }
 
 /// [`spawn_tree`], with the root created as the child of `parent`. A root that is crs's
@@ -550,7 +550,14 @@ pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
 /// (failing if crs is gone already) and, once it reported, waits on it instead of
 /// `pause()`, exiting if crs dies before taking it over. Until crs seizes it, a crs that
 /// dies leaves nothing of the tree behind, as with [`RootParent::Crs`].
-pub fn spawn_tree_as(nodes: &[TreeNode], parent: RootParent) -> Result<Spawned, SpawnError> {
+///
+/// `namespaces`: `CLONE_NEW*` flags of the namespaces the root is created in (new ones,
+/// which the whole tree inherits).
+pub fn spawn_tree_as(
+    nodes: &[TreeNode],
+    parent: RootParent,
+    namespaces: u64,
+) -> Result<Spawned, SpawnError> {
     let layout = Layout::of(nodes);
     assert!(
         matches!(nodes[0].kind, NodeKind::Live(_)),
@@ -572,7 +579,7 @@ pub fn spawn_tree_as(nodes: &[TreeNode], parent: RootParent) -> Result<Spawned, 
         ),
     };
     let args = CloneArgs {
-        flags,
+        flags: flags | namespaces,
         pidfd: &mut pidfd as *mut RawFd as u64,
         exit_signal,
         set_tid: set_tid.as_ptr() as u64,

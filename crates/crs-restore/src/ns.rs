@@ -1,0 +1,422 @@
+//! The tree's own namespaces.
+//!
+//! ```text
+//! load   : the root's namespaces against inventory.img's `root_ids` (the dumper's): a kind
+//!          that differs is the tree's own. UTS (utsns-ID.img) and IPC (ipcns-var-ID.img,
+//!          and every segment of ipcns-shm-ID.img) are restored; another kind of its own,
+//!          or a process in another namespace than the root's, is refused by name
+//! create : the root is cloned with CLONE_NEWUTS / CLONE_NEWIPC (`clone_flags`); its
+//!          processes inherit them
+//! set up : a thread of crs joins the new namespaces (`within`): hostname and domain name,
+//!          the IPC sysctls, then the SysV segments are made inside (`sysv`); the
+//!          `*_next_id` values last, since making the segments uses shm_next_id
+//! ```
+//! A failed restore needs no cleaning of these: the namespaces go with the killed tree.
+
+use std::path::Path;
+
+use crs_compel::Tid;
+use crs_images::codec::{read_file, ImageReader};
+use crs_images::pb::core::Task_kobj_ids_entry;
+use crs_images::pb::ipc_msg::{Ipc_msg, Ipc_msg_entry};
+use crs_images::pb::ipc_sem::Ipc_sem_entry;
+use crs_images::pb::ipc_var::Ipc_var_entry;
+use crs_images::pb::utsns::Utsns_entry;
+use crs_sys::sysv;
+use tracing::debug;
+
+use crate::error::{invalid, unsupported};
+use crate::images::{read_one, Tree};
+use crate::RestoreError;
+
+/// The tree's own namespaces, as dumped.
+#[derive(Debug, Default)]
+pub(crate) struct Own {
+    pub uts: Option<Utsns_entry>,
+    pub ipc: Option<IpcNs>,
+}
+
+/// The tree's own IPC namespace (its shared memory segments are `sysv`'s).
+#[derive(Debug)]
+pub(crate) struct IpcNs {
+    /// Its id in the images.
+    pub id: u32,
+    /// Its sysctls.
+    pub var: Ipc_var_entry,
+    /// Semaphore sets, each with its values.
+    pub sems: Vec<SemSet>,
+    /// Message queues, each with its messages in queue order.
+    pub queues: Vec<MsgQueue>,
+}
+
+/// A semaphore set and its values.
+type SemSet = (Ipc_sem_entry, Vec<u16>);
+/// A message queue and its messages (type, text).
+type MsgQueue = (Ipc_msg_entry, Vec<(i64, Vec<u8>)>);
+
+/// Semaphores in a set at most (the kernel's SEMMSL limit is 32000).
+const MAX_NSEMS: u32 = 65536;
+
+/// `ipcns-sem-ID.img` and `ipcns-msg-ID.img`, when there are any.
+fn load_sems_and_queues(dir: &Path, id: u32) -> Result<IpcNsObjects, RestoreError> {
+    let pad = |n: u64| n.next_multiple_of(8) - n;
+    let mut sems = Vec::new();
+    let name = format!("ipcns-sem-{id}.img");
+    let path = dir.join(&name);
+    if path.exists() {
+        let bytes = read_file(&path)?;
+        let mut r = ImageReader::new(&name, &bytes, "IPCNS_SEM")?;
+        while let Some(e) = r.next::<Ipc_sem_entry>()? {
+            if e.nsems() == 0 || e.nsems() > MAX_NSEMS {
+                return Err(invalid(
+                    &name,
+                    format!("semaphore set {}: {} semaphores", e.desc.id(), e.nsems()),
+                ));
+            }
+            let size = u64::from(e.nsems()) * 2;
+            let values = r
+                .payload(size)?
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            r.payload(pad(size))?;
+            sems.push((e, values));
+        }
+    }
+    let mut queues = Vec::new();
+    let name = format!("ipcns-msg-{id}.img");
+    let path = dir.join(&name);
+    if path.exists() {
+        let bytes = read_file(&path)?;
+        let mut r = ImageReader::new(&name, &bytes, "IPCNS_MSG")?;
+        while let Some(e) = r.next::<Ipc_msg_entry>()? {
+            let mut messages = Vec::new();
+            for i in 0..e.qnum() {
+                let m: Ipc_msg = r.next()?.ok_or_else(|| {
+                    invalid(
+                        &name,
+                        format!("queue {}: message {i} of {} missing", e.desc.id(), e.qnum()),
+                    )
+                })?;
+                let size = u64::from(m.msize());
+                let text = r.payload(size)?.to_vec();
+                r.payload(pad(size))?;
+                messages.push((m.mtype() as i64, text));
+            }
+            queues.push((e, messages));
+        }
+    }
+    Ok((sems, queues))
+}
+
+type IpcNsObjects = (Vec<SemSet>, Vec<MsgQueue>);
+
+/// A namespace id of each kind, in the order of `ids`' fields, with the kind's name.
+fn kinds(ids: &Task_kobj_ids_entry) -> [(&'static str, Option<u32>); 8] {
+    [
+        ("pid", ids.pid_ns_id),
+        ("net", ids.net_ns_id),
+        ("ipc", ids.ipc_ns_id),
+        ("uts", ids.uts_ns_id),
+        ("mnt", ids.mnt_ns_id),
+        ("user", ids.user_ns_id),
+        ("cgroup", ids.cgroup_ns_id),
+        ("time", ids.time_ns_id),
+    ]
+}
+
+/// Finds and reads the tree's own namespaces (see the module's comment).
+pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<Own, RestoreError> {
+    let mut own = Own::default();
+    let Some(root) = tree.procs.first() else {
+        return Ok(own);
+    };
+    let root_name = format!("ids-{}.img", root.pid);
+    if let Some(dumper) = &tree.root_ids {
+        for ((kind, d), (_, r)) in kinds(dumper).into_iter().zip(kinds(&root.ids)) {
+            let (Some(d), Some(r)) = (d, r) else { continue };
+            if d == r {
+                continue;
+            }
+            match kind {
+                "uts" => own.uts = Some(read_one(dir, &format!("utsns-{r}.img"), "UTSNS")?),
+                "ipc" => {
+                    let var = read_one(dir, &format!("ipcns-var-{r}.img"), "IPC_VAR")?;
+                    let (sems, queues) = load_sems_and_queues(dir, r)?;
+                    own.ipc = Some(IpcNs {
+                        id: r,
+                        var,
+                        sems,
+                        queues,
+                    });
+                }
+                _ => {
+                    return Err(unsupported(format!(
+                        "{root_name}: a process in its own {kind} namespace ({r}, \
+                         inventory.img's is {d})"
+                    )))
+                }
+            }
+        }
+    }
+    for p in &tree.procs[1..] {
+        for ((kind, r), (_, n)) in kinds(&root.ids).into_iter().zip(kinds(&p.ids)) {
+            if let (Some(r), Some(n)) = (r, n) {
+                if r != n {
+                    return Err(unsupported(format!(
+                        "ids-{}.img: a {kind} namespace ({n}) nested below the root's ({r}, \
+                         {root_name})",
+                        p.pid
+                    )));
+                }
+            }
+        }
+    }
+    Ok(own)
+}
+
+impl Own {
+    /// The clone flags that give the root its new namespaces.
+    pub fn clone_flags(&self) -> u64 {
+        let mut flags = 0;
+        if self.uts.is_some() {
+            flags |= libc::CLONE_NEWUTS as u64;
+        }
+        if self.ipc.is_some() {
+            flags |= libc::CLONE_NEWIPC as u64;
+        }
+        flags
+    }
+
+    /// Sets the new UTS namespace's names and the new IPC namespace's limits (all but
+    /// the `*_next_id` values, see [`Own::finish`]) from inside, `root` being the new
+    /// root.
+    pub fn set_up(&self, root: Tid) -> Result<(), RestoreError> {
+        if let Some(uts) = &self.uts {
+            within(root, &["uts"], || {
+                write(root, "uts", "/proc/sys/kernel/hostname", uts.nodename())?;
+                write(root, "uts", "/proc/sys/kernel/domainname", uts.domainname())
+            })?;
+            debug!(hostname = uts.nodename(), "UTS namespace set up");
+        }
+        if let Some(ipc) = &self.ipc {
+            within(root, &["ipc"], || ipc_limits(root, &ipc.var))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the IPC namespace's semaphore sets and message queues, each with its id
+    /// (through `kernel.sem_next_id` / `msg_next_id`), then sets its `*_next_id` values:
+    /// after its shared memory segments are made (`sysv`), which use `shm_next_id`.
+    pub fn finish(&self, root: Tid) -> Result<(), RestoreError> {
+        let Some(ipc) = &self.ipc else {
+            return Ok(());
+        };
+        within(root, &["ipc"], || {
+            for (e, values) in &ipc.sems {
+                let id = make_sem(root, e, values)?;
+                debug!(id, nsems = values.len(), "SysV semaphore set made");
+            }
+            for (e, messages) in &ipc.queues {
+                let id = make_queue(root, e, messages)?;
+                debug!(id, messages = messages.len(), "SysV message queue made");
+            }
+            let var = &ipc.var;
+            for (name, v) in [
+                ("msg_next_id", var.msg_next_id),
+                ("sem_next_id", var.sem_next_id),
+                ("shm_next_id", var.shm_next_id),
+            ] {
+                if let Some(v) = v {
+                    write(
+                        root,
+                        "ipc",
+                        &format!("/proc/sys/kernel/{name}"),
+                        &v.to_string(),
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// An error about SysV object `what` `id` of the new IPC namespace.
+fn ipc_err(root: Tid, what: String) -> impl FnOnce(std::io::Error) -> RestoreError {
+    move |source| RestoreError::Namespace {
+        pid: root,
+        kind: "ipc",
+        what,
+        source,
+    }
+}
+
+/// The id the kernel gave matches the dumped one.
+fn same_id(root: Tid, what: &str, want: u32, got: i32) -> Result<u32, RestoreError> {
+    if got as u32 == want {
+        return Ok(want);
+    }
+    Err(ipc_err(
+        root,
+        format!("making {what} {want} (the kernel gave id {got}) in"),
+    )(std::io::ErrorKind::AlreadyExists.into()))
+}
+
+fn make_sem(root: Tid, e: &Ipc_sem_entry, values: &[u16]) -> Result<u32, RestoreError> {
+    let d = &e.desc;
+    let id = d.id();
+    let what = |w: &str| format!("{w} semaphore set {id} of");
+    write(root, "ipc", "/proc/sys/kernel/sem_next_id", &id.to_string())?;
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (d.mode() & 0o777) as i32;
+    let got = sysv::sem_get(d.key() as i32, values.len(), flags)
+        .map_err(ipc_err(root, what("making")))?;
+    same_id(root, "semaphore set", id, got)?;
+    sysv::sem_set_values(got, values).map_err(ipc_err(root, what("setting the values of")))?;
+    sysv::sem_set_owner(got, d.uid(), d.gid(), d.mode())
+        .map_err(ipc_err(root, what("setting owner and mode of")))?;
+    Ok(id)
+}
+
+fn make_queue(
+    root: Tid,
+    e: &Ipc_msg_entry,
+    messages: &[(i64, Vec<u8>)],
+) -> Result<u32, RestoreError> {
+    let d = &e.desc;
+    let id = d.id();
+    let what = |w: &str| format!("{w} message queue {id} of");
+    write(root, "ipc", "/proc/sys/kernel/msg_next_id", &id.to_string())?;
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (d.mode() & 0o777) as i32;
+    let got = sysv::msg_get(d.key() as i32, flags).map_err(ipc_err(root, what("making")))?;
+    same_id(root, "message queue", id, got)?;
+    // The byte limit first: the messages must fit in it.
+    sysv::msg_set(got, d.uid(), d.gid(), d.mode(), u64::from(e.qbytes()))
+        .map_err(ipc_err(root, what("setting owner, mode and byte limit of")))?;
+    for (mtype, text) in messages {
+        sysv::msg_send(got, *mtype, text).map_err(ipc_err(root, what("queueing a message on")))?;
+    }
+    Ok(id)
+}
+
+fn ipc_limits(root: Tid, var: &Ipc_var_entry) -> Result<(), RestoreError> {
+    let sem = var
+        .sem_ctls
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("\t");
+    let k = |n: &str| format!("/proc/sys/kernel/{n}");
+    let mq = |n: &str| format!("/proc/sys/fs/mqueue/{n}");
+    let mut values = vec![
+        (k("msgmax"), var.msg_ctlmax().to_string()),
+        (k("msgmnb"), var.msg_ctlmnb().to_string()),
+        (k("msgmni"), var.msg_ctlmni().to_string()),
+        (k("shmmax"), var.shm_ctlmax().to_string()),
+        (k("shmall"), var.shm_ctlall().to_string()),
+        (k("shmmni"), var.shm_ctlmni().to_string()),
+        (k("shm_rmid_forced"), var.shm_rmid_forced().to_string()),
+        (mq("queues_max"), var.mq_queues_max().to_string()),
+        (mq("msg_max"), var.mq_msg_max().to_string()),
+        (mq("msgsize_max"), var.mq_msgsize_max().to_string()),
+    ];
+    if !sem.is_empty() {
+        values.push((k("sem"), sem));
+    }
+    if let Some(v) = var.mq_msg_default {
+        values.push((mq("msg_default"), v.to_string()));
+    }
+    if let Some(v) = var.mq_msgsize_default {
+        values.push((mq("msgsize_default"), v.to_string()));
+    }
+    for (path, v) in values {
+        write(root, "ipc", &path, &v)?;
+    }
+    Ok(())
+}
+
+/// Writes sysctl `path` of the namespace the calling thread is in.
+fn write(root: Tid, kind: &'static str, path: &str, value: &str) -> Result<(), RestoreError> {
+    std::fs::write(path, value).map_err(|source| RestoreError::Namespace {
+        pid: root,
+        kind,
+        what: format!("setting {path} to {value:?} in"),
+        source,
+    })
+}
+
+/// Runs `f` on a thread of crs that joined process `pid`'s namespaces `kinds`.
+pub(crate) fn within<R: Send>(
+    pid: Tid,
+    kinds: &[&'static str],
+    f: impl FnOnce() -> Result<R, RestoreError> + Send,
+) -> Result<R, RestoreError> {
+    crs_sys::ns::within(pid, kinds, f).map_err(|e| RestoreError::Namespace {
+        pid,
+        kind: e.kind,
+        what: e.what.to_string(),
+        source: e.source,
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testsets;
+    use crs_images::codec::ImageWriter;
+    use crs_images::pb::core::Task_kobj_ids_entry;
+    use crs_images::pb::utsns::Utsns_entry;
+
+    /// The `tree` set with ids-`pid`.img's UTS namespace changed to 900.
+    fn uts_900(test: &str, pid: u32) -> Option<tempfile::TempDir> {
+        let t = testsets::copy("tree", test)?;
+        testsets::rewrite(
+            t.path(),
+            &format!("ids-{pid}.img"),
+            "IDS",
+            |v: &mut Vec<Task_kobj_ids_entry>| v[0].uts_ns_id = Some(900),
+        );
+        Some(t)
+    }
+
+    #[test]
+    fn load_own_uts_namespace_reads_its_image_and_needs_it() {
+        let test = "load_own_uts_namespace_reads_its_image_and_needs_it";
+        let Some(t) = uts_900(test, 72000) else {
+            return;
+        };
+        // Every process is in the root's namespace: the others move too.
+        for pid in [72001, 72002] {
+            testsets::rewrite(
+                t.path(),
+                &format!("ids-{pid}.img"),
+                "IDS",
+                |v: &mut Vec<Task_kobj_ids_entry>| v[0].uts_ns_id = Some(900),
+            );
+        }
+        let err = testsets::load_err(t.path());
+        assert!(err.contains("utsns-900.img"), "{err}");
+        let mut w = ImageWriter::new("utsns-900.img", "UTSNS");
+        w.push(&Utsns_entry {
+            nodename: Some("inner".into()),
+            domainname: Some("(none)".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        std::fs::write(t.path().join("utsns-900.img"), w.into_bytes()).unwrap();
+        let loaded = testsets::load(t.path()).unwrap();
+        assert_eq!(loaded.ns.uts.as_ref().unwrap().nodename(), "inner");
+        assert_eq!(loaded.ns.clone_flags(), libc::CLONE_NEWUTS as u64);
+    }
+
+    #[test]
+    fn load_namespace_nested_below_the_roots_is_unsupported() {
+        let test = "load_namespace_nested_below_the_roots_is_unsupported";
+        let Some(t) = uts_900(test, 72001) else {
+            return;
+        };
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("ids-72001.img: a uts namespace (900) nested below the root's"),
+            "{err}"
+        );
+    }
+}
