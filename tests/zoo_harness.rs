@@ -50,6 +50,10 @@ pub enum Workload {
     /// A C program as `C` that needs these device files: skipped where one of them does
     /// not open (for reading).
     CNeeds(&'static str, &'static [&'static str]),
+    /// A C program as `C`, started as the init (pid 1) of a pid namespace of its own
+    /// (`zoo_launch --pid-ns`): the restored init has another pid in the test's namespace,
+    /// read from the restore's pidfile.
+    CPidNs(&'static str),
     /// A python3 script in `workloads/`.
     Python(&'static str),
     /// A bash script in `workloads/`.
@@ -62,9 +66,15 @@ impl Workload {
             Workload::C(n)
             | Workload::CWithArgs(n, _)
             | Workload::CNeeds(n, _)
+            | Workload::CPidNs(n)
             | Workload::Python(n)
             | Workload::Bash(n) => n,
         }
+    }
+
+    /// Whether it runs as the init of a pid namespace of its own.
+    fn pid_ns(self) -> bool {
+        matches!(self, Workload::CPidNs(_))
     }
 
     /// Extra options of `crs dump` and `crs restore` for this workload.
@@ -80,6 +90,7 @@ impl Workload {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
         match self {
             Workload::C(n) | Workload::CWithArgs(n, _) => Ok(vec![zoo_dir().join(n)]),
+            Workload::CPidNs(n) => Ok(vec![PathBuf::from("--pid-ns"), zoo_dir().join(n)]),
             Workload::CNeeds(n, devices) => {
                 for d in devices {
                     File::open(d).map_err(|e| format!("{d} does not open here: {e}"))?;
@@ -350,11 +361,21 @@ impl Run {
             .env("ZOO_TMP", &work)
             .env("ZOO_CORRUPT", self.corrupt.to_string())
             .env("ZOO_PAUSED", self.path(PAUSED))
+            .env("ZOO_INIT_PID", self.path(INIT_PID))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
-        let child = cmd.spawn().expect("spawn zoo_launch");
-        let pid = child.id() as i32;
+        let mut child = cmd.spawn().expect("spawn zoo_launch");
+        let mut pid = child.id() as i32;
+        if self.workload.pid_ns() {
+            // zoo_launch forked the namespace's init, named it and exited: the init is
+            // this subreaper's child now.
+            let st = child.wait().expect("wait for zoo_launch");
+            if !st.success() {
+                self.fail(&format!("zoo_launch --pid-ns: {st}"));
+            }
+            pid = self.read_pid(INIT_PID);
+        }
         drop(child); // reaped through the guard, by pid
         let guard = match ProcGuard::open(pid) {
             Ok(g) => g,
@@ -401,6 +422,14 @@ impl Run {
                 String::from_utf8_lossy(&got)
             ));
         }
+    }
+
+    /// The pid in file `name` of the run's directory.
+    fn read_pid(&self, name: &str) -> i32 {
+        let text = std::fs::read_to_string(self.path(name)).unwrap_or_default();
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| self.fail(&format!("{name} holds no pid: {text:?}")))
     }
 
     /// Runs `crs ARGS` with its output in `<out>`; fails the test unless it exits 0.
@@ -627,12 +656,18 @@ impl Run {
             }
             Tools::Crs | Tools::CriuDumps(_) => self.crs(&args, "crs-restore.out"),
         }
+        // The init of a pid namespace of its own gets another pid in the test's.
+        let pid = if self.workload.pid_ns() {
+            self.read_pid("restore.pid")
+        } else {
+            pid
+        };
         match ProcGuard::open(pid) {
             Ok(g) => self.proc = Some(g),
             Err(e) => self.fail(&format!("no process {pid} after `crs restore`: {e}")),
         }
         match std::fs::read_to_string(&pidfile) {
-            Ok(s) if s.trim() == pid_s => {}
+            Ok(s) if s.trim() == pid_s || s.trim() == pid.to_string() => {}
             Ok(s) => self.fail(&format!("--pidfile holds {s:?}, want {pid}")),
             Err(e) => self.fail(&format!("--pidfile {}: {e}", pidfile.display())),
         }
@@ -745,7 +780,10 @@ impl Run {
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG | nix::sys::wait::WaitPidFlag::__WALL),
             );
         }
-        self.wait_ids_free(ids);
+        // A pid namespace of its own is new: its pids are free.
+        if !self.workload.pid_ns() {
+            self.wait_ids_free(ids);
+        }
         let rename = |from: &Path, to: &Path| {
             std::fs::rename(from, to).unwrap_or_else(|e| {
                 self.fail(&format!(
@@ -767,6 +805,8 @@ impl Run {
 const WORK: &str = "work";
 /// The workload's stdout and stderr.
 const LOG: &str = "workload.log";
+/// Where `zoo_launch --pid-ns` writes the init's pid.
+const INIT_PID: &str = "init.pid";
 /// The log of the workload `crs dump -R` left running (once its images are restored).
 const RUNNING_LOG: &str = "workload.running.log";
 /// The file `ZOO_PAUSED` names.
@@ -1090,6 +1130,8 @@ fn run_interop(workload: Workload, mode: Mode, test: &str, argv: &[PathBuf], cri
 /// The `--items` answer of the workload.
 fn item_count(workload: Workload, test: &str, argv: &[PathBuf]) -> u32 {
     let run = Run::new(workload, test, 0);
+    // The program itself, not zoo_launch's option.
+    let argv = if workload.pid_ns() { &argv[1..] } else { argv };
     let out = run.path("items.out");
     let out_file = File::create(&out).expect("create items.out");
     let child = Command::new(&argv[0])

@@ -1,6 +1,6 @@
 //! A tree with namespaces of its own that crs cannot dump yet is refused by name, and the
-//! task runs on untouched; the kinds crs does dump (UTS, IPC) are the zoo's
-//! `uts_ipc_namespaces`.
+//! task runs on untouched; the kinds crs does dump are the zoo's `uts_ipc_namespaces` and
+//! `pid_namespace_init`.
 
 use std::process::{Command, Output};
 
@@ -81,19 +81,26 @@ fn dump_own_network_namespace_is_refused_by_name_task_runs_on() {
     answers(&mut g);
 }
 
-/// The namespace's init as the root (it once made the dump fail with a signal 11 in an
-/// injected syscall: compel's own test of that is in crs-compel's `batch.rs`).
+/// A pid namespace is dumped from its init (the zoo's `pid_namespace_init`); a tree
+/// rooted below it is refused.
 #[test]
-fn dump_pid_namespace_init_is_refused_by_name_task_runs_on() {
-    if skip_unless_root("dump_pid_namespace_init_is_refused_by_name_task_runs_on") {
+fn dump_below_a_pid_namespace_init_is_refused_by_name_task_runs_on() {
+    if skip_unless_root("dump_below_a_pid_namespace_init_is_refused_by_name_task_runs_on") {
         return;
     }
-    let mut g = answering(&["unshare", "--pid", "--fork", "--kill-child"]);
+    // The namespace's init is a shell that runs the answering one as its child (pid 2).
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", "sh", "-c"])
+        .arg("sh -c 'echo ready; while read x; do echo \"got $x\"; done'; true");
+    let mut g = ProcessGuard::spawn(cmd).expect("spawn unshare");
+    g.expect_line("ready");
     let init = only_child(g.pid());
-    let err = dump_refused(init);
+    let inner = only_child(init);
+    let err = dump_refused(inner);
     assert!(
         err.contains(&format!(
-            "process {init} (the tree's root) has its own pid namespace"
+            "process {inner} (the tree's root) is pid 2 of its own pid namespace: crs dumps a \
+             pid namespace from its init (pid 1) only"
         )),
         "{err}"
     );

@@ -767,7 +767,16 @@ impl SeizedTree {
                         }
                     }
                 }
-                for p in self.procs.values() {
+                // The root last: when it is the init of a pid namespace, its exit waits
+                // until every other process of the namespace is reaped, and a traced one
+                // is reaped only once its tracer (crs) has seen it die.
+                let root = self.root;
+                let order = self
+                    .procs
+                    .values()
+                    .filter(|p| p.pid != root)
+                    .chain(self.procs.get(&root));
+                for p in order {
                     for tid in leader_last(p) {
                         if let Err(e) = reap_killed(tid) {
                             first_err.get_or_insert(e);

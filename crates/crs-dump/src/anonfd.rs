@@ -38,7 +38,7 @@ use crs_proc::{FdInfo, InotifyWatch, MountInfo, ProcDir};
 use protobuf::{EnumOrUnknown, MessageField};
 use tracing::{debug, warn};
 
-use super::{file_err, fown_of, kernel_dev, queued_pipe_data, strip_deleted, FdEntry, FileTable};
+use super::{file_err, kernel_dev, queued_pipe_data, strip_deleted, FdEntry, FileTable};
 use crate::error::{compel_err, proc_err, DumpError, Result};
 
 /// Words of `fh_entry.handle` CRIU always writes (`fh_entry_sizes.min_entries`): the
@@ -119,7 +119,7 @@ impl FileTable {
             Some(id) => id,
             None => {
                 let id = self.alloc();
-                let fown = fown_of(&file);
+                let fown = self.fown(&file, pid)?;
                 let flags = info.flags & !(libc::O_CLOEXEC as u32);
                 let entry = if kind == AnonKind::Inotify {
                     if has_queued_events(&file) {

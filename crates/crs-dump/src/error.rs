@@ -47,6 +47,13 @@ pub enum DumpError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "process {pid} (the tree's root) is pid {vpid} of its own pid namespace: crs dumps a \
+         pid namespace from its init (pid 1) only"
+    )]
+    NotPidNsInit { pid: Tid, vpid: i32 },
+    #[error("process {pid}: {what} is outside the tree's pid namespace")]
+    OutsidePidNs { pid: Tid, what: &'static str },
     #[error("process {pid} is not a session leader (sid {sid}); use --shell-job")]
     NotSessionLeader { pid: Tid, sid: i32 },
     #[error("seizing process {pid}")]

@@ -90,6 +90,8 @@ pub(crate) struct FileTable {
     seen: HashMap<(u64, u64), Vec<DumpedFd>>,
     /// flock and POSIX locks held (filelocks.img), with `--file-locks`.
     locks: locks::Locks,
+    /// crs's pids -> the tree's own pid namespace's, when it has one (`ns::Vpids`).
+    inner_pids: Option<HashMap<i32, u32>>,
     /// memfd inodes (memfd.img), saved by [`FileTable::write_memfds`].
     memfds: crate::memfd::Memfds,
     /// SysV shared memory segments attached (ipcns-shm), saved by [`FileTable::write_sysv`].
@@ -177,17 +179,30 @@ pub(crate) fn build_id(f: &File) -> Option<Vec<u32>> {
     None
 }
 
-/// The owner of an open file (F_GETOWN_EX / F_GETSIG), as CRIU records it.
-fn fown_of(file: &std::fs::File) -> Fown_entry {
+/// The owner of an open file (F_GETOWN_EX / F_GETSIG), as CRIU records it, its pid as
+/// the images record pids (`vpid`: see `ns::Vpids`); `pid` has the file.
+fn fown_of(
+    file: &std::fs::File,
+    pid: Tid,
+    vpid: impl Fn(i32) -> Option<u32>,
+) -> Result<Fown_entry> {
     let owner = file_owner(file.as_fd()).unwrap_or_default();
-    Fown_entry {
+    let owner_pid = if owner.pid == 0 {
+        0
+    } else {
+        vpid(owner.pid).ok_or(DumpError::OutsidePidNs {
+            pid,
+            what: "the owner (F_SETOWN) of one of its files",
+        })?
+    };
+    Ok(Fown_entry {
         uid: Some(0),
         euid: Some(0),
         signum: Some(owner.signum as u32),
         pid_type: Some(owner.kind as u32),
-        pid: Some(owner.pid as u32),
+        pid: Some(owner_pid),
         ..Default::default()
-    }
+    })
 }
 
 impl FileTable {
@@ -217,6 +232,7 @@ impl FileTable {
 
     pub(crate) fn new(ghost_limit: u64) -> FileTable {
         FileTable {
+            inner_pids: None,
             ghost_limit,
             next_id: 1,
             entries: Vec::new(),
@@ -234,6 +250,25 @@ impl FileTable {
             memfds: Default::default(),
             sysv: Default::default(),
         }
+    }
+
+    /// Pids in the images are the tree's own pid namespace's (`ns::Vpids`).
+    pub(crate) fn set_inner_pids(&mut self, map: Option<HashMap<i32, u32>>) {
+        self.inner_pids = map;
+    }
+
+    /// Process or thread `pid` (crs's) as the images record it; `None` when it is outside
+    /// the tree's own pid namespace.
+    pub(crate) fn vpid(&self, pid: i32) -> Option<u32> {
+        match &self.inner_pids {
+            None => Some(pid as u32),
+            Some(m) => m.get(&pid).copied(),
+        }
+    }
+
+    /// [`fown_of`] with this table's pids.
+    pub(crate) fn fown(&self, file: &std::fs::File, pid: Tid) -> Result<Fown_entry> {
+        fown_of(file, pid, |p| self.vpid(p))
     }
 
     fn alloc(&mut self) -> u32 {
@@ -506,7 +541,7 @@ impl FileTable {
                 Some(id) => id,
                 None => {
                     let id = self.alloc();
-                    let fown = fown_of(&file);
+                    let fown = self.fown(&file, pid)?;
                     let flags = info.flags & !(libc::O_CLOEXEC as u32);
                     if is_pipe {
                         if flags & libc::O_DIRECT as u32 != 0 {
@@ -552,6 +587,7 @@ impl FileTable {
                 }
                 let at = locks::At {
                     pid,
+                    vpid: self.vpid(pid).unwrap_or(pid as u32),
                     fd,
                     id,
                     file: key,

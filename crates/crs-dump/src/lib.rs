@@ -461,6 +461,7 @@ pub fn pre_dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
     let keeper = track::socket_name(pid, stat.start_time);
     let done = (|| -> Result<Vec<(Tid, std::os::fd::OwnedFd)>> {
         let order = tree_order(&tree, pid)?;
+        let vpids = ns::Vpids::read(&tree, &order)?;
         let mut dir = ImageDir::create(&opts.images_dir, pid, opts.image_checksums)?;
         link_parent(opts)?;
         // Mapped files are looked at as a dump does; their entries are not written.
@@ -476,7 +477,7 @@ pub fn pre_dump(opts: &DumpOptions) -> Result<DumpStats, DumpError> {
             let pdir = ProcDir::open(p).map_err(proc_err(p, "the /proc directory"))?;
             let vmas = mm::collect_vmas(&pdir, &mut files)?;
             dump_memory(
-                p,
+                (p, vpids.tree(p)),
                 &pdir,
                 &vmas,
                 &mut dir,
@@ -590,9 +591,12 @@ fn dump_seized(
     let live_session = live_session.as_ref();
     let root = proc_dir.pid();
     let order = tree_order(tree, root)?;
+    // The pids the images record: inside the tree's own pid namespace, if it has one.
+    let vpids = ns::Vpids::read(tree, &order)?;
     let mut dir = ImageDir::create(&opts.images_dir, root, opts.image_checksums)?;
     link_parent(opts)?;
     let mut files = FileTable::new(opts.ghost_limit);
+    files.set_inner_pids(vpids.map());
     let mut seccomp = Seccomp_entry::default();
     let mut pstree = Vec::with_capacity(order.len());
     let mut pages_id = 0u32;
@@ -628,8 +632,9 @@ fn dump_seized(
             .for_each(|(pdir, rels)| pdir.prefetch(rels));
         for (j, (&(pid, ppid, zombie), pdir)) in window.iter().zip(&pdirs).enumerate() {
             let stat = pdir.stat().map_err(proc_err(pid, "stat"))?;
+            let inner = vpids.process(pid, &stat);
             let threads = if zombie {
-                dump_zombie(&mut dir, pid, &stat)?;
+                dump_zombie(&mut dir, inner.pid, &stat)?;
                 vec![pid as u32]
             } else {
                 pages_id += 1;
@@ -646,16 +651,17 @@ fn dump_seized(
                     trackable: &mut *trackable,
                     live_jobs: &mut *live_jobs,
                     live: live_session,
+                    vpids: &vpids,
                 };
                 dump_process(tree, pdir, &stat, &mut ctx)?
             };
             let root = w == 0 && j == 0;
             pstree.push(Pstree_entry {
-                pid: Some(pid as u32),
-                ppid: Some(if root { 0 } else { ppid as u32 }),
-                pgid: Some(stat.pgrp as u32),
-                sid: Some(stat.session as u32),
-                threads,
+                pid: Some(inner.pid),
+                ppid: Some(if root { 0 } else { vpids.tree(ppid) }),
+                pgid: Some(inner.pgid),
+                sid: Some(inner.sid),
+                threads: threads.iter().map(|&t| vpids.tree(t as i32)).collect(),
                 ..Default::default()
             });
         }
@@ -770,6 +776,8 @@ struct Outputs {
 /// What the processes of one dump share while each is dumped.
 struct ProcessCtx<'a> {
     opts: &'a DumpOptions,
+    /// The pids the images record.
+    vpids: &'a ns::Vpids,
     ns_ids: &'a mut ns::NsIds,
     files: &'a mut FileTable,
     dir: &'a mut ImageDir,
@@ -794,7 +802,7 @@ struct ProcessCtx<'a> {
 // Each argument is one thing the memory of a process goes into or comes from.
 #[allow(clippy::too_many_arguments)]
 fn dump_memory(
-    pid: Tid,
+    (pid, vpid): (Tid, u32),
     proc_dir: &ProcDir,
     vmas: &[mm::DumpVma],
     dir: &mut ImageDir,
@@ -809,7 +817,7 @@ fn dump_memory(
     let (runs, from_parent) = match parent {
         Some(p) => {
             let written = pages::written(proc_dir, &scan)?;
-            let cover = parent_cover(p, pid)?;
+            let cover = parent_cover(p, vpid)?;
             pages::split_parent(&runs, &written, &cover)
         }
         None => (runs, Vec::new()),
@@ -868,7 +876,7 @@ fn dump_memory(
         ms = stats.memwrite_time.as_millis() as u64,
         "pages copied"
     );
-    let mut img = ImageWriter::new(format!("pagemap-{pid}.img"), "PAGEMAP");
+    let mut img = ImageWriter::new(format!("pagemap-{vpid}.img"), "PAGEMAP");
     push(
         &mut img,
         &Pagemap_head {
@@ -914,8 +922,8 @@ fn dump_memory(
 
 /// The address ranges the parent images hold pages of for process `pid` (present or, in
 /// turn, in their own parent), merged; none when the parent has no pagemap for it.
-fn parent_cover(parent: &std::path::Path, pid: Tid) -> Result<Vec<(u64, u64)>> {
-    let name = format!("pagemap-{pid}.img");
+fn parent_cover(parent: &std::path::Path, vpid: u32) -> Result<Vec<(u64, u64)>> {
+    let name = format!("pagemap-{vpid}.img");
     let path = parent.join(&name);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -1030,7 +1038,8 @@ fn shared_fd_table(pid: Tid, tables: &[(Tid, u32)]) -> Result<Option<u32>> {
 }
 
 /// core-PID.img of a zombie: its state and wait status, nothing else (as CRIU).
-fn dump_zombie(dir: &mut ImageDir, pid: Tid, stat: &crs_proc::Stat) -> Result<()> {
+/// `pid`: as the images record it.
+fn dump_zombie(dir: &mut ImageDir, pid: u32, stat: &crs_proc::Stat) -> Result<()> {
     const TASK_DEAD: u32 = 2;
     let mut img = ImageWriter::new(format!("core-{pid}.img"), "CORE");
     push(
@@ -1161,7 +1170,14 @@ fn dump_process(
         .iter()
         .rev()
         .zip(&answers.posix)
-        .map(|(t, (val, overrun))| core::posix_timer(t, val, *overrun))
+        .map(|(t, (val, overrun))| {
+            // The thread it signals, as the images record pids.
+            let t = crs_proc::PosixTimer {
+                notify_pid: ctx.vpids.tree(t.notify_pid) as i32,
+                ..t.clone()
+            };
+            core::posix_timer(&t, val, *overrun)
+        })
         .collect();
     let child_subreaper = answers.child_subreaper;
     let dumpable = answers.dumpable;
@@ -1193,7 +1209,7 @@ fn dump_process(
         None => None,
     };
     if let Some(job) = dump_memory(
-        pid,
+        (pid, ctx.vpids.tree(pid)),
         proc_dir,
         &vmas,
         ctx.dir,
@@ -1207,7 +1223,7 @@ fn dump_process(
     ctx.trackable.push((pid, trackable));
 
     // mm-PID.img
-    let mut img = ImageWriter::new(format!("mm-{pid}.img"), "MM");
+    let mut img = ImageWriter::new(format!("mm-{}.img", ctx.vpids.tree(pid)), "MM");
     push(
         &mut img,
         &Mm_entry {
@@ -1353,21 +1369,22 @@ fn dump_process(
                 ..Default::default()
             });
         }
-        let mut img = ImageWriter::new(format!("core-{tid}.img"), "CORE");
+        let mut img = ImageWriter::new(format!("core-{}.img", ctx.vpids.tree(*tid)), "CORE");
         push(&mut img, &core)?;
         ctx.dir.write(img)?;
     }
 
     // ids, files, fdinfo, fs
     let files_id = ids.files_id.unwrap_or(1);
-    let mut img = ImageWriter::new(format!("ids-{pid}.img"), "IDS");
+    let vpid = ctx.vpids.tree(pid);
+    let mut img = ImageWriter::new(format!("ids-{vpid}.img"), "IDS");
     push(&mut img, &ids)?;
     ctx.dir.write(img)?;
     if shared_table.is_none() {
         ctx.dir.write(files::fdinfo_image(files_id, &fds)?)?;
     }
     let status = &states[0].2;
-    let mut img = ImageWriter::new(format!("fs-{pid}.img"), "FS");
+    let mut img = ImageWriter::new(format!("fs-{vpid}.img"), "FS");
     push(
         &mut img,
         &Fs_entry {

@@ -43,6 +43,8 @@ const ACTIVE: &str = "ACTIVE";
 /// file id of the dump), on the file `(device, inode)` that `link` names.
 pub(crate) struct At<'a> {
     pub pid: Tid,
+    /// `pid` as the images record it (see `ns::Vpids`).
+    pub vpid: u32,
     pub fd: i32,
     pub id: u32,
     pub file: (u64, u64),
@@ -79,10 +81,11 @@ pub(crate) fn lease_blocks_readers(locks: &[FileLock]) -> bool {
     })
 }
 
-/// The image entry of lock `l` held by process `pid` through fd `fd`, or why it is refused.
-/// `lease_target` asks the kernel what a lease being broken will become (`F_GETLEASE`).
+/// The image entry of lock `l` held by process `pid` (as the images record it) through fd
+/// `fd`, or why it is refused. `lease_target` asks the kernel what a lease being broken
+/// will become (`F_GETLEASE`).
 pub(crate) fn entry(
-    pid: Tid,
+    pid: u32,
     fd: i32,
     l: &FileLock,
     lease_target: impl FnOnce() -> std::io::Result<i32>,
@@ -122,7 +125,7 @@ pub(crate) fn entry(
     Ok(File_lock_entry {
         flag: Some(flag),
         type_: Some(type_),
-        pid: Some(pid),
+        pid: Some(pid as i32),
         fd: Some(fd),
         start: Some(start),
         len: Some(len),
@@ -144,7 +147,7 @@ impl Locks {
             if l.class == LockClass::Posix && l.pid != at.pid {
                 continue;
             }
-            let e = entry(at.pid, at.fd, l, &lease_target)?;
+            let e = entry(at.vpid, at.fd, l, &lease_target)?;
             let owner = if e.flag() == FL_POSIX { at.pid } else { 0 };
             let key = (at.id, e.flag(), e.type_(), owner, e.start(), e.len());
             if self.seen.insert(key) {
@@ -260,6 +263,7 @@ mod tests {
     fn at(pid: Tid, fd: i32, id: u32, ino: u64) -> At<'static> {
         At {
             pid,
+            vpid: pid as u32,
             fd,
             id,
             file: (1, ino),

@@ -34,7 +34,7 @@ fn word(kind: &'static str) -> &'static str {
 }
 
 /// The kinds a tree may have its own namespace of.
-const OWN_SUPPORTED: [&str; 2] = ["ipc", "uts"];
+const OWN_SUPPORTED: [&str; 3] = ["ipc", "pid", "uts"];
 
 pub(crate) struct NsIds {
     next: u32,
@@ -205,6 +205,8 @@ pub(crate) fn write_own(
                 img.push(&e).map_err(crate::files::image_err(&name))?;
                 dir.write(img)?;
             }
+            // Nothing but the pids of the images (`Vpids`).
+            "pid" => {}
             // Refused by `NsIds::check`.
             _ => return Err(DumpError::OwnNamespace { pid: root, kind }),
         }
@@ -254,4 +256,120 @@ fn ipc_var(pid: i32) -> Result<Ipc_var_entry> {
         shm_next_id: next("shm_next_id")?,
         ..Default::default()
     })
+}
+
+/// The ids of a process as the tree's own pid namespace numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Inner {
+    pub pid: u32,
+    pub pgid: u32,
+    pub sid: u32,
+}
+
+/// Pids as the images record them: as the tree's own pid namespace numbers them when the
+/// root is the init of one (CRIU's images hold the pids the tree sees), else crs's.
+#[derive(Debug, Default)]
+pub(crate) struct Vpids {
+    /// crs's pid of every process and thread -> its pid inside; `None` without a pid
+    /// namespace of the tree's own.
+    inner: Option<HashMap<i32, u32>>,
+    /// Group and session of each process, inside.
+    groups: HashMap<i32, (u32, u32)>,
+}
+
+impl Vpids {
+    /// Reads the ids inside of every process and thread of `order` (pid, ppid, zombie)
+    /// when the root (the first) is in another pid namespace than crs: it must be that
+    /// namespace's init, and every group and session must be inside it.
+    pub(crate) fn read(tree: &crs_compel::SeizedTree, order: &[(i32, i32, bool)]) -> Result<Vpids> {
+        let Some(&(root, _, _)) = order.first() else {
+            return Ok(Vpids::default());
+        };
+        let me = std::process::id() as i32;
+        let link = |pid: i32| {
+            ProcDir::open(pid)
+                .and_then(|d| d.ns_link("pid"))
+                .map(|l| l.inode)
+                .map_err(proc_err(pid, "pid namespace link"))
+        };
+        if link(root)? == link(me)? {
+            return Ok(Vpids::default());
+        }
+        let last = |v: &[i32]| v.last().copied().unwrap_or(0);
+        let mut inner = HashMap::new();
+        let mut groups = HashMap::new();
+        for &(pid, _, zombie) in order {
+            let dir = ProcDir::open(pid).map_err(proc_err(pid, "the /proc directory"))?;
+            let st = dir.status().map_err(proc_err(pid, "status"))?;
+            let (vpid, vpgid, vsid) = (last(&st.ns_pid), last(&st.ns_pgid), last(&st.ns_sid));
+            if pid == root && vpid != 1 {
+                return Err(DumpError::NotPidNsInit { pid, vpid });
+            }
+            if vpgid == 0 || vsid == 0 {
+                return Err(DumpError::OutsidePidNs {
+                    pid,
+                    what: "its process group or session",
+                });
+            }
+            inner.insert(pid, vpid as u32);
+            groups.insert(pid, (vpgid as u32, vsid as u32));
+            let threads = if zombie {
+                Vec::new()
+            } else {
+                tree.process(pid)
+                    .map_or(&[][..], |p| p.threads())
+                    .iter()
+                    .map(|t| t.tid())
+                    .filter(|&t| t != pid)
+                    .collect()
+            };
+            for tid in threads {
+                let st = dir
+                    .task(tid)
+                    .and_then(|t| t.status())
+                    .map_err(proc_err(tid, "thread status"))?;
+                inner.insert(tid, last(&st.ns_pid) as u32);
+            }
+        }
+        Ok(Vpids {
+            inner: Some(inner),
+            groups,
+        })
+    }
+
+    /// crs's pids -> the pids inside, when the tree has a pid namespace of its own.
+    pub(crate) fn map(&self) -> Option<HashMap<i32, u32>> {
+        self.inner.clone()
+    }
+
+    /// The pid inside of process or thread `pid` of the tree (crs's pid without a pid
+    /// namespace of the tree's own); `None` for one outside the tree's namespace.
+    pub(crate) fn of(&self, pid: i32) -> Option<u32> {
+        match &self.inner {
+            None => Some(pid as u32),
+            Some(m) => m.get(&pid).copied(),
+        }
+    }
+
+    /// [`Vpids::of`] for a process or thread of the tree, which has one.
+    pub(crate) fn tree(&self, pid: i32) -> u32 {
+        self.of(pid).unwrap_or(pid as u32)
+    }
+
+    /// Pid, group and session of process `pid` as pstree.img records them (`stat` its
+    /// stat: crs's view, used without a pid namespace of the tree's own).
+    pub(crate) fn process(&self, pid: i32, stat: &crs_proc::Stat) -> Inner {
+        match self.groups.get(&pid) {
+            Some(&(pgid, sid)) => Inner {
+                pid: self.tree(pid),
+                pgid,
+                sid,
+            },
+            None => Inner {
+                pid: pid as u32,
+                pgid: stat.pgrp as u32,
+                sid: stat.session as u32,
+            },
+        }
+    }
 }

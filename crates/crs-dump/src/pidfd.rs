@@ -24,7 +24,7 @@ use crs_proc::FdInfo;
 use protobuf::{EnumOrUnknown, MessageField};
 use tracing::debug;
 
-use super::{fown_of, FdEntry, FileTable};
+use super::{FdEntry, FileTable};
 use crate::error::{compel_err, DumpError, Result};
 
 /// The fd link of a pidfd.
@@ -119,10 +119,9 @@ impl FileTable {
                         // CRIU's field is 32 bits wide (pidfs inode numbers are 64).
                         ino: Some(md.ino() as u32),
                         flags: Some(flags),
-                        // crs dumps no nested pid namespace: the pid in the pidfd's
-                        // namespace is the one crs sees.
-                        nspid: Some(target),
-                        fown: MessageField::some(fown_of(&file)),
+                        // The target is in the tree: its pid as the images record it.
+                        nspid: Some(self.vpid(target).map_or(target, |v| v as i32)),
+                        fown: MessageField::some(self.fown(&file, pid)?),
                         ..Default::default()
                     }),
                     ..Default::default()

@@ -46,7 +46,7 @@ use crs_sys::unixsk as sk;
 use protobuf::{EnumOrUnknown, MessageField};
 use tracing::debug;
 
-use super::{fown_of, FdEntry, FileTable};
+use super::{FdEntry, FileTable};
 use crate::error::{compel_err, DumpError, Result};
 use crate::imgdir::ImageDir;
 
@@ -362,7 +362,7 @@ impl FileTable {
                 let name = d.name.clone().unwrap_or_default();
                 let (perms, name_dir, deleted) = self.unix_name(pid, &d, &name, unsupported)?;
                 let id = self.alloc();
-                let fown = fown_of(&file);
+                let fown = self.fown(&file, pid)?;
                 let opts = sk_opts(&file).map_err(io_err("reading the options of"))?;
                 // A listener queues connections, not data; a stream or seqpacket socket
                 // never connected has no queue (recv on it fails: EINVAL, ENOTCONN).

@@ -74,6 +74,33 @@ pub(crate) struct Images {
     pub shares_fd_table: bool,
     /// Its ids (ids-PID.img): namespaces and shared kernel objects.
     pub ids: Task_kobj_ids_entry,
+    /// Its pid in crs's pid namespace, once it exists (see [`HostPid`]).
+    pub host: HostPid,
+    /// In a pid namespace of the tree's own (`ns`): its pids inside are not crs's.
+    pub own_pid_ns: bool,
+}
+
+/// The pid crs knows a restored task by. The images hold the pids the tree sees: in a pid
+/// namespace of the tree's own those differ from crs's, which are known only once the
+/// task exists (`ns::find_hosts`, `threads`). Until set it is the image's pid. Everything
+/// crs does to a task from outside (ptrace, /proc, pidfds, signals, CPU masks) uses this;
+/// what the task is told to do inside (clone3 `set_tid`, setpgid, fcntl owners, timers)
+/// uses the image's.
+#[derive(Debug)]
+pub(crate) struct HostPid(std::sync::atomic::AtomicI32);
+
+impl HostPid {
+    pub fn new(pid: i32) -> HostPid {
+        HostPid(std::sync::atomic::AtomicI32::new(pid))
+    }
+
+    pub fn get(&self) -> i32 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set(&self, pid: i32) {
+        self.0.store(pid, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// task_state of a zombie in core.tc.
@@ -93,10 +120,28 @@ pub(crate) struct Tree {
     pub root_ids: Option<Task_kobj_ids_entry>,
 }
 
+impl Tree {
+    /// crs's pid of process or zombie `pid` of the images (see [`HostPid`]).
+    pub fn host_of(&self, pid: i32) -> Option<i32> {
+        self.procs
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.host.get())
+            .or_else(|| {
+                self.zombies
+                    .iter()
+                    .find(|z| z.pid == pid)
+                    .map(|z| z.host.get())
+            })
+    }
+}
+
 /// A dumped zombie: only its wait status is left.
 #[derive(Debug)]
 pub(crate) struct Zombie {
     pub pid: i32,
+    /// Its pid in crs's pid namespace (see [`HostPid`]).
+    pub host: HostPid,
     pub wait_status: i32,
 }
 
@@ -104,6 +149,8 @@ pub(crate) struct Zombie {
 #[derive(Debug)]
 pub(crate) struct ThreadImage {
     pub tid: i32,
+    /// Its tid in crs's pid namespace (see [`HostPid`]).
+    pub host: HostPid,
     pub core: Core_entry,
 }
 
@@ -193,6 +240,7 @@ impl Images {
                     }
                     zombies.push(Zombie {
                         pid: e.pid() as i32,
+                        host: HostPid::new(e.pid() as i32),
                         wait_status: core.tc.exit_code() as i32,
                     })
                 }
@@ -256,6 +304,7 @@ impl Images {
             check_thread(&name, &core)?;
             threads.push(ThreadImage {
                 tid: tid as i32,
+                host: HostPid::new(tid as i32),
                 core,
             });
         }
@@ -432,6 +481,8 @@ impl Images {
             files_id: ids.files_id(),
             shares_fd_table: false,
             ids,
+            host: HostPid::new(pid as i32),
+            own_pid_ns: false,
         })
     }
 

@@ -231,10 +231,13 @@ pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
         }
     }
     let verify_time = t_verify.elapsed();
-    let tree = Images::load_tree(dir)?;
+    let mut tree = Images::load_tree(dir)?;
     let shm = shmem::load(dir, &tree.procs)?;
     let memfds = memfd::load(dir, &tree)?;
     let ns = ns::load(dir, &tree)?;
+    for p in &mut tree.procs {
+        p.own_pid_ns = ns.pid;
+    }
     let sysv = sysv::load(dir, &tree, ns.ipc.as_ref().map(|ipc| ipc.id))?;
     let file_locks = locks::load(dir, opts.file_locks, &tree)?;
     for p in &tree.procs {
@@ -316,12 +319,14 @@ fn restore_inner(
     let pid = images.pid;
     let _span = info_span!("restore", pid).entered();
     info!(dir = %opts.images_dir.display(), processes = loaded.procs.len(), zombies = loaded.zombies.len(), elapsed = ?t0.elapsed(), "images read and checked");
+    // In a new pid namespace of the tree's own every pid is free.
+    let free = |pid| if ns.pid { Ok(()) } else { preflight(pid) };
     for p in &loaded.procs {
-        preflight(p.pid)?;
+        free(p.pid)?;
         files::check_sizes(p)?;
     }
     for z in &loaded.zombies {
-        preflight(z.pid)?;
+        free(z.pid)?;
     }
     stage(|| "images read and checked".into())?;
     tell(notify, RestoreStage::PreRestore)?;
@@ -354,7 +359,7 @@ fn restore_inner(
     ghosts.push(files::mapped_ghosts(&loaded, &ghosts)?);
     let nodes = tree_nodes(&loaded, opts.shell_job, plans, shared.creates, cttys)?;
     for n in nodes.iter().filter(|n| matches!(n.kind, NodeKind::Helper)) {
-        preflight(n.pid)?;
+        free(n.pid)?;
     }
     let has_terminal = tty::connect(images)?;
     // The tree's ptys exist before it does: its session leaders take them as their
@@ -392,17 +397,22 @@ fn restore_inner(
             },
             source => RestoreError::Spawn { pid, source },
         })?;
+    let root_host = spawned.pid;
+    let mut guard = TaskGuard(Some(spawned));
+    // From here on crs knows each task by its pid in crs's namespace (`HostPid`).
+    if ns.pid {
+        ns::find_hosts(root_host, &loaded)?;
+    }
 
     // Zombies are never held (nothing puts their mask back at release): they get crs's
     // mask now, as they would have had without the pin.
     if let Some(p) = &pin {
         for z in &loaded.zombies {
-            if let Err(e) = crs_compel::pin::set_mask(z.pid, p.saved()) {
+            if let Err(e) = crs_compel::pin::set_mask(z.host.get(), p.saved()) {
                 warn!(pid = z.pid, error = %e, "setting the CPU mask of a zombie");
             }
         }
     }
-    let mut guard = TaskGuard(Some(spawned));
     terminals.after_tree()?;
     let forking_time = t_fork.elapsed();
     debug!(?forking_time, "tree created");
@@ -421,10 +431,10 @@ fn restore_inner(
     stage(|| "making the shared objects".into())?;
     let (objects, shm_pages) = shmem::Objects::create(&shm_images)?;
     let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
-    ns.set_up(pid)?;
-    let own_ipc = ns.ipc.is_some().then_some(pid);
+    ns.set_up(root_host)?;
+    let own_ipc = ns.ipc.is_some().then_some(root_host);
     let (segments, sysv_pages) = sysv::Segments::create(&sysv_images, own_ipc)?;
-    ns.finish(pid)?;
+    ns.finish(root_host)?;
     unixsk::create_in_crs(&loaded, &mut crs_files)?;
     // Every process and zombie exists now: pidfds of them, and of gone ones.
     pidfd::create_in_crs(&loaded, &mut crs_files)?;
@@ -459,14 +469,14 @@ fn restore_inner(
         Ending {
             finish: || {
                 // Last chance to stop: nothing is committed yet.
-                tell(notify, RestoreStage::PostRestore { root: pid })?;
+                tell(notify, RestoreStage::PostRestore { root: root_host })?;
                 // Every mapping and exe link is made: the ghost files go before the tree runs.
                 drop(ghosts);
                 segments.commit()?;
                 if has_terminal {
-                    tty::make_foreground(images, pid)?;
+                    tty::make_foreground(images, root_host)?;
                 }
-                write_pidfile(opts.pidfile.as_deref(), pid)?;
+                write_pidfile(opts.pidfile.as_deref(), root_host)?;
                 queue_stop_signals(&loaded)
             },
             resume: || tell_late(notify, RestoreStage::PreResume),
@@ -493,14 +503,16 @@ fn restore_inner(
         drop(spawned);
         return Ok((
             Restored {
-                root_pid: pid,
+                root_pid: root_host,
                 exit_status: None,
             },
             stats,
         ));
     }
-    let status =
-        crs_sys::restore::reap(pid).map_err(|source| RestoreError::Wait { pid, source })?;
+    let status = crs_sys::restore::reap(root_host).map_err(|source| RestoreError::Wait {
+        pid: root_host,
+        source,
+    })?;
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -508,7 +520,7 @@ fn restore_inner(
     };
     Ok((
         Restored {
-            root_pid: pid,
+            root_pid: root_host,
             exit_status: Some(code),
         },
         stats,
@@ -1249,7 +1261,7 @@ fn queue_stop_signals(loaded: &Tree) -> Result<(), RestoreError> {
             s => s as i32,
         };
         let sig = nix::sys::signal::Signal::try_from(sig).expect("checked at load");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig).map_err(|e| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.host.get()), sig).map_err(|e| {
             RestoreError::Syscall {
                 pid: p.pid,
                 what: format!("kill({sig}) to leave the task stopped as it was"),
@@ -1373,7 +1385,7 @@ fn build_parts(
         Ok::<_, RestoreError>(calls)
     };
     let seize_part = |part: &[&Images], cpu: Option<usize>| {
-        let pids: Vec<Tid> = part.iter().map(|p| p.pid).collect();
+        let pids: Vec<Tid> = part.iter().map(|p| p.host.get()).collect();
         if let Some(cpu) = cpu {
             // Parked single-threaded tasks of crs's own: moved before the seize, they
             // get `restore_to` back at release.
@@ -1430,7 +1442,7 @@ fn build_parts(
                     how = verdict_rx.recv().unwrap_or(Verdict::Kill);
                 }
                 drop(done_tx);
-                release_part(held, how, part[0].pid)
+                release_part(held, how, part[0].host.get())
             }));
         }
         drop(done_tx);
@@ -1494,7 +1506,7 @@ fn build_parts(
             Verdict::Kill
         };
         tell(how);
-        let mut released = release_part(held, how, parts[0][0].pid);
+        let mut released = release_part(held, how, parts[0][0].host.get());
         for w in workers {
             let r = w.join().unwrap_or_else(|_| {
                 Err(RestoreError::Unsupported {
@@ -1545,7 +1557,8 @@ fn build(
     file_locks: &locks::FileLocks,
     stats: &mut RestoreStats,
 ) -> Result<Built, RestoreError> {
-    let pid = images.pid;
+    // crs's pid of the task (the images' differs in a pid namespace of the tree's own).
+    let pid = images.host.get();
     let compel = |what: &str| {
         let what = what.to_string();
         move |source| RestoreError::Compel { pid, what, source }
@@ -1607,8 +1620,8 @@ fn build(
     handoff::install_held(&mut r, images, made.crs_files)?;
     unixsk::create(&mut r, images, made.crs_files)?;
     anonfd::create(&mut r, images, &made.fifos_filled)?;
-    locks::take(&mut r, file_locks.of(pid))?;
-    fown::restore(&mut r, images, &file_locks.owner_set_elsewhere(pid))?;
+    locks::take(&mut r, file_locks.of(images.pid))?;
+    fown::restore(&mut r, images, &file_locks.owner_set_elsewhere(images.pid))?;
     task::close_unlisted_fds(&mut r, images)?;
     step("task state")?;
     task::set_misc(&mut r, images)?;
@@ -1655,7 +1668,7 @@ fn make_lazy(
     r: &mut Remote<'_>,
     images: &Images,
 ) -> Result<(lazy::LazyJob, Vec<ByFile>), RestoreError> {
-    let pid = images.pid;
+    let pid = images.host.get();
     let ranges: Vec<(u64, u64)> = images
         .vmas
         .iter()
@@ -1732,7 +1745,7 @@ fn finalize(
     tramp: u64,
     built: &Built,
 ) -> Result<u64, RestoreError> {
-    let pid = images.pid;
+    let pid = images.host.get();
     let compel = |what: &str| {
         let what = what.to_string();
         move |source| RestoreError::Compel { pid, what, source }
@@ -1884,6 +1897,7 @@ mod tests {
                 entry(105, 100, 101, 100),
             ],
             vec![Zombie {
+                host: images::HostPid::new(0),
                 pid: 103,
                 wait_status: 7 << 8,
             }],
@@ -1970,6 +1984,7 @@ mod tests {
                 entry(102, 100, 102, 100),
             ],
             vec![Zombie {
+                host: images::HostPid::new(0),
                 pid: 102,
                 wait_status: 0,
             }],

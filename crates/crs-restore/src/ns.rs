@@ -32,6 +32,8 @@ use crate::RestoreError;
 /// The tree's own namespaces, as dumped.
 #[derive(Debug, Default)]
 pub(crate) struct Own {
+    /// A pid namespace, whose init is the root (pid 1).
+    pub pid: bool,
     pub uts: Option<Utsns_entry>,
     pub ipc: Option<IpcNs>,
 }
@@ -139,6 +141,14 @@ pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<Own, RestoreError> {
                 continue;
             }
             match kind {
+                "pid" if root.pid == 1 => own.pid = true,
+                "pid" => {
+                    return Err(unsupported(format!(
+                        "{root_name}: a pid namespace of the tree's own whose root is pid {}, \
+                         not its init (pid 1)",
+                        root.pid
+                    )))
+                }
                 "uts" => own.uts = Some(read_one(dir, &format!("utsns-{r}.img"), "UTSNS")?),
                 "ipc" => {
                     let var = read_one(dir, &format!("ipcns-var-{r}.img"), "IPC_VAR")?;
@@ -179,6 +189,9 @@ impl Own {
     /// The clone flags that give the root its new namespaces.
     pub fn clone_flags(&self) -> u64 {
         let mut flags = 0;
+        if self.pid {
+            flags |= libc::CLONE_NEWPID as u64;
+        }
         if self.uts.is_some() {
             flags |= libc::CLONE_NEWUTS as u64;
         }
@@ -344,6 +357,68 @@ fn write(root: Tid, kind: &'static str, path: &str, value: &str) -> Result<(), R
     })
 }
 
+/// In a pid namespace of the tree's own, the pid crs knows each process and zombie of
+/// `tree` by: read from the new tree, below its root (`root`, crs's pid of it), each
+/// process's pid inside (the last of `NSpid`) naming it in the images. Threads are found
+/// as they are made (`threads`).
+pub(crate) fn find_hosts(root: Tid, tree: &Tree) -> Result<(), RestoreError> {
+    let mut by_inner = std::collections::BTreeMap::new();
+    let mut todo = vec![root];
+    while let Some(host) = todo.pop() {
+        let err = |what: &'static str| {
+            move |e: crs_proc::Error| RestoreError::Namespace {
+                pid: host,
+                kind: "pid",
+                what: format!("reading {what} of a new process in"),
+                source: std::io::Error::other(e.to_string()),
+            }
+        };
+        let dir = crs_proc::ProcDir::open(host).map_err(err("/proc"))?;
+        let st = dir.status().map_err(err("status"))?;
+        let inner = st.ns_pid.last().copied().unwrap_or(0);
+        by_inner.insert(inner, host);
+        todo.extend(dir.children().map_err(err("the children"))?);
+    }
+    let find = |pid: Tid| {
+        by_inner.get(&pid).copied().ok_or_else(|| {
+            unsupported(format!(
+                "finding process {pid} of the new pid namespace: it is not below its init"
+            ))
+        })
+    };
+    for p in &tree.procs {
+        p.host.set(find(p.pid)?);
+    }
+    for z in &tree.zombies {
+        z.host.set(find(z.pid)?);
+    }
+    debug!(
+        processes = by_inner.len(),
+        "pids of the new pid namespace found"
+    );
+    Ok(())
+}
+
+/// The tid crs knows thread `tid` (inside) of process `pid` (crs's pid) by.
+pub(crate) fn host_tid(pid: Tid, tid: Tid) -> Result<Tid, RestoreError> {
+    let err = |e: crs_proc::Error| RestoreError::Namespace {
+        pid,
+        kind: "pid",
+        what: format!("finding thread {tid} in"),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let dir = crs_proc::ProcDir::open(pid).map_err(err)?;
+    for t in dir.tasks().map_err(err)? {
+        let st = dir.task(t).and_then(|d| d.status()).map_err(err)?;
+        if st.ns_pid.last() == Some(&tid) {
+            return Ok(t);
+        }
+    }
+    Err(unsupported(format!(
+        "finding thread {tid} of process {pid} in its pid namespace"
+    )))
+}
+
 /// Runs `f` on a thread of crs that joined process `pid`'s namespaces `kinds`.
 pub(crate) fn within<R: Send>(
     pid: Tid,
@@ -416,6 +491,30 @@ mod tests {
         let err = testsets::load_err(t.path());
         assert!(
             err.contains("ids-72001.img: a uts namespace (900) nested below the root's"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_own_pid_namespace_rooted_below_its_init_is_unsupported() {
+        let test = "load_own_pid_namespace_rooted_below_its_init_is_unsupported";
+        let Some(t) = testsets::copy("tree", test) else {
+            return;
+        };
+        for pid in [72000, 72001, 72002] {
+            testsets::rewrite(
+                t.path(),
+                &format!("ids-{pid}.img"),
+                "IDS",
+                |v: &mut Vec<Task_kobj_ids_entry>| v[0].pid_ns_id = Some(901),
+            );
+        }
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains(
+                "ids-72000.img: a pid namespace of the tree's own whose root is pid 72000, not \
+                 its init (pid 1)"
+            ),
             "{err}"
         );
     }

@@ -127,6 +127,8 @@ pub(crate) fn create_in_crs(tree: &Tree, out: &mut CrsFiles) -> Result<(), Resto
     let plan = plan(tree)?;
     let mut made: BTreeMap<u32, OwnedFd> = BTreeMap::new();
     for (&id, &(pid, flags)) in &plan.live {
+        // The target as crs knows it.
+        let pid = tree.host_of(pid).unwrap_or(pid);
         let fd = crs_sys::pidfd::pidfd_open(pid, flags).map_err(|source| RestoreError::Pidfd {
             id,
             what: format!("pidfd_open of pid {pid} with flags {flags:#o}"),

@@ -274,7 +274,8 @@ pub(crate) fn queue_signals(r: &mut Remote<'_>, images: &Images) -> Result<usize
     let tc = core.tc.as_ref().expect("checked at load");
     let th = core.thread_core.as_ref().expect("checked at load");
     let mut n = 0;
-    let leader = r.pid;
+    // (tid inside, crs's tid) of each thread.
+    let leader = (images.pid, r.pid);
     let private = th
         .signals_p
         .iter()
@@ -292,7 +293,7 @@ pub(crate) fn queue_signals(r: &mut Remote<'_>, images: &Images) -> Result<usize
             .signals_p
             .iter()
             .flat_map(|q| q.signals.iter())
-            .map(move |s| (Some(t.tid), s))
+            .map(move |s| (Some((t.tid, t.host.get())), s))
     });
     for (target, s) in private.chain(others).chain(shared) {
         let info = s.siginfo();
@@ -300,9 +301,10 @@ pub(crate) fn queue_signals(r: &mut Remote<'_>, images: &Images) -> Result<usize
             info[0..4].try_into().expect("128 bytes checked"),
         ));
         let p = r.put(0, info)?;
-        let pid = r.pid as u64;
-        if let Some(tid) = target {
-            r.in_thread(tid, |r| {
+        // The task's own pid and tids: as its pid namespace knows them (the images').
+        let pid = images.pid as u64;
+        if let Some((tid, host)) = target {
+            r.in_thread(host, |r| {
                 r.call(
                     libc::SYS_rt_tgsigqueueinfo,
                     [pid, tid as u64, signo, p, 0, 0],
@@ -344,8 +346,13 @@ fn inherited_actions(pid: crs_compel::Tid) -> Result<u64, RestoreError> {
 /// (CAP_SYS_NICE; the new task inherited crs's own, usually SCHED_OTHER at nice 0).
 pub(crate) fn set_sched(images: &Images) -> Result<(), RestoreError> {
     let leader = images.core.thread_core.as_ref().expect("checked at load");
-    let all = std::iter::once((images.pid, leader))
-        .chain(images.threads.iter().map(|t| (t.tid, t.thread_core())));
+    // Set from crs: crs's tids.
+    let all = std::iter::once((images.host.get(), leader)).chain(
+        images
+            .threads
+            .iter()
+            .map(|t| (t.host.get(), t.thread_core())),
+    );
     for (tid, tc) in all {
         let fail = |what: String| {
             move |e: std::io::Error| RestoreError::Syscall {

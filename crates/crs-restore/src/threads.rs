@@ -47,10 +47,17 @@ pub(crate) fn create(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreE
     }
     // clone3 runs from the trampoline's `syscall; jmp .` (the syscall site of every
     // injection here): the new thread parks on the `jmp .`.
-    images.threads.iter().try_for_each(|t| clone_one(r, t.tid))
+    images
+        .threads
+        .iter()
+        .try_for_each(|t| clone_one(r, t, images.own_pid_ns))
 }
 
-fn clone_one(r: &mut Remote<'_>, tid: i32) -> Result<(), RestoreError> {
+/// Creates thread `t` (its tid as the images and its pid namespace know it) and holds it;
+/// `own_pid_ns`: in a pid namespace of the tree's own, where crs knows it by another tid,
+/// found then (`ThreadImage::host`).
+fn clone_one(r: &mut Remote<'_>, t: &ThreadImage, own_pid_ns: bool) -> Result<(), RestoreError> {
+    let tid = t.tid;
     let set_tid = r.put(SET_TID_OFF, &tid.to_le_bytes())?;
     let args = r.put(0, &clone_args(set_tid))?;
     let got = r
@@ -72,8 +79,11 @@ fn clone_one(r: &mut Remote<'_>, tid: i32) -> Result<(), RestoreError> {
             got,
         });
     }
+    if own_pid_ns {
+        t.host.set(crate::ns::host_tid(r.pid, tid)?);
+    }
     r.tree
-        .adopt_thread(r.pid, tid)
+        .adopt_thread(r.pid, t.host.get())
         .map_err(|source| RestoreError::Compel {
             pid: r.pid,
             what: format!("seizing the new thread {tid}"),
@@ -85,7 +95,7 @@ fn clone_one(r: &mut Remote<'_>, tid: i32) -> Result<(), RestoreError> {
 pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
     let comm = images.core.tc.as_ref().expect("checked at load").comm();
     for t in &images.threads {
-        r.in_thread(t.tid, |r| {
+        r.in_thread(t.host.get(), |r| {
             task::set_thread_misc(r, t.thread_core(), t.thread_info(), comm)
         })?;
     }
@@ -95,7 +105,7 @@ pub(crate) fn set_misc(r: &mut Remote<'_>, images: &Images) -> Result<(), Restor
 /// The credentials of every non-leader thread (they are per thread in Linux).
 pub(crate) fn set_creds(r: &mut Remote<'_>, images: &Images) -> Result<(), RestoreError> {
     for t in &images.threads {
-        r.in_thread(t.tid, |r| creds::restore_thread(r, t.thread_core()))?;
+        r.in_thread(t.host.get(), |r| creds::restore_thread(r, t.thread_core()))?;
     }
     Ok(())
 }
@@ -120,7 +130,8 @@ fn set_final_one(
     t: &ThreadImage,
     leader_mask: u64,
 ) -> Result<(), RestoreError> {
-    let (pid, tid) = (r.pid, t.tid);
+    // crs's tids (the images' name the core image).
+    let (pid, tid) = (r.pid, t.host.get());
     let compel = |what: &'static str| {
         move |source| RestoreError::Compel {
             pid,
@@ -134,7 +145,7 @@ fn set_final_one(
         .xstate(tid)
         .map_err(compel("reading the FPU state"))?;
     arch::build_xstate(&ti.fpregs, &mut xstate).map_err(|what| RestoreError::Invalid {
-        image: format!("core-{tid}.img"),
+        image: format!("core-{}.img", t.tid),
         what,
     })?;
     r.tree

@@ -748,12 +748,13 @@ pub(crate) fn connect(images: &Images) -> Result<bool, RestoreError> {
 
 /// Makes the restored job the foreground of crs's terminal, as CRIU does for a job that
 /// does not lead its session: its own group when it led one, else crs's group.
-pub(crate) fn make_foreground(images: &Images, pid: i32) -> Result<(), RestoreError> {
+pub(crate) fn make_foreground(images: &Images, host: i32) -> Result<(), RestoreError> {
+    let pid = images.pid;
     if images.pstree.sid() == pid as u32 {
         return Ok(());
     }
     let pgrp = if images.pstree.pgid() == pid as u32 {
-        pid
+        host
     } else {
         own_pgrp()
     };

@@ -268,12 +268,13 @@ pub(crate) fn load(
 
 /// Where a restored file is: the first process (pid order of the tree) holding file id
 /// `id` at an fd, and that fd.
+/// A process holding file `id` (crs's pid of it) and its fd.
 fn holder(procs: &[&Images], id: u32) -> Option<(i32, i32)> {
     procs.iter().find_map(|p| {
         p.fdinfo
             .iter()
             .find(|e| e.id() == id)
-            .map(|e| (p.pid, e.fd() as i32))
+            .map(|e| (p.host.get(), e.fd() as i32))
     })
 }
 
