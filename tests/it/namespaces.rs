@@ -1,6 +1,6 @@
 //! A tree with namespaces of its own that crs cannot dump yet is refused by name, and the
-//! task runs on untouched; the kinds crs does dump are the zoo's `uts_ipc_namespaces` and
-//! `pid_namespace_init`.
+//! task runs on untouched; the kinds crs does dump are the zoo's `uts_ipc_namespaces`,
+//! `pid_namespace_init` and `network_namespace_loopback`.
 
 use std::process::{Command, Output};
 
@@ -70,15 +70,63 @@ fn dump_own_mount_namespace_is_refused_by_name_task_runs_on() {
     answers(&mut g);
 }
 
+/// A network namespace holding `what` (see `workloads/netns_extra.c`), which crs does not
+/// restore: the dump is refused naming it, and the task runs on.
+fn netns_extra_is_refused(what: &str, want: &str) {
+    let mut cmd = Command::new(std::path::Path::new(env!("ZOO_DIR")).join("netns_extra"));
+    cmd.arg(what);
+    let mut g = ProcessGuard::spawn(cmd).expect("spawn netns_extra");
+    g.expect_line("ready");
+    let err = dump_refused(g.pid());
+    assert!(
+        err.contains(&format!(
+            "the network namespace of process {} holds {want}",
+            g.pid()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("use --empty-ns net"), "{err}");
+    answers(&mut g);
+    // With --empty-ns net the namespace is not looked at: the dump succeeds.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(crs_tests::crs_bin())
+        .args(["dump", "-R", "--shell-job", "--empty-ns", "net", "-t"])
+        .arg(g.pid().to_string())
+        .arg("-D")
+        .arg(dir.path())
+        .output()
+        .expect("run crs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("netdev-9.img").exists());
+    answers(&mut g);
+}
+
 #[test]
-fn dump_own_network_namespace_is_refused_by_name_task_runs_on() {
-    if skip_unless_root("dump_own_network_namespace_is_refused_by_name_task_runs_on") {
+fn dump_network_namespace_with_another_address_is_refused_by_name() {
+    if skip_unless_root("dump_network_namespace_with_another_address_is_refused_by_name") {
         return;
     }
-    let mut g = answering(&["unshare", "--net"]);
-    let err = dump_refused(g.pid());
-    assert!(err.contains("has its own network namespace"), "{err}");
-    answers(&mut g);
+    netns_extra_is_refused("addr", "IPv4 address 127.0.0.2 on lo:1");
+}
+
+#[test]
+fn dump_network_namespace_with_a_route_is_refused_by_name() {
+    if skip_unless_root("dump_network_namespace_with_a_route_is_refused_by_name") {
+        return;
+    }
+    netns_extra_is_refused("route", "IPv4 route lo 0000000A");
+}
+
+#[test]
+fn dump_network_namespace_with_a_sysctl_changed_is_refused_by_name() {
+    if skip_unless_root("dump_network_namespace_with_a_sysctl_changed_is_refused_by_name") {
+        return;
+    }
+    netns_extra_is_refused("sysctl", "sysctl net.ipv4.ping_group_range = \"0\\t0\"");
 }
 
 /// A pid namespace is dumped from its init (the zoo's `pid_namespace_init`); a tree
@@ -123,4 +171,110 @@ fn dump_nested_pid_namespace_is_refused_by_name_task_runs_on() {
         "{err}"
     );
     answers(&mut g);
+}
+
+/// `--empty-ns net` on dump and restore: nothing of the namespace is saved, the restored
+/// tree gets a new one, empty (lo down, so no ::1), as CRIU makes it.
+#[test]
+fn empty_ns_net_restores_in_a_new_empty_network_namespace() {
+    let test = "empty_ns_net_restores_in_a_new_empty_network_namespace";
+    if skip_unless_root(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("ready");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut child = Command::new(std::path::Path::new(env!("ZOO_DIR")).join("netns_extra"))
+        .arg("detached")
+        .arg(&fifo)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut guard = KillOnDrop(pid);
+    // Blocks until the workload has opened, written and closed the fifo.
+    let ready = std::fs::read_to_string(&fifo).unwrap();
+    assert_eq!(ready, "ready");
+    let inet6 = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/net/if_inet6")).unwrap();
+    assert!(
+        inet6(pid).contains("00000000000000000000000000000001"),
+        "lo is not up"
+    );
+    let images = tmp.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let crs = |args: &[&str]| {
+        let out = Command::new(crs_tests::crs_bin())
+            .args(args)
+            .output()
+            .expect("run crs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let images_s = images.to_str().unwrap();
+    crs(&[
+        "dump",
+        "--empty-ns",
+        "net",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        images_s,
+    ]);
+    child.wait().unwrap();
+    let names: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("netdev") || n.starts_with("netns")),
+        "{names:?}"
+    );
+    // The restored task is reparented to this test when `crs restore -d` exits.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    crs(&["restore", "--empty-ns", "net", "-d", "-D", images_s]);
+    let fresh_net = std::fs::metadata(format!("/proc/{pid}/ns/net")).unwrap();
+    let ours = std::fs::metadata("/proc/self/ns/net").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        fresh_net.ino(),
+        ours.ino(),
+        "restored in the test's network namespace"
+    );
+    assert!(
+        !inet6(pid).contains("00000000000000000000000000000001"),
+        "lo is up"
+    );
+    guard.kill();
+    let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+    assert_eq!(
+        st,
+        nix::sys::wait::WaitStatus::Signaled(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+            false
+        )
+    );
+}
+
+/// SIGKILLs a process when dropped (or when asked).
+struct KillOnDrop(i32);
+
+impl KillOnDrop {
+    fn kill(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -127,6 +127,7 @@ zoo! {
     sysv_shm => Workload::C("sysv_shm"),
     uts_ipc_namespaces => Workload::C("uts_ipc_ns"),
     pid_namespace_init => Workload::CPidNs("pidns"),
+    network_namespace_loopback => Workload::C("netns_lo"),
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),

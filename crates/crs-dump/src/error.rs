@@ -54,6 +54,11 @@ pub enum DumpError {
     NotPidNsInit { pid: Tid, vpid: i32 },
     #[error("process {pid}: {what} is outside the tree's pid namespace")]
     OutsidePidNs { pid: Tid, what: &'static str },
+    #[error(
+        "the network namespace of process {pid} holds {what}: crs restores a network \
+         namespace's loopback device only (use --empty-ns net to have it made empty)"
+    )]
+    NetNamespace { pid: Tid, what: String },
     #[error("process {pid} is not a session leader (sid {sid}); use --shell-job")]
     NotSessionLeader { pid: Tid, sid: i32 },
     #[error("seizing process {pid}")]

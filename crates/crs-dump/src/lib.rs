@@ -31,6 +31,7 @@ mod imgdir;
 mod live;
 mod memfd;
 mod mm;
+mod netns;
 mod ns;
 pub mod page_server;
 mod pages;
@@ -108,6 +109,9 @@ pub struct DumpOptions {
     /// `--ghost-limit`: the largest deleted file (bytes on disk) saved as a ghost file;
     /// a larger one fails the dump.
     pub ghost_limit: u64,
+    /// `--empty-ns net`: the tree's own network namespace is not dumped (the caller makes
+    /// one again on restore), as CRIU's option.
+    pub empty_ns_net: bool,
 }
 
 impl DumpOptions {
@@ -206,6 +210,7 @@ impl DumpOptions {
             track_mem: false,
             live: false,
             ghost_limit: files::GHOST_LIMIT,
+            empty_ns_net: false,
         }
     }
 }
@@ -705,7 +710,7 @@ fn dump_seized(
     dir.write(img)?;
 
     // The tree's own namespaces (of the kinds `ns::NsIds` lets through).
-    ns::write_own(&mut dir, root, &own_ns)?;
+    ns::write_own(&mut dir, root, &own_ns, opts.empty_ns_net)?;
 
     // timens-0.img: the clocks now, so a restore can keep them continuous.
     let now = |c| crs_sys::time::now(c).unwrap_or_default();

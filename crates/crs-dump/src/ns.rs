@@ -34,7 +34,7 @@ fn word(kind: &'static str) -> &'static str {
 }
 
 /// The kinds a tree may have its own namespace of.
-const OWN_SUPPORTED: [&str; 3] = ["ipc", "pid", "uts"];
+const OWN_SUPPORTED: [&str; 4] = ["ipc", "net", "pid", "uts"];
 
 pub(crate) struct NsIds {
     next: u32,
@@ -173,12 +173,14 @@ fn number<T: std::str::FromStr>(pid: i32, kind: &'static str, path: &str) -> Res
     })
 }
 
-/// `utsns-ID.img` and `ipcns-var-ID.img` of the tree's own UTS and IPC namespaces (`own`,
-/// from [`NsIds::own`]), read in them; `root` is the tree's root.
+/// `utsns-ID.img` and `ipcns-var-ID.img` of the tree's own UTS and IPC namespaces, the
+/// network namespace's images (`netns`) (`own`, from [`NsIds::own`]), read in them;
+/// `root` is the tree's root.
 pub(crate) fn write_own(
     dir: &mut crate::imgdir::ImageDir,
     root: i32,
     own: &[(&'static str, u32)],
+    empty_net: bool,
 ) -> Result<()> {
     use crs_images::codec::ImageWriter;
     use crs_images::pb::utsns::Utsns_entry;
@@ -207,6 +209,12 @@ pub(crate) fn write_own(
             }
             // Nothing but the pids of the images (`Vpids`).
             "pid" => {}
+            // `--empty-ns net`: the caller makes it again.
+            "net" if empty_net => {}
+            "net" => {
+                let lo = within(root, &["net"], || crate::netns::loopback_only(root))?;
+                crate::netns::write(dir, id, &lo)?;
+            }
             // Refused by `NsIds::check`.
             _ => return Err(DumpError::OwnNamespace { pid: root, kind }),
         }

@@ -1212,12 +1212,12 @@ mod tests {
             "ids-71000.img",
             "IDS",
             |v: &mut Vec<Task_kobj_ids_entry>| {
-                v[0].net_ns_id = Some(999);
+                v[0].mnt_ns_id = Some(999);
             },
         );
         let err = testsets::load_err(t.path());
         assert!(
-            err.contains("ids-71000.img: a process in its own net namespace (999, inventory.img"),
+            err.contains("ids-71000.img: a process in its own mnt namespace (999, inventory.img"),
             "{err}"
         );
     }

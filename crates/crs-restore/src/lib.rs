@@ -97,6 +97,9 @@ pub struct RestoreOptions {
     /// (CLONE_PARENT; CRIU's RPC `rst_sibling`), so that program can wait for it. crs
     /// cannot wait for it then: implies `detach`.
     pub sibling: bool,
+    /// `--empty-ns net`: the tree's own network namespace is made empty (lo down, nothing
+    /// restored in it: the caller sets it up), as CRIU's option.
+    pub empty_ns_net: bool,
 }
 
 /// The points of a restore where the caller is told, and may stop it: CRIU's action
@@ -234,7 +237,7 @@ pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
     let mut tree = Images::load_tree(dir)?;
     let shm = shmem::load(dir, &tree.procs)?;
     let memfds = memfd::load(dir, &tree)?;
-    let ns = ns::load(dir, &tree)?;
+    let ns = ns::load(dir, &tree, opts.empty_ns_net)?;
     for p in &mut tree.procs {
         p.own_pid_ns = ns.pid;
     }

@@ -21,6 +21,7 @@ use crs_images::pb::core::Task_kobj_ids_entry;
 use crs_images::pb::ipc_msg::{Ipc_msg, Ipc_msg_entry};
 use crs_images::pb::ipc_sem::Ipc_sem_entry;
 use crs_images::pb::ipc_var::Ipc_var_entry;
+use crs_images::pb::netdev::{Nd_type, Net_device_entry};
 use crs_images::pb::utsns::Utsns_entry;
 use crs_sys::sysv;
 use tracing::debug;
@@ -34,6 +35,9 @@ use crate::RestoreError;
 pub(crate) struct Own {
     /// A pid namespace, whose init is the root (pid 1).
     pub pid: bool,
+    /// A network namespace: its loopback device's flags and MTU (`None`: `--empty-ns
+    /// net`, made empty).
+    pub net: Option<Option<(u32, u32)>>,
     pub uts: Option<Utsns_entry>,
     pub ipc: Option<IpcNs>,
 }
@@ -58,6 +62,51 @@ type MsgQueue = (Ipc_msg_entry, Vec<(i64, Vec<u8>)>);
 
 /// Semaphores in a set at most (the kernel's SEMMSL limit is 32000).
 const MAX_NSEMS: u32 = 65536;
+
+/// The loopback device of network namespace `id` (`netdev-ID.img`): its flags and MTU.
+/// Anything else of the namespace is refused: another device, and CRIU's images of its
+/// addresses, routes, rules and firewall, which crs does not restore yet.
+fn load_loopback(dir: &Path, id: u32) -> Result<(u32, u32), RestoreError> {
+    for kind in [
+        "ifaddr",
+        "route",
+        "route6",
+        "rule",
+        "iptables",
+        "ip6tables",
+        "nftables",
+    ] {
+        let name = format!("{kind}-{id}.img");
+        if dir.join(&name).exists() {
+            return Err(unsupported(format!(
+                "{name}: the addresses, routes, rules and firewall of a network namespace \
+                 (restore with --empty-ns net to have it made empty)"
+            )));
+        }
+    }
+    let name = format!("netdev-{id}.img");
+    let path = dir.join(&name);
+    if !path.exists() {
+        return Err(unsupported(format!(
+            "a network namespace without {name} (restore with --empty-ns net to have it \
+             made empty)"
+        )));
+    }
+    let bytes = read_file(&path)?;
+    let devices: Vec<Net_device_entry> = ImageReader::new(&name, &bytes, "NETDEV")?.all()?;
+    let mut lo = None;
+    for d in devices {
+        if d.type_() != Nd_type::LOOPBACK || d.name() != "lo" {
+            return Err(unsupported(format!(
+                "{name}: device {} of type {:?} (crs restores the loopback only)",
+                d.name(),
+                d.type_()
+            )));
+        }
+        lo = Some((d.flags(), d.mtu()));
+    }
+    lo.ok_or_else(|| invalid(&name, "no loopback device"))
+}
 
 /// `ipcns-sem-ID.img` and `ipcns-msg-ID.img`, when there are any.
 fn load_sems_and_queues(dir: &Path, id: u32) -> Result<IpcNsObjects, RestoreError> {
@@ -127,8 +176,9 @@ fn kinds(ids: &Task_kobj_ids_entry) -> [(&'static str, Option<u32>); 8] {
     ]
 }
 
-/// Finds and reads the tree's own namespaces (see the module's comment).
-pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<Own, RestoreError> {
+/// Finds and reads the tree's own namespaces (see the module's comment); `empty_net`:
+/// `--empty-ns net`.
+pub(crate) fn load(dir: &Path, tree: &Tree, empty_net: bool) -> Result<Own, RestoreError> {
     let mut own = Own::default();
     let Some(root) = tree.procs.first() else {
         return Ok(own);
@@ -149,6 +199,8 @@ pub(crate) fn load(dir: &Path, tree: &Tree) -> Result<Own, RestoreError> {
                         root.pid
                     )))
                 }
+                "net" if empty_net => own.net = Some(None),
+                "net" => own.net = Some(Some(load_loopback(dir, r)?)),
                 "uts" => own.uts = Some(read_one(dir, &format!("utsns-{r}.img"), "UTSNS")?),
                 "ipc" => {
                     let var = read_one(dir, &format!("ipcns-var-{r}.img"), "IPC_VAR")?;
@@ -192,6 +244,9 @@ impl Own {
         if self.pid {
             flags |= libc::CLONE_NEWPID as u64;
         }
+        if self.net.is_some() {
+            flags |= libc::CLONE_NEWNET as u64;
+        }
         if self.uts.is_some() {
             flags |= libc::CLONE_NEWUTS as u64;
         }
@@ -214,6 +269,23 @@ impl Own {
         }
         if let Some(ipc) = &self.ipc {
             within(root, &["ipc"], || ipc_limits(root, &ipc.var))?;
+        }
+        if let Some(Some((flags, mtu))) = self.net {
+            within(root, &["net"], || {
+                let err = |what: String| {
+                    move |source| RestoreError::Namespace {
+                        pid: root,
+                        kind: "net",
+                        what,
+                        source,
+                    }
+                };
+                crs_sys::net::set_if_mtu("lo", mtu)
+                    .map_err(err(format!("setting lo's MTU to {mtu} in")))?;
+                crs_sys::net::set_if_flags("lo", flags)
+                    .map_err(err(format!("setting lo's flags to {flags:#x} in")))
+            })?;
+            debug!(flags, mtu, "network namespace's loopback set up");
         }
         Ok(())
     }
@@ -517,5 +589,65 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn load_network_namespace_takes_the_loopback_only() {
+        use crs_images::pb::netdev::{Nd_type, Net_device_entry};
+        let test = "load_network_namespace_takes_the_loopback_only";
+        let Some(t) = testsets::copy("tree", test) else {
+            return;
+        };
+        for pid in [72000, 72001, 72002] {
+            testsets::rewrite(
+                t.path(),
+                &format!("ids-{pid}.img"),
+                "IDS",
+                |v: &mut Vec<Task_kobj_ids_entry>| v[0].net_ns_id = Some(902),
+            );
+        }
+        let write = |devices: &[(Nd_type, &str)]| {
+            let mut w = ImageWriter::new("netdev-902.img", "NETDEV");
+            for (i, (ty, name)) in devices.iter().enumerate() {
+                w.push(&Net_device_entry {
+                    type_: Some(protobuf::EnumOrUnknown::new(*ty)),
+                    ifindex: Some(i as u32 + 1),
+                    mtu: Some(9000),
+                    flags: Some(0x49),
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                })
+                .unwrap();
+            }
+            std::fs::write(t.path().join("netdev-902.img"), w.into_bytes()).unwrap();
+        };
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("a network namespace without netdev-902.img"),
+            "{err}"
+        );
+        write(&[(Nd_type::LOOPBACK, "lo"), (Nd_type::VETH, "eth0")]);
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("netdev-902.img: device eth0 of type VETH"),
+            "{err}"
+        );
+        write(&[(Nd_type::LOOPBACK, "lo")]);
+        let loaded = testsets::load(t.path()).unwrap();
+        assert_eq!(loaded.ns.net, Some(Some((0x49, 9000))));
+        std::fs::write(t.path().join("ifaddr-902.img"), b"").unwrap();
+        let err = testsets::load_err(t.path());
+        assert!(
+            err.contains("ifaddr-902.img: the addresses, routes"),
+            "{err}"
+        );
+        // `--empty-ns net` looks at none of it.
+        let opts = crate::RestoreOptions {
+            images_dir: t.path().to_path_buf(),
+            empty_ns_net: true,
+            ..Default::default()
+        };
+        let loaded = crate::load_and_check(&opts).unwrap();
+        assert_eq!(loaded.ns.net, Some(None));
     }
 }

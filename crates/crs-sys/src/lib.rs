@@ -10,6 +10,7 @@ pub mod fault;
 pub mod fhandle;
 pub mod futex;
 pub mod inherited;
+pub mod net;
 pub mod ns;
 pub mod pidfd;
 pub mod pipe;

@@ -98,7 +98,7 @@ const SPECS: &[Spec] = &[
     o("lsm-profile", None, R, false, false),
     o("timeout", None, R, false, true),
     o("external", None, R, false, false),
-    o("empty-ns", None, R, false, false),
+    o("empty-ns", None, R, false, true),
     o("lazy-pages", None, N, false, true),
     o("extra", None, N, true, true),
     o("experimental", None, N, true, true),

@@ -386,7 +386,17 @@ fn dump_options(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<crs_dump::D
         prev_images_dir: a.value("prev-images-dir").map(PathBuf::from),
         track_mem: a.flag("track-mem"),
         live: a.flag("live"),
+        empty_ns_net: empty_ns_net(a)?,
     })
+}
+
+/// `--empty-ns net` (the only kind CRIU takes).
+fn empty_ns_net(a: &CriuArgs) -> Result<bool> {
+    match a.value("empty-ns") {
+        None => Ok(false),
+        Some("net") => Ok(true),
+        Some(v) => bail!("--empty-ns {v:?}: only `net` is supported (as by criu)"),
+    }
 }
 
 /// `crs pre-dump`: the memory only, the tree left running, its writes tracked (see
@@ -449,6 +459,7 @@ fn restore_options(
         ext_unix_sk: a.values.contains_key("ext-unix-sk"),
         lazy_pages: a.flag("lazy-pages"),
         sibling: a.flag("restore-sibling"),
+        empty_ns_net: empty_ns_net(a)?,
     })
 }
 
