@@ -128,6 +128,7 @@ zoo! {
     uts_ipc_namespaces => Workload::C("uts_ipc_ns"),
     pid_namespace_init => Workload::CPidNs("pidns"),
     network_namespace_loopback => Workload::C("netns_lo"),
+    seccomp_filters => Workload::C("seccomp_filters"),
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),

@@ -63,6 +63,12 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    #[error("--inherit-fd fd[{fd}]: not an open descriptor of crs")]
+    InheritFd {
+        fd: i32,
+        #[source]
+        source: io::Error,
+    },
     #[error("pid {pid} is taken")]
     PidTaken { pid: Tid },
     #[error("pid {pid} is above kernel.pid_max ({max}); raise /proc/sys/kernel/pid_max")]

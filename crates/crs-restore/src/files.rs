@@ -261,6 +261,42 @@ fn load_ghost(dir: &Path, gid: u32) -> Result<Ghost, RestoreError> {
     })
 }
 
+/// The files of `tree` that `--inherit-fd fd[N]:KEY` options (`inherit`: N, KEY) name,
+/// by file id, with crs's descriptor N of each: a pipe by `pipe:[ID]` (its pipe id, the
+/// dumped inode: what runc's descriptors.json records), a regular file by its path (with
+/// or without the leading `/`), as CRIU matches them. A key no file has is left unused.
+pub(crate) fn inherited(
+    tree: &Tree,
+    inherit: &[(i32, String)],
+) -> Result<BTreeMap<u32, i32>, RestoreError> {
+    let mut out = BTreeMap::new();
+    let Some(first) = tree.procs.first() else {
+        return Ok(out);
+    };
+    for (&id, f) in first.files.iter() {
+        let key = match f.type_() {
+            Fd_types::PIPE => format!("pipe:[{}]", pipe_of(f)?.pipe_id()),
+            Fd_types::REG => match f.reg.as_ref() {
+                Some(r) => r.name().to_string(),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let found = inherit
+            .iter()
+            .find(|(_, k)| *k == key || (f.type_() == Fd_types::REG && format!("/{k}") == key));
+        if let Some(&(fd, _)) = found {
+            out.insert(id, fd);
+        }
+    }
+    for (fd, key) in inherit {
+        if !out.values().any(|v| v == fd) {
+            tracing::warn!(fd, key, "--inherit-fd: no file of the images has this key");
+        }
+    }
+    Ok(out)
+}
+
 /// A pipe end as files.img describes it, checked.
 pub(crate) fn pipe_of(f: &File_entry) -> Result<&Pipe_entry, RestoreError> {
     let p = f
@@ -495,6 +531,9 @@ fn reg_file(
 pub(crate) struct Shared {
     /// File id -> its stash slot.
     pub slots: BTreeMap<u32, usize>,
+    /// Files the caller passes in (`--inherit-fd`): crs hands its descriptor to every
+    /// holder, no process creates them.
+    pub external: BTreeSet<u32>,
     /// Pid -> what it creates for the processes below it.
     pub creates: BTreeMap<i32, SharedCreates>,
 }
@@ -503,7 +542,10 @@ pub(crate) struct Shared {
 /// here and live as long as the returned [`GhostFiles`]. Terminals are left out: crs makes
 /// the ptys, consoles and virtual terminals and hands each description to all its holders,
 /// and each process opens its own description of `/dev/tty` or of crs's terminal.
-pub(crate) fn shared(tree: &Tree) -> Result<(Shared, GhostFiles), RestoreError> {
+pub(crate) fn shared(
+    tree: &Tree,
+    external: &BTreeSet<u32>,
+) -> Result<(Shared, GhostFiles), RestoreError> {
     #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
     enum Key {
         Reg(u32),
@@ -513,7 +555,7 @@ pub(crate) fn shared(tree: &Tree) -> Result<(Shared, GhostFiles), RestoreError> 
     // Pipe id -> (read end file id, write end file id), checked across the tree.
     let mut ends: BTreeMap<u32, (Option<u32>, Option<u32>)> = BTreeMap::new();
     for p in &tree.procs {
-        for e in &p.fdinfo {
+        for e in p.fdinfo.iter().filter(|e| !external.contains(&e.id())) {
             let key = match e.type_() {
                 Fd_types::REG => Key::Reg(e.id()),
                 Fd_types::PIPE => {
@@ -546,7 +588,10 @@ pub(crate) fn shared(tree: &Tree) -> Result<(Shared, GhostFiles), RestoreError> 
         .iter()
         .map(|e| (e.pid() as i32, e.ppid() as i32))
         .collect();
-    let mut out = Shared::default();
+    let mut out = Shared {
+        external: external.clone(),
+        ..Shared::default()
+    };
     let mut ghosts = GhostFiles::default();
     let mut ghost_paths = BTreeMap::new();
     let mut next_slot = 0usize;
@@ -698,8 +743,9 @@ pub(crate) fn child_plan(
                 e.type_(),
                 Fd_types::UNIXSK | Fd_types::MEMFD | Fd_types::PIDFD
             )
+            || shared.external.contains(&e.id())
         {
-            continue; // created once the task is seized
+            continue; // created once the task is seized, or passed in by the caller
         }
         let cloexec = e.flags() & libc::FD_CLOEXEC as u32 != 0;
         if let Some(&slot) = shared.slots.get(&e.id()) {

@@ -666,8 +666,8 @@ fn check_core(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
     check_siginfo(name, tc.signals_s.iter().flat_map(|q| q.signals.iter()))
 }
 
-/// What every thread's core image needs: registers of a native task, a thread_core, no
-/// seccomp, well-formed queued signals.
+/// What every thread's core image needs: registers of a native task, a thread_core, a
+/// known seccomp mode, well-formed queued signals.
 fn check_thread(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
     if core.mtype() != March::X86_64 {
         return Err(unsupported(format!(
@@ -686,8 +686,11 @@ fn check_thread(name: &str, core: &Core_entry) -> Result<(), RestoreError> {
         .thread_core
         .as_ref()
         .ok_or_else(|| invalid(name, "no thread_core"))?;
-    if th.seccomp_mode.map(|m| m.value()).unwrap_or(0) != 0 {
-        return Err(unsupported(format!("{name}: seccomp")));
+    if th.seccomp_mode.is_some_and(|m| m.enum_value().is_err()) {
+        return Err(invalid(
+            name,
+            format!("seccomp mode {}", th.seccomp_mode.map_or(0, |m| m.value())),
+        ));
     }
     check_siginfo(name, th.signals_p.iter().flat_map(|q| q.signals.iter()))
 }
@@ -1151,22 +1154,31 @@ mod tests {
     }
 
     #[test]
-    fn load_seccomp_is_unsupported_naming_core() {
-        let test = "load_seccomp_is_unsupported_naming_core";
+    fn load_seccomp_filter_missing_names_core_and_image() {
+        let test = "load_seccomp_filter_missing_names_core_and_image";
         let Some(t) = testsets::copy("simple", test) else {
             return;
         };
-        testsets::rewrite(
-            t.path(),
-            "core-71000.img",
-            "CORE",
-            |v: &mut Vec<Core_entry>| {
-                v[0].thread_core.mut_or_insert_default().seccomp_mode =
-                    Some(protobuf::EnumOrUnknown::from_i32(2));
-            },
-        );
+        let mode = |m: i32| {
+            testsets::rewrite(
+                t.path(),
+                "core-71000.img",
+                "CORE",
+                |v: &mut Vec<Core_entry>| {
+                    v[0].thread_core.mut_or_insert_default().seccomp_mode =
+                        Some(protobuf::EnumOrUnknown::from_i32(m));
+                },
+            )
+        };
+        mode(2);
         let err = testsets::load_err(t.path());
-        assert!(err.contains("core-71000.img: seccomp"), "{err}");
+        assert!(
+            err.contains("core-71000.img: seccomp filter 0, and seccomp.img has 0"),
+            "{err}"
+        );
+        mode(7);
+        let err = testsets::load_err(t.path());
+        assert!(err.contains("core-71000.img: seccomp mode 7"), "{err}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod ns;
 mod pages;
 mod pidfd;
 mod remote;
+mod seccomp;
 mod shmem;
 mod sysv;
 mod task;
@@ -100,6 +101,9 @@ pub struct RestoreOptions {
     /// `--empty-ns net`: the tree's own network namespace is made empty (lo down, nothing
     /// restored in it: the caller sets it up), as CRIU's option.
     pub empty_ns_net: bool,
+    /// `--inherit-fd fd[N]:KEY`: crs's fd N stands for the file KEY names (see
+    /// `files::inherited`), as (N, KEY).
+    pub inherit_fds: Vec<(i32, String)>,
 }
 
 /// The points of a restore where the caller is told, and may stop it: CRIU's action
@@ -189,6 +193,8 @@ pub struct Loaded {
     file_locks: locks::FileLocks,
     /// The tree's own namespaces.
     ns: ns::Own,
+    /// seccomp filters.
+    seccomp: seccomp::Filters,
     /// How long checking crs-checksums took.
     verify_time: Duration,
 }
@@ -243,6 +249,7 @@ pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
     }
     let sysv = sysv::load(dir, &tree, ns.ipc.as_ref().map(|ipc| ipc.id))?;
     let file_locks = locks::load(dir, opts.file_locks, &tree)?;
+    let seccomp = seccomp::load(dir, &tree)?;
     for p in &tree.procs {
         creds::check(p)?;
         timers::check(p)?;
@@ -257,6 +264,7 @@ pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
         sysv,
         file_locks,
         ns,
+        seccomp,
         verify_time,
     })
 }
@@ -316,6 +324,7 @@ fn restore_inner(
         sysv: sysv_images,
         file_locks,
         ns,
+        seccomp,
         verify_time,
     } = load_and_check(opts)?;
     let images = &loaded.procs[0];
@@ -335,7 +344,16 @@ fn restore_inner(
     tell(notify, RestoreStage::PreRestore)?;
     let tramp = choose_trampoline(&loaded.procs)?;
     let mut plans = BTreeMap::new();
-    let (shared, shared_ghosts) = files::shared(&loaded)?;
+    // Files the caller passes in (--inherit-fd), each open in crs: dup'ed now, so a bad
+    // fd fails before anything is created.
+    let inherited = files::inherited(&loaded, &opts.inherit_fds)?;
+    let mut inherited_fds = BTreeMap::new();
+    for (&id, &fd) in &inherited {
+        let dup = crs_sys::inherited::dup_inherited(fd)
+            .map_err(|source| RestoreError::InheritFd { fd, source })?;
+        inherited_fds.insert(id, dup);
+    }
+    let (shared, shared_ghosts) = files::shared(&loaded, &inherited.keys().copied().collect())?;
     let cttys = tty::controlling(&loaded)?;
     // Sessions whose processes will have a controlling terminal: those whose leader takes
     // a pty of the images, and a shell job's (crs's session, crs's terminal).
@@ -431,6 +449,7 @@ fn restore_inner(
     // them close when every process is built.
     let mut crs_files = handoff::CrsFiles::default();
     crs_files.by_id.append(&mut terminals.by_id);
+    crs_files.by_id.append(&mut inherited_fds);
     stage(|| "making the shared objects".into())?;
     let (objects, shm_pages) = shmem::Objects::create(&shm_images)?;
     let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
@@ -450,6 +469,7 @@ fn restore_inner(
         shmem: &objects,
         memfds: &memfds,
         sysv_sizes: &sysv_sizes,
+        seccomp: &seccomp,
         crs_files: &crs_files,
         fifos_filled: Default::default(),
         lazy: if opts.lazy_pages {
@@ -1283,6 +1303,8 @@ struct Made<'a> {
     memfds: &'a memfd::Objects,
     /// The dumped size of each SysV segment, by id.
     sysv_sizes: &'a BTreeMap<u32, u64>,
+    /// seccomp filters.
+    seccomp: &'a seccomp::Filters,
     /// Files handed to the tasks that hold them.
     crs_files: &'a handoff::CrsFiles,
     /// FIFOs whose saved bytes are queued already.
@@ -1642,6 +1664,17 @@ fn build(
     timers::create_posix_timers(&mut r, &posix_timers)?;
     let queued = task::queue_signals(&mut r, images)?;
     debug!(queued, "pending signals queued");
+    // seccomp filters while the task may still install them (CAP_SYS_ADMIN), each
+    // thread's own; the syscalls injected after them are not filtered (compel suspends
+    // seccomp for its tracees).
+    step("seccomp")?;
+    let tc = images.core.thread_core.as_ref().expect("checked at load");
+    seccomp::install(&mut r, tc, made.seccomp)?;
+    for t in &images.threads {
+        r.in_thread(t.host.get(), |r| {
+            seccomp::install(r, t.thread_core(), made.seccomp)
+        })?;
+    }
     // Credentials last (they may take away what the steps above needed), every thread's
     // own; the timers are armed in `finalize`, right before the registers.
     step("credentials")?;

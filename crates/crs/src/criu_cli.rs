@@ -86,7 +86,7 @@ const SPECS: &[Spec] = &[
     o("exec-cmd", None, N, false, false),
     o("manage-cgroups", None, O, false, true),
     o("cgroup-root", None, R, false, false),
-    o("inherit-fd", None, R, false, false),
+    o("inherit-fd", None, R, false, true),
     o("feature", None, R, false, true),
     o("skip-mnt", None, R, false, false),
     o("enable-fs", None, R, false, false),

@@ -390,6 +390,22 @@ fn dump_options(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<crs_dump::D
     })
 }
 
+/// Every `--inherit-fd fd[N]:KEY`, as (N, KEY).
+fn inherit_fds(a: &CriuArgs) -> Result<Vec<(i32, String)>> {
+    let mut out = Vec::new();
+    for v in a.values.get("inherit-fd").into_iter().flatten() {
+        let parsed = v.strip_prefix("fd[").and_then(|rest| {
+            let (n, key) = rest.split_once("]:")?;
+            Some((n.parse::<i32>().ok()?, key))
+        });
+        match parsed {
+            Some((n, key)) if n >= 0 && !key.is_empty() => out.push((n, key.to_string())),
+            _ => bail!("--inherit-fd {v:?}: want fd[N]:KEY"),
+        }
+    }
+    Ok(out)
+}
+
 /// `--empty-ns net` (the only kind CRIU takes).
 fn empty_ns_net(a: &CriuArgs) -> Result<bool> {
     match a.value("empty-ns") {
@@ -460,6 +476,7 @@ fn restore_options(
         lazy_pages: a.flag("lazy-pages"),
         sibling: a.flag("restore-sibling"),
         empty_ns_net: empty_ns_net(a)?,
+        inherit_fds: inherit_fds(a)?,
     })
 }
 
