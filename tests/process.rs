@@ -101,6 +101,26 @@ impl Drop for ProcessGuard {
     }
 }
 
+/// SIGKILLs a process that is not the test's child when dropped (or when asked), for
+/// a restored task (reaped by whoever it is reparented to).
+pub struct KillOnDrop(pub i32);
+
+impl KillOnDrop {
+    /// SIGKILL now (again when dropped: harmless once it is gone).
+    pub fn kill(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// True when `test` must stop because the tests do not run as root: it printed a visible
 /// SKIP line, or, under CI, it panicked ([`crs_testkit::skip`]).
 pub fn skip_unless_root(test: &str) -> bool {

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use crs_tests::process::{skip_unless_root, ProcessGuard};
+use crs_tests::process::{skip_unless_root, KillOnDrop, ProcessGuard};
 
 /// The pipe inode `/proc/PID/fd/FD` names (`pipe:[INO]`).
 fn pipe_key(pid: i32, fd: i32) -> String {
@@ -73,16 +73,4 @@ fn inherit_fd_gives_a_restored_shell_new_stdio_pipes() {
         st,
         nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
     );
-}
-
-/// SIGKILLs a process when dropped (it is gone already when the test passed).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }

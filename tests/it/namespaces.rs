@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use crs_tests::process::{skip_unless_root, ProcessGuard};
+use crs_tests::process::{skip_unless_root, KillOnDrop, ProcessGuard};
 
 /// A shell that answers each line it reads with "got LINE", started under `prefix`
 /// (an `unshare` command line); ready once it printed "ready".
@@ -259,22 +259,4 @@ fn empty_ns_net_restores_in_a_new_empty_network_namespace() {
             false
         )
     );
-}
-
-/// SIGKILLs a process when dropped (or when asked).
-struct KillOnDrop(i32);
-
-impl KillOnDrop {
-    fn kill(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

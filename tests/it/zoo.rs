@@ -129,6 +129,7 @@ zoo! {
     pid_namespace_init => Workload::CPidNs("pidns"),
     network_namespace_loopback => Workload::C("netns_lo"),
     seccomp_filters => Workload::C("seccomp_filters"),
+    udp_sockets => Workload::C("udp"),
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),

@@ -136,13 +136,7 @@ impl FileTable {
                 id
             }
         };
-        self.seen.entry(key).or_default().push((pid, fd, id));
-        Ok(FdEntry {
-            fd,
-            id,
-            cloexec: info.flags & libc::O_CLOEXEC as u32 != 0,
-            kind: kind.fd_type(),
-        })
+        Ok(self.seen_fd((pid, fd), key, id, info.flags, kind.fd_type()))
     }
 }
 

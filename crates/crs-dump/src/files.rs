@@ -36,6 +36,8 @@ use crate::imgdir::ImageDir;
 
 #[path = "anonfd.rs"]
 mod anonfd;
+#[path = "inetsk.rs"]
+mod inetsk;
 #[path = "locks.rs"]
 mod locks;
 #[path = "pidfd.rs"]
@@ -249,6 +251,25 @@ impl FileTable {
             locks: locks::Locks::default(),
             memfds: Default::default(),
             sysv: Default::default(),
+        }
+    }
+
+    /// Notes that fd `fd` of process `pid` (status flags `flags`) is file `id` on inode
+    /// `key`, and returns its entry.
+    fn seen_fd(
+        &mut self,
+        (pid, fd): (Tid, i32),
+        key: (u64, u64),
+        id: u32,
+        flags: u32,
+        kind: Fd_types,
+    ) -> FdEntry {
+        self.seen.entry(key).or_default().push((pid, fd, id));
+        FdEntry {
+            fd,
+            id,
+            cloexec: flags & libc::O_CLOEXEC as u32 != 0,
+            kind,
         }
     }
 

@@ -129,13 +129,7 @@ impl FileTable {
                 id
             }
         };
-        self.seen.entry(key).or_default().push((pid, fd, id));
-        Ok(FdEntry {
-            fd,
-            id,
-            cloexec: info.flags & libc::O_CLOEXEC as u32 != 0,
-            kind: Fd_types::PIDFD,
-        })
+        Ok(self.seen_fd((pid, fd), key, id, info.flags, Fd_types::PIDFD))
     }
 }
 

@@ -335,10 +335,13 @@ impl FileTable {
         let md = file.metadata().map_err(io_err("stat of"))?;
         let domain = sk::getsockopt_int(file.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
             .map_err(io_err("reading SO_DOMAIN of"))?;
-        if domain != libc::AF_UNIX {
-            return Err(unsupported("sockets other than unix sockets"));
-        }
         let key = (md.dev(), md.ino());
+        if domain == libc::AF_INET || domain == libc::AF_INET6 {
+            return self.inet_fd(pid, fd, info, link, file, key, domain);
+        }
+        if domain != libc::AF_UNIX {
+            return Err(unsupported("sockets other than unix and inet sockets"));
+        }
         let shared = self.shared_with(pid, fd, key)?.map(|(_, id)| id);
         let id = match shared {
             Some(id) => id,
@@ -457,13 +460,7 @@ impl FileTable {
                 id
             }
         };
-        self.seen.entry(key).or_default().push((pid, fd, id));
-        Ok(FdEntry {
-            fd,
-            id,
-            cloexec: info.flags & libc::O_CLOEXEC as u32 != 0,
-            kind: Fd_types::UNIXSK,
-        })
+        Ok(self.seen_fd((pid, fd), key, id, info.flags, Fd_types::UNIXSK))
     }
 
     /// For a socket bound to a path: the mode and owner of its socket file, the directory
@@ -603,12 +600,21 @@ pub(crate) fn parse_diag(b: &[u8]) -> std::result::Result<Diag, i32> {
 }
 
 /// The socket options CRIU saves for a unix socket.
-fn sk_opts(file: &File) -> std::io::Result<Sk_opts_entry> {
+pub(super) fn sk_opts(file: &File) -> std::io::Result<Sk_opts_entry> {
     let fd = file.as_fd();
     let int = |name| sk::getsockopt_int(fd, libc::SOL_SOCKET, name);
     let (snd_s, snd_us) = sk::getsockopt_timeval(fd, libc::SO_SNDTIMEO)?;
     let (rcv_s, rcv_us) = sk::getsockopt_timeval(fd, libc::SO_RCVTIMEO)?;
     let mark = int(libc::SO_MARK)? as u32;
+    // An option this kind of socket does not have (SO_PASSSEC on an inet socket:
+    // EOPNOTSUPP) is left out.
+    let opt = |name| match int(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOPROTOOPT)) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    };
     Ok(Sk_opts_entry {
         so_sndbuf: Some(int(libc::SO_SNDBUF)? as u32),
         so_rcvbuf: Some(int(libc::SO_RCVBUF)? as u32),
@@ -620,8 +626,8 @@ fn sk_opts(file: &File) -> std::io::Result<Sk_opts_entry> {
         so_priority: Some(int(libc::SO_PRIORITY)? as u32),
         so_rcvlowat: Some(int(libc::SO_RCVLOWAT)? as u32),
         so_mark: (mark != 0).then_some(mark),
-        so_passcred: Some(int(libc::SO_PASSCRED)? != 0),
-        so_passsec: Some(int(libc::SO_PASSSEC)? != 0),
+        so_passcred: opt(libc::SO_PASSCRED)?.map(|v| v != 0),
+        so_passsec: opt(libc::SO_PASSSEC)?.map(|v| v != 0),
         so_dontroute: Some(int(libc::SO_DONTROUTE)? != 0),
         so_no_check: Some(int(libc::SO_NO_CHECK)? != 0),
         so_reuseport: Some(int(libc::SO_REUSEPORT)? != 0),

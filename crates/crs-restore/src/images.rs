@@ -402,6 +402,9 @@ impl Images {
                 (Fd_types::PIDFD, Fd_types::PIDFD) => {
                     crate::pidfd::check(f)?;
                 }
+                (Fd_types::INETSK, Fd_types::INETSK) => {
+                    crate::inetsk::check(f)?;
+                }
                 (ft, et) if ft == et && crate::anonfd::is_anon(ft) => {
                     crate::anonfd::check(f, files, &fdinfo, &fdinfo_name)?;
                 }

@@ -32,6 +32,7 @@ mod files;
 mod fown;
 mod handoff;
 mod images;
+mod inetsk;
 pub mod lazy;
 mod locks;
 mod memfd;
@@ -458,6 +459,7 @@ fn restore_inner(
     let (segments, sysv_pages) = sysv::Segments::create(&sysv_images, own_ipc)?;
     ns.finish(root_host)?;
     unixsk::create_in_crs(&loaded, &mut crs_files)?;
+    inetsk::create_in_crs(&loaded, &mut crs_files)?;
     // Every process and zombie exists now: pidfds of them, and of gone ones.
     pidfd::create_in_crs(&loaded, &mut crs_files)?;
     stats.pages_restored += shm_pages + memfd_pages + sysv_pages;

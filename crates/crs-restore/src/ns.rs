@@ -18,6 +18,7 @@ use std::path::Path;
 use crs_compel::Tid;
 use crs_images::codec::{read_file, ImageReader};
 use crs_images::pb::core::Task_kobj_ids_entry;
+use crs_images::pb::ipc_desc::Ipc_desc_entry;
 use crs_images::pb::ipc_msg::{Ipc_msg, Ipc_msg_entry};
 use crs_images::pb::ipc_sem::Ipc_sem_entry;
 use crs_images::pb::ipc_var::Ipc_var_entry;
@@ -347,15 +348,35 @@ fn same_id(root: Tid, what: &str, want: u32, got: i32) -> Result<u32, RestoreErr
     )(std::io::ErrorKind::AlreadyExists.into()))
 }
 
+/// Makes SysV object `d` (a `what`, made by `get(key, flags)`) with its id, through
+/// `kernel.<next_id>`.
+fn make_with_id(
+    root: Tid,
+    d: &Ipc_desc_entry,
+    (what, next_id): (&str, &str),
+    get: impl FnOnce(i32, i32) -> std::io::Result<i32>,
+) -> Result<i32, RestoreError> {
+    let id = d.id();
+    write(
+        root,
+        "ipc",
+        &format!("/proc/sys/kernel/{next_id}"),
+        &id.to_string(),
+    )?;
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (d.mode() & 0o777) as i32;
+    let got =
+        get(d.key() as i32, flags).map_err(ipc_err(root, format!("making {what} {id} of")))?;
+    same_id(root, what, id, got)?;
+    Ok(got)
+}
+
 fn make_sem(root: Tid, e: &Ipc_sem_entry, values: &[u16]) -> Result<u32, RestoreError> {
     let d = &e.desc;
     let id = d.id();
     let what = |w: &str| format!("{w} semaphore set {id} of");
-    write(root, "ipc", "/proc/sys/kernel/sem_next_id", &id.to_string())?;
-    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (d.mode() & 0o777) as i32;
-    let got = sysv::sem_get(d.key() as i32, values.len(), flags)
-        .map_err(ipc_err(root, what("making")))?;
-    same_id(root, "semaphore set", id, got)?;
+    let got = make_with_id(root, d, ("semaphore set", "sem_next_id"), |key, flags| {
+        sysv::sem_get(key, values.len(), flags)
+    })?;
     sysv::sem_set_values(got, values).map_err(ipc_err(root, what("setting the values of")))?;
     sysv::sem_set_owner(got, d.uid(), d.gid(), d.mode())
         .map_err(ipc_err(root, what("setting owner and mode of")))?;
@@ -370,10 +391,7 @@ fn make_queue(
     let d = &e.desc;
     let id = d.id();
     let what = |w: &str| format!("{w} message queue {id} of");
-    write(root, "ipc", "/proc/sys/kernel/msg_next_id", &id.to_string())?;
-    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (d.mode() & 0o777) as i32;
-    let got = sysv::msg_get(d.key() as i32, flags).map_err(ipc_err(root, what("making")))?;
-    same_id(root, "message queue", id, got)?;
+    let got = make_with_id(root, d, ("message queue", "msg_next_id"), sysv::msg_get)?;
     // The byte limit first: the messages must fit in it.
     sysv::msg_set(got, d.uid(), d.gid(), d.mode(), u64::from(e.qbytes()))
         .map_err(ipc_err(root, what("setting owner, mode and byte limit of")))?;
@@ -512,33 +530,38 @@ mod tests {
     use crs_images::pb::core::Task_kobj_ids_entry;
     use crs_images::pb::utsns::Utsns_entry;
 
+    /// The `tree` set with the ids of processes `pids` changed by `change`.
+    fn tree_with_ids(
+        test: &str,
+        pids: &[u32],
+        change: impl Fn(&mut Task_kobj_ids_entry),
+    ) -> Option<tempfile::TempDir> {
+        let t = testsets::copy("tree", test)?;
+        for pid in pids {
+            testsets::rewrite(
+                t.path(),
+                &format!("ids-{pid}.img"),
+                "IDS",
+                |v: &mut Vec<Task_kobj_ids_entry>| change(&mut v[0]),
+            );
+        }
+        Some(t)
+    }
+
+    const ALL: [u32; 3] = [72000, 72001, 72002];
+
     /// The `tree` set with ids-`pid`.img's UTS namespace changed to 900.
     fn uts_900(test: &str, pid: u32) -> Option<tempfile::TempDir> {
-        let t = testsets::copy("tree", test)?;
-        testsets::rewrite(
-            t.path(),
-            &format!("ids-{pid}.img"),
-            "IDS",
-            |v: &mut Vec<Task_kobj_ids_entry>| v[0].uts_ns_id = Some(900),
-        );
-        Some(t)
+        tree_with_ids(test, &[pid], |ids| ids.uts_ns_id = Some(900))
     }
 
     #[test]
     fn load_own_uts_namespace_reads_its_image_and_needs_it() {
         let test = "load_own_uts_namespace_reads_its_image_and_needs_it";
-        let Some(t) = uts_900(test, 72000) else {
+        // Every process is in the root's namespace.
+        let Some(t) = tree_with_ids(test, &ALL, |ids| ids.uts_ns_id = Some(900)) else {
             return;
         };
-        // Every process is in the root's namespace: the others move too.
-        for pid in [72001, 72002] {
-            testsets::rewrite(
-                t.path(),
-                &format!("ids-{pid}.img"),
-                "IDS",
-                |v: &mut Vec<Task_kobj_ids_entry>| v[0].uts_ns_id = Some(900),
-            );
-        }
         let err = testsets::load_err(t.path());
         assert!(err.contains("utsns-900.img"), "{err}");
         let mut w = ImageWriter::new("utsns-900.img", "UTSNS");
@@ -570,17 +593,9 @@ mod tests {
     #[test]
     fn load_own_pid_namespace_rooted_below_its_init_is_unsupported() {
         let test = "load_own_pid_namespace_rooted_below_its_init_is_unsupported";
-        let Some(t) = testsets::copy("tree", test) else {
+        let Some(t) = tree_with_ids(test, &ALL, |ids| ids.pid_ns_id = Some(901)) else {
             return;
         };
-        for pid in [72000, 72001, 72002] {
-            testsets::rewrite(
-                t.path(),
-                &format!("ids-{pid}.img"),
-                "IDS",
-                |v: &mut Vec<Task_kobj_ids_entry>| v[0].pid_ns_id = Some(901),
-            );
-        }
         let err = testsets::load_err(t.path());
         assert!(
             err.contains(
@@ -595,17 +610,9 @@ mod tests {
     fn load_network_namespace_takes_the_loopback_only() {
         use crs_images::pb::netdev::{Nd_type, Net_device_entry};
         let test = "load_network_namespace_takes_the_loopback_only";
-        let Some(t) = testsets::copy("tree", test) else {
+        let Some(t) = tree_with_ids(test, &ALL, |ids| ids.net_ns_id = Some(902)) else {
             return;
         };
-        for pid in [72000, 72001, 72002] {
-            testsets::rewrite(
-                t.path(),
-                &format!("ids-{pid}.img"),
-                "IDS",
-                |v: &mut Vec<Task_kobj_ids_entry>| v[0].net_ns_id = Some(902),
-            );
-        }
         let write = |devices: &[(Nd_type, &str)]| {
             let mut w = ImageWriter::new("netdev-902.img", "NETDEV");
             for (i, (ty, name)) in devices.iter().enumerate() {

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use crs_compel::RemoteAddr;
 use crs_images::codec::{read_file, ImageReader};
 use crs_images::pb::fdinfo::{Fd_types, Fdinfo_entry, File_entry};
-use crs_images::pb::sk_opts::Sk_shutdown;
+use crs_images::pb::sk_opts::{Sk_opts_entry, Sk_shutdown};
 use crs_images::pb::sk_packet::Sk_packet_entry;
 use crs_images::pb::sk_unix::Unix_sk_entry;
 use crs_sys::unixsk as sk;
@@ -1159,6 +1159,11 @@ fn set_opts(fd: Option<BorrowedFd<'_>>, p: &Plan<'_>) -> io::Result<()> {
     let (Some(fd), Some(o)) = (fd, p.u.opts.as_ref()) else {
         return Ok(());
     };
+    set_sk_opts(fd, o)
+}
+
+/// Sets the SOL_SOCKET options of `o` that differ from a new socket's on `fd`.
+pub(crate) fn set_sk_opts(fd: BorrowedFd<'_>, o: &Sk_opts_entry) -> io::Result<()> {
     let int = |name, v: u32| sk::setsockopt_int(fd, libc::SOL_SOCKET, name, v as i32);
     // The kernel doubles what SO_*BUF sets and reports the doubled value.
     if o.so_sndbuf() / 2 != 0 {
@@ -1182,8 +1187,16 @@ fn set_opts(fd: Option<BorrowedFd<'_>>, p: &Plan<'_>) -> io::Result<()> {
     if o.so_mark() != 0 {
         int(libc::SO_MARK, o.so_mark())?;
     }
-    if o.reuseaddr() {
-        int(libc::SO_REUSEADDR, 1)?;
+    for (on, name) in [
+        (o.reuseaddr(), libc::SO_REUSEADDR),
+        (o.so_reuseport(), libc::SO_REUSEPORT),
+        (o.so_broadcast(), libc::SO_BROADCAST),
+        (o.so_dontroute(), libc::SO_DONTROUTE),
+        (o.so_no_check(), libc::SO_NO_CHECK),
+    ] {
+        if on {
+            int(name, 1)?;
+        }
     }
     if o.so_snd_tmo_sec() != 0 || o.so_snd_tmo_usec() != 0 {
         sk::setsockopt_timeval(

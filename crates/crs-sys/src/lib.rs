@@ -9,6 +9,7 @@ pub mod dump;
 pub mod fault;
 pub mod fhandle;
 pub mod futex;
+pub mod inetsk;
 pub mod inherited;
 pub mod net;
 pub mod ns;

@@ -1,0 +1,181 @@
+//! IPv4 and IPv6 sockets: their addresses (getsockname, getpeername), bind and connect
+//! by address, the bytes queued for reading.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A new socket (close-on-exec) of `family` (AF_INET, AF_INET6), `kind` and `proto`.
+pub fn socket(family: i32, kind: i32, proto: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes integers only; a non-negative result is a new fd we own.
+    let fd = unsafe { libc::socket(family, kind | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The address of a sockaddr_storage the kernel filled (`None`: AF_UNSPEC, no address).
+fn from_storage(ss: &libc::sockaddr_storage) -> io::Result<Option<SocketAddr>> {
+    match i32::from(ss.ss_family) {
+        libc::AF_UNSPEC => Ok(None),
+        libc::AF_INET => {
+            // SAFETY: an AF_INET sockaddr_storage holds a sockaddr_in at its start.
+            let sin: libc::sockaddr_in = unsafe { std::mem::transmute_copy(ss) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Ok(Some(SocketAddr::new(
+                IpAddr::V4(ip),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: an AF_INET6 sockaddr_storage holds a sockaddr_in6 at its start.
+            let sin6: libc::sockaddr_in6 = unsafe { std::mem::transmute_copy(ss) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let mut a = std::net::SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), 0, 0);
+            a.set_flowinfo(u32::from_be(sin6.sin6_flowinfo));
+            a.set_scope_id(sin6.sin6_scope_id);
+            Ok(Some(SocketAddr::V6(a)))
+        }
+        f => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("address family {f}"),
+        )),
+    }
+}
+
+/// A sockaddr for `addr`, and its length.
+fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain integers; all-zero is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: a sockaddr_in fits at the start of a sockaddr_storage, which is
+            // aligned for it.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for a sockaddr_in6.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+type NameCall =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+fn name_of(fd: BorrowedFd<'_>, call: NameCall) -> io::Result<Option<SocketAddr>> {
+    // SAFETY: as in `to_storage`.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: getsockname/getpeername write at most `len` bytes into `ss` and the length
+    // into `len`, both alive across the call.
+    let r = unsafe {
+        call(
+            fd.as_raw_fd(),
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    from_storage(&ss)
+}
+
+/// getsockname: the local address (`None` for AF_UNSPEC).
+pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
+    name_of(fd, libc::getsockname)
+}
+
+/// getpeername: the peer's address; `None` when not connected (ENOTCONN).
+pub fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
+    match name_of(fd, libc::getpeername) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(None),
+        r => r,
+    }
+}
+
+type AddrCall =
+    unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int;
+
+/// bind or connect (`call`) with `addr`.
+fn with_addr(fd: BorrowedFd<'_>, addr: &SocketAddr, call: AddrCall) -> io::Result<()> {
+    let (ss, len) = to_storage(addr);
+    // SAFETY: bind and connect read `len` bytes of `ss`, a valid sockaddr of that length.
+    if unsafe {
+        call(
+            fd.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// bind to `addr`.
+pub fn bind(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
+    with_addr(fd, addr, libc::bind)
+}
+
+/// connect to `addr` (for a datagram socket: sets its peer).
+pub fn connect(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
+    with_addr(fd, addr, libc::connect)
+}
+
+/// The bytes queued for reading (SIOCINQ; for a datagram socket, the next datagram's).
+pub fn queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ) writes one int through the pointer.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn udp_bound_and_connected_reads_back_its_addresses() {
+        let a = socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDP).unwrap();
+        bind(a.as_fd(), &"127.0.0.1:0".parse().unwrap()).unwrap();
+        let local = local_addr(a.as_fd()).unwrap().unwrap();
+        assert_eq!(local.ip(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_ne!(local.port(), 0);
+        assert_eq!(peer_addr(a.as_fd()).unwrap(), None);
+        let b = socket(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP).unwrap();
+        connect(b.as_fd(), &"[::ffff:127.0.0.1]:9".parse().unwrap()).unwrap();
+        assert_eq!(
+            peer_addr(b.as_fd()).unwrap(),
+            Some("[::ffff:127.0.0.1]:9".parse().unwrap())
+        );
+        assert_eq!(queued(a.as_fd()).unwrap(), 0);
+    }
+}

@@ -1,0 +1,62 @@
+//! Inet sockets crs does not dump yet are refused by name, and the task runs on; UDP
+//! sockets that it dumps are the zoo's `udp_sockets`.
+
+use std::process::Command;
+
+use crs_tests::process::{skip_unless_root, ProcessGuard};
+
+/// python3 running `setup`, then "ready", then answering one line of stdin with "got".
+fn python(setup: &str) -> ProcessGuard {
+    let script = format!(
+        "import socket, sys\n{setup}\nprint('ready', flush=True)\nsys.stdin.readline()\nprint('got', flush=True)\n"
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &script]);
+    let mut g = ProcessGuard::spawn(cmd).expect("spawn python3");
+    g.expect_line("ready");
+    g
+}
+
+fn refused(g: &mut ProcessGuard, want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(crs_tests::crs_bin())
+        .args(["dump", "--shell-job", "-t", &g.pid().to_string(), "-D"])
+        .arg(dir.path())
+        .output()
+        .expect("run crs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the dump succeeded: {err}");
+    assert!(err.contains(want), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a refused dump left images"
+    );
+    g.send_line("after").unwrap();
+    g.expect_line("got");
+}
+
+#[test]
+fn tcp_listener_is_refused_by_name_task_runs_on() {
+    if skip_unless_root("tcp_listener_is_refused_by_name_task_runs_on") {
+        return;
+    }
+    let mut g = python("s = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()");
+    refused(
+        &mut g,
+        "is not supported yet: inet sockets other than UDP ones (TCP, raw, ICMP, UDP-lite)",
+    );
+}
+
+#[test]
+fn udp_socket_with_a_queued_datagram_is_refused_by_name_task_runs_on() {
+    if skip_unless_root("udp_socket_with_a_queued_datagram_is_refused_by_name_task_runs_on") {
+        return;
+    }
+    let mut g = python(
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('127.0.0.1', 0))\n\
+         s.sendto(b'x', s.getsockname())\n\
+         import select\nselect.select([s], [], [])",
+    );
+    refused(&mut g, "a UDP socket with datagrams queued for reading");
+}
