@@ -260,3 +260,155 @@ fn empty_ns_net_restores_in_a_new_empty_network_namespace() {
         )
     );
 }
+
+/// A python3 that answers each line with its CLOCK_MONOTONIC in nanoseconds, restored
+/// with new stdio pipes (`--inherit-fd`); the test's own CLOCK_MONOTONIC when it asked.
+struct Clock {
+    to: std::fs::File,
+    from: std::io::BufReader<std::fs::File>,
+}
+
+impl Clock {
+    fn ask(&mut self) -> (i128, i128) {
+        use std::io::{BufRead, Write};
+        let ours = monotonic_ns();
+        writeln!(self.to, "t").unwrap();
+        let mut line = String::new();
+        self.from.read_line(&mut line).unwrap();
+        (ours, line.trim().parse().expect("a number of nanoseconds"))
+    }
+}
+
+fn monotonic_ns() -> i128 {
+    crs_sys::time::now(libc::CLOCK_MONOTONIC)
+        .unwrap()
+        .as_nanos() as i128
+}
+
+/// Dumps `pid` (a shell job whose stdin and stdout are pipes) into `dir`, reaps it
+/// (`reap`), lets `gap` pass, and restores it with new stdio pipes.
+fn dump_and_restore_with_a_gap(
+    pid: i32,
+    dir: &std::path::Path,
+    gap: std::time::Duration,
+    reap: impl FnOnce(),
+) -> Clock {
+    use std::process::Stdio;
+    let key = |fd| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (stdin_key, stdout_key) = (key(0), key(1));
+    let images = dir.to_str().unwrap();
+    let out = Command::new(crs_tests::crs_bin())
+        .args(["dump", "--shell-job", "-t", &pid.to_string(), "-D", images])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reap();
+    // The downtime the restored clock must not show (not a synchronisation).
+    std::thread::sleep(gap);
+    let (in_r, in_w) = nix::unistd::pipe().unwrap();
+    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    let out = Command::new(crs_tests::crs_bin())
+        .args(["restore", "--shell-job", "-d", "-D", images])
+        .arg(format!("--inherit-fd=fd[0]:{stdin_key}"))
+        .arg(format!("--inherit-fd=fd[1]:{stdout_key}"))
+        .stdin(Stdio::from(in_r))
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Clock {
+        to: std::fs::File::from(in_w),
+        from: std::io::BufReader::new(std::fs::File::from(out_r)),
+    }
+}
+
+/// As CRIU does, a restored tree gets a time namespace of its own in which
+/// CLOCK_MONOTONIC goes on from the dump: the downtime does not show. Dumped again, its
+/// time namespace is saved (timens-ID.img) and restored with both downtimes hidden.
+#[test]
+fn restored_monotonic_clock_goes_on_from_the_dump_twice() {
+    let test = "restored_monotonic_clock_goes_on_from_the_dump_twice";
+    if skip_unless_root(test) {
+        return;
+    }
+    let script = "import sys, time\nprint('ready', flush=True)\n\
+                  for _ in sys.stdin:\n    print(time.monotonic_ns(), flush=True)\n";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script]);
+    let mut g = ProcessGuard::spawn(cmd).expect("spawn python3");
+    g.expect_line("ready");
+    let pid = g.pid();
+    g.send_line("t").unwrap();
+    let before = (
+        monotonic_ns(),
+        g.read_line().unwrap().parse::<i128>().unwrap(),
+    );
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let gap = std::time::Duration::from_millis(400);
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("first");
+    std::fs::create_dir(&first).unwrap();
+    // The dump kills it: reaped (its pid free again) before the restore.
+    let mut clock = dump_and_restore_with_a_gap(pid, &first, gap, || {
+        g.wait().unwrap();
+    });
+    let _kill = KillOnDrop(pid);
+    let after = clock.ask();
+    let hidden = |(w1, t1): (i128, i128), (w2, t2): (i128, i128)| (w2 - w1) - (t2 - t1);
+    let gap_ns = gap.as_nanos() as i128;
+    assert!(
+        hidden(before, after) >= gap_ns * 3 / 4,
+        "the restored clock shows the downtime: {} ns of {} hidden",
+        hidden(before, after),
+        gap_ns
+    );
+    let ours = std::fs::metadata("/proc/self/ns/time").unwrap();
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/time")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        ours.ino(),
+        theirs.ino(),
+        "restored in the test's time namespace"
+    );
+
+    // Again, from its own time namespace.
+    let second = tmp.path().join("second");
+    std::fs::create_dir(&second).unwrap();
+    // Restored, it is this subreaper's child.
+    let mut clock = dump_and_restore_with_a_gap(pid, &second, gap, || {
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+    });
+    assert!(
+        std::fs::read_dir(&second).unwrap().any(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.starts_with("timens-") && n != "timens-0.img"
+        }),
+        "no timens-ID.img for the tree's own time namespace"
+    );
+    let again = clock.ask();
+    assert!(
+        hidden(before, again) >= 2 * gap_ns * 3 / 4,
+        "the second downtime shows: {} ns hidden",
+        hidden(before, again)
+    );
+    drop(clock);
+    let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+    assert!(
+        matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "{st:?}"
+    );
+}

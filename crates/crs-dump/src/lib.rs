@@ -712,23 +712,26 @@ fn dump_seized(
     // The tree's own namespaces (of the kinds `ns::NsIds` lets through).
     ns::write_own(&mut dir, root, &own_ns, opts.empty_ns_net)?;
 
-    // timens-0.img: the clocks now, so a restore can keep them continuous.
-    let now = |c| crs_sys::time::now(c).unwrap_or_default();
-    let ts = |d: Duration| Timespec {
-        tv_sec: Some(d.as_secs()),
-        tv_nsec: Some(d.subsec_nanos() as u64),
-        ..Default::default()
-    };
-    let mut img = ImageWriter::new("timens-0.img", "TIMENS");
-    push(
-        &mut img,
-        &Timens_entry {
-            monotonic: MessageField::some(ts(now(libc::CLOCK_MONOTONIC))),
-            boottime: MessageField::some(ts(now(libc::CLOCK_BOOTTIME))),
+    // timens-0.img: the clocks now, so a restore can keep them continuous (with a time
+    // namespace of the tree's own, its timens-ID.img instead, as CRIU).
+    if !own_ns.iter().any(|(kind, _)| *kind == "time") {
+        let now = |c| crs_sys::time::now(c).unwrap_or_default();
+        let ts = |d: Duration| Timespec {
+            tv_sec: Some(d.as_secs()),
+            tv_nsec: Some(d.subsec_nanos() as u64),
             ..Default::default()
-        },
-    )?;
-    dir.write(img)?;
+        };
+        let mut img = ImageWriter::new("timens-0.img", "TIMENS");
+        push(
+            &mut img,
+            &Timens_entry {
+                monotonic: MessageField::some(ts(now(libc::CLOCK_MONOTONIC))),
+                boottime: MessageField::some(ts(now(libc::CLOCK_BOOTTIME))),
+                ..Default::default()
+            },
+        )?;
+        dir.write(img)?;
+    }
 
     // inventory.img
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();

@@ -34,7 +34,7 @@ fn word(kind: &'static str) -> &'static str {
 }
 
 /// The kinds a tree may have its own namespace of.
-const OWN_SUPPORTED: [&str; 4] = ["ipc", "net", "pid", "uts"];
+const OWN_SUPPORTED: [&str; 5] = ["ipc", "net", "pid", "time", "uts"];
 
 pub(crate) struct NsIds {
     next: u32,
@@ -209,6 +209,13 @@ pub(crate) fn write_own(
             }
             // Nothing but the pids of the images (`Vpids`).
             "pid" => {}
+            "time" => {
+                let e = tree_clocks(root)?;
+                let name = format!("timens-{id}.img");
+                let mut img = ImageWriter::new(name.clone(), "TIMENS");
+                img.push(&e).map_err(crate::files::image_err(&name))?;
+                dir.write(img)?;
+            }
             // `--empty-ns net`: the caller makes it again.
             "net" if empty_net => {}
             "net" => {
@@ -220,6 +227,57 @@ pub(crate) fn write_own(
         }
     }
     Ok(())
+}
+
+/// The offsets of the time namespace process `pid`'s children get.
+fn offsets(pid: i32) -> Result<crs_proc::TimensOffsets> {
+    let path = format!("/proc/{pid}/timens_offsets");
+    let bytes = std::fs::read(&path).map_err(|source| DumpError::Namespace {
+        pid,
+        kind: "time",
+        what: "reading the offsets of",
+        source,
+    })?;
+    crs_proc::parse_timens_offsets(&bytes).map_err(|e| DumpError::Namespace {
+        pid,
+        kind: "time",
+        what: "parsing the offsets of",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })
+}
+
+/// The clocks now as the tree in its own time namespace sees them (crs's, less crs's
+/// offsets, plus the tree's: `timens-ID.img`, as CRIU writes it from inside). The root must
+/// be in the namespace its children get (not one it unshared for them only).
+pub(crate) fn tree_clocks(root: i32) -> Result<crs_images::pb::timens::Timens_entry> {
+    let dir = ProcDir::open(root).map_err(proc_err(root, "the /proc directory"))?;
+    let own = dir
+        .ns_link("time")
+        .map_err(proc_err(root, "time namespace link"))?;
+    let children = dir
+        .ns_link("time_for_children")
+        .map_err(proc_err(root, "time namespace link"))?;
+    if own.inode != children.inode {
+        return Err(DumpError::OwnNamespace {
+            pid: root,
+            kind: "time (for its children only)",
+        });
+    }
+    let me = std::process::id() as i32;
+    let (ours, theirs) = (offsets(me)?, offsets(root)?);
+    let now = |c| i128::from(crs_sys::time::now(c).unwrap_or_default().as_nanos() as i64);
+    let ts = |ns: i128| crs_images::pb::timens::Timespec {
+        tv_sec: Some(ns.div_euclid(1_000_000_000) as u64),
+        tv_nsec: Some(ns.rem_euclid(1_000_000_000) as u64),
+        ..Default::default()
+    };
+    let mono = now(libc::CLOCK_MONOTONIC) - ours.monotonic_ns + theirs.monotonic_ns;
+    let boot = now(libc::CLOCK_BOOTTIME) - ours.boottime_ns + theirs.boottime_ns;
+    Ok(crs_images::pb::timens::Timens_entry {
+        monotonic: protobuf::MessageField::some(ts(mono)),
+        boottime: protobuf::MessageField::some(ts(boot)),
+        ..Default::default()
+    })
 }
 
 /// The IPC namespace's sysctls, as CRIU's `ipc_var_entry` holds them (the `*_next_id`

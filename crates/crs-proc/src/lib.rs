@@ -39,7 +39,10 @@ pub use locks::{parse_locks, FileLock, LockClass, LockKind, LockedFile};
 pub use maps::{
     parse_maps, parse_smaps, Perms, SmapsEntry, SmapsSizes, VmFlag, VmFlags, Vma, VmaName,
 };
-pub use misc::{parse_children, parse_loginuid, parse_ns_link, parse_personality, NsLink};
+pub use misc::{
+    parse_children, parse_loginuid, parse_ns_link, parse_personality, parse_timens_offsets, NsLink,
+    TimensOffsets,
+};
 pub use mountinfo::{parse_mountinfo, MountInfo};
 pub use net::{parse_net_inet, parse_net_unix, InetSocketLine, UnixSocketLine};
 pub use pagemap::{parse_pagemap, PagemapEntry};
@@ -93,11 +96,13 @@ pub enum ProcFile {
     Loginuid,
     /// the value of a `/proc/PID/ns/NAME` link
     NsLink,
+    /// `/proc/PID/timens_offsets`
+    TimensOffsets,
 }
 
 impl ProcFile {
     /// Every kind, for fuzzing (pick one with the first input byte).
-    pub const ALL: [ProcFile; 21] = [
+    pub const ALL: [ProcFile; 22] = [
         ProcFile::Stat,
         ProcFile::Status,
         ProcFile::Maps,
@@ -119,6 +124,7 @@ impl ProcFile {
         ProcFile::Personality,
         ProcFile::Loginuid,
         ProcFile::NsLink,
+        ProcFile::TimensOffsets,
     ];
 
     /// The file's path pattern, as shown in errors.
@@ -145,6 +151,7 @@ impl ProcFile {
             ProcFile::Personality => "/proc/PID/personality",
             ProcFile::Loginuid => "/proc/PID/loginuid",
             ProcFile::NsLink => "/proc/PID/ns/NAME link",
+            ProcFile::TimensOffsets => "/proc/PID/timens_offsets",
         }
     }
 }
@@ -194,6 +201,8 @@ pub enum Parsed {
     Loginuid(u32),
     /// [`parse_ns_link`]
     NsLink(NsLink),
+    /// [`parse_timens_offsets`]
+    TimensOffsets(TimensOffsets),
 }
 
 /// Runs the parser for `kind` on `bytes`: the single entry point for fuzzing every parser.
@@ -219,5 +228,6 @@ pub fn parse_any(kind: ProcFile, bytes: &[u8]) -> Result<Parsed, ParseError> {
         ProcFile::Personality => Parsed::Personality(parse_personality(bytes)?),
         ProcFile::Loginuid => Parsed::Loginuid(parse_loginuid(bytes)?),
         ProcFile::NsLink => Parsed::NsLink(parse_ns_link(bytes)?),
+        ProcFile::TimensOffsets => Parsed::TimensOffsets(parse_timens_offsets(bytes)?),
     })
 }

@@ -1,5 +1,5 @@
-//! Small single-value files: `task/TID/children`, `personality`, `loginuid`, and the
-//! `ns/*` link values.
+//! Small files: `task/TID/children`, `personality`, `loginuid`, `timens_offsets`, and
+//! the `ns/*` link values.
 
 use crate::error::ParseError;
 use crate::util::{lines, tokens, trim, Ctx};
@@ -36,6 +36,45 @@ pub fn parse_personality(bytes: &[u8]) -> Result<u32, ParseError> {
 pub fn parse_loginuid(bytes: &[u8]) -> Result<u32, ParseError> {
     let (ctx, v) = single_line(ProcFile::Loginuid, bytes)?;
     ctx.dec("loginuid", v)
+}
+
+/// The clock offsets of a time namespace (`/proc/PID/timens_offsets`, of the namespace
+/// the process's children get), in nanoseconds (negative ones too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimensOffsets {
+    /// CLOCK_MONOTONIC's offset.
+    pub monotonic_ns: i128,
+    /// CLOCK_BOOTTIME's offset.
+    pub boottime_ns: i128,
+}
+
+/// Parses `/proc/PID/timens_offsets`: lines `monotonic SECS NSECS` and `boottime SECS
+/// NSECS` (seconds may be negative, nanoseconds are 0..1e9).
+pub fn parse_timens_offsets(bytes: &[u8]) -> Result<TimensOffsets, ParseError> {
+    let mut out = TimensOffsets::default();
+    let (mut mono, mut boot) = (false, false);
+    for (n, line) in lines(bytes) {
+        let ctx = Ctx::line(ProcFile::TimensOffsets, n);
+        let t: Vec<&[u8]> = tokens(line).collect();
+        let [clock, secs, nsecs] = t[..] else {
+            return Err(ctx.malformed("a line of clock, seconds and nanoseconds"));
+        };
+        let secs: i64 = ctx.sdec("seconds", secs)?;
+        let nsecs: u32 = ctx.dec("nanoseconds", nsecs)?;
+        if nsecs >= 1_000_000_000 {
+            return Err(ctx.invalid("nanoseconds", t[2]));
+        }
+        let v = i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+        match clock {
+            b"monotonic" if !mono => (out.monotonic_ns, mono) = (v, true),
+            b"boottime" if !boot => (out.boottime_ns, boot) = (v, true),
+            _ => return Err(ctx.invalid("clock", clock)),
+        }
+    }
+    if !(mono && boot) {
+        return Err(Ctx::new(ProcFile::TimensOffsets).missing("monotonic and boottime lines"));
+    }
+    Ok(out)
 }
 
 /// A namespace link value `type:[inode]` (from `readlink /proc/PID/ns/NAME`).
@@ -131,5 +170,15 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn parse_timens_offsets_reads_negative_seconds() {
+        let o = parse_timens_offsets(b"monotonic -5 250\nboottime 7 0\n").unwrap();
+        assert_eq!(o.monotonic_ns, -5_000_000_000 + 250);
+        assert_eq!(o.boottime_ns, 7_000_000_000);
+        assert!(parse_timens_offsets(b"monotonic 1 0\n").is_err());
+        assert!(parse_timens_offsets(b"monotonic 1 0\nboottime 1 1000000000\n").is_err());
+        assert!(parse_timens_offsets(b"monotonic 1 0\nmonotonic 1 0\n").is_err());
     }
 }

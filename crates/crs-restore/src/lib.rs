@@ -404,8 +404,9 @@ fn restore_inner(
     } else {
         RootParent::Crs
     };
-    let spawned =
-        spawn_tree_as(&nodes, parent, ns.clone_flags()).map_err(|source| match source {
+    let time_offsets = ns.time_offsets()?;
+    let spawned = spawn_tree_as(&nodes, parent, ns.clone_flags(), time_offsets.as_deref())
+        .map_err(|source| match source {
             SpawnError::Clone(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 RestoreError::PidTaken { pid }
             }

@@ -23,6 +23,7 @@ use crs_images::pb::ipc_msg::{Ipc_msg, Ipc_msg_entry};
 use crs_images::pb::ipc_sem::Ipc_sem_entry;
 use crs_images::pb::ipc_var::Ipc_var_entry;
 use crs_images::pb::netdev::{Nd_type, Net_device_entry};
+use crs_images::pb::timens::Timens_entry;
 use crs_images::pb::utsns::Utsns_entry;
 use crs_sys::sysv;
 use tracing::debug;
@@ -41,6 +42,10 @@ pub(crate) struct Own {
     pub net: Option<Option<(u32, u32)>>,
     pub uts: Option<Utsns_entry>,
     pub ipc: Option<IpcNs>,
+    /// The clocks the tree saw at the dump: its own time namespace's (`timens-ID.img`),
+    /// else crs's (`timens-0.img`). The restored tree gets a new time namespace in which
+    /// they go on from there, as CRIU does, also without one of its own.
+    pub clocks: Option<Timens_entry>,
 }
 
 /// The tree's own IPC namespace (its shared memory segments are `sysv`'s).
@@ -200,6 +205,7 @@ pub(crate) fn load(dir: &Path, tree: &Tree, empty_net: bool) -> Result<Own, Rest
                         root.pid
                     )))
                 }
+                "time" => own.clocks = Some(read_one(dir, &format!("timens-{r}.img"), "TIMENS")?),
                 "net" if empty_net => own.net = Some(None),
                 "net" => own.net = Some(Some(load_loopback(dir, r)?)),
                 "uts" => own.uts = Some(read_one(dir, &format!("utsns-{r}.img"), "UTSNS")?),
@@ -221,6 +227,9 @@ pub(crate) fn load(dir: &Path, tree: &Tree, empty_net: bool) -> Result<Own, Rest
                 }
             }
         }
+    }
+    if own.clocks.is_none() && dir.join("timens-0.img").exists() {
+        own.clocks = Some(read_one(dir, "timens-0.img", "TIMENS")?);
     }
     for p in &tree.procs[1..] {
         for ((kind, r), (_, n)) in kinds(&root.ids).into_iter().zip(kinds(&p.ids)) {
@@ -255,6 +264,56 @@ impl Own {
             flags |= libc::CLONE_NEWIPC as u64;
         }
         flags
+    }
+
+    /// The offsets of the tree's new time namespace (the text `/proc/self/timens_offsets`
+    /// takes): the dumped clocks less crs's now (less crs's own offsets: offsets count from
+    /// the first time namespace). `None` without dumped clocks, or on a kernel without
+    /// time namespaces.
+    pub fn time_offsets(&self) -> Result<Option<std::ffi::CString>, RestoreError> {
+        let Some(c) = &self.clocks else {
+            return Ok(None);
+        };
+        if !Path::new("/proc/self/ns/time").exists() {
+            return Ok(None);
+        }
+        let me = std::process::id() as Tid;
+        let err = |what: &str, source| RestoreError::Namespace {
+            pid: me,
+            kind: "time",
+            what: what.to_string(),
+            source,
+        };
+        let bytes = std::fs::read("/proc/self/timens_offsets")
+            .map_err(|e| err("reading the offsets of", e))?;
+        let ours = crs_proc::parse_timens_offsets(&bytes).map_err(|e| {
+            err(
+                "parsing the offsets of",
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            )
+        })?;
+        let now = |clock| {
+            crs_sys::time::now(clock)
+                .map(|d| d.as_nanos() as i128)
+                .map_err(|e| err("reading the clocks of", e))
+        };
+        let dumped = |t: &crs_images::pb::timens::Timespec| {
+            i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+        };
+        let line = |name: &str, off: i128| {
+            format!(
+                "{name} {} {}\n",
+                off.div_euclid(1_000_000_000),
+                off.rem_euclid(1_000_000_000)
+            )
+        };
+        let mono = dumped(&c.monotonic) - (now(libc::CLOCK_MONOTONIC)? - ours.monotonic_ns);
+        let boot = dumped(&c.boottime) - (now(libc::CLOCK_BOOTTIME)? - ours.boottime_ns);
+        let text = line("monotonic", mono) + &line("boottime", boot);
+        debug!(text = %text.trim_end(), "offsets of the tree's time namespace");
+        Ok(Some(
+            std::ffi::CString::new(text).expect("no NUL in numbers"),
+        ))
     }
 
     /// Sets the new UTS namespace's names and the new IPC namespace's limits (all but

@@ -20,7 +20,7 @@
 //! be born in it (a session helper), exits, and is reaped by its parent before the tree
 //! runs. A child created with CLONE_FILES shares its parent's fd table and touches no fd.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -242,6 +242,7 @@ pub enum ChildStep {
     WatchCrs,
     Ctty,
     Foreground,
+    TimeNs,
     Unknown(u32),
 }
 
@@ -276,6 +277,7 @@ impl ChildStep {
             ChildStep::WatchCrs => 26,
             ChildStep::Ctty => 27,
             ChildStep::Foreground => 28,
+            ChildStep::TimeNs => 29,
             ChildStep::Unknown(c) => c,
         }
     }
@@ -310,6 +312,7 @@ impl ChildStep {
             ChildStep::WatchCrs,
             ChildStep::Ctty,
             ChildStep::Foreground,
+            ChildStep::TimeNs,
         ]
         .into_iter()
         .find(|s| s.code() == c)
@@ -348,6 +351,7 @@ impl fmt::Display for ChildStep {
             ChildStep::WatchCrs => "opening a pidfd of crs (a root made crs's sibling)",
             ChildStep::Ctty => "taking its terminal as controlling terminal (TIOCSCTTY)",
             ChildStep::Foreground => "setting its terminal's foreground group (TIOCSPGRP)",
+            ChildStep::TimeNs => "making and entering a time namespace with the dumped clocks",
             ChildStep::Unknown(c) => return write!(f, "unknown step {c}"),
         };
         f.write_str(s)
@@ -541,7 +545,7 @@ impl Layout {
 /// When the root is not a live node or shares files, or a node's trampoline is not page
 /// aligned.
 pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
-    spawn_tree_as(nodes, RootParent::Crs, 0)
+    spawn_tree_as(nodes, RootParent::Crs, 0, None)
 }
 
 /// [`spawn_tree`], with the root created as the child of `parent`. A root that is crs's
@@ -552,11 +556,14 @@ pub fn spawn_tree(nodes: &[TreeNode]) -> Result<Spawned, SpawnError> {
 /// dies leaves nothing of the tree behind, as with [`RootParent::Crs`].
 ///
 /// `namespaces`: `CLONE_NEW*` flags of the namespaces the root is created in (new ones,
-/// which the whole tree inherits).
+/// which the whole tree inherits). `time_offsets`: the root, first thing, makes a new time
+/// namespace with these offsets (the text `/proc/self/timens_offsets` takes) and enters
+/// it, so that the whole tree is in it.
 pub fn spawn_tree_as(
     nodes: &[TreeNode],
     parent: RootParent,
     namespaces: u64,
+    time_offsets: Option<&CStr>,
 ) -> Result<Spawned, SpawnError> {
     let layout = Layout::of(nodes);
     assert!(
@@ -600,7 +607,14 @@ pub fn spawn_tree_as(
         )
     };
     if ret == 0 {
-        node_main(nodes, layout, 0, rfd.as_raw_fd(), wfd.as_raw_fd(), watch);
+        node_main(
+            nodes,
+            layout,
+            0,
+            (rfd.as_raw_fd(), wfd.as_raw_fd()),
+            watch,
+            time_offsets,
+        );
     }
     let child = cvt(ret).map_err(SpawnError::Clone)? as Tid;
     drop(wfd);
@@ -742,7 +756,7 @@ fn spawn_child(nodes: &[TreeNode], layout: Layout, c: usize, wfd: RawFd) {
             std::mem::size_of::<CloneArgs>(),
         );
         if ret == 0 {
-            node_main(nodes, layout, c, ends[0], ends[1], 0);
+            node_main(nodes, layout, c, (ends[0], ends[1]), 0, None);
         }
         if ret < 0 {
             fail(wfd, ChildStep::Clone, c, errno());
@@ -845,16 +859,17 @@ fn node_main(
     nodes: &[TreeNode],
     layout: Layout,
     i: usize,
-    rfd: RawFd,
-    wfd: RawFd,
+    (rfd, wfd): (RawFd, RawFd),
     watch: Tid,
+    time_offsets: Option<&CStr>,
 ) -> ! {
     let node = &nodes[i];
     let floor = layout.top;
     let mut wfd = wfd;
-    // SAFETY: each `sys` call passes integers, NUL-terminated strings or buffers of `nodes`
-    // with their exact lengths (alive: this task runs on a copy of its parent's memory taken
-    // while `nodes` was borrowed), a live local the kernel writes (`gone`, one pollfd) or
+    // SAFETY: each `sys` call passes integers, NUL-terminated strings (static ones, or of
+    // `nodes` and `time_offsets`) or buffers of `nodes` with their exact lengths (alive:
+    // this task runs on a copy of its parent's memory taken while `nodes` and
+    // `time_offsets` were borrowed), a live local the kernel writes (`gone`, one pollfd) or
     // reads (`pgrp`, one pid_t for TIOCSPGRP), or the trampoline this task just mapped,
     // with the length it mapped.
     unsafe {
@@ -899,6 +914,51 @@ fn node_main(
             {
                 fail(wfd, ChildStep::CloseFds, 0, errno());
             }
+        }
+        // The root's new time namespace, before any child is made (they are all made in
+        // it): unshare one for the children, give it its offsets while nothing is in it,
+        // and enter it (this task is single-threaded, as setns requires).
+        if let Some(text) = time_offsets {
+            if sys(libc::SYS_unshare, [libc::CLONE_NEWTIME as u64, 0, 0, 0]) < 0 {
+                fail(wfd, ChildStep::TimeNs, 0, errno());
+            }
+            let fd = sys(
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as u64,
+                    c"/proc/self/timens_offsets".as_ptr() as u64,
+                    (libc::O_WRONLY | libc::O_CLOEXEC) as u64,
+                    0,
+                ],
+            );
+            let len = text.to_bytes().len();
+            if fd < 0
+                || sys(
+                    libc::SYS_write,
+                    [fd as u64, text.as_ptr() as u64, len as u64, 0],
+                ) != len as libc::c_long
+            {
+                fail(wfd, ChildStep::TimeNs, 1, errno());
+            }
+            sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
+            let fd = sys(
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as u64,
+                    c"/proc/self/ns/time_for_children".as_ptr() as u64,
+                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                    0,
+                ],
+            );
+            if fd < 0
+                || sys(
+                    libc::SYS_setns,
+                    [fd as u64, libc::CLONE_NEWTIME as u64, 0, 0],
+                ) < 0
+            {
+                fail(wfd, ChildStep::TimeNs, 2, errno());
+            }
+            sys(libc::SYS_close, [fd as u64, 0, 0, 0]);
         }
         // A child of a session helper takes its parent-death signal once it is back to
         // its grandparent (the helper exits after this task reported): a pidfd of the
