@@ -130,6 +130,7 @@ zoo! {
     network_namespace_loopback => Workload::C("netns_lo"),
     seccomp_filters => Workload::C("seccomp_filters"),
     udp_sockets => Workload::C("udp"),
+    shared_anon_fds => Workload::C("shared_anonfds"),
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),

@@ -109,9 +109,14 @@ impl FileTable {
             source,
         })?;
         let key = (md.dev(), md.ino());
+        // An eventfd or signalfd several processes share is made once by crs at restore;
+        // the other kinds are still each process's own.
+        let shareable = matches!(kind, AnonKind::Eventfd | AnonKind::Signalfd);
         let shared = match self.shared_with(pid, fd, key)? {
-            Some((other_pid, _)) if other_pid != pid => {
-                return Err(unsupported("an anon-inode file shared between processes"));
+            Some((other_pid, _)) if other_pid != pid && !shareable => {
+                return Err(unsupported(
+                    "an epoll, timerfd or inotify file shared between processes",
+                ));
             }
             found => found.map(|(_, id)| id),
         };

@@ -13,8 +13,10 @@
 //! created disarmed and armed late ([`arm`], next to the other timers, right before the
 //! registers), with the time that was left and their unread expiration count.
 //!
-//! An anon-inode file shared by several processes is refused at dump; at restore each
-//! process creates its own (the dump never writes such images). A FIFO description shared
+//! An eventfd or signalfd several processes hold (one file id in several fd tables) is
+//! made once in crs instead, with its counter or mask, and handed to each holder
+//! (`handoff`), so they share it as they did ([`create_in_crs`]); the other anon-inode
+//! kinds shared by several processes are refused at dump. A FIFO description shared
 //! by several processes becomes one description per process, on the same pipe buffer
 //! (status flags set later through one of them are no longer seen by the others).
 
@@ -219,8 +221,11 @@ pub(crate) fn create(
     r: &mut Remote<'_>,
     images: &Images,
     fifos_filled: &FifosFilled,
+    in_crs: &crate::handoff::CrsFiles,
 ) -> Result<usize, RestoreError> {
-    let files = anon_files(images);
+    let mut files = anon_files(images);
+    // Made by crs and handed over already.
+    files.retain(|id, _| !in_crs.has(*id));
     let nonblock = libc::O_NONBLOCK as u32;
     // Epolls last: their targets may be any anon file.
     let (epolls, others): (Vec<_>, Vec<_>) = files
@@ -511,6 +516,78 @@ fn fill_fifo(
         off += wrote as usize;
     }
     debug!(id, path, bytes = d.data.len(), "FIFO data queued");
+    Ok(())
+}
+
+/// Makes in crs every eventfd and signalfd that processes with different fd tables hold,
+/// for each holder to take (see the module's comment).
+pub(crate) fn create_in_crs(
+    tree: &crate::images::Tree,
+    out: &mut crate::handoff::CrsFiles,
+) -> Result<(), RestoreError> {
+    use std::os::fd::OwnedFd;
+    let mut holders: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+    for p in &tree.procs {
+        for e in &p.fdinfo {
+            if matches!(e.type_(), Fd_types::EVENTFD | Fd_types::SIGNALFD) {
+                holders.entry(e.id()).or_default().insert(p.files_id);
+            }
+        }
+    }
+    let Some(first) = tree.procs.first() else {
+        return Ok(());
+    };
+    for (id, tables) in holders.into_iter().filter(|(_, t)| t.len() > 1) {
+        let f = &first.files[&id];
+        let err = |what: &str| {
+            let what = format!(
+                "{what} of anon file {id}, shared by {} fd tables",
+                tables.len()
+            );
+            move |e: nix::Error| RestoreError::AnonFile {
+                id,
+                what,
+                source: e.into(),
+            }
+        };
+        let fd: OwnedFd = match f.type_() {
+            Fd_types::EVENTFD => {
+                use nix::sys::eventfd::{EfdFlags, EventFd};
+                let e = f.efd.as_ref().expect("checked at load");
+                let mut flags = EfdFlags::EFD_CLOEXEC;
+                if e.flags() & libc::O_NONBLOCK as u32 != 0 {
+                    flags |= EfdFlags::EFD_NONBLOCK;
+                }
+                let efd = EventFd::from_flags(flags).map_err(err("eventfd2"))?;
+                if e.counter() != 0 {
+                    efd.write(e.counter()).map_err(err("setting the counter"))?;
+                }
+                efd.into()
+            }
+            _ => {
+                use nix::sys::signal::{SigSet, Signal};
+                use nix::sys::signalfd::{SfdFlags, SignalFd};
+                let s = f.sgfd.as_ref().expect("checked at load");
+                let mut mask = SigSet::empty();
+                for signo in 1..=64 {
+                    if s.sigmask() & (1u64 << (signo - 1)) != 0 {
+                        if let Ok(sig) = Signal::try_from(signo) {
+                            mask.add(sig);
+                        }
+                    }
+                }
+                let mut flags = SfdFlags::SFD_CLOEXEC;
+                if s.flags() & libc::O_NONBLOCK as u32 != 0 {
+                    flags |= SfdFlags::SFD_NONBLOCK;
+                }
+                SignalFd::with_flags(&mask, flags)
+                    .map_err(err("signalfd4"))?
+                    .into()
+            }
+        };
+        debug!(id, kind = ?f.type_(), "shared anon file made by crs");
+        out.by_id.insert(id, fd);
+    }
     Ok(())
 }
 

@@ -63,6 +63,13 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    #[error("{what}")]
+    AnonFile {
+        id: u32,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("UDP socket {id}: {what}")]
     InetSocket {
         id: u32,

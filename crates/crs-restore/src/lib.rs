@@ -461,6 +461,7 @@ fn restore_inner(
     ns.finish(root_host)?;
     unixsk::create_in_crs(&loaded, &mut crs_files)?;
     inetsk::create_in_crs(&loaded, &mut crs_files)?;
+    anonfd::create_in_crs(&loaded, &mut crs_files)?;
     // Every process and zombie exists now: pidfds of them, and of gone ones.
     pidfd::create_in_crs(&loaded, &mut crs_files)?;
     stats.pages_restored += shm_pages + memfd_pages + sysv_pages;
@@ -1647,7 +1648,7 @@ fn build(
     step("files")?;
     handoff::install_held(&mut r, images, made.crs_files)?;
     unixsk::create(&mut r, images, made.crs_files)?;
-    anonfd::create(&mut r, images, &made.fifos_filled)?;
+    anonfd::create(&mut r, images, &made.fifos_filled, made.crs_files)?;
     locks::take(&mut r, file_locks.of(images.pid))?;
     fown::restore(&mut r, images, &file_locks.owner_set_elsewhere(images.pid))?;
     task::close_unlisted_fds(&mut r, images)?;
