@@ -1,5 +1,5 @@
-//! Inet sockets crs does not dump yet are refused by name, and the task runs on; UDP
-//! sockets that it dumps are the zoo's `udp_sockets`.
+//! Inet sockets crs does not dump yet are refused by name, and the task runs on; the UDP
+//! and TCP sockets it dumps are the zoo's `udp_sockets` and `tcp_listeners`.
 
 use std::process::Command;
 
@@ -37,15 +37,43 @@ fn refused(g: &mut ProcessGuard, want: &str) {
 }
 
 #[test]
-fn tcp_listener_is_refused_by_name_task_runs_on() {
-    if skip_unless_root("tcp_listener_is_refused_by_name_task_runs_on") {
+fn tcp_connection_is_refused_by_name_task_runs_on() {
+    if skip_unless_root("tcp_connection_is_refused_by_name_task_runs_on") {
         return;
     }
-    let mut g = python("s = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()");
+    let mut g = python(
+        "l = socket.socket()\nl.bind(('127.0.0.1', 0))\nl.listen()\n\
+         c = socket.create_connection(l.getsockname())\ns, _ = l.accept()",
+    );
     refused(
         &mut g,
-        "is not supported yet: inet sockets other than UDP ones (TCP, raw, ICMP, UDP-lite)",
+        "is not supported yet: a TCP connection (established, connecting or closing)",
     );
+}
+
+#[test]
+fn tcp_listener_with_a_connection_waiting_is_refused_by_name_task_runs_on() {
+    if skip_unless_root("tcp_listener_with_a_connection_waiting_is_refused_by_name_task_runs_on") {
+        return;
+    }
+    // The waiting connection's other end is held by another process (the test's python
+    // is the dumped tree): a client socket of its own would be refused first.
+    let mut g = python("l = socket.socket()\nl.bind(('127.0.0.1', 0))\nl.listen()\n\
+         import subprocess\n\
+         subprocess.run(['python3', '-c', 'import socket,sys; socket.create_connection(sys.argv[1:3] and (sys.argv[1], int(sys.argv[2])))', '127.0.0.1', str(l.getsockname()[1])])");
+    refused(
+        &mut g,
+        "a TCP listener with connections waiting to be accepted",
+    );
+}
+
+#[test]
+fn raw_socket_is_refused_by_name_task_runs_on() {
+    if skip_unless_root("raw_socket_is_refused_by_name_task_runs_on") {
+        return;
+    }
+    let mut g = python("s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)");
+    refused(&mut g, "inet sockets other than UDP and TCP ones");
 }
 
 #[test]

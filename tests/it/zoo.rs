@@ -131,6 +131,7 @@ zoo! {
     seccomp_filters => Workload::C("seccomp_filters"),
     udp_sockets => Workload::C("udp"),
     shared_anon_fds => Workload::C("shared_anonfds"),
+    tcp_listeners => Workload::C("tcp_listen"),
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),

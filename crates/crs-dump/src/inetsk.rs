@@ -1,7 +1,9 @@
-//! UDP sockets (IPv4 and IPv6): their addresses, state and options, as CRIU's
-//! `inet_sk_entry` in files.img. Other inet sockets (TCP, raw, ICMP) and a UDP socket
-//! with datagrams queued for reading (CRIU saves none: they would be lost) are refused by
-//! name.
+//! UDP sockets and TCP sockets that are not connected (listening with no connection
+//! waiting to be accepted, or only bound), IPv4 and IPv6: their addresses, state, backlog
+//! and options, as CRIU's `inet_sk_entry` in files.img. TCP connections (#13's
+//! TCP_REPAIR), a listener with connections waiting, raw and ICMP sockets, and a UDP
+//! socket with datagrams queued for reading (CRIU saves none: they would be lost) are
+//! refused by name.
 //!
 //! Addresses are CRIU's: `src_addr`/`dst_addr` hold the address bytes as 32-bit words in
 //! memory order (one word for IPv4, four for IPv6), as inet_diag gives them.
@@ -26,6 +28,7 @@ use crate::error::{DumpError, Result};
 /// TCP states as inet_diag reports them, which CRIU records for UDP too.
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
+const TCP_LISTEN: u8 = 10;
 
 /// The address as CRIU's repeated uint32 (memory-order words).
 pub(crate) fn addr_words(ip: &IpAddr) -> Vec<u32> {
@@ -68,19 +71,41 @@ impl FileTable {
             .map_err(io_err("reading SO_TYPE of"))?;
         let proto = sk::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_PROTOCOL)
             .map_err(io_err("reading SO_PROTOCOL of"))?;
-        if kind != libc::SOCK_DGRAM || proto != libc::IPPROTO_UDP {
+        let udp = kind == libc::SOCK_DGRAM && proto == libc::IPPROTO_UDP;
+        let tcp = kind == libc::SOCK_STREAM && proto == libc::IPPROTO_TCP;
+        if !udp && !tcp {
             return Err(unsupported(
-                "inet sockets other than UDP ones (TCP, raw, ICMP, UDP-lite)",
+                "inet sockets other than UDP and TCP ones (raw, ICMP, UDP-lite, SCTP)",
             ));
         }
         let id = match self.shared_with(pid, fd, key)?.map(|(_, id)| id) {
             Some(id) => id,
             None => {
-                if inetsk::queued(s).map_err(io_err("reading the queue of"))? > 0 {
-                    return Err(unsupported(
-                        "a UDP socket with datagrams queued for reading",
-                    ));
-                }
+                // A TCP socket: listening (nothing waiting) or closed, with its backlog.
+                let (tcp_state, backlog) = if tcp {
+                    let info = inetsk::tcp_info(s).map_err(io_err("reading TCP_INFO of"))?;
+                    match info.state {
+                        TCP_LISTEN if info.pending > 0 => {
+                            return Err(unsupported(
+                                "a TCP listener with connections waiting to be accepted",
+                            ))
+                        }
+                        TCP_LISTEN => (u32::from(TCP_LISTEN), info.backlog),
+                        s if u32::from(s) == TCP_CLOSE => (TCP_CLOSE, 0),
+                        _ => {
+                            return Err(unsupported(
+                                "a TCP connection (established, connecting or closing)",
+                            ))
+                        }
+                    }
+                } else {
+                    if inetsk::queued(s).map_err(io_err("reading the queue of"))? > 0 {
+                        return Err(unsupported(
+                            "a UDP socket with datagrams queued for reading",
+                        ));
+                    }
+                    (0, 0)
+                };
                 let local = inetsk::local_addr(s).map_err(io_err("getsockname of"))?;
                 let peer = inetsk::peer_addr(s).map_err(io_err("getpeername of"))?;
                 let any = |a: &Option<SocketAddr>| -> SocketAddr {
@@ -122,12 +147,14 @@ impl FileTable {
                 let id = self.alloc();
                 let fown = self.fown(&file, pid)?;
                 let opts = sk_opts(&file).map_err(io_err("reading the options of"))?;
-                let state = if peer.is_some() {
+                let state = if tcp {
+                    tcp_state
+                } else if peer.is_some() {
                     TCP_ESTABLISHED
                 } else {
                     TCP_CLOSE
                 };
-                debug!(pid, fd, id, %src, %dst, state, "UDP socket");
+                debug!(pid, fd, id, %src, %dst, state, tcp, "inet socket");
                 self.entries.push(File_entry {
                     type_: Some(EnumOrUnknown::new(Fd_types::INETSK)),
                     id: Some(id),
@@ -141,7 +168,7 @@ impl FileTable {
                         src_port: Some(u32::from(src.port())),
                         dst_port: Some(u32::from(dst.port())),
                         flags: Some(info.flags & !(libc::O_CLOEXEC as u32)),
-                        backlog: Some(0),
+                        backlog: Some(backlog),
                         src_addr: addr_words(&src.ip()),
                         dst_addr: addr_words(&dst.ip()),
                         fown: MessageField::some(fown),

@@ -70,7 +70,7 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
-    #[error("UDP socket {id}: {what}")]
+    #[error("inet socket {id}: {what}")]
     InetSocket {
         id: u32,
         what: String,

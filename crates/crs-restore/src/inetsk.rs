@@ -1,11 +1,13 @@
-//! UDP sockets (IPv4, IPv6): made in crs and handed to their holders (`handoff`).
+//! UDP sockets, and TCP sockets listening or only bound (IPv4, IPv6): made in crs and
+//! handed to their holders (`handoff`).
 //!
 //! ```text
 //! check  : an inet_sk_entry of a UDP datagram socket, IPv4 or IPv6, with addresses of
 //!          its family's size; anything else (TCP, raw, ...) refused by name
 //! create : socket, SO_REUSEADDR and the other options, IPV6_V6ONLY, TOS/TTL, freebind,
-//!          bind to its address when it had one, connect to its peer when it had one,
-//!          O_NONBLOCK; the owner (F_SETOWN) is the holder's to set (`fown`)
+//!          bind to its address when it had one, connect to its peer when it had one (UDP)
+//!          or listen with its backlog (TCP), O_NONBLOCK; the owner (F_SETOWN) is the
+//!          holder's to set (`fown`)
 //! ```
 //! Datagrams queued at the dump were refused then: nothing is queued here.
 
@@ -26,6 +28,7 @@ use crate::RestoreError;
 
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
+const TCP_LISTEN: u32 = 10;
 
 fn isk(f: &File_entry) -> Result<&Inet_sk_entry, RestoreError> {
     f.isk
@@ -55,19 +58,28 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
             format!("inet socket {id}: family {family}"),
         ));
     }
-    if e.type_() as i32 != libc::SOCK_DGRAM || e.proto() as i32 != libc::IPPROTO_UDP {
+    let udp = e.type_() as i32 == libc::SOCK_DGRAM && e.proto() as i32 == libc::IPPROTO_UDP;
+    let tcp = e.type_() as i32 == libc::SOCK_STREAM && e.proto() as i32 == libc::IPPROTO_TCP;
+    if !udp && !tcp {
         return Err(unsupported(format!(
             "files.img: inet socket {id} of type {} and protocol {} (crs restores UDP \
-             sockets only)",
+             and TCP sockets only)",
             e.type_(),
             e.proto()
         )));
     }
-    if e.state() != TCP_ESTABLISHED && e.state() != TCP_CLOSE {
+    if udp && e.state() != TCP_ESTABLISHED && e.state() != TCP_CLOSE {
         return Err(invalid(
             "files.img",
             format!("UDP socket {id}: state {}", e.state()),
         ));
+    }
+    if tcp && e.state() != TCP_LISTEN && e.state() != TCP_CLOSE {
+        return Err(unsupported(format!(
+            "files.img: TCP socket {id} in state {} (crs restores listening and closed \
+             ones; connections need TCP_REPAIR)",
+            e.state()
+        )));
     }
     if addr(family, &e.src_addr, e.src_port()).is_none()
         || addr(family, &e.dst_addr, e.dst_port()).is_none()
@@ -108,7 +120,7 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
         let what = what.to_string();
         move |source| (what, source)
     };
-    let s = inetsk::socket(family, libc::SOCK_DGRAM, libc::IPPROTO_UDP).map_err(at("socket"))?;
+    let s = inetsk::socket(family, e.type_() as i32, e.proto() as i32).map_err(at("socket"))?;
     let fd = s.as_fd();
     let int = |level, name, v: u32| sk::setsockopt_int(fd, level, name, v as i32);
     if let Some(o) = e.opts.as_ref() {
@@ -145,13 +157,17 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     if src.port() != 0 || !src.ip().is_unspecified() {
         inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
     }
-    if e.state() == TCP_ESTABLISHED {
+    let tcp = e.type_() as i32 == libc::SOCK_STREAM;
+    if !tcp && e.state() == TCP_ESTABLISHED {
         let dst = addr(family, &e.dst_addr, e.dst_port()).expect("checked at load");
         inetsk::connect(fd, &dst).map_err(at(&format!("connect to {dst}")))?;
+    }
+    if tcp && e.state() == TCP_LISTEN {
+        inetsk::listen(fd, e.backlog() as i32).map_err(at("listen"))?;
     }
     if e.flags() & libc::O_NONBLOCK as u32 != 0 {
         sk::set_nonblock(fd, true).map_err(at("O_NONBLOCK"))?;
     }
-    debug!(id = e.id(), %src, state = e.state(), "UDP socket made");
+    debug!(id = e.id(), %src, state = e.state(), tcp, "inet socket made");
     Ok(s)
 }

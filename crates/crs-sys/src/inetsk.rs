@@ -147,6 +147,60 @@ pub fn connect(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
     with_addr(fd, addr, libc::connect)
 }
 
+/// What `TCP_INFO` tells of a TCP socket that crs looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// TCP_ESTABLISHED (1) ... TCP_LISTEN (10).
+    pub state: u8,
+    /// A listener: connections waiting to be accepted (`tcpi_unacked`).
+    pub pending: u32,
+    /// A listener: its backlog, as listen() set it (`tcpi_sacked`).
+    pub backlog: u32,
+}
+
+/// `getsockopt(TCP_INFO)`.
+pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
+    // struct tcp_info: eight u8 fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,
+    // sacked, ...
+    let mut buf = [0u8; 104];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `buf` and the length into `len`,
+    // both alive across the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (len as usize) < 32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a short tcp_info",
+        ));
+    }
+    let word = |at: usize| u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+    Ok(TcpInfo {
+        state: buf[0],
+        pending: word(24),
+        backlog: word(28),
+    })
+}
+
+/// listen with `backlog`.
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen takes integers only.
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The bytes queued for reading (SIOCINQ; for a datagram socket, the next datagram's).
 pub fn queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
@@ -177,5 +231,17 @@ mod tests {
             Some("[::ffff:127.0.0.1]:9".parse().unwrap())
         );
         assert_eq!(queued(a.as_fd()).unwrap(), 0);
+    }
+
+    #[test]
+    fn tcp_listener_reports_its_backlog_and_pending() {
+        let l = socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP).unwrap();
+        bind(l.as_fd(), &"127.0.0.1:0".parse().unwrap()).unwrap();
+        listen(l.as_fd(), 7).unwrap();
+        let at = local_addr(l.as_fd()).unwrap().unwrap();
+        let c = std::net::TcpStream::connect(at).unwrap();
+        let info = tcp_info(l.as_fd()).unwrap();
+        drop(c);
+        assert_eq!((info.state, info.backlog, info.pending), (10, 7, 1));
     }
 }

@@ -1,0 +1,176 @@
+/*
+ * TCP sockets that are not connected: listeners and a bound socket.
+ *
+ * P makes L4 (listening on 127.0.0.1, a port the kernel picks, SO_REUSEADDR, backlog 3,
+ * non-blocking), L6 (listening on [::1], IPv6 only) and B (bound to 127.0.0.1, not
+ * listening), then forks C, which holds L4 too. After SIGTERM: P tells C to end, then
+ * checks each address, L4's backlog (TCP_INFO) and flags, connects to L4 and L6 and
+ * accepts each connection, and finds B still bound and not listening.
+ */
+#include "zoo.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+
+enum {
+	L4_ACCEPTS = 1, /* L4: address, backlog, flags; a connection is accepted */
+	L6_ACCEPTS,     /* L6: address, IPv6 only; a connection is accepted */
+	B_BOUND,        /* B: address, not listening */
+	ITEMS = B_BOUND
+};
+
+static int tcp(int family, const char *ip)
+{
+	struct sockaddr_storage a;
+	socklen_t len;
+	int s = socket(family, SOCK_STREAM, IPPROTO_TCP), one = 1;
+
+	if (s < 0)
+		zoo_die("socket");
+	memset(&a, 0, sizeof(a));
+	if (family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&a;
+
+		in->sin_family = AF_INET;
+		inet_pton(AF_INET, ip, &in->sin_addr);
+		len = sizeof(*in);
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a;
+
+		in6->sin6_family = AF_INET6;
+		inet_pton(AF_INET6, ip, &in6->sin6_addr);
+		len = sizeof(*in6);
+		if (setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)))
+			zoo_die("IPV6_V6ONLY");
+	}
+	if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(s, (struct sockaddr *)&a, len))
+		zoo_die("bind");
+	return s;
+}
+
+static void name_of(int s, struct sockaddr_storage *a)
+{
+	socklen_t len = sizeof(*a);
+
+	memset(a, 0, sizeof(*a));
+	if (getsockname(s, (struct sockaddr *)a, &len))
+		zoo_die("getsockname");
+}
+
+static int same_name(int s, const struct sockaddr_storage *want)
+{
+	struct sockaddr_storage now;
+	socklen_t len = sizeof(now);
+
+	memset(&now, 0, sizeof(now));
+	return getsockname(s, (struct sockaddr *)&now, &len) == 0 &&
+	       memcmp(&now, want, sizeof(now)) == 0;
+}
+
+/* Connects to listener `l` (at `a`), accepts, and passes a byte: whether it all works. */
+static int accepts(int l, const struct sockaddr_storage *a)
+{
+	socklen_t len = a->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+						 : sizeof(struct sockaddr_in6);
+	int c = socket(a->ss_family, SOCK_STREAM, 0), s = -1, ok = 0;
+	char b = 0;
+
+	if (c >= 0 && connect(c, (const struct sockaddr *)a, len) == 0) {
+		for (int i = 0; i < 1000000 && s < 0; i++) {
+			s = accept(l, NULL, NULL);
+			if (s < 0 && errno != EAGAIN)
+				break;
+		}
+		ok = s >= 0 && write(c, "x", 1) == 1 && read(s, &b, 1) == 1 && b == 'x';
+	}
+	if (s >= 0)
+		close(s);
+	if (c >= 0)
+		close(c);
+	return ok;
+}
+
+static unsigned backlog(int s)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &ti, &len))
+		return 0;
+	return ti.tcpi_sacked;
+}
+
+static int listening(int s)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+
+	getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &v, &len);
+	return v;
+}
+
+/* Replaces the socket at `fd` by a new one of `family` bound elsewhere (listening if
+ * `listen_too`). */
+static void replace(int fd, int family, const char *ip, int listen_too)
+{
+	int s = tcp(family, ip);
+
+	if (listen_too && listen(s, 3))
+		zoo_die("listen");
+	if (dup2(s, fd) != fd)
+		zoo_die("dup2");
+	close(s);
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_storage a4, a6, ab;
+	int l4, l6, b;
+	pid_t kid;
+
+	zoo_init(argc, argv, ITEMS);
+	l4 = tcp(AF_INET, "127.0.0.1");
+	if (listen(l4, 3) || fcntl(l4, F_SETFL, O_NONBLOCK))
+		zoo_die("listen L4");
+	l6 = tcp(AF_INET6, "::1");
+	if (listen(l6, 8))
+		zoo_die("listen L6");
+	b = tcp(AF_INET, "127.0.0.1");
+	name_of(l4, &a4);
+	name_of(l6, &a6);
+	name_of(b, &ab);
+	kid = zoo_fork_ready();
+	if (kid == 0) {
+		zoo_child_ready();
+		zoo_wait();
+		return zoo_failures ? 1 : 0;
+	}
+
+	zoo_ready();
+	/* Not L4's address: C holds L4 too and would keep the old one listening. */
+	if (ZOO_BREAK(L4_ACCEPTS) && listen(l4, 5))
+		zoo_die("listen L4 again");
+	if (ZOO_BREAK(L6_ACCEPTS))
+		replace(l6, AF_INET6, "::1", 1);
+	if (ZOO_BREAK(B_BOUND))
+		replace(b, AF_INET, "127.0.0.1", 0);
+	zoo_wait();
+
+	if (kill(kid, SIGTERM))
+		zoo_fail(0, "kill C: %s", strerror(errno));
+	zoo_reap(kid, "C");
+	ZOO_CHECK(L4_ACCEPTS, same_name(l4, &a4) && backlog(l4) == 3 && listening(l4),
+		  "L4: moved, backlog %u, or not listening", backlog(l4));
+	ZOO_CHECK(ZOO_UNBREAKABLE /* L4's break leaves its flags */,
+		  fcntl(l4, F_GETFL) & O_NONBLOCK, "L4 is blocking");
+	ZOO_CHECK(L4_ACCEPTS, accepts(l4, &a4), "L4 accepts no connection");
+	ZOO_CHECK(L6_ACCEPTS, same_name(l6, &a6) && listening(l6), "L6 moved or not listening");
+	ZOO_CHECK(L6_ACCEPTS, accepts(l6, &a6), "L6 accepts no connection");
+	ZOO_CHECK(B_BOUND, same_name(b, &ab) && !listening(b), "B moved or listens");
+	return zoo_done();
+}
