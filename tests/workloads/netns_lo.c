@@ -69,40 +69,23 @@ int main(int argc, char **argv)
 	struct ifreq r;
 	struct sockaddr_in *sin;
 	pid_t me, kid;
-	int ready[2];
-	char c;
 
 	zoo_init(argc, argv, ITEMS);
 	if (unshare(CLONE_NEWNET))
 		zoo_die("unshare(CLONE_NEWNET)");
 	set_lo(1, MTU);
 	me = getpid();
-	if (pipe2(ready, O_CLOEXEC))
-		zoo_die("pipe2");
-	kid = fork();
-	if (kid < 0)
-		zoo_die("fork");
+	kid = zoo_fork_ready();
 	if (kid == 0) {
-		close(ready[0]);
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL))
-			zoo_die("PR_SET_PDEATHSIG");
-		if (getppid() != me)
-			_exit(2);
 		/* C cannot know when P is ready: it breaks its item at its own ready. */
 		if (ZOO_BREAK(C_SAME_NS) && unshare(CLONE_NEWNET))
 			zoo_die("unshare(CLONE_NEWNET) in C");
-		if (write(ready[1], "x", 1) != 1)
-			zoo_die("write ready byte");
-		close(ready[1]);
+		zoo_child_ready();
 		zoo_wait();
 		ZOO_CHECK(C_SAME_NS, net_ns(getpid()) == net_ns(me),
 			  "C is not in P's network namespace");
 		return zoo_failures ? 1 : 0;
 	}
-	close(ready[1]);
-	if (read(ready[0], &c, 1) != 1)
-		zoo_die("child did not get ready");
-	close(ready[0]);
 
 	zoo_ready();
 	if (ZOO_BREAK(LO_UP))

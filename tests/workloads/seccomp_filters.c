@@ -111,8 +111,6 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	pthread_t t;
 	pid_t kid;
-	int ready[2];
-	char c;
 
 	zoo_init(argc, argv, ITEMS);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
@@ -126,22 +124,13 @@ int main(int argc, char **argv)
 		zoo_die("pthread_create");
 	while (!t_ready)
 		sched_yield();
-	if (pipe2(ready, O_CLOEXEC))
-		zoo_die("pipe2");
-	kid = fork();
-	if (kid < 0)
-		zoo_die("fork");
+	kid = zoo_fork_ready();
 	if (kid == 0) {
-		close(ready[0]);
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL))
-			zoo_die("PR_SET_PDEATHSIG");
 		deny(SYS_times, 44);
 		/* C cannot know when P is ready: it breaks its item at its own ready. */
 		if (ZOO_BREAK(C_FILTERS))
 			deny(SYS_times, 52);
-		if (write(ready[1], "x", 1) != 1)
-			zoo_die("write ready byte");
-		close(ready[1]);
+		zoo_child_ready();
 		zoo_wait();
 		ZOO_CHECK(C_FILTERS,
 			  fails_with(SYS_sysinfo) == 42 && fails_with(SYS_times) == 44 &&
@@ -150,10 +139,6 @@ int main(int argc, char **argv)
 			  fails_with(SYS_times), fails_with(SYS_uname), filters());
 		return zoo_failures ? 1 : 0;
 	}
-	close(ready[1]);
-	if (read(ready[0], &c, 1) != 1)
-		zoo_die("child did not get ready");
-	close(ready[0]);
 
 	zoo_ready();
 	if (ZOO_BREAK(P_FILTER))

@@ -53,27 +53,17 @@ static int make_s(int sig)
 int main(int argc, char **argv)
 {
 	uint64_t v = 0;
-	int e, s, ready[2];
+	int e, s;
 	pid_t kid;
-	char c;
 
 	zoo_init(argc, argv, ITEMS);
 	e = eventfd(5, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (e < 0)
 		zoo_die("eventfd");
 	s = make_s(SIGUSR1);
-	if (pipe2(ready, O_CLOEXEC))
-		zoo_die("pipe2");
-	kid = fork();
-	if (kid < 0)
-		zoo_die("fork");
+	kid = zoo_fork_ready();
 	if (kid == 0) {
-		close(ready[0]);
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL))
-			zoo_die("PR_SET_PDEATHSIG");
-		if (write(ready[1], "x", 1) != 1)
-			zoo_die("write ready byte");
-		close(ready[1]);
+		zoo_child_ready();
 		zoo_wait();
 		ZOO_CHECK(E_SHARED, read(e, &v, sizeof(v)) == sizeof(v) && v == 8,
 			  "C read %llu from E, not 8", (unsigned long long)v);
@@ -81,10 +71,6 @@ int main(int argc, char **argv)
 			  "C's S does not watch SIGUSR1");
 		return zoo_failures ? 1 : 0;
 	}
-	close(ready[1]);
-	if (read(ready[0], &c, 1) != 1)
-		zoo_die("child did not get ready");
-	close(ready[0]);
 
 	zoo_ready();
 	if (ZOO_BREAK(E_SHARED)) {

@@ -82,8 +82,8 @@ int main(int argc, char **argv)
 {
 	struct sockaddr_storage a1, a2, a6, got, from;
 	socklen_t len;
-	int u1, u2, u6, one = 1, v, ready[2], n;
-	char buf[64], c;
+	int u1, u2, u6, one = 1, v, n;
+	char buf[64];
 	pid_t kid;
 
 	zoo_init(argc, argv, ITEMS);
@@ -113,27 +113,14 @@ int main(int argc, char **argv)
 	len = sizeof(a6);
 	if (getsockname(u6, (struct sockaddr *)&a6, &len))
 		zoo_die("getsockname u6");
-	if (pipe2(ready, O_CLOEXEC))
-		zoo_die("pipe2");
-	kid = fork();
-	if (kid < 0)
-		zoo_die("fork");
+	kid = zoo_fork_ready();
 	if (kid == 0) {
-		close(ready[0]);
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL))
-			zoo_die("PR_SET_PDEATHSIG");
-		if (write(ready[1], "x", 1) != 1)
-			zoo_die("write ready byte");
-		close(ready[1]);
+		zoo_child_ready();
 		zoo_wait();
 		if (send(u2, "child", 5, 0) != 5)
 			zoo_fail(U2_PEER, "C: send through U2: %s", strerror(errno));
 		return zoo_failures ? 1 : 0;
 	}
-	close(ready[1]);
-	if (read(ready[0], &c, 1) != 1)
-		zoo_die("child did not get ready");
-	close(ready[0]);
 
 	zoo_ready();
 	if (ZOO_BREAK(U1_ADDR)) {

@@ -163,13 +163,13 @@ static void flip(int id, size_t at)
 int main(int argc, char **argv)
 {
 	unsigned char *m, *u;
-	int idu, idm, ids, idq, ready[2];
+	int idu, idm, ids, idq;
 	struct msqid_ds qds;
 	struct sembuf op = {1, 1, 0};
 	struct shmid_ds ds;
 	pid_t me, kid;
 	size_t i;
-	char c, h[256], d[256];
+	char h[256], d[256];
 
 	zoo_init(argc, argv, ITEMS);
 	if (unshare(CLONE_NEWUTS | CLONE_NEWIPC))
@@ -206,24 +206,12 @@ int main(int argc, char **argv)
 	for (i = 0; i < 3; i++)
 		send_msg(idq, (int)i);
 	me = getpid();
-	if (pipe2(ready, O_CLOEXEC))
-		zoo_die("pipe2");
-
-	kid = fork();
-	if (kid < 0)
-		zoo_die("fork");
+	kid = zoo_fork_ready();
 	if (kid == 0) {
-		close(ready[0]);
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL))
-			zoo_die("PR_SET_PDEATHSIG");
-		if (getppid() != me)
-			_exit(2);
 		/* C cannot know when P is ready: it breaks its item at its own ready. */
 		if (ZOO_BREAK(C_SAME_NS) && unshare(CLONE_NEWUTS))
 			zoo_die("unshare(CLONE_NEWUTS) in C");
-		if (write(ready[1], "x", 1) != 1)
-			zoo_die("write ready byte");
-		close(ready[1]);
+		zoo_child_ready();
 		zoo_wait();
 		ZOO_CHECK(C_SAME_NS,
 			  ns_ino(getpid(), "uts") == ns_ino(me, "uts") &&
@@ -235,10 +223,6 @@ int main(int argc, char **argv)
 			  "C does not see the names");
 		return zoo_failures ? 1 : 0;
 	}
-	close(ready[1]);
-	if (read(ready[0], &c, 1) != 1)
-		zoo_die("child did not get ready");
-	close(ready[0]);
 
 	zoo_ready();
 	if (ZOO_BREAK(HOSTNAME) && sethostname("other", 5))

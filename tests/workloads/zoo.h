@@ -46,6 +46,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -221,6 +222,50 @@ static ZOO_UNUSED int zoo_done(void)
 	}
 	fprintf(stderr, "PASS: %s\n", zoo_name);
 	return 0;
+}
+
+/* The write end of the ready pipe in a child of zoo_fork_ready(), until it is ready. */
+static int zoo_child_fd = -1;
+
+/*
+ * Forks a child that dies with its parent (PR_SET_PDEATHSIG). Returns 0 in the child, which
+ * calls zoo_child_ready() once its state is set up; in the parent, returns the child's pid
+ * once the child is ready.
+ */
+static ZOO_UNUSED pid_t zoo_fork_ready(void)
+{
+	pid_t me = getpid(), kid;
+	int p[2];
+	char c;
+
+	if (pipe2(p, O_CLOEXEC))
+		zoo_die("pipe2");
+	kid = fork();
+	if (kid < 0)
+		zoo_die("fork");
+	if (kid == 0) {
+		close(p[0]);
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL))
+			zoo_die("PR_SET_PDEATHSIG");
+		if (getppid() != me)
+			_exit(2);
+		zoo_child_fd = p[1];
+		return 0;
+	}
+	close(p[1]);
+	if (read(p[0], &c, 1) != 1)
+		zoo_die("child did not get ready");
+	close(p[0]);
+	return kid;
+}
+
+/* In a child of zoo_fork_ready(): tells the parent it is ready. */
+static ZOO_UNUSED void zoo_child_ready(void)
+{
+	if (write(zoo_child_fd, "x", 1) != 1)
+		zoo_die("write ready byte");
+	close(zoo_child_fd);
+	zoo_child_fd = -1;
 }
 
 /*
