@@ -152,3 +152,60 @@ pub fn set_cloexec(fd: &OwnedFd, on: bool) {
     };
     fcntl(fd, FcntlArg::F_SETFD(flags)).expect("F_SETFD");
 }
+
+/// Runs `crs ARGS` and panics, with its stderr, unless it exits 0.
+pub fn crs_ok(args: &[&str]) {
+    let out = std::process::Command::new(crs_bin())
+        .args(args)
+        .output()
+        .expect("run crs");
+    assert!(
+        out.status.success(),
+        "crs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The keys (`pipe:[INODE]`) of the pipes at fds 0 and 1 of process `pid`.
+pub fn stdio_pipe_keys(pid: i32) -> (String, String) {
+    let key = |fd| {
+        let k = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .expect("readlink")
+            .to_string_lossy()
+            .into_owned();
+        assert!(k.starts_with("pipe:["), "fd {fd} of {pid}: {k}");
+        k
+    };
+    (key(0), key(1))
+}
+
+/// `crs restore --shell-job -d -D images` of a tree whose root's stdin and stdout were
+/// the pipes `keys` (see [`stdio_pipe_keys`]), given new pipes in their place with
+/// `--inherit-fd` (as runc gives a container new stdio). Returns the ends to write to
+/// its stdin and read from its stdout.
+pub fn restore_with_new_stdio(
+    images: &str,
+    (stdin_key, stdout_key): &(String, String),
+) -> (std::fs::File, std::io::BufReader<std::fs::File>) {
+    use std::process::Stdio;
+    let (in_r, in_w) = nix::unistd::pipe().expect("pipe");
+    let (out_r, out_w) = nix::unistd::pipe().expect("pipe");
+    let out = std::process::Command::new(crs_bin())
+        .args(["restore", "--shell-job", "-d", "-D", images])
+        .arg(format!("--inherit-fd=fd[0]:{stdin_key}"))
+        .arg(format!("--inherit-fd=fd[1]:{stdout_key}"))
+        .stdin(Stdio::from(in_r))
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run crs restore");
+    assert!(
+        out.status.success(),
+        "crs restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        std::fs::File::from(in_w),
+        std::io::BufReader::new(std::fs::File::from(out_r)),
+    )
+}

@@ -89,18 +89,19 @@ fn netns_extra_is_refused(what: &str, want: &str) {
     answers(&mut g);
     // With --empty-ns net the namespace is not looked at: the dump succeeds.
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(crs_tests::crs_bin())
-        .args(["dump", "-R", "--shell-job", "--empty-ns", "net", "-t"])
-        .arg(g.pid().to_string())
-        .arg("-D")
-        .arg(dir.path())
-        .output()
-        .expect("run crs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let pid = g.pid().to_string();
+    let images = dir.path().to_str().unwrap();
+    crs_tests::crs_ok(&[
+        "dump",
+        "-R",
+        "--shell-job",
+        "--empty-ns",
+        "net",
+        "-t",
+        &pid,
+        "-D",
+        images,
+    ]);
     assert!(!dir.path().join("netdev-9.img").exists());
     answers(&mut g);
 }
@@ -202,17 +203,7 @@ fn empty_ns_net_restores_in_a_new_empty_network_namespace() {
     );
     let images = tmp.path().join("images");
     std::fs::create_dir(&images).unwrap();
-    let crs = |args: &[&str]| {
-        let out = Command::new(crs_tests::crs_bin())
-            .args(args)
-            .output()
-            .expect("run crs");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let crs = crs_tests::crs_ok;
     let images_s = images.to_str().unwrap();
     crs(&[
         "dump",
@@ -293,47 +284,14 @@ fn dump_and_restore_with_a_gap(
     gap: std::time::Duration,
     reap: impl FnOnce(),
 ) -> Clock {
-    use std::process::Stdio;
-    let key = |fd| {
-        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-    };
-    let (stdin_key, stdout_key) = (key(0), key(1));
+    let keys = crs_tests::stdio_pipe_keys(pid);
     let images = dir.to_str().unwrap();
-    let out = Command::new(crs_tests::crs_bin())
-        .args(["dump", "--shell-job", "-t", &pid.to_string(), "-D", images])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crs_tests::crs_ok(&["dump", "--shell-job", "-t", &pid.to_string(), "-D", images]);
     reap();
     // The downtime the restored clock must not show (not a synchronisation).
     std::thread::sleep(gap);
-    let (in_r, in_w) = nix::unistd::pipe().unwrap();
-    let (out_r, out_w) = nix::unistd::pipe().unwrap();
-    let out = Command::new(crs_tests::crs_bin())
-        .args(["restore", "--shell-job", "-d", "-D", images])
-        .arg(format!("--inherit-fd=fd[0]:{stdin_key}"))
-        .arg(format!("--inherit-fd=fd[1]:{stdout_key}"))
-        .stdin(Stdio::from(in_r))
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Clock {
-        to: std::fs::File::from(in_w),
-        from: std::io::BufReader::new(std::fs::File::from(out_r)),
-    }
+    let (to, from) = crs_tests::restore_with_new_stdio(images, &keys);
+    Clock { to, from }
 }
 
 /// As CRIU does, a restored tree gets a time namespace of its own in which
