@@ -6,7 +6,9 @@
  * C, forked after, holds the same U2. After SIGTERM: P tells C to send "child" through
  * U2 and exit; P checks U1's address and options, U2's peer, flags and options, U6's
  * address and IPV6_V6ONLY, then sends "parent" through U2 and from U6 to itself, and
- * receives on U1 both datagrams from U2's address and on U6 its own.
+ * receives on U1 both datagrams from U2's address and on U6 its own. UF is bound, with
+ * IP_FREEBIND, to 192.0.2.1 (an address of no interface), then IP_FREEBIND is turned
+ * off: it must come back bound there, with IP_FREEBIND off.
  */
 #include "zoo.h"
 
@@ -20,7 +22,8 @@ enum {
 	U1_ADDR = 1, /* U1: 127.0.0.1 and its port, SO_RCVBUF, IP_TOS */
 	U2_PEER,     /* U2: connected to U1, O_NONBLOCK, SO_BROADCAST; datagrams arrive */
 	U6_ADDR,     /* U6: [::1] and its port, IPV6_V6ONLY; a datagram to itself */
-	ITEMS = U6_ADDR
+	UF_FREEBIND, /* UF: bound to a non-local address, IP_FREEBIND off */
+	ITEMS = UF_FREEBIND
 };
 
 #define RCVBUF 65536
@@ -80,9 +83,10 @@ static void replace(int fd, int family)
 
 int main(int argc, char **argv)
 {
-	struct sockaddr_storage a1, a2, a6, got, from;
+	struct sockaddr_storage a1, a2, a6, af, got, from;
+	struct sockaddr_in nonlocal = {.sin_family = AF_INET};
 	socklen_t len;
-	int u1, u2, u6, one = 1, v, n;
+	int u1, u2, u6, uf, one = 1, zero = 0, v, n;
 	char buf[64];
 	pid_t kid;
 
@@ -113,6 +117,15 @@ int main(int argc, char **argv)
 	len = sizeof(a6);
 	if (getsockname(u6, (struct sockaddr *)&a6, &len))
 		zoo_die("getsockname u6");
+	uf = udp(AF_INET);
+	inet_pton(AF_INET, "192.0.2.1", &nonlocal.sin_addr);
+	if (setsockopt(uf, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) ||
+	    bind(uf, (struct sockaddr *)&nonlocal, sizeof(nonlocal)) ||
+	    setsockopt(uf, IPPROTO_IP, IP_FREEBIND, &zero, sizeof(zero)))
+		zoo_die("UF: bind with IP_FREEBIND");
+	len = sizeof(af);
+	if (getsockname(uf, (struct sockaddr *)&af, &len))
+		zoo_die("getsockname uf");
 	kid = zoo_fork_ready();
 	if (kid == 0) {
 		zoo_child_ready();
@@ -138,6 +151,9 @@ int main(int argc, char **argv)
 	}
 	if (ZOO_BREAK(U6_ADDR))
 		replace(u6, AF_INET6);
+	if (ZOO_BREAK(UF_FREEBIND) &&
+	    setsockopt(uf, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)))
+		zoo_die("IP_FREEBIND on");
 	zoo_wait();
 
 	if (kill(kid, SIGTERM))
@@ -184,5 +200,12 @@ int main(int argc, char **argv)
 	ZOO_CHECK(U6_ADDR, n == 3, "sendto U6: %s", strerror(errno));
 	n = (int)recv(u6, buf, sizeof(buf), MSG_DONTWAIT);
 	ZOO_CHECK(U6_ADDR, n == 3 && memcmp(buf, "six", 3) == 0, "U6 got %d bytes", n);
+	len = sizeof(got);
+	ZOO_CHECK(UF_FREEBIND,
+		  getsockname(uf, (struct sockaddr *)&got, &len) == 0 &&
+			  memcmp(&got, &af, sizeof(struct sockaddr_in)) == 0 &&
+			  opt(uf, IPPROTO_IP, IP_FREEBIND) == 0,
+		  "UF is no longer bound to 192.0.2.1 with IP_FREEBIND off (%d)",
+		  opt(uf, IPPROTO_IP, IP_FREEBIND));
 	return zoo_done();
 }

@@ -140,9 +140,7 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
         } else {
             (libc::IPPROTO_IP, libc::IP_TOS, libc::IP_TTL)
         };
-        if ip.freebind() {
-            int(libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(at("IP_FREEBIND"))?;
-        }
+
         if ip.has_tos() && ip.tos() != 0 {
             int(level, tos, ip.tos()).map_err(at("the TOS"))?;
         }
@@ -155,8 +153,14 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     }
     let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
     if src.port() != 0 || !src.ip().is_unspecified() {
+        // It was bound: with IP_FREEBIND the address need not be local now (a socket
+        // bound with it and then turned it off, or moved to a host without the address);
+        // then IP_FREEBIND as dumped.
+        int(libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(at("IP_FREEBIND"))?;
         inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
     }
+    let freebind = e.ip_opts.as_ref().is_some_and(|ip| ip.freebind());
+    int(libc::IPPROTO_IP, libc::IP_FREEBIND, u32::from(freebind)).map_err(at("IP_FREEBIND"))?;
     let tcp = e.type_() as i32 == libc::SOCK_STREAM;
     if !tcp && e.state() == TCP_ESTABLISHED {
         let dst = addr(family, &e.dst_addr, e.dst_port()).expect("checked at load");
