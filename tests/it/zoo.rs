@@ -132,6 +132,7 @@ zoo! {
     udp_sockets => Workload::C("udp"),
     shared_anon_fds => Workload::C("shared_anonfds"),
     tcp_listeners => Workload::C("tcp_listen"),
+    deleted_directories => Workload::C("deleted_dirs"),
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),

@@ -870,7 +870,12 @@ fn undo_all(u: &mut Undo) {
         remove_images(&dir, &staging);
     }
     for f in std::mem::take(&mut u.files) {
-        match fs::remove_file(&f) {
+        // A ghost file, or a ghost directory (a deleted cwd), empty as restore made it.
+        let removed = match fs::remove_file(&f) {
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => fs::remove_dir(&f),
+            r => r,
+        };
+        match removed {
             Ok(()) => info!(path = %f.display(), "removed"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => warn!(path = %f.display(), error = %e, "removing"),

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::{File, FileTimes, OpenOptions, Permissions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -214,9 +214,10 @@ fn load_ghost(dir: &Path, gid: u32) -> Result<Ghost, RestoreError> {
     let entry: Ghost_file_entry = r
         .next()?
         .ok_or_else(|| invalid(&name, "no ghost_file_entry"))?;
-    if entry.mode() & libc::S_IFMT != libc::S_IFREG {
+    let kind = entry.mode() & libc::S_IFMT;
+    if kind != libc::S_IFREG && kind != libc::S_IFDIR {
         return Err(unsupported(format!(
-            "{name}: deleted files other than regular files (mode {:o})",
+            "{name}: deleted files other than regular files and directories (mode {:o})",
             entry.mode()
         )));
     }
@@ -423,8 +424,15 @@ pub(crate) fn mapped_ghosts(tree: &Tree, made: &[GhostFiles]) -> Result<GhostFil
 
 impl Drop for GhostFiles {
     fn drop(&mut self) {
+        // Files before directories (a ghost file may lie in a ghost directory).
+        self.paths.sort_by_key(|p| p.is_dir());
         for p in self.paths.drain(..) {
-            match std::fs::remove_file(&p) {
+            let removed = if p.is_dir() {
+                std::fs::remove_dir(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match removed {
                 Ok(()) => crs_compel::guard::record(&crs_compel::guard::Record::FileGone {
                     path: p.clone(),
                 }),
@@ -456,6 +464,24 @@ fn create_ghost(path: &Path, g: &Ghost, created: &mut GhostFiles) -> Result<(), 
     crs_compel::guard::record(&crs_compel::guard::Record::File {
         path: path.to_path_buf(),
     });
+    if g.entry.mode() & libc::S_IFMT == libc::S_IFDIR {
+        // A deleted directory (a cwd, an open directory): empty, its mode, owner, times.
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .create(path)
+            .map_err(err)?;
+        created.paths.push(path.to_path_buf());
+        std::os::unix::fs::chown(path, Some(g.entry.uid()), Some(g.entry.gid())).map_err(err)?;
+        std::fs::set_permissions(path, Permissions::from_mode(mode)).map_err(err)?;
+        let a = g.entry.atim.as_ref().and_then(timeval);
+        let m = g.entry.mtim.as_ref().and_then(timeval);
+        if let (Some(a), Some(m)) = (a, m) {
+            File::open(path)
+                .and_then(|d| d.set_times(FileTimes::new().set_accessed(a).set_modified(m)))
+                .map_err(err)?;
+        }
+        return Ok(());
+    }
     let f: File = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -496,12 +522,22 @@ fn reg_file(
         Some(&gid) => match ghost_paths.get(&gid) {
             Some(p) => p.clone(),
             None => {
-                let p = format!("{}.cr.{gid:x}.ghost", reg.name());
-                let at = if root == "/" {
-                    PathBuf::from(&p)
-                } else {
-                    Path::new(root).join(p.trim_start_matches('/'))
+                let under_root = |p: &str| {
+                    if root == "/" {
+                        PathBuf::from(p)
+                    } else {
+                        Path::new(root).join(p.trim_start_matches('/'))
+                    }
                 };
+                // A deleted directory comes back at its own path while that is free, so
+                // that its name (`/proc/PID/cwd`: "NAME (deleted)") is the dumped one.
+                let dir = fi.ghosts[&gid].entry.mode() & libc::S_IFMT == libc::S_IFDIR;
+                let p = if dir && !under_root(reg.name()).exists() {
+                    reg.name().to_string()
+                } else {
+                    format!("{}.cr.{gid:x}.ghost", reg.name())
+                };
+                let at = under_root(&p);
                 create_ghost(&at, &fi.ghosts[&gid], ghosts)?;
                 debug!(id, ghost = gid, path = %at.display(), "ghost file created");
                 ghost_paths.insert(gid, p.clone());
@@ -831,9 +867,18 @@ pub(crate) fn child_plan(
             plan
         })
         .collect();
+    // A deleted cwd is its ghost directory, removed once the tree is built.
+    let cwd = reg_file(
+        images,
+        images.fs.cwd_id(),
+        root,
+        &mut ghost_paths,
+        &mut ghosts,
+    )?
+    .path;
     let plan = ChildPlan {
         umask: images.fs.umask.unwrap_or(0o022),
-        cwd: cstring(images.reg(images.fs.cwd_id()).name())?,
+        cwd,
         root: if root == "/" {
             None
         } else {
@@ -1023,13 +1068,27 @@ mod tests {
     }
 
     #[test]
-    fn load_ghost_directory_is_unsupported() {
+    fn load_ghost_directory_is_created_empty_and_fifo_is_unsupported() {
         let dir = tempfile::tempdir().unwrap();
         let mut h = head(false, None);
-        h.mode = Some(libc::S_IFDIR | 0o755);
+        h.mode = Some(libc::S_IFDIR | 0o710);
         ghost_image(dir.path(), 4, &h, &[]);
+        let g = load_ghost(dir.path(), 4).unwrap();
+        let at = dir.path().join("gone");
+        let mut made = GhostFiles::default();
+        create_ghost(&at, &g, &mut made).unwrap();
+        let md = std::fs::metadata(&at).unwrap();
+        assert!(md.is_dir());
+        assert_eq!(md.permissions().mode() & 0o7777, 0o710);
+        drop(made);
+        assert!(
+            !at.exists(),
+            "the ghost directory is removed with its GhostFiles"
+        );
+        h.mode = Some(libc::S_IFIFO | 0o600);
+        ghost_image(dir.path(), 5, &h, &[]);
         assert!(matches!(
-            load_ghost(dir.path(), 4),
+            load_ghost(dir.path(), 5),
             Err(RestoreError::Unsupported { .. })
         ));
     }

@@ -438,7 +438,8 @@ impl Images {
             }
         };
         for (id, what) in [
-            (fs.cwd_id(), Some("a working directory")),
+            // A deleted cwd comes back as its ghost directory (see `files::child_plan`).
+            (fs.cwd_id(), None),
             (fs.root_id(), Some("a root directory")),
             // A deleted executable comes back as its ghost file (see `files::open_path`).
             (mm.exe_file_id(), None),
