@@ -8,7 +8,8 @@
  * address and IPV6_V6ONLY, then sends "parent" through U2 and from U6 to itself, and
  * receives on U1 both datagrams from U2's address and on U6 its own. UF is bound, with
  * IP_FREEBIND, to 192.0.2.1 (an address of no interface), then IP_FREEBIND is turned
- * off: it must come back bound there, with IP_FREEBIND off.
+ * off: it must come back bound there, with IP_FREEBIND off. UL, a UDP-lite socket, is
+ * bound to 127.0.0.1 and sends a datagram to itself after the restore.
  */
 #include "zoo.h"
 
@@ -23,7 +24,8 @@ enum {
 	U2_PEER,     /* U2: connected to U1, O_NONBLOCK, SO_BROADCAST; datagrams arrive */
 	U6_ADDR,     /* U6: [::1] and its port, IPV6_V6ONLY; a datagram to itself */
 	UF_FREEBIND, /* UF: bound to a non-local address, IP_FREEBIND off */
-	ITEMS = UF_FREEBIND
+	UL_LITE,     /* UL: UDP-lite, bound; a datagram to itself */
+	ITEMS = UL_LITE
 };
 
 #define RCVBUF 65536
@@ -83,10 +85,10 @@ static void replace(int fd, int family)
 
 int main(int argc, char **argv)
 {
-	struct sockaddr_storage a1, a2, a6, af, got, from;
+	struct sockaddr_storage a1, a2, a6, af, al, got, from;
 	struct sockaddr_in nonlocal = {.sin_family = AF_INET};
 	socklen_t len;
-	int u1, u2, u6, uf, one = 1, zero = 0, v, n;
+	int u1, u2, u6, uf, ul, one = 1, zero = 0, v, n;
 	char buf[64];
 	pid_t kid;
 
@@ -126,6 +128,13 @@ int main(int argc, char **argv)
 	len = sizeof(af);
 	if (getsockname(uf, (struct sockaddr *)&af, &len))
 		zoo_die("getsockname uf");
+	ul = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
+	if (ul < 0)
+		zoo_die("socket UDP-lite");
+	bind4(ul, 0);
+	len = sizeof(al);
+	if (getsockname(ul, (struct sockaddr *)&al, &len))
+		zoo_die("getsockname ul");
 	kid = zoo_fork_ready();
 	if (kid == 0) {
 		zoo_child_ready();
@@ -151,6 +160,16 @@ int main(int argc, char **argv)
 	}
 	if (ZOO_BREAK(U6_ADDR))
 		replace(u6, AF_INET6);
+	if (ZOO_BREAK(UL_LITE)) {
+		int other = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
+
+		if (other < 0)
+			zoo_die("socket UDP-lite");
+		bind4(other, 0);
+		if (dup2(other, ul) != ul)
+			zoo_die("dup2");
+		close(other);
+	}
 	if (ZOO_BREAK(UF_FREEBIND) &&
 	    setsockopt(uf, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)))
 		zoo_die("IP_FREEBIND on");
@@ -207,5 +226,14 @@ int main(int argc, char **argv)
 			  opt(uf, IPPROTO_IP, IP_FREEBIND) == 0,
 		  "UF is no longer bound to 192.0.2.1 with IP_FREEBIND off (%d)",
 		  opt(uf, IPPROTO_IP, IP_FREEBIND));
+	len = sizeof(got);
+	ZOO_CHECK(UL_LITE,
+		  getsockname(ul, (struct sockaddr *)&got, &len) == 0 &&
+			  memcmp(&got, &al, sizeof(struct sockaddr_in)) == 0 &&
+			  opt(ul, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_UDPLITE,
+		  "UL is no longer the UDP-lite socket bound where it was");
+	n = (int)sendto(ul, "lite", 4, 0, (struct sockaddr *)&al, sizeof(struct sockaddr_in));
+	ZOO_CHECK(UL_LITE, n == 4 && recv(ul, buf, sizeof(buf), MSG_DONTWAIT) == 4,
+		  "UL does not get its own datagram");
 	return zoo_done();
 }

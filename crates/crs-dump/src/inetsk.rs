@@ -71,11 +71,13 @@ impl FileTable {
             .map_err(io_err("reading SO_TYPE of"))?;
         let proto = sk::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_PROTOCOL)
             .map_err(io_err("reading SO_PROTOCOL of"))?;
-        let udp = kind == libc::SOCK_DGRAM && proto == libc::IPPROTO_UDP;
+        // UDP-lite is UDP with a partial checksum: the same state to save.
+        let udp = kind == libc::SOCK_DGRAM
+            && (proto == libc::IPPROTO_UDP || proto == libc::IPPROTO_UDPLITE);
         let tcp = kind == libc::SOCK_STREAM && proto == libc::IPPROTO_TCP;
         if !udp && !tcp {
             return Err(unsupported(
-                "inet sockets other than UDP and TCP ones (raw, ICMP, UDP-lite, SCTP)",
+                "inet sockets other than UDP, UDP-lite and TCP ones (raw, ICMP, SCTP)",
             ));
         }
         let id = match self.shared_with(pid, fd, key)?.map(|(_, id)| id) {

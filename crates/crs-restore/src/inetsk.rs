@@ -58,12 +58,13 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
             format!("inet socket {id}: family {family}"),
         ));
     }
-    let udp = e.type_() as i32 == libc::SOCK_DGRAM && e.proto() as i32 == libc::IPPROTO_UDP;
+    let udp = e.type_() as i32 == libc::SOCK_DGRAM
+        && (e.proto() as i32 == libc::IPPROTO_UDP || e.proto() as i32 == libc::IPPROTO_UDPLITE);
     let tcp = e.type_() as i32 == libc::SOCK_STREAM && e.proto() as i32 == libc::IPPROTO_TCP;
     if !udp && !tcp {
         return Err(unsupported(format!(
             "files.img: inet socket {id} of type {} and protocol {} (crs restores UDP \
-             and TCP sockets only)",
+             , UDP-lite and TCP sockets only)",
             e.type_(),
             e.proto()
         )));
