@@ -645,6 +645,15 @@ fn restore_killed_without_guardian_leaves_processes() {
         return;
     }
     let tree = Tree::start();
+    // The root's SysV segment (a `/SYSV` mapping whose inode is its id): the killed
+    // restore makes it again with that id and, without a guardian, leaves it; removed
+    // below, as nothing of the test may stay.
+    let maps = fs::read_to_string(format!("/proc/{}/maps", tree.root)).expect("maps");
+    let shmid: i32 = maps
+        .lines()
+        .find(|l| l.contains("/SYSV"))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .expect("the root's SysV segment");
     let images = tempfile::tempdir().expect("tempdir");
     let images_s = images.path().to_str().expect("utf-8").to_owned();
     let root = tree.root.to_string();
@@ -672,6 +681,7 @@ fn restore_killed_without_guardian_leaves_processes() {
             fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| !s.contains("State:\tZ"))
         })
         .collect();
+    let _ = crs_sys::sysv::shm_remove(shmid);
     assert!(
         !alive.is_empty(),
         "without a guardian, a crs killed mid-restore left no process; crs said:\n{}\nlog:\n{}",
