@@ -54,13 +54,19 @@ fn test(extra: &[String]) -> Result<()> {
     run(t)
 }
 
-/// Fails when a tracked file names the directory this checkout sits in (a test must find
-/// shared data through `crs_testkit::shared_dir`, so the suite passes from a clone at any
-/// path), or when a test prints its own `SKIP:` line instead of calling
-/// `crs_testkit::skip` (which fails under CI).
+/// Fails when a tracked file names this checkout's path or the shared data's (`../shared`
+/// beside it, or `$CRS_SHARED`: a test must find shared data through
+/// `crs_testkit::shared_dir`, so the suite passes from a clone at any path), or when a test
+/// prints its own `SKIP:` line instead of calling `crs_testkit::skip` (which fails under
+/// CI). The paths themselves, not the directory the checkout sits in: a clone in `/tmp`
+/// would make every `/tmp/...` of a test look like one.
 fn hermetic() -> Result<()> {
     let root = root();
     let parent = root.parent().context("the workspace has a parent")?;
+    let mut machine = vec![root.clone(), parent.join("shared")];
+    if let Some(shared) = std::env::var_os("CRS_SHARED") {
+        machine.push(std::path::PathBuf::from(shared));
+    }
     let pathspec = ["*.rs", "*.c", "*.h", "*.py", "*.sh", "*.toml", ".ci/*"];
     let grep = |pattern: &str, extra: &[&str]| -> Result<String> {
         let out = Command::new("git")
@@ -72,7 +78,10 @@ fn hermetic() -> Result<()> {
             .context("running git grep")?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let abs = grep(&format!("{}/", parent.display()), &[])?;
+    let mut abs = String::new();
+    for p in &machine {
+        abs += &grep(&p.display().to_string(), &[])?;
+    }
     if !abs.is_empty() {
         bail!("absolute paths of this machine in the tree (use crs_testkit::shared_dir):\n{abs}");
     }
