@@ -133,6 +133,7 @@ zoo! {
     shared_anon_fds => Workload::C("shared_anonfds"),
     tcp_listeners => Workload::C("tcp_listen"),
     deleted_directories => Workload::C("deleted_dirs"),
+    deleted_fifo => Workload::C("deleted_fifo"),
     map_prot => Workload::C("map_prot"),
     stopped_child => Workload::C("stopped"),
     sched_per_thread => Workload::C("sched"),

@@ -254,13 +254,6 @@ impl FileTable {
         flags: u32,
         fown: Fown_entry,
     ) -> Result<()> {
-        if strip_deleted(link).1 {
-            return Err(DumpError::File {
-                what: "FIFO that was unlinked (not supported):",
-                path: link.to_path_buf(),
-                source: std::io::Error::from_raw_os_error(libc::ENOTSUP),
-            });
-        }
         let pipe_id = md.ino() as u32;
         let regf_id = self.alloc();
         let reg = self.reg_entry(regf_id, link, file, md, flags, 0, fown)?;

@@ -454,7 +454,9 @@ fn open_fifo(
 ) -> Result<i64, RestoreError> {
     let id = f.id();
     let reg = fifo_reg(f, &images.files)?;
-    let path = reg.name();
+    // A deleted FIFO is opened at its ghost (`files::mapped_ghosts`).
+    let path_s = crate::files::open_path(images, reg.id());
+    let path = path_s.as_str();
     let pipe_id = f.fifo.pipe_id();
     let p = r.put_str(0, path)?;
     let rw = (libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;

@@ -215,9 +215,9 @@ fn load_ghost(dir: &Path, gid: u32) -> Result<Ghost, RestoreError> {
         .next()?
         .ok_or_else(|| invalid(&name, "no ghost_file_entry"))?;
     let kind = entry.mode() & libc::S_IFMT;
-    if kind != libc::S_IFREG && kind != libc::S_IFDIR {
+    if ![libc::S_IFREG, libc::S_IFDIR, libc::S_IFIFO].contains(&kind) {
         return Err(unsupported(format!(
-            "{name}: deleted files other than regular files and directories (mode {:o})",
+            "{name}: deleted files other than regular files, directories and FIFOs (mode {:o})",
             entry.mode()
         )));
     }
@@ -390,18 +390,26 @@ pub(crate) fn open_path(images: &Images, id: u32) -> String {
 }
 
 /// The ghost files of deleted files the tasks map or run (a mapping of a deleted file, a
-/// deleted executable) that no fd plan created: made now, to live (with the others in
-/// `made`) until every process is built, since mappings and the exe link are set then.
+/// deleted executable) or open once seized (a deleted FIFO) that no fd plan created: made
+/// now, to live (with the others in `made`) until every process is built, since mappings,
+/// the exe link and FIFOs are set up then.
 pub(crate) fn mapped_ghosts(tree: &Tree, made: &[GhostFiles]) -> Result<GhostFiles, RestoreError> {
     let mut out = GhostFiles::default();
     for images in &tree.procs {
         let fi = &images.file_images;
         let root = images.reg(images.fs.root_id()).name();
+        // A FIFO's path is its regular-file entry's (`regf_id`).
+        let fifos = images
+            .fdinfo
+            .iter()
+            .filter(|e| e.type_() == Fd_types::FIFO)
+            .filter_map(|e| images.files.get(&e.id())?.fifo.as_ref()?.regf_id);
         let ids = images
             .vmas
             .iter()
             .filter_map(|v| v.file_id)
-            .chain([images.mm.exe_file_id()]);
+            .chain([images.mm.exe_file_id()])
+            .chain(fifos);
         for id in ids {
             let Some(&gid) = fi.ghost_of.get(&id) else {
                 continue;
@@ -464,6 +472,16 @@ fn create_ghost(path: &Path, g: &Ghost, created: &mut GhostFiles) -> Result<(), 
     crs_compel::guard::record(&crs_compel::guard::Record::File {
         path: path.to_path_buf(),
     });
+    if g.entry.mode() & libc::S_IFMT == libc::S_IFIFO {
+        // A deleted FIFO: a new one (its queued bytes are fifo-data.img's), its mode and
+        // owner.
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(mode))
+            .map_err(|e| err(e.into()))?;
+        created.paths.push(path.to_path_buf());
+        std::os::unix::fs::chown(path, Some(g.entry.uid()), Some(g.entry.gid())).map_err(err)?;
+        std::fs::set_permissions(path, Permissions::from_mode(mode)).map_err(err)?;
+        return Ok(());
+    }
     if g.entry.mode() & libc::S_IFMT == libc::S_IFDIR {
         // A deleted directory (a cwd, an open directory): empty, its mode, owner, times.
         std::fs::DirBuilder::new()
@@ -1068,7 +1086,7 @@ mod tests {
     }
 
     #[test]
-    fn load_ghost_directory_is_created_empty_and_fifo_is_unsupported() {
+    fn load_ghost_directory_is_created_empty_and_socket_is_unsupported() {
         let dir = tempfile::tempdir().unwrap();
         let mut h = head(false, None);
         h.mode = Some(libc::S_IFDIR | 0o710);
@@ -1085,7 +1103,7 @@ mod tests {
             !at.exists(),
             "the ghost directory is removed with its GhostFiles"
         );
-        h.mode = Some(libc::S_IFIFO | 0o600);
+        h.mode = Some(libc::S_IFSOCK | 0o600);
         ghost_image(dir.path(), 5, &h, &[]);
         assert!(matches!(
             load_ghost(dir.path(), 5),
