@@ -26,11 +26,6 @@ enum {
 static volatile pid_t t_tid;
 static volatile int t_stop;
 
-static void wake(int sig)
-{
-	(void)sig;
-}
-
 static void *thread_main(void *arg)
 {
 	(void)arg;
@@ -130,14 +125,7 @@ int main(int argc, char **argv)
 		if (waitid(P_PID, (id_t)z, &si, WEXITED | WNOWAIT))
 			zoo_die("waitid Z");
 	}
-	{
-		struct sigaction sa;
-
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = wake;
-		if (sigaction(SIGURG, &sa, NULL))
-			zoo_die("sigaction(SIGURG)");
-	}
+	zoo_wake_on(SIGURG);
 	if (pthread_create(&t, NULL, thread_main, NULL))
 		zoo_die("pthread_create");
 	while (!t_tid)

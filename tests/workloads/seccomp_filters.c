@@ -82,11 +82,6 @@ static int filters(void)
 
 static volatile int t_ready, t_stop;
 
-static void wake(int sig)
-{
-	(void)sig;
-}
-
 static void *thread_main(void *arg)
 {
 	(void)arg;
@@ -108,7 +103,6 @@ static void *thread_main(void *arg)
 
 int main(int argc, char **argv)
 {
-	struct sigaction sa;
 	pthread_t t;
 	pid_t kid;
 
@@ -116,10 +110,7 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
 		zoo_die("PR_SET_NO_NEW_PRIVS");
 	deny(SYS_sysinfo, 42);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = wake;
-	if (sigaction(SIGURG, &sa, NULL))
-		zoo_die("sigaction(SIGURG)");
+	zoo_wake_on(SIGURG);
 	if (pthread_create(&t, NULL, thread_main, NULL))
 		zoo_die("pthread_create");
 	while (!t_ready)

@@ -224,6 +224,23 @@ static ZOO_UNUSED int zoo_done(void)
 	return 0;
 }
 
+static void zoo_wake_handler(int sig)
+{
+	(void)sig;
+}
+
+/* Makes signal `sig` interrupt pause() and other waits without doing anything else (a
+ * handler that returns, no SA_RESTART): the way to wake a thread of the workload. */
+static ZOO_UNUSED void zoo_wake_on(int sig)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = zoo_wake_handler;
+	if (sigaction(sig, &sa, NULL))
+		zoo_die("sigaction of the wake-up signal");
+}
+
 /* The write end of the ready pipe in a child of zoo_fork_ready(), until it is ready. */
 static int zoo_child_fd = -1;
 
