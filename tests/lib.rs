@@ -209,3 +209,46 @@ pub fn restore_with_new_stdio(
         std::io::BufReader::new(std::fs::File::from(out_r)),
     )
 }
+
+/// Reads the ready fifo `ready` (opened non-blocking) of a workload (`pidfd`) until EOF:
+/// EOF means the workload has closed its end, so the fifo is not among the fds a dump
+/// sees (before any writer opened it, poll does not report the fifo, so an early EOF
+/// cannot be mistaken for this). `Err` says why the workload is not ready: it exited,
+/// `timeout` passed, or it wrote something other than `ready`.
+pub fn wait_ready(
+    ready: &mut std::fs::File,
+    pidfd: BorrowedFd<'_>,
+    timeout: Duration,
+) -> Result<(), String> {
+    use std::io::{ErrorKind, Read};
+    use std::os::fd::AsFd;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match wait_readable(&[ready.as_fd(), pidfd], left) {
+            Some(0) => {}
+            Some(_) => return Err("the workload exited before it was ready".into()),
+            None => {
+                return Err(format!(
+                    "the workload was not ready (or did not close the fifo) in {timeout:?}"
+                ))
+            }
+        }
+        let mut buf = [0u8; 64];
+        match ready.read(&mut buf) {
+            Ok(0) if got.is_empty() => return Err("the ready fifo closed without `ready`".into()),
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("reading the ready fifo: {e}")),
+        }
+    }
+    if got != b"ready\n" {
+        return Err(format!(
+            "the workload wrote {:?}, not ready",
+            String::from_utf8_lossy(&got)
+        ));
+    }
+    Ok(())
+}

@@ -19,7 +19,6 @@
 pub use crs_tests::crs_bin;
 use crs_tests::{cpu_masks, descendants, own_cpu_mask, set_cloexec, wait_readable};
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -385,42 +384,10 @@ impl Run {
             }
         };
 
-        // Read until EOF, not just the newline: EOF means the workload has closed its end,
-        // so the fifo is not among the fds the dump sees. (Before any writer opened it,
-        // poll does not report the fifo, so an early EOF cannot be mistaken for this.)
-        let mut got = Vec::new();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match wait_readable(&[ready.as_fd(), guard.pidfd.as_fd()], left) {
-                Some(0) => {}
-                Some(_) => {
-                    self.proc = Some(guard);
-                    self.fail("the workload exited before it was ready");
-                }
-                None => {
-                    self.proc = Some(guard);
-                    self.fail("the workload was not ready (or did not close the fifo) in time");
-                }
-            }
-            let mut buf = [0u8; 64];
-            match ready.read(&mut buf) {
-                Ok(0) if got.is_empty() => {
-                    self.proc = Some(guard);
-                    self.fail("the ready fifo was closed without `ready`");
-                }
-                Ok(0) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => panic!("reading the ready fifo: {e}"),
-            }
-        }
+        let waited = crs_tests::wait_ready(&mut ready, guard.pidfd.as_fd(), READY_TIMEOUT);
         self.proc = Some(guard);
-        if got != b"ready\n" {
-            self.fail(&format!(
-                "the workload wrote {:?}, not ready",
-                String::from_utf8_lossy(&got)
-            ));
+        if let Err(why) = waited {
+            self.fail(&why);
         }
     }
 

@@ -13,12 +13,12 @@
 //! is its child. Every process is SIGKILLed and reaped by a guard, even on panic.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crs_tests::{crs_bin, wait_readable};
 use nix::sys::signal::Signal;
@@ -142,25 +142,8 @@ impl Case {
             }
         };
         // Until EOF: then the workload has closed the fifo, which is not dumped.
-        let mut got = Vec::new();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match wait_readable(&[ready.as_fd(), p.pidfd.as_fd()], left) {
-                Some(0) => {}
-                Some(_) => panic!("the workload exited before it was ready"),
-                None => panic!("the workload was not ready in {READY_TIMEOUT:?}"),
-            }
-            let mut buf = [0u8; 64];
-            match ready.read(&mut buf) {
-                Ok(0) if got.is_empty() => panic!("the ready fifo closed without `ready`"),
-                Ok(0) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => panic!("reading the ready fifo: {e}"),
-            }
-        }
-        assert_eq!(got, b"ready\n");
+        crs_tests::wait_ready(&mut ready, p.pidfd.as_fd(), READY_TIMEOUT)
+            .unwrap_or_else(|why| panic!("{why}"));
         p
     }
 

@@ -15,13 +15,12 @@
 //! process is a child subreaper, so a dumped tree's children come back to it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crs_images::pb::rpc::{
     Criu_cg_mode, Criu_features, Criu_opts, Criu_req, Criu_req_type, Criu_resp,
@@ -295,25 +294,8 @@ impl Tree {
         drop(child);
         let root = ProcGuard::open(pid, true);
         // Until the workload wrote `ready` and closed the fifo.
-        let mut got = Vec::new();
-        let deadline = Instant::now() + WORKLOAD_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match wait_readable(&[ready.as_fd(), root.pidfd.as_fd()], left) {
-                Some(0) => {}
-                Some(_) => panic!("the workload exited before it was ready"),
-                None => panic!("the workload was not ready in {WORKLOAD_TIMEOUT:?}"),
-            }
-            let mut buf = [0u8; 64];
-            match ready.read(&mut buf) {
-                Ok(0) if got.is_empty() => panic!("the ready fifo closed without `ready`"),
-                Ok(0) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => panic!("reading the ready fifo: {e}"),
-            }
-        }
-        assert_eq!(got, b"ready\n");
+        crs_tests::wait_ready(&mut ready, root.pidfd.as_fd(), WORKLOAD_TIMEOUT)
+            .unwrap_or_else(|why| panic!("{why}"));
         Some(Tree {
             root: Some(root),
             restored: None,
