@@ -448,8 +448,17 @@ impl FileTable {
         let (real, is_ctty) = if known && driver != Driver::Ctty {
             (md.rdev(), false)
         } else {
-            let (info, real, is_ctty) =
+            let (mut info, real, is_ctty) =
                 tty_info(info_id, driver, index, &at, file.as_fd(), md, proc_dir)?;
+            // The session and foreground group as the images record pids (`ns::Vpids`).
+            for v in [&mut info.sid, &mut info.pgrp] {
+                if let Some(p) = v.filter(|&p| p != 0) {
+                    *v = Some(self.vpid(p as i32).ok_or(DumpError::OutsidePidNs {
+                        pid,
+                        what: "the session or foreground group of its terminal",
+                    })?);
+                }
+            }
             if !known {
                 debug!(
                     id,

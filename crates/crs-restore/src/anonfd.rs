@@ -567,24 +567,15 @@ pub(crate) fn create_in_crs(
                 efd.into()
             }
             _ => {
-                use nix::sys::signal::{SigSet, Signal};
-                use nix::sys::signalfd::{SfdFlags, SignalFd};
+                // The raw mask: real-time signals included (nix's SigSet of Signal has none).
                 let s = f.sgfd.as_ref().expect("checked at load");
-                let mut mask = SigSet::empty();
-                for signo in 1..=64 {
-                    if s.sigmask() & (1u64 << (signo - 1)) != 0 {
-                        if let Ok(sig) = Signal::try_from(signo) {
-                            mask.add(sig);
-                        }
-                    }
-                }
-                let mut flags = SfdFlags::SFD_CLOEXEC;
+                let mut flags = libc::SFD_CLOEXEC;
                 if s.flags() & libc::O_NONBLOCK as u32 != 0 {
-                    flags |= SfdFlags::SFD_NONBLOCK;
+                    flags |= libc::SFD_NONBLOCK;
                 }
-                SignalFd::with_flags(&mask, flags)
-                    .map_err(err("signalfd4"))?
-                    .into()
+                crs_sys::restore::signalfd(s.sigmask(), flags).map_err(|e| {
+                    err("signalfd4")(nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))
+                })?
             }
         };
         debug!(id, kind = ?f.type_(), "shared anon file made by crs");

@@ -1410,6 +1410,23 @@ fn exit_now(code: i32) -> ! {
     }
 }
 
+/// `signalfd4(-1, mask, flags)`: a new signalfd of the signals of `mask` (bit n-1 =
+/// signal n, real-time signals included, as the kernel's sigset).
+pub fn signalfd(mask: u64, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: signalfd4 reads 8 bytes of mask from the pointer, a live local of that size.
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_signalfd4,
+            -1,
+            &mask as *const u64,
+            std::mem::size_of::<u64>(),
+            flags,
+        )
+    })?;
+    // SAFETY: signalfd4 returned a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// `prlimit(pid, resource, {cur, max}, NULL)`.
 pub fn prlimit(pid: Tid, resource: u32, cur: u64, max: u64) -> io::Result<()> {
     let new = libc::rlimit64 {
