@@ -623,9 +623,19 @@ impl Run {
             }
             Tools::Crs | Tools::CriuDumps(_) => self.crs(&args, "crs-restore.out"),
         }
-        // The init of a pid namespace of its own gets another pid in the test's.
+        // The init of a pid namespace of its own gets another pid in the test's: the
+        // pidfile names it, which must be that namespace's init (pid 1 inside).
         let pid = if self.workload.pid_ns() {
-            self.read_pid("restore.pid")
+            let p = self.read_pid("restore.pid");
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            let inner = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last().map(str::to_owned));
+            if inner.as_deref() != Some("1") {
+                self.fail(&format!("--pidfile names {p}, not a pid namespace's init"));
+            }
+            p
         } else {
             pid
         };

@@ -102,7 +102,12 @@ fn netns_extra_is_refused(what: &str, want: &str) {
         "-D",
         images,
     ]);
-    assert!(!dir.path().join("netdev-9.img").exists());
+    let net_images: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("netdev") || n.starts_with("netns"))
+        .collect();
+    assert!(net_images.is_empty(), "{net_images:?}");
     answers(&mut g);
 }
 

@@ -3,8 +3,9 @@
  *
  * P makes E (an eventfd, counter 5, non-blocking) and S (a signalfd of SIGUSR1), then
  * forks C, which holds both. After SIGTERM: P adds 3 to E and tells C (SIGTERM) to read
- * it: C must read 8, the counter of the one eventfd they share. Each checks S's mask in
- * its own fdinfo.
+ * it: C must read 8, the counter of the one eventfd they share. P makes S non-blocking,
+ * which C must see (status flags belong to the one description they share); each checks
+ * S's mask in its own fdinfo.
  */
 #include "zoo.h"
 
@@ -14,7 +15,7 @@
 
 enum {
 	E_SHARED = 1, /* C reads what P and the dump left in the one eventfd */
-	S_MASK,       /* P's S watches SIGUSR1 */
+	S_MASK,       /* S is one signalfd of SIGUSR1 for both */
 	ITEMS = S_MASK
 };
 
@@ -67,8 +68,8 @@ int main(int argc, char **argv)
 		zoo_wait();
 		ZOO_CHECK(E_SHARED, read(e, &v, sizeof(v)) == sizeof(v) && v == 8,
 			  "C read %llu from E, not 8", (unsigned long long)v);
-		ZOO_CHECK(ZOO_UNBREAKABLE /* P breaks its own S only */, watches_usr1(s),
-			  "C's S does not watch SIGUSR1");
+		ZOO_CHECK(S_MASK, watches_usr1(s) && (fcntl(s, F_GETFL) & O_NONBLOCK),
+			  "C's S does not watch SIGUSR1 or is not P's (blocking)");
 		return zoo_failures ? 1 : 0;
 	}
 
@@ -93,6 +94,8 @@ int main(int argc, char **argv)
 	v = 3;
 	if (write(e, &v, sizeof(v)) != sizeof(v))
 		zoo_fail(0, "write to E: %s", strerror(errno));
+	if (fcntl(s, F_SETFL, O_NONBLOCK))
+		zoo_fail(0, "O_NONBLOCK on S: %s", strerror(errno));
 	if (kill(kid, SIGTERM))
 		zoo_fail(0, "kill C: %s", strerror(errno));
 	zoo_reap(kid, "C");

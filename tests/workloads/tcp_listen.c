@@ -169,7 +169,15 @@ int main(int argc, char **argv)
 	ZOO_CHECK(ZOO_UNBREAKABLE /* L4's break leaves its flags */,
 		  fcntl(l4, F_GETFL) & O_NONBLOCK, "L4 is blocking");
 	ZOO_CHECK(L4_ACCEPTS, accepts(l4, &a4), "L4 accepts no connection");
-	ZOO_CHECK(L6_ACCEPTS, same_name(l6, &a6) && listening(l6), "L6 moved or not listening");
+	{
+		int v6only = 0;
+		socklen_t len = sizeof(v6only);
+
+		getsockopt(l6, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len);
+		ZOO_CHECK(L6_ACCEPTS, same_name(l6, &a6) && listening(l6) && v6only == 1 &&
+					      backlog(l6) == 8,
+			  "L6 moved, not listening, not IPv6 only or backlog %u", backlog(l6));
+	}
 	ZOO_CHECK(L6_ACCEPTS, accepts(l6, &a6), "L6 accepts no connection");
 	ZOO_CHECK(B_BOUND, same_name(b, &ab) && !listening(b), "B moved or listens");
 	return zoo_done();

@@ -259,6 +259,9 @@ int main(int argc, char **argv)
 	ZOO_CHECK(ZOO_UNBREAKABLE /* leaving them would change the names too */,
 		  ns_ino(me, "uts") != ns_ino(1, "uts") || ns_ino(1, "uts") == 0,
 		  "P is in the UTS namespace of pid 1");
+	ZOO_CHECK(ZOO_UNBREAKABLE /* leaving it would lose the segments and limits too */,
+		  ns_ino(me, "ipc") != ns_ino(1, "ipc") || ns_ino(1, "ipc") == 0,
+		  "P is in the IPC namespace of pid 1");
 	if (shmget(U_KEY, 0, 0) != idu || shmctl(idu, IPC_STAT, &ds)) {
 		zoo_fail(U_SEGMENT, "key %#x no longer names segment %d", U_KEY, idu);
 	} else {
