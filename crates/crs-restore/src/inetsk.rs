@@ -168,7 +168,7 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
         inetsk::connect(fd, &dst).map_err(at(&format!("connect to {dst}")))?;
     }
     if tcp && e.state() == TCP_LISTEN {
-        inetsk::listen(fd, e.backlog() as i32).map_err(at("listen"))?;
+        sk::listen(fd, e.backlog() as i32).map_err(at("listen"))?;
     }
     if e.flags() & libc::O_NONBLOCK as u32 != 0 {
         sk::set_nonblock(fd, true).map_err(at("O_NONBLOCK"))?;

@@ -192,15 +192,6 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
     })
 }
 
-/// listen with `backlog`.
-pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
-    // SAFETY: listen takes integers only.
-    if unsafe { libc::listen(fd.as_raw_fd(), backlog) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The bytes queued for reading (SIOCINQ; for a datagram socket, the next datagram's).
 pub fn queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
@@ -214,6 +205,7 @@ pub fn queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unixsk::listen;
     use std::os::fd::AsFd;
 
     #[test]
