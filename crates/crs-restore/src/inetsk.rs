@@ -63,8 +63,8 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     let tcp = e.type_() as i32 == libc::SOCK_STREAM && e.proto() as i32 == libc::IPPROTO_TCP;
     if !udp && !tcp {
         return Err(unsupported(format!(
-            "files.img: inet socket {id} of type {} and protocol {} (crs restores UDP \
-             , UDP-lite and TCP sockets only)",
+            "files.img: inet socket {id} of type {} and protocol {} (crs restores UDP, \
+             UDP-lite and TCP sockets only)",
             e.type_(),
             e.proto()
         )));
@@ -87,7 +87,7 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     {
         return Err(invalid(
             "files.img",
-            format!("UDP socket {id}: an address or port of the wrong size for its family"),
+            format!("inet socket {id}: an address or port of the wrong size for its family"),
         ));
     }
     Ok(())
@@ -175,4 +175,79 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     }
     debug!(id = e.id(), %src, state = e.state(), tcp, "inet socket made");
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protobuf::MessageField;
+
+    fn entry(kind: i32, proto: i32, state: u32, src_addr: Vec<u32>) -> File_entry {
+        File_entry {
+            id: Some(5),
+            isk: MessageField::some(Inet_sk_entry {
+                family: Some(libc::AF_INET as u32),
+                type_: Some(kind as u32),
+                proto: Some(proto as u32),
+                state: Some(state),
+                src_addr,
+                dst_addr: vec![0],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn refusal(f: &File_entry) -> String {
+        check(f).expect_err("check accepted the entry").to_string()
+    }
+
+    #[test]
+    fn check_accepts_a_listener_and_a_bound_udp_socket() {
+        check(&entry(
+            libc::SOCK_STREAM,
+            libc::IPPROTO_TCP,
+            TCP_LISTEN,
+            vec![0],
+        ))
+        .unwrap();
+        check(&entry(
+            libc::SOCK_DGRAM,
+            libc::IPPROTO_UDP,
+            TCP_CLOSE,
+            vec![0],
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn check_names_what_it_refuses() {
+        let raw = refusal(&entry(
+            libc::SOCK_RAW,
+            libc::IPPROTO_ICMP,
+            TCP_CLOSE,
+            vec![0],
+        ));
+        assert!(
+            raw.contains("crs restores UDP, UDP-lite and TCP sockets only"),
+            "{raw}"
+        );
+        let tcp = refusal(&entry(
+            libc::SOCK_STREAM,
+            libc::IPPROTO_TCP,
+            TCP_CLOSE,
+            vec![0, 0],
+        ));
+        assert!(
+            tcp.contains("inet socket 5: an address or port of the wrong size"),
+            "{tcp}"
+        );
+        let conn = refusal(&entry(
+            libc::SOCK_STREAM,
+            libc::IPPROTO_TCP,
+            TCP_ESTABLISHED,
+            vec![0],
+        ));
+        assert!(conn.contains("TCP socket 5 in state 1"), "{conn}");
+    }
 }
