@@ -153,15 +153,19 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
         }
     }
     let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
-    if src.port() != 0 || !src.ip().is_unspecified() {
-        // It was bound: with IP_FREEBIND the address need not be local now (a socket
-        // bound with it and then turned it off, or moved to a host without the address);
-        // then IP_FREEBIND as dumped.
+    let bound = src.port() != 0 || !src.ip().is_unspecified();
+    if bound {
+        // With IP_FREEBIND the address need not be local now (a socket bound with it and
+        // then turned it off, or moved to a host without the address).
         int(libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(at("IP_FREEBIND"))?;
         inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
     }
+    // Then IP_FREEBIND as dumped, where that is not what the socket has now (on for a
+    // bound one, off for a new one).
     let freebind = e.ip_opts.as_ref().is_some_and(|ip| ip.freebind());
-    int(libc::IPPROTO_IP, libc::IP_FREEBIND, u32::from(freebind)).map_err(at("IP_FREEBIND"))?;
+    if freebind != bound {
+        int(libc::IPPROTO_IP, libc::IP_FREEBIND, u32::from(freebind)).map_err(at("IP_FREEBIND"))?;
+    }
     let tcp = e.type_() as i32 == libc::SOCK_STREAM;
     if !tcp && e.state() == TCP_ESTABLISHED {
         let dst = addr(family, &e.dst_addr, e.dst_port()).expect("checked at load");
