@@ -185,12 +185,31 @@ pub fn stdio_pipe_keys(pid: i32) -> (String, String) {
 /// its stdin and read from its stdout.
 pub fn restore_with_new_stdio(
     images: &str,
+    keys: &(String, String),
+) -> (std::fs::File, std::io::BufReader<std::fs::File>) {
+    restore_with_new_stdio_via(&[], images, keys)
+}
+
+/// [`restore_with_new_stdio`] with crs run by the command `via` (`nsenter ...`; empty:
+/// crs itself).
+pub fn restore_with_new_stdio_via(
+    via: &[&str],
+    images: &str,
     (stdin_key, stdout_key): &(String, String),
 ) -> (std::fs::File, std::io::BufReader<std::fs::File>) {
     use std::process::Stdio;
     let (in_r, in_w) = nix::unistd::pipe().expect("pipe");
     let (out_r, out_w) = nix::unistd::pipe().expect("pipe");
-    let out = std::process::Command::new(crs_bin())
+    let crs = crs_bin();
+    let mut cmd = match via.split_first() {
+        Some((first, rest)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(rest).arg(&crs);
+            c
+        }
+        None => std::process::Command::new(&crs),
+    };
+    let out = cmd
         .args(["restore", "--shell-job", "-d", "-D", images])
         .arg(format!("--inherit-fd=fd[0]:{stdin_key}"))
         .arg(format!("--inherit-fd=fd[1]:{stdout_key}"))

@@ -13,13 +13,12 @@ const PAGE: u64 = 4096;
 /// Iterations between two progress checks of the workload.
 const TICK_EVERY: usize = 10;
 
+/// A tree whose sleeps may end as late as they like: a seized tree's threads are stopped
+/// for as long as crs holds them, which on a loaded machine can be seconds (a sleep that
+/// ends early is still a failure).
 fn start_tree(children: &str) -> ProcessGuard {
-    start_tree_with(children, &[])
-}
-
-fn start_tree_with(children: &str, more: &[&str]) -> ProcessGuard {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_compel_tree"));
-    cmd.args(["--children", children]).args(more);
+    cmd.args(["--children", children, "--max-late-ms", "600000"]);
     let mut wl = ProcessGuard::spawn(cmd).expect("spawn compel_tree");
     wl.expect_line("ready");
     wl
@@ -104,7 +103,7 @@ fn compel_tree_seize_inject_release_500_times_workload_passes() {
     // ends (progress at every tick), never early and without an error is, and that every
     // thread, sleepers in a restartable syscall among them, has its registers intact
     // after each round is checked exactly.
-    let mut wl = start_tree_with("2", &["--max-late-ms", "600000"]);
+    let mut wl = start_tree("2");
 
     // Shape and state, once.
     let tree = SeizedTree::seize(wl.pid(), &SeizeOptions::default()).expect("seize");

@@ -561,7 +561,9 @@ pub(crate) fn shown(name: &str) -> String {
 
 /// Checks pstree.img as a whole: every pid once, parents before their children (CRIU
 /// writes the tree depth first, so no cycle), the root's parent outside the tree, sessions
-/// and groups that can be pids, and every thread id distinct from every other pid and
+/// and groups that can be pids or are 0 (a leader the dumper's pid namespace does not see,
+/// as when crs runs in a container and the tree's session began outside it; such a
+/// session is outside the tree), and every thread id distinct from every other pid and
 /// thread id of the tree.
 fn check_pstree(entries: &[Pstree_entry]) -> Result<(), RestoreError> {
     const IMAGE: &str = "pstree.img";
@@ -582,7 +584,7 @@ fn check_pstree(entries: &[Pstree_entry]) -> Result<(), RestoreError> {
             ));
         }
         for (what, v) in [("session", e.sid()), ("group", e.pgid())] {
-            if !pid_like(v) {
+            if v != 0 && !pid_like(v) {
                 return Err(invalid(IMAGE, format!("pid {pid}: {what} {v}")));
             }
         }
@@ -1044,8 +1046,8 @@ mod tests {
     }
 
     #[test]
-    fn check_pstree_session_or_group_zero_or_too_large_is_invalid() {
-        for v in [0, 1 << 31, u32::MAX] {
+    fn check_pstree_session_or_group_too_large_is_invalid() {
+        for v in [1 << 31, u32::MAX] {
             let mut e = [pstree(10, 0, &[10])];
             e[0].sid = Some(v);
             assert!(pstree_err(&e).contains(&format!("session {v}")));
@@ -1053,6 +1055,16 @@ mod tests {
             e[0].pgid = Some(v);
             assert!(pstree_err(&e).contains(&format!("group {v}")));
         }
+    }
+
+    #[test]
+    fn check_pstree_session_and_group_zero_are_leaders_out_of_sight() {
+        let mut e = [pstree(10, 0, &[10]), pstree(11, 10, &[11])];
+        for x in &mut e {
+            x.sid = Some(0);
+            x.pgid = Some(0);
+        }
+        check_pstree(&e).unwrap();
     }
 
     #[test]
