@@ -308,7 +308,7 @@ fn dump_walk(test: &str, kill: bool) {
     let root = tree.root.to_string();
     let listing = tempfile::tempdir().expect("tempdir");
     let dir_s = listing.path().to_str().expect("utf-8").to_owned();
-    let args = ["dump", "-t", &root, "-D", &dir_s, "-R"];
+    let args = ["dump", "-t", &root, "-D", &dir_s, "-R", "--tcp-established"];
     let (list, _) = points(&args, kill);
     assert_complete(listing.path(), "the listing dump");
     tree.progresses("after the listing dump");
@@ -317,7 +317,7 @@ fn dump_walk(test: &str, kill: bool) {
         let n = i + 1;
         let images = tempfile::tempdir().expect("tempdir");
         let dir_s = images.path().to_str().expect("utf-8").to_owned();
-        let args = ["dump", "-t", &root, "-D", &dir_s, "-R"];
+        let args = ["dump", "-t", &root, "-D", &dir_s, "-R", "--tcp-established"];
         let fault = if kill {
             format!("{n}:kill")
         } else {
@@ -374,7 +374,10 @@ fn dump_killed_while_copying_pages_leaves_the_tree_as_it_was() {
     let root = tree.root.to_string();
     let listing = tempfile::tempdir().expect("tempdir");
     let dir_s = listing.path().to_str().expect("utf-8").to_owned();
-    let (list, _) = points(&["dump", "-t", &root, "-D", &dir_s, "-R"], true);
+    let (list, _) = points(
+        &["dump", "-t", &root, "-D", &dir_s, "-R", "--tcp-established"],
+        true,
+    );
     let copying: Vec<usize> = (0..list.len())
         .filter(|&i| list[i].contains("pages-1.img: pages written at"))
         .collect();
@@ -386,7 +389,7 @@ fn dump_killed_while_copying_pages_leaves_the_tree_as_it_was() {
     ] {
         let images = tempfile::tempdir().expect("tempdir");
         let dir_s = images.path().to_str().expect("utf-8").to_owned();
-        let args = ["dump", "-t", &root, "-D", &dir_s, "-R"];
+        let args = ["dump", "-t", &root, "-D", &dir_s, "-R", "--tcp-established"];
         let out = crs(&args, &format!("{}:kill", i + 1), true);
         let at = fault_at(&out, i + 1, &list[i]);
         assert_eq!(out.status.code(), None, "{at}: crs was not killed");
@@ -483,7 +486,11 @@ fn restore_walk(test: &str, kill: bool) {
     let images_s = images.path().to_str().expect("utf-8").to_owned();
     let root = tree.root.to_string();
     let shmid = attached_shmid(tree.root);
-    let out = crs(&["dump", "-t", &root, "-D", &images_s], "", true);
+    let out = crs(
+        &["dump", "-t", &root, "-D", &images_s, "--tcp-established"],
+        "",
+        true,
+    );
     assert!(out.status.success(), "dump: {}", stderr(&out));
     reap(&tree.pids);
     let left = Leftovers {
@@ -493,7 +500,7 @@ fn restore_walk(test: &str, kill: bool) {
     };
     left.check("after the dump");
     let restore_args = |dir: &str| -> Vec<String> {
-        ["restore", "-D", dir, "-d"]
+        ["restore", "-D", dir, "-d", "--tcp-established"]
             .iter()
             .map(|s| s.to_string())
             .collect()
@@ -621,7 +628,7 @@ fn dump_killed_without_guardian_leaves_the_tree_changed() {
     let root = tree.root.to_string();
     let images = tempfile::tempdir().expect("tempdir");
     let dir_s = images.path().to_str().expect("utf-8").to_owned();
-    let args = ["dump", "-t", &root, "-D", &dir_s, "-R"];
+    let args = ["dump", "-t", &root, "-D", &dir_s, "-R", "--tcp-established"];
     let (list, _) = points(&args, true);
     let n = 1 + list
         .iter()
@@ -657,11 +664,21 @@ fn restore_killed_without_guardian_leaves_processes() {
     let images = tempfile::tempdir().expect("tempdir");
     let images_s = images.path().to_str().expect("utf-8").to_owned();
     let root = tree.root.to_string();
-    let out = crs(&["dump", "-t", &root, "-D", &images_s], "", true);
+    let out = crs(
+        &["dump", "-t", &root, "-D", &images_s, "--tcp-established"],
+        "",
+        true,
+    );
     assert!(out.status.success(), "dump: {}", stderr(&out));
     reap(&tree.pids);
     let copy = copy_images(images.path());
-    let args = ["restore", "-D", copy.path().to_str().expect("utf-8"), "-d"];
+    let args = [
+        "restore",
+        "-D",
+        copy.path().to_str().expect("utf-8"),
+        "-d",
+        "--tcp-established",
+    ];
     let (list, _) = points(&args, true);
     tree.kill();
     // Every process is built and held, none is released yet.
@@ -670,7 +687,13 @@ fn restore_killed_without_guardian_leaves_processes() {
         .position(|p| p.ends_with(": restore: committing"))
         .expect("the commit stage");
     let copy = copy_images(images.path());
-    let args = ["restore", "-D", copy.path().to_str().expect("utf-8"), "-d"];
+    let args = [
+        "restore",
+        "-D",
+        copy.path().to_str().expect("utf-8"),
+        "-d",
+        "--tcp-established",
+    ];
     let out = crs(&args, &format!("{n}:kill"), false);
     assert_eq!(out.status.code(), None, "crs was not killed");
     let alive: Vec<i32> = tree

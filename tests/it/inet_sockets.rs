@@ -1,5 +1,6 @@
-//! Inet sockets crs does not dump yet are refused by name, and the task runs on; the UDP
-//! and TCP sockets it dumps are the zoo's `udp_sockets` and `tcp_listeners`.
+//! Inet sockets crs does not dump (yet, or without the option that asks for them) are
+//! refused by name, and the task runs on; the UDP and TCP sockets it dumps are the zoo's
+//! `udp_sockets`, `tcp_listeners` and `tcp_connections`.
 
 use std::process::Command;
 
@@ -47,7 +48,7 @@ fn tcp_connection_is_refused_by_name_task_runs_on() {
     );
     refused(
         &mut g,
-        "is not supported yet: a TCP connection (established, connecting or closing)",
+        "is not supported yet: an established TCP connection (dump with --tcp-established)",
     );
 }
 
@@ -87,4 +88,22 @@ fn udp_socket_with_a_queued_datagram_is_refused_by_name_task_runs_on() {
          import select\nselect.select([s], [], [])",
     );
     refused(&mut g, "a UDP socket with datagrams queued for reading");
+}
+
+#[test]
+fn half_closed_tcp_connection_is_refused_by_name_task_runs_on() {
+    if skip_unless_root("half_closed_tcp_connection_is_refused_by_name_task_runs_on") {
+        return;
+    }
+    // The client end has sent its FIN (FIN-WAIT-2), the server end has read it
+    // (CLOSE-WAIT).
+    let mut g = python(
+        "l = socket.socket()\nl.bind(('127.0.0.1', 0))\nl.listen()\n\
+         c = socket.create_connection(l.getsockname())\ns, _ = l.accept()\n\
+         c.shutdown(socket.SHUT_WR)\nassert s.recv(1) == b''",
+    );
+    refused(
+        &mut g,
+        "a TCP connection being closed (half-closed, or in TIME-WAIT)",
+    );
 }

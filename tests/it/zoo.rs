@@ -132,6 +132,7 @@ zoo! {
     udp_sockets => Workload::C("udp"),
     shared_anon_fds => Workload::C("shared_anonfds"),
     tcp_listeners => Workload::C("tcp_listen"),
+    tcp_connections => Workload::CWithArgs("tcp_conn", &["--tcp-established"]),
     deleted_directories => Workload::C("deleted_dirs"),
     deleted_fifo => Workload::C("deleted_fifo"),
     map_prot => Workload::C("map_prot"),

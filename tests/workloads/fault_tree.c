@@ -6,6 +6,7 @@
  *
  *   root ──pipe──< child1 (writes 1, 2, 3, ... into the pipe)
  *   root ──socketpair── child2 (answers each number n with n + 1)
+ *   root ──TCP on loopback── child2 (the same; dumped with --tcp-established)
  *   shared anonymous page: one counter per process; SysV page: root's own counter
  *   every process: a worker thread counting in the shared page
  *
@@ -33,6 +34,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -107,19 +109,42 @@ static void child1(int wfd)
 	}
 }
 
-static void child2(int sk)
+static void child2(int sk, int tk)
 {
 	uint64_t n;
 
 	start_worker(2);
 	for (;;) {
-		if (!full(sk, &n, sizeof(n), 0))
-			exit(0);
-		n++;
-		if (!full(sk, &n, sizeof(n), 1))
-			exit(0);
+		for (int i = 0; i < 2; i++) {
+			int s = i ? tk : sk;
+
+			if (!full(s, &n, sizeof(n), 0))
+				exit(0);
+			n++;
+			if (!full(s, &n, sizeof(n), 1))
+				exit(0);
+		}
 		atomic_fetch_add(&sh->count[2], 1);
 	}
+}
+
+/* A TCP connection on loopback: its two ends. */
+static void tcp_pair(int t[2])
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (l < 0 || bind(l, (struct sockaddr *)&a, len) || listen(l, 1) ||
+	    getsockname(l, (struct sockaddr *)&a, &len))
+		die("the TCP listener");
+	t[0] = socket(AF_INET, SOCK_STREAM, 0);
+	if (t[0] < 0 || connect(t[0], (struct sockaddr *)&a, len))
+		die("connect");
+	t[1] = accept(l, NULL, NULL);
+	if (t[1] < 0)
+		die("accept");
+	close(l);
 }
 
 int main(void)
@@ -128,7 +153,7 @@ int main(void)
 	const char *dir = getenv("FT_DIR"), *mem_mb = getenv("FT_MEM_MB");
 	size_t mem_len = mem_mb ? (size_t)strtoul(mem_mb, NULL, 10) << 20 : 0;
 	uint64_t *mem = NULL;
-	int p[2], sk[2], stfd, delfd, shmid, fails = 0;
+	int p[2], sk[2], tk[2], stfd, delfd, shmid, fails = 0;
 	uint64_t round = 0, want = 0, sent = 0, last[8] = {0};
 	_Atomic uint64_t *sysv;
 	char path[4096], rec[64];
@@ -145,6 +170,7 @@ int main(void)
 		die("mmap");
 	if (pipe(p) || socketpair(AF_UNIX, SOCK_STREAM, 0, sk))
 		die("pipe/socketpair");
+	tcp_pair(tk);
 	c1 = fork();
 	if (c1 < 0)
 		die("fork");
@@ -152,6 +178,8 @@ int main(void)
 		close(p[0]);
 		close(sk[0]);
 		close(sk[1]);
+		close(tk[0]);
+		close(tk[1]);
 		child1(p[1]);
 	}
 	c2 = fork();
@@ -161,10 +189,12 @@ int main(void)
 		close(p[0]);
 		close(p[1]);
 		close(sk[0]);
-		child2(sk[1]);
+		close(tk[0]);
+		child2(sk[1], tk[1]);
 	}
 	close(p[1]);
 	close(sk[1]);
+	close(tk[1]);
 
 	/* Root only: a deleted file and a removed SysV segment, both still in use. */
 	snprintf(path, sizeof(path), "%s/deleted", dir);
@@ -222,6 +252,18 @@ int main(void)
 		if (n != sent + 1) {
 			fails++;
 			fprintf(stderr, "FAIL: child 2 answered %llu to %llu\n",
+				(unsigned long long)n, (unsigned long long)sent);
+		}
+		if (!full(tk[0], &sent, sizeof(sent), 1) || !full(tk[0], &n, sizeof(n), 0)) {
+			if (term)
+				break;
+			fails++;
+			fprintf(stderr, "FAIL: the TCP connection to child 2 ended\n");
+			break;
+		}
+		if (n != sent + 1) {
+			fails++;
+			fprintf(stderr, "FAIL: child 2 answered %llu to %llu on TCP\n",
 				(unsigned long long)n, (unsigned long long)sent);
 		}
 		atomic_fetch_add(&sh->count[0], 1);

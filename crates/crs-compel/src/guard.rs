@@ -112,6 +112,9 @@ pub enum Record {
     SysvShm { id: i32 },
     /// ... kept (the restore committed it).
     SysvKept { id: i32 },
+    /// A dump put a TCP socket (it travels with the record) in repair mode: out of it
+    /// again, with SO_REUSEADDR `reuseaddr`, unless the dump was killing its tree.
+    TcpRepair { reuseaddr: bool },
     /// Nothing to undo: crs put everything back itself, or the restore committed.
     Done,
     /// crs lives on but holds nothing any more: undo the rest now (without this, the end
@@ -145,6 +148,7 @@ mod tag {
     pub const DONE: u8 = 19;
     pub const RELEASED: u8 = 20;
     pub const HELLO: u8 = 21;
+    pub const TCP_REPAIR: u8 = 22;
 }
 
 /// Largest record on the wire (a path is at most PATH_MAX).
@@ -251,6 +255,7 @@ impl Record {
             Record::FileGone { path } => Out::new(FILE_GONE).path(path),
             Record::SysvShm { id } => Out::new(SYSV_SHM).i32(*id),
             Record::SysvKept { id } => Out::new(SYSV_KEPT).i32(*id),
+            Record::TcpRepair { reuseaddr } => Out::new(TCP_REPAIR).i32(i32::from(*reuseaddr)),
             Record::Done => Out::new(DONE),
             Record::Released => Out::new(RELEASED),
             Record::Hello => Out::new(HELLO),
@@ -306,6 +311,9 @@ impl Record {
             FILE_GONE => Record::FileGone { path: i.path()? },
             SYSV_SHM => Record::SysvShm { id: i.i32()? },
             SYSV_KEPT => Record::SysvKept { id: i.i32()? },
+            TCP_REPAIR => Record::TcpRepair {
+                reuseaddr: i.i32()? != 0,
+            },
             DONE => Record::Done,
             RELEASED => Record::Released,
             HELLO => Record::Hello,
@@ -587,6 +595,8 @@ struct Undo {
     restore: bool,
     files: BTreeSet<PathBuf>,
     sysv: BTreeSet<i32>,
+    /// TCP sockets in repair mode, with their SO_REUSEADDR.
+    tcp: Vec<(OwnedFd, bool)>,
     done: bool,
     released: bool,
 }
@@ -649,6 +659,11 @@ impl Undo {
             }
             Record::SysvKept { id } => {
                 self.sysv.remove(&id);
+            }
+            Record::TcpRepair { reuseaddr } => {
+                if let Some(fd) = fd {
+                    self.tcp.push((fd, reuseaddr));
+                }
             }
             Record::Done => self.done = true,
             Record::Released => self.released = true,
@@ -848,6 +863,16 @@ fn undo_all(u: &mut Undo) {
         }
     }
     let kill_all = u.restore || u.killing;
+    // A killed tree's connections close in repair mode (silently); a tree that goes on
+    // gets them back working.
+    for (s, reuseaddr) in std::mem::take(&mut u.tcp) {
+        if !kill_all {
+            match crs_sys::tcp_repair::resume(s.as_fd(), reuseaddr) {
+                Ok(()) => info!("TCP socket out of repair mode"),
+                Err(e) => warn!(error = %e, "taking a TCP socket out of repair mode"),
+            }
+        }
+    }
     for (&pid, p) in &u.procs {
         if kill_all {
             kill(pid, p);
@@ -1050,6 +1075,7 @@ mod tests {
             },
             Record::SysvShm { id: 3 },
             Record::SysvKept { id: 3 },
+            Record::TcpRepair { reuseaddr: true },
             Record::Done,
             Record::Released,
             Record::Hello,

@@ -38,6 +38,7 @@ use crate::imgdir::ImageDir;
 mod anonfd;
 #[path = "inetsk.rs"]
 mod inetsk;
+pub(crate) use inetsk::Repaired;
 #[path = "locks.rs"]
 mod locks;
 #[path = "pidfd.rs"]
@@ -98,6 +99,12 @@ pub(crate) struct FileTable {
     memfds: crate::memfd::Memfds,
     /// SysV shared memory segments attached (ipcns-shm), saved by [`FileTable::write_sysv`].
     pub(crate) sysv: crate::sysv::Segments,
+    /// `--tcp-established`: established TCP connections are dumped (else refused).
+    pub(crate) tcp_established: bool,
+    /// tcp-stream-INO.img of each established connection.
+    tcp_streams: Vec<ImageWriter>,
+    /// The connections in repair mode (see [`inetsk::Repaired`]).
+    repaired: inetsk::Repaired,
 }
 
 /// One fd of a process, as saved in fdinfo-N.img.
@@ -251,6 +258,9 @@ impl FileTable {
             locks: locks::Locks::default(),
             memfds: Default::default(),
             sysv: Default::default(),
+            tcp_established: false,
+            tcp_streams: Vec::new(),
+            repaired: Default::default(),
         }
     }
 
@@ -271,6 +281,11 @@ impl FileTable {
             cloexec: flags & libc::O_CLOEXEC as u32 != 0,
             kind,
         }
+    }
+
+    /// The connections in repair mode, to hold until the tree is released.
+    pub(crate) fn take_repaired(&mut self) -> inetsk::Repaired {
+        std::mem::take(&mut self.repaired)
     }
 
     /// Pids in the images are the tree's own pid namespace's (`ns::Vpids`).
@@ -673,8 +688,9 @@ impl FileTable {
         Ok(())
     }
 
-    /// Writes files.img, remap-fpath.img, the ghost files, tty-info.img, tty-data.img,
-    /// pipes-data.img, fifo-data.img and filelocks.img. `leaders`: the live processes that
+    /// Writes files.img, remap-fpath.img, the ghost files, tcp-stream-INO.img, tty-info.img,
+    /// tty-data.img, pipes-data.img, fifo-data.img and filelocks.img (the connections in
+    /// repair mode are to be taken first: see [`FileTable::take_repaired`]). `leaders`: the live processes that
     /// lead their session; `shell_job`: one pty slave may be a terminal outside the tree.
     pub(crate) fn write(
         mut self,
@@ -700,6 +716,9 @@ impl FileTable {
         }
         for g in self.ghost_images {
             dir.write(g)?;
+        }
+        for t in self.tcp_streams {
+            dir.write(t)?;
         }
         if !self.ttys.infos().is_empty() {
             let mut img = ImageWriter::new("tty-info.img", "TTY_INFO");

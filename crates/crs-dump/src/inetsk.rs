@@ -1,9 +1,24 @@
-//! UDP sockets and TCP sockets that are not connected (listening with no connection
-//! waiting to be accepted, or only bound), IPv4 and IPv6: their addresses, state, backlog
-//! and options, as CRIU's `inet_sk_entry` in files.img. TCP connections (#13's
-//! TCP_REPAIR), a listener with connections waiting, raw and ICMP sockets, and a UDP
-//! socket with datagrams queued for reading (CRIU saves none: they would be lost) are
-//! refused by name.
+//! UDP sockets, TCP sockets that are not connected (listening with no connection waiting
+//! to be accepted, or only bound), and, with `--tcp-established`, established TCP
+//! connections, IPv4 and IPv6: their addresses, state, backlog and options, as CRIU's
+//! `inet_sk_entry` in files.img; a connection's sequence numbers, window, negotiated
+//! options and queued bytes in tcp-stream-INO.img, read in TCP repair mode.
+//!
+//! ```text
+//! established TCP socket (crs's copy of it)
+//!   socket options, SO_REUSEADDR included   (before repair mode: it changes them)
+//!   TCP_REPAIR on, then SIOCINQ / SIOCOUTQ / SIOCOUTQNSD, TCP_INFO (options, window
+//!   scales), TCP_MAXSEG, TCP_TIMESTAMP, TCP_REPAIR_WINDOW, each queue's sequence number
+//!   and bytes (peeked), then TCP_REPAIR off without a window probe (the tree is still
+//!   frozen; a tree let go never runs with a socket in repair mode)
+//! just before the tree is killed: TCP_REPAIR on for each (`Repaired::arm`), so that
+//!   the sockets close silently (no FIN, no RST)
+//! ```
+//!
+//! Refused by name: a connection without `--tcp-established`, one being opened or closed
+//! (half-closed connections are not supported yet), a listener with connections waiting,
+//! raw and ICMP sockets, and a UDP socket with datagrams queued for reading (CRIU saves
+//! none: they would be lost).
 //!
 //! Addresses are CRIU's: `src_addr`/`dst_addr` hold the address bytes as 32-bit words in
 //! memory order (one word for IPv4, four for IPv6), as inet_diag gives them.
@@ -13,22 +28,159 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
+use crs_images::codec::ImageWriter;
 use crs_images::pb::fdinfo::{Fd_types, File_entry};
 use crs_images::pb::sk_inet::{Inet_sk_entry, Ip_opts_entry};
+use crs_images::pb::tcp_stream::{Tcp_opts_entry, Tcp_stream_entry};
 use crs_proc::FdInfo;
 use crs_sys::inetsk;
+use crs_sys::tcp_repair::{self as repair, Queue};
 use crs_sys::unixsk as sk;
 use protobuf::{EnumOrUnknown, MessageField};
-use tracing::debug;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use tracing::{debug, warn};
 
 use super::unixsk::sk_opts;
-use super::{FdEntry, FileTable};
+use super::{image_err, FdEntry, FileTable};
 use crate::error::{DumpError, Result};
 
 /// TCP states as inet_diag reports them, which CRIU records for UDP too.
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
 const TCP_LISTEN: u8 = 10;
+
+/// The established sockets a dump read in repair mode, each with its SO_REUSEADDR (repair
+/// mode clears it). Each is in repair mode only while it is read (`read`), so that a tree
+/// let go, by crs or (crs killed) by the kernel, never runs with a socket in repair mode,
+/// where its reads and writes fail. Just before the tree is killed, [`Repaired::arm`]
+/// puts them all back in repair mode, so that they close without a FIN or RST to their
+/// peers. Dropped, every one is taken out of repair mode (a no-op for those that are).
+#[derive(Default)]
+pub(crate) struct Repaired {
+    socks: Vec<(OwnedFd, bool)>,
+}
+
+impl Repaired {
+    /// Reads established socket `s` (with `reuseaddr` to give back) in repair mode, after
+    /// telling the guardian.
+    fn read(
+        &mut self,
+        s: BorrowedFd<'_>,
+        reuseaddr: bool,
+    ) -> std::io::Result<(Tcp_stream_entry, Vec<u8>, Vec<u8>)> {
+        let own = s.try_clone_to_owned()?;
+        crs_compel::guard::record_with_fd(
+            &crs_compel::guard::Record::TcpRepair { reuseaddr },
+            own.as_fd(),
+        );
+        self.socks.push((own, reuseaddr));
+        repair::set_repair(s, true)?;
+        let read = read_stream(s);
+        repair::leave_quietly(s, reuseaddr)?;
+        read
+    }
+
+    /// Every socket in repair mode again: the tree is about to be killed.
+    pub(crate) fn arm(&self) {
+        for (s, _) in &self.socks {
+            if let Err(e) = repair::set_repair(s.as_fd(), true) {
+                warn!(error = %e, "putting a TCP socket in repair mode before the kill: it \
+                       may send its peer a FIN or RST");
+            }
+        }
+    }
+
+    /// The tree is dead: its sockets close in repair mode.
+    pub(crate) fn leave(mut self) {
+        self.socks.clear();
+    }
+}
+
+impl Drop for Repaired {
+    fn drop(&mut self) {
+        for (s, reuseaddr) in self.socks.drain(..) {
+            if let Err(e) = repair::leave_quietly(s.as_fd(), reuseaddr) {
+                warn!(error = %e, "taking a TCP socket out of repair mode");
+            }
+        }
+    }
+}
+
+/// TCP_INFO's states (`tcpi_state`) other than listening and closed.
+fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        1 => "established",
+        2 => "SYN sent",
+        3 => "SYN received",
+        4 => "FIN-WAIT-1",
+        5 => "FIN-WAIT-2",
+        6 => "TIME-WAIT",
+        8 => "CLOSE-WAIT",
+        9 => "LAST-ACK",
+        11 => "CLOSING",
+        _ => "unknown",
+    }
+}
+
+/// Reads established socket `s` in repair mode (see the module's comment): its stream
+/// entry and its receive and send queues' bytes.
+fn read_stream(s: BorrowedFd<'_>) -> std::io::Result<(Tcp_stream_entry, Vec<u8>, Vec<u8>)> {
+    let info = inetsk::tcp_info(s)?;
+    if u32::from(info.state) != TCP_ESTABLISHED {
+        return Err(std::io::Error::other(format!(
+            "the connection is {} in repair mode",
+            tcp_state_name(info.state)
+        )));
+    }
+    let inq_len = repair::inq_len(s)?;
+    let outq_len = repair::outq_len(s)?;
+    let unsq_len = repair::unsent_len(s)?;
+    let timestamp = if info.options & repair::TCPI_OPT_TIMESTAMPS != 0 {
+        Some(repair::timestamp(s)?)
+    } else {
+        None
+    };
+    let w = repair::window(s)?;
+    repair::select_queue(s, Queue::Recv)?;
+    let inq_seq = repair::queue_seq(s)?;
+    let inq = repair::peek(s, inq_len as usize)?;
+    repair::select_queue(s, Queue::Send)?;
+    let outq_seq = repair::queue_seq(s)?;
+    let outq = repair::peek(s, outq_len as usize)?;
+    let wscale = info.options & repair::TCPI_OPT_WSCALE != 0;
+    let e = Tcp_stream_entry {
+        inq_len: Some(inq_len),
+        inq_seq: Some(inq_seq),
+        outq_len: Some(outq_len),
+        outq_seq: Some(outq_seq),
+        opt_mask: Some(info.options),
+        snd_wscale: Some(if wscale { info.snd_wscale } else { 0 }),
+        mss_clamp: Some(repair::mss(s)?),
+        rcv_wscale: Some(if wscale { info.rcv_wscale } else { 0 }),
+        timestamp,
+        unsq_len: Some(unsq_len),
+        snd_wl1: Some(w.snd_wl1),
+        snd_wnd: Some(w.snd_wnd),
+        max_window: Some(w.max_window),
+        rcv_wnd: Some(w.rcv_wnd),
+        rcv_wup: Some(w.rcv_wup),
+        ..Default::default()
+    };
+    Ok((e, inq, outq))
+}
+
+/// A TCP socket's TCP-level options.
+fn tcp_opts(s: BorrowedFd<'_>) -> std::io::Result<Tcp_opts_entry> {
+    let int = |name| sk::getsockopt_int(s, libc::IPPROTO_TCP, name);
+    Ok(Tcp_opts_entry {
+        cork: Some(int(libc::TCP_CORK)? != 0),
+        nodelay: Some(int(libc::TCP_NODELAY)? != 0),
+        keepcnt: Some(int(libc::TCP_KEEPCNT)? as u32),
+        keepidle: Some(int(libc::TCP_KEEPIDLE)? as u32),
+        keepintvl: Some(int(libc::TCP_KEEPINTVL)? as u32),
+        ..Default::default()
+    })
+}
 
 /// The address as CRIU's repeated uint32 (memory-order words).
 pub(crate) fn addr_words(ip: &IpAddr) -> Vec<u32> {
@@ -83,7 +235,8 @@ impl FileTable {
         let id = match self.shared_with(pid, fd, key)?.map(|(_, id)| id) {
             Some(id) => id,
             None => {
-                // A TCP socket: listening (nothing waiting) or closed, with its backlog.
+                // A TCP socket: listening (nothing waiting), closed or established, with
+                // its backlog.
                 let (tcp_state, backlog) = if tcp {
                     let info = inetsk::tcp_info(s).map_err(io_err("reading TCP_INFO of"))?;
                     match info.state {
@@ -93,10 +246,25 @@ impl FileTable {
                             ))
                         }
                         TCP_LISTEN => (u32::from(TCP_LISTEN), info.backlog),
-                        s if u32::from(s) == TCP_CLOSE => (TCP_CLOSE, 0),
+                        st if u32::from(st) == TCP_CLOSE => (TCP_CLOSE, 0),
+                        st if u32::from(st) == TCP_ESTABLISHED && !self.tcp_established => {
+                            return Err(unsupported(
+                                "an established TCP connection (dump with --tcp-established)",
+                            ))
+                        }
+                        // The backlog CRIU records for a connection: its send queue.
+                        st if u32::from(st) == TCP_ESTABLISHED => (
+                            TCP_ESTABLISHED,
+                            repair::outq_len(s).map_err(io_err("reading SIOCOUTQ of"))?,
+                        ),
+                        2 | 3 => {
+                            return Err(unsupported(
+                                "a TCP connection being opened (SYN sent or received)",
+                            ))
+                        }
                         _ => {
                             return Err(unsupported(
-                                "a TCP connection (established, connecting or closing)",
+                                "a TCP connection being closed (half-closed, or in TIME-WAIT)",
                             ))
                         }
                     }
@@ -149,6 +317,30 @@ impl FileTable {
                 let id = self.alloc();
                 let fown = self.fown(&file, pid)?;
                 let opts = sk_opts(&file).map_err(io_err("reading the options of"))?;
+                let tcp_opts = if tcp {
+                    Some(tcp_opts(s).map_err(io_err("reading the TCP options of"))?)
+                } else {
+                    None
+                };
+                if tcp_state == TCP_ESTABLISHED {
+                    let (e, inq, outq) = self
+                        .repaired
+                        .read(s, opts.reuseaddr())
+                        .map_err(io_err("reading in TCP repair mode"))?;
+                    let name = format!("tcp-stream-{:x}.img", key.1);
+                    let mut img = ImageWriter::new(name.clone(), "TCP_STREAM");
+                    img.push(&e).map_err(image_err(&name))?;
+                    img.payload(&inq);
+                    img.payload(&outq);
+                    debug!(
+                        pid,
+                        fd,
+                        inq = inq.len(),
+                        outq = outq.len(),
+                        "TCP connection"
+                    );
+                    self.tcp_streams.push(img);
+                }
                 let state = if tcp {
                     tcp_state
                 } else if peer.is_some() {
@@ -177,6 +369,7 @@ impl FileTable {
                         opts: MessageField::some(opts),
                         v6only,
                         ip_opts: MessageField::some(ip_opts),
+                        tcp_opts: tcp_opts.into(),
                         ..Default::default()
                     }),
                     ..Default::default()

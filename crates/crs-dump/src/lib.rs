@@ -333,10 +333,14 @@ pub fn dump_notified(opts: &DumpOptions, notify: Notify<'_>) -> Result<DumpStats
     let how = if opts.leave_running {
         Release::Detach
     } else {
+        // Its connections close silently.
+        out.repaired.arm();
         Release::Kill
     };
     tree.release(how)
         .map_err(|source| DumpError::Release { pid, source })?;
+    // Killed, the tree's connections close in repair mode, sending nothing.
+    std::mem::take(&mut out.repaired).leave();
     if let Some(mut dir) = unfinished {
         // --live: the tree runs; its pages are copied now, each page a thread is about
         // to write first. Until the images are complete the guardian still removes them
@@ -577,7 +581,6 @@ fn push<M: protobuf::Message>(img: &mut ImageWriter, m: &M) -> Result<()> {
 }
 
 /// Everything between seize and commit: returns the staged images.
-/// Everything between seize and commit: returns the staged images.
 fn dump_seized(
     tree: &mut SeizedTree,
     proc_dir: &ProcDir,
@@ -592,6 +595,7 @@ fn dump_seized(
         live_jobs,
         inventory: deferred_inventory,
         live: live_session,
+        repaired,
     } = out;
     let live_session = live_session.as_ref();
     let root = proc_dir.pid();
@@ -602,6 +606,7 @@ fn dump_seized(
     link_parent(opts)?;
     let mut files = FileTable::new(opts.ghost_limit);
     files.set_inner_pids(vpids.map());
+    files.tcp_established = opts.tcp_established;
     let mut seccomp = Seccomp_entry::default();
     let mut pstree = Vec::with_capacity(order.len());
     let mut pages_id = 0u32;
@@ -702,6 +707,7 @@ fn dump_seized(
         .filter(|((_, _, zombie), e)| !zombie && e.pid() == e.sid())
         .map(|((pid, _, _), _)| *pid)
         .collect();
+    *repaired = files.take_repaired();
     files.write(&mut dir, &leaders, opts.shell_job)?;
     let mut img = ImageWriter::new("pstree.img", "PSTREE");
     for e in &pstree {
@@ -779,6 +785,9 @@ struct Outputs {
     inventory: Option<ImageWriter>,
     /// `--live`: faults on protected memory are served from the first protection on.
     live: Option<live::Session>,
+    /// Established TCP connections in repair mode: out of it again when dropped, unless
+    /// the tree was killed.
+    repaired: files::Repaired,
 }
 
 /// What the processes of one dump share while each is dumped.

@@ -81,16 +81,19 @@ pub(crate) struct FileImages {
     pub fifo_data: BTreeMap<u32, PipeData>,
     /// Terminals: tty-info.img, tty-data.img, how each TTY file is restored.
     pub ttys: crate::tty::Terminals,
+    /// Established TCP connection (file id) -> tcp-stream-INO.img.
+    pub tcp_streams: BTreeMap<u32, crate::inetsk::Stream>,
 }
 
-/// Reads and checks remap-fpath.img, the ghost files it names and pipes-data.img (each
-/// optional: CRIU does not write empty images). `files` is files.img by id.
+/// Reads and checks remap-fpath.img, the ghost files it names, pipes-data.img (each
+/// optional: CRIU does not write empty images) and each connection's tcp-stream-INO.img. `files` is files.img by id.
 pub(crate) fn load(
     dir: &Path,
     files: &BTreeMap<u32, File_entry>,
 ) -> Result<FileImages, RestoreError> {
     let mut out = FileImages {
         ttys: crate::tty::load(dir, files)?,
+        tcp_streams: crate::inetsk::load_streams(dir, files)?,
         ..FileImages::default()
     };
     let remap_path = dir.join("remap-fpath.img");

@@ -1,23 +1,38 @@
-//! UDP sockets, and TCP sockets listening or only bound (IPv4, IPv6): made in crs and
-//! handed to their holders (`handoff`).
+//! UDP sockets, TCP sockets listening or only bound, and established TCP connections
+//! (IPv4, IPv6): made in crs and handed to their holders (`handoff`).
 //!
 //! ```text
-//! check  : an inet_sk_entry of a UDP datagram socket, IPv4 or IPv6, with addresses of
-//!          its family's size; anything else (TCP, raw, ...) refused by name
-//! create : socket, SO_REUSEADDR and the other options, IPV6_V6ONLY, TOS/TTL, freebind,
-//!          bind to its address when it had one, connect to its peer when it had one (UDP)
-//!          or listen with its backlog (TCP), O_NONBLOCK; the owner (F_SETOWN) is the
-//!          holder's to set (`fown`)
+//! check  : an inet_sk_entry of a UDP or TCP socket, IPv4 or IPv6, with addresses of
+//!          its family's size; a TCP socket listening, closed or established; anything
+//!          else (raw, a connection being opened or closed, ...) refused by name
+//! load   : tcp-stream-INO.img of each established connection (sequence numbers,
+//!          window, negotiated options, queued bytes)
+//! create : every socket but the connections first (a listener binds its port before
+//!          the connections that share it), then the connections, in repair mode:
+//!          socket, options, IPV6_V6ONLY, TOS/TTL, freebind
+//!          TCP_REPAIR on, each queue's starting sequence number, bind, connect (no
+//!          handshake), the negotiated options, the timestamp clock, the receive queue's
+//!          bytes and the sent-unacknowledged part of the send queue, the window
+//!          then, every connection made (both ends of one in the tree exist: neither is
+//!          answered with a RST), TCP_REPAIR off (a window probe goes out), the unsent
+//!          part of the send queue written as new data, SO_REUSEADDR as dumped
+//!          bind / connect (UDP) / listen with its backlog (TCP) for the others;
+//!          O_NONBLOCK; the owner (F_SETOWN) is the holder's to set (`fown`)
 //! ```
-//! Datagrams queued at the dump were refused then: nothing is queued here.
+//! Datagrams queued at the dump were refused then: nothing is queued here. The sockets
+//! are made in the tree's network namespace when it has its own.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
+use crs_images::codec::{read_file, ImageReader};
 use crs_images::pb::fdinfo::{Fd_types, File_entry};
 use crs_images::pb::sk_inet::Inet_sk_entry;
+use crs_images::pb::tcp_stream::{Tcp_opts_entry, Tcp_stream_entry};
 use crs_sys::inetsk;
+use crs_sys::tcp_repair::{self as repair, Queue};
 use crs_sys::unixsk as sk;
 use tracing::debug;
 
@@ -75,10 +90,10 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
             format!("UDP socket {id}: state {}", e.state()),
         ));
     }
-    if tcp && e.state() != TCP_LISTEN && e.state() != TCP_CLOSE {
+    if tcp && ![TCP_LISTEN, TCP_CLOSE, TCP_ESTABLISHED].contains(&e.state()) {
         return Err(unsupported(format!(
-            "files.img: TCP socket {id} in state {} (crs restores listening and closed \
-             ones; connections need TCP_REPAIR)",
+            "files.img: TCP socket {id} in state {} (crs restores listening, closed and \
+             established ones; not a connection being opened or closed)",
             e.state()
         )));
     }
@@ -93,8 +108,93 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Makes every inet socket the tree holds, in crs, for the holders to take.
-pub(crate) fn create_in_crs(tree: &Tree, out: &mut CrsFiles) -> Result<(), RestoreError> {
+/// Established connections are restored with `--tcp-established` only, as CRIU does (the
+/// peer of one outside the tree must be waiting for it, and its network locked).
+pub(crate) fn check_tree(tree: &Tree, tcp_established: bool) -> Result<(), RestoreError> {
+    let conns = tree
+        .procs
+        .first()
+        .map_or(0, |p| p.file_images.tcp_streams.len());
+    if conns > 0 && !tcp_established {
+        return Err(unsupported(format!(
+            "{conns} established TCP connection(s) in the images (restore with \
+             --tcp-established)"
+        )));
+    }
+    Ok(())
+}
+
+/// One established connection's tcp-stream-INO.img.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub entry: Tcp_stream_entry,
+    pub inq: Vec<u8>,
+    pub outq: Vec<u8>,
+}
+
+fn is_connection(e: &Inet_sk_entry) -> bool {
+    e.type_() as i32 == libc::SOCK_STREAM && e.state() == TCP_ESTABLISHED
+}
+
+/// Reads tcp-stream-INO.img of every established connection of `files` (by file id).
+pub(crate) fn load_streams(
+    dir: &Path,
+    files: &BTreeMap<u32, File_entry>,
+) -> Result<BTreeMap<u32, Stream>, RestoreError> {
+    let mut out = BTreeMap::new();
+    for f in files.values().filter(|f| f.type_() == Fd_types::INETSK) {
+        let Some(e) = f.isk.as_ref().filter(|e| is_connection(e)) else {
+            continue;
+        };
+        let name = format!("tcp-stream-{:x}.img", e.ino());
+        let path = dir.join(&name);
+        if !path.exists() {
+            return Err(invalid(
+                "files.img",
+                format!(
+                    "established TCP socket {} has no {name} (its sequence numbers and queues)",
+                    f.id()
+                ),
+            ));
+        }
+        let bytes = read_file(&path)?;
+        let label = path.display().to_string();
+        let mut r = ImageReader::new(&label, &bytes, "TCP_STREAM")?;
+        let Some(entry) = r.next::<Tcp_stream_entry>()? else {
+            return Err(invalid(&name, "no entry"));
+        };
+        let bad = |what: String| invalid(&name, what);
+        if entry.unsq_len() > entry.outq_len() {
+            return Err(bad(format!(
+                "{} unsent bytes of a send queue of {}",
+                entry.unsq_len(),
+                entry.outq_len()
+            )));
+        }
+        if entry.snd_wscale() > 14 || entry.rcv_wscale() > 14 {
+            return Err(bad(format!(
+                "window scales {} and {} (at most 14)",
+                entry.snd_wscale(),
+                entry.rcv_wscale()
+            )));
+        }
+        let inq = r.payload(u64::from(entry.inq_len()))?.to_vec();
+        let outq = r.payload(u64::from(entry.outq_len()))?.to_vec();
+        if !r.rest().is_empty() {
+            return Err(bad("bytes after the send queue".into()));
+        }
+        out.insert(f.id(), Stream { entry, inq, outq });
+    }
+    Ok(out)
+}
+
+/// Makes every inet socket the tree holds, in crs (in the tree's network namespace when
+/// it has one: `net_of`, the process to take it from), for the holders to take.
+pub(crate) fn create_in_crs(
+    tree: &Tree,
+    net_of: Option<crs_sys::Tid>,
+    out: &mut CrsFiles,
+) -> Result<(), RestoreError> {
     let Some(first) = tree.procs.first() else {
         return Ok(());
     };
@@ -105,22 +205,52 @@ pub(crate) fn create_in_crs(tree: &Tree, out: &mut CrsFiles) -> Result<(), Resto
         .filter(|e| e.type_() == Fd_types::INETSK)
         .map(|e| e.id())
         .collect();
-    for id in held {
-        let e = isk(&first.files[&id])?;
-        let fd = make(e).map_err(|(what, source)| RestoreError::InetSocket { id, what, source })?;
-        out.by_id.insert(id, fd);
+    if held.is_empty() {
+        return Ok(());
     }
+    let streams = &first.file_images.tcp_streams;
+    let make_all = || -> Result<Vec<(u32, OwnedFd)>, RestoreError> {
+        let entries = held
+            .iter()
+            .map(|&id| Ok((id, isk(&first.files[&id])?)))
+            .collect::<Result<Vec<_>, RestoreError>>()?;
+        let (conns, others): (Vec<_>, Vec<_>) =
+            entries.into_iter().partition(|(_, e)| is_connection(e));
+        let mut made = Vec::with_capacity(held.len());
+        for (id, e) in others {
+            let fd =
+                make(e).map_err(|(what, source)| RestoreError::InetSocket { id, what, source })?;
+            made.push((id, fd));
+        }
+        let mut repaired = Vec::with_capacity(conns.len());
+        for &(id, e) in &conns {
+            let stream = streams.get(&id).expect("loaded with the images");
+            let fd = make_connection(e, stream)
+                .map_err(|(what, source)| RestoreError::InetSocket { id, what, source })?;
+            repaired.push((id, e, fd));
+        }
+        for (id, e, fd) in repaired {
+            let stream = streams.get(&id).expect("loaded with the images");
+            finish_connection(fd.as_fd(), e, stream)
+                .map_err(|(what, source)| RestoreError::InetSocket { id, what, source })?;
+            made.push((id, fd));
+        }
+        Ok(made)
+    };
+    let made = match net_of {
+        Some(pid) => crate::ns::within(pid, &["net"], make_all)?,
+        None => make_all()?,
+    };
+    out.by_id.extend(made);
     Ok(())
 }
 
 type Failed = (String, std::io::Error);
 
-fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
+/// A new socket of `e`'s family, type and protocol with its socket-level and IP-level
+/// options.
+fn new_socket(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     let family = e.family() as i32;
-    let at = |what: &str| {
-        let what = what.to_string();
-        move |source| (what, source)
-    };
     let s = inetsk::socket(family, e.type_() as i32, e.proto() as i32).map_err(at("socket"))?;
     let fd = s.as_fd();
     let int = |level, name, v: u32| sk::setsockopt_int(fd, level, name, v as i32);
@@ -152,6 +282,40 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
             int(level, ttl, ip.ttl()).map_err(at("the TTL"))?;
         }
     }
+    if let Some(t) = e.tcp_opts.as_ref() {
+        set_tcp_opts(fd, t).map_err(at("the TCP options"))?;
+    }
+    Ok(s)
+}
+
+fn at(what: &str) -> impl FnOnce(std::io::Error) -> Failed {
+    let what = what.to_string();
+    move |source| (what, source)
+}
+
+/// TCP_NODELAY, TCP_CORK and the keepalive timing, where the image has them.
+fn set_tcp_opts(fd: BorrowedFd<'_>, t: &Tcp_opts_entry) -> std::io::Result<()> {
+    let int = |name, v: u32| sk::setsockopt_int(fd, libc::IPPROTO_TCP, name, v as i32);
+    for (has, name, v) in [
+        (t.has_nodelay(), libc::TCP_NODELAY, u32::from(t.nodelay())),
+        (t.has_cork(), libc::TCP_CORK, u32::from(t.cork())),
+        // 0 is not a keepalive time the kernel takes (an image without them).
+        (t.keepcnt() > 0, libc::TCP_KEEPCNT, t.keepcnt()),
+        (t.keepidle() > 0, libc::TCP_KEEPIDLE, t.keepidle()),
+        (t.keepintvl() > 0, libc::TCP_KEEPINTVL, t.keepintvl()),
+    ] {
+        if has {
+            int(name, v)?;
+        }
+    }
+    Ok(())
+}
+
+fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
+    let family = e.family() as i32;
+    let s = new_socket(e)?;
+    let fd = s.as_fd();
+    let int = |level, name, v: u32| sk::setsockopt_int(fd, level, name, v as i32);
     let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
     let bound = src.port() != 0 || !src.ip().is_unspecified();
     if bound {
@@ -179,6 +343,104 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     }
     debug!(id = e.id(), %src, state = e.state(), tcp, "inet socket made");
     Ok(s)
+}
+
+/// An established connection as `stream` saved it, left in repair mode: everything but
+/// the unsent bytes (see the module's comment).
+fn make_connection(e: &Inet_sk_entry, stream: &Stream) -> Result<OwnedFd, Failed> {
+    let family = e.family() as i32;
+    let s = new_socket(e)?;
+    let fd = s.as_fd();
+    let t = &stream.entry;
+    repair::set_repair(fd, true).map_err(at("TCP_REPAIR"))?;
+    // Where the queues start: the bytes put back below move them on to the saved ends.
+    repair::select_queue(fd, Queue::Recv).map_err(at("TCP_REPAIR_QUEUE"))?;
+    repair::set_queue_seq(fd, t.inq_seq().wrapping_sub(t.inq_len()))
+        .map_err(at("the receive queue's sequence number"))?;
+    repair::select_queue(fd, Queue::Send).map_err(at("TCP_REPAIR_QUEUE"))?;
+    repair::set_queue_seq(fd, t.outq_seq().wrapping_sub(t.outq_len()))
+        .map_err(at("the send queue's sequence number"))?;
+    let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
+    let dst = addr(family, &e.dst_addr, e.dst_port()).expect("checked at load");
+    // Bound whatever else has the port (repair mode forces reuse); freebind as dumped.
+    let freebind = e.ip_opts.as_ref().is_some_and(|ip| ip.freebind());
+    sk::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(at("IP_FREEBIND"))?;
+    inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
+    if !freebind {
+        sk::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 0)
+            .map_err(at("IP_FREEBIND"))?;
+    }
+    inetsk::connect(fd, &dst).map_err(at(&format!("connect (repair) to {dst}")))?;
+    let mask = t.opt_mask();
+    let mut opts = Vec::with_capacity(4);
+    if mask & repair::TCPI_OPT_SACK != 0 {
+        opts.push((repair::TCPOPT_SACK_PERM, 0));
+    }
+    if mask & repair::TCPI_OPT_WSCALE != 0 {
+        opts.push((
+            repair::TCPOPT_WINDOW,
+            t.snd_wscale() | (t.rcv_wscale() << 16),
+        ));
+    }
+    if mask & repair::TCPI_OPT_TIMESTAMPS != 0 {
+        opts.push((repair::TCPOPT_TIMESTAMP, 0));
+    }
+    opts.push((repair::TCPOPT_MAXSEG, t.mss_clamp()));
+    repair::set_options(fd, &opts).map_err(at("TCP_REPAIR_OPTIONS"))?;
+    if mask & repair::TCPI_OPT_TIMESTAMPS != 0 {
+        repair::set_timestamp(fd, t.timestamp()).map_err(at("TCP_TIMESTAMP"))?;
+    }
+    // Room for the send queue whatever the send buffer the image has (one the kernel had
+    // grown past what an option sets): the kernel counts each queued buffer's overhead
+    // too. The size is put back once the queue is in (`finish_connection`). The receive
+    // buffer stays as dumped: it bounds the window the restored socket offers, and a
+    // larger one would let its peer send more than it then has room for.
+    let room = (u64::from(t.outq_len()) * 4 + (1 << 20)).min(i32::MAX as u64 / 2);
+    sk::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, room as i32)
+        .map_err(at("room for the send queue"))?;
+    repair::select_queue(fd, Queue::Recv).map_err(at("TCP_REPAIR_QUEUE"))?;
+    repair::send(fd, &stream.inq).map_err(at("the receive queue's bytes"))?;
+    let sent = (t.outq_len() - t.unsq_len()) as usize;
+    repair::select_queue(fd, Queue::Send).map_err(at("TCP_REPAIR_QUEUE"))?;
+    repair::send(fd, &stream.outq[..sent]).map_err(at("the send queue's sent bytes"))?;
+    if t.has_snd_wl1() {
+        let w = repair::Window {
+            snd_wl1: t.snd_wl1(),
+            snd_wnd: t.snd_wnd(),
+            max_window: t.max_window(),
+            rcv_wnd: t.rcv_wnd(),
+            rcv_wup: t.rcv_wup(),
+        };
+        repair::set_window(fd, &w).map_err(at("TCP_REPAIR_WINDOW"))?;
+    }
+    debug!(id = e.id(), %src, %dst, inq = t.inq_len(), outq = t.outq_len(), "TCP connection made in repair mode");
+    Ok(s)
+}
+
+/// Takes a connection `make_connection` made out of repair mode: its unsent bytes are
+/// queued as new data, SO_REUSEADDR and O_NONBLOCK are as dumped.
+fn finish_connection(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> Result<(), Failed> {
+    let reuseaddr = e.opts.as_ref().is_some_and(|o| o.reuseaddr());
+    repair::resume(fd, reuseaddr).map_err(at("TCP_REPAIR off"))?;
+    let t = &stream.entry;
+    let sent = (t.outq_len() - t.unsq_len()) as usize;
+    repair::send(fd, &stream.outq[sent..]).map_err(at("the send queue's unsent bytes"))?;
+    if let Some(o) = e.opts.as_ref() {
+        // The kernel doubles what SO_*BUF sets and reports the doubled value.
+        for (name, v) in [
+            (libc::SO_SNDBUFFORCE, o.so_sndbuf()),
+            (libc::SO_RCVBUFFORCE, o.so_rcvbuf()),
+        ] {
+            if v / 2 != 0 {
+                sk::setsockopt_int(fd, libc::SOL_SOCKET, name, (v / 2) as i32)
+                    .map_err(at("the buffer sizes"))?;
+            }
+        }
+    }
+    if e.flags() & libc::O_NONBLOCK as u32 != 0 {
+        sk::set_nonblock(fd, true).map_err(at("O_NONBLOCK"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -246,12 +508,7 @@ mod tests {
             tcp.contains("inet socket 5: an address or port of the wrong size"),
             "{tcp}"
         );
-        let conn = refusal(&entry(
-            libc::SOCK_STREAM,
-            libc::IPPROTO_TCP,
-            TCP_ESTABLISHED,
-            vec![0],
-        ));
-        assert!(conn.contains("TCP socket 5 in state 1"), "{conn}");
+        let opening = refusal(&entry(libc::SOCK_STREAM, libc::IPPROTO_TCP, 2, vec![0]));
+        assert!(opening.contains("TCP socket 5 in state 2"), "{opening}");
     }
 }

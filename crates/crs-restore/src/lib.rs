@@ -221,13 +221,10 @@ impl Loaded {
 /// anything (it reads only the images: not whether pids are free or the files they name
 /// are unchanged). An image crs refuses is an error that names it.
 pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
-    for (set, what) in [
-        (opts.tcp_established, "--tcp-established"),
-        (opts.ext_unix_sk, "--ext-unix-sk"),
-    ] {
-        if set {
-            return Err(RestoreError::Unsupported { what: what.into() });
-        }
+    if opts.ext_unix_sk {
+        return Err(RestoreError::Unsupported {
+            what: "--ext-unix-sk".into(),
+        });
     }
     let dir = &opts.images_dir;
     // The checksums first: a changed byte is refused by name before any parser reads it.
@@ -258,6 +255,7 @@ pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
     plan_of(&tree, opts.shell_job)?;
     unixsk::check_tree(&tree)?;
     pidfd::check_tree(&tree)?;
+    inetsk::check_tree(&tree, opts.tcp_established)?;
     Ok(Loaded {
         tree,
         shm,
@@ -460,7 +458,11 @@ fn restore_inner(
     let (segments, sysv_pages) = sysv::Segments::create(&sysv_images, own_ipc)?;
     ns.finish(root_host)?;
     unixsk::create_in_crs(&loaded, &mut crs_files)?;
-    inetsk::create_in_crs(&loaded, &mut crs_files)?;
+    inetsk::create_in_crs(
+        &loaded,
+        ns.net.is_some().then_some(root_host),
+        &mut crs_files,
+    )?;
     anonfd::create_in_crs(&loaded, &mut crs_files)?;
     // Every process and zombie exists now: pidfds of them, and of gone ones.
     pidfd::create_in_crs(&loaded, &mut crs_files)?;

@@ -1193,6 +1193,7 @@ pub(crate) fn set_sk_opts(fd: BorrowedFd<'_>, o: &Sk_opts_entry) -> io::Result<(
         (o.so_broadcast(), libc::SO_BROADCAST),
         (o.so_dontroute(), libc::SO_DONTROUTE),
         (o.so_no_check(), libc::SO_NO_CHECK),
+        (o.so_keepalive(), libc::SO_KEEPALIVE),
     ] {
         if on {
             int(name, 1)?;

@@ -156,12 +156,19 @@ pub struct TcpInfo {
     pub pending: u32,
     /// A listener: its backlog, as listen() set it (`tcpi_sacked`).
     pub backlog: u32,
+    /// `tcpi_options`: the TCPI_OPT_* the handshake agreed on.
+    pub options: u32,
+    /// The window scale shifts: what the peer applies to ours, and we to the peer's.
+    pub snd_wscale: u32,
+    /// See `snd_wscale`.
+    pub rcv_wscale: u32,
 }
 
 /// `getsockopt(TCP_INFO)`.
 pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
-    // struct tcp_info: eight u8 fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,
-    // sacked, ...
+    // struct tcp_info: u8 state, ca_state, retransmits, probes, backoff, options, then
+    // the two 4-bit window scales (snd low, rcv high) and one more u8; then u32 rto, ato,
+    // snd_mss, rcv_mss, unacked, sacked, ...
     let mut buf = [0u8; 104];
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `buf` and the length into `len`,
@@ -189,6 +196,9 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
         state: buf[0],
         pending: word(24),
         backlog: word(28),
+        options: u32::from(buf[5]),
+        snd_wscale: u32::from(buf[6] & 0xf),
+        rcv_wscale: u32::from(buf[6] >> 4),
     })
 }
 

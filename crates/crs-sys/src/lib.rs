@@ -23,6 +23,7 @@ pub mod sched;
 pub mod seccomp;
 pub mod shmem;
 pub mod sysv;
+pub mod tcp_repair;
 pub mod time;
 pub mod tty;
 pub mod uffd;

@@ -1,0 +1,366 @@
+//! TCP repair mode (`TCP_REPAIR`, Linux 3.5+): a socket in repair mode sends nothing (no
+//! ACK, no FIN or RST when closed), its sequence numbers and options can be read and set,
+//! its queues read without being consumed and filled without being sent, and `connect`
+//! makes it established at once, without a handshake. Needs CAP_NET_ADMIN.
+//!
+//! ```text
+//!   send queue:  snd_una ... snd_nxt ... write_seq     (SIOCOUTQ = write_seq - snd_una,
+//!                 (sent, not acked)(not sent)           SIOCOUTQNSD = write_seq - snd_nxt)
+//!   recv queue:  copied_seq ... rcv_nxt                (SIOCINQ = rcv_nxt - copied_seq)
+//!   TCP_QUEUE_SEQ reads write_seq / rcv_nxt; set (on a new socket) it is where the queue
+//!   starts, and what is then put in the queue moves it on.
+//! ```
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use crate::unixsk::{getsockopt_int, setsockopt_int};
+
+const TCP_REPAIR: i32 = 19;
+const TCP_REPAIR_QUEUE: i32 = 20;
+const TCP_QUEUE_SEQ: i32 = 21;
+const TCP_REPAIR_OPTIONS: i32 = 22;
+const TCP_TIMESTAMP: i32 = 24;
+const TCP_REPAIR_WINDOW: i32 = 29;
+const SIOCOUTQNSD: libc::c_ulong = 0x894b;
+
+/// One of a socket's two queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queue {
+    /// Bytes received, not yet read (`TCP_RECV_QUEUE`).
+    Recv = 1,
+    /// Bytes written, not yet acknowledged (`TCP_SEND_QUEUE`).
+    Send = 2,
+}
+
+/// `TCPOPT_*` codes `TCP_REPAIR_OPTIONS` takes.
+pub const TCPOPT_MAXSEG: u32 = 2;
+/// Window scale: the value is `snd_wscale | rcv_wscale << 16`.
+pub const TCPOPT_WINDOW: u32 = 3;
+/// SACK permitted (value 0).
+pub const TCPOPT_SACK_PERM: u32 = 4;
+/// Timestamps (value 0).
+pub const TCPOPT_TIMESTAMP: u32 = 8;
+
+/// `tcpi_options` bits.
+pub const TCPI_OPT_TIMESTAMPS: u32 = 1;
+/// SACK was negotiated.
+pub const TCPI_OPT_SACK: u32 = 2;
+/// Window scaling was negotiated.
+pub const TCPI_OPT_WSCALE: u32 = 4;
+
+fn int(fd: BorrowedFd<'_>, name: i32) -> io::Result<i32> {
+    getsockopt_int(fd, libc::IPPROTO_TCP, name)
+}
+
+fn set_int(fd: BorrowedFd<'_>, name: i32, v: i32) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, name, v)
+}
+
+/// Repair mode on or off. Turned off on an established socket, the kernel sends a window
+/// probe; on, sockets bind whatever the address's other users (`SK_FORCE_REUSE`), and off
+/// again leaves SO_REUSEADDR off.
+pub fn set_repair(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    set_int(fd, TCP_REPAIR, i32::from(on))
+}
+
+/// Repair mode off without the window probe (`TCP_REPAIR_OFF_NO_WP`), for a socket whose
+/// state was only read, and SO_REUSEADDR back to `reuseaddr`.
+pub fn leave_quietly(fd: BorrowedFd<'_>, reuseaddr: bool) -> io::Result<()> {
+    set_int(fd, TCP_REPAIR, -1)?;
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        i32::from(reuseaddr),
+    )
+}
+
+/// Repair mode off, and SO_REUSEADDR as it was before it was turned on (`reuseaddr`).
+pub fn resume(fd: BorrowedFd<'_>, reuseaddr: bool) -> io::Result<()> {
+    set_repair(fd, false)?;
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        i32::from(reuseaddr),
+    )
+}
+
+/// Which queue `queue_seq`, `set_queue_seq`, `peek` and `send` act on.
+pub fn select_queue(fd: BorrowedFd<'_>, q: Queue) -> io::Result<()> {
+    set_int(fd, TCP_REPAIR_QUEUE, q as i32)
+}
+
+/// The selected queue's sequence number (write_seq or rcv_nxt).
+pub fn queue_seq(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    int(fd, TCP_QUEUE_SEQ).map(|v| v as u32)
+}
+
+/// Sets where the selected queue starts (a socket not yet connected).
+pub fn set_queue_seq(fd: BorrowedFd<'_>, seq: u32) -> io::Result<()> {
+    set_int(fd, TCP_QUEUE_SEQ, seq as i32)
+}
+
+/// The TCP timestamp clock of the socket (`TCP_TIMESTAMP`).
+pub fn timestamp(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    int(fd, TCP_TIMESTAMP).map(|v| v as u32)
+}
+
+/// Sets the socket's timestamp clock to go on from `ts`.
+pub fn set_timestamp(fd: BorrowedFd<'_>, ts: u32) -> io::Result<()> {
+    set_int(fd, TCP_TIMESTAMP, ts as i32)
+}
+
+/// The MSS clamp (`TCP_MAXSEG`).
+pub fn mss(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    int(fd, libc::TCP_MAXSEG).map(|v| v as u32)
+}
+
+fn ioctl_int(fd: BorrowedFd<'_>, req: libc::c_ulong) -> io::Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCINQ, SIOCOUTQ and SIOCOUTQNSD write one int through the pointer, a live
+    // local; the fd is borrowed.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), req as _, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as u32)
+}
+
+/// Bytes in the receive queue (SIOCINQ).
+pub fn inq_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    ioctl_int(fd, libc::FIONREAD as libc::c_ulong)
+}
+
+/// Bytes in the send queue, sent or not (SIOCOUTQ).
+pub fn outq_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    ioctl_int(fd, libc::TIOCOUTQ as libc::c_ulong)
+}
+
+/// Bytes of the send queue not yet sent (SIOCOUTQNSD).
+pub fn unsent_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    ioctl_int(fd, SIOCOUTQNSD)
+}
+
+/// The selected queue's `len` bytes, left in the queue (recv with MSG_PEEK). Fewer or more
+/// bytes than `len` is an error: the queue changed under a frozen socket.
+pub fn peek(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+    if len == 0 {
+        // An empty queue answers EAGAIN (or its last data if not quite empty): nothing
+        // to read.
+        return Ok(Vec::new());
+    }
+    let mut buf = vec![0u8; len + 1];
+    // SAFETY: recv writes at most `buf.len()` bytes into `buf`, alive across the call.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the queue holds {n} bytes, not the {len} its size said"),
+        ));
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Writes all of `data` into the selected queue (in repair mode: as received, or as sent
+/// and unacknowledged; out of it: as new data to send). The kernel takes a receive
+/// queue's write as one linear buffer: when one that large cannot be had (ENOMEM), the
+/// pieces are halved.
+pub fn send(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
+    let mut off = 0;
+    let mut chunk = data.len().max(1);
+    while off < data.len() {
+        let len = chunk.min(data.len() - off);
+        // SAFETY: send reads `len` bytes from `data[off..]`, in bounds and alive.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                data[off..].as_ptr().cast(),
+                len,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            let e = io::Error::last_os_error();
+            if chunk > 1024 && (n == 0 || e.raw_os_error() == Some(libc::ENOMEM)) {
+                chunk /= 2;
+                continue;
+            }
+            return Err(if n == 0 {
+                io::Error::new(io::ErrorKind::WriteZero, "the queue took no bytes")
+            } else {
+                e
+            });
+        }
+        off += n as usize;
+    }
+    Ok(())
+}
+
+/// `TCP_REPAIR_OPTIONS`: the options the handshake negotiated, as (TCPOPT_*, value).
+pub fn set_options(fd: BorrowedFd<'_>, opts: &[(u32, u32)]) -> io::Result<()> {
+    let words: Vec<u32> = opts.iter().flat_map(|&(c, v)| [c, v]).collect();
+    set_raw(fd, TCP_REPAIR_OPTIONS, &words)
+}
+
+/// The window state `TCP_REPAIR_WINDOW` reads and sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Sequence number of the segment that last updated the send window.
+    pub snd_wl1: u32,
+    /// The send window.
+    pub snd_wnd: u32,
+    /// The largest window the peer offered.
+    pub max_window: u32,
+    /// The receive window offered.
+    pub rcv_wnd: u32,
+    /// rcv_nxt when the receive window was last offered.
+    pub rcv_wup: u32,
+}
+
+/// `getsockopt(TCP_REPAIR_WINDOW)` (repair mode only).
+pub fn window(fd: BorrowedFd<'_>) -> io::Result<Window> {
+    let mut w = [0u32; 5];
+    let mut len = std::mem::size_of_val(&w) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `w` and the length into `len`,
+    // both live locals; the fd is borrowed.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_REPAIR_WINDOW,
+            w.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of_val(&w) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("TCP_REPAIR_WINDOW of {len} bytes"),
+        ));
+    }
+    Ok(Window {
+        snd_wl1: w[0],
+        snd_wnd: w[1],
+        max_window: w[2],
+        rcv_wnd: w[3],
+        rcv_wup: w[4],
+    })
+}
+
+/// `setsockopt(TCP_REPAIR_WINDOW)` (repair mode, established).
+pub fn set_window(fd: BorrowedFd<'_>, w: &Window) -> io::Result<()> {
+    set_raw(
+        fd,
+        TCP_REPAIR_WINDOW,
+        &[w.snd_wl1, w.snd_wnd, w.max_window, w.rcv_wnd, w.rcv_wup],
+    )
+}
+
+fn set_raw(fd: BorrowedFd<'_>, name: i32, words: &[u32]) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of_val(words)` bytes from `words`, alive across the
+    // call; the fd is borrowed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            name,
+            words.as_ptr().cast(),
+            std::mem::size_of_val(words) as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inetsk::{bind, connect, local_addr, socket, tcp_info};
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    /// A loopback connection: a socket crs made (`ours`) and the accepted end.
+    fn pair() -> (std::os::fd::OwnedFd, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP).unwrap();
+        connect(s.as_fd(), &l.local_addr().unwrap()).unwrap();
+        let (peer, _) = l.accept().unwrap();
+        (s, peer)
+    }
+
+    #[test]
+    fn queues_are_read_in_place_and_refilled_on_a_copy() {
+        if !crs_testkit::root_or_skip("queues_are_read_in_place_and_refilled_on_a_copy") {
+            return;
+        }
+        let (s, mut peer) = pair();
+        peer.write_all(b"to be read later").unwrap();
+        // The bytes are in s's receive queue once SIOCINQ says so (loopback delivers on
+        // write).
+        assert_eq!(inq_len(s.as_fd()).unwrap(), 16);
+        set_repair(s.as_fd(), true).unwrap();
+        select_queue(s.as_fd(), Queue::Recv).unwrap();
+        let rcv_nxt = queue_seq(s.as_fd()).unwrap();
+        assert_eq!(peek(s.as_fd(), 16).unwrap(), b"to be read later");
+        assert!(peek(s.as_fd(), 10).is_err(), "a wrong length is an error");
+        select_queue(s.as_fd(), Queue::Send).unwrap();
+        let write_seq = queue_seq(s.as_fd()).unwrap();
+        let w = window(s.as_fd()).unwrap();
+        let info = tcp_info(s.as_fd()).unwrap();
+        let (src, dst) = (
+            local_addr(s.as_fd()).unwrap().unwrap(),
+            crate::inetsk::peer_addr(s.as_fd()).unwrap().unwrap(),
+        );
+        let mss = mss(s.as_fd()).unwrap();
+        let ts = timestamp(s.as_fd()).unwrap();
+        // A copy: the old socket goes silently (repair mode), the new one takes its place.
+        drop(s);
+        let c = socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP).unwrap();
+        let fd = c.as_fd();
+        set_repair(fd, true).unwrap();
+        select_queue(fd, Queue::Recv).unwrap();
+        set_queue_seq(fd, rcv_nxt - 16).unwrap();
+        select_queue(fd, Queue::Send).unwrap();
+        set_queue_seq(fd, write_seq).unwrap();
+        bind(fd, &src).unwrap();
+        connect(fd, &dst).unwrap();
+        let mut opts = vec![(TCPOPT_MAXSEG, mss)];
+        if info.options & TCPI_OPT_TIMESTAMPS != 0 {
+            opts.push((TCPOPT_TIMESTAMP, 0));
+        }
+        set_options(fd, &opts).unwrap();
+        set_timestamp(fd, ts).unwrap();
+        select_queue(fd, Queue::Recv).unwrap();
+        send(fd, b"to be read later").unwrap();
+        set_window(fd, &w).unwrap();
+        set_repair(fd, false).unwrap();
+        assert_eq!(tcp_info(fd).unwrap().state, 1);
+        let mut got = [0u8; 16];
+        std::fs::File::from(c.try_clone().unwrap())
+            .read_exact(&mut got)
+            .unwrap();
+        assert_eq!(&got, b"to be read later");
+        // Both ways still work.
+        std::fs::File::from(c).write_all(b"back").unwrap();
+        let mut back = [0u8; 4];
+        peer.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"back");
+    }
+}
