@@ -166,6 +166,22 @@ pub fn crs_ok(args: &[&str]) {
     );
 }
 
+/// A shell that answers each line it reads with "got LINE", started under `prefix` (an
+/// `unshare` or `nsenter` command line; empty: none); ready once it printed "ready".
+pub fn answering_shell(prefix: &[&str]) -> process::ProcessGuard {
+    let script = [
+        "sh",
+        "-c",
+        "echo ready; while read x; do echo \"got $x\"; done",
+    ];
+    let argv: Vec<&str> = prefix.iter().chain(script.iter()).copied().collect();
+    let mut cmd = std::process::Command::new(argv[0]);
+    cmd.args(&argv[1..]);
+    let mut g = process::ProcessGuard::spawn(cmd).expect("spawn the answering shell");
+    g.expect_line("ready");
+    g
+}
+
 /// The keys (`pipe:[INODE]`) of the pipes at fds 0 and 1 of process `pid`.
 pub fn stdio_pipe_keys(pid: i32) -> (String, String) {
     let key = |fd| {

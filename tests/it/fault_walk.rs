@@ -499,15 +499,8 @@ fn restore_walk(test: &str, kill: bool) {
         shmid,
     };
     left.check("after the dump");
-    let restore_args = |dir: &str| -> Vec<String> {
-        ["restore", "-D", dir, "-d", "--tcp-established"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    };
     let copy = copy_images(images.path());
-    let args = restore_args(copy.path().to_str().expect("utf-8"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = restore_args(&copy);
     let (list, _) = points(&args, kill);
     tree.progresses("restored to list the fault points");
     tree.kill();
@@ -519,8 +512,7 @@ fn restore_walk(test: &str, kill: bool) {
     for (i, point) in list.iter().enumerate() {
         let n = i + 1;
         let copy = copy_images(images.path());
-        let args = restore_args(copy.path().to_str().expect("utf-8"));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args = restore_args(&copy);
         let fault = if kill {
             format!("{n}:kill")
         } else {
@@ -550,8 +542,7 @@ fn restore_walk(test: &str, kill: bool) {
     }
     // And without a fault, the tree comes back.
     let copy = copy_images(images.path());
-    let args = restore_args(copy.path().to_str().expect("utf-8"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = restore_args(&copy);
     let out = crs(&args, "", true);
     assert!(out.status.success(), "restore: {}", stderr(&out));
     tree.progresses("restored");
@@ -595,6 +586,17 @@ fn assert_complete(dir: &Path, at: &str) {
         ps.is_ok(),
         "{at}: the tree of a set with inventory.img: {ps:?}"
     );
+}
+
+/// `crs restore` of the images in `dir`, detached.
+fn restore_args(dir: &tempfile::TempDir) -> [&str; 5] {
+    [
+        "restore",
+        "-D",
+        dir.path().to_str().expect("utf-8"),
+        "-d",
+        "--tcp-established",
+    ]
 }
 
 fn copy_images(from: &Path) -> tempfile::TempDir {
@@ -672,13 +674,7 @@ fn restore_killed_without_guardian_leaves_processes() {
     assert!(out.status.success(), "dump: {}", stderr(&out));
     reap(&tree.pids);
     let copy = copy_images(images.path());
-    let args = [
-        "restore",
-        "-D",
-        copy.path().to_str().expect("utf-8"),
-        "-d",
-        "--tcp-established",
-    ];
+    let args = restore_args(&copy);
     let (list, _) = points(&args, true);
     tree.kill();
     // Every process is built and held, none is released yet.
@@ -687,13 +683,7 @@ fn restore_killed_without_guardian_leaves_processes() {
         .position(|p| p.ends_with(": restore: committing"))
         .expect("the commit stage");
     let copy = copy_images(images.path());
-    let args = [
-        "restore",
-        "-D",
-        copy.path().to_str().expect("utf-8"),
-        "-d",
-        "--tcp-established",
-    ];
+    let args = restore_args(&copy);
     let out = crs(&args, &format!("{n}:kill"), false);
     assert_eq!(out.status.code(), None, "crs was not killed");
     let alive: Vec<i32> = tree

@@ -15,10 +15,7 @@ fn inherit_fd_gives_a_restored_shell_new_stdio_pipes() {
     if skip_unless_root(test) {
         return;
     }
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "echo ready; while read x; do echo \"got $x\"; done"]);
-    let mut g = ProcessGuard::spawn(cmd).expect("spawn sh");
-    g.expect_line("ready");
+    let mut g = crs_tests::answering_shell(&[]);
     let pid = g.pid();
     let keys = crs_tests::stdio_pipe_keys(pid);
     let tmp = tempfile::tempdir().unwrap();
@@ -77,14 +74,7 @@ fn shell_job_whose_session_leader_crs_cannot_see_dumps_and_restores() {
     let t = init.to_string();
     let via = ["nsenter", "-t", &t, "-p", "-m", "--"];
     // The shell is in the test's session, whose leader is outside the namespace.
-    let mut cmd = Command::new(via[0]);
-    cmd.args(&via[1..]).args([
-        "sh",
-        "-c",
-        "echo ready; while read x; do echo \"got $x\"; done",
-    ]);
-    let mut g = ProcessGuard::spawn(cmd).expect("spawn nsenter sh");
-    g.expect_line("ready");
+    let mut g = crs_tests::answering_shell(&via);
     let host = crs_tests::descendants(g.pid())[0];
     let inner = *ns_pids(host).last().unwrap();
     let sid = std::fs::read_to_string(format!("/proc/{init}/root/proc/{inner}/stat")).unwrap();

@@ -6,20 +6,6 @@ use std::process::{Command, Output};
 
 use crs_tests::process::{skip_unless_root, KillOnDrop, ProcessGuard};
 
-/// A shell that answers each line it reads with "got LINE", started under `prefix`
-/// (an `unshare` command line); ready once it printed "ready".
-fn answering(prefix: &[&str]) -> ProcessGuard {
-    let mut cmd = Command::new(prefix[0]);
-    cmd.args(&prefix[1..]).args([
-        "sh",
-        "-c",
-        "echo ready; while read x; do echo \"got $x\"; done",
-    ]);
-    let mut g = ProcessGuard::spawn(cmd).expect("spawn unshare");
-    g.expect_line("ready");
-    g
-}
-
 /// The only child of `pid` (unshare --fork's namespace init, once it runs its shell).
 fn only_child(pid: i32) -> i32 {
     let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
@@ -57,7 +43,7 @@ fn dump_own_mount_namespace_is_refused_by_name_task_runs_on() {
     if skip_unless_root("dump_own_mount_namespace_is_refused_by_name_task_runs_on") {
         return;
     }
-    let mut g = answering(&["unshare", "--mount"]);
+    let mut g = crs_tests::answering_shell(&["unshare", "--mount"]);
     let err = dump_refused(g.pid());
     assert!(
         err.contains(&format!(
@@ -166,7 +152,7 @@ fn dump_nested_pid_namespace_is_refused_by_name_task_runs_on() {
     if skip_unless_root("dump_nested_pid_namespace_is_refused_by_name_task_runs_on") {
         return;
     }
-    let mut g = answering(&["unshare", "--pid", "--fork", "--kill-child"]);
+    let mut g = crs_tests::answering_shell(&["unshare", "--pid", "--fork", "--kill-child"]);
     let init = only_child(g.pid());
     let err = dump_refused(g.pid());
     assert!(
