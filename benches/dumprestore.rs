@@ -4,8 +4,9 @@
 //! Workloads (`benches/workloads/memfill.c`, a static program that waits for SIGTERM and then
 //! re-checks its state): `sleep` (no memory, one thread), `mem-256MiB`, `mem-1GiB`, `mem-4GiB`
 //! (that much touched, non-zero, per-MiB checksummed anonymous memory), `tree-50` (a root and
-//! 49 forked children, nothing shared but stdio) and `threads-50` (one process, 50 threads
-//! blocked in `pause`). Each runs with its images on tmpfs (`/dev/shm/crs-bench`) and on ext4
+//! 49 forked children, nothing shared but stdio), `threads-50` (one process, 50 threads
+//! blocked in `pause`) and `conns-1000` (one process holding both ends of 1000 established
+//! loopback TCP connections, 64 unread bytes on each; `--tcp-established`). Each runs with its images on tmpfs (`/dev/shm/crs-bench`) and on ext4
 //! (`target/bench/work`, or `CRS_BENCH_EXT4=DIR`; skipped with a note if that is not ext4).
 //!
 //! Every iteration runs one cycle per tool:
@@ -227,6 +228,10 @@ enum Kind {
     Mem,
     Tree,
     Threads,
+    /// `extra` established TCP connections on loopback (both ends in the tree), dumped and
+    /// restored with `--tcp-established` and no network lock (criu's default lock,
+    /// iptables, is not installed here; crs's nftables lock is one `nft` run).
+    Conns,
 }
 
 #[derive(Clone, Debug)]
@@ -240,11 +245,21 @@ struct Workload {
 }
 
 impl Workload {
+    /// Options both tools get for this workload's dump or restore.
+    fn tool_args(&self, restore: bool) -> &'static [&'static str] {
+        match (self.kind, restore) {
+            (Kind::Conns, false) => &["--tcp-established", "--network-lock", "skip"],
+            (Kind::Conns, true) => &["--tcp-established"],
+            _ => &[],
+        }
+    }
+
     fn args(&self, seed: u64) -> Vec<String> {
         let mut a = vec![self.mib.to_string(), seed.to_string()];
         match self.kind {
             Kind::Tree => a.extend(["children".to_string(), self.extra.to_string()]),
             Kind::Threads => a.extend(["threads".to_string(), self.extra.to_string()]),
+            Kind::Conns => a.extend(["conns".to_string(), self.extra.to_string()]),
             Kind::Sleep | Kind::Mem => {}
         }
         a
@@ -424,7 +439,9 @@ fn start_checked(
     match w.kind {
         Kind::Tree => assert_eq!(kids.len(), w.extra as usize, "{case}: children"),
         Kind::Threads => assert_eq!(threads, w.extra as usize + 1, "{case}: threads"),
-        Kind::Sleep | Kind::Mem => assert!(kids.is_empty() && threads == 1, "{case}: shape"),
+        Kind::Sleep | Kind::Mem | Kind::Conns => {
+            assert!(kids.is_empty() && threads == 1, "{case}: shape")
+        }
     }
     (p, kids, threads)
 }
@@ -505,7 +522,7 @@ fn cycle(t: &Tools, tool: Tool, w: &Workload, case: &str, work: &Path, seed: u64
     let deaths = frozen::watch_deaths(&pids);
     t.hb.arm(case, &pids);
     let dump = timed(
-        &dump_args(t, tool, p.root, &images, &[]),
+        &dump_args(t, tool, p.root, &images, w.tool_args(false)),
         &work.join("dump.out"),
     )
     .unwrap_or_else(|e| panic!("{case}: {tool:?} dump: {e}"));
@@ -523,20 +540,19 @@ fn cycle(t: &Tools, tool: Tool, w: &Workload, case: &str, work: &Path, seed: u64
 
     let pidfile = work.join("restore.pid");
     let _ = fs::remove_file(&pidfile);
-    let restore = timed(
-        &[
-            bin,
-            "restore".into(),
-            "-D".into(),
-            s(&images),
-            "-d".into(),
-            "-o".into(),
-            "restore.log".into(),
-            "--pidfile".into(),
-            s(&pidfile),
-        ],
-        &work.join("restore.out"),
-    );
+    let mut argv = vec![
+        bin,
+        "restore".into(),
+        "-D".into(),
+        s(&images),
+        "-d".into(),
+        "-o".into(),
+        "restore.log".into(),
+        "--pidfile".into(),
+        s(&pidfile),
+    ];
+    argv.extend(w.tool_args(true).iter().map(|a| a.to_string()));
+    let restore = timed(&argv, &work.join("restore.out"));
     // Whatever happened, a restored tree is ours now (child subreaper).
     let mut r = Tree {
         root: p.root,
@@ -599,8 +615,10 @@ fn leave_running_cycle(
     pids.extend(&kids);
     t.hb.arm(case, &pids);
     let t0 = frozen::now_ns();
+    let mut extra = vec!["-R"];
+    extra.extend_from_slice(w.tool_args(false));
     timed(
-        &dump_args(t, tool, p.root, &images, &["-R"]),
+        &dump_args(t, tool, p.root, &images, &extra),
         &work.join("dump.out"),
     )
     .unwrap_or_else(|e| panic!("{case}: {tool:?} dump -R: {e}"));
@@ -861,6 +879,7 @@ fn workloads(notes: &mut Vec<String>) -> Vec<Workload> {
         w("sleep", Kind::Sleep, 0, 0, 9),
         w("tree-50", Kind::Tree, 0, 49, 9),
         w("threads-50", Kind::Threads, 0, 49, 9),
+        w("conns-1000", Kind::Conns, 0, 1000, 9),
         w("mem-256MiB", Kind::Mem, 256, 0, 6),
         w("mem-1GiB", Kind::Mem, 1024, 0, 6),
     ];
@@ -1049,6 +1068,12 @@ fn targets(results: &[CaseResult]) -> Vec<Target> {
                 1.5,
             );
         }
+        // Issue #13: the frozen time of 1000 connections, crs at most half of criu's.
+        at_least(
+            format!("conns-1000/{fs} frozen criu/crs >= 2"),
+            find("conns-1000", fs).map(|r| r.criu.frozen / r.crs.frozen),
+            2.0,
+        );
         for (w, x) in [("sleep", 4.0), ("tree-50", 2.0), ("threads-50", 2.0)] {
             let r = find(w, fs);
             at_least(

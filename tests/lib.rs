@@ -203,13 +203,14 @@ pub fn restore_with_new_stdio(
     images: &str,
     keys: &(String, String),
 ) -> (std::fs::File, std::io::BufReader<std::fs::File>) {
-    restore_with_new_stdio_via(&[], images, keys)
+    restore_with_new_stdio_via(&[], &[], images, keys)
 }
 
 /// [`restore_with_new_stdio`] with crs run by the command `via` (`nsenter ...`; empty:
-/// crs itself).
+/// crs itself) and given the options `extra` too.
 pub fn restore_with_new_stdio_via(
     via: &[&str],
+    extra: &[&str],
     images: &str,
     (stdin_key, stdout_key): &(String, String),
 ) -> (std::fs::File, std::io::BufReader<std::fs::File>) {
@@ -227,6 +228,7 @@ pub fn restore_with_new_stdio_via(
     };
     let out = cmd
         .args(["restore", "--shell-job", "-d", "-D", images])
+        .args(extra)
         .arg(format!("--inherit-fd=fd[0]:{stdin_key}"))
         .arg(format!("--inherit-fd=fd[1]:{stdout_key}"))
         .stdin(Stdio::from(in_r))

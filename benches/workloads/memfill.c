@@ -18,12 +18,21 @@
  * max_gap_ns, ngaps, then (start, end) of the last HB_RING gaps longer than 2 periods, the
  * newest at index (ngaps - 1) % HB_RING].
  *
- * usage: memfill MIB SEED [threads N | children N]
+ * `conns N`: N established TCP connections on loopback, both ends held by the root, each
+ * with 64 bytes the client end sent and the server end has not read; at SIGTERM each
+ * server end must hold exactly those bytes, and one more byte must go through each
+ * connection (dumped with --tcp-established).
+ *
+ * usage: memfill MIB SEED [threads N | children N | conns N]
  */
 #include "zoo.h"
 #include <pthread.h>
 #include <sys/mman.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -31,7 +40,70 @@
 #define CHUNK (1ul << 20)
 
 /* What the workload checks (zoo.h's items): its memory, and that its children ended well. */
-enum { MEMORY = 1, CHILDREN, ITEMS = CHILDREN };
+enum { MEMORY = 1, CHILDREN, CONNS, ITEMS = CONNS };
+
+#define CONN_BYTES 64
+
+static void conn_bytes(unsigned char *b, long i)
+{
+	for (int k = 0; k < CONN_BYTES; k++)
+		b[k] = (unsigned char)(i * 7 + k * 13 + 1);
+}
+
+/* n connections on loopback: fds[2i] the client end, fds[2i + 1] the server end. */
+static int *make_conns(long n)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	struct rlimit rl = { .rlim_cur = (rlim_t)(2 * n + 64), .rlim_max = (rlim_t)(2 * n + 64) };
+	int *fds = calloc((size_t)(2 * n), sizeof(int)), l;
+	struct rlimit cur;
+
+	if (!fds || getrlimit(RLIMIT_NOFILE, &cur))
+		zoo_die("conns");
+	if (cur.rlim_cur < rl.rlim_cur) {
+		if (cur.rlim_max > rl.rlim_max)
+			rl.rlim_max = cur.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			zoo_die("RLIMIT_NOFILE");
+	}
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	if (l < 0 || bind(l, (struct sockaddr *)&a, len) || listen(l, 128) ||
+	    getsockname(l, (struct sockaddr *)&a, &len))
+		zoo_die("listener");
+	for (long i = 0; i < n; i++) {
+		unsigned char b[CONN_BYTES];
+
+		fds[2 * i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (fds[2 * i] < 0 || connect(fds[2 * i], (struct sockaddr *)&a, len))
+			zoo_die("connect");
+		fds[2 * i + 1] = accept(l, NULL, NULL);
+		if (fds[2 * i + 1] < 0)
+			zoo_die("accept");
+		conn_bytes(b, i);
+		if (write(fds[2 * i], b, CONN_BYTES) != CONN_BYTES)
+			zoo_die("write");
+	}
+	close(l);
+	return fds;
+}
+
+static void check_conns(const int *fds, long n)
+{
+	for (long i = 0; i < n; i++) {
+		unsigned char want[CONN_BYTES], got[CONN_BYTES + 1];
+		char x = 0;
+		ssize_t r;
+
+		conn_bytes(want, i);
+		r = recv(fds[2 * i + 1], got, sizeof(got), MSG_DONTWAIT);
+		ZOO_CHECK(CONNS, r == CONN_BYTES && memcmp(got, want, CONN_BYTES) == 0,
+			  "connection %ld: %zd bytes queued, want its %d", i, r, CONN_BYTES);
+		ZOO_CHECK(CONNS,
+			  write(fds[2 * i + 1], "x", 1) == 1 && read(fds[2 * i], &x, 1) == 1 && x == 'x',
+			  "connection %ld: a byte did not go through", i);
+	}
+}
 
 #define HB_SLOTS 63
 #define HB_RING 12
@@ -196,7 +268,7 @@ int main(int argc, char **argv)
 	uint64_t seed, *hashes;
 	unsigned char *m = NULL;
 	long extra = 0, i;
-	int children = 0;
+	int children = 0, conns = 0, *conn_fds = NULL;
 	pid_t *kids = NULL;
 
 	if (argc < 3) {
@@ -214,6 +286,7 @@ int main(int argc, char **argv)
 	if (argc >= 5) {
 		extra = strtol(argv[4], NULL, 0);
 		children = strcmp(argv[3], "children") == 0;
+		conns = strcmp(argv[3], "conns") == 0;
 	}
 	if (children && extra >= HB_SLOTS) {
 		fprintf(stderr, "memfill: at most %d children\n", HB_SLOTS - 1);
@@ -245,6 +318,8 @@ int main(int argc, char **argv)
 				_exit(0);
 			}
 		}
+	} else if (conns) {
+		conn_fds = make_conns(extra);
 	} else {
 		for (i = 0; i < extra; i++) {
 			pthread_t t;
@@ -260,6 +335,8 @@ int main(int argc, char **argv)
 	for (c = 0; c < nchunks; c++)
 		ZOO_CHECK(MEMORY, zoo_hash(m + c * CHUNK, CHUNK) == hashes[c], "chunk %zu at %p changed",
 			  c, (void *)(m + c * CHUNK));
+	if (conns)
+		check_conns(conn_fds, extra);
 	if (children) {
 		for (i = 0; i < extra; i++) {
 			int st;

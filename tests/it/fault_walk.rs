@@ -630,7 +630,18 @@ fn dump_killed_without_guardian_leaves_the_tree_changed() {
     let root = tree.root.to_string();
     let images = tempfile::tempdir().expect("tempdir");
     let dir_s = images.path().to_str().expect("utf-8").to_owned();
-    let args = ["dump", "-t", &root, "-D", &dir_s, "-R", "--tcp-established"];
+    // No network lock: without a guardian it would stay too, and nothing of a test may.
+    let args = [
+        "dump",
+        "-t",
+        &root,
+        "-D",
+        &dir_s,
+        "-R",
+        "--tcp-established",
+        "--network-lock",
+        "skip",
+    ];
     let (list, _) = points(&args, true);
     let n = 1 + list
         .iter()

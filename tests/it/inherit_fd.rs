@@ -112,7 +112,7 @@ fn shell_job_whose_session_leader_crs_cannot_see_dumps_and_restores() {
     // nsenter exits once the dumped shell is gone.
     g.wait().unwrap();
     let (mut to_shell, mut from_shell) =
-        crs_tests::restore_with_new_stdio_via(&via, &images, &keys);
+        crs_tests::restore_with_new_stdio_via(&via, &[], &images, &keys);
     writeln!(to_shell, "after").unwrap();
     let mut line = String::new();
     from_shell.read_line(&mut line).unwrap();

@@ -115,6 +115,10 @@ pub enum Record {
     /// A dump put a TCP socket (it travels with the record) in repair mode: out of it
     /// again, with SO_REUSEADDR `reuseaddr`, unless the dump was killing its tree.
     TcpRepair { reuseaddr: bool },
+    /// A dump is about to lock the network with nftables table `table` (in the network
+    /// namespace of process `net_of`, 0: crs's): unlocked unless the dump was killing
+    /// its tree (then the lock is the restore's to remove).
+    NetLocked { table: String, net_of: Tid },
     /// Nothing to undo: crs put everything back itself, or the restore committed.
     Done,
     /// crs lives on but holds nothing any more: undo the rest now (without this, the end
@@ -149,6 +153,7 @@ mod tag {
     pub const RELEASED: u8 = 20;
     pub const HELLO: u8 = 21;
     pub const TCP_REPAIR: u8 = 22;
+    pub const NET_LOCKED: u8 = 23;
 }
 
 /// Largest record on the wire (a path is at most PATH_MAX).
@@ -256,6 +261,9 @@ impl Record {
             Record::SysvShm { id } => Out::new(SYSV_SHM).i32(*id),
             Record::SysvKept { id } => Out::new(SYSV_KEPT).i32(*id),
             Record::TcpRepair { reuseaddr } => Out::new(TCP_REPAIR).i32(i32::from(*reuseaddr)),
+            Record::NetLocked { table, net_of } => {
+                Out::new(NET_LOCKED).i32(*net_of).bytes(table.as_bytes())
+            }
             Record::Done => Out::new(DONE),
             Record::Released => Out::new(RELEASED),
             Record::Hello => Out::new(HELLO),
@@ -314,6 +322,13 @@ impl Record {
             TCP_REPAIR => Record::TcpRepair {
                 reuseaddr: i.i32()? != 0,
             },
+            NET_LOCKED => {
+                let net_of = i.i32()?;
+                Record::NetLocked {
+                    net_of,
+                    table: String::from_utf8(i.bytes()?).ok()?,
+                }
+            }
             DONE => Record::Done,
             RELEASED => Record::Released,
             HELLO => Record::Hello,
@@ -597,6 +612,8 @@ struct Undo {
     sysv: BTreeSet<i32>,
     /// TCP sockets in repair mode, with their SO_REUSEADDR.
     tcp: Vec<(OwnedFd, bool)>,
+    /// The network lock's table, and the process whose network namespace has it.
+    net_lock: Option<(String, Tid)>,
     done: bool,
     released: bool,
 }
@@ -665,6 +682,7 @@ impl Undo {
                     self.tcp.push((fd, reuseaddr));
                 }
             }
+            Record::NetLocked { table, net_of } => self.net_lock = Some((table, net_of)),
             Record::Done => self.done = true,
             Record::Released => self.released = true,
             Record::Hello => {}
@@ -873,6 +891,20 @@ fn undo_all(u: &mut Undo) {
             }
         }
     }
+    // A killed tree's network lock is the restore's to remove.
+    if let Some((table, net_of)) = u.net_lock.take().filter(|_| !kill_all) {
+        let unlocked = if net_of == 0 {
+            crs_sys::netlock::unlock(&table)
+        } else {
+            crs_sys::ns::within(net_of, &["net"], || crs_sys::netlock::unlock(&table))
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+        };
+        match unlocked {
+            Ok(_) => info!(table, "network unlocked"),
+            Err(e) => warn!(table, error = %e, "unlocking the network"),
+        }
+    }
     for (&pid, p) in &u.procs {
         if kill_all {
             kill(pid, p);
@@ -1076,6 +1108,10 @@ mod tests {
             Record::SysvShm { id: 3 },
             Record::SysvKept { id: 3 },
             Record::TcpRepair { reuseaddr: true },
+            Record::NetLocked {
+                table: "CRIU-x".into(),
+                net_of: 7,
+            },
             Record::Done,
             Record::Released,
             Record::Hello,

@@ -59,6 +59,12 @@ pub enum DumpError {
          namespace's loopback device only (use --empty-ns net to have it made empty)"
     )]
     NetNamespace { pid: Tid, what: String },
+    #[error("network lock ({what})")]
+    NetworkLock {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("process {pid} is not a session leader (sid {sid}); use --shell-job")]
     NotSessionLeader { pid: Tid, sid: i32 },
     #[error("seizing process {pid}")]

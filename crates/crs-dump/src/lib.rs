@@ -31,6 +31,7 @@ mod imgdir;
 mod live;
 mod memfd;
 mod mm;
+mod netlock;
 mod netns;
 mod ns;
 pub mod page_server;
@@ -67,6 +68,7 @@ pub use error::DumpError;
 use error::{compel_err, proc_err, Result};
 use files::{image_err, FileTable};
 use imgdir::ImageDir;
+pub use netlock::Method as NetworkLock;
 use pages::PAGE_SIZE;
 use task::Remote;
 
@@ -85,6 +87,8 @@ pub struct DumpOptions {
     pub file_locks: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--network-lock`: how the connections are locked while dumped.
+    pub network_lock: netlock::Method,
     /// `--ext-unix-sk`.
     pub ext_unix_sk: bool,
     /// `--freeze-cgroup`: freeze this cgroup while seizing.
@@ -201,6 +205,7 @@ impl DumpOptions {
             shell_job: false,
             file_locks: false,
             tcp_established: false,
+            network_lock: netlock::Method::default(),
             ext_unix_sk: false,
             freeze_cgroup: None,
             timeout: Duration::from_secs(10),
@@ -283,6 +288,9 @@ pub fn dump_notified(opts: &DumpOptions, notify: Notify<'_>) -> Result<DumpStats
     };
     let mut out = Outputs {
         live,
+        run_id: std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
         ..Outputs::default()
     };
     let keeper = track::socket_name(pid, stat.start_time);
@@ -339,8 +347,12 @@ pub fn dump_notified(opts: &DumpOptions, notify: Notify<'_>) -> Result<DumpStats
     };
     tree.release(how)
         .map_err(|source| DumpError::Release { pid, source })?;
-    // Killed, the tree's connections close in repair mode, sending nothing.
+    // Killed, the tree's connections close in repair mode, sending nothing, and stay
+    // locked until they are restored.
     std::mem::take(&mut out.repaired).leave();
+    if let Some(lock) = out.net_lock.take().filter(|_| !opts.leave_running) {
+        lock.keep();
+    }
     if let Some(mut dir) = unfinished {
         // --live: the tree runs; its pages are copied now, each page a thread is about
         // to write first. Until the images are complete the guardian still removes them
@@ -596,12 +608,32 @@ fn dump_seized(
         inventory: deferred_inventory,
         live: live_session,
         repaired,
+        run_id,
+        net_lock,
     } = out;
+    let run_id = run_id.as_str();
     let live_session = live_session.as_ref();
     let root = proc_dir.pid();
     let order = tree_order(tree, root)?;
     // The pids the images record: inside the tree's own pid namespace, if it has one.
     let vpids = ns::Vpids::read(tree, &order)?;
+    // The connections are locked before any socket is read (without --tcp-established a
+    // connection is refused, and there is nothing to lock).
+    if opts.tcp_established {
+        let net = |d: &ProcDir| {
+            d.ns_link("net")
+                .map_err(proc_err(d.pid(), "the net namespace"))
+        };
+        let me = ProcDir::open(std::process::id() as i32)
+            .map_err(proc_err(std::process::id() as i32, "the /proc directory"))?;
+        let own_net = net(proc_dir)? != net(&me)?;
+        let live: Vec<Tid> = order
+            .iter()
+            .filter(|(_, _, zombie)| !zombie)
+            .map(|&(pid, _, _)| pid)
+            .collect();
+        *net_lock = netlock::Lock::take(opts.network_lock, proc_dir, &live, run_id, own_net)?;
+    }
     let mut dir = ImageDir::create(&opts.images_dir, root, opts.image_checksums)?;
     link_parent(opts)?;
     let mut files = FileTable::new(opts.ghost_limit);
@@ -748,9 +780,6 @@ fn dump_seized(
     } else {
         Lsmtype::NO_LSM
     };
-    let run_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
     let mut img = ImageWriter::new(imgdir::INVENTORY, "INVENTORY");
     push(
         &mut img,
@@ -761,9 +790,9 @@ fn dump_seized(
             ns_per_id: Some(true),
             root_cg_set: Some(1),
             lsmtype: Some(EnumOrUnknown::new(lsmtype)),
-            network_lock_method: Some(0),
+            network_lock_method: Some(opts.network_lock.inventory_value()),
             plugins_entry: MessageField::some(Plugins_entry::default()),
-            dump_criu_run_id: Some(run_id),
+            dump_criu_run_id: Some(run_id.to_string()),
             ..Default::default()
         },
     )?;
@@ -785,9 +814,12 @@ struct Outputs {
     inventory: Option<ImageWriter>,
     /// `--live`: faults on protected memory are served from the first protection on.
     live: Option<live::Session>,
-    /// Established TCP connections in repair mode: out of it again when dropped, unless
-    /// the tree was killed.
+    /// Established TCP connections read in repair mode (see `files::Repaired`).
     repaired: files::Repaired,
+    /// This dump's id (inventory's `dump_criu_run_id`; it names the network lock).
+    run_id: String,
+    /// The network lock: removed when dropped, unless the tree was killed.
+    net_lock: Option<netlock::Lock>,
 }
 
 /// What the processes of one dump share while each is dumped.

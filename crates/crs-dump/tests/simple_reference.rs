@@ -275,6 +275,11 @@ fn dump_simple_matches_criu_reference() {
     let mut rinv = ref_json(&set, "inventory");
     inv["entries"][0]["dump_criu_run_id"] = Value::Null;
     rinv["entries"][0]["dump_criu_run_id"] = Value::Null;
+    // The lock method is each tool's default: CRIU 4.2's iptables (0), crs's nftables (1).
+    assert_eq!(inv["entries"][0]["network_lock_method"], 1);
+    assert_eq!(rinv["entries"][0]["network_lock_method"], 0);
+    inv["entries"][0]["network_lock_method"] = Value::Null;
+    rinv["entries"][0]["network_lock_method"] = Value::Null;
     assert_eq!(inv, rinv, "inventory");
     let ps = &entries(&ours["pstree"])[0];
     assert_eq!(

@@ -118,6 +118,9 @@ pub(crate) struct Tree {
     /// inventory.img's `root_ids`: the namespaces of the dumping crs or criu (a process
     /// in others has its own, see `ns`).
     pub root_ids: Option<Task_kobj_ids_entry>,
+    /// inventory.img's network lock: CRIU's method number (0 iptables, 1 nftables, 2 none)
+    /// and the dump's run id (which names an nftables lock).
+    pub net_lock: (u32, String),
 }
 
 impl Tree {
@@ -263,6 +266,10 @@ impl Images {
             entries,
             procs,
             zombies,
+            net_lock: (
+                inv.network_lock_method(),
+                inv.dump_criu_run_id().to_string(),
+            ),
             root_ids: inv.root_ids.into_option(),
         })
     }

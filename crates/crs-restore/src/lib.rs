@@ -525,6 +525,7 @@ fn restore_inner(
     crs_compel::guard::finish();
     info!(restore_time = ?stats.restore_time, pages = stats.pages_restored, "restored, running");
     write_stats(&opts.images_dir, &stats);
+    inetsk::unlock(&loaded, ns.net.is_some());
     tell_late(notify, RestoreStage::PostResume);
     if opts.detach || opts.sibling {
         // The task stays our child until we exit (or is our parent's); its pidfd is
@@ -1915,6 +1916,7 @@ mod tests {
             procs: Vec::new(),
             zombies,
             root_ids: None,
+            net_lock: (2, String::new()),
         };
         tree_nodes(&tree, false, plans, BTreeMap::new(), BTreeMap::new())
     }
@@ -2221,6 +2223,7 @@ mod tests {
             procs: Vec::new(),
             zombies: Vec::new(),
             root_ids: None,
+            net_lock: (2, String::new()),
         };
         let plans = [100, 101].into_iter().map(|p| (p, plan())).collect();
         let nodes = tree_nodes(&tree, true, plans, BTreeMap::new(), BTreeMap::new()).unwrap();

@@ -12,6 +12,7 @@ pub mod futex;
 pub mod inetsk;
 pub mod inherited;
 pub mod net;
+pub mod netlock;
 pub mod ns;
 pub mod pidfd;
 pub mod pipe;

@@ -372,6 +372,11 @@ fn dump_options(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<crs_dump::D
         shell_job: a.flag("shell-job"),
         file_locks: a.flag("file-locks"),
         tcp_established: a.flag("tcp-established"),
+        network_lock: match a.value("network-lock") {
+            Some("iptables") => crs_dump::NetworkLock::Iptables,
+            Some("skip") => crs_dump::NetworkLock::Skip,
+            _ => crs_dump::NetworkLock::Nftables,
+        },
         ext_unix_sk: a.values.contains_key("ext-unix-sk"),
         freeze_cgroup: a.value("freeze-cgroup").map(PathBuf::from),
         timeout: Duration::from_secs(timeout),
