@@ -133,6 +133,8 @@ zoo! {
     shared_anon_fds => Workload::C("shared_anonfds"),
     tcp_listeners => Workload::C("tcp_listen"),
     tcp_connections => Workload::CWithArgs("tcp_conn", &["--tcp-established"]),
+    tcp_half_closed => Workload::CWithArgs("tcp_halfclosed", &["--tcp-established"]),
+    raw_sockets => Workload::C("raw"),
     deleted_directories => Workload::C("deleted_dirs"),
     deleted_fifo => Workload::C("deleted_fifo"),
     map_prot => Workload::C("map_prot"),

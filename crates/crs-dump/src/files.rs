@@ -38,7 +38,7 @@ use crate::imgdir::ImageDir;
 mod anonfd;
 #[path = "inetsk.rs"]
 mod inetsk;
-pub(crate) use inetsk::Repaired;
+pub(crate) use inetsk::{dumped_connection, Repaired};
 #[path = "locks.rs"]
 mod locks;
 #[path = "pidfd.rs"]

@@ -15,10 +15,16 @@
 //!   the sockets close silently (no FIN, no RST)
 //! ```
 //!
+//! Half-closed connections (FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT) are dumped as established
+//! ones are, with the state; a FIN we sent is not counted in the send queue.
+//!
+//! Raw sockets (any protocol, IPv4 and IPv6) are saved like UDP ones, with their own
+//! options (header included, no fragmentation, the ICMP type filter).
+//!
 //! Refused by name: a connection without `--tcp-established`, one being opened or closed
-//! (half-closed connections are not supported yet), a listener with connections waiting,
-//! raw and ICMP sockets, and a UDP socket with datagrams queued for reading (CRIU saves
-//! none: they would be lost).
+//! on both sides (LAST-ACK, CLOSING, TIME-WAIT), a listener with connections waiting,
+//! ICMP ping sockets, and a UDP or raw socket with datagrams queued for reading (CRIU
+//! saves none: they would be lost).
 //!
 //! Addresses are CRIU's: `src_addr`/`dst_addr` hold the address bytes as 32-bit words in
 //! memory order (one word for IPv4, four for IPv6), as inet_diag gives them.
@@ -30,7 +36,7 @@ use std::path::PathBuf;
 
 use crs_images::codec::ImageWriter;
 use crs_images::pb::fdinfo::{Fd_types, File_entry};
-use crs_images::pb::sk_inet::{Inet_sk_entry, Ip_opts_entry};
+use crs_images::pb::sk_inet::{Inet_sk_entry, Ip_opts_entry, Ip_opts_raw_entry};
 use crs_images::pb::tcp_stream::{Tcp_opts_entry, Tcp_stream_entry};
 use crs_proc::FdInfo;
 use crs_sys::inetsk;
@@ -48,6 +54,22 @@ use crate::error::{DumpError, Result};
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
 const TCP_LISTEN: u8 = 10;
+/// Half-closed states crs dumps: our FIN sent (not yet acknowledged, or acknowledged), or
+/// the peer's received.
+const TCP_FIN_WAIT1: u32 = 4;
+const TCP_FIN_WAIT2: u32 = 5;
+const TCP_CLOSE_WAIT: u32 = 8;
+
+/// The states of a connection crs dumps with `--tcp-established`.
+pub(crate) fn dumped_connection(state: u32) -> bool {
+    [
+        TCP_ESTABLISHED,
+        TCP_FIN_WAIT1,
+        TCP_FIN_WAIT2,
+        TCP_CLOSE_WAIT,
+    ]
+    .contains(&state)
+}
 
 /// The established sockets a dump read in repair mode, each with its SO_REUSEADDR (repair
 /// mode clears it). Each is in repair mode only while it is read (`read`), so that a tree
@@ -66,6 +88,7 @@ impl Repaired {
     fn read(
         &mut self,
         s: BorrowedFd<'_>,
+        state: u32,
         reuseaddr: bool,
     ) -> std::io::Result<(Tcp_stream_entry, Vec<u8>, Vec<u8>)> {
         let own = s.try_clone_to_owned()?;
@@ -75,7 +98,7 @@ impl Repaired {
         );
         self.socks.push((own, reuseaddr));
         repair::set_repair(s, true)?;
-        let read = read_stream(s);
+        let read = read_stream(s, state);
         repair::leave_quietly(s, reuseaddr)?;
         read
     }
@@ -124,17 +147,26 @@ fn tcp_state_name(state: u8) -> &'static str {
 
 /// Reads established socket `s` in repair mode (see the module's comment): its stream
 /// entry and its receive and send queues' bytes.
-fn read_stream(s: BorrowedFd<'_>) -> std::io::Result<(Tcp_stream_entry, Vec<u8>, Vec<u8>)> {
+fn read_stream(
+    s: BorrowedFd<'_>,
+    state: u32,
+) -> std::io::Result<(Tcp_stream_entry, Vec<u8>, Vec<u8>)> {
     let info = inetsk::tcp_info(s)?;
-    if u32::from(info.state) != TCP_ESTABLISHED {
+    if u32::from(info.state) != state {
         return Err(std::io::Error::other(format!(
             "the connection is {} in repair mode",
             tcp_state_name(info.state)
         )));
     }
     let inq_len = repair::inq_len(s)?;
-    let outq_len = repair::outq_len(s)?;
-    let unsq_len = repair::unsent_len(s)?;
+    let mut outq_len = repair::outq_len(s)?;
+    let mut unsq_len = repair::unsent_len(s)?;
+    // A FIN we sent counts one in the send queue's sizes (its sequence number): it is no
+    // byte to save (CRIU's images do not count it either).
+    if state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 {
+        outq_len = outq_len.saturating_sub(1);
+        unsq_len = unsq_len.saturating_sub(1);
+    }
     let timestamp = if info.options & repair::TCPI_OPT_TIMESTAMPS != 0 {
         Some(repair::timestamp(s)?)
     } else {
@@ -167,6 +199,46 @@ fn read_stream(s: BorrowedFd<'_>) -> std::io::Result<(Tcp_stream_entry, Vec<u8>,
         ..Default::default()
     };
     Ok((e, inq, outq))
+}
+
+enum RawError {
+    Io(std::io::Error),
+    Unsupported(&'static str),
+}
+
+/// A raw socket's own options (CRIU's `ip_opts_raw_entry`): the header included, no
+/// fragmentation (IPv4), the ICMP type filter (ICMP: one word; ICMPv6: eight).
+fn raw_opts(
+    s: BorrowedFd<'_>,
+    domain: i32,
+    proto: i32,
+) -> std::result::Result<Ip_opts_raw_entry, RawError> {
+    const SOL_RAW: i32 = 255;
+    const ICMP_FILTER: i32 = 1;
+    const ICMP6_FILTER: i32 = 1;
+    const IPV6_HDRINCL: i32 = 36;
+    const IPV6_CHECKSUM: i32 = 7;
+    let int = |level, name| sk::getsockopt_int(s, level, name).map_err(RawError::Io);
+    let mut e = Ip_opts_raw_entry::default();
+    if domain == libc::AF_INET6 {
+        e.hdrincl = Some(int(libc::IPPROTO_IPV6, IPV6_HDRINCL)? != 0);
+        if proto == libc::IPPROTO_ICMPV6 {
+            e.icmpv_filter = inetsk::getsockopt_words(s, libc::IPPROTO_ICMPV6, ICMP6_FILTER, 8)
+                .map_err(RawError::Io)?;
+        } else if int(libc::IPPROTO_IPV6, IPV6_CHECKSUM)? != -1 {
+            return Err(RawError::Unsupported(
+                "a raw IPv6 socket with IPV6_CHECKSUM set (CRIU's images keep no offset)",
+            ));
+        }
+    } else {
+        e.hdrincl = Some(int(libc::IPPROTO_IP, libc::IP_HDRINCL)? != 0);
+        e.nodefrag = Some(int(libc::IPPROTO_IP, 22 /* IP_NODEFRAG */)? != 0);
+        if proto == libc::IPPROTO_ICMP {
+            e.icmpv_filter =
+                inetsk::getsockopt_words(s, SOL_RAW, ICMP_FILTER, 1).map_err(RawError::Io)?;
+        }
+    }
+    Ok(e)
 }
 
 /// A TCP socket's TCP-level options.
@@ -227,9 +299,12 @@ impl FileTable {
         let udp = kind == libc::SOCK_DGRAM
             && (proto == libc::IPPROTO_UDP || proto == libc::IPPROTO_UDPLITE);
         let tcp = kind == libc::SOCK_STREAM && proto == libc::IPPROTO_TCP;
-        if !udp && !tcp {
+        // A raw socket: its protocol, bound and connected addresses and options.
+        let raw = kind == libc::SOCK_RAW;
+        if !udp && !tcp && !raw {
             return Err(unsupported(
-                "inet sockets other than UDP, UDP-lite and TCP ones (raw, ICMP, SCTP)",
+                "inet sockets other than UDP, UDP-lite, TCP and raw ones (ICMP ping sockets, \
+                 SCTP)",
             ));
         }
         let id = match self.shared_with(pid, fd, key)?.map(|(_, id)| id) {
@@ -247,14 +322,14 @@ impl FileTable {
                         }
                         TCP_LISTEN => (u32::from(TCP_LISTEN), info.backlog),
                         st if u32::from(st) == TCP_CLOSE => (TCP_CLOSE, 0),
-                        st if u32::from(st) == TCP_ESTABLISHED && !self.tcp_established => {
+                        st if dumped_connection(u32::from(st)) && !self.tcp_established => {
                             return Err(unsupported(
                                 "an established TCP connection (dump with --tcp-established)",
                             ))
                         }
                         // The backlog CRIU records for a connection: its send queue.
-                        st if u32::from(st) == TCP_ESTABLISHED => (
-                            TCP_ESTABLISHED,
+                        st if dumped_connection(u32::from(st)) => (
+                            u32::from(st),
                             repair::outq_len(s).map_err(io_err("reading SIOCOUTQ of"))?,
                         ),
                         2 | 3 => {
@@ -264,14 +339,15 @@ impl FileTable {
                         }
                         _ => {
                             return Err(unsupported(
-                                "a TCP connection being closed (half-closed, or in TIME-WAIT)",
+                                "a TCP connection closed on both sides (LAST-ACK, CLOSING or \
+                                 TIME-WAIT)",
                             ))
                         }
                     }
                 } else {
                     if inetsk::queued(s).map_err(io_err("reading the queue of"))? > 0 {
                         return Err(unsupported(
-                            "a UDP socket with datagrams queued for reading",
+                            "a UDP or raw socket with datagrams queued for reading",
                         ));
                     }
                     (0, 0)
@@ -295,14 +371,36 @@ impl FileTable {
                 } else {
                     (libc::IPPROTO_IP, libc::IP_TOS, libc::IP_TTL)
                 };
+                let raw_opts = if raw {
+                    Some(raw_opts(s, domain, proto).map_err(|e| match e {
+                        RawError::Io(source) => DumpError::File {
+                            what: "reading the raw socket options of",
+                            path: path.clone(),
+                            source,
+                        },
+                        RawError::Unsupported(why) => unsupported(why),
+                    })?)
+                } else {
+                    None
+                };
+                // An option this kind of socket does not have (IP_FREEBIND on a raw IPv6
+                // one: ENOPROTOOPT) is left out.
+                let opt = |level, name| match int(level, name) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
+                    Err(e) => Err(e),
+                };
                 let ip_opts = Ip_opts_entry {
-                    freebind: Some(
-                        int(libc::IPPROTO_IP, libc::IP_FREEBIND)
-                            .map_err(io_err("reading IP_FREEBIND of"))?
-                            != 0,
-                    ),
-                    tos: Some(int(ip_level, tos).map_err(io_err("reading the TOS of"))? as u32),
-                    ttl: Some(int(ip_level, ttl).map_err(io_err("reading the TTL of"))? as u32),
+                    raw: raw_opts.into(),
+                    freebind: opt(libc::IPPROTO_IP, libc::IP_FREEBIND)
+                        .map_err(io_err("reading IP_FREEBIND of"))?
+                        .map(|v| v != 0),
+                    tos: opt(ip_level, tos)
+                        .map_err(io_err("reading the TOS of"))?
+                        .map(|v| v as u32),
+                    ttl: opt(ip_level, ttl)
+                        .map_err(io_err("reading the TTL of"))?
+                        .map(|v| v as u32),
                     ..Default::default()
                 };
                 let v6only = if domain == libc::AF_INET6 {
@@ -322,10 +420,10 @@ impl FileTable {
                 } else {
                     None
                 };
-                if tcp_state == TCP_ESTABLISHED {
+                if tcp && dumped_connection(tcp_state) {
                     let (e, inq, outq) = self
                         .repaired
-                        .read(s, opts.reuseaddr())
+                        .read(s, tcp_state, opts.reuseaddr())
                         .map_err(io_err("reading in TCP repair mode"))?;
                     let name = format!("tcp-stream-{:x}.img", key.1);
                     let mut img = ImageWriter::new(name.clone(), "TCP_STREAM");

@@ -71,7 +71,9 @@ fn connections(net: &ProcDir, pids: &[Tid]) -> Result<Vec<(SocketAddr, SocketAdd
         out.extend(
             lines
                 .into_iter()
-                .filter(|l| l.state == 1 && held.contains(&l.inode))
+                .filter(|l| {
+                    crate::files::dumped_connection(u32::from(l.state)) && held.contains(&l.inode)
+                })
                 .map(|l| (l.local, l.remote)),
         );
     }

@@ -1,5 +1,5 @@
-//! UDP sockets, TCP sockets listening or only bound, and established TCP connections
-//! (IPv4, IPv6): made in crs and handed to their holders (`handoff`).
+//! UDP and raw sockets, TCP sockets listening or only bound, and established TCP
+//! connections (IPv4, IPv6): made in crs and handed to their holders (`handoff`).
 //!
 //! ```text
 //! check  : an inet_sk_entry of a UDP or TCP socket, IPv4 or IPv6, with addresses of
@@ -42,6 +42,17 @@ use crate::images::Tree;
 use crate::RestoreError;
 
 const TCP_ESTABLISHED: u32 = 1;
+/// Half-closed connections: our FIN sent and not acknowledged, or acknowledged; the
+/// peer's FIN received.
+const TCP_FIN_WAIT1: u32 = 4;
+const TCP_FIN_WAIT2: u32 = 5;
+const TCP_CLOSE_WAIT: u32 = 8;
+const CONNECTED: [u32; 4] = [
+    TCP_ESTABLISHED,
+    TCP_FIN_WAIT1,
+    TCP_FIN_WAIT2,
+    TCP_CLOSE_WAIT,
+];
 const TCP_CLOSE: u32 = 7;
 const TCP_LISTEN: u32 = 10;
 
@@ -76,24 +87,26 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     let udp = e.type_() as i32 == libc::SOCK_DGRAM
         && (e.proto() as i32 == libc::IPPROTO_UDP || e.proto() as i32 == libc::IPPROTO_UDPLITE);
     let tcp = e.type_() as i32 == libc::SOCK_STREAM && e.proto() as i32 == libc::IPPROTO_TCP;
-    if !udp && !tcp {
+    let raw = e.type_() as i32 == libc::SOCK_RAW;
+    if !udp && !tcp && !raw {
         return Err(unsupported(format!(
             "files.img: inet socket {id} of type {} and protocol {} (crs restores UDP, \
-             UDP-lite and TCP sockets only)",
+             UDP-lite, TCP and raw sockets only)",
             e.type_(),
             e.proto()
         )));
     }
-    if udp && e.state() != TCP_ESTABLISHED && e.state() != TCP_CLOSE {
+    if (udp || raw) && e.state() != TCP_ESTABLISHED && e.state() != TCP_CLOSE {
         return Err(invalid(
             "files.img",
-            format!("UDP socket {id}: state {}", e.state()),
+            format!("UDP or raw socket {id}: state {}", e.state()),
         ));
     }
-    if tcp && ![TCP_LISTEN, TCP_CLOSE, TCP_ESTABLISHED].contains(&e.state()) {
+    if tcp && !(CONNECTED.contains(&e.state()) || [TCP_LISTEN, TCP_CLOSE].contains(&e.state())) {
         return Err(unsupported(format!(
-            "files.img: TCP socket {id} in state {} (crs restores listening, closed and \
-             established ones; not a connection being opened or closed)",
+            "files.img: TCP socket {id} in state {} (crs restores listening, closed, \
+             established and half-closed ones; not a connection being opened or closed on \
+             both sides)",
             e.state()
         )));
     }
@@ -163,7 +176,7 @@ pub(crate) struct Stream {
 }
 
 fn is_connection(e: &Inet_sk_entry) -> bool {
-    e.type_() as i32 == libc::SOCK_STREAM && e.state() == TCP_ESTABLISHED
+    e.type_() as i32 == libc::SOCK_STREAM && CONNECTED.contains(&e.state())
 }
 
 /// Reads tcp-stream-INO.img of every established connection of `files` (by file id).
@@ -263,7 +276,12 @@ pub(crate) fn create_in_crs(
             let stream = streams.get(&id).expect("loaded with the images");
             Ok((id, e, make_connection(e, stream).map_err(err(id))?))
         })?;
-        // Every connection exists: each can leave repair mode.
+        // Every connection exists: the FINs of the half-closed ones, then out of repair
+        // mode.
+        each(repaired.iter().collect(), par, |(id, e, fd)| {
+            let stream = streams.get(id).expect("loaded with the images");
+            put_fins(fd.as_fd(), e, stream).map_err(err(*id))
+        })?;
         made.extend(each(repaired, par, |(id, e, fd)| {
             let stream = streams.get(&id).expect("loaded with the images");
             finish_connection(fd.as_fd(), e, stream).map_err(err(id))?;
@@ -305,7 +323,13 @@ fn new_socket(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     if let Some(o) = e.opts.as_ref() {
         crate::unixsk::set_sk_opts(fd, o).map_err(at("the socket options"))?;
     }
-    if family == libc::AF_INET6 {
+    // Set only where it differs from what the new socket has: a raw one (bound to its
+    // protocol from the start) refuses the option, with the value it already has.
+    if family == libc::AF_INET6
+        && sk::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+            .map_err(at("reading IPV6_V6ONLY"))?
+            != i32::from(e.v6only())
+    {
         int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, u32::from(e.v6only()))
             .map_err(at("IPV6_V6ONLY"))?;
     }
@@ -333,7 +357,46 @@ fn new_socket(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     if let Some(t) = e.tcp_opts.as_ref() {
         set_tcp_opts(fd, t).map_err(at("the TCP options"))?;
     }
+    if let Some(r) = e.ip_opts.as_ref().and_then(|ip| ip.raw.as_ref()) {
+        set_raw_opts(fd, family, e.proto() as i32, r).map_err(at("the raw socket options"))?;
+    }
     Ok(s)
+}
+
+/// A raw socket's own options: the header included, no fragmentation (IPv4), the ICMP
+/// type filter.
+fn set_raw_opts(
+    fd: BorrowedFd<'_>,
+    family: i32,
+    proto: i32,
+    r: &crs_images::pb::sk_inet::Ip_opts_raw_entry,
+) -> std::io::Result<()> {
+    const SOL_RAW: i32 = 255;
+    const ICMP_FILTER: i32 = 1;
+    const ICMP6_FILTER: i32 = 1;
+    const IPV6_HDRINCL: i32 = 36;
+    const IP_NODEFRAG: i32 = 22;
+    let v6 = family == libc::AF_INET6;
+    if r.hdrincl() {
+        let (level, name) = if v6 {
+            (libc::IPPROTO_IPV6, IPV6_HDRINCL)
+        } else {
+            (libc::IPPROTO_IP, libc::IP_HDRINCL)
+        };
+        sk::setsockopt_int(fd, level, name, 1)?;
+    }
+    if r.nodefrag() && !v6 {
+        sk::setsockopt_int(fd, libc::IPPROTO_IP, IP_NODEFRAG, 1)?;
+    }
+    if !r.icmpv_filter.is_empty() {
+        let (level, name) = if v6 && proto == libc::IPPROTO_ICMPV6 {
+            (libc::IPPROTO_ICMPV6, ICMP6_FILTER)
+        } else {
+            (SOL_RAW, ICMP_FILTER)
+        };
+        inetsk::setsockopt_words(fd, level, name, &r.icmpv_filter)?;
+    }
+    Ok(())
 }
 
 fn at(what: &str) -> impl FnOnce(std::io::Error) -> Failed {
@@ -365,17 +428,23 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     let fd = s.as_fd();
     let int = |level, name, v: u32| sk::setsockopt_int(fd, level, name, v as i32);
     let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
-    let bound = src.port() != 0 || !src.ip().is_unspecified();
+    // A raw socket's port is its protocol, bound or not.
+    let raw = e.type_() as i32 == libc::SOCK_RAW;
+    let bound = (src.port() != 0 && !raw) || !src.ip().is_unspecified();
+    // IP_FREEBIND where the image has it (a raw IPv6 socket has no such option).
+    let has_freebind = e.ip_opts.as_ref().is_some_and(|ip| ip.has_freebind());
     if bound {
         // With IP_FREEBIND the address need not be local now (a socket bound with it and
         // then turned it off, or moved to a host without the address).
-        int(libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(at("IP_FREEBIND"))?;
+        if has_freebind {
+            int(libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(at("IP_FREEBIND"))?;
+        }
         inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
     }
     // Then IP_FREEBIND as dumped, where that is not what the socket has now (on for a
     // bound one, off for a new one).
     let freebind = e.ip_opts.as_ref().is_some_and(|ip| ip.freebind());
-    if freebind != bound {
+    if has_freebind && freebind != bound {
         int(libc::IPPROTO_IP, libc::IP_FREEBIND, u32::from(freebind)).map_err(at("IP_FREEBIND"))?;
     }
     let tcp = e.type_() as i32 == libc::SOCK_STREAM;
@@ -400,13 +469,21 @@ fn make_connection(e: &Inet_sk_entry, stream: &Stream) -> Result<OwnedFd, Failed
     let s = new_socket(e)?;
     let fd = s.as_fd();
     let t = &stream.entry;
+    let state = e.state();
+    // A FIN has a sequence number: the peer's (CLOSE-WAIT) is in the saved rcv_nxt, ours
+    // (FIN-WAIT) in the saved write_seq. The queues are rebuilt without them and the FINs
+    // put back after (see the end).
+    let rcv_fin = state == TCP_CLOSE_WAIT;
+    let snd_fin = state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2;
+    let inq_seq = t.inq_seq().wrapping_sub(u32::from(rcv_fin));
+    let outq_seq = t.outq_seq().wrapping_sub(u32::from(snd_fin));
     repair::set_repair(fd, true).map_err(at("TCP_REPAIR"))?;
     // Where the queues start: the bytes put back below move them on to the saved ends.
     repair::select_queue(fd, Queue::Recv).map_err(at("TCP_REPAIR_QUEUE"))?;
-    repair::set_queue_seq(fd, t.inq_seq().wrapping_sub(t.inq_len()))
+    repair::set_queue_seq(fd, inq_seq.wrapping_sub(t.inq_len()))
         .map_err(at("the receive queue's sequence number"))?;
     repair::select_queue(fd, Queue::Send).map_err(at("TCP_REPAIR_QUEUE"))?;
-    repair::set_queue_seq(fd, t.outq_seq().wrapping_sub(t.outq_len()))
+    repair::set_queue_seq(fd, outq_seq.wrapping_sub(t.outq_len()))
         .map_err(at("the send queue's sequence number"))?;
     let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
     let dst = addr(family, &e.dst_addr, e.dst_port()).expect("checked at load");
@@ -452,17 +529,67 @@ fn make_connection(e: &Inet_sk_entry, stream: &Stream) -> Result<OwnedFd, Failed
     repair::select_queue(fd, Queue::Send).map_err(at("TCP_REPAIR_QUEUE"))?;
     repair::send(fd, &stream.outq[..sent]).map_err(at("the send queue's sent bytes"))?;
     if t.has_snd_wl1() {
-        let w = repair::Window {
+        let mut w = repair::Window {
             snd_wl1: t.snd_wl1(),
             snd_wnd: t.snd_wnd(),
             max_window: t.max_window(),
             rcv_wnd: t.rcv_wnd(),
             rcv_wup: t.rcv_wup(),
         };
+        if rcv_fin {
+            // The window as it was before the peer's FIN took its sequence number.
+            w.rcv_wup = w.rcv_wup.wrapping_sub(1);
+            w.rcv_wnd = w.rcv_wnd.wrapping_add(1);
+        }
         repair::set_window(fd, &w).map_err(at("TCP_REPAIR_WINDOW"))?;
     }
     debug!(id = e.id(), %src, %dst, inq = t.inq_len(), outq = t.outq_len(), "TCP connection made in repair mode");
     Ok(s)
+}
+
+/// Puts back the FINs of a half-closed connection `make_connection` made (every
+/// connection exists by then: an ACK one sends finds its peer), as segments the peer
+/// would send: the socket takes them as it does any (repair mode changes what it sends,
+/// not what it receives). Their source is the peer's address; they are marked so that
+/// the network lock lets them through.
+fn put_fins(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> Result<(), Failed> {
+    let family = e.family() as i32;
+    let t = &stream.entry;
+    let state = e.state();
+    let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
+    let dst = addr(family, &e.dst_addr, e.dst_port()).expect("checked at load");
+    let peer_window = (t.snd_wnd() >> t.snd_wscale()).min(u32::from(u16::MAX)) as u16;
+    if state == TCP_CLOSE_WAIT {
+        let snd_una = t.outq_seq().wrapping_sub(t.outq_len());
+        let fin_seq = t.inq_seq().wrapping_sub(1);
+        repair::send_segment(
+            dst,
+            src,
+            fin_seq,
+            snd_una,
+            peer_window,
+            repair::TH_FIN | repair::TH_ACK,
+        )
+        .map_err(at("the peer's FIN (a raw segment)"))?;
+    }
+    if state == TCP_FIN_WAIT2 {
+        // Ours, sent and acknowledged: into the send queue as sent, then the peer's ACK
+        // of it. (FIN-WAIT-1's is not acknowledged yet: it goes after the unsent bytes,
+        // once out of repair mode, see `finish_connection`.)
+        repair::select_queue(fd, Queue::Send).map_err(at("TCP_REPAIR_QUEUE"))?;
+        repair::shutdown_write(fd).map_err(at("our FIN (shutdown)"))?;
+        repair::select_queue(fd, Queue::None).map_err(at("TCP_REPAIR_QUEUE"))?;
+        repair::send_segment(
+            dst,
+            src,
+            t.inq_seq(),
+            t.outq_seq(),
+            peer_window,
+            repair::TH_ACK,
+        )
+        .map_err(at("the peer's ACK of our FIN (a raw segment)"))?;
+    }
+    Ok(())
 }
 
 /// Takes a connection `make_connection` made out of repair mode: its unsent bytes are
@@ -473,6 +600,10 @@ fn finish_connection(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> 
     let t = &stream.entry;
     let sent = (t.outq_len() - t.unsq_len()) as usize;
     repair::send(fd, &stream.outq[sent..]).map_err(at("the send queue's unsent bytes"))?;
+    if e.state() == TCP_FIN_WAIT1 {
+        // Our FIN, not acknowledged: after the bytes, sent (again) as a FIN is.
+        repair::shutdown_write(fd).map_err(at("our FIN (shutdown)"))?;
+    }
     if let Some(o) = e.opts.as_ref() {
         // The kernel doubles what SO_*BUF sets and reports the doubled value.
         for (name, v) in [
@@ -536,15 +667,15 @@ mod tests {
 
     #[test]
     fn check_names_what_it_refuses() {
-        let raw = refusal(&entry(
-            libc::SOCK_RAW,
-            libc::IPPROTO_ICMP,
+        let sctp = refusal(&entry(
+            libc::SOCK_SEQPACKET,
+            libc::IPPROTO_SCTP,
             TCP_CLOSE,
             vec![0],
         ));
         assert!(
-            raw.contains("crs restores UDP, UDP-lite and TCP sockets only"),
-            "{raw}"
+            sctp.contains("crs restores UDP, UDP-lite, TCP and raw sockets only"),
+            "{sctp}"
         );
         let tcp = refusal(&entry(
             libc::SOCK_STREAM,

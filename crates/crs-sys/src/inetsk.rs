@@ -46,7 +46,7 @@ fn from_storage(ss: &libc::sockaddr_storage) -> io::Result<Option<SocketAddr>> {
 }
 
 /// A sockaddr for `addr`, and its length.
-fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain integers; all-zero is a valid value.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
@@ -145,6 +145,45 @@ pub fn bind(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
 /// connect to `addr` (for a datagram socket: sets its peer).
 pub fn connect(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
     with_addr(fd, addr, libc::connect)
+}
+
+/// `getsockopt(fd, level, name)` of an option that is `n` 32-bit words (ICMP_FILTER,
+/// ICMP6_FILTER).
+pub fn getsockopt_words(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    n: usize,
+) -> io::Result<Vec<u32>> {
+    let mut w = vec![0u32; n];
+    let mut len = (n * 4) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `w` (n words) and the length
+    // into `len`, both alive across the call.
+    let r =
+        unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, w.as_mut_ptr().cast(), &mut len) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    w.truncate(len as usize / 4);
+    Ok(w)
+}
+
+/// `setsockopt(fd, level, name)` of an option of 32-bit words.
+pub fn setsockopt_words(fd: BorrowedFd<'_>, level: i32, name: i32, w: &[u32]) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of_val(w)` bytes of `w`, alive across the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            w.as_ptr().cast(),
+            std::mem::size_of_val(w) as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What `TCP_INFO` tells of a TCP socket that crs looks at.

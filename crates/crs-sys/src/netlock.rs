@@ -7,7 +7,8 @@
 //! table inet CRIU-<dump's run id>                        (CRIU 4's name: either tool's
 //!   set conns4 { ipv4_addr . inet_service . ipv4_addr . inet_service }   restore removes
 //!   set conns6 { ipv6_addr . ... }                         the other's lock)
-//!   chain input  (hook input,  priority filter): saddr . sport . daddr . dport in a set: drop
+//!   chain input  (hook input,  priority filter): saddr . sport . daddr . dport in a set,
+//!                                                 not marked 0xc114: drop
 //!   chain output (hook output, priority filter): the same
 //! ```
 //! Each connection is in its set both ways round (local . peer and peer . local), so one
@@ -19,6 +20,10 @@
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
+
+/// The packet mark the lock lets through: the segments a restore makes up itself to put a
+/// connection's FINs back (`tcp_repair::send_segment`), as CRIU marks its own (SOCCR_MARK).
+pub const MARK: u32 = 0xc114;
 
 /// The lock table of the dump whose inventory has run id `run_id`.
 pub fn table(run_id: &str) -> String {
@@ -59,8 +64,8 @@ pub fn script(table: &str, conns: &[(SocketAddr, SocketAddr)]) -> String {
     for hook in ["input", "output"] {
         s += &format!(
             "\tchain {hook} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\
-             \t\tip saddr . tcp sport . ip daddr . tcp dport @conns4 drop\n\
-             \t\tip6 saddr . tcp sport . ip6 daddr . tcp dport @conns6 drop\n\t}}\n"
+             \t\tip saddr . tcp sport . ip daddr . tcp dport @conns4 meta mark != {MARK:#x} drop\n\
+             \t\tip6 saddr . tcp sport . ip6 daddr . tcp dport @conns6 meta mark != {MARK:#x} drop\n\t}}\n"
         );
     }
     s += "}\n";
@@ -156,7 +161,7 @@ mod tests {
             s.contains("elements = { ::1 . 7 . ::1 . 9, ::1 . 9 . ::1 . 7 }"),
             "{s}"
         );
-        assert_eq!(s.matches("@conns4 drop").count(), 2);
+        assert_eq!(s.matches("@conns4 meta mark != 0xc114 drop").count(), 2);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! ```
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use crate::unixsk::{getsockopt_int, setsockopt_int};
 
@@ -27,6 +28,8 @@ const SIOCOUTQNSD: libc::c_ulong = 0x894b;
 /// One of a socket's two queues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Queue {
+    /// Neither (`TCP_NO_QUEUE`), as a socket in repair mode starts.
+    None = 0,
     /// Bytes received, not yet read (`TCP_RECV_QUEUE`).
     Recv = 1,
     /// Bytes written, not yet acknowledged (`TCP_SEND_QUEUE`).
@@ -289,6 +292,156 @@ fn set_raw(fd: BorrowedFd<'_>, name: i32, words: &[u32]) -> io::Result<()> {
     Ok(())
 }
 
+/// TCP header flags of [`send_segment`].
+pub const TH_FIN: u8 = 0x01;
+/// See [`TH_FIN`].
+pub const TH_ACK: u8 = 0x10;
+
+/// `shutdown(SHUT_WR)`: in repair mode, the FIN goes into the send queue (as sent when the
+/// send queue is selected).
+pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown takes integers only; the fd is borrowed.
+    if unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn v4(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The one's complement sum of `data` as 16-bit big-endian words, folded.
+fn sum16(mut acc: u32, data: &[u8]) -> u32 {
+    for pair in data.chunks(2) {
+        let w = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        acc += u32::from(w);
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc
+}
+
+/// The IP packet (IPv4 or IPv6 header, then a 20-byte TCP header without options or
+/// payload, its checksum over the pseudo-header) of a segment from `src` to `dst`.
+pub fn segment(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    flags: u8,
+) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&src.port().to_be_bytes());
+    tcp.extend_from_slice(&dst.port().to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    tcp.push(5 << 4); // data offset: 5 words
+    tcp.push(flags);
+    tcp.extend_from_slice(&window.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    let (s, d) = (v4(src.ip()), v4(dst.ip()));
+    let mut pseudo = Vec::new();
+    let mut ip = Vec::new();
+    match (s, d) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8, 0, 20]);
+            // version 4, 5 words; length 40; don't fragment; TTL 64; the header checksum
+            // and id are the kernel's to fill in (raw(7)).
+            ip.extend_from_slice(&[
+                0x45,
+                0,
+                0,
+                40,
+                0,
+                0,
+                0x40,
+                0,
+                64,
+                libc::IPPROTO_TCP as u8,
+                0,
+                0,
+            ]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+        }
+        _ => {
+            let to6 = |a: IpAddr| match a {
+                IpAddr::V6(a) => a,
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+            };
+            let (s, d) = (to6(s), to6(d));
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, libc::IPPROTO_TCP as u8]);
+            // version 6; payload 20 bytes; next header TCP; hop limit 64.
+            ip.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, libc::IPPROTO_TCP as u8, 64]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+        }
+    }
+    let sum = !(sum16(sum16(0, &pseudo), &tcp) as u16);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    ip.extend_from_slice(&tcp);
+    ip
+}
+
+/// Sends [`segment`] through a raw socket, marked [`crate::netlock::MARK`] so that the
+/// network lock lets it through: a segment the peer would have sent (a FIN, or the ACK of
+/// ours), for a connection rebuilt in repair mode to take.
+pub fn send_segment(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    flags: u8,
+) -> io::Result<()> {
+    let pkt = segment(src, dst, seq, ack, window, flags);
+    let v6 = pkt[0] >> 4 == 6;
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    let s = crate::inetsk::socket(family, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
+    if v6 {
+        // IPV6_HDRINCL: the packet brings its own IPv6 header.
+        setsockopt_int(s.as_fd(), libc::IPPROTO_IPV6, 36, 1)?;
+    }
+    setsockopt_int(
+        s.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_MARK,
+        crate::netlock::MARK as i32,
+    )?;
+    let to = match v4(dst.ip()) {
+        IpAddr::V4(a) if !v6 => SocketAddr::new(IpAddr::V4(a), 0),
+        IpAddr::V4(a) => SocketAddr::new(IpAddr::V6(a.to_ipv6_mapped()), 0),
+        IpAddr::V6(a) => SocketAddr::new(IpAddr::V6(a), 0),
+    };
+    let (ss, len) = crate::inetsk::to_storage(&to);
+    // SAFETY: sendto reads `pkt.len()` bytes of `pkt` and `len` bytes of `ss`, a valid
+    // sockaddr of that length; both are alive across the call.
+    let n = unsafe {
+        libc::sendto(
+            s.as_raw_fd(),
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +456,37 @@ mod tests {
         connect(s.as_fd(), &l.local_addr().unwrap()).unwrap();
         let (peer, _) = l.accept().unwrap();
         (s, peer)
+    }
+
+    #[test]
+    fn segment_checksums_verify() {
+        // A correct checksum makes the one's complement sum over pseudo-header and
+        // segment 0xffff.
+        for (src, dst) in [
+            ("127.0.0.1:5000", "127.0.0.2:80"),
+            ("[::1]:7", "[::1]:9"),
+            ("[::ffff:10.0.0.1]:1", "[::ffff:10.0.0.2]:2"),
+        ] {
+            let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            let p = segment(src, dst, 0x0102_0304, 0x0a0b_0c0d, 512, TH_FIN | TH_ACK);
+            let (hdr, tcp) = if p[0] >> 4 == 4 {
+                p.split_at(20)
+            } else {
+                p.split_at(40)
+            };
+            assert_eq!(tcp.len(), 20);
+            assert_eq!(&tcp[4..8], &[1, 2, 3, 4]);
+            assert_eq!(tcp[13], TH_FIN | TH_ACK);
+            let mut pseudo = Vec::new();
+            if p[0] >> 4 == 4 {
+                pseudo.extend_from_slice(&hdr[12..20]);
+                pseudo.extend_from_slice(&[0, 6, 0, 20]);
+            } else {
+                pseudo.extend_from_slice(&hdr[8..40]);
+                pseudo.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+            }
+            assert_eq!(sum16(sum16(0, &pseudo), tcp), 0xffff, "{src} -> {dst}");
+        }
     }
 
     #[test]
