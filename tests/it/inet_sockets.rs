@@ -121,3 +121,19 @@ fn half_closed_tcp_connection_without_the_option_is_refused_by_name_task_runs_on
         "an established TCP connection (dump with --tcp-established)",
     );
 }
+
+#[test]
+fn corked_udp_socket_holding_data_is_refused_by_name_task_runs_on() {
+    if skip_unless_root("corked_udp_socket_holding_data_is_refused_by_name_task_runs_on") {
+        return;
+    }
+    // UDP_CORK (17, 1): what is sent waits in the socket until it is uncorked.
+    let mut g = python(
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(17, 1, 1)\ns.sendto(b'corked', ('127.0.0.1', 9))",
+    );
+    refused(
+        &mut g,
+        "a corked UDP socket holding data not sent yet (UDP_CORK)",
+    );
+}

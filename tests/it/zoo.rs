@@ -135,6 +135,7 @@ zoo! {
     tcp_connections => Workload::CWithArgs("tcp_conn", &["--tcp-established"]),
     tcp_half_closed => Workload::CWithArgs("tcp_halfclosed", &["--tcp-established"]),
     raw_sockets => Workload::C("raw"),
+    socket_options => Workload::C("sock_opts"),
     deleted_directories => Workload::C("deleted_dirs"),
     deleted_fifo => Workload::C("deleted_fifo"),
     map_prot => Workload::C("map_prot"),

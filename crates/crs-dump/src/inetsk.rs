@@ -350,6 +350,19 @@ impl FileTable {
                             "a UDP or raw socket with datagrams queued for reading",
                         ));
                     }
+                    // Corked, a UDP socket holds what it was given until uncorked: bytes
+                    // no image keeps (CRIU refuses them too).
+                    const UDP_CORK: i32 = 1;
+                    if udp
+                        && sk::getsockopt_int(s, libc::IPPROTO_UDP, UDP_CORK)
+                            .map_err(io_err("reading UDP_CORK of"))?
+                            != 0
+                        && repair::outq_len(s).map_err(io_err("reading SIOCOUTQ of"))? > 0
+                    {
+                        return Err(unsupported(
+                            "a corked UDP socket holding data not sent yet (UDP_CORK)",
+                        ));
+                    }
                     (0, 0)
                 };
                 let local = inetsk::local_addr(s).map_err(io_err("getsockname of"))?;
@@ -362,14 +375,20 @@ impl FileTable {
                 };
                 let (src, dst) = (any(&local), any(&peer));
                 let int = |level, name| sk::getsockopt_int(s, level, name);
-                let (ip_level, tos, ttl) = if domain == libc::AF_INET6 {
+                let (ip_level, tos, ttl, pktinfo) = if domain == libc::AF_INET6 {
                     (
                         libc::IPPROTO_IPV6,
                         libc::IPV6_TCLASS,
                         libc::IPV6_UNICAST_HOPS,
+                        libc::IPV6_RECVPKTINFO,
                     )
                 } else {
-                    (libc::IPPROTO_IP, libc::IP_TOS, libc::IP_TTL)
+                    (
+                        libc::IPPROTO_IP,
+                        libc::IP_TOS,
+                        libc::IP_TTL,
+                        libc::IP_PKTINFO,
+                    )
                 };
                 let raw_opts = if raw {
                     Some(raw_opts(s, domain, proto).map_err(|e| match e {
@@ -401,6 +420,11 @@ impl FileTable {
                     ttl: opt(ip_level, ttl)
                         .map_err(io_err("reading the TTL of"))?
                         .map(|v| v as u32),
+                    // IP_PKTINFO / IPV6_RECVPKTINFO: the destination of each datagram
+                    // comes with it.
+                    pktinfo: opt(ip_level, pktinfo)
+                        .map_err(io_err("reading the PKTINFO option of"))?
+                        .map(|v| v != 0),
                     ..Default::default()
                 };
                 let v6only = if domain == libc::AF_INET6 {

@@ -634,8 +634,34 @@ pub(super) fn sk_opts(file: &File) -> std::io::Result<Sk_opts_entry> {
         so_broadcast: Some(int(libc::SO_BROADCAST)? != 0),
         so_keepalive: Some(int(libc::SO_KEEPALIVE)? != 0),
         so_oobinline: Some(int(libc::SO_OOBINLINE)? as u32),
-        so_buf_lock: Some(0),
+        so_buf_lock: Some(opt(SO_BUF_LOCK)?.unwrap_or(0) as u32),
+        so_bound_dev: bound_dev(fd)?,
+        so_filter: sk::get_filter(fd)?,
+        so_linger: linger(fd)?,
         ..Default::default()
+    })
+}
+
+/// SO_BUF_LOCK (Linux 5.14): which buffer sizes were set by hand (1 send, 2 receive).
+const SO_BUF_LOCK: i32 = 72;
+
+/// The device the socket is bound to (SO_BINDTODEVICE), if any.
+fn bound_dev(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Option<String>> {
+    let b = sk::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, libc::IFNAMSIZ)?;
+    let name = b.split(|&c| c == 0).next().unwrap_or_default();
+    Ok((!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()))
+}
+
+/// SO_LINGER's time when lingering is on.
+fn linger(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Option<u32>> {
+    let b = sk::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_LINGER, 8)?;
+    let word = |at: usize| {
+        b.get(at..at + 4)
+            .map(|w| i32::from_ne_bytes(w.try_into().expect("4 bytes")))
+    };
+    Ok(match (word(0), word(4)) {
+        (Some(on), Some(secs)) if on != 0 => Some(secs as u32),
+        _ => None,
     })
 }
 

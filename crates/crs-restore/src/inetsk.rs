@@ -353,6 +353,14 @@ fn new_socket(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
         if ip.has_ttl() && ip.ttl() as i32 != default_ttl {
             int(level, ttl, ip.ttl()).map_err(at("the TTL"))?;
         }
+        if ip.pktinfo() {
+            let name = if family == libc::AF_INET6 {
+                libc::IPV6_RECVPKTINFO
+            } else {
+                libc::IP_PKTINFO
+            };
+            int(level, name, 1).map_err(at("the PKTINFO option"))?;
+        }
     }
     if let Some(t) = e.tcp_opts.as_ref() {
         set_tcp_opts(fd, t).map_err(at("the TCP options"))?;
@@ -614,6 +622,12 @@ fn finish_connection(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> 
                 sk::setsockopt_int(fd, libc::SOL_SOCKET, name, (v / 2) as i32)
                     .map_err(at("the buffer sizes"))?;
             }
+        }
+        // The FORCE calls lock both sizes: which the task had set itself, as dumped.
+        const SO_BUF_LOCK: i32 = 72;
+        if o.has_so_buf_lock() {
+            sk::setsockopt_int(fd, libc::SOL_SOCKET, SO_BUF_LOCK, o.so_buf_lock() as i32)
+                .map_err(at("SO_BUF_LOCK"))?;
         }
     }
     if e.flags() & libc::O_NONBLOCK as u32 != 0 {

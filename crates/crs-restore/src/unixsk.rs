@@ -537,6 +537,19 @@ fn set_up(r: &mut Remote<'_>, fd: i64, id: u32, u: &Unix_sk_entry) -> Result<(),
     if o.so_mark() != 0 {
         ints.push((libc::SO_MARK, "SO_MARK", o.so_mark()));
     }
+    for (on, name, label) in [
+        (o.reuseaddr(), libc::SO_REUSEADDR, "SO_REUSEADDR"),
+        (o.so_reuseport(), libc::SO_REUSEPORT, "SO_REUSEPORT"),
+        (o.so_broadcast(), libc::SO_BROADCAST, "SO_BROADCAST"),
+        (o.so_dontroute(), libc::SO_DONTROUTE, "SO_DONTROUTE"),
+        (o.so_no_check(), libc::SO_NO_CHECK, "SO_NO_CHECK"),
+        (o.so_keepalive(), libc::SO_KEEPALIVE, "SO_KEEPALIVE"),
+        (o.so_oobinline() != 0, libc::SO_OOBINLINE, "SO_OOBINLINE"),
+    ] {
+        if on {
+            ints.push((name, label, 1));
+        }
+    }
     for (name, label, v) in ints {
         if v == 0 {
             continue;
@@ -571,6 +584,61 @@ fn set_up(r: &mut Remote<'_>, fd: i64, id: u32, u: &Unix_sk_entry) -> Result<(),
             libc::SYS_setsockopt,
             [fd as u64, libc::SOL_SOCKET as u64, name as u64, p, 16, 0],
             || format!("setting {label} {s}.{us:06} of unix socket {id}"),
+        )?;
+    }
+    // As `set_sk_opts` does in crs: lingering, the bound device, the BPF filter, and
+    // last SO_BUF_LOCK (the FORCE calls above lock both sizes).
+    let mut bytes: Vec<(i32, &str, Vec<u8>)> = Vec::new();
+    if o.has_so_linger() {
+        let l: Vec<u8> = [1i32, o.so_linger() as i32]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        bytes.push((libc::SO_LINGER, "SO_LINGER", l));
+    }
+    if !o.so_bound_dev().is_empty() {
+        bytes.push((
+            libc::SO_BINDTODEVICE,
+            "SO_BINDTODEVICE",
+            o.so_bound_dev().as_bytes().to_vec(),
+        ));
+    }
+    if !o.so_filter.is_empty() {
+        // The program above the sock_fprog that points at it.
+        const PROG_OFF: usize = 64;
+        let prog: Vec<u8> = o
+            .so_filter
+            .iter()
+            .flat_map(|&w| sk::filter_insn_bytes(w))
+            .collect();
+        let at = r.put(PROG_OFF, &prog)?;
+        let mut fprog = Vec::with_capacity(16);
+        fprog.extend_from_slice(&(o.so_filter.len() as u16).to_ne_bytes());
+        fprog.extend_from_slice(&[0; 6]);
+        fprog.extend_from_slice(&at.to_ne_bytes());
+        bytes.push((libc::SO_ATTACH_FILTER, "SO_ATTACH_FILTER", fprog));
+    }
+    const SO_BUF_LOCK: i32 = 72;
+    if o.has_so_buf_lock() {
+        bytes.push((
+            SO_BUF_LOCK,
+            "SO_BUF_LOCK",
+            (o.so_buf_lock() as i32).to_ne_bytes().to_vec(),
+        ));
+    }
+    for (name, label, b) in bytes {
+        let p = r.put(0, &b)?;
+        r.call(
+            libc::SYS_setsockopt,
+            [
+                fd as u64,
+                libc::SOL_SOCKET as u64,
+                name as u64,
+                p,
+                b.len() as u64,
+                0,
+            ],
+            || format!("setting {label} of unix socket {id}"),
         )?;
     }
     Ok(())
@@ -1194,10 +1262,34 @@ pub(crate) fn set_sk_opts(fd: BorrowedFd<'_>, o: &Sk_opts_entry) -> io::Result<(
         (o.so_dontroute(), libc::SO_DONTROUTE),
         (o.so_no_check(), libc::SO_NO_CHECK),
         (o.so_keepalive(), libc::SO_KEEPALIVE),
+        (o.so_oobinline() != 0, libc::SO_OOBINLINE),
     ] {
         if on {
             int(name, 1)?;
         }
+    }
+    if o.has_so_linger() {
+        let mut l = [0u8; 8];
+        l[..4].copy_from_slice(&1i32.to_ne_bytes());
+        l[4..].copy_from_slice(&(o.so_linger() as i32).to_ne_bytes());
+        sk::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_LINGER, &l)?;
+    }
+    if o.has_so_bound_dev() && !o.so_bound_dev().is_empty() {
+        sk::setsockopt_bytes(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            o.so_bound_dev().as_bytes(),
+        )?;
+    }
+    if !o.so_filter.is_empty() {
+        sk::set_filter(fd, &o.so_filter)?;
+    }
+    // Last of the buffer options: the FORCE calls above lock both sizes; this says which
+    // the task had set itself (SO_BUF_LOCK, Linux 5.14).
+    const SO_BUF_LOCK: i32 = 72;
+    if o.has_so_buf_lock() {
+        int(SO_BUF_LOCK, o.so_buf_lock())?;
     }
     if o.so_snd_tmo_sec() != 0 || o.so_snd_tmo_usec() != 0 {
         sk::setsockopt_timeval(

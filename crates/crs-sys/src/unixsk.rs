@@ -43,6 +43,132 @@ pub fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> 
     Ok(())
 }
 
+/// `getsockopt(fd, level, name)` of an option of at most `max` bytes, as bytes
+/// (SO_BINDTODEVICE's name, SO_LINGER's struct).
+pub fn getsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    max: usize,
+) -> io::Result<Vec<u8>> {
+    let mut b = vec![0u8; max];
+    let mut len = max as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `b` and the length into `len`,
+    // both alive across the call; the fd is borrowed.
+    let ret =
+        unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, b.as_mut_ptr().cast(), &mut len) };
+    cvt(ret.into())?;
+    b.truncate(len as usize);
+    Ok(b)
+}
+
+/// `setsockopt(fd, level, name)` of an option given as bytes.
+pub fn setsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, b: &[u8]) -> io::Result<()> {
+    // SAFETY: setsockopt reads `b.len()` bytes of `b`, alive across the call; the fd is
+    // borrowed.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            b.as_ptr().cast(),
+            b.len() as libc::socklen_t,
+        )
+    };
+    cvt(ret.into())?;
+    Ok(())
+}
+
+/// A socket's classic BPF filter (SO_GET_FILTER) as CRIU's images hold it: one word per
+/// instruction, `code << 48 | jt << 40 | jf << 32 | k`; empty when it has none.
+pub fn get_filter(fd: BorrowedFd<'_>) -> io::Result<Vec<u64>> {
+    const SO_GET_FILTER: i32 = 26;
+    // The length is counted in instructions: asked with 0, the kernel says how many.
+    let mut n: libc::socklen_t = 0;
+    // SAFETY: with a length of 0 the kernel writes nothing but the count into `n`.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_GET_FILTER,
+            std::ptr::null_mut(),
+            &mut n,
+        )
+    };
+    cvt(ret.into())?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let zero = libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    };
+    let mut prog = vec![zero; n as usize];
+    // SAFETY: the kernel writes at most `n` sock_filters into `prog`, which has room for
+    // `n`, and the count into `n`.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_GET_FILTER,
+            prog.as_mut_ptr().cast(),
+            &mut n,
+        )
+    };
+    cvt(ret.into())?;
+    prog.truncate(n as usize);
+    Ok(prog
+        .iter()
+        .map(|f| {
+            u64::from(f.code) << 48 | u64::from(f.jt) << 40 | u64::from(f.jf) << 32 | u64::from(f.k)
+        })
+        .collect())
+}
+
+/// Attaches classic BPF program `prog` (CRIU's words, as [`get_filter`] gives them) with
+/// SO_ATTACH_FILTER.
+pub fn set_filter(fd: BorrowedFd<'_>, prog: &[u64]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|&w| libc::sock_filter {
+            code: (w >> 48) as u16,
+            jt: (w >> 40) as u8,
+            jf: (w >> 32) as u8,
+            k: w as u32,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: insns.len() as u16,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: the kernel reads the sock_fprog and the `len` sock_filters it points at,
+    // all alive across the call; the fd is borrowed.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    cvt(ret.into())?;
+    Ok(())
+}
+
+/// One instruction in `struct sock_filter`'s memory layout (code, jt, jf, k), from CRIU's
+/// word (see [`get_filter`]).
+pub fn filter_insn_bytes(w: u64) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..2].copy_from_slice(&((w >> 48) as u16).to_ne_bytes());
+    b[2] = (w >> 40) as u8;
+    b[3] = (w >> 32) as u8;
+    b[4..].copy_from_slice(&(w as u32).to_ne_bytes());
+    b
+}
+
 /// `getsockopt(fd, SOL_SOCKET, name)` of a `struct timeval` option (SO_SNDTIMEO,
 /// SO_RCVTIMEO): (seconds, microseconds).
 pub fn getsockopt_timeval(fd: BorrowedFd<'_>, name: i32) -> io::Result<(u64, u64)> {
