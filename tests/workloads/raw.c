@@ -116,16 +116,6 @@ static int filter6_is(int s, const struct icmp6_filter *want)
 	       memcmp(&f, want, sizeof(f)) == 0;
 }
 
-static int get_int(int s, int level, int name)
-{
-	int v = -1;
-	socklen_t len = sizeof(v);
-
-	if (getsockopt(s, level, name, &v, &len))
-		return -1;
-	return v;
-}
-
 int main(int argc, char **argv)
 {
 	/* 127.x.y.z from the pid (never 127.0.0.1 as long as the pid is above 1). */
@@ -178,9 +168,9 @@ int main(int argc, char **argv)
 	ZOO_CHECK(R4, filter4(r4) == f4 && ping4(r4, a, 1), "r4: no echo reply from %s",
 		  inet_ntoa(a.sin_addr));
 	ZOO_CHECK(RH,
-		  get_int(rh, IPPROTO_IP, IP_HDRINCL) == 1 && get_int(rh, IPPROTO_IP, IP_NODEFRAG) == 1,
-		  "rh: IP_HDRINCL %d, IP_NODEFRAG %d (want 1, 1)", get_int(rh, IPPROTO_IP, IP_HDRINCL),
-		  get_int(rh, IPPROTO_IP, IP_NODEFRAG));
+		  zoo_sockopt(rh, IPPROTO_IP, IP_HDRINCL) == 1 && zoo_sockopt(rh, IPPROTO_IP, IP_NODEFRAG) == 1,
+		  "rh: IP_HDRINCL %d, IP_NODEFRAG %d (want 1, 1)", zoo_sockopt(rh, IPPROTO_IP, IP_HDRINCL),
+		  zoo_sockopt(rh, IPPROTO_IP, IP_NODEFRAG));
 	ZOO_CHECK(R6, filter6_is(r6, &f6), "r6: ICMP6_FILTER changed");
 	ZOO_CHECK(R6, filter6_is(r6, &f6) && send6(r6), "r6: cannot send to ::1");
 	return zoo_done();

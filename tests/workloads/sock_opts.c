@@ -36,16 +36,6 @@ static struct sock_filter prog[] = {
 	BPF_STMT(BPF_RET | BPF_K, 0xffff),
 };
 
-static int get_int(int s, int level, int name)
-{
-	int v = -1;
-	socklen_t len = sizeof(v);
-
-	if (getsockopt(s, level, name, &v, &len))
-		return -1;
-	return v;
-}
-
 static int linger_is(int s, int on, int secs)
 {
 	struct linger l;
@@ -111,8 +101,8 @@ int main(int argc, char **argv)
 		setsockopt(sp[0], SOL_SOCKET, SO_LINGER, &off, sizeof(off));
 	zoo_wait();
 
-	ZOO_CHECK(OOBINLINE, get_int(u, SOL_SOCKET, SO_OOBINLINE) == 1, "SO_OOBINLINE %d",
-		  get_int(u, SOL_SOCKET, SO_OOBINLINE));
+	ZOO_CHECK(OOBINLINE, zoo_sockopt(u, SOL_SOCKET, SO_OOBINLINE) == 1, "SO_OOBINLINE %d",
+		  zoo_sockopt(u, SOL_SOCKET, SO_OOBINLINE));
 	ZOO_CHECK(LINGER, linger_is(u, 1, 7), "SO_LINGER is not on, 7 s");
 	len = sizeof(dev);
 	memset(dev, 0, sizeof(dev));
@@ -133,10 +123,10 @@ int main(int argc, char **argv)
 		ZOO_CHECK(FILTER, r == 4 && memcmp(b, "wxyz", 4) == 0,
 			  "the first datagram through is %zd bytes, not \"wxyz\"", r);
 	}
-	ZOO_CHECK(BUF_LOCK, get_int(u, SOL_SOCKET, SO_BUF_LOCK) == 1, "SO_BUF_LOCK %d (want 1)",
-		  get_int(u, SOL_SOCKET, SO_BUF_LOCK));
-	ZOO_CHECK(PKTINFO, get_int(u, IPPROTO_IP, IP_PKTINFO) == 1, "IP_PKTINFO %d",
-		  get_int(u, IPPROTO_IP, IP_PKTINFO));
+	ZOO_CHECK(BUF_LOCK, zoo_sockopt(u, SOL_SOCKET, SO_BUF_LOCK) == 1, "SO_BUF_LOCK %d (want 1)",
+		  zoo_sockopt(u, SOL_SOCKET, SO_BUF_LOCK));
+	ZOO_CHECK(PKTINFO, zoo_sockopt(u, IPPROTO_IP, IP_PKTINFO) == 1, "IP_PKTINFO %d",
+		  zoo_sockopt(u, IPPROTO_IP, IP_PKTINFO));
 	ZOO_CHECK(UNIX_LINGER, linger_is(sp[0], 1, 3), "unix SO_LINGER is not on, 3 s");
 	return zoo_done();
 }

@@ -54,16 +54,6 @@ static void set_int(int s, int level, int name, int v, const char *what)
 		zoo_die(what);
 }
 
-static int get_int(int s, int level, int name)
-{
-	int v = -1;
-	socklen_t len = sizeof(v);
-
-	if (getsockopt(s, level, name, &v, &len))
-		return -1;
-	return v;
-}
-
 static int listener(int family, const char *ip, struct sockaddr_storage *a, socklen_t *len)
 {
 	int l = socket(family, SOCK_STREAM, 0), one = 1;
@@ -285,8 +275,8 @@ int main(int argc, char **argv)
 				  (unsigned long long)sent_to_c, r, r < 0 ? strerror(errno) : "");
 		}
 		expect_queued(B_QUEUES, cb, "v6 to C!", 8, "cb");
-		ZOO_CHECK(C_OPTS, get_int(ca, IPPROTO_TCP, TCP_NODELAY) == 1, "ca: TCP_NODELAY %d",
-			  get_int(ca, IPPROTO_TCP, TCP_NODELAY));
+		ZOO_CHECK(C_OPTS, zoo_sockopt(ca, IPPROTO_TCP, TCP_NODELAY) == 1, "ca: TCP_NODELAY %d",
+			  zoo_sockopt(ca, IPPROTO_TCP, TCP_NODELAY));
 		if (ZOO_BREAK(EXCHANGE))
 			shutdown(ca, SHUT_WR);
 		ZOO_CHECK(EXCHANGE, send(ca, "C after", 7, MSG_NOSIGNAL) == 7, "ca: send: %s",
@@ -325,15 +315,15 @@ int main(int argc, char **argv)
 	ZOO_CHECK(M_MAPPED, ((struct sockaddr_in6 *)&m1_names.peer)->sin6_family == AF_INET6,
 		  "m1 is not an IPv6 socket");
 	ZOO_CHECK(P_OPTS,
-		  get_int(pa, SOL_SOCKET, SO_KEEPALIVE) == 1 &&
-			  get_int(pa, IPPROTO_TCP, TCP_KEEPIDLE) == 77 &&
-			  get_int(pa, IPPROTO_TCP, TCP_KEEPINTVL) == 13 &&
-			  get_int(pa, IPPROTO_TCP, TCP_KEEPCNT) == 5 &&
-			  get_int(pb, IPPROTO_TCP, TCP_CORK) == 1,
+		  zoo_sockopt(pa, SOL_SOCKET, SO_KEEPALIVE) == 1 &&
+			  zoo_sockopt(pa, IPPROTO_TCP, TCP_KEEPIDLE) == 77 &&
+			  zoo_sockopt(pa, IPPROTO_TCP, TCP_KEEPINTVL) == 13 &&
+			  zoo_sockopt(pa, IPPROTO_TCP, TCP_KEEPCNT) == 5 &&
+			  zoo_sockopt(pb, IPPROTO_TCP, TCP_CORK) == 1,
 		  "keepalive %d idle %d intvl %d cnt %d, cork %d",
-		  get_int(pa, SOL_SOCKET, SO_KEEPALIVE), get_int(pa, IPPROTO_TCP, TCP_KEEPIDLE),
-		  get_int(pa, IPPROTO_TCP, TCP_KEEPINTVL), get_int(pa, IPPROTO_TCP, TCP_KEEPCNT),
-		  get_int(pb, IPPROTO_TCP, TCP_CORK));
+		  zoo_sockopt(pa, SOL_SOCKET, SO_KEEPALIVE), zoo_sockopt(pa, IPPROTO_TCP, TCP_KEEPIDLE),
+		  zoo_sockopt(pa, IPPROTO_TCP, TCP_KEEPINTVL), zoo_sockopt(pa, IPPROTO_TCP, TCP_KEEPCNT),
+		  zoo_sockopt(pb, IPPROTO_TCP, TCP_CORK));
 	ZOO_CHECK(ZOO_UNBREAKABLE /* set by the workload */,
 		  (fcntl(pa, F_GETFL) & O_NONBLOCK) != 0, "pa is not non-blocking any more");
 	if (fcntl(pa, F_SETFL, 0))

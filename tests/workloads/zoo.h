@@ -47,6 +47,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -441,6 +442,17 @@ static ZOO_UNUSED ssize_t zoo_read_file(const char *path, char *buf, size_t cap)
 	close(fd);
 	buf[got] = 0;
 	return (ssize_t)got;
+}
+
+/* An int socket option of `s`, -1 when it cannot be read. */
+static ZOO_UNUSED int zoo_sockopt(int s, int level, int name)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(s, level, name, &v, &len))
+		return -1;
+	return v;
 }
 
 #endif

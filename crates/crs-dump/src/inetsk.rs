@@ -402,8 +402,7 @@ impl FileTable {
                 } else {
                     None
                 };
-                // An option this kind of socket does not have (IP_FREEBIND on a raw IPv6
-                // one: ENOPROTOOPT) is left out.
+                // An option this kind of socket does not have is left out.
                 let opt = |level, name| match int(level, name) {
                     Ok(v) => Ok(Some(v)),
                     Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
@@ -411,9 +410,12 @@ impl FileTable {
                 };
                 let ip_opts = Ip_opts_entry {
                     raw: raw_opts.into(),
-                    freebind: opt(libc::IPPROTO_IP, libc::IP_FREEBIND)
-                        .map_err(io_err("reading IP_FREEBIND of"))?
-                        .map(|v| v != 0),
+                    freebind: {
+                        let (level, name) = inetsk::freebind_opt(domain);
+                        opt(level, name)
+                    }
+                    .map_err(io_err("reading the freebind option of"))?
+                    .map(|v| v != 0),
                     tos: opt(ip_level, tos)
                         .map_err(io_err("reading the TOS of"))?
                         .map(|v| v as u32),

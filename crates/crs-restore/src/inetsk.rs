@@ -439,13 +439,14 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     // A raw socket's port is its protocol, bound or not.
     let raw = e.type_() as i32 == libc::SOCK_RAW;
     let bound = (src.port() != 0 && !raw) || !src.ip().is_unspecified();
-    // IP_FREEBIND where the image has it (a raw IPv6 socket has no such option).
+    // Freebind where the image has it.
+    let (fb_level, fb_name) = inetsk::freebind_opt(family);
     let has_freebind = e.ip_opts.as_ref().is_some_and(|ip| ip.has_freebind());
     if bound {
         // With IP_FREEBIND the address need not be local now (a socket bound with it and
         // then turned it off, or moved to a host without the address).
         if has_freebind {
-            int(libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(at("IP_FREEBIND"))?;
+            int(fb_level, fb_name, 1).map_err(at("the freebind option"))?;
         }
         inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
     }
@@ -453,7 +454,7 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     // bound one, off for a new one).
     let freebind = e.ip_opts.as_ref().is_some_and(|ip| ip.freebind());
     if has_freebind && freebind != bound {
-        int(libc::IPPROTO_IP, libc::IP_FREEBIND, u32::from(freebind)).map_err(at("IP_FREEBIND"))?;
+        int(fb_level, fb_name, u32::from(freebind)).map_err(at("the freebind option"))?;
     }
     let tcp = e.type_() as i32 == libc::SOCK_STREAM;
     if !tcp && e.state() == TCP_ESTABLISHED {
@@ -497,11 +498,11 @@ fn make_connection(e: &Inet_sk_entry, stream: &Stream) -> Result<OwnedFd, Failed
     let dst = addr(family, &e.dst_addr, e.dst_port()).expect("checked at load");
     // Bound whatever else has the port (repair mode forces reuse); freebind as dumped.
     let freebind = e.ip_opts.as_ref().is_some_and(|ip| ip.freebind());
-    sk::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(at("IP_FREEBIND"))?;
+    let (fb_level, fb_name) = inetsk::freebind_opt(family);
+    sk::setsockopt_int(fd, fb_level, fb_name, 1).map_err(at("the freebind option"))?;
     inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
     if !freebind {
-        sk::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 0)
-            .map_err(at("IP_FREEBIND"))?;
+        sk::setsockopt_int(fd, fb_level, fb_name, 0).map_err(at("the freebind option"))?;
     }
     inetsk::connect(fd, &dst).map_err(at(&format!("connect (repair) to {dst}")))?;
     let mask = t.opt_mask();

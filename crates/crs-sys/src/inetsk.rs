@@ -5,6 +5,17 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+/// Where `family`'s freebind option is: IP_FREEBIND, or for IPv6 IPV6_FREEBIND (the same
+/// flag; a raw IPv6 socket has only the latter).
+pub fn freebind_opt(family: i32) -> (i32, i32) {
+    const IPV6_FREEBIND: i32 = 78;
+    if family == libc::AF_INET6 {
+        (libc::IPPROTO_IPV6, IPV6_FREEBIND)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_FREEBIND)
+    }
+}
+
 /// A new socket (close-on-exec) of `family` (AF_INET, AF_INET6), `kind` and `proto`.
 pub fn socket(family: i32, kind: i32, proto: i32) -> io::Result<OwnedFd> {
     // SAFETY: socket takes integers only; a non-negative result is a new fd we own.
@@ -148,42 +159,23 @@ pub fn connect(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
 }
 
 /// `getsockopt(fd, level, name)` of an option that is `n` 32-bit words (ICMP_FILTER,
-/// ICMP6_FILTER).
+/// ICMP6_FILTER, TCP_REPAIR_WINDOW); fewer when the kernel gives fewer.
 pub fn getsockopt_words(
     fd: BorrowedFd<'_>,
     level: i32,
     name: i32,
     n: usize,
 ) -> io::Result<Vec<u32>> {
-    let mut w = vec![0u32; n];
-    let mut len = (n * 4) as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `w` (n words) and the length
-    // into `len`, both alive across the call.
-    let r =
-        unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, w.as_mut_ptr().cast(), &mut len) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    w.truncate(len as usize / 4);
-    Ok(w)
+    let b = crate::unixsk::getsockopt_bytes(fd, level, name, n * 4)?;
+    Ok(b.chunks_exact(4)
+        .map(|w| u32::from_ne_bytes(w.try_into().expect("4 bytes")))
+        .collect())
 }
 
 /// `setsockopt(fd, level, name)` of an option of 32-bit words.
 pub fn setsockopt_words(fd: BorrowedFd<'_>, level: i32, name: i32, w: &[u32]) -> io::Result<()> {
-    // SAFETY: setsockopt reads `size_of_val(w)` bytes of `w`, alive across the call.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            w.as_ptr().cast(),
-            std::mem::size_of_val(w) as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let b: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+    crate::unixsk::setsockopt_bytes(fd, level, name, &b)
 }
 
 /// What `TCP_INFO` tells of a TCP socket that crs looks at.

@@ -234,26 +234,11 @@ pub struct Window {
 
 /// `getsockopt(TCP_REPAIR_WINDOW)` (repair mode only).
 pub fn window(fd: BorrowedFd<'_>) -> io::Result<Window> {
-    let mut w = [0u32; 5];
-    let mut len = std::mem::size_of_val(&w) as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `w` and the length into `len`,
-    // both live locals; the fd is borrowed.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            TCP_REPAIR_WINDOW,
-            w.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if len as usize != std::mem::size_of_val(&w) {
+    let w = crate::inetsk::getsockopt_words(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, 5)?;
+    if w.len() != 5 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("TCP_REPAIR_WINDOW of {len} bytes"),
+            format!("TCP_REPAIR_WINDOW of {} words", w.len()),
         ));
     }
     Ok(Window {
@@ -275,21 +260,7 @@ pub fn set_window(fd: BorrowedFd<'_>, w: &Window) -> io::Result<()> {
 }
 
 fn set_raw(fd: BorrowedFd<'_>, name: i32, words: &[u32]) -> io::Result<()> {
-    // SAFETY: setsockopt reads `size_of_val(words)` bytes from `words`, alive across the
-    // call; the fd is borrowed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            name,
-            words.as_ptr().cast(),
-            std::mem::size_of_val(words) as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::inetsk::setsockopt_words(fd, libc::IPPROTO_TCP, name, words)
 }
 
 /// TCP header flags of [`send_segment`].
