@@ -571,14 +571,14 @@ fn put_fins(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> Result<()
     if state == TCP_CLOSE_WAIT {
         let snd_una = t.outq_seq().wrapping_sub(t.outq_len());
         let fin_seq = t.inq_seq().wrapping_sub(1);
-        repair::send_segment(
-            dst,
-            src,
-            fin_seq,
-            snd_una,
-            peer_window,
-            repair::TH_FIN | repair::TH_ACK,
-        )
+        repair::send_segment(&repair::Segment {
+            src: dst,
+            dst: src,
+            seq: fin_seq,
+            ack: snd_una,
+            window: peer_window,
+            flags: repair::TH_FIN | repair::TH_ACK,
+        })
         .map_err(at("the peer's FIN (a raw segment)"))?;
     }
     if state == TCP_FIN_WAIT2 {
@@ -588,14 +588,14 @@ fn put_fins(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> Result<()
         repair::select_queue(fd, Queue::Send).map_err(at("TCP_REPAIR_QUEUE"))?;
         repair::shutdown_write(fd).map_err(at("our FIN (shutdown)"))?;
         repair::select_queue(fd, Queue::None).map_err(at("TCP_REPAIR_QUEUE"))?;
-        repair::send_segment(
-            dst,
-            src,
-            t.inq_seq(),
-            t.outq_seq(),
-            peer_window,
-            repair::TH_ACK,
-        )
+        repair::send_segment(&repair::Segment {
+            src: dst,
+            dst: src,
+            seq: t.inq_seq(),
+            ack: t.outq_seq(),
+            window: peer_window,
+            flags: repair::TH_ACK,
+        })
         .map_err(at("the peer's ACK of our FIN (a raw segment)"))?;
     }
     Ok(())

@@ -297,16 +297,29 @@ fn sum16(mut acc: u32, data: &[u8]) -> u32 {
     acc
 }
 
-/// The IP packet (IPv4 or IPv6 header, then a 20-byte TCP header without options or
-/// payload, its checksum over the pseudo-header) of a segment from `src` to `dst`.
-pub fn segment(
-    src: SocketAddr,
-    dst: SocketAddr,
-    seq: u32,
-    ack: u32,
-    window: u16,
-    flags: u8,
-) -> Vec<u8> {
+/// A TCP segment without options or payload, as a peer would send it.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    /// TH_* bits.
+    pub flags: u8,
+}
+
+/// The IP packet (IPv4 or IPv6 header, then a 20-byte TCP header, its checksum over the
+/// pseudo-header) of segment `g`.
+pub fn segment(g: &Segment) -> Vec<u8> {
+    let Segment {
+        src,
+        dst,
+        seq,
+        ack,
+        window,
+        flags,
+    } = *g;
     let mut tcp = Vec::with_capacity(20);
     tcp.extend_from_slice(&src.port().to_be_bytes());
     tcp.extend_from_slice(&dst.port().to_be_bytes());
@@ -367,15 +380,8 @@ pub fn segment(
 /// Sends [`segment`] through a raw socket, marked [`crate::netlock::MARK`] so that the
 /// network lock lets it through: a segment the peer would have sent (a FIN, or the ACK of
 /// ours), for a connection rebuilt in repair mode to take.
-pub fn send_segment(
-    src: SocketAddr,
-    dst: SocketAddr,
-    seq: u32,
-    ack: u32,
-    window: u16,
-    flags: u8,
-) -> io::Result<()> {
-    let pkt = segment(src, dst, seq, ack, window, flags);
+pub fn send_segment(g: &Segment) -> io::Result<()> {
+    let (dst, pkt) = (g.dst, segment(g));
     let v6 = pkt[0] >> 4 == 6;
     let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     let s = crate::inetsk::socket(family, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
@@ -439,7 +445,14 @@ mod tests {
             ("[::ffff:10.0.0.1]:1", "[::ffff:10.0.0.2]:2"),
         ] {
             let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-            let p = segment(src, dst, 0x0102_0304, 0x0a0b_0c0d, 512, TH_FIN | TH_ACK);
+            let p = segment(&Segment {
+                src,
+                dst,
+                seq: 0x0102_0304,
+                ack: 0x0a0b_0c0d,
+                window: 512,
+                flags: TH_FIN | TH_ACK,
+            });
             let (hdr, tcp) = if p[0] >> 4 == 4 {
                 p.split_at(20)
             } else {
