@@ -88,7 +88,7 @@ impl Repaired {
     fn read(
         &mut self,
         s: BorrowedFd<'_>,
-        state: u32,
+        info: &inetsk::TcpInfo,
         reuseaddr: bool,
     ) -> std::io::Result<(Tcp_stream_entry, Vec<u8>, Vec<u8>)> {
         let own = s.try_clone_to_owned()?;
@@ -98,7 +98,7 @@ impl Repaired {
         );
         self.socks.push((own, reuseaddr));
         repair::set_repair(s, true)?;
-        let read = read_stream(s, state);
+        let read = read_stream(s, info);
         repair::leave_quietly(s, reuseaddr)?;
         read
     }
@@ -129,35 +129,14 @@ impl Drop for Repaired {
     }
 }
 
-/// TCP_INFO's states (`tcpi_state`) other than listening and closed.
-fn tcp_state_name(state: u8) -> &'static str {
-    match state {
-        1 => "established",
-        2 => "SYN sent",
-        3 => "SYN received",
-        4 => "FIN-WAIT-1",
-        5 => "FIN-WAIT-2",
-        6 => "TIME-WAIT",
-        8 => "CLOSE-WAIT",
-        9 => "LAST-ACK",
-        11 => "CLOSING",
-        _ => "unknown",
-    }
-}
-
-/// Reads established socket `s` in repair mode (see the module's comment): its stream
-/// entry and its receive and send queues' bytes.
+/// Reads established socket `s` in repair mode (see the module's comment), whose TCP_INFO
+/// is `info` (its state and the options the handshake agreed on): its stream entry and
+/// its receive and send queues' bytes.
 fn read_stream(
     s: BorrowedFd<'_>,
-    state: u32,
+    info: &inetsk::TcpInfo,
 ) -> std::io::Result<(Tcp_stream_entry, Vec<u8>, Vec<u8>)> {
-    let info = inetsk::tcp_info(s)?;
-    if u32::from(info.state) != state {
-        return Err(std::io::Error::other(format!(
-            "the connection is {} in repair mode",
-            tcp_state_name(info.state)
-        )));
-    }
+    let state = u32::from(info.state);
     let inq_len = repair::inq_len(s)?;
     let mut outq_len = repair::outq_len(s)?;
     let mut unsq_len = repair::unsent_len(s)?;
@@ -312,8 +291,12 @@ impl FileTable {
             None => {
                 // A TCP socket: listening (nothing waiting), closed or established, with
                 // its backlog.
-                let (tcp_state, backlog) = if tcp {
-                    let info = inetsk::tcp_info(s).map_err(io_err("reading TCP_INFO of"))?;
+                let tcp_info = if tcp {
+                    Some(inetsk::tcp_info(s).map_err(io_err("reading TCP_INFO of"))?)
+                } else {
+                    None
+                };
+                let (tcp_state, backlog) = if let Some(info) = tcp_info {
                     match info.state {
                         TCP_LISTEN if info.pending > 0 => {
                             return Err(unsupported(
@@ -403,11 +386,7 @@ impl FileTable {
                     None
                 };
                 // An option this kind of socket does not have is left out.
-                let opt = |level, name| match int(level, name) {
-                    Ok(v) => Ok(Some(v)),
-                    Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
-                    Err(e) => Err(e),
-                };
+                let opt = |level, name| sk::getsockopt_int_if_any(s, level, name);
                 let ip_opts = Ip_opts_entry {
                     raw: raw_opts.into(),
                     freebind: {
@@ -446,10 +425,10 @@ impl FileTable {
                 } else {
                     None
                 };
-                if tcp && dumped_connection(tcp_state) {
+                if let Some(info) = tcp_info.filter(|_| dumped_connection(tcp_state)) {
                     let (e, inq, outq) = self
                         .repaired
-                        .read(s, tcp_state, opts.reuseaddr())
+                        .read(s, &info, opts.reuseaddr())
                         .map_err(io_err("reading in TCP repair mode"))?;
                     let name = format!("tcp-stream-{:x}.img", key.1);
                     let mut img = ImageWriter::new(name.clone(), "TCP_STREAM");

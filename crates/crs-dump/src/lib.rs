@@ -350,8 +350,10 @@ pub fn dump_notified(opts: &DumpOptions, notify: Notify<'_>) -> Result<DumpStats
     // Killed, the tree's connections close in repair mode, sending nothing, and stay
     // locked until they are restored.
     std::mem::take(&mut out.repaired).leave();
-    if let Some(lock) = out.net_lock.take().filter(|_| !opts.leave_running) {
-        lock.keep();
+    match out.net_lock.take() {
+        Some(lock) if !opts.leave_running => lock.keep(),
+        // -R: the tree runs on, its connections unlocked now.
+        lock => drop(lock),
     }
     if let Some(mut dir) = unfinished {
         // --live: the tree runs; its pages are copied now, each page a thread is about

@@ -36,9 +36,9 @@ impl Method {
     /// inventory.img's `network_lock_method` (CRIU's own numbering).
     pub(crate) fn inventory_value(self) -> u32 {
         match self {
-            Method::Iptables => 0,
-            Method::Nftables => 1,
-            Method::Skip => 2,
+            Method::Iptables => netlock::method::IPTABLES,
+            Method::Nftables => netlock::method::NFTABLES,
+            Method::Skip => netlock::method::SKIP,
         }
     }
 }
@@ -88,15 +88,11 @@ pub(crate) struct Lock {
     kept: bool,
 }
 
-fn within<R: Send>(net_of: Option<Tid>, f: impl FnOnce() -> R + Send) -> Result<R> {
+/// `f` in the network namespace of process `net_of` (`None`: crs's own).
+fn in_net<R: Send>(net_of: Option<Tid>, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
     match net_of {
-        Some(pid) => crs_sys::ns::within(pid, &["net"], f).map_err(|e| DumpError::Namespace {
-            pid,
-            kind: e.kind,
-            what: e.what,
-            source: e.source,
-        }),
-        None => Ok(f()),
+        Some(pid) => crate::ns::within(pid, &["net"], f),
+        None => f(),
     }
 }
 
@@ -139,11 +135,11 @@ impl Lock {
             net_of,
             kept: false,
         };
-        within(net_of, || netlock::lock(&lock.table, &conns))?.map_err(|source| {
-            DumpError::NetworkLock {
+        in_net(net_of, || {
+            netlock::lock(&lock.table, &conns).map_err(|source| DumpError::NetworkLock {
                 what: format!("locking {} connection(s) with nft", conns.len()),
                 source,
-            }
+            })
         })?;
         info!(table = %lock.table, connections = conns.len(), "network locked");
         Ok(Some(lock))
@@ -160,11 +156,16 @@ impl Drop for Lock {
         if self.kept {
             return;
         }
-        let table = self.table.clone();
-        match within(self.net_of, || netlock::unlock(&table)) {
-            Ok(Ok(_)) => info!(table = %self.table, "network unlocked"),
-            Ok(Err(e)) => warn!(table = %self.table, error = %e, "unlocking the network"),
-            Err(e) => warn!(table = %self.table, error = %e, "unlocking the network"),
+        let table = &self.table;
+        let unlocked = in_net(self.net_of, || {
+            netlock::unlock(table).map_err(|source| DumpError::NetworkLock {
+                what: format!("removing table {table}"),
+                source,
+            })
+        });
+        match unlocked {
+            Ok(_) => info!(%table, "network unlocked"),
+            Err(e) => warn!(%table, error = %e, "unlocking the network"),
         }
     }
 }

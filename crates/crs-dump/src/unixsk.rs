@@ -606,15 +606,8 @@ pub(super) fn sk_opts(file: &File) -> std::io::Result<Sk_opts_entry> {
     let (snd_s, snd_us) = sk::getsockopt_timeval(fd, libc::SO_SNDTIMEO)?;
     let (rcv_s, rcv_us) = sk::getsockopt_timeval(fd, libc::SO_RCVTIMEO)?;
     let mark = int(libc::SO_MARK)? as u32;
-    // An option this kind of socket does not have (SO_PASSSEC on an inet socket:
-    // EOPNOTSUPP) is left out.
-    let opt = |name| match int(name) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOPROTOOPT)) => {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    };
+    // An option this kind of socket does not have is left out.
+    let opt = |name| sk::getsockopt_int_if_any(fd, libc::SOL_SOCKET, name);
     Ok(Sk_opts_entry {
         so_sndbuf: Some(int(libc::SO_SNDBUF)? as u32),
         so_rcvbuf: Some(int(libc::SO_RCVBUF)? as u32),

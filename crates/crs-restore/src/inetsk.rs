@@ -2,9 +2,10 @@
 //! connections (IPv4, IPv6): made in crs and handed to their holders (`handoff`).
 //!
 //! ```text
-//! check  : an inet_sk_entry of a UDP or TCP socket, IPv4 or IPv6, with addresses of
-//!          its family's size; a TCP socket listening, closed or established; anything
-//!          else (raw, a connection being opened or closed, ...) refused by name
+//! check  : an inet_sk_entry of a UDP, raw or TCP socket, IPv4 or IPv6, with addresses
+//!          of its family's size; a TCP socket listening, closed, established or
+//!          half-closed; anything else (SCTP, a connection being opened or closed on both
+//!          sides, ...) refused by name
 //! load   : tcp-stream-INO.img of each established connection (sequence numbers,
 //!          window, negotiated options, queued bytes)
 //! create : every socket but the connections first (a listener binds its port before
@@ -121,13 +122,17 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// The established (or half-closed) connections in the images.
+fn connections(tree: &Tree) -> usize {
+    tree.procs
+        .first()
+        .map_or(0, |p| p.file_images.tcp_streams.len())
+}
+
 /// Established connections are restored with `--tcp-established` only, as CRIU does (the
 /// peer of one outside the tree must be waiting for it, and its network locked).
 pub(crate) fn check_tree(tree: &Tree, tcp_established: bool) -> Result<(), RestoreError> {
-    let conns = tree
-        .procs
-        .first()
-        .map_or(0, |p| p.file_images.tcp_streams.len());
+    let conns = connections(tree);
     if conns > 0 && !tcp_established {
         return Err(unsupported(format!(
             "{conns} established TCP connection(s) in the images (restore with \
@@ -143,15 +148,12 @@ pub(crate) fn check_tree(tree: &Tree, tcp_established: bool) -> Result<(), Resto
 /// of its own had its lock there, gone with it. Failing to unlock is only logged: the
 /// tree runs already.
 pub(crate) fn unlock(tree: &Tree, own_net: bool) {
-    let conns = tree
-        .procs
-        .first()
-        .map_or(0, |p| p.file_images.tcp_streams.len());
-    if conns == 0 || own_net {
+    if connections(tree) == 0 || own_net {
         return;
     }
+    use crs_sys::netlock::method;
     match &tree.net_lock {
-        (1, run_id) if !run_id.is_empty() => {
+        (method::NFTABLES, run_id) if !run_id.is_empty() => {
             let table = crs_sys::netlock::table(run_id);
             match crs_sys::netlock::unlock(&table) {
                 Ok(true) => info!(%table, "network unlocked"),
@@ -159,7 +161,7 @@ pub(crate) fn unlock(tree: &Tree, own_net: bool) {
                 Err(e) => warn!(%table, error = %e, "removing the network lock"),
             }
         }
-        (0, _) => warn!(
+        (method::IPTABLES, _) => warn!(
             "the images were dumped with an iptables network lock, which crs does not \
              remove: if its rules are on this host, delete them"
         ),
@@ -274,16 +276,16 @@ pub(crate) fn create_in_crs(
         let mut made = each(others, par, |(id, e)| Ok((id, make(e).map_err(err(id))?)))?;
         let repaired = each(conns, par, |(id, e)| {
             let stream = streams.get(&id).expect("loaded with the images");
-            Ok((id, e, make_connection(e, stream).map_err(err(id))?))
+            Ok((id, e, stream, make_connection(e, stream).map_err(err(id))?))
         })?;
         // Every connection exists: the FINs of the half-closed ones, then out of repair
         // mode.
-        each(repaired.iter().collect(), par, |(id, e, fd)| {
-            let stream = streams.get(id).expect("loaded with the images");
-            put_fins(fd.as_fd(), e, stream).map_err(err(*id))
-        })?;
-        made.extend(each(repaired, par, |(id, e, fd)| {
-            let stream = streams.get(&id).expect("loaded with the images");
+        each(
+            repaired.iter().collect(),
+            par,
+            |&(id, e, stream, ref fd)| put_fins(fd.as_fd(), e, stream).map_err(err(id)),
+        )?;
+        made.extend(each(repaired, par, |(id, e, stream, fd)| {
             finish_connection(fd.as_fd(), e, stream).map_err(err(id))?;
             Ok((id, fd))
         })?);
@@ -614,22 +616,7 @@ fn finish_connection(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> 
         repair::shutdown_write(fd).map_err(at("our FIN (shutdown)"))?;
     }
     if let Some(o) = e.opts.as_ref() {
-        // The kernel doubles what SO_*BUF sets and reports the doubled value.
-        for (name, v) in [
-            (libc::SO_SNDBUFFORCE, o.so_sndbuf()),
-            (libc::SO_RCVBUFFORCE, o.so_rcvbuf()),
-        ] {
-            if v / 2 != 0 {
-                sk::setsockopt_int(fd, libc::SOL_SOCKET, name, (v / 2) as i32)
-                    .map_err(at("the buffer sizes"))?;
-            }
-        }
-        // The FORCE calls lock both sizes: which the task had set itself, as dumped.
-        const SO_BUF_LOCK: i32 = 72;
-        if o.has_so_buf_lock() {
-            sk::setsockopt_int(fd, libc::SOL_SOCKET, SO_BUF_LOCK, o.so_buf_lock() as i32)
-                .map_err(at("SO_BUF_LOCK"))?;
-        }
+        crate::unixsk::set_buffers(fd, o).map_err(at("the buffer sizes"))?;
     }
     if e.flags() & libc::O_NONBLOCK as u32 != 0 {
         sk::set_nonblock(fd, true).map_err(at("O_NONBLOCK"))?;

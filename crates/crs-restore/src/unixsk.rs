@@ -517,91 +517,21 @@ fn set_up(r: &mut Remote<'_>, fd: i64, id: u32, u: &Unix_sk_entry) -> Result<(),
     let Some(o) = u.opts.as_ref() else {
         return Ok(());
     };
-    // The kernel doubles what SO_*BUF sets and reports the doubled value.
-    let mut ints = vec![
-        (libc::SO_SNDBUFFORCE, "SO_SNDBUFFORCE", o.so_sndbuf() / 2),
-        (libc::SO_RCVBUFFORCE, "SO_RCVBUFFORCE", o.so_rcvbuf() / 2),
-    ];
-    if o.so_passcred() {
-        ints.push((libc::SO_PASSCRED, "SO_PASSCRED", 1));
-    }
-    if o.so_passsec() {
-        ints.push((libc::SO_PASSSEC, "SO_PASSSEC", 1));
-    }
-    if o.so_priority() != 0 {
-        ints.push((libc::SO_PRIORITY, "SO_PRIORITY", o.so_priority()));
-    }
-    if o.has_so_rcvlowat() && o.so_rcvlowat() > 1 {
-        ints.push((libc::SO_RCVLOWAT, "SO_RCVLOWAT", o.so_rcvlowat()));
-    }
-    if o.so_mark() != 0 {
-        ints.push((libc::SO_MARK, "SO_MARK", o.so_mark()));
-    }
-    for (on, name, label) in [
-        (o.reuseaddr(), libc::SO_REUSEADDR, "SO_REUSEADDR"),
-        (o.so_reuseport(), libc::SO_REUSEPORT, "SO_REUSEPORT"),
-        (o.so_broadcast(), libc::SO_BROADCAST, "SO_BROADCAST"),
-        (o.so_dontroute(), libc::SO_DONTROUTE, "SO_DONTROUTE"),
-        (o.so_no_check(), libc::SO_NO_CHECK, "SO_NO_CHECK"),
-        (o.so_keepalive(), libc::SO_KEEPALIVE, "SO_KEEPALIVE"),
-        (o.so_oobinline() != 0, libc::SO_OOBINLINE, "SO_OOBINLINE"),
-    ] {
-        if on {
-            ints.push((name, label, 1));
-        }
-    }
-    for (name, label, v) in ints {
-        if v == 0 {
-            continue;
-        }
-        let p = r.put(0, &(v as i32).to_ne_bytes())?;
+    for opt in sol_socket_opts(o) {
+        let p = r.put(0, &opt.value)?;
+        let len = opt.value.len() as u64;
         r.call(
             libc::SYS_setsockopt,
-            [fd as u64, libc::SOL_SOCKET as u64, name as u64, p, 4, 0],
-            || format!("setting {label} {v} of unix socket {id}"),
+            [
+                fd as u64,
+                libc::SOL_SOCKET as u64,
+                opt.name as u64,
+                p,
+                len,
+                0,
+            ],
+            || format!("setting {} of unix socket {id}", opt.label),
         )?;
-    }
-    for (name, label, s, us) in [
-        (
-            libc::SO_SNDTIMEO,
-            "SO_SNDTIMEO",
-            o.so_snd_tmo_sec(),
-            o.so_snd_tmo_usec(),
-        ),
-        (
-            libc::SO_RCVTIMEO,
-            "SO_RCVTIMEO",
-            o.so_rcv_tmo_sec(),
-            o.so_rcv_tmo_usec(),
-        ),
-    ] {
-        if s == 0 && us == 0 {
-            continue;
-        }
-        let tv: Vec<u8> = [s, us].iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let p = r.put(0, &tv)?;
-        r.call(
-            libc::SYS_setsockopt,
-            [fd as u64, libc::SOL_SOCKET as u64, name as u64, p, 16, 0],
-            || format!("setting {label} {s}.{us:06} of unix socket {id}"),
-        )?;
-    }
-    // As `set_sk_opts` does in crs: lingering, the bound device, the BPF filter, and
-    // last SO_BUF_LOCK (the FORCE calls above lock both sizes).
-    let mut bytes: Vec<(i32, &str, Vec<u8>)> = Vec::new();
-    if o.has_so_linger() {
-        let l: Vec<u8> = [1i32, o.so_linger() as i32]
-            .iter()
-            .flat_map(|w| w.to_ne_bytes())
-            .collect();
-        bytes.push((libc::SO_LINGER, "SO_LINGER", l));
-    }
-    if !o.so_bound_dev().is_empty() {
-        bytes.push((
-            libc::SO_BINDTODEVICE,
-            "SO_BINDTODEVICE",
-            o.so_bound_dev().as_bytes().to_vec(),
-        ));
     }
     if !o.so_filter.is_empty() {
         // The program above the sock_fprog that points at it.
@@ -616,29 +546,18 @@ fn set_up(r: &mut Remote<'_>, fd: i64, id: u32, u: &Unix_sk_entry) -> Result<(),
         fprog.extend_from_slice(&(o.so_filter.len() as u16).to_ne_bytes());
         fprog.extend_from_slice(&[0; 6]);
         fprog.extend_from_slice(&at.to_ne_bytes());
-        bytes.push((libc::SO_ATTACH_FILTER, "SO_ATTACH_FILTER", fprog));
-    }
-    const SO_BUF_LOCK: i32 = 72;
-    if o.has_so_buf_lock() {
-        bytes.push((
-            SO_BUF_LOCK,
-            "SO_BUF_LOCK",
-            (o.so_buf_lock() as i32).to_ne_bytes().to_vec(),
-        ));
-    }
-    for (name, label, b) in bytes {
-        let p = r.put(0, &b)?;
+        let p = r.put(0, &fprog)?;
         r.call(
             libc::SYS_setsockopt,
             [
                 fd as u64,
                 libc::SOL_SOCKET as u64,
-                name as u64,
+                libc::SO_ATTACH_FILTER as u64,
                 p,
-                b.len() as u64,
+                16,
                 0,
             ],
-            || format!("setting {label} of unix socket {id}"),
+            || format!("setting SO_ATTACH_FILTER of unix socket {id}"),
         )?;
     }
     Ok(())
@@ -1230,82 +1149,134 @@ fn set_opts(fd: Option<BorrowedFd<'_>>, p: &Plan<'_>) -> io::Result<()> {
     set_sk_opts(fd, o)
 }
 
-/// Sets the SOL_SOCKET options of `o` that differ from a new socket's on `fd`.
-pub(crate) fn set_sk_opts(fd: BorrowedFd<'_>, o: &Sk_opts_entry) -> io::Result<()> {
-    let int = |name, v: u32| sk::setsockopt_int(fd, libc::SOL_SOCKET, name, v as i32);
+/// One SOL_SOCKET option to set: its name, for errors, and its value's bytes.
+struct SockOpt {
+    name: i32,
+    label: &'static str,
+    value: Vec<u8>,
+}
+
+/// The SOL_SOCKET options of `o` that differ from a new socket's, in the order to set
+/// them, but the BPF filter (its value points at memory: each caller places it): in crs
+/// (`set_sk_opts`) and, for a socketpair a task makes itself, by injected syscalls
+/// (`set_up`).
+fn sol_socket_opts(o: &Sk_opts_entry) -> Vec<SockOpt> {
+    let int = |name, label, v: i32| SockOpt {
+        name,
+        label,
+        value: v.to_ne_bytes().to_vec(),
+    };
+    let mut out = Vec::new();
     // The kernel doubles what SO_*BUF sets and reports the doubled value.
-    if o.so_sndbuf() / 2 != 0 {
-        int(libc::SO_SNDBUFFORCE, o.so_sndbuf() / 2)?;
-    }
-    if o.so_rcvbuf() / 2 != 0 {
-        int(libc::SO_RCVBUFFORCE, o.so_rcvbuf() / 2)?;
-    }
-    if o.so_passcred() {
-        int(libc::SO_PASSCRED, 1)?;
-    }
-    if o.so_passsec() {
-        int(libc::SO_PASSSEC, 1)?;
-    }
-    if o.so_priority() != 0 {
-        int(libc::SO_PRIORITY, o.so_priority())?;
+    for (name, label, v) in [
+        (libc::SO_SNDBUFFORCE, "SO_SNDBUFFORCE", o.so_sndbuf() / 2),
+        (libc::SO_RCVBUFFORCE, "SO_RCVBUFFORCE", o.so_rcvbuf() / 2),
+        (libc::SO_PRIORITY, "SO_PRIORITY", o.so_priority()),
+        (libc::SO_MARK, "SO_MARK", o.so_mark()),
+    ] {
+        if v != 0 {
+            out.push(int(name, label, v as i32));
+        }
     }
     if o.has_so_rcvlowat() && o.so_rcvlowat() > 1 {
-        int(libc::SO_RCVLOWAT, o.so_rcvlowat())?;
+        out.push(int(
+            libc::SO_RCVLOWAT,
+            "SO_RCVLOWAT",
+            o.so_rcvlowat() as i32,
+        ));
     }
-    if o.so_mark() != 0 {
-        int(libc::SO_MARK, o.so_mark())?;
-    }
-    for (on, name) in [
-        (o.reuseaddr(), libc::SO_REUSEADDR),
-        (o.so_reuseport(), libc::SO_REUSEPORT),
-        (o.so_broadcast(), libc::SO_BROADCAST),
-        (o.so_dontroute(), libc::SO_DONTROUTE),
-        (o.so_no_check(), libc::SO_NO_CHECK),
-        (o.so_keepalive(), libc::SO_KEEPALIVE),
-        (o.so_oobinline() != 0, libc::SO_OOBINLINE),
+    for (on, name, label) in [
+        (o.so_passcred(), libc::SO_PASSCRED, "SO_PASSCRED"),
+        (o.so_passsec(), libc::SO_PASSSEC, "SO_PASSSEC"),
+        (o.reuseaddr(), libc::SO_REUSEADDR, "SO_REUSEADDR"),
+        (o.so_reuseport(), libc::SO_REUSEPORT, "SO_REUSEPORT"),
+        (o.so_broadcast(), libc::SO_BROADCAST, "SO_BROADCAST"),
+        (o.so_dontroute(), libc::SO_DONTROUTE, "SO_DONTROUTE"),
+        (o.so_no_check(), libc::SO_NO_CHECK, "SO_NO_CHECK"),
+        (o.so_keepalive(), libc::SO_KEEPALIVE, "SO_KEEPALIVE"),
+        (o.so_oobinline() != 0, libc::SO_OOBINLINE, "SO_OOBINLINE"),
     ] {
         if on {
-            int(name, 1)?;
+            out.push(int(name, label, 1));
+        }
+    }
+    for (name, label, sec, usec) in [
+        (
+            libc::SO_SNDTIMEO,
+            "SO_SNDTIMEO",
+            o.so_snd_tmo_sec(),
+            o.so_snd_tmo_usec(),
+        ),
+        (
+            libc::SO_RCVTIMEO,
+            "SO_RCVTIMEO",
+            o.so_rcv_tmo_sec(),
+            o.so_rcv_tmo_usec(),
+        ),
+    ] {
+        if sec != 0 || usec != 0 {
+            // struct timeval: two 64-bit words.
+            let value = [sec, usec].iter().flat_map(|w| w.to_ne_bytes()).collect();
+            out.push(SockOpt { name, label, value });
         }
     }
     if o.has_so_linger() {
-        let mut l = [0u8; 8];
-        l[..4].copy_from_slice(&1i32.to_ne_bytes());
-        l[4..].copy_from_slice(&(o.so_linger() as i32).to_ne_bytes());
-        sk::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_LINGER, &l)?;
+        let value = [1i32, o.so_linger() as i32]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        out.push(SockOpt {
+            name: libc::SO_LINGER,
+            label: "SO_LINGER",
+            value,
+        });
     }
-    if o.has_so_bound_dev() && !o.so_bound_dev().is_empty() {
-        sk::setsockopt_bytes(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            o.so_bound_dev().as_bytes(),
-        )?;
+    if !o.so_bound_dev().is_empty() {
+        out.push(SockOpt {
+            name: libc::SO_BINDTODEVICE,
+            label: "SO_BINDTODEVICE",
+            value: o.so_bound_dev().as_bytes().to_vec(),
+        });
+    }
+    out.extend(buf_lock(o));
+    out
+}
+
+/// SO_BUF_LOCK as dumped (Linux 5.14): which buffer sizes the task set itself. Set after
+/// the sizes, whose FORCE calls lock both.
+fn buf_lock(o: &Sk_opts_entry) -> Option<SockOpt> {
+    const SO_BUF_LOCK: i32 = 72;
+    o.has_so_buf_lock().then(|| SockOpt {
+        name: SO_BUF_LOCK,
+        label: "SO_BUF_LOCK",
+        value: (o.so_buf_lock() as i32).to_ne_bytes().to_vec(),
+    })
+}
+
+/// Sets the buffer sizes of `o` and then SO_BUF_LOCK (a connection's are raised while its
+/// queues are filled, then put back with this).
+pub(crate) fn set_buffers(fd: BorrowedFd<'_>, o: &Sk_opts_entry) -> io::Result<()> {
+    for (name, v) in [
+        (libc::SO_SNDBUFFORCE, o.so_sndbuf() / 2),
+        (libc::SO_RCVBUFFORCE, o.so_rcvbuf() / 2),
+    ] {
+        if v != 0 {
+            sk::setsockopt_int(fd, libc::SOL_SOCKET, name, v as i32)?;
+        }
+    }
+    if let Some(l) = buf_lock(o) {
+        sk::setsockopt_bytes(fd, libc::SOL_SOCKET, l.name, &l.value)?;
+    }
+    Ok(())
+}
+
+/// Sets the SOL_SOCKET options of `o` that differ from a new socket's on `fd`.
+pub(crate) fn set_sk_opts(fd: BorrowedFd<'_>, o: &Sk_opts_entry) -> io::Result<()> {
+    for opt in sol_socket_opts(o) {
+        sk::setsockopt_bytes(fd, libc::SOL_SOCKET, opt.name, &opt.value)?;
     }
     if !o.so_filter.is_empty() {
         sk::set_filter(fd, &o.so_filter)?;
-    }
-    // Last of the buffer options: the FORCE calls above lock both sizes; this says which
-    // the task had set itself (SO_BUF_LOCK, Linux 5.14).
-    const SO_BUF_LOCK: i32 = 72;
-    if o.has_so_buf_lock() {
-        int(SO_BUF_LOCK, o.so_buf_lock())?;
-    }
-    if o.so_snd_tmo_sec() != 0 || o.so_snd_tmo_usec() != 0 {
-        sk::setsockopt_timeval(
-            fd,
-            libc::SO_SNDTIMEO,
-            o.so_snd_tmo_sec(),
-            o.so_snd_tmo_usec(),
-        )?;
-    }
-    if o.so_rcv_tmo_sec() != 0 || o.so_rcv_tmo_usec() != 0 {
-        sk::setsockopt_timeval(
-            fd,
-            libc::SO_RCVTIMEO,
-            o.so_rcv_tmo_sec(),
-            o.so_rcv_tmo_usec(),
-        )?;
     }
     Ok(())
 }

@@ -18,23 +18,26 @@
 //! namespace of the calling thread.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 /// The packet mark the lock lets through: the segments a restore makes up itself to put a
 /// connection's FINs back (`tcp_repair::send_segment`), as CRIU marks its own (SOCCR_MARK).
 pub const MARK: u32 = 0xc114;
 
+/// inventory.img's `network_lock_method`, as CRIU numbers it.
+pub mod method {
+    /// iptables rules (CRIU 4.2's default).
+    pub const IPTABLES: u32 = 0;
+    /// An nftables table named by [`super::table`].
+    pub const NFTABLES: u32 = 1;
+    /// No lock.
+    pub const SKIP: u32 = 2;
+}
+
 /// The lock table of the dump whose inventory has run id `run_id`.
 pub fn table(run_id: &str) -> String {
     format!("CRIU-{run_id}")
-}
-
-fn plain(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// The `nft` script that makes table `table` dropping the packets of `conns` (local,
@@ -44,7 +47,7 @@ pub fn script(table: &str, conns: &[(SocketAddr, SocketAddr)]) -> String {
     let mut v6 = Vec::new();
     for &(a, b) in conns {
         for (x, y) in [(a, b), (b, a)] {
-            let (xi, yi) = (plain(x.ip()), plain(y.ip()));
+            let (xi, yi) = (x.ip().to_canonical(), y.ip().to_canonical());
             let e = format!("{xi} . {} . {yi} . {}", x.port(), y.port());
             if xi.is_ipv4() {
                 v4.push(e);

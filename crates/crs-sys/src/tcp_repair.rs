@@ -278,13 +278,6 @@ pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-fn v4(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// The one's complement sum of `data` as 16-bit big-endian words, folded.
 fn sum16(mut acc: u32, data: &[u8]) -> u32 {
     for pair in data.chunks(2) {
@@ -329,7 +322,8 @@ pub fn segment(g: &Segment) -> Vec<u8> {
     tcp.push(flags);
     tcp.extend_from_slice(&window.to_be_bytes());
     tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
-    let (s, d) = (v4(src.ip()), v4(dst.ip()));
+                                          // A v4-mapped connection's packets are IPv4.
+    let (s, d) = (src.ip().to_canonical(), dst.ip().to_canonical());
     let mut pseudo = Vec::new();
     let mut ip = Vec::new();
     match (s, d) {
@@ -395,7 +389,7 @@ pub fn send_segment(g: &Segment) -> io::Result<()> {
         libc::SO_MARK,
         crate::netlock::MARK as i32,
     )?;
-    let to = match v4(dst.ip()) {
+    let to = match dst.ip().to_canonical() {
         IpAddr::V4(a) if !v6 => SocketAddr::new(IpAddr::V4(a), 0),
         IpAddr::V4(a) => SocketAddr::new(IpAddr::V6(a.to_ipv6_mapped()), 0),
         IpAddr::V6(a) => SocketAddr::new(IpAddr::V6(a), 0),

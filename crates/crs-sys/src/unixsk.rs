@@ -26,6 +26,18 @@ pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i
     Ok(v)
 }
 
+/// [`getsockopt_int`], `None` when this kind of socket has no such option (ENOPROTOOPT,
+/// EOPNOTSUPP: SO_PASSSEC on an inet socket, IP_FREEBIND on a raw IPv6 one).
+pub fn getsockopt_int_if_any(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<Option<i32>> {
+    match getsockopt_int(fd, level, name) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOPROTOOPT)) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `setsockopt(fd, level, name)` of an option whose value is a C `int`.
 pub fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: the kernel reads `size_of::<c_int>()` bytes from `value`, a live local. The
