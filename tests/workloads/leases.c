@@ -11,23 +11,27 @@
  * After SIGTERM, P checks it was told of exactly the two breaks of before ready (a restore
  * that breaks "brk" and "dng" again must not tell it twice) and what F_GETLEASE shows it;
  * C checks that its inherited description has the write lease; then a probe (a new
- * process) reads /proc/locks and opens the files non-blocking: it must be refused where a
- * lease is, and P must be told of the breaks it starts. */
+ * process) reads the leases of P's descriptions in /proc/P/fdinfo and opens the files
+ * non-blocking: it must be refused where a lease is, and P must be told of the breaks it
+ * starts.
+ *
+ * Not /proc/locks: it lists every lock of the machine a page per read(), and locks other
+ * processes take or drop between two pages shift its lines, so one lease can be shown twice
+ * or not at all. A description's fdinfo is one short read. */
 #include "zoo.h"
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
 enum {
-	RD_LEASE = 1,  /* "rd": F_GETLEASE read; /proc/locks: active read lease; a writer refused */
+	RD_LEASE = 1,  /* "rd": F_GETLEASE read; fdinfo: active read lease; a writer refused */
 	RD_NOTIFY,     /* the refused writer's open tells P with SIG_BREAK, si_fd of "rd" */
-	WR_LEASE,      /* "wr": F_GETLEASE write; /proc/locks: active write lease; a reader
+	WR_LEASE,      /* "wr": F_GETLEASE write; fdinfo: active write lease; a reader
 			  refused, and P told */
-	BRK_UNLCK,     /* "brk": /proc/locks: lease being broken to UNLCK; F_GETLEASE unlock;
+	BRK_UNLCK,     /* "brk": fdinfo: lease being broken to UNLCK; F_GETLEASE unlock;
 			  a writer refused */
-	BRK_DOWNGRADE, /* "dng": /proc/locks: lease being broken to READ; F_GETLEASE read; a
+	BRK_DOWNGRADE, /* "dng": fdinfo: lease being broken to READ; F_GETLEASE read; a
 			  reader refused */
 	NO_GHOST,      /* at SIGTERM P has been told of two breaks, "brk" and "dng", once each */
-	SHARED,        /* "sh": C's F_GETLEASE write; /proc/locks: active write lease of P or C */
+	SHARED,        /* "sh": C's F_GETLEASE write; fdinfo of P's fd: active write lease of P or C */
 	ITEMS = SHARED
 };
 
@@ -51,9 +55,9 @@ static void on_break(int sig, siginfo_t *si, void *ctx)
 		other++;
 }
 
-/* What /proc/locks shows of the lease on one file. */
+/* What fdinfo shows of the leases of one description. */
 struct seen {
-	int found;      /* a LEASE line of the file */
+	int found;      /* LEASE lines */
 	char mode[16];  /* ACTIVE, BREAKING */
 	char type[16];  /* READ, WRITE, UNLCK */
 	int pid;
@@ -69,28 +73,25 @@ struct report {
 
 static const char *p_rd, *p_wr, *p_brk, *p_dng, *p_sh;
 
-static void seen_of(const char *path, const char *locks, struct seen *s)
+/* The `lock:` lines of /proc/`pid`/fdinfo/`fd` (a lease belongs to its description). */
+static void seen_of(pid_t pid, int fd, struct seen *s)
 {
-	char cls[16], mode[16], type[16];
-	unsigned int maj, min;
-	unsigned long ino;
+	char path[64], info[4096], cls[16], mode[16], type[16];
 	const char *line;
-	struct stat st;
-	int pid, n;
+	int owner;
 
 	memset(s, 0, sizeof(*s));
-	if (stat(path, &st))
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)pid, fd);
+	if (zoo_read_file(path, info, sizeof(info)) < 0)
 		_exit(2);
-	for (line = locks; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
-		n = sscanf(line, "%*d: %15s %15s %15s %d %x:%x:%lu", cls, mode, type, &pid, &maj,
-			   &min, &ino);
-		if (n != 7 || strcmp(cls, "LEASE") || ino != st.st_ino ||
-		    maj != major(st.st_dev) || min != minor(st.st_dev))
+	for (line = info; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+		if (sscanf(line, "lock: %*d: %15s %15s %15s %d", cls, mode, type, &owner) != 4 ||
+		    strcmp(cls, "LEASE"))
 			continue;
 		s->found++;
 		snprintf(s->mode, sizeof(s->mode), "%s", mode);
 		snprintf(s->type, sizeof(s->type), "%s", type);
-		s->pid = pid;
+		s->pid = owner;
 	}
 }
 
@@ -104,19 +105,16 @@ static int try_open(const char *path, int mode)
 	return 0;
 }
 
-static void probe(int out)
+static void probe(pid_t p, int out)
 {
-	static char locks[1 << 16];
 	struct report r;
 
 	memset(&r, 0, sizeof(r));
-	if (zoo_read_file("/proc/locks", locks, sizeof(locks)) < 0)
-		_exit(2);
-	seen_of(p_rd, locks, &r.rd);
-	seen_of(p_wr, locks, &r.wr);
-	seen_of(p_brk, locks, &r.brk);
-	seen_of(p_dng, locks, &r.dng);
-	seen_of(p_sh, locks, &r.sh);
+	seen_of(p, FD_RD, &r.rd);
+	seen_of(p, FD_WR, &r.wr);
+	seen_of(p, FD_BRK, &r.brk);
+	seen_of(p, FD_DNG, &r.dng);
+	seen_of(p, FD_SH, &r.sh);
 	r.rd_open = try_open(p_rd, O_WRONLY);
 	r.wr_open = try_open(p_wr, O_RDONLY);
 	r.brk_open = try_open(p_brk, O_WRONLY);
@@ -245,7 +243,7 @@ int main(int argc, char **argv)
 	if (kid < 0)
 		zoo_die("fork");
 	if (kid == 0)
-		probe(p[1]);
+		probe(me, p[1]);
 	close(p[1]);
 	memset(&r, 0, sizeof(r));
 	if (read(p[0], &r, sizeof(r)) != (ssize_t)sizeof(r))
@@ -259,7 +257,7 @@ int main(int argc, char **argv)
 	ZOO_CHECK(RD_LEASE,
 		  l_rd == F_RDLCK && is(&r.rd, "ACTIVE", "READ") && r.rd.pid == me &&
 			  r.rd_open == EWOULDBLOCK,
-		  "\"rd\": F_GETLEASE %d (want %d); /proc/locks %d line(s), %s %s pid %d (want "
+		  "\"rd\": F_GETLEASE %d (want %d); fdinfo %d lease line(s), %s %s pid %d (want "
 		  "ACTIVE READ pid %d); a writer's open: errno %d (want EWOULDBLOCK)",
 		  l_rd, F_RDLCK, r.rd.found, r.rd.mode, r.rd.type, r.rd.pid, me, r.rd_open);
 	/* (Without a lease, nothing is refused nor told: that is RD_LEASE.) */
@@ -270,20 +268,20 @@ int main(int argc, char **argv)
 	ZOO_CHECK(WR_LEASE,
 		  l_wr == F_WRLCK && is(&r.wr, "ACTIVE", "WRITE") && r.wr.pid == me &&
 			  r.wr_open == EWOULDBLOCK && t_wr == 1,
-		  "\"wr\": F_GETLEASE %d (want %d); /proc/locks %d line(s), %s %s pid %d (want "
+		  "\"wr\": F_GETLEASE %d (want %d); fdinfo %d lease line(s), %s %s pid %d (want "
 		  "ACTIVE WRITE pid %d); a reader's open: errno %d (want EWOULDBLOCK); told %d "
 		  "time(s) (want 1)",
 		  l_wr, F_WRLCK, r.wr.found, r.wr.mode, r.wr.type, r.wr.pid, me, r.wr_open, t_wr);
 	ZOO_CHECK(BRK_UNLCK,
 		  l_brk == F_UNLCK && is(&r.brk, "BREAKING", "UNLCK") && r.brk.pid == me &&
 			  r.brk_open == EWOULDBLOCK,
-		  "\"brk\": F_GETLEASE %d (want %d); /proc/locks %d line(s), %s %s pid %d (want "
+		  "\"brk\": F_GETLEASE %d (want %d); fdinfo %d lease line(s), %s %s pid %d (want "
 		  "BREAKING UNLCK pid %d); a writer's open: errno %d (want EWOULDBLOCK)",
 		  l_brk, F_UNLCK, r.brk.found, r.brk.mode, r.brk.type, r.brk.pid, me, r.brk_open);
 	ZOO_CHECK(BRK_DOWNGRADE,
 		  l_dng == F_RDLCK && is(&r.dng, "BREAKING", "READ") && r.dng.pid == me &&
 			  r.dng_open == EWOULDBLOCK,
-		  "\"dng\": F_GETLEASE %d (want %d); /proc/locks %d line(s), %s %s pid %d (want "
+		  "\"dng\": F_GETLEASE %d (want %d); fdinfo %d lease line(s), %s %s pid %d (want "
 		  "BREAKING READ pid %d); a reader's open: errno %d (want EWOULDBLOCK)",
 		  l_dng, F_RDLCK, r.dng.found, r.dng.mode, r.dng.type, r.dng.pid, me, r.dng_open);
 	ZOO_CHECK(NO_GHOST,
@@ -294,7 +292,7 @@ int main(int argc, char **argv)
 		  told_at_term[FD_BRK], told_at_term[FD_DNG], told_at_term[FD_RD],
 		  told_at_term[FD_WR], other_at_term);
 	ZOO_CHECK(SHARED, is(&r.sh, "ACTIVE", "WRITE") && (r.sh.pid == me || r.sh.pid == c),
-		  "\"sh\": /proc/locks %d line(s), %s %s pid %d (want ACTIVE WRITE pid %d or %d)",
+		  "\"sh\": fdinfo %d lease line(s), %s %s pid %d (want ACTIVE WRITE pid %d or %d)",
 		  r.sh.found, r.sh.mode, r.sh.type, r.sh.pid, me, c);
 	return zoo_done();
 }
