@@ -15,14 +15,15 @@
 //!   the sockets close silently (no FIN, no RST)
 //! ```
 //!
-//! Half-closed connections (FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT) are dumped as established
+//! Half-closed connections (FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT) and those closing on both
+//! sides whose FIN is not acknowledged yet (LAST-ACK, CLOSING) are dumped as established
 //! ones are, with the state; a FIN we sent is not counted in the send queue.
 //!
 //! Raw sockets (any protocol, IPv4 and IPv6) are saved like UDP ones, with their own
 //! options (header included, no fragmentation, the ICMP type filter).
 //!
-//! Refused by name: a connection without `--tcp-established`, one being opened or closed
-//! on both sides (LAST-ACK, CLOSING, TIME-WAIT), a listener with connections waiting,
+//! Refused by name: a connection without `--tcp-established`, one being opened, one in
+//! TIME-WAIT (no socket holds it: only an orphan can be), a listener with connections waiting,
 //! ICMP ping sockets, and a UDP or raw socket with datagrams queued for reading (CRIU
 //! saves none: they would be lost).
 //!
@@ -55,10 +56,13 @@ const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
 const TCP_LISTEN: u8 = 10;
 /// Half-closed states crs dumps: our FIN sent (not yet acknowledged, or acknowledged), or
-/// the peer's received.
+/// the peer's received; and closing on both sides with our FIN not acknowledged yet (sent
+/// after the peer's came, or before: a simultaneous close).
 const TCP_FIN_WAIT1: u32 = 4;
 const TCP_FIN_WAIT2: u32 = 5;
 const TCP_CLOSE_WAIT: u32 = 8;
+const TCP_LAST_ACK: u32 = 9;
+const TCP_CLOSING: u32 = 11;
 
 /// The states of a connection crs dumps with `--tcp-established`.
 pub(crate) fn dumped_connection(state: u32) -> bool {
@@ -67,6 +71,8 @@ pub(crate) fn dumped_connection(state: u32) -> bool {
         TCP_FIN_WAIT1,
         TCP_FIN_WAIT2,
         TCP_CLOSE_WAIT,
+        TCP_LAST_ACK,
+        TCP_CLOSING,
     ]
     .contains(&state)
 }
@@ -142,7 +148,7 @@ fn read_stream(
     let mut unsq_len = repair::unsent_len(s)?;
     // A FIN we sent counts one in the send queue's sizes (its sequence number): it is no
     // byte to save (CRIU's images do not count it either).
-    if state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 {
+    if [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING].contains(&state) {
         outq_len = outq_len.saturating_sub(1);
         unsq_len = unsq_len.saturating_sub(1);
     }
@@ -322,8 +328,8 @@ impl FileTable {
                         }
                         _ => {
                             return Err(unsupported(
-                                "a TCP connection closed on both sides (LAST-ACK, CLOSING or \
-                                 TIME-WAIT)",
+                                "a TCP connection closed on both sides and acknowledged \
+                                 (TIME-WAIT)",
                             ))
                         }
                     }

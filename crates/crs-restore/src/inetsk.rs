@@ -4,8 +4,8 @@
 //! ```text
 //! check  : an inet_sk_entry of a UDP, raw or TCP socket, IPv4 or IPv6, with addresses
 //!          of its family's size; a TCP socket listening, closed, established or
-//!          half-closed; anything else (SCTP, a connection being opened or closed on both
-//!          sides, ...) refused by name
+//!          half-closed or closing; anything else (SCTP, a connection being opened,
+//!          ...) refused by name
 //! load   : tcp-stream-INO.img of each established connection (sequence numbers,
 //!          window, negotiated options, queued bytes)
 //! create : every socket but the connections first (a listener binds its port before
@@ -48,12 +48,33 @@ const TCP_ESTABLISHED: u32 = 1;
 const TCP_FIN_WAIT1: u32 = 4;
 const TCP_FIN_WAIT2: u32 = 5;
 const TCP_CLOSE_WAIT: u32 = 8;
-const CONNECTED: [u32; 4] = [
+/// Closing on both sides, our FIN not acknowledged: sent after the peer's came, or before
+/// (a simultaneous close).
+const TCP_LAST_ACK: u32 = 9;
+const TCP_CLOSING: u32 = 11;
+const CONNECTED: [u32; 6] = [
     TCP_ESTABLISHED,
     TCP_FIN_WAIT1,
     TCP_FIN_WAIT2,
     TCP_CLOSE_WAIT,
+    TCP_LAST_ACK,
+    TCP_CLOSING,
 ];
+
+/// The peer's FIN came (it is in the saved rcv_nxt).
+fn fin_received(state: u32) -> bool {
+    [TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING].contains(&state)
+}
+
+/// We sent a FIN (it is in the saved write_seq).
+fn fin_sent(state: u32) -> bool {
+    [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING].contains(&state)
+}
+
+/// Our FIN is not acknowledged: it goes out again after the unsent bytes.
+fn fin_unacknowledged(state: u32) -> bool {
+    [TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_CLOSING].contains(&state)
+}
 const TCP_CLOSE: u32 = 7;
 const TCP_LISTEN: u32 = 10;
 
@@ -106,8 +127,7 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     if tcp && !(CONNECTED.contains(&e.state()) || [TCP_LISTEN, TCP_CLOSE].contains(&e.state())) {
         return Err(unsupported(format!(
             "files.img: TCP socket {id} in state {} (crs restores listening, closed, \
-             established and half-closed ones; not a connection being opened or closed on \
-             both sides)",
+             established, half-closed and closing ones; not a connection being opened)",
             e.state()
         )));
     }
@@ -484,8 +504,8 @@ fn make_connection(e: &Inet_sk_entry, stream: &Stream) -> Result<OwnedFd, Failed
     // A FIN has a sequence number: the peer's (CLOSE-WAIT) is in the saved rcv_nxt, ours
     // (FIN-WAIT) in the saved write_seq. The queues are rebuilt without them and the FINs
     // put back after (see the end).
-    let rcv_fin = state == TCP_CLOSE_WAIT;
-    let snd_fin = state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2;
+    let rcv_fin = fin_received(state);
+    let snd_fin = fin_sent(state);
     let inq_seq = t.inq_seq().wrapping_sub(u32::from(rcv_fin));
     let outq_seq = t.outq_seq().wrapping_sub(u32::from(snd_fin));
     repair::set_repair(fd, true).map_err(at("TCP_REPAIR"))?;
@@ -562,34 +582,22 @@ fn make_connection(e: &Inet_sk_entry, stream: &Stream) -> Result<OwnedFd, Failed
 /// connection exists by then: an ACK one sends finds its peer), as segments the peer
 /// would send: the socket takes them as it does any (repair mode changes what it sends,
 /// not what it receives). Their source is the peer's address; they are marked so that
-/// the network lock lets them through.
+/// the network lock lets them through. (A CLOSING connection's peer FIN comes after ours,
+/// see `finish_connection`.)
 fn put_fins(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> Result<(), Failed> {
-    let family = e.family() as i32;
-    let t = &stream.entry;
     let state = e.state();
-    let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
-    let dst = addr(family, &e.dst_addr, e.dst_port()).expect("checked at load");
-    let peer_window = (t.snd_wnd() >> t.snd_wscale()).min(u32::from(u16::MAX)) as u16;
-    if state == TCP_CLOSE_WAIT {
-        let snd_una = t.outq_seq().wrapping_sub(t.outq_len());
-        let fin_seq = t.inq_seq().wrapping_sub(1);
-        repair::send_segment(&repair::Segment {
-            src: dst,
-            dst: src,
-            seq: fin_seq,
-            ack: snd_una,
-            window: peer_window,
-            flags: repair::TH_FIN | repair::TH_ACK,
-        })
-        .map_err(at("the peer's FIN (a raw segment)"))?;
+    if fin_received(state) && state != TCP_CLOSING {
+        peer_fin(e, stream)?;
     }
     if state == TCP_FIN_WAIT2 {
         // Ours, sent and acknowledged: into the send queue as sent, then the peer's ACK
-        // of it. (FIN-WAIT-1's is not acknowledged yet: it goes after the unsent bytes,
-        // once out of repair mode, see `finish_connection`.)
+        // of it. (An unacknowledged one goes after the unsent bytes, once out of repair
+        // mode, see `finish_connection`.)
+        let t = &stream.entry;
         repair::select_queue(fd, Queue::Send).map_err(at("TCP_REPAIR_QUEUE"))?;
         repair::shutdown_write(fd).map_err(at("our FIN (shutdown)"))?;
         repair::select_queue(fd, Queue::None).map_err(at("TCP_REPAIR_QUEUE"))?;
+        let (src, dst, peer_window) = ends(e, stream);
         repair::send_segment(&repair::Segment {
             src: dst,
             dst: src,
@@ -603,6 +611,33 @@ fn put_fins(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> Result<()
     Ok(())
 }
 
+/// Connection `e`'s own address, its peer's, and the window the peer offered (unscaled).
+fn ends(e: &Inet_sk_entry, stream: &Stream) -> (SocketAddr, SocketAddr, u16) {
+    let family = e.family() as i32;
+    let t = &stream.entry;
+    let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
+    let dst = addr(family, &e.dst_addr, e.dst_port()).expect("checked at load");
+    let peer_window = (t.snd_wnd() >> t.snd_wscale()).min(u32::from(u16::MAX)) as u16;
+    (src, dst, peer_window)
+}
+
+/// The peer's FIN, acknowledging what the peer had of our bytes (not our FIN).
+fn peer_fin(e: &Inet_sk_entry, stream: &Stream) -> Result<(), Failed> {
+    let t = &stream.entry;
+    let (src, dst, peer_window) = ends(e, stream);
+    let write_seq = t.outq_seq().wrapping_sub(u32::from(fin_sent(e.state())));
+    let snd_una = write_seq.wrapping_sub(t.outq_len());
+    repair::send_segment(&repair::Segment {
+        src: dst,
+        dst: src,
+        seq: t.inq_seq().wrapping_sub(1),
+        ack: snd_una,
+        window: peer_window,
+        flags: repair::TH_FIN | repair::TH_ACK,
+    })
+    .map_err(at("the peer's FIN (a raw segment)"))
+}
+
 /// Takes a connection `make_connection` made out of repair mode: its unsent bytes are
 /// queued as new data, SO_REUSEADDR and O_NONBLOCK are as dumped.
 fn finish_connection(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> Result<(), Failed> {
@@ -611,9 +646,13 @@ fn finish_connection(fd: BorrowedFd<'_>, e: &Inet_sk_entry, stream: &Stream) -> 
     let t = &stream.entry;
     let sent = (t.outq_len() - t.unsq_len()) as usize;
     repair::send(fd, &stream.outq[sent..]).map_err(at("the send queue's unsent bytes"))?;
-    if e.state() == TCP_FIN_WAIT1 {
+    if fin_unacknowledged(e.state()) {
         // Our FIN, not acknowledged: after the bytes, sent (again) as a FIN is.
         repair::shutdown_write(fd).map_err(at("our FIN (shutdown)"))?;
+    }
+    if e.state() == TCP_CLOSING {
+        // Then the peer's, which crossed ours: CLOSING, not LAST-ACK.
+        peer_fin(e, stream)?;
     }
     if let Some(o) = e.opts.as_ref() {
         crate::unixsk::set_buffers(fd, o).map_err(at("the buffer sizes"))?;
