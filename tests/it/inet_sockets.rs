@@ -48,7 +48,7 @@ fn tcp_connection_is_refused_by_name_task_runs_on() {
     );
     refused(
         &mut g,
-        "is not supported yet: an established TCP connection (dump with --tcp-established)",
+        "is not supported yet: an established TCP connection (dump with --tcp-established,",
     );
 }
 
@@ -118,7 +118,7 @@ fn half_closed_tcp_connection_without_the_option_is_refused_by_name_task_runs_on
     );
     refused(
         &mut g,
-        "an established TCP connection (dump with --tcp-established)",
+        "an established TCP connection (dump with --tcp-established,",
     );
 }
 

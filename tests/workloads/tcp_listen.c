@@ -5,7 +5,10 @@
  * non-blocking), L6 (listening on [::1], IPv6 only) and B (bound to 127.0.0.1, not
  * listening), then forks C, which holds L4 too. After SIGTERM: P tells C to end, then
  * checks each address, L4's backlog (TCP_INFO) and flags, connects to L4 and L6 and
- * accepts each connection, and finds B still bound and not listening.
+ * accepts each connection, and finds B still bound and not listening. TC is the client
+ * of a connection to L4 closed on both sides: it has given its port back (which the
+ * kernel's TIME-WAIT remnant of the connection holds), reads EOF, cannot send (EPIPE),
+ * and can be bound again.
  */
 #include "zoo.h"
 
@@ -19,7 +22,8 @@ enum {
 	L4_ACCEPTS = 1, /* L4: address, backlog, flags; a connection is accepted */
 	L6_ACCEPTS,     /* L6: address, IPv6 only; a connection is accepted */
 	B_BOUND,        /* B: address, not listening */
-	ITEMS = B_BOUND
+	TC_CLOSED,      /* TC: closed, EOF, EPIPE, can be bound again */
+	ITEMS = TC_CLOSED
 };
 
 static int tcp(int family, const char *ip)
@@ -127,10 +131,41 @@ static void replace(int fd, int family, const char *ip, int listen_too)
 	close(s);
 }
 
+/* A connection to listener `l` (at `a`) closed on both sides: its client. */
+static int closed_client(int l, const struct sockaddr_storage *a)
+{
+	int c = socket(AF_INET, SOCK_STREAM, 0), s = -1;
+	char x;
+
+	if (c < 0 || connect(c, (const struct sockaddr *)a, sizeof(struct sockaddr_in)))
+		zoo_die("connect TC");
+	for (int i = 0; i < 1000000 && s < 0; i++) {
+		s = accept(l, NULL, NULL);
+		if (s < 0 && errno != EAGAIN)
+			break;
+	}
+	if (s < 0 || shutdown(c, SHUT_WR) || shutdown(s, SHUT_WR) || read(c, &x, 1) != 0)
+		zoo_die("closing TC");
+	close(s);
+	return c;
+}
+
+/* TCP_INFO's state of `s`. */
+static int state_of(int s)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &ti, &len))
+		return -1;
+	return ti.tcpi_state;
+}
+
 int main(int argc, char **argv)
 {
 	struct sockaddr_storage a4, a6, ab;
-	int l4, l6, b;
+	int l4, l6, b, tc;
 	pid_t kid;
 
 	zoo_init(argc, argv, ITEMS);
@@ -144,6 +179,9 @@ int main(int argc, char **argv)
 	name_of(l4, &a4);
 	name_of(l6, &a6);
 	name_of(b, &ab);
+	tc = closed_client(l4, &a4);
+	if (state_of(tc) != TCP_CLOSE)
+		zoo_die("TC is not closed");
 	kid = zoo_fork_ready();
 	if (kid == 0) {
 		zoo_child_ready();
@@ -159,6 +197,13 @@ int main(int argc, char **argv)
 		replace(l6, AF_INET6, "::1", 1);
 	if (ZOO_BREAK(B_BOUND))
 		replace(b, AF_INET, "127.0.0.1", 0);
+	if (ZOO_BREAK(TC_CLOSED)) {
+		int fresh = socket(AF_INET, SOCK_STREAM, 0);
+
+		if (fresh < 0 || dup2(fresh, tc) != tc)
+			zoo_die("dup2");
+		close(fresh);
+	}
 	zoo_wait();
 
 	if (kill(kid, SIGTERM))
@@ -180,5 +225,21 @@ int main(int argc, char **argv)
 	}
 	ZOO_CHECK(L6_ACCEPTS, accepts(l6, &a6), "L6 accepts no connection");
 	ZOO_CHECK(B_BOUND, same_name(b, &ab) && !listening(b), "B moved or listens");
+	{
+		struct sockaddr_in any = {.sin_family = AF_INET};
+		char x;
+		ssize_t r = recv(tc, &x, 1, MSG_DONTWAIT);
+		int r_errno = errno;
+		ssize_t w = send(tc, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		int w_errno = errno;
+
+		any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		ZOO_CHECK(TC_CLOSED, state_of(tc) == TCP_CLOSE && r == 0 && w < 0 && w_errno == EPIPE,
+			  "TC: state %d, recv %zd (%s), send %zd (%s): want %d, EOF, EPIPE",
+			  state_of(tc), r, r < 0 ? strerror(r_errno) : "-", w,
+			  w < 0 ? strerror(w_errno) : "-", TCP_CLOSE);
+		ZOO_CHECK(TC_CLOSED, bind(tc, (struct sockaddr *)&any, sizeof(any)) == 0,
+			  "TC cannot be bound again: %s", strerror(errno));
+	}
 	return zoo_done();
 }

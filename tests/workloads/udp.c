@@ -9,13 +9,16 @@
  * receives on U1 both datagrams from U2's address and on U6 its own. UF is bound, with
  * IP_FREEBIND, to 192.0.2.1 (an address of no interface), then IP_FREEBIND is turned
  * off: it must come back bound there, with IP_FREEBIND off. UL, a UDP-lite socket, is
- * bound to 127.0.0.1 and sends a datagram to itself after the restore.
+ * bound to 127.0.0.1 and sends a datagram to itself after the restore. SR, SW and SB,
+ * bound and connected to themselves, are shut down for reading, writing and both: poll
+ * shows the read side's (POLLRDHUP, POLLHUP for both), a send the write side's (EPIPE).
  */
 #include "zoo.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
@@ -25,7 +28,8 @@ enum {
 	U6_ADDR,     /* U6: [::1] and its port, IPV6_V6ONLY; a datagram to itself */
 	UF_FREEBIND, /* UF: bound to a non-local address, IP_FREEBIND off */
 	UL_LITE,     /* UL: UDP-lite, bound; a datagram to itself */
-	ITEMS = UL_LITE
+	SHUT,        /* SR, SW, SB: shut down for reading, writing, both */
+	ITEMS = SHUT
 };
 
 #define RCVBUF 65536
@@ -83,12 +87,46 @@ static void replace(int fd, int family)
 	close(s);
 }
 
+/* A UDP socket bound to 127.0.0.1 and connected to itself, shut down `how` (-1: not). */
+static int shut(int how)
+{
+	struct sockaddr_storage a;
+	socklen_t len = sizeof(a);
+	int s = udp(AF_INET);
+
+	bind4(s, 0);
+	if (getsockname(s, (struct sockaddr *)&a, &len) || connect(s, (struct sockaddr *)&a, len) ||
+	    (how >= 0 && shutdown(s, how)))
+		zoo_die("a shut-down UDP socket");
+	return s;
+}
+
+/* "R" when poll shows `s` shut for reading (POLLRDHUP), "H" for both (POLLHUP), then "W"
+ * when a send fails with EPIPE. */
+static const char *shut_state(int s)
+{
+	static char out[4][4];
+	static int next;
+	struct pollfd p = {.fd = s, .events = POLLRDHUP | POLLHUP};
+	char *o = out[next++ % 4];
+	int n = 0;
+
+	if (poll(&p, 1, 0) == 1 && (p.revents & POLLRDHUP))
+		o[n++] = 'R';
+	if (p.revents & POLLHUP)
+		o[n++] = 'H';
+	if (send(s, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE)
+		o[n++] = 'W';
+	o[n] = 0;
+	return o;
+}
+
 int main(int argc, char **argv)
 {
 	struct sockaddr_storage a1, a2, a6, af, al, got, from;
 	struct sockaddr_in nonlocal = {.sin_family = AF_INET};
 	socklen_t len;
-	int u1, u2, u6, uf, ul, one = 1, zero = 0, v, n;
+	int u1, u2, u6, uf, ul, sr, sw, sb, one = 1, zero = 0, v, n;
 	char buf[64];
 	pid_t kid;
 
@@ -135,6 +173,9 @@ int main(int argc, char **argv)
 	len = sizeof(al);
 	if (getsockname(ul, (struct sockaddr *)&al, &len))
 		zoo_die("getsockname ul");
+	sr = shut(SHUT_RD);
+	sw = shut(SHUT_WR);
+	sb = shut(SHUT_RDWR);
 	kid = zoo_fork_ready();
 	if (kid == 0) {
 		zoo_child_ready();
@@ -169,6 +210,13 @@ int main(int argc, char **argv)
 		if (dup2(other, ul) != ul)
 			zoo_die("dup2");
 		close(other);
+	}
+	if (ZOO_BREAK(SHUT)) {
+		int fresh = shut(-1);
+
+		if (dup2(fresh, sw) != sw)
+			zoo_die("dup2");
+		close(fresh);
 	}
 	if (ZOO_BREAK(UF_FREEBIND) &&
 	    setsockopt(uf, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)))
@@ -235,5 +283,11 @@ int main(int argc, char **argv)
 	n = (int)sendto(ul, "lite", 4, 0, (struct sockaddr *)&al, sizeof(struct sockaddr_in));
 	ZOO_CHECK(UL_LITE, n == 4 && recv(ul, buf, sizeof(buf), MSG_DONTWAIT) == 4,
 		  "UL does not get its own datagram");
+	{
+		const char *r = shut_state(sr), *w = shut_state(sw), *b = shut_state(sb);
+
+		ZOO_CHECK(SHUT, !strcmp(r, "R") && !strcmp(w, "W") && !strcmp(b, "RHW"),
+			  "shut down for reading, writing, both: %s %s %s (want R W RHW)", r, w, b);
+	}
 	return zoo_done();
 }

@@ -101,6 +101,13 @@ pub(crate) struct FileTable {
     pub(crate) sysv: crate::sysv::Segments,
     /// `--tcp-established`: established TCP connections are dumped (else refused).
     pub(crate) tcp_established: bool,
+    /// `--tcp-close`: connections are saved without their state, to be restored closed.
+    pub(crate) tcp_close: bool,
+    /// `--skip-in-flight`: see `DumpOptions::skip_in_flight`.
+    pub(crate) skip_in_flight: bool,
+    /// inet_diag's answers, read once per dump: by (network namespace inode, family,
+    /// protocol, state mask), each socket's shutdown state by inode.
+    pub(crate) inet_diag: HashMap<(u64, i32, i32, u32), HashMap<u64, u8>>,
     /// tcp-stream-INO.img of each established connection.
     tcp_streams: Vec<ImageWriter>,
     /// The connections in repair mode (see [`inetsk::Repaired`]).
@@ -259,6 +266,9 @@ impl FileTable {
             memfds: Default::default(),
             sysv: Default::default(),
             tcp_established: false,
+            tcp_close: false,
+            skip_in_flight: false,
+            inet_diag: HashMap::new(),
             tcp_streams: Vec::new(),
             repaired: Default::default(),
         }

@@ -22,10 +22,17 @@
 //! Raw sockets (any protocol, IPv4 and IPv6) are saved like UDP ones, with their own
 //! options (header included, no fragmentation, the ICMP type filter).
 //!
-//! Refused by name: a connection without `--tcp-established`, one being opened, one in
-//! TIME-WAIT (no socket holds it: only an orphan can be), a listener with connections waiting,
-//! ICMP ping sockets, and a UDP or raw socket with datagrams queued for reading (CRIU
-//! saves none: they would be lost).
+//! With `--tcp-close` a connection is saved without its state (to be restored closed);
+//! with `--skip-in-flight` a listener's connections waiting to be accepted are left out.
+//! A socket's shutdown state comes from inet_diag (a UDP socket the kernel's tables list)
+//! or poll; whether a closed TCP socket still holds its port from inet_diag's
+//! bound-inactive sockets, asked once per network namespace in a dump.
+//!
+//! Refused by name: a connection without `--tcp-established` (or `--tcp-close`), one
+//! being opened, one in TIME-WAIT (no socket holds it: only an orphan can be), a listener
+//! with connections waiting (without `--skip-in-flight`), ICMP ping sockets, and a UDP
+//! or raw socket with datagrams queued for reading (CRIU saves none: they would be
+//! lost).
 //!
 //! Addresses are CRIU's: `src_addr`/`dst_addr` hold the address bytes as 32-bit words in
 //! memory order (one word for IPv4, four for IPv6), as inet_diag gives them.
@@ -33,11 +40,12 @@
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crs_images::codec::ImageWriter;
 use crs_images::pb::fdinfo::{Fd_types, File_entry};
 use crs_images::pb::sk_inet::{Inet_sk_entry, Ip_opts_entry, Ip_opts_raw_entry};
+use crs_images::pb::sk_opts::Sk_shutdown;
 use crs_images::pb::tcp_stream::{Tcp_opts_entry, Tcp_stream_entry};
 use crs_proc::FdInfo;
 use crs_sys::inetsk;
@@ -252,6 +260,35 @@ pub(crate) fn addr_words(ip: &IpAddr) -> Vec<u32> {
 }
 
 impl FileTable {
+    /// inet_diag's sockets of `family`/`proto` in `states` in the network namespace of
+    /// `pid` (whose socket `path` is being dumped), each with its shutdown state: asked
+    /// once per namespace and kind in a dump (the tree is frozen).
+    fn diag(
+        &mut self,
+        pid: i32,
+        path: &Path,
+        family: i32,
+        proto: i32,
+        states: u32,
+    ) -> Result<&std::collections::HashMap<u64, u8>> {
+        use std::collections::hash_map::Entry;
+        use std::os::unix::fs::MetadataExt;
+        let err = |what| {
+            let path = path.to_path_buf();
+            move |source| DumpError::File { what, path, source }
+        };
+        let ns = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .map_err(err("reading the network namespace of"))?
+            .ino();
+        Ok(match self.inet_diag.entry((ns, family, proto, states)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(crate::ns::within(pid, &["net"], || {
+                inetsk::diag_shutdown(family, proto, states)
+                    .map_err(err("listing the sockets (inet_diag) of the namespace of"))
+            })?),
+        })
+    }
+
     /// Dumps inet socket fd `fd` of process `pid` (`file`, crs's copy of it, of `domain`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn inet_fd(
@@ -304,16 +341,33 @@ impl FileTable {
                 };
                 let (tcp_state, backlog) = if let Some(info) = tcp_info {
                     match info.state {
-                        TCP_LISTEN if info.pending > 0 => {
+                        TCP_LISTEN if info.pending > 0 && !self.skip_in_flight => {
                             return Err(unsupported(
-                                "a TCP listener with connections waiting to be accepted",
+                                "a TCP listener with connections waiting to be accepted \
+                                 (--skip-in-flight leaves them out)",
                             ))
+                        }
+                        TCP_LISTEN if info.pending > 0 => {
+                            warn!(
+                                pid,
+                                fd,
+                                pending = info.pending,
+                                "--skip-in-flight: connections waiting to be accepted are \
+                                 left out (their peers are reset)"
+                            );
+                            (u32::from(TCP_LISTEN), info.backlog)
                         }
                         TCP_LISTEN => (u32::from(TCP_LISTEN), info.backlog),
                         st if u32::from(st) == TCP_CLOSE => (TCP_CLOSE, 0),
+                        // CRIU's --tcp-close: the connection as it was, to be restored
+                        // closed (its state is not read).
+                        st if dumped_connection(u32::from(st)) && self.tcp_close => {
+                            (u32::from(st), 0)
+                        }
                         st if dumped_connection(u32::from(st)) && !self.tcp_established => {
                             return Err(unsupported(
-                                "an established TCP connection (dump with --tcp-established)",
+                                "an established TCP connection (dump with --tcp-established, \
+                                 or --tcp-close to restore it closed)",
                             ))
                         }
                         // The backlog CRIU records for a connection: its send queue.
@@ -354,7 +408,42 @@ impl FileTable {
                     }
                     (0, 0)
                 };
-                let local = inetsk::local_addr(s).map_err(io_err("getsockname of"))?;
+                let mut local = inetsk::local_addr(s).map_err(io_err("getsockname of"))?;
+                // A TCP socket closed after a connection on a port it did not bind itself
+                // has given the port back (getsockname still shows it): saved unbound,
+                // so that its restore does not take the port (a TIME-WAIT remnant of
+                // the connection may hold it) and it can be bound again, as it could.
+                const TCP_BOUND_INACTIVE: u32 = 13;
+                if tcp
+                    && tcp_state == TCP_CLOSE
+                    && local.is_some_and(|a| a.port() != 0)
+                    && !self
+                        .diag(pid, &path, domain, proto, 1 << TCP_BOUND_INACTIVE)?
+                        .contains_key(&key.1)
+                {
+                    local = None;
+                }
+                // The shutdown state: a UDP socket's from inet_diag when the kernel's
+                // tables list it (bound or connected), else, as for an unconnected TCP
+                // socket (where only the receive side shows), from poll. A connection's
+                // is its state.
+                let polled = |path: &PathBuf| {
+                    inetsk::polled_shutdown(s).map_err(|source| DumpError::File {
+                        what: "polling",
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                let shutdown = if udp {
+                    match self.diag(pid, &path, domain, proto, !0)?.get(&key.1) {
+                        Some(&v) => v & 3,
+                        None => polled(&path)?,
+                    }
+                } else if tcp && tcp_state == TCP_CLOSE {
+                    polled(&path)? & 1
+                } else {
+                    0
+                };
                 let peer = inetsk::peer_addr(s).map_err(io_err("getpeername of"))?;
                 let any = |a: &Option<SocketAddr>| -> SocketAddr {
                     a.unwrap_or_else(|| match domain {
@@ -431,7 +520,9 @@ impl FileTable {
                 } else {
                     None
                 };
-                if let Some(info) = tcp_info.filter(|_| dumped_connection(tcp_state)) {
+                if let Some(info) =
+                    tcp_info.filter(|_| dumped_connection(tcp_state) && !self.tcp_close)
+                {
                     let (e, inq, outq) = self
                         .repaired
                         .read(s, &info, opts.reuseaddr())
@@ -479,6 +570,14 @@ impl FileTable {
                         v6only,
                         ip_opts: MessageField::some(ip_opts),
                         tcp_opts: tcp_opts.into(),
+                        // As CRIU: only a socket shut down has the field.
+                        shutdown: match shutdown {
+                            0 => None,
+                            1 => Some(Sk_shutdown::READ),
+                            2 => Some(Sk_shutdown::WRITE),
+                            _ => Some(Sk_shutdown::BOTH),
+                        }
+                        .map(EnumOrUnknown::new),
                         ..Default::default()
                     }),
                     ..Default::default()

@@ -87,6 +87,12 @@ pub struct DumpOptions {
     pub file_locks: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--tcp-close`: connections are saved without their state (no repair mode, no
+    /// lock), to be restored closed.
+    pub tcp_close: bool,
+    /// `--skip-in-flight`: connections waiting in a listener's queue for a peer outside
+    /// the tree are left out (lost) instead of refused.
+    pub skip_in_flight: bool,
     /// `--network-lock`: how the connections are locked while dumped.
     pub network_lock: netlock::Method,
     /// `--ext-unix-sk`.
@@ -205,6 +211,8 @@ impl DumpOptions {
             shell_job: false,
             file_locks: false,
             tcp_established: false,
+            tcp_close: false,
+            skip_in_flight: false,
             network_lock: netlock::Method::default(),
             ext_unix_sk: false,
             freeze_cgroup: None,
@@ -620,8 +628,8 @@ fn dump_seized(
     // The pids the images record: inside the tree's own pid namespace, if it has one.
     let vpids = ns::Vpids::read(tree, &order)?;
     // The connections are locked before any socket is read (without --tcp-established a
-    // connection is refused, and there is nothing to lock).
-    if opts.tcp_established {
+    // connection is refused, and with --tcp-close it is not kept: nothing to lock).
+    if opts.tcp_established && !opts.tcp_close {
         let net = |d: &ProcDir| {
             d.ns_link("net")
                 .map_err(proc_err(d.pid(), "the net namespace"))
@@ -641,6 +649,8 @@ fn dump_seized(
     let mut files = FileTable::new(opts.ghost_limit);
     files.set_inner_pids(vpids.map());
     files.tcp_established = opts.tcp_established;
+    files.tcp_close = opts.tcp_close;
+    files.skip_in_flight = opts.skip_in_flight;
     let mut seccomp = Seccomp_entry::default();
     let mut pstree = Vec::with_capacity(order.len());
     let mut pages_id = 0u32;
@@ -795,6 +805,8 @@ fn dump_seized(
             network_lock_method: Some(opts.network_lock.inventory_value()),
             plugins_entry: MessageField::some(Plugins_entry::default()),
             dump_criu_run_id: Some(run_id.to_string()),
+            // CRIU's mark: a restore must say --tcp-close too.
+            tcp_close: opts.tcp_close.then_some(true),
             ..Default::default()
         },
     )?;

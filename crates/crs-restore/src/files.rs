@@ -90,10 +90,16 @@ pub(crate) struct FileImages {
 pub(crate) fn load(
     dir: &Path,
     files: &BTreeMap<u32, File_entry>,
+    tcp_close: bool,
 ) -> Result<FileImages, RestoreError> {
     let mut out = FileImages {
         ttys: crate::tty::load(dir, files)?,
-        tcp_streams: crate::inetsk::load_streams(dir, files)?,
+        // Dumped with --tcp-close, a connection has no tcp-stream image.
+        tcp_streams: if tcp_close {
+            BTreeMap::new()
+        } else {
+            crate::inetsk::load_streams(dir, files)?
+        },
         ..FileImages::default()
     };
     let remap_path = dir.join("remap-fpath.img");
@@ -968,7 +974,7 @@ mod tests {
             .into_iter()
             .map(|f| (f.id(), f))
             .collect();
-        let fi = load(dir, &files).unwrap();
+        let fi = load(dir, &files, false).unwrap();
         let pd = &fi.pipe_data[&2296329];
         assert_eq!(pd.size, Some(65536));
         assert_eq!(pd.data.len(), 100);
@@ -1028,7 +1034,7 @@ mod tests {
             },
         )]
         .into();
-        let err = load(dir.path(), &files).unwrap_err().to_string();
+        let err = load(dir.path(), &files, false).unwrap_err().to_string();
         assert!(
             err.contains(
                 "remap-fpath.img: file id 3 is remapped to ghost file 0xf: no ghost-file-f.img"

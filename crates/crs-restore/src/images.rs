@@ -121,6 +121,9 @@ pub(crate) struct Tree {
     /// inventory.img's network lock: CRIU's method number (0 iptables, 1 nftables, 2 none)
     /// and the dump's run id (which names an nftables lock).
     pub net_lock: (u32, String),
+    /// inventory.img's `tcp_close`: dumped with --tcp-close (connections without their
+    /// state, to restore closed).
+    pub tcp_close: bool,
 }
 
 impl Tree {
@@ -230,7 +233,7 @@ impl Images {
         // files.img and what it names (ghost files, pipe data, terminals): read once, for
         // every process.
         let files = Arc::new(load_files(dir)?);
-        let file_images = Arc::new(files::load(dir, &files)?);
+        let file_images = Arc::new(files::load(dir, &files, inv.tcp_close())?);
         let mut procs = Vec::new();
         let mut zombies = Vec::new();
         for e in &entries {
@@ -270,6 +273,7 @@ impl Images {
                 inv.network_lock_method(),
                 inv.dump_criu_run_id().to_string(),
             ),
+            tcp_close: inv.tcp_close(),
             root_ids: inv.root_ids.into_option(),
         })
     }

@@ -142,22 +142,55 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// The established (or half-closed) connections in the images.
+/// The established (or half-closed) connections in the images, with their state.
 fn connections(tree: &Tree) -> usize {
     tree.procs
         .first()
         .map_or(0, |p| p.file_images.tcp_streams.len())
 }
 
+/// The connections in the images, whether saved with their state or not (--tcp-close).
+fn connection_entries(tree: &Tree) -> usize {
+    tree.procs.first().map_or(0, |p| {
+        p.files
+            .values()
+            .filter(|f| f.type_() == Fd_types::INETSK)
+            .filter(|f| f.isk.as_ref().is_some_and(is_connection))
+            .count()
+    })
+}
+
 /// Established connections are restored with `--tcp-established` only, as CRIU does (the
-/// peer of one outside the tree must be waiting for it, and its network locked).
-pub(crate) fn check_tree(tree: &Tree, tcp_established: bool) -> Result<(), RestoreError> {
+/// peer of one outside the tree must be waiting for it, and its network locked), or
+/// closed with `--tcp-close`, which images dumped with it require (they have no
+/// connection's state).
+pub(crate) fn check_tree(
+    tree: &Tree,
+    tcp_established: bool,
+    tcp_close: bool,
+) -> Result<(), RestoreError> {
+    if tree.tcp_close && !tcp_close {
+        return Err(unsupported(
+            "inventory.img: the images were dumped with --tcp-close (no connection's \
+             state is saved): restore with --tcp-close"
+                .to_string(),
+        ));
+    }
     let conns = connections(tree);
-    if conns > 0 && !tcp_established {
+    if conns > 0 && !tcp_established && !tcp_close {
         return Err(unsupported(format!(
             "{conns} established TCP connection(s) in the images (restore with \
-             --tcp-established)"
+             --tcp-established, or --tcp-close to restore them closed)"
         )));
+    }
+    if tcp_close {
+        let n = connection_entries(tree);
+        if n > 0 {
+            info!(
+                connections = n,
+                "--tcp-close: the connections are restored closed"
+            );
+        }
     }
     Ok(())
 }
@@ -266,6 +299,7 @@ fn load_stream(dir: &Path, id: u32, ino: u32) -> Result<Stream, RestoreError> {
 pub(crate) fn create_in_crs(
     tree: &Tree,
     net_of: Option<crs_sys::Tid>,
+    tcp_close: bool,
     out: &mut CrsFiles,
 ) -> Result<(), RestoreError> {
     let Some(first) = tree.procs.first() else {
@@ -294,6 +328,12 @@ pub(crate) fn create_in_crs(
             entries.into_iter().partition(|(_, e)| is_connection(e));
         let err = |id| move |(what, source)| RestoreError::InetSocket { id, what, source };
         let mut made = each(others, par, |(id, e)| Ok((id, make(e).map_err(err(id))?)))?;
+        if tcp_close {
+            made.extend(each(conns, par, |(id, e)| {
+                Ok((id, make_closed(e).map_err(err(id))?))
+            })?);
+            return Ok(made);
+        }
         let repaired = each(conns, par, |(id, e)| {
             let stream = streams.get(&id).expect("loaded with the images");
             Ok((id, e, stream, make_connection(e, stream).map_err(err(id))?))
@@ -470,6 +510,10 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
         if has_freebind {
             int(fb_level, fb_name, 1).map_err(at("the freebind option"))?;
         }
+        // With SO_REUSEADDR, as CRIU binds: a socket closed on both sides still has its
+        // address, which the connection's TIME-WAIT remnant (the kernel's, not the
+        // tree's) holds a while after the dump. Set as dumped once bound (below).
+        int(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(at("SO_REUSEADDR"))?;
         inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
     }
     // Then IP_FREEBIND as dumped, where that is not what the socket has now (on for a
@@ -486,10 +530,52 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     if tcp && e.state() == TCP_LISTEN {
         sk::listen(fd, e.backlog() as i32).map_err(at("listen"))?;
     }
+    // Shut down as dumped: a socket that is not connected says ENOTCONN but is marked
+    // all the same (its reads then return EOF, its sends fail with EPIPE).
+    if let Some(how) = e.shutdown.map(|v| v.value()).filter(|&v| v != 0) {
+        let how = match how {
+            1 => libc::SHUT_RD,
+            2 => libc::SHUT_WR,
+            _ => libc::SHUT_RDWR,
+        };
+        match sk::shutdown(fd, how) {
+            Err(err) if err.raw_os_error() != Some(libc::ENOTCONN) => {
+                return Err(("shutdown".to_string(), err))
+            }
+            _ => {}
+        }
+    }
+    let reuseaddr = e.opts.as_ref().is_some_and(|o| o.reuseaddr());
+    if bound && !reuseaddr {
+        int(libc::SOL_SOCKET, libc::SO_REUSEADDR, 0).map_err(at("SO_REUSEADDR"))?;
+    }
     if e.flags() & libc::O_NONBLOCK as u32 != 0 {
         sk::set_nonblock(fd, true).map_err(at("O_NONBLOCK"))?;
     }
     debug!(id = e.id(), %src, state = e.state(), tcp, "inet socket made");
+    Ok(s)
+}
+
+/// A connection restored closed (`--tcp-close`, as CRIU does it): a new socket with its
+/// options, shut down both ways, so that its holder reads EOF and cannot send (EPIPE).
+fn make_closed(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
+    let s = new_socket(e)?;
+    let fd = s.as_fd();
+    // Not connected: the kernel says so, and marks it shut down all the same.
+    match sk::shutdown(fd, libc::SHUT_RDWR) {
+        Err(err) if err.raw_os_error() != Some(libc::ENOTCONN) => {
+            return Err(("shutdown".to_string(), err))
+        }
+        _ => {}
+    }
+    if e.flags() & libc::O_NONBLOCK as u32 != 0 {
+        sk::set_nonblock(fd, true).map_err(at("O_NONBLOCK"))?;
+    }
+    debug!(
+        id = e.id(),
+        state = e.state(),
+        "TCP connection restored closed"
+    );
     Ok(s)
 }
 

@@ -88,8 +88,11 @@ pub struct RestoreOptions {
     pub pidfile: Option<PathBuf>,
     /// -l: take the file locks of filelocks.img again (without it, locks are refused).
     pub file_locks: bool,
-    /// --tcp-established (not supported yet: refused when set).
+    /// --tcp-established: established TCP connections are restored (else refused).
     pub tcp_established: bool,
+    /// --tcp-close: every connection is restored closed (a socket shut down both ways);
+    /// required when the images were dumped with it.
+    pub tcp_close: bool,
     /// --ext-unix-sk (not supported yet: refused when set).
     pub ext_unix_sk: bool,
     /// --lazy-pages: private anonymous memory is filled on first touch and in the
@@ -255,7 +258,7 @@ pub fn load_and_check(opts: &RestoreOptions) -> Result<Loaded, RestoreError> {
     plan_of(&tree, opts.shell_job)?;
     unixsk::check_tree(&tree)?;
     pidfd::check_tree(&tree)?;
-    inetsk::check_tree(&tree, opts.tcp_established)?;
+    inetsk::check_tree(&tree, opts.tcp_established, opts.tcp_close)?;
     Ok(Loaded {
         tree,
         shm,
@@ -461,6 +464,7 @@ fn restore_inner(
     inetsk::create_in_crs(
         &loaded,
         ns.net.is_some().then_some(root_host),
+        opts.tcp_close,
         &mut crs_files,
     )?;
     anonfd::create_in_crs(&loaded, &mut crs_files)?;
@@ -1917,6 +1921,7 @@ mod tests {
             zombies,
             root_ids: None,
             net_lock: (2, String::new()),
+            tcp_close: false,
         };
         tree_nodes(&tree, false, plans, BTreeMap::new(), BTreeMap::new())
     }
@@ -2224,6 +2229,7 @@ mod tests {
             zombies: Vec::new(),
             root_ids: None,
             net_lock: (2, String::new()),
+            tcp_close: false,
         };
         let plans = [100, 101].into_iter().map(|p| (p, plan())).collect();
         let nodes = tree_nodes(&tree, true, plans, BTreeMap::new(), BTreeMap::new()).unwrap();

@@ -158,6 +158,142 @@ pub fn connect(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
     with_addr(fd, addr, libc::connect)
 }
 
+/// One socket as inet_diag shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagSock {
+    /// TCP state (UDP: 1 connected, 7 not).
+    pub state: u8,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Bytes queued for reading (a listener: connections waiting).
+    pub rqueue: u32,
+    /// 0 for a socket no file holds: a connection waiting to be accepted, or an orphan.
+    pub inode: u64,
+    /// INET_DIAG_SHUTDOWN: 1 receive, 2 send.
+    pub shutdown: u8,
+}
+
+/// Parses one inet_diag_msg (with its attributes) of `family`.
+fn parse_diag(family: i32, m: &[u8]) -> Option<DiagSock> {
+    const INET_DIAG_SHUTDOWN: u16 = 8;
+    /// inet_diag_msg: family, state, timer, retrans, sockid (sport, dport, src[16],
+    /// dst[16], if, cookie[2]), expires, rqueue, wqueue, uid, inode; attributes follow.
+    const MSG_LEN: usize = 72;
+    let word =
+        |o: usize| -> Option<u32> { Some(u32::from_ne_bytes(m.get(o..o + 4)?.try_into().ok()?)) };
+    let addr = |o: usize, port_at: usize| -> Option<SocketAddr> {
+        let port = u16::from_be_bytes(m.get(port_at..port_at + 2)?.try_into().ok()?);
+        let ip = if family == libc::AF_INET6 {
+            IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(m.get(o..o + 16)?).ok()?,
+            ))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(m.get(o..o + 4)?).ok()?))
+        };
+        Some(SocketAddr::new(ip, port))
+    };
+    let mut d = DiagSock {
+        state: *m.get(1)?,
+        local: addr(8, 4)?,
+        remote: addr(24, 6)?,
+        rqueue: word(56)?,
+        inode: u64::from(word(68)?),
+        shutdown: 0,
+    };
+    let mut at = MSG_LEN;
+    while let Some(h) = m.get(at..at + 4) {
+        let len = usize::from(u16::from_ne_bytes([h[0], h[1]]));
+        if len < 4 {
+            break;
+        }
+        if u16::from_ne_bytes([h[2], h[3]]) == INET_DIAG_SHUTDOWN {
+            d.shutdown = m.get(at + 4).copied().unwrap_or(0);
+        }
+        at += (len + 3) & !3;
+    }
+    Some(d)
+}
+
+/// Every inet socket of `family` and `proto` in crs's network namespace whose state is in
+/// `states` (a mask of 1 << state), as inet_diag shows it.
+pub fn inet_diag(family: i32, proto: i32, states: u32) -> io::Result<Vec<DiagSock>> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    // The sequence number and port id (0), then inet_diag_req_v2: family, protocol, ext,
+    // pad, states, and the sockid, zeroed.
+    req.extend_from_slice(&[0; 8]);
+    req.extend_from_slice(&[family as u8, proto as u8, 0, 0]);
+    req.extend_from_slice(&states.to_ne_bytes());
+    req.resize(72, 0);
+    let mut out = Vec::new();
+    let mut bad = false;
+    crate::unixsk::sock_diag_dump(&req, |m| match parse_diag(family, m) {
+        Some(d) => out.push(d),
+        None => bad = true,
+    })?;
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "inet_diag: a message too short for an inet_diag_msg",
+        ));
+    }
+    Ok(out)
+}
+
+/// [`inet_diag`]'s shutdown state of each socket, by inode.
+pub fn diag_shutdown(
+    family: i32,
+    proto: i32,
+    states: u32,
+) -> io::Result<std::collections::HashMap<u64, u8>> {
+    Ok(inet_diag(family, proto, states)?
+        .into_iter()
+        .map(|d| (d.inode, d.shutdown))
+        .collect())
+}
+
+/// The inodes of the TCP sockets of `family` (AF_INET, AF_INET6) in crs's network
+/// namespace that hold a port without listening or being connected: bound, or closed with
+/// the port they were bound to (inet_diag's TCP_BOUND_INACTIVE, Linux 6.10). A socket
+/// closed after a connection on a port it did not bind itself has given the port back,
+/// though getsockname still shows it.
+pub fn tcp_bound_inactive(family: i32) -> io::Result<std::collections::HashSet<u64>> {
+    const TCP_BOUND_INACTIVE: u32 = 13;
+    Ok(
+        diag_shutdown(family, libc::IPPROTO_TCP, 1 << TCP_BOUND_INACTIVE)?
+            .into_keys()
+            .collect(),
+    )
+}
+
+/// The shutdown state (1 receive, 2 send) that poll shows of socket `fd`: receive once
+/// POLLRDHUP, both once POLLHUP too. For a socket the kernel's tables do not list (not
+/// bound, or closed), where inet_diag cannot tell; a send-only shutdown does not show.
+pub fn polled_shutdown(fd: BorrowedFd<'_>) -> io::Result<u8> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP | libc::POLLHUP,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one pollfd `p`, live for the call; timeout 0.
+    if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(
+        match (
+            p.revents & libc::POLLRDHUP != 0,
+            p.revents & libc::POLLHUP != 0,
+        ) {
+            (true, true) => 3,
+            (true, false) => 1,
+            _ => 0,
+        },
+    )
+}
+
 /// `getsockopt(fd, level, name)` of an option that is `n` 32-bit words (ICMP_FILTER,
 /// ICMP6_FILTER, TCP_REPAIR_WINDOW); fewer when the kernel gives fewer.
 pub fn getsockopt_words(
@@ -264,6 +400,50 @@ mod tests {
             Some("[::ffff:127.0.0.1]:9".parse().unwrap())
         );
         assert_eq!(queued(a.as_fd()).unwrap(), 0);
+    }
+
+    #[test]
+    fn tcp_bound_inactive_has_a_bound_socket_not_one_closed_after_connecting() {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |s: &std::net::TcpStream| {
+            std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd()))
+                .unwrap()
+                .ino()
+        };
+        let b = socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+        bind(b.as_fd(), &"127.0.0.1:0".parse().unwrap()).unwrap();
+        let b_ino = std::fs::metadata(format!("/proc/self/fd/{}", b.as_raw_fd()))
+            .unwrap()
+            .ino();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        drop(s); // c gets a FIN; its shutdown then ends the connection
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut &c, &mut buf).unwrap(), 0);
+        let bound = tcp_bound_inactive(libc::AF_INET).unwrap();
+        assert!(bound.contains(&b_ino), "the bound socket is not listed");
+        assert!(!bound.contains(&ino(&c)), "the closed connection is listed");
+    }
+
+    #[test]
+    fn inet_diag_shows_a_connection_waiting_to_be_accepted_with_no_inode() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        c.write_all(b"hello").unwrap();
+        let all = inet_diag(libc::AF_INET, libc::IPPROTO_TCP, 1 << 1).unwrap();
+        let child = all
+            .iter()
+            .find(|d| d.local == l.local_addr().unwrap() && d.remote == c.local_addr().unwrap())
+            .expect("the connection waiting in the listener's queue");
+        assert_eq!((child.state, child.inode, child.rqueue), (1, 0, 5));
+        let client = all
+            .iter()
+            .find(|d| d.local == c.local_addr().unwrap())
+            .expect("the client");
+        assert_ne!(client.inode, 0);
     }
 
     #[test]

@@ -372,6 +372,8 @@ fn dump_options(a: &CriuArgs, images_dir: Option<PathBuf>) -> Result<crs_dump::D
         shell_job: a.flag("shell-job"),
         file_locks: a.flag("file-locks"),
         tcp_established: a.flag("tcp-established"),
+        tcp_close: a.flag("tcp-close"),
+        skip_in_flight: a.flag("skip-in-flight"),
         network_lock: match a.value("network-lock") {
             Some("iptables") => crs_dump::NetworkLock::Iptables,
             Some("skip") => crs_dump::NetworkLock::Skip,
@@ -477,6 +479,7 @@ fn restore_options(
         pidfile: a.value("pidfile").map(PathBuf::from),
         file_locks: a.flag("file-locks"),
         tcp_established: a.flag("tcp-established"),
+        tcp_close: a.flag("tcp-close"),
         ext_unix_sk: a.values.contains_key("ext-unix-sk"),
         lazy_pages: a.flag("lazy-pages"),
         sibling: a.flag("restore-sibling"),
