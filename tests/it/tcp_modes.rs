@@ -1,8 +1,11 @@
-//! What becomes of connections a dump does not keep: `--tcp-close` (dumped without their
-//! state, or with it, and restored closed: their holder reads EOF and cannot send, while
-//! its listener serves on) and `--skip-in-flight` (a connection waiting in a listener's
-//! queue for a peer outside the tree is left out: the restored listener has none waiting
-//! and serves new ones).
+//! Connections waiting in a listener's queue, and what becomes of connections a dump does
+//! not keep. A connection waiting to be accepted whose client is in the tree waits again
+//! after the restore (accepted then, it carries bytes both ways; one whose client shut
+//! down reads EOF); one whose client already sent bytes is refused by name. With
+//! `--tcp-close` (connections dumped without their state, or with it) they come back
+//! closed: their holder reads EOF and cannot send, while its listener serves on. With
+//! `--skip-in-flight` a connection waiting for a peer outside the tree is left out: the
+//! restored listener has none waiting and serves new ones.
 
 use std::io::{BufRead, Write};
 use std::net::TcpStream;
@@ -51,6 +54,91 @@ fn workload(pending: bool) -> (ProcessGuard, u16) {
     let mut g = ProcessGuard::spawn(cmd).expect("spawn python3");
     let port = g.read_line().unwrap().trim().parse().unwrap();
     (g, port)
+}
+
+/// Python: a listener on 127.0.0.1 and two connections to it from the same process that
+/// it has not accepted, c1 and c2 (shut down for writing), and with `sent` c1 has sent
+/// "early". It prints `ready`; each line it reads then is answered with what the
+/// accepted ends of c1 and c2 read, what c1 reads back, and whether another is waiting.
+fn waiting_workload(sent: bool) -> ProcessGuard {
+    let script = format!(
+        "import select, socket, sys\n\
+         l = socket.socket()\nl.bind(('127.0.0.1', 0))\nl.listen(4)\n\
+         c1 = socket.create_connection(l.getsockname())\n\
+         c2 = socket.create_connection(l.getsockname())\n\
+         c2.shutdown(socket.SHUT_WR)\n\
+         if {sent}:\n    c1.sendall(b'early')\n\
+         print('ready', flush=True)\n\
+         for _ in sys.stdin:\n\
+         \x20   l.settimeout(60)\n\
+         \x20   a = dict(l.accept()[::-1] for _ in range(2))\n\
+         \x20   s1, s2 = a[c1.getsockname()], a[c2.getsockname()]\n\
+         \x20   c1.sendall(b'hello')\n\
+         \x20   got1 = s1.recv(5)\n\
+         \x20   got2 = s2.recv(5)\n\
+         \x20   s1.sendall(b'back')\n\
+         \x20   back = c1.recv(4)\n\
+         \x20   more = select.select([l], [], [], 0)[0]\n\
+         \x20   print(got1, got2, back, 'waiting' if more else 'none-waiting', flush=True)\n",
+        sent = if sent { "True" } else { "False" },
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &script]);
+    let mut g = ProcessGuard::spawn(cmd).expect("spawn python3");
+    g.expect_line("ready");
+    g
+}
+
+/// What the waiting workload answers when its connections waited as they should.
+const WAITED: &str = "b'hello' b'' b'back' none-waiting";
+
+#[test]
+fn without_a_dump_the_waiting_connections_are_accepted() {
+    if skip_unless_root("without_a_dump_the_waiting_connections_are_accepted") {
+        return;
+    }
+    let mut g = waiting_workload(false);
+    g.send_line("check").unwrap();
+    assert_eq!(g.read_line().unwrap(), WAITED);
+}
+
+#[test]
+fn connections_waiting_for_clients_in_the_tree_wait_again_after_restore() {
+    if skip_unless_root("connections_waiting_for_clients_in_the_tree_wait_again_after_restore") {
+        return;
+    }
+    let mut g = waiting_workload(false);
+    let line = across_a_dump(&mut g, &["--tcp-established"], &["--tcp-established"], None);
+    assert_eq!(line, WAITED);
+}
+
+#[test]
+fn connection_waiting_with_bytes_its_client_sent_is_refused_by_name() {
+    if skip_unless_root("connection_waiting_with_bytes_its_client_sent_is_refused_by_name") {
+        return;
+    }
+    let mut g = waiting_workload(true);
+    let pid_s = g.pid().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let (err, ok) = crs(&[
+        "dump",
+        "--shell-job",
+        "--tcp-established",
+        "-t",
+        &pid_s,
+        "-D",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains(
+            "a TCP listener with a connection waiting to be accepted that holds bytes its \
+             client sent"
+        ),
+        "{err}"
+    );
+    // The task runs on, untouched: its connections still wait, c1's bytes first.
+    g.send_line("check").unwrap();
+    assert_eq!(g.read_line().unwrap(), "b'early' b'' b'back' none-waiting");
 }
 
 /// Runs `crs ARGS`: its stderr, whether it exited 0.
@@ -169,7 +257,7 @@ fn skip_in_flight_leaves_out_a_connection_waiting_from_outside() {
         tmp.path().to_str().unwrap(),
     ]);
     assert!(
-        !ok && err.contains("a TCP listener with connections waiting to be accepted (--skip-in-flight leaves them out)"),
+        !ok && err.contains("a TCP listener with connections waiting to be accepted from a peer outside the tree (--skip-in-flight leaves them out)"),
         "{err}"
     );
     let line = across_a_dump(&mut g, &["--skip-in-flight"], &[], None);

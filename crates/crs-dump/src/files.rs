@@ -108,6 +108,11 @@ pub(crate) struct FileTable {
     /// inet_diag's answers, read once per dump: by (network namespace inode, family,
     /// protocol, state mask), each socket's shutdown state by inode.
     pub(crate) inet_diag: HashMap<(u64, i32, i32, u32), HashMap<u64, u8>>,
+    /// Listeners with connections waiting to be accepted, resolved at the end
+    /// ([`FileTable::resolve_pending`]).
+    pub(crate) pending_listeners: Vec<inetsk::PendingListener>,
+    /// The connections dumped: (local, peer), v4-mapped addresses as IPv4.
+    pub(crate) inet_conns: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
     /// tcp-stream-INO.img of each established connection.
     tcp_streams: Vec<ImageWriter>,
     /// The connections in repair mode (see [`inetsk::Repaired`]).
@@ -269,6 +274,8 @@ impl FileTable {
             tcp_close: false,
             skip_in_flight: false,
             inet_diag: HashMap::new(),
+            pending_listeners: Vec::new(),
+            inet_conns: Vec::new(),
             tcp_streams: Vec::new(),
             repaired: Default::default(),
         }
@@ -709,6 +716,7 @@ impl FileTable {
         shell_job: bool,
     ) -> Result<()> {
         self.unix.finish(&mut self.entries)?;
+        self.resolve_pending()?;
         self.resolve_in_flight()?;
         self.ttys.check(leaders, shell_job)?;
         let tty_data = self.ttys.queued_data()?;

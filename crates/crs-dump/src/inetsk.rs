@@ -22,15 +22,18 @@
 //! Raw sockets (any protocol, IPv4 and IPv6) are saved like UDP ones, with their own
 //! options (header included, no fragmentation, the ICMP type filter).
 //!
-//! With `--tcp-close` a connection is saved without its state (to be restored closed);
-//! with `--skip-in-flight` a listener's connections waiting to be accepted are left out.
+//! Connections waiting in a listener's queue whose client is in the tree are kept as
+//! entries of inode 0 ([`FileTable::resolve_pending`]). With `--tcp-close` a connection
+//! is saved without its state (to be restored closed); with `--skip-in-flight` waiting
+//! connections that cannot be kept are left out.
 //! A socket's shutdown state comes from inet_diag (a UDP socket the kernel's tables list)
 //! or poll; whether a closed TCP socket still holds its port from inet_diag's
 //! bound-inactive sockets, asked once per network namespace in a dump.
 //!
 //! Refused by name: a connection without `--tcp-established` (or `--tcp-close`), one
 //! being opened, one in TIME-WAIT (no socket holds it: only an orphan can be), a listener
-//! with connections waiting (without `--skip-in-flight`), ICMP ping sockets, and a UDP
+//! with connections waiting from peers outside the tree or holding bytes (without
+//! `--skip-in-flight`), ICMP ping sockets, and a UDP
 //! or raw socket with datagrams queued for reading (CRIU saves none: they would be
 //! lost).
 //!
@@ -259,7 +262,155 @@ pub(crate) fn addr_words(ip: &IpAddr) -> Vec<u32> {
         .collect()
 }
 
+/// A listener of the tree with connections waiting to be accepted (see
+/// [`FileTable::resolve_pending`]).
+pub(crate) struct PendingListener {
+    pid: i32,
+    fd: i32,
+    link: String,
+    family: i32,
+    addr: SocketAddr,
+    pending: u32,
+}
+
+/// `a` with a v4-mapped IPv6 address as the IPv4 one (a dual-stack listener's connection
+/// and its IPv4 peer name the same addresses differently).
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// Whether a socket bound to `bound` (maybe the unspecified address) has `local`.
+fn listens_at(bound: SocketAddr, local: SocketAddr) -> bool {
+    bound.port() == local.port()
+        && (bound.ip().is_unspecified() || bound.ip().to_canonical() == local.ip().to_canonical())
+}
+
 impl FileTable {
+    /// The connections waiting in the queues of the tree's listeners (inet_diag shows them
+    /// with no inode). One whose client is a socket of the tree is kept, as an entry of
+    /// files.img with inode 0 and no fd (CRIU restores no fd of it and needs no image),
+    /// that the restore finds as the mirror of its client: it connects that client to the
+    /// listener again, for real, and the connection waits to be accepted as it did. Its
+    /// client's bytes still queued must be in the client's send queue: a connection
+    /// holding bytes it received cannot be read without accepting it. A connection from a
+    /// peer outside the tree (whose sequence numbers a new handshake would not keep), and
+    /// one holding bytes, are refused, or left out (lost) with `--skip-in-flight`. With
+    /// `--tcp-close` every one is left out: the connections come back closed.
+    pub(crate) fn resolve_pending(&mut self) -> Result<()> {
+        const TCP_CLOSE_WAIT: u8 = 8;
+        let listeners = std::mem::take(&mut self.pending_listeners);
+        for l in &listeners {
+            let unsupported = |why| DumpError::UnsupportedFd {
+                pid: l.pid,
+                fd: l.fd,
+                link: l.link.clone(),
+                why,
+            };
+            if self.tcp_close {
+                warn!(
+                    pid = l.pid,
+                    fd = l.fd,
+                    pending = l.pending,
+                    "--tcp-close: connections \
+                      waiting to be accepted are left out"
+                );
+                continue;
+            }
+            let path = PathBuf::from(format!("/proc/{}/fd/{}", l.pid, l.fd));
+            let socks = crate::ns::within(l.pid, &["net"], || {
+                inetsk::inet_diag(
+                    l.family,
+                    libc::IPPROTO_TCP,
+                    1 << TCP_ESTABLISHED | 1 << TCP_CLOSE_WAIT,
+                )
+                .map_err(|source| DumpError::File {
+                    what: "listing the connections waiting to be accepted (inet_diag) by",
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            let waiting: Vec<_> = socks
+                .into_iter()
+                .filter(|d| d.inode == 0 && listens_at(l.addr, d.local))
+                .collect();
+            if waiting.len() != l.pending as usize {
+                return Err(unsupported(
+                    "a TCP listener whose connections waiting to be accepted cannot be told \
+                     apart from others on its port (SO_REUSEPORT listeners, or connections \
+                     being opened or closed meanwhile)",
+                ));
+            }
+            for w in waiting {
+                let (local, remote) = (canonical(w.local), canonical(w.remote));
+                let client_in_tree = self.inet_conns.contains(&(remote, local));
+                // inet_diag counts rcv_nxt - copied_seq: the client's FIN, once received,
+                // is one of them.
+                let bytes = w.rqueue - u32::from(w.state == TCP_CLOSE_WAIT).min(w.rqueue);
+                let why = match (client_in_tree, bytes) {
+                    (true, 0) => None,
+                    (true, _) => Some(
+                        "a TCP listener with a connection waiting to be accepted that holds \
+                         bytes its client sent (they cannot be read without accepting it; \
+                         --skip-in-flight leaves it out)",
+                    ),
+                    (false, _) => Some(
+                        "a TCP listener with connections waiting to be accepted from a peer \
+                         outside the tree (--skip-in-flight leaves them out)",
+                    ),
+                };
+                if let Some(why) = why {
+                    if !self.skip_in_flight {
+                        return Err(unsupported(why));
+                    }
+                    warn!(pid = l.pid, fd = l.fd, %remote, "--skip-in-flight: a connection \
+                          waiting to be accepted is left out ({why})");
+                    continue;
+                }
+                let id = self.alloc();
+                debug!(pid = l.pid, fd = l.fd, %local, %remote, id, "connection waiting to be accepted");
+                self.entries.push(File_entry {
+                    type_: Some(EnumOrUnknown::new(Fd_types::INETSK)),
+                    id: Some(id),
+                    isk: MessageField::some(Inet_sk_entry {
+                        id: Some(id),
+                        ino: Some(0),
+                        family: Some(l.family as u32),
+                        type_: Some(libc::SOCK_STREAM as u32),
+                        proto: Some(libc::IPPROTO_TCP as u32),
+                        state: Some(u32::from(w.state)),
+                        src_port: Some(u32::from(w.local.port())),
+                        dst_port: Some(u32::from(w.remote.port())),
+                        flags: Some(libc::O_RDWR as u32),
+                        backlog: Some(0),
+                        src_addr: addr_words(&w.local.ip()),
+                        dst_addr: addr_words(&w.remote.ip()),
+                        // No file: no owner, and options nobody set (the required fields).
+                        fown: MessageField::some(crs_images::pb::fown::Fown_entry {
+                            uid: Some(0),
+                            euid: Some(0),
+                            signum: Some(0),
+                            pid_type: Some(0),
+                            pid: Some(0),
+                            ..Default::default()
+                        }),
+                        opts: MessageField::some(crs_images::pb::sk_opts::Sk_opts_entry {
+                            so_sndbuf: Some(0),
+                            so_rcvbuf: Some(0),
+                            so_snd_tmo_sec: Some(0),
+                            so_snd_tmo_usec: Some(0),
+                            so_rcv_tmo_sec: Some(0),
+                            so_rcv_tmo_usec: Some(0),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// inet_diag's sockets of `family`/`proto` in `states` in the network namespace of
     /// `pid` (whose socket `path` is being dumped), each with its shutdown state: asked
     /// once per namespace and kind in a dump (the tree is frozen).
@@ -341,22 +492,6 @@ impl FileTable {
                 };
                 let (tcp_state, backlog) = if let Some(info) = tcp_info {
                     match info.state {
-                        TCP_LISTEN if info.pending > 0 && !self.skip_in_flight => {
-                            return Err(unsupported(
-                                "a TCP listener with connections waiting to be accepted \
-                                 (--skip-in-flight leaves them out)",
-                            ))
-                        }
-                        TCP_LISTEN if info.pending > 0 => {
-                            warn!(
-                                pid,
-                                fd,
-                                pending = info.pending,
-                                "--skip-in-flight: connections waiting to be accepted are \
-                                 left out (their peers are reset)"
-                            );
-                            (u32::from(TCP_LISTEN), info.backlog)
-                        }
                         TCP_LISTEN => (u32::from(TCP_LISTEN), info.backlog),
                         st if u32::from(st) == TCP_CLOSE => (TCP_CLOSE, 0),
                         // CRIU's --tcp-close: the connection as it was, to be restored
@@ -452,6 +587,21 @@ impl FileTable {
                     })
                 };
                 let (src, dst) = (any(&local), any(&peer));
+                // Connections waiting in a listener's queue: which ones, and whether
+                // they can be kept, once every socket of the tree is known.
+                if let Some(info) = tcp_info.filter(|i| i.state == TCP_LISTEN && i.pending > 0) {
+                    self.pending_listeners.push(PendingListener {
+                        pid,
+                        fd,
+                        link: link.to_string(),
+                        family: domain,
+                        addr: src,
+                        pending: info.pending,
+                    });
+                }
+                if tcp && dumped_connection(tcp_state) && !self.tcp_close {
+                    self.inet_conns.push((canonical(src), canonical(dst)));
+                }
                 let int = |level, name| sk::getsockopt_int(s, level, name);
                 let (ip_level, tos, ttl, pktinfo) = if domain == libc::AF_INET6 {
                     (

@@ -14,6 +14,8 @@
 //!          TCP_REPAIR on, each queue's starting sequence number, bind, connect (no
 //!          handshake), the negotiated options, the timestamp clock, the receive queue's
 //!          bytes and the sent-unacknowledged part of the send queue, the window
+//!          (a connection that waited in a listener's queue: its client bound and
+//!          connected for real, see `connect_waiting`)
 //!          then, every connection made (both ends of one in the tree exist: neither is
 //!          answered with a RST), TCP_REPAIR off (a window probe goes out), the unsent
 //!          part of the send queue written as new data, SO_REUSEADDR as dumped
@@ -244,7 +246,12 @@ pub(crate) fn load_streams(
         .values()
         .filter(|f| f.type_() == Fd_types::INETSK)
         .filter_map(|f| {
-            let e = f.isk.as_ref().filter(|e| is_connection(e))?;
+            // Inode 0: a connection waiting in a listener's queue, which no fd holds and
+            // which has no image (see `waiting`).
+            let e = f
+                .isk
+                .as_ref()
+                .filter(|e| is_connection(e) && e.ino() != 0)?;
             Some((f.id(), e.ino()))
         })
         .collect();
@@ -334,8 +341,31 @@ pub(crate) fn create_in_crs(
             })?);
             return Ok(made);
         }
-        let repaired = each(conns, par, |(id, e)| {
-            let stream = streams.get(&id).expect("loaded with the images");
+        let conns = conns
+            .into_iter()
+            .map(|(id, e)| match streams.get(&id) {
+                Some(stream) => Ok((id, e, stream)),
+                None => Err(invalid(
+                    "files.img",
+                    format!("established TCP socket {id} has no tcp-stream image (inode 0)"),
+                )),
+            })
+            .collect::<Result<Vec<_>, RestoreError>>()?;
+        // The clients of connections waiting in a listener's queue connect again, for real
+        // (the listeners listen by now).
+        let waiting_ones = waiting(&first.files);
+        let (clients, conns): (Vec<_>, Vec<_>) = conns.into_iter().partition(|(_, e, _)| {
+            let (src, dst) = ends_of(e);
+            waiting_ones.contains(&(dst, src))
+        });
+        if !clients.is_empty() {
+            made.extend(connect_waiting(
+                &clients,
+                &made,
+                held_entries(first, &held)?,
+            )?);
+        }
+        let repaired = each(conns, par, |(id, e, stream)| {
             Ok((id, e, stream, make_connection(e, stream).map_err(err(id))?))
         })?;
         // Every connection exists: the FINs of the half-closed ones, then out of repair
@@ -357,6 +387,141 @@ pub(crate) fn create_in_crs(
     };
     out.by_id.extend(made);
     Ok(())
+}
+
+/// The (local, peer) addresses of inet socket `e`, v4-mapped IPv6 ones as IPv4.
+fn ends_of(e: &Inet_sk_entry) -> (SocketAddr, SocketAddr) {
+    let family = e.family() as i32;
+    let c = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    (
+        c(addr(family, &e.src_addr, e.src_port()).expect("checked at load")),
+        c(addr(family, &e.dst_addr, e.dst_port()).expect("checked at load")),
+    )
+}
+
+/// The connections waiting in a listener's queue at the dump: entries of inode 0, which
+/// no fd holds (crs's dump writes them; CRIU's never has them), by (local, peer).
+fn waiting(files: &BTreeMap<u32, File_entry>) -> BTreeSet<(SocketAddr, SocketAddr)> {
+    files
+        .values()
+        .filter(|f| f.type_() == Fd_types::INETSK)
+        .filter_map(|f| f.isk.as_ref())
+        .filter(|e| is_connection(e) && e.ino() == 0)
+        .map(ends_of)
+        .collect()
+}
+
+/// The inet entries of `held`, by id.
+fn held_entries<'a>(
+    first: &'a crate::images::Images,
+    held: &BTreeSet<u32>,
+) -> Result<BTreeMap<u32, &'a Inet_sk_entry>, RestoreError> {
+    held.iter()
+        .map(|&id| Ok((id, isk(&first.files[&id])?)))
+        .collect()
+}
+
+/// Connects each of `clients` (the client ends of connections that waited in a
+/// listener's queue) to its listener, among the sockets `made` (by id, `entries`), so
+/// that the connection waits in that queue again: bound to its own address, connected,
+/// its unacknowledged and unsent bytes sent again (the waiting end held none, or the dump
+/// refused it), its FIN after them if it had sent one. While connecting, the client and
+/// the listener carry the network lock's mark (the lock drops the connection's packets
+/// until the tree runs); then their own again (the waiting connection keeps the mark it
+/// took from its listener).
+fn connect_waiting(
+    clients: &[(u32, &Inet_sk_entry, &Stream)],
+    made: &[(u32, OwnedFd)],
+    entries: BTreeMap<u32, &Inet_sk_entry>,
+) -> Result<Vec<(u32, OwnedFd)>, RestoreError> {
+    use crs_sys::netlock::MARK;
+    let mark_of = |e: &Inet_sk_entry| e.opts.as_ref().map_or(0, |o| o.so_mark());
+    let listener_of = |dst: SocketAddr| {
+        made.iter().find(|(id, _)| {
+            entries.get(id).is_some_and(|l| {
+                let (bound, _) = ends_of(l);
+                l.state() == TCP_LISTEN
+                    && bound.port() == dst.port()
+                    && (bound.ip().is_unspecified() || bound.ip() == dst.ip())
+            })
+        })
+    };
+    let mut out = Vec::with_capacity(clients.len());
+    for &(id, e, stream) in clients {
+        let err = |(what, source)| RestoreError::InetSocket { id, what, source };
+        let (src, dst) = ends_of(e);
+        let Some((lid, lfd)) = listener_of(dst) else {
+            return Err(invalid(
+                "files.img",
+                format!(
+                    "TCP socket {id} waited in the queue of a listener at {dst}, which no fd holds"
+                ),
+            ));
+        };
+        if !stream.inq.is_empty()
+            || ![TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2].contains(&e.state())
+        {
+            return Err(invalid(
+                "files.img",
+                format!(
+                    "TCP socket {id}, whose connection waited to be accepted, in state {} with \
+                     {} bytes received (the waiting end sent nothing)",
+                    e.state(),
+                    stream.inq.len()
+                ),
+            ));
+        }
+        let mark = |fd: BorrowedFd<'_>, v: u32| {
+            sk::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_MARK, v as i32)
+        };
+        mark(lfd.as_fd(), MARK).map_err(|source| RestoreError::InetSocket {
+            id: *lid,
+            what: "SO_MARK".into(),
+            source,
+        })?;
+        let s = (|| {
+            let s = new_socket(e)?;
+            let fd = s.as_fd();
+            mark(fd, MARK).map_err(at("SO_MARK"))?;
+            sk::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+                .map_err(at("SO_REUSEADDR"))?;
+            let own = addr(e.family() as i32, &e.src_addr, e.src_port()).expect("checked");
+            let peer = addr(e.family() as i32, &e.dst_addr, e.dst_port()).expect("checked");
+            inetsk::bind(fd, &own).map_err(at(&format!("bind to {own}")))?;
+            inetsk::connect(fd, &peer).map_err(at(&format!("connect to {peer}")))?;
+            repair::send(fd, &stream.outq).map_err(at("the send queue's bytes"))?;
+            if e.state() != TCP_ESTABLISHED {
+                sk::shutdown(fd, libc::SHUT_WR).map_err(at("our FIN (shutdown)"))?;
+            }
+            mark(fd, mark_of(e)).map_err(at("SO_MARK"))?;
+            let reuseaddr = e.opts.as_ref().is_some_and(|o| o.reuseaddr());
+            sk::setsockopt_int(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                i32::from(reuseaddr),
+            )
+            .map_err(at("SO_REUSEADDR"))?;
+            if e.flags() & libc::O_NONBLOCK as u32 != 0 {
+                sk::set_nonblock(fd, true).map_err(at("O_NONBLOCK"))?;
+            }
+            Ok(s)
+        })()
+        .map_err(err);
+        let back =
+            mark(lfd.as_fd(), entries.get(lid).map_or(0, |l| mark_of(l))).map_err(|source| {
+                RestoreError::InetSocket {
+                    id: *lid,
+                    what: "SO_MARK".into(),
+                    source,
+                }
+            });
+        let s = s?;
+        back?;
+        debug!(id, %src, %dst, outq = stream.outq.len(), "connection waiting to be accepted made again");
+        out.push((id, s));
+    }
+    Ok(out)
 }
 
 /// `f` of each of `items`, on the rayon pool when `par`; the first error wins.
