@@ -8,7 +8,8 @@
  * accepts each connection, and finds B still bound and not listening. TC is the client
  * of a connection to L4 closed on both sides: it has given its port back (which the
  * kernel's TIME-WAIT remnant of the connection holds), reads EOF, cannot send (EPIPE),
- * and can be bound again.
+ * and can be bound again. R1 and R2 listen on one port with SO_REUSEPORT, which R1 then
+ * turned off: both listen there again after the restore, R2 with SO_REUSEPORT, R1 not.
  */
 #include "zoo.h"
 
@@ -23,7 +24,8 @@ enum {
 	L6_ACCEPTS,     /* L6: address, IPv6 only; a connection is accepted */
 	B_BOUND,        /* B: address, not listening */
 	TC_CLOSED,      /* TC: closed, EOF, EPIPE, can be bound again */
-	ITEMS = TC_CLOSED
+	REUSEPORT,      /* R1, R2: one port, SO_REUSEPORT on R2 only */
+	ITEMS = REUSEPORT
 };
 
 static int tcp(int family, const char *ip)
@@ -150,6 +152,28 @@ static int closed_client(int l, const struct sockaddr_storage *a)
 	return c;
 }
 
+/* A listener on 127.0.0.1 with SO_REUSEPORT, at `a`'s port (0: one the kernel picks). */
+static int reuseport_listener(struct sockaddr_storage *a)
+{
+	struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = ((struct sockaddr_in *)a)->sin_port};
+	int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+	in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (s < 0 || setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    bind(s, (struct sockaddr *)&in, sizeof(in)) || listen(s, 2))
+		zoo_die("a SO_REUSEPORT listener");
+	return s;
+}
+
+static int opt(int s, int name)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	getsockopt(s, SOL_SOCKET, name, &v, &len);
+	return v;
+}
+
 /* TCP_INFO's state of `s`. */
 static int state_of(int s)
 {
@@ -165,7 +189,8 @@ static int state_of(int s)
 int main(int argc, char **argv)
 {
 	struct sockaddr_storage a4, a6, ab;
-	int l4, l6, b, tc;
+	struct sockaddr_storage ar;
+	int l4, l6, b, tc, r1, r2, zero = 0;
 	pid_t kid;
 
 	zoo_init(argc, argv, ITEMS);
@@ -180,6 +205,12 @@ int main(int argc, char **argv)
 	name_of(l6, &a6);
 	name_of(b, &ab);
 	tc = closed_client(l4, &a4);
+	memset(&ar, 0, sizeof(ar));
+	r1 = reuseport_listener(&ar);
+	name_of(r1, &ar);
+	r2 = reuseport_listener(&ar);
+	if (setsockopt(r1, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof(zero)))
+		zoo_die("SO_REUSEPORT off");
 	if (state_of(tc) != TCP_CLOSE)
 		zoo_die("TC is not closed");
 	kid = zoo_fork_ready();
@@ -197,6 +228,8 @@ int main(int argc, char **argv)
 		replace(l6, AF_INET6, "::1", 1);
 	if (ZOO_BREAK(B_BOUND))
 		replace(b, AF_INET, "127.0.0.1", 0);
+	if (ZOO_BREAK(REUSEPORT) && setsockopt(r2, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof(zero)))
+		zoo_die("SO_REUSEPORT off");
 	if (ZOO_BREAK(TC_CLOSED)) {
 		int fresh = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -241,5 +274,10 @@ int main(int argc, char **argv)
 		ZOO_CHECK(TC_CLOSED, bind(tc, (struct sockaddr *)&any, sizeof(any)) == 0,
 			  "TC cannot be bound again: %s", strerror(errno));
 	}
+	ZOO_CHECK(REUSEPORT,
+		  same_name(r1, &ar) && same_name(r2, &ar) && listening(r1) && listening(r2) &&
+			  opt(r1, SO_REUSEPORT) == 0 && opt(r2, SO_REUSEPORT) == 1,
+		  "R1, R2: moved, not listening, or SO_REUSEPORT %d %d (want 0 1)",
+		  opt(r1, SO_REUSEPORT), opt(r2, SO_REUSEPORT));
 	return zoo_done();
 }

@@ -675,10 +675,12 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
         if has_freebind {
             int(fb_level, fb_name, 1).map_err(at("the freebind option"))?;
         }
-        // With SO_REUSEADDR, as CRIU binds: a socket closed on both sides still has its
-        // address, which the connection's TIME-WAIT remnant (the kernel's, not the
-        // tree's) holds a while after the dump. Set as dumped once bound (below).
+        // With SO_REUSEADDR and SO_REUSEPORT, as CRIU binds: two sockets of the tree may
+        // share a port (SO_REUSEPORT listeners, one of which turned it off after), and a
+        // connection's TIME-WAIT remnant (the kernel's) may hold a port a while after
+        // the dump. Set as dumped once bound and listening (below).
         int(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(at("SO_REUSEADDR"))?;
+        int(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(at("SO_REUSEPORT"))?;
         inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
     }
     // Then IP_FREEBIND as dumped, where that is not what the socket has now (on for a
@@ -711,8 +713,12 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
         }
     }
     let reuseaddr = e.opts.as_ref().is_some_and(|o| o.reuseaddr());
+    let reuseport = e.opts.as_ref().is_some_and(|o| o.so_reuseport());
     if bound && !reuseaddr {
         int(libc::SOL_SOCKET, libc::SO_REUSEADDR, 0).map_err(at("SO_REUSEADDR"))?;
+    }
+    if bound && !reuseport {
+        int(libc::SOL_SOCKET, libc::SO_REUSEPORT, 0).map_err(at("SO_REUSEPORT"))?;
     }
     if e.flags() & libc::O_NONBLOCK as u32 != 0 {
         sk::set_nonblock(fd, true).map_err(at("O_NONBLOCK"))?;
