@@ -77,7 +77,7 @@ const DIFFERENT_QUESTION: &[(&str, Differs, &str)] = &[
     (
         "external_net_ns",
         Differs::CrsNo,
-        "CRIU answers yes for itself (no kernel side); crs refuses --external",
+        "CRIU answers yes for itself (no kernel side); crs takes --external veth[...] only",
     ),
     (
         "nftables",

@@ -56,13 +56,39 @@ fn dump_own_mount_namespace_is_refused_by_name_task_runs_on() {
     answers(&mut g);
 }
 
-/// A network namespace holding `what` (see `workloads/netns_extra.c`), which crs does not
-/// restore: the dump is refused naming it, and the task runs on.
-fn netns_extra_is_refused(what: &str, want: &str) {
+/// `ip ARGS` inside the network namespace of `pid`; its stdout.
+fn ip_in(pid: i32, args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg("ip")
+        .args(args)
+        .output()
+        .expect("run nsenter ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {args:?} in the namespace of {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace made by `workloads/netns_extra.c` in mode `mode`, then given more
+/// with each `ip` command of `setup` run inside.
+fn netns_extra(mode: &str, setup: &[&[&str]]) -> ProcessGuard {
     let mut cmd = Command::new(std::path::Path::new(env!("ZOO_DIR")).join("netns_extra"));
-    cmd.arg(what);
+    cmd.arg(mode);
     let mut g = ProcessGuard::spawn(cmd).expect("spawn netns_extra");
     g.expect_line("ready");
+    for args in setup {
+        ip_in(g.pid(), args);
+    }
+    g
+}
+
+/// A network namespace holding what `mode` and `setup` make, which crs does not restore:
+/// the dump is refused naming it (`want`), and the task runs on.
+fn netns_extra_is_refused(mode: &str, setup: &[&[&str]], want: &str) {
+    let mut g = netns_extra(mode, setup);
     let err = dump_refused(g.pid());
     assert!(
         err.contains(&format!(
@@ -98,19 +124,27 @@ fn netns_extra_is_refused(what: &str, want: &str) {
 }
 
 #[test]
-fn dump_network_namespace_with_another_address_is_refused_by_name() {
-    if skip_unless_root("dump_network_namespace_with_another_address_is_refused_by_name") {
+fn dump_network_namespace_with_a_bridge_is_refused_by_name() {
+    if skip_unless_root("dump_network_namespace_with_a_bridge_is_refused_by_name") {
         return;
     }
-    netns_extra_is_refused("addr", "IPv4 address 127.0.0.2 on lo:1");
+    netns_extra_is_refused(
+        "plain",
+        &[&["link", "add", "crsb0", "type", "bridge"]],
+        "device crsb0 (kind bridge)",
+    );
 }
 
 #[test]
-fn dump_network_namespace_with_a_route_is_refused_by_name() {
-    if skip_unless_root("dump_network_namespace_with_a_route_is_refused_by_name") {
+fn dump_network_namespace_with_a_routing_rule_is_refused_by_name() {
+    if skip_unless_root("dump_network_namespace_with_a_routing_rule_is_refused_by_name") {
         return;
     }
-    netns_extra_is_refused("route", "IPv4 route lo 0000000A");
+    netns_extra_is_refused(
+        "plain",
+        &[&["rule", "add", "from", "10.1.2.3", "table", "100"]],
+        "a routing rule (priority 32765, table 100)",
+    );
 }
 
 #[test]
@@ -118,7 +152,78 @@ fn dump_network_namespace_with_a_sysctl_changed_is_refused_by_name() {
     if skip_unless_root("dump_network_namespace_with_a_sysctl_changed_is_refused_by_name") {
         return;
     }
-    netns_extra_is_refused("sysctl", "sysctl net.ipv4.ping_group_range = \"0\\t0\"");
+    netns_extra_is_refused(
+        "sysctl",
+        &[],
+        "sysctl net.ipv4.ping_group_range = \"0\\t0\"",
+    );
+}
+
+/// The namespace's addresses and routes come back: 127.0.0.2 on lo (`addr`), a route of
+/// 10/8 through lo (`route`), and a route of the tests' own through it.
+#[test]
+fn network_namespace_addresses_and_routes_are_restored() {
+    if skip_unless_root("network_namespace_addresses_and_routes_are_restored") {
+        return;
+    }
+    for mode in ["addr", "route"] {
+        let mut g = netns_extra(mode, &[&["route", "add", "192.0.2.0/24", "dev", "lo"]]);
+        let pid = g.pid();
+        let before = (
+            ip_in(pid, &["-4", "addr", "show"]),
+            ip_in(pid, &["route", "show"]),
+        );
+        let keys = crs_tests::stdio_pipe_keys(pid);
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().to_str().unwrap();
+        let pid_s = pid.to_string();
+        crs_tests::crs_ok(&["dump", "--shell-job", "-t", &pid_s, "-D", images]);
+        g.wait().unwrap();
+        for f in ["ifaddr", "route", "route6"] {
+            assert!(
+                dir.path()
+                    .join(format!("{f}-{}.img", net_ns_id(images)))
+                    .exists(),
+                "{f}"
+            );
+        }
+        let (mut stdin, mut stdout) = crs_tests::restore_with_new_stdio(images, &keys);
+        let _kill = crs_tests::process::KillOnDrop(pid);
+        let after = (
+            ip_in(pid, &["-4", "addr", "show"]),
+            ip_in(pid, &["route", "show"]),
+        );
+        assert_eq!(
+            after, before,
+            "{mode}: the addresses and routes (ip addr, ip route)"
+        );
+        assert!(
+            before.0.contains("127.0.0.2") || before.1.contains("10.0.0.0/8 dev lo"),
+            "{mode}: {before:?}"
+        );
+        assert!(before.1.contains("192.0.2.0/24 dev lo"), "{before:?}");
+        use std::io::{BufRead, Write};
+        stdin.write_all(b"x\n").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "got x\n");
+    }
+}
+
+/// The network namespace id of the images in `dir` (inventory.img's root ids name the
+/// dumper's; the root's ids image the tree's).
+fn net_ns_id(dir: &str) -> u32 {
+    let netdev = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.strip_prefix("netdev-")?
+                .strip_suffix(".img")?
+                .parse()
+                .ok()
+        })
+        .next();
+    netdev.expect("a netdev image")
 }
 
 /// A pid namespace is dumped from its init (the zoo's `pid_namespace_init`); a tree

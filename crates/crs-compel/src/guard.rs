@@ -881,14 +881,17 @@ fn undo_all(u: &mut Undo) {
         }
     }
     let kill_all = u.restore || u.killing;
-    // A killed tree's connections close in repair mode (silently); a tree that goes on
-    // gets them back working.
+    // A killed tree's connections close in repair mode (silently: a dump's are in it
+    // already, a restore's are put in it); a tree that goes on gets them back working.
     for (s, reuseaddr) in std::mem::take(&mut u.tcp) {
-        if !kill_all {
-            match crs_sys::tcp_repair::resume(s.as_fd(), reuseaddr) {
-                Ok(()) => info!("TCP socket out of repair mode"),
-                Err(e) => warn!(error = %e, "taking a TCP socket out of repair mode"),
-            }
+        let (done, what) = if kill_all {
+            (crs_sys::tcp_repair::set_repair(s.as_fd(), true), "into")
+        } else {
+            (crs_sys::tcp_repair::resume(s.as_fd(), reuseaddr), "out of")
+        };
+        match done {
+            Ok(()) => info!("TCP socket {what} repair mode"),
+            Err(e) => warn!(error = %e, "taking a TCP socket {what} repair mode"),
         }
     }
     // A killed tree's network lock is the restore's to remove.

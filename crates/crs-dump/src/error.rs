@@ -55,8 +55,10 @@ pub enum DumpError {
     #[error("process {pid}: {what} is outside the tree's pid namespace")]
     OutsidePidNs { pid: Tid, what: &'static str },
     #[error(
-        "the network namespace of process {pid} holds {what}: crs restores a network \
-         namespace's loopback device only (use --empty-ns net to have it made empty)"
+        "the network namespace of process {pid} holds {what}, which crs does not restore \
+         yet (it restores the loopback, veth devices whose peer is outside, their \
+         addresses and the main table's routes; use --empty-ns net to have the namespace \
+         made empty)"
     )]
     NetNamespace { pid: Tid, what: String },
     #[error("network lock ({what})")]

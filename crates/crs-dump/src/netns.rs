@@ -1,29 +1,53 @@
-//! The tree's own network namespace, as far as crs restores one: its loopback device.
+//! The tree's own network namespace: its devices (the loopback; veth devices whose peer
+//! is outside the namespace, which a restore recreates with `--external
+//! veth[NAME]:OUTSIDE[@BRIDGE]`), their addresses and the main routing tables, read over
+//! rtnetlink (`crs_sys::rtnl`) by a thread of crs in the namespace.
 //!
-//! A namespace holding anything a restore of the loopback alone would lose is refused by
-//! name: another device, an IPv4 or IPv6 address other than 127.0.0.1 and ::1 on `lo`, an
-//! IPv4 route of the main table, or a sysctl of `net.ipv4.conf.{all,default,lo}`,
-//! `net.ipv6.conf.{all,default,lo}` and a few per-namespace others whose value differs
-//! from a new namespace's (read by a thread of crs in a new one). `--empty-ns net` skips
-//! all of it (nothing of the namespace is saved). Images: `netdev-ID.img` (the loopback,
-//! CRIU's `net_device_entry`) and an empty `netns-ID.img`, which CRIU 4.2 restores.
+//! Images, CRIU's: `netdev-ID.img` (a `net_device_entry` per device), `netns-ID.img`,
+//! and `ifaddr-ID.img`, `route-ID.img`, `route6-ID.img`, which CRIU fills with `ip addr
+//! save`, `ip route save` and `ip -6 route save`: a magic word, then the kernel's
+//! RTM_NEWADDR / RTM_NEWROUTE messages as a dump gives them, which crs writes itself.
+//!
+//! Refused by name, as a restore would lose them: another kind of device, a veth pair
+//! with both ends inside, a routing rule other than a new namespace's, a route in a table
+//! other than main and local, firewall rules (iptables, nftables), and a sysctl of
+//! `net.ipv4.conf.*`, `net.ipv6.conf.*` and a few per-namespace others whose value differs
+//! from a new namespace's (a device's from the namespace's `default`, which a new device
+//! takes). `--empty-ns net` skips all of it (nothing of the namespace is saved).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crs_images::codec::ImageWriter;
 use crs_images::pb::netdev::{Nd_type, Net_device_entry, Netns_entry};
+use crs_sys::rtnl::route::address::AddressMessage;
+use crs_sys::rtnl::route::link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
+use crs_sys::rtnl::route::route::{RouteAttribute, RouteHeader, RouteMessage};
+use crs_sys::rtnl::route::rule::{RuleAttribute, RuleMessage};
+use crs_sys::rtnl::route::AddressFamily;
+use crs_sys::rtnl::{NetlinkPayload, RouteNetlinkMessage, Rtnl};
 use protobuf::EnumOrUnknown;
 
 use crate::error::{DumpError, Result};
 use crate::files::image_err;
 use crate::imgdir::ImageDir;
 
-/// The loopback device as dumped.
+/// `ip addr save`'s magic word, first in ifaddr-ID.img.
+pub const IFADDR_MAGIC: u32 = 0x4736_1222;
+/// `ip route save`'s, first in route-ID.img and route6-ID.img.
+pub const ROUTE_MAGIC: u32 = 0x4531_1224;
+/// The main routing table, and the local one (the kernel's own routes).
+const RT_TABLE_MAIN: u32 = 254;
+const RT_TABLE_LOCAL: u32 = 255;
+
+/// The network namespace as dumped.
 #[derive(Debug)]
-pub(crate) struct Loopback {
-    flags: u32,
-    mtu: u32,
+pub(crate) struct NetNs {
+    devices: Vec<Net_device_entry>,
+    /// ifaddr-ID.img, route-ID.img and route6-ID.img, each whole.
+    ifaddr: Vec<u8>,
+    route: Vec<u8>,
+    route6: Vec<u8>,
 }
 
 fn refuse(pid: i32, what: String) -> DumpError {
@@ -39,47 +63,292 @@ fn io_err(pid: i32, what: &'static str) -> impl FnOnce(std::io::Error) -> DumpEr
     }
 }
 
-/// Checks the network namespace the calling thread is in (that of process `pid`) holds
-/// nothing but its loopback device, and reads that.
-pub(crate) fn loopback_only(pid: i32) -> Result<Loopback> {
-    let proc_net = |f: &str| -> Result<String> {
-        std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
-            .map_err(io_err(pid, "reading /proc/PID/net of"))
-    };
-    // /proc/PID/net/dev: two header lines, then "  name: counters".
-    for line in proc_net("dev")?.lines().skip(2) {
-        let name = line.split(':').next().unwrap_or("").trim();
-        if !name.is_empty() && name != "lo" {
-            return Err(refuse(pid, format!("device {name}")));
-        }
+/// The payloads of raw messages `raw` (a dump's).
+fn payloads(pid: i32, raw: &[Vec<u8>]) -> Result<Vec<RouteNetlinkMessage>> {
+    raw.iter()
+        .map(|m| match crs_sys::rtnl::parse(m) {
+            Ok(msg) => match msg.payload {
+                NetlinkPayload::InnerMessage(p) => Ok(p),
+                other => Err(io_err(pid, "reading an rtnetlink dump of")(
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{other:?}")),
+                )),
+            },
+            Err(e) => Err(io_err(pid, "reading an rtnetlink dump of")(e)),
+        })
+        .collect()
+}
+
+/// A saved image: `magic`, then the messages, each 4-byte aligned.
+fn saved(magic: u32, raw: &[&Vec<u8>]) -> Vec<u8> {
+    let mut out = magic.to_ne_bytes().to_vec();
+    for m in raw {
+        out.extend_from_slice(m);
+        out.resize(out.len().next_multiple_of(4), 0);
     }
-    for (dev, addr) in
-        crs_sys::net::ipv4_addresses().map_err(io_err(pid, "listing the IPv4 addresses of"))?
-    {
-        if dev != "lo" || addr != std::net::Ipv4Addr::LOCALHOST {
-            return Err(refuse(pid, format!("IPv4 address {addr} on {dev}")));
-        }
-    }
-    // if_inet6: "address-hex ifindex prefix scope flags name".
-    for line in proc_net("if_inet6").unwrap_or_default().lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(addr), Some(dev)) = (f.first(), f.last()) else {
+    out
+}
+
+/// The table of route `r` (RTA_TABLE when the header's byte cannot hold it).
+pub(crate) fn route_table(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table))
+}
+
+/// Reads the network namespace the calling thread is in (that of process `pid`), refusing
+/// what a restore would lose (see the module's comment).
+pub(crate) fn read(pid: i32) -> Result<NetNs> {
+    let mut rt = Rtnl::open().map_err(io_err(pid, "opening rtnetlink in"))?;
+    let dump = |rt: &mut Rtnl, msg| rt.dump(msg).map_err(io_err(pid, "an rtnetlink dump of"));
+    let mut devices = Vec::new();
+    let links = dump(
+        &mut rt,
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+    )?;
+    for msg in payloads(pid, &links)? {
+        let RouteNetlinkMessage::NewLink(l) = msg else {
             continue;
         };
-        if *addr != "00000000000000000000000000000001" || *dev != "lo" {
-            return Err(refuse(pid, format!("IPv6 address {addr} on {dev}")));
+        devices.push(device(pid, &l)?);
+    }
+    devices.sort_by_key(|d| d.ifindex());
+    for d in devices.iter().filter(|d| d.type_() != Nd_type::LOOPBACK) {
+        device_sysctls(pid, d.name())?;
+    }
+    let addrs = dump(
+        &mut rt,
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+    )?;
+    payloads(pid, &addrs)?;
+    let mut routes = [Vec::new(), Vec::new()];
+    for (i, family) in [AddressFamily::Inet, AddressFamily::Inet6]
+        .into_iter()
+        .enumerate()
+    {
+        let mut req = RouteMessage::default();
+        req.header = RouteHeader {
+            address_family: family,
+            ..RouteHeader::default()
+        };
+        let raw = dump(&mut rt, RouteNetlinkMessage::GetRoute(req))?;
+        for (m, msg) in raw.iter().zip(payloads(pid, &raw)?) {
+            let RouteNetlinkMessage::NewRoute(r) = msg else {
+                continue;
+            };
+            match route_table(&r) {
+                RT_TABLE_MAIN => routes[i].push(m.clone()),
+                RT_TABLE_LOCAL => {}
+                t => return Err(refuse(pid, format!("a route in table {t}"))),
+            }
         }
     }
-    // route: a header line, then the main table's IPv4 routes.
-    if let Some(route) = proc_net("route")?.lines().nth(1) {
+    rules(pid, &mut rt)?;
+    firewall(pid)?;
+    namespace_sysctls(pid)?;
+    let [route, route6] = routes;
+    Ok(NetNs {
+        devices,
+        ifaddr: saved(IFADDR_MAGIC, &addrs.iter().collect::<Vec<_>>()),
+        route: saved(ROUTE_MAGIC, &route.iter().collect::<Vec<_>>()),
+        route6: saved(ROUTE_MAGIC, &route6.iter().collect::<Vec<_>>()),
+    })
+}
+
+/// The `net_device_entry` of link `l`: the loopback or a veth device.
+fn device(pid: i32, l: &LinkMessage) -> Result<Net_device_entry> {
+    let mut name = None;
+    let mut mtu = 0;
+    let mut address = None;
+    let mut kind = None;
+    let mut peer = None;
+    let mut peer_netns = None;
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::Mtu(m) => mtu = *m,
+            LinkAttribute::Address(a) => address = Some(a.clone()),
+            LinkAttribute::Link(p) => peer = Some(*p),
+            LinkAttribute::LinkNetNsId(n) => peer_netns = Some(*n),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        kind = Some(k.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let name = name.unwrap_or_default();
+    let loopback = l.header.link_layer_type == LinkLayerType::Loopback;
+    let nd_type = match (&kind, loopback) {
+        (None, true) => Nd_type::LOOPBACK,
+        (Some(InfoKind::Veth), _) => Nd_type::VETH,
+        (k, _) => {
+            let kind = k
+                .as_ref()
+                .map_or("none".to_string(), |k| format!("{k:?}").to_lowercase());
+            return Err(refuse(pid, format!("device {name} (kind {kind})")));
+        }
+    };
+    let veth = nd_type == Nd_type::VETH;
+    // A veth whose peer is in this namespace has no other namespace's id.
+    if veth && peer_netns.is_none() {
         return Err(refuse(
             pid,
-            format!(
-                "IPv4 route {}",
-                route.split_whitespace().collect::<Vec<_>>().join(" ")
-            ),
+            format!("a veth pair with both ends inside ({name})"),
         ));
     }
+    Ok(Net_device_entry {
+        type_: Some(EnumOrUnknown::new(nd_type)),
+        ifindex: Some(l.header.index),
+        mtu: Some(mtu),
+        flags: Some(l.header.flags.bits()),
+        name: Some(name),
+        address: address.filter(|_| veth),
+        // The peer's index in its own namespace, which is not one of the tree's: CRIU's
+        // images then name no peer namespace.
+        peer_ifindex: peer.filter(|_| veth),
+        ..Default::default()
+    })
+}
+
+/// Routing rules other than a new namespace's are refused (they are not saved).
+fn rules(pid: i32, rt: &mut Rtnl) -> Result<()> {
+    for (family, defaults) in [
+        (
+            AddressFamily::Inet,
+            &[(0, RT_TABLE_LOCAL), (32766, RT_TABLE_MAIN), (32767, 253)][..],
+        ),
+        (
+            AddressFamily::Inet6,
+            &[(0, RT_TABLE_LOCAL), (32766, RT_TABLE_MAIN)][..],
+        ),
+    ] {
+        let mut req = RuleMessage::default();
+        req.header.family = family;
+        let raw = rt
+            .dump(RouteNetlinkMessage::GetRule(req))
+            .map_err(io_err(pid, "an rtnetlink dump of"))?;
+        for msg in payloads(pid, &raw)? {
+            let RouteNetlinkMessage::NewRule(r) = msg else {
+                continue;
+            };
+            let priority = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RuleAttribute::Priority(p) => Some(*p),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            let table = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RuleAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(r.header.table));
+            // A new namespace's: no selector (addresses, devices, marks, ...).
+            let plain = r.header.src_len == 0
+                && r.header.dst_len == 0
+                && r.header.tos == 0
+                && r.attributes.iter().all(|a| {
+                    matches!(
+                        a,
+                        RuleAttribute::Table(_)
+                            | RuleAttribute::Priority(_)
+                            | RuleAttribute::Protocol(_)
+                            | RuleAttribute::SuppressPrefixLen(_)
+                    )
+                });
+            if !defaults.contains(&(priority, table)) || !plain {
+                return Err(refuse(
+                    pid,
+                    format!("a routing rule (priority {priority}, table {table})"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Firewall rules are refused (they are not saved): iptables' tables, and nftables'
+/// (but the dump's own network lock, `CRIU-*`).
+fn firewall(pid: i32) -> Result<()> {
+    for f in ["ip_tables_names", "ip6_tables_names"] {
+        let names = std::fs::read_to_string(format!("/proc/self/net/{f}")).unwrap_or_default();
+        if let Some(t) = names.lines().next() {
+            return Err(refuse(pid, format!("iptables table {t} ({f})")));
+        }
+    }
+    // Run from this thread, so in the namespace; without nft no nftables tables can have
+    // been made here by it.
+    if let Ok(out) = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+    {
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(t) = text
+                .lines()
+                .find(|l| !l.trim().is_empty() && !l.contains(" CRIU-"))
+            {
+                return Err(refuse(pid, format!("nftables {}", t.trim())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A device's sysctls (`net.ipv4.conf.NAME.*`, `net.ipv6.conf.NAME.*`) differing from the
+/// namespace's `default` ones, which a new device takes, are refused (they are not
+/// saved).
+fn device_sysctls(pid: i32, name: &str) -> Result<()> {
+    for v in ["ipv4", "ipv6"] {
+        let dir = PathBuf::from(format!("/proc/sys/net/{v}/conf/{name}"));
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let file = e.file_name();
+            if file == "mtu" {
+                continue;
+            }
+            let read = |p: &Path| {
+                std::fs::read_to_string(p)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            };
+            let (Some(mine), Some(def)) = (
+                read(&e.path()),
+                read(&Path::new(&format!("/proc/sys/net/{v}/conf/default")).join(&file)),
+            ) else {
+                continue;
+            };
+            if mine != def {
+                return Err(refuse(
+                    pid,
+                    format!(
+                        "sysctl net.{v}.conf.{name}.{} = {mine:?} (the namespace's default is \
+                         {def:?})",
+                        file.to_string_lossy()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The namespace's sysctls differing from a new namespace's are refused (they are not
+/// saved).
+fn namespace_sysctls(pid: i32) -> Result<()> {
     let ours = sysctls();
     let fresh = std::thread::scope(|s| {
         s.spawn(|| {
@@ -101,10 +370,7 @@ pub(crate) fn loopback_only(pid: i32) -> Result<Loopback> {
             ));
         }
     }
-    Ok(Loopback {
-        flags: crs_sys::net::if_flags("lo").map_err(io_err(pid, "reading lo's flags in"))?,
-        mtu: crs_sys::net::if_mtu("lo").map_err(io_err(pid, "reading lo's MTU in"))?,
-    })
+    Ok(())
 }
 
 /// The per-namespace sysctls checked against a new namespace's, of the calling thread's
@@ -153,24 +419,21 @@ fn sysctls() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `netdev-ID.img` with the loopback device and `netns-ID.img`.
-pub(crate) fn write(dir: &mut ImageDir, id: u32, lo: &Loopback) -> Result<()> {
+/// `netdev-ID.img`, `netns-ID.img`, `ifaddr-ID.img`, `route-ID.img`, `route6-ID.img`.
+pub(crate) fn write(dir: &mut ImageDir, id: u32, ns: &NetNs) -> Result<()> {
     let name = format!("netdev-{id}.img");
     let mut img = ImageWriter::new(name.clone(), "NETDEV");
-    img.push(&Net_device_entry {
-        type_: Some(EnumOrUnknown::new(Nd_type::LOOPBACK)),
-        ifindex: Some(1),
-        mtu: Some(lo.mtu),
-        flags: Some(lo.flags),
-        name: Some("lo".into()),
-        ..Default::default()
-    })
-    .map_err(image_err(&name))?;
+    for d in &ns.devices {
+        img.push(d).map_err(image_err(&name))?;
+    }
     dir.write(img)?;
     let name = format!("netns-{id}.img");
     let mut img = ImageWriter::new(name.clone(), "NETNS");
     img.push(&Netns_entry::default())
         .map_err(image_err(&name))?;
     dir.write(img)?;
+    dir.write_bytes(&format!("ifaddr-{id}.img"), &ns.ifaddr)?;
+    dir.write_bytes(&format!("route-{id}.img"), &ns.route)?;
+    dir.write_bytes(&format!("route6-{id}.img"), &ns.route6)?;
     Ok(())
 }

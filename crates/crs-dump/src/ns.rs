@@ -219,8 +219,8 @@ pub(crate) fn write_own(
             // `--empty-ns net`: the caller makes it again.
             "net" if empty_net => {}
             "net" => {
-                let lo = within(root, &["net"], || crate::netns::loopback_only(root))?;
-                crate::netns::write(dir, id, &lo)?;
+                let net = within(root, &["net"], || crate::netns::read(root))?;
+                crate::netns::write(dir, id, &net)?;
             }
             // Refused by `NsIds::check`.
             _ => return Err(DumpError::OwnNamespace { pid: root, kind }),

@@ -377,6 +377,7 @@ pub(crate) fn create_in_crs(
         )?;
         made.extend(each(repaired, par, |(id, e, stream, fd)| {
             finish_connection(fd.as_fd(), e, stream).map_err(err(id))?;
+            keep_quiet(fd.as_fd(), e);
             Ok((id, fd))
         })?);
         Ok(made)
@@ -519,9 +520,41 @@ fn connect_waiting(
         let s = s?;
         back?;
         debug!(id, %src, %dst, outq = stream.outq.len(), "connection waiting to be accepted made again");
+        keep_quiet(s.as_fd(), e);
         out.push((id, s));
     }
     Ok(out)
+}
+
+/// The connections restored, until the tree runs or is killed (crs's copies): see
+/// [`silence`].
+static RESTORED: std::sync::Mutex<Vec<OwnedFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps connection `fd` (of `e`) to put back in repair mode should the restore fail,
+/// here ([`silence`]) or in the guardian (crs killed), so that it closes silently with
+/// the killed tree: no FIN or RST to its peer, whose state still matches the images a
+/// second restore takes, and no TIME-WAIT remnant holding its addresses.
+fn keep_quiet(fd: BorrowedFd<'_>, e: &Inet_sk_entry) {
+    let reuseaddr = e.opts.as_ref().is_some_and(|o| o.reuseaddr());
+    crs_compel::guard::record_with_fd(&crs_compel::guard::Record::TcpRepair { reuseaddr }, fd);
+    match fd.try_clone_to_owned() {
+        Ok(own) => RESTORED.lock().unwrap_or_else(|p| p.into_inner()).push(own),
+        Err(e) => warn!(error = %e, "keeping a restored connection to silence on failure"),
+    }
+}
+
+/// The restore failed: every connection it made goes back to repair mode before the tree
+/// is killed. `ran`: the tree runs instead, and they are only let go.
+pub(crate) fn silence(ran: bool) {
+    let conns = std::mem::take(&mut *RESTORED.lock().unwrap_or_else(|p| p.into_inner()));
+    if ran {
+        return;
+    }
+    for s in conns {
+        if let Err(e) = repair::set_repair(s.as_fd(), true) {
+            warn!(error = %e, "putting a restored connection in repair mode before the kill");
+        }
+    }
 }
 
 /// `f` of each of `items`, on the rayon pool when `par`; the first error wins.

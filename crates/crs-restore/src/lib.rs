@@ -36,6 +36,8 @@ mod inetsk;
 pub mod lazy;
 mod locks;
 mod memfd;
+mod netns;
+pub use netns::parse_external_veth;
 mod ns;
 mod pages;
 mod pidfd;
@@ -90,6 +92,9 @@ pub struct RestoreOptions {
     pub file_locks: bool,
     /// --tcp-established: established TCP connections are restored (else refused).
     pub tcp_established: bool,
+    /// --external values: `veth[NAME]:OUTSIDE[@BRIDGE]`, the outside peer of each veth
+    /// device of the tree's network namespace (others are refused by the command line).
+    pub external: Vec<String>,
     /// --tcp-close: every connection is restored closed (a socket shut down both ways);
     /// required when the images were dumped with it.
     pub tcp_close: bool,
@@ -456,7 +461,7 @@ fn restore_inner(
     stage(|| "making the shared objects".into())?;
     let (objects, shm_pages) = shmem::Objects::create(&shm_images)?;
     let (memfds, memfd_pages) = memfd::Objects::create(&memfd_images, &mut crs_files)?;
-    ns.set_up(root_host)?;
+    ns.set_up(root_host, &opts.external)?;
     let own_ipc = ns.ipc.is_some().then_some(root_host);
     let (segments, sysv_pages) = sysv::Segments::create(&sysv_images, own_ipc)?;
     ns.finish(root_host)?;
@@ -1572,10 +1577,13 @@ fn release_part(held: Option<SeizedTree>, how: Verdict, pid: Tid) -> Result<(), 
         return Ok(());
     };
     match how {
-        Verdict::Detach => tree
-            .release(Release::Detach)
-            .map_err(|source| RestoreError::Detach { pid, source }),
+        Verdict::Detach => {
+            inetsk::silence(true);
+            tree.release(Release::Detach)
+                .map_err(|source| RestoreError::Detach { pid, source })
+        }
         Verdict::Kill | Verdict::Finalize => {
+            inetsk::silence(false);
             if let Err(k) = tree.release(Release::Kill) {
                 warn!(error = %k, "killing the half-restored tree");
             }

@@ -22,7 +22,6 @@ use crs_images::pb::ipc_desc::Ipc_desc_entry;
 use crs_images::pb::ipc_msg::{Ipc_msg, Ipc_msg_entry};
 use crs_images::pb::ipc_sem::Ipc_sem_entry;
 use crs_images::pb::ipc_var::Ipc_var_entry;
-use crs_images::pb::netdev::{Nd_type, Net_device_entry};
 use crs_images::pb::timens::Timens_entry;
 use crs_images::pb::utsns::Utsns_entry;
 use crs_sys::sysv;
@@ -37,9 +36,9 @@ use crate::RestoreError;
 pub(crate) struct Own {
     /// A pid namespace, whose init is the root (pid 1).
     pub pid: bool,
-    /// A network namespace: its loopback device's flags and MTU (`None`: `--empty-ns
-    /// net`, made empty).
-    pub net: Option<Option<(u32, u32)>>,
+    /// A network namespace: its devices, addresses, routes and rules (`None`:
+    /// `--empty-ns net`, made empty).
+    pub net: Option<Option<crate::netns::NetImages>>,
     pub uts: Option<Utsns_entry>,
     pub ipc: Option<IpcNs>,
     /// The clocks the tree saw at the dump: its own time namespace's (`timens-ID.img`),
@@ -68,51 +67,6 @@ type MsgQueue = (Ipc_msg_entry, Vec<(i64, Vec<u8>)>);
 
 /// Semaphores in a set at most (the kernel's SEMMSL limit is 32000).
 const MAX_NSEMS: u32 = 65536;
-
-/// The loopback device of network namespace `id` (`netdev-ID.img`): its flags and MTU.
-/// Anything else of the namespace is refused: another device, and CRIU's images of its
-/// addresses, routes, rules and firewall, which crs does not restore yet.
-fn load_loopback(dir: &Path, id: u32) -> Result<(u32, u32), RestoreError> {
-    for kind in [
-        "ifaddr",
-        "route",
-        "route6",
-        "rule",
-        "iptables",
-        "ip6tables",
-        "nftables",
-    ] {
-        let name = format!("{kind}-{id}.img");
-        if dir.join(&name).exists() {
-            return Err(unsupported(format!(
-                "{name}: the addresses, routes, rules and firewall of a network namespace \
-                 (restore with --empty-ns net to have it made empty)"
-            )));
-        }
-    }
-    let name = format!("netdev-{id}.img");
-    let path = dir.join(&name);
-    if !path.exists() {
-        return Err(unsupported(format!(
-            "a network namespace without {name} (restore with --empty-ns net to have it \
-             made empty)"
-        )));
-    }
-    let bytes = read_file(&path)?;
-    let devices: Vec<Net_device_entry> = ImageReader::new(&name, &bytes, "NETDEV")?.all()?;
-    let mut lo = None;
-    for d in devices {
-        if d.type_() != Nd_type::LOOPBACK || d.name() != "lo" {
-            return Err(unsupported(format!(
-                "{name}: device {} of type {:?} (crs restores the loopback only)",
-                d.name(),
-                d.type_()
-            )));
-        }
-        lo = Some((d.flags(), d.mtu()));
-    }
-    lo.ok_or_else(|| invalid(&name, "no loopback device"))
-}
 
 /// `ipcns-sem-ID.img` and `ipcns-msg-ID.img`, when there are any.
 fn load_sems_and_queues(dir: &Path, id: u32) -> Result<IpcNsObjects, RestoreError> {
@@ -207,7 +161,7 @@ pub(crate) fn load(dir: &Path, tree: &Tree, empty_net: bool) -> Result<Own, Rest
                 }
                 "time" => own.clocks = Some(read_one(dir, &format!("timens-{r}.img"), "TIMENS")?),
                 "net" if empty_net => own.net = Some(None),
-                "net" => own.net = Some(Some(load_loopback(dir, r)?)),
+                "net" => own.net = Some(Some(crate::netns::load(dir, r)?)),
                 "uts" => own.uts = Some(read_one(dir, &format!("utsns-{r}.img"), "UTSNS")?),
                 "ipc" => {
                     let var = read_one(dir, &format!("ipcns-var-{r}.img"), "IPC_VAR")?;
@@ -316,10 +270,10 @@ impl Own {
         ))
     }
 
-    /// Sets the new UTS namespace's names and the new IPC namespace's limits (all but
-    /// the `*_next_id` values, see [`Own::finish`]) from inside, `root` being the new
-    /// root.
-    pub fn set_up(&self, root: Tid) -> Result<(), RestoreError> {
+    /// Sets the new UTS namespace's names, the new IPC namespace's limits (all but the
+    /// `*_next_id` values, see [`Own::finish`]) and the new network namespace (`netns`;
+    /// `external`: the `--external` values) from inside, `root` being the new root.
+    pub fn set_up(&self, root: Tid, external: &[String]) -> Result<(), RestoreError> {
         if let Some(uts) = &self.uts {
             within(root, &["uts"], || {
                 write(root, "uts", "/proc/sys/kernel/hostname", uts.nodename())?;
@@ -330,22 +284,9 @@ impl Own {
         if let Some(ipc) = &self.ipc {
             within(root, &["ipc"], || ipc_limits(root, &ipc.var))?;
         }
-        if let Some(Some((flags, mtu))) = self.net {
-            within(root, &["net"], || {
-                let err = |what: String| {
-                    move |source| RestoreError::Namespace {
-                        pid: root,
-                        kind: "net",
-                        what,
-                        source,
-                    }
-                };
-                crs_sys::net::set_if_mtu("lo", mtu)
-                    .map_err(err(format!("setting lo's MTU to {mtu} in")))?;
-                crs_sys::net::set_if_flags("lo", flags)
-                    .map_err(err(format!("setting lo's flags to {flags:#x} in")))
-            })?;
-            debug!(flags, mtu, "network namespace's loopback set up");
+        if let Some(Some(net)) = &self.net {
+            net.set_up(root, external)?;
+            debug!(devices = net.devices.len(), "network namespace set up");
         }
         Ok(())
     }
@@ -666,9 +607,9 @@ mod tests {
     }
 
     #[test]
-    fn load_network_namespace_takes_the_loopback_only() {
+    fn load_network_namespace_takes_the_loopback_and_veth_devices() {
         use crs_images::pb::netdev::{Nd_type, Net_device_entry};
-        let test = "load_network_namespace_takes_the_loopback_only";
+        let test = "load_network_namespace_takes_the_loopback_and_veth_devices";
         let Some(t) = tree_with_ids(test, &ALL, |ids| ids.net_ns_id = Some(902)) else {
             return;
         };
@@ -692,19 +633,40 @@ mod tests {
             err.contains("a network namespace without netdev-902.img"),
             "{err}"
         );
-        write(&[(Nd_type::LOOPBACK, "lo"), (Nd_type::VETH, "eth0")]);
+        write(&[(Nd_type::LOOPBACK, "lo"), (Nd_type::TUN, "tun0")]);
         let err = testsets::load_err(t.path());
         assert!(
-            err.contains("netdev-902.img: device eth0 of type VETH"),
+            err.contains("netdev-902.img: device tun0 of type TUN"),
             "{err}"
         );
-        write(&[(Nd_type::LOOPBACK, "lo")]);
+        write(&[(Nd_type::LOOPBACK, "lo"), (Nd_type::VETH, "eth0")]);
         let loaded = testsets::load(t.path()).unwrap();
-        assert_eq!(loaded.ns.net, Some(Some((0x49, 9000))));
-        std::fs::write(t.path().join("ifaddr-902.img"), b"").unwrap();
+        let net = loaded.ns.net.as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(net.devices.len(), 2);
+        assert!(net.addrs.is_empty() && net.routes.is_empty());
+        std::fs::write(t.path().join("ifaddr-902.img"), b"\x22\x12\x36").unwrap();
+        let err = testsets::load_err(t.path());
+        assert!(err.contains("ifaddr-902.img"), "{err}");
+        std::fs::write(
+            t.path().join("ifaddr-902.img"),
+            0x4531_1224u32.to_ne_bytes(),
+        )
+        .unwrap();
+        let err = testsets::load_err(t.path());
+        assert!(err.contains("magic 0x45311224, want 0x47361222"), "{err}");
+        std::fs::write(
+            t.path().join("ifaddr-902.img"),
+            0x4736_1222u32.to_ne_bytes(),
+        )
+        .unwrap();
+        std::fs::write(
+            t.path().join("iptables-902.img"),
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
         let err = testsets::load_err(t.path());
         assert!(
-            err.contains("ifaddr-902.img: the addresses, routes"),
+            err.contains("iptables-902.img: firewall rules of a network namespace (-A INPUT"),
             "{err}"
         );
         // `--empty-ns net` looks at none of it.

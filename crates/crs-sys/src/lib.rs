@@ -20,6 +20,7 @@ pub mod probe;
 pub mod ptrace;
 pub mod remote;
 pub mod restore;
+pub mod rtnl;
 pub mod sched;
 pub mod seccomp;
 pub mod shmem;

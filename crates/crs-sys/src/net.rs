@@ -43,6 +43,14 @@ fn ioctl(req: libc::c_ulong, r: &mut libc::ifreq) -> io::Result<()> {
     Ok(())
 }
 
+/// `SIOCGIFINDEX`: the interface's index.
+pub fn if_index(name: &str) -> io::Result<u32> {
+    let mut r = ifreq(name)?;
+    ioctl(libc::SIOCGIFINDEX, &mut r)?;
+    // SAFETY: SIOCGIFINDEX filled the union's ifindex member.
+    Ok(unsafe { r.ifr_ifru.ifru_ifindex } as u32)
+}
+
 /// `SIOCGIFFLAGS`: the interface's flags (IFF_UP, ...).
 pub fn if_flags(name: &str) -> io::Result<u32> {
     let mut r = ifreq(name)?;

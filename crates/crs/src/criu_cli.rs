@@ -97,7 +97,7 @@ const SPECS: &[Spec] = &[
     o("irmap-scan-path", None, R, false, false),
     o("lsm-profile", None, R, false, false),
     o("timeout", None, R, false, true),
-    o("external", None, R, false, false),
+    o("external", None, R, false, true),
     o("empty-ns", None, R, false, true),
     o("lazy-pages", None, N, false, true),
     o("extra", None, N, true, true),
@@ -289,6 +289,12 @@ pub fn check_option(command: Option<&str>, long: &str, value: &str) -> Result<()
         })
     };
     match long {
+        // The outside peers of a network namespace's veth devices; crs knows no other kind
+        // of external resource yet.
+        "external" if crs_restore::parse_external_veth(value).is_none() => refuse(
+            "crs takes --external veth[IFNAME]:OUTNAME[@BRIDGE] only (the outside peer of a \
+             veth device of the tree's network namespace)",
+        ),
         // It only shapes pre-dumps (which crs refuses); a dump takes it and ignores it.
         "pre-dump-mode" if value != "splice" && value != "read" => refuse("must be splice or read"),
         // crs neither dumps nor restores cgroups: CRIU's `ignore` mode. Without a value
@@ -324,11 +330,6 @@ pub fn parse_size(value: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(1 << shift)
-}
-
-/// Whether crs takes criu's option `--long` (it knows many it refuses).
-pub fn is_supported(long: &str) -> bool {
-    SPECS.iter().any(|s| s.long == long && s.supported)
 }
 
 fn find_long(name: &str) -> Option<(&'static Spec, bool)> {

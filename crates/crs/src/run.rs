@@ -179,13 +179,10 @@ const CRIU_FEATURES: &[Named] = &[
 ];
 
 /// `external_net_ns` asks whether the C/R program takes `--external net[...]` (CRIU
-/// answers yes for itself; there is no kernel side), so crs answers for crs.
+/// answers yes for itself; there is no kernel side), so crs answers for crs: it takes
+/// `--external veth[...]` only.
 fn external_net_ns() -> Probe {
-    if crate::criu_cli::is_supported("external") {
-        Probe::Present
-    } else {
-        Probe::Absent("crs does not take --external yet".into())
-    }
+    Probe::Absent("crs takes --external veth[IFNAME]:OUTNAME[@BRIDGE] only, not net[...]".into())
 }
 
 /// The features `crs check` without `--feature` requires that the kernel lacks, each with
@@ -480,6 +477,7 @@ fn restore_options(
         file_locks: a.flag("file-locks"),
         tcp_established: a.flag("tcp-established"),
         tcp_close: a.flag("tcp-close"),
+        external: a.all("external").to_vec(),
         ext_unix_sk: a.values.contains_key("ext-unix-sk"),
         lazy_pages: a.flag("lazy-pages"),
         sibling: a.flag("restore-sibling"),
