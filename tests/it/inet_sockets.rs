@@ -82,7 +82,7 @@ fn raw_socket_with_a_queued_datagram_is_refused_by_name_task_runs_on() {
     );
     refused(
         &mut g,
-        "a UDP or raw socket with datagrams queued for reading",
+        "a UDP, ICMP ping or raw socket with datagrams queued for reading",
     );
 }
 
@@ -98,7 +98,7 @@ fn udp_socket_with_a_queued_datagram_is_refused_by_name_task_runs_on() {
     );
     refused(
         &mut g,
-        "a UDP or raw socket with datagrams queued for reading",
+        "a UDP, ICMP ping or raw socket with datagrams queued for reading",
     );
 }
 
@@ -136,4 +136,47 @@ fn corked_udp_socket_holding_data_is_refused_by_name_task_runs_on() {
         &mut g,
         "a corked UDP socket holding data not sent yet (UDP_CORK)",
     );
+}
+
+/// An ICMP ping socket (in a network namespace of its own, where ping_group_range lets
+/// root make one), bound to its echo identifier: after the restore it has the same, and
+/// its echo requests are answered; the namespace's ping_group_range comes back too.
+#[test]
+fn icmp_ping_socket_keeps_its_identifier_and_pings_after_restore() {
+    if skip_unless_root("icmp_ping_socket_keeps_its_identifier_and_pings_after_restore") {
+        return;
+    }
+    let script = "import socket, struct, subprocess, sys\n\
+        open('/proc/sys/net/ipv4/ping_group_range', 'w').write('0 2147483647')\n\
+        subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)\n\
+        s.bind(('127.0.0.1', 4242))\n\
+        s.settimeout(60)\n\
+        def ping(seq):\n\
+        \x20   s.sendto(struct.pack('!BBHHH', 8, 0, 0, 0, seq) + b'crs', ('127.0.0.1', 0))\n\
+        \x20   d = s.recv(64)\n\
+        \x20   t, _, _, ident, sq = struct.unpack('!BBHHH', d[:8])\n\
+        \x20   return '%d/%d/%d/%s' % (t, sq, ident, d[8:].decode())\n\
+        print(ping(1), flush=True)\n\
+        for _ in sys.stdin:\n\
+        \x20   g = open('/proc/sys/net/ipv4/ping_group_range').read().split()\n\
+        \x20   print(s.getsockname()[1], ping(2), ' '.join(g), flush=True)\n";
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--net", "python3", "-c", script]);
+    let mut g = ProcessGuard::spawn(cmd).expect("spawn unshare python3");
+    // An echo reply (type 0) to our identifier.
+    assert_eq!(g.read_line().unwrap(), "0/1/4242/crs");
+    let pid = g.pid();
+    let keys = crs_tests::stdio_pipe_keys(pid);
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().to_str().unwrap();
+    crs_tests::crs_ok(&["dump", "--shell-job", "-t", &pid.to_string(), "-D", images]);
+    g.wait().unwrap();
+    let (mut stdin, mut stdout) = crs_tests::restore_with_new_stdio(images, &keys);
+    let _kill = crs_tests::process::KillOnDrop(pid);
+    use std::io::{BufRead, Write};
+    stdin.write_all(b"check\n").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "4242 0/2/4242/crs 0 2147483647\n");
 }

@@ -152,11 +152,7 @@ fn dump_network_namespace_with_a_sysctl_changed_is_refused_by_name() {
     if skip_unless_root("dump_network_namespace_with_a_sysctl_changed_is_refused_by_name") {
         return;
     }
-    netns_extra_is_refused(
-        "sysctl",
-        &[],
-        "sysctl net.ipv4.ping_group_range = \"0\\t0\"",
-    );
+    netns_extra_is_refused("sysctl", &[], "sysctl net.core.somaxconn = \"1234\"");
 }
 
 /// The namespace's addresses and routes come back: 127.0.0.2 on lo (`addr`), a route of

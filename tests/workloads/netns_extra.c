@@ -2,7 +2,7 @@
  * Not a zoo workload: tests/it/namespaces.rs runs it to make a network namespace holding
  * what crs restores or not. It unshares a network namespace, brings lo up, adds one
  * thing (`addr`: 127.0.0.2 on lo:1; `route`: 10.0.0.0/8 via lo; `sysctl`:
- * net.ipv4.ping_group_range; `plain`: nothing), prints "ready", and echoes each line of
+ * net.core.somaxconn; `plain`: nothing), prints "ready", and echoes each line of
  * stdin as "got LINE" until EOF.
  * `netns_extra detached FIFO`: only lo up; it leads a session of its own with stdout and
  * stderr on /dev/null, writes "ready" into FIFO, closes it and waits for signals.
@@ -73,9 +73,9 @@ int main(int argc, char **argv)
 		if (ioctl(s, SIOCADDRT, &rt))
 			die("SIOCADDRT");
 	} else if (strcmp(argv[1], "sysctl") == 0) {
-		f = fopen("/proc/sys/net/ipv4/ping_group_range", "w");
-		if (!f || fprintf(f, "0 0\n") < 0 || fclose(f))
-			die("ping_group_range");
+		f = fopen("/proc/sys/net/core/somaxconn", "w");
+		if (!f || fprintf(f, "1234\n") < 0 || fclose(f))
+			die("somaxconn");
 	} else if (strcmp(argv[1], "plain") == 0) {
 	} else if (strcmp(argv[1], "detached") == 0) {
 		int fd = open("/dev/null", O_WRONLY);

@@ -20,7 +20,8 @@
 //! ones are, with the state; a FIN we sent is not counted in the send queue.
 //!
 //! Raw sockets (any protocol, IPv4 and IPv6) are saved like UDP ones, with their own
-//! options (header included, no fragmentation, the ICMP type filter).
+//! options (header included, no fragmentation, the ICMP type filter); so are ICMP ping
+//! sockets (SOCK_DGRAM, IPPROTO_ICMP / ICMPV6), whose port is their echo identifier.
 //!
 //! Connections waiting in a listener's queue whose client is in the tree are kept as
 //! entries of inode 0 ([`FileTable::resolve_pending`]). With `--tcp-close` a connection
@@ -474,10 +475,12 @@ impl FileTable {
         let tcp = kind == libc::SOCK_STREAM && proto == libc::IPPROTO_TCP;
         // A raw socket: its protocol, bound and connected addresses and options.
         let raw = kind == libc::SOCK_RAW;
-        if !udp && !tcp && !raw {
+        // An ICMP ping socket: a datagram socket whose port is its echo identifier.
+        let ping = kind == libc::SOCK_DGRAM
+            && (proto == libc::IPPROTO_ICMP || proto == libc::IPPROTO_ICMPV6);
+        if !udp && !tcp && !raw && !ping {
             return Err(unsupported(
-                "inet sockets other than UDP, UDP-lite, TCP and raw ones (ICMP ping sockets, \
-                 SCTP)",
+                "inet sockets other than UDP, UDP-lite, TCP, ICMP ping and raw ones (SCTP)",
             ));
         }
         let id = match self.shared_with(pid, fd, key)?.map(|(_, id)| id) {
@@ -523,9 +526,14 @@ impl FileTable {
                         }
                     }
                 } else {
-                    if inetsk::queued(s).map_err(io_err("reading the queue of"))? > 0 {
+                    let queued = if ping {
+                        inetsk::datagram_queued(s).map_err(io_err("polling"))?
+                    } else {
+                        inetsk::queued(s).map_err(io_err("reading the queue of"))? > 0
+                    };
+                    if queued {
                         return Err(unsupported(
-                            "a UDP or raw socket with datagrams queued for reading",
+                            "a UDP, ICMP ping or raw socket with datagrams queued for reading",
                         ));
                     }
                     // Corked, a UDP socket holds what it was given until uncorked: bytes
@@ -576,6 +584,8 @@ impl FileTable {
                     }
                 } else if tcp && tcp_state == TCP_CLOSE {
                     polled(&path)? & 1
+                } else if ping {
+                    polled(&path)?
                 } else {
                     0
                 };

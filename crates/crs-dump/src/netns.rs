@@ -13,13 +13,15 @@
 //! other than main and local, firewall rules (iptables, nftables), and a sysctl of
 //! `net.ipv4.conf.*`, `net.ipv6.conf.*` and a few per-namespace others whose value differs
 //! from a new namespace's (a device's from the namespace's `default`, which a new device
-//! takes). `--empty-ns net` skips all of it (nothing of the namespace is saved).
+//! takes); `net.ipv4.ping_group_range` and `net.unix.max_dgram_qlen` are saved in
+//! `netns-ID.img`, as CRIU saves them. `--empty-ns net` skips all of it (nothing of the namespace is saved).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crs_images::codec::ImageWriter;
 use crs_images::pb::netdev::{Nd_type, Net_device_entry, Netns_entry};
+use crs_images::pb::sysctl::{SysctlType, Sysctl_entry};
 use crs_sys::rtnl::route::address::AddressMessage;
 use crs_sys::rtnl::route::link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
 use crs_sys::rtnl::route::route::{RouteAttribute, RouteHeader, RouteMessage};
@@ -44,6 +46,9 @@ const RT_TABLE_LOCAL: u32 = 255;
 #[derive(Debug)]
 pub(crate) struct NetNs {
     devices: Vec<Net_device_entry>,
+    /// netns-ID.img: the sysctls CRIU saves of a namespace, `net.ipv4.ping_group_range`
+    /// and `net.unix.max_dgram_qlen`.
+    entry: Netns_entry,
     /// ifaddr-ID.img, route-ID.img and route6-ID.img, each whole.
     ifaddr: Vec<u8>,
     route: Vec<u8>,
@@ -150,8 +155,31 @@ pub(crate) fn read(pid: i32) -> Result<NetNs> {
     firewall(pid)?;
     namespace_sysctls(pid)?;
     let [route, route6] = routes;
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/{f}"))
+            .map(|s| s.trim().to_string())
+            .map_err(io_err(pid, "reading a sysctl of"))
+    };
+    let qlen = read("unix/max_dgram_qlen")?;
+    let entry =
+        Netns_entry {
+            ipv4_sysctl: vec![Sysctl_entry {
+                type_: Some(EnumOrUnknown::new(SysctlType::CTL_STR)),
+                sarg: Some(read("ipv4/ping_group_range")?),
+                ..Default::default()
+            }],
+            unix_conf: vec![Sysctl_entry {
+                type_: Some(EnumOrUnknown::new(SysctlType::CTL_32)),
+                iarg: Some(qlen.parse().map_err(|_| {
+                    refuse(pid, format!("sysctl net.unix.max_dgram_qlen = {qlen:?}"))
+                })?),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
     Ok(NetNs {
         devices,
+        entry,
         ifaddr: saved(IFADDR_MAGIC, &addrs.iter().collect::<Vec<_>>()),
         route: saved(ROUTE_MAGIC, &route.iter().collect::<Vec<_>>()),
         route6: saved(ROUTE_MAGIC, &route6.iter().collect::<Vec<_>>()),
@@ -397,11 +425,9 @@ fn sysctls() -> BTreeMap<String, String> {
     }
     for f in [
         "ipv4/ip_forward",
-        "ipv4/ping_group_range",
         "ipv4/ip_local_port_range",
         "ipv4/ip_unprivileged_port_start",
         "core/somaxconn",
-        "unix/max_dgram_qlen",
     ] {
         files.push(base.join(f));
     }
@@ -429,8 +455,7 @@ pub(crate) fn write(dir: &mut ImageDir, id: u32, ns: &NetNs) -> Result<()> {
     dir.write(img)?;
     let name = format!("netns-{id}.img");
     let mut img = ImageWriter::new(name.clone(), "NETNS");
-    img.push(&Netns_entry::default())
-        .map_err(image_err(&name))?;
+    img.push(&ns.entry).map_err(image_err(&name))?;
     dir.write(img)?;
     dir.write_bytes(&format!("ifaddr-{id}.img"), &ns.ifaddr)?;
     dir.write_bytes(&format!("route-{id}.img"), &ns.route)?;

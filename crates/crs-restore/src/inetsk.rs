@@ -112,18 +112,20 @@ pub(crate) fn check(f: &File_entry) -> Result<(), RestoreError> {
         && (e.proto() as i32 == libc::IPPROTO_UDP || e.proto() as i32 == libc::IPPROTO_UDPLITE);
     let tcp = e.type_() as i32 == libc::SOCK_STREAM && e.proto() as i32 == libc::IPPROTO_TCP;
     let raw = e.type_() as i32 == libc::SOCK_RAW;
-    if !udp && !tcp && !raw {
+    let ping = e.type_() as i32 == libc::SOCK_DGRAM
+        && (e.proto() as i32 == libc::IPPROTO_ICMP || e.proto() as i32 == libc::IPPROTO_ICMPV6);
+    if !udp && !tcp && !raw && !ping {
         return Err(unsupported(format!(
             "files.img: inet socket {id} of type {} and protocol {} (crs restores UDP, \
-             UDP-lite, TCP and raw sockets only)",
+             UDP-lite, TCP, ICMP ping and raw sockets only)",
             e.type_(),
             e.proto()
         )));
     }
-    if (udp || raw) && e.state() != TCP_ESTABLISHED && e.state() != TCP_CLOSE {
+    if (udp || raw || ping) && e.state() != TCP_ESTABLISHED && e.state() != TCP_CLOSE {
         return Err(invalid(
             "files.img",
-            format!("UDP or raw socket {id}: state {}", e.state()),
+            format!("UDP, ping or raw socket {id}: state {}", e.state()),
         ));
     }
     if tcp && !(CONNECTED.contains(&e.state()) || [TCP_LISTEN, TCP_CLOSE].contains(&e.state())) {
@@ -577,7 +579,20 @@ type Failed = (String, std::io::Error);
 /// options.
 fn new_socket(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     let family = e.family() as i32;
-    let s = inetsk::socket(family, e.type_() as i32, e.proto() as i32).map_err(at("socket"))?;
+    let s = inetsk::socket(family, e.type_() as i32, e.proto() as i32).map_err(|err| {
+        let ping = e.type_() as i32 == libc::SOCK_DGRAM
+            && [libc::IPPROTO_ICMP, libc::IPPROTO_ICMPV6].contains(&(e.proto() as i32));
+        if ping && err.raw_os_error() == Some(libc::EACCES) {
+            (
+                "socket (an ICMP ping socket, which net.ipv4.ping_group_range does not let \
+                 crs's group make here)"
+                    .to_string(),
+                err,
+            )
+        } else {
+            ("socket".to_string(), err)
+        }
+    })?;
     let fd = s.as_fd();
     let int = |level, name, v: u32| sk::setsockopt_int(fd, level, name, v as i32);
     if let Some(o) = e.opts.as_ref() {
@@ -1005,7 +1020,7 @@ mod tests {
             vec![0],
         ));
         assert!(
-            sctp.contains("crs restores UDP, UDP-lite, TCP and raw sockets only"),
+            sctp.contains("crs restores UDP, UDP-lite, TCP, ICMP ping and raw sockets only"),
             "{sctp}"
         );
         let tcp = refusal(&entry(

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use crs_compel::Tid;
 use crs_images::codec::{read_file, ImageReader};
-use crs_images::pb::netdev::{Nd_type, Net_device_entry};
+use crs_images::pb::netdev::{Nd_type, Net_device_entry, Netns_entry};
 use crs_sys::rtnl::route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -30,6 +30,7 @@ use crs_sys::rtnl::{NetlinkPayload, RouteNetlinkMessage, Rtnl, NLM_F_CREATE, NLM
 use tracing::debug;
 
 use crate::error::{invalid, unsupported};
+use crate::images::read_one;
 use crate::ns::within;
 use crate::RestoreError;
 
@@ -44,6 +45,8 @@ const RULE_MAGIC: u32 = 0x7170_6986;
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct NetImages {
     pub devices: Vec<Net_device_entry>,
+    /// netns-ID.img's sysctls set again: (path under /proc/sys/net, value).
+    pub sysctls: Vec<(&'static str, String)>,
     /// The raw rtnetlink messages of ifaddr-ID.img, route-ID.img and route6-ID.img,
     /// rule-ID.img, in order.
     pub addrs: Vec<Vec<u8>>,
@@ -153,6 +156,20 @@ pub(crate) fn load(dir: &Path, id: u32) -> Result<NetImages, RestoreError> {
             }
         }
     }
+    // netns-ID.img: CRIU saves the namespace's ping_group_range and max_dgram_qlen there
+    // (and its conf sysctls, which crs's dump refuses when they are not a new
+    // namespace's).
+    let mut sysctls = Vec::new();
+    let name = format!("netns-{id}.img");
+    if dir.join(&name).exists() {
+        let e: Netns_entry = read_one(dir, &name, "NETNS")?;
+        if let Some(v) = e.ipv4_sysctl.first().and_then(|s| s.sarg.clone()) {
+            sysctls.push(("ipv4/ping_group_range", v));
+        }
+        if let Some(v) = e.unix_conf.first().and_then(|s| s.iarg) {
+            sysctls.push(("unix/max_dgram_qlen", v.to_string()));
+        }
+    }
     let addr = |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewAddress(_));
     let route = |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewRoute(_));
     let rule = |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewRule(_));
@@ -160,6 +177,7 @@ pub(crate) fn load(dir: &Path, id: u32) -> Result<NetImages, RestoreError> {
     routes.extend(saved(dir, &format!("route6-{id}.img"), ROUTE_MAGIC, route)?);
     Ok(NetImages {
         devices,
+        sysctls,
         addrs: saved(dir, &format!("ifaddr-{id}.img"), IFADDR_MAGIC, addr)?,
         routes,
         rules: saved(dir, &format!("rule-{id}.img"), RULE_MAGIC, rule)?,
@@ -237,6 +255,12 @@ impl NetImages {
                         d.ifindex()
                     )))?;
                 debug!(name = d.name(), index = d.ifindex(), %out, "veth made");
+            }
+            for (f, v) in &self.sysctls {
+                std::fs::write(format!("/proc/sys/net/{f}"), v).map_err(err(format!(
+                    "setting net.{} to {v:?} in",
+                    f.replace('/', ".")
+                )))?;
             }
             for d in &self.devices {
                 if d.type_() == Nd_type::LOOPBACK {

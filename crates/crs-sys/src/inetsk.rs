@@ -379,6 +379,22 @@ pub fn queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Whether a datagram is queued for reading on `fd`, by poll (for a socket without
+/// SIOCINQ: an ICMP ping socket). A receive side shut down also polls readable: that is
+/// no datagram.
+pub fn datagram_queued(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one pollfd `p`, live for the call; timeout 0.
+    if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p.revents & libc::POLLIN != 0 && p.revents & libc::POLLRDHUP == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
