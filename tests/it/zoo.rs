@@ -130,6 +130,7 @@ zoo! {
     network_namespace_loopback => Workload::C("netns_lo"),
     seccomp_filters => Workload::C("seccomp_filters"),
     udp_sockets => Workload::C("udp"),
+    netlink_sockets => Workload::C("netlink"),
     shared_anon_fds => Workload::C("shared_anonfds"),
     tcp_listeners => Workload::C("tcp_listen"),
     tcp_connections => Workload::CWithArgs("tcp_conn", &["--tcp-established"]),

@@ -881,17 +881,15 @@ fn undo_all(u: &mut Undo) {
         }
     }
     let kill_all = u.restore || u.killing;
-    // A killed tree's connections close in repair mode (silently: a dump's are in it
-    // already, a restore's are put in it); a tree that goes on gets them back working.
-    for (s, reuseaddr) in std::mem::take(&mut u.tcp) {
-        let (done, what) = if kill_all {
-            (crs_sys::tcp_repair::set_repair(s.as_fd(), true), "into")
-        } else {
-            (crs_sys::tcp_repair::resume(s.as_fd(), reuseaddr), "out of")
-        };
-        match done {
-            Ok(()) => info!("TCP socket {what} repair mode"),
-            Err(e) => warn!(error = %e, "taking a TCP socket {what} repair mode"),
+    // A tree that goes on gets its connections back working. (A killed tree's close in
+    // repair mode, below.)
+    let tcp = std::mem::take(&mut u.tcp);
+    if !kill_all {
+        for (s, reuseaddr) in &tcp {
+            match crs_sys::tcp_repair::resume(s.as_fd(), *reuseaddr) {
+                Ok(()) => info!("TCP socket out of repair mode"),
+                Err(e) => warn!(error = %e, "taking a TCP socket out of repair mode"),
+            }
         }
     }
     // A killed tree's network lock is the restore's to remove.
@@ -913,6 +911,17 @@ fn undo_all(u: &mut Undo) {
             kill(pid, p);
         }
     }
+    // A killed tree's connections close in repair mode, silently (a dump's are in it
+    // already; a restore's are put in it now that the tree, killed, cannot see it: the
+    // guardian's copies keep the sockets open until they are dropped here).
+    if kill_all {
+        for (s, _) in &tcp {
+            if let Err(e) = crs_sys::tcp_repair::set_repair(s.as_fd(), true) {
+                warn!(error = %e, "putting a TCP socket in repair mode");
+            }
+        }
+    }
+    drop(tcp);
     if !kill_all {
         for (&pid, p) in &u.procs {
             if !alive(p) {

@@ -41,6 +41,8 @@ mod inetsk;
 pub(crate) use inetsk::{dumped_connection, Repaired};
 #[path = "locks.rs"]
 mod locks;
+#[path = "nlsk.rs"]
+mod nlsk;
 #[path = "pidfd.rs"]
 mod pidfd;
 #[path = "tty.rs"]

@@ -339,8 +339,13 @@ impl FileTable {
         if domain == libc::AF_INET || domain == libc::AF_INET6 {
             return self.inet_fd(pid, fd, info, link, file, key, domain);
         }
+        if domain == libc::AF_NETLINK {
+            return self.netlink_fd(pid, fd, info, link, file, key);
+        }
         if domain != libc::AF_UNIX {
-            return Err(unsupported("sockets other than unix and inet sockets"));
+            return Err(unsupported(
+                "sockets other than unix, inet and netlink sockets (packet sockets, ...)",
+            ));
         }
         let shared = self.shared_with(pid, fd, key)?.map(|(_, id)| id);
         let id = match shared {

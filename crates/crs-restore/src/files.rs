@@ -804,7 +804,11 @@ pub(crate) fn child_plan(
         if crate::anonfd::is_anon(e.type_())
             || matches!(
                 e.type_(),
-                Fd_types::UNIXSK | Fd_types::INETSK | Fd_types::MEMFD | Fd_types::PIDFD
+                Fd_types::UNIXSK
+                    | Fd_types::INETSK
+                    | Fd_types::NETLINKSK
+                    | Fd_types::MEMFD
+                    | Fd_types::PIDFD
             )
             || shared.external.contains(&e.id())
         {

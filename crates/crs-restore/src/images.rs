@@ -416,6 +416,9 @@ impl Images {
                 (Fd_types::INETSK, Fd_types::INETSK) => {
                     crate::inetsk::check(f)?;
                 }
+                (Fd_types::NETLINKSK, Fd_types::NETLINKSK) => {
+                    crate::nlsk::check(f)?;
+                }
                 (ft, et) if ft == et && crate::anonfd::is_anon(ft) => {
                     crate::anonfd::check(f, files, &fdinfo, &fdinfo_name)?;
                 }

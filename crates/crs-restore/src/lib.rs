@@ -37,6 +37,7 @@ pub mod lazy;
 mod locks;
 mod memfd;
 mod netns;
+mod nlsk;
 pub use netns::parse_external_veth;
 mod ns;
 mod pages;
@@ -470,6 +471,11 @@ fn restore_inner(
         &loaded,
         ns.net.is_some().then_some(root_host),
         opts.tcp_close,
+        &mut crs_files,
+    )?;
+    nlsk::create_in_crs(
+        &loaded,
+        ns.net.is_some().then_some(root_host),
         &mut crs_files,
     )?;
     anonfd::create_in_crs(&loaded, &mut crs_files)?;

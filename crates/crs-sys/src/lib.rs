@@ -13,6 +13,7 @@ pub mod inetsk;
 pub mod inherited;
 pub mod net;
 pub mod netlock;
+pub mod nlsk;
 pub mod ns;
 pub mod pidfd;
 pub mod pipe;
