@@ -127,6 +127,16 @@ pub(crate) struct Tree {
 }
 
 impl Tree {
+    /// The ids of the files of type `kind` some process holds.
+    pub fn held(&self, kind: Fd_types) -> std::collections::BTreeSet<u32> {
+        self.procs
+            .iter()
+            .flat_map(|p| p.fdinfo.iter())
+            .filter(|e| e.type_() == kind)
+            .map(|e| e.id())
+            .collect()
+    }
+
     /// crs's pid of process or zombie `pid` of the images (see [`HostPid`]).
     pub fn host_of(&self, pid: i32) -> Option<i32> {
         self.procs

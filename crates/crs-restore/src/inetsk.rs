@@ -314,13 +314,7 @@ pub(crate) fn create_in_crs(
     let Some(first) = tree.procs.first() else {
         return Ok(());
     };
-    let held: BTreeSet<u32> = tree
-        .procs
-        .iter()
-        .flat_map(|p| p.fdinfo.iter())
-        .filter(|e| e.type_() == Fd_types::INETSK)
-        .map(|e| e.id())
-        .collect();
+    let held = tree.held(Fd_types::INETSK);
     if held.is_empty() {
         return Ok(());
     }

@@ -3,7 +3,6 @@
 //! protocol, its options, bound to its port id and first 32 groups, every other group
 //! joined, connected to its peer's port id or group, O_NONBLOCK.
 
-use std::collections::BTreeSet;
 use std::os::fd::{AsFd, OwnedFd};
 
 use crs_images::pb::fdinfo::{Fd_types, File_entry};
@@ -81,13 +80,7 @@ pub(crate) fn create_in_crs(
     let Some(first) = tree.procs.first() else {
         return Ok(());
     };
-    let held: BTreeSet<u32> = tree
-        .procs
-        .iter()
-        .flat_map(|p| p.fdinfo.iter())
-        .filter(|e| e.type_() == Fd_types::NETLINKSK)
-        .map(|e| e.id())
-        .collect();
+    let held = tree.held(Fd_types::NETLINKSK);
     if held.is_empty() {
         return Ok(());
     }

@@ -273,25 +273,28 @@ pub fn tcp_bound_inactive(family: i32) -> io::Result<std::collections::HashSet<u
 /// POLLRDHUP, both once POLLHUP too. For a socket the kernel's tables do not list (not
 /// bound, or closed), where inet_diag cannot tell; a send-only shutdown does not show.
 pub fn polled_shutdown(fd: BorrowedFd<'_>) -> io::Result<u8> {
+    let revents = poll_now(fd, libc::POLLRDHUP | libc::POLLHUP)?;
+    Ok(
+        match (revents & libc::POLLRDHUP != 0, revents & libc::POLLHUP != 0) {
+            (true, true) => 3,
+            (true, false) => 1,
+            _ => 0,
+        },
+    )
+}
+
+/// The events of `events` `fd` has now (poll, timeout 0).
+fn poll_now(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<libc::c_short> {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
-        events: libc::POLLRDHUP | libc::POLLHUP,
+        events,
         revents: 0,
     };
     // SAFETY: poll reads and writes the one pollfd `p`, live for the call; timeout 0.
     if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(
-        match (
-            p.revents & libc::POLLRDHUP != 0,
-            p.revents & libc::POLLHUP != 0,
-        ) {
-            (true, true) => 3,
-            (true, false) => 1,
-            _ => 0,
-        },
-    )
+    Ok(p.revents)
 }
 
 /// `getsockopt(fd, level, name)` of an option that is `n` 32-bit words (ICMP_FILTER,
@@ -383,16 +386,8 @@ pub fn queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// SIOCINQ: an ICMP ping socket). A receive side shut down also polls readable: that is
 /// no datagram.
 pub fn datagram_queued(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN | libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: poll reads and writes the one pollfd `p`, live for the call; timeout 0.
-    if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(p.revents & libc::POLLIN != 0 && p.revents & libc::POLLRDHUP == 0)
+    let revents = poll_now(fd, libc::POLLIN | libc::POLLRDHUP)?;
+    Ok(revents & libc::POLLIN != 0 && revents & libc::POLLRDHUP == 0)
 }
 
 #[cfg(test)]

@@ -296,9 +296,9 @@ fn passed_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
     out
 }
 
-/// Sends `request` (one netlink message) to the kernel on a new NETLINK_SOCK_DIAG socket
-/// and returns its first reply datagram (at most 64 KiB).
-pub fn sock_diag(request: &[u8]) -> io::Result<Vec<u8>> {
+/// A new NETLINK_SOCK_DIAG socket that has sent `request` (one netlink message) to the
+/// kernel.
+fn diag_sent(request: &[u8]) -> io::Result<OwnedFd> {
     // SAFETY: socket takes no pointers; the new fd is owned right away.
     let raw = unsafe {
         libc::socket(
@@ -327,11 +327,22 @@ pub fn sock_diag(request: &[u8]) -> io::Result<Vec<u8>> {
         )
     };
     cvt(ret as libc::c_long)?;
+    Ok(sock)
+}
+
+/// The next datagram of `sock` (at most 64 KiB).
+fn recv_datagram(sock: &OwnedFd) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 65536];
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, live for the call.
     let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
     buf.truncate(cvt(n as libc::c_long)? as usize);
     Ok(buf)
+}
+
+/// Sends `request` (one netlink message) to the kernel on a new NETLINK_SOCK_DIAG socket
+/// and returns its first reply datagram (at most 64 KiB).
+pub fn sock_diag(request: &[u8]) -> io::Result<Vec<u8>> {
+    recv_datagram(&diag_sent(request)?)
 }
 
 /// Sends dump request `request` (one netlink message with NLM_F_DUMP) to the kernel on a
@@ -340,64 +351,29 @@ pub fn sock_diag(request: &[u8]) -> io::Result<Vec<u8>> {
 pub fn sock_diag_dump(request: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
     const NLMSG_ERROR: u16 = 2;
     const NLMSG_DONE: u16 = 3;
-    // SAFETY: socket takes no pointers; the new fd is owned right away.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    cvt(raw.into())?;
-    // SAFETY: `raw` is a new fd owned by nothing else.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: as in `sock_diag`.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: as in `sock_diag`.
-    let ret = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            request.as_ptr().cast(),
-            request.len(),
-            0,
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    cvt(ret as libc::c_long)?;
-    let mut buf = vec![0u8; 65536];
+    let sock = diag_sent(request)?;
     loop {
-        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, live for the
-        // call.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let n = cvt(n as libc::c_long)? as usize;
-        let mut at = 0;
-        while at + 16 <= n {
-            let word =
-                |o: usize| u32::from_ne_bytes(buf[at + o..at + o + 4].try_into().expect("4"));
-            let len = word(0) as usize;
-            let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-            if len < 16 || at + len > n {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("sock_diag: a message of {len} bytes at {at} of {n}"),
-                ));
-            }
-            match kind {
+        let buf = recv_datagram(&sock)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        for m in crate::rtnl::split(&buf)? {
+            match u16::from_ne_bytes([m[4], m[5]]) {
                 NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => {
-                    let errno = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4"));
+                    let Some(e) = m.get(16..20) else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "sock_diag: a short NLMSG_ERROR message",
+                        ));
+                    };
+                    let errno = i32::from_ne_bytes(e.try_into().expect("4 bytes"));
                     if errno != 0 {
                         return Err(io::Error::from_raw_os_error(-errno));
                     }
                 }
-                _ => each(&buf[at + 16..at + len]),
+                _ => each(&m[16..]),
             }
-            at += (len + 3) & !3;
-        }
-        if n == 0 {
-            return Ok(());
         }
     }
 }
