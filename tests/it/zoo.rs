@@ -131,6 +131,7 @@ zoo! {
     seccomp_filters => Workload::C("seccomp_filters"),
     udp_sockets => Workload::C("udp"),
     netlink_sockets => Workload::C("netlink"),
+    packet_sockets => Workload::C("packet"),
     shared_anon_fds => Workload::C("shared_anonfds"),
     tcp_listeners => Workload::C("tcp_listen"),
     tcp_connections => Workload::CWithArgs("tcp_conn", &["--tcp-established"]),

@@ -43,6 +43,8 @@ pub(crate) use inetsk::{dumped_connection, Repaired};
 mod locks;
 #[path = "nlsk.rs"]
 mod nlsk;
+#[path = "packetsk.rs"]
+mod packetsk;
 #[path = "pidfd.rs"]
 mod pidfd;
 #[path = "tty.rs"]

@@ -342,9 +342,12 @@ impl FileTable {
         if domain == libc::AF_NETLINK {
             return self.netlink_fd(pid, fd, info, link, file, key);
         }
+        if domain == libc::AF_PACKET {
+            return self.packet_fd(pid, fd, info, link, file, key);
+        }
         if domain != libc::AF_UNIX {
             return Err(unsupported(
-                "sockets other than unix, inet and netlink sockets (packet sockets, ...)",
+                "sockets other than unix, inet, netlink and packet sockets",
             ));
         }
         let shared = self.shared_with(pid, fd, key)?.map(|(_, id)| id);

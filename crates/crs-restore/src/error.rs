@@ -70,6 +70,13 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    #[error("packet socket {id}: making it again ({what})")]
+    PacketSocket {
+        id: u32,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("netlink socket {id}: making it again ({what})")]
     NetlinkSocket {
         id: u32,

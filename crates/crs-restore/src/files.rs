@@ -807,6 +807,7 @@ pub(crate) fn child_plan(
                 Fd_types::UNIXSK
                     | Fd_types::INETSK
                     | Fd_types::NETLINKSK
+                    | Fd_types::PACKETSK
                     | Fd_types::MEMFD
                     | Fd_types::PIDFD
             )

@@ -27,6 +27,7 @@ fn fown_and_flags(f: &File_entry) -> Option<(&Fown_entry, u32)> {
         Fd_types::UNIXSK => f.usk.as_ref().map(|e| (&e.fown, e.flags()))?,
         Fd_types::INETSK => f.isk.as_ref().map(|e| (&e.fown, e.flags()))?,
         Fd_types::NETLINKSK => f.nlsk.as_ref().map(|e| (&e.fown, e.flags()))?,
+        Fd_types::PACKETSK => f.psk.as_ref().map(|e| (&e.fown, e.flags()))?,
         Fd_types::EVENTFD => f.efd.as_ref().map(|e| (&e.fown, e.flags()))?,
         Fd_types::EVENTPOLL => f.epfd.as_ref().map(|e| (&e.fown, e.flags()))?,
         Fd_types::SIGNALFD => f.sgfd.as_ref().map(|e| (&e.fown, e.flags()))?,

@@ -429,6 +429,9 @@ impl Images {
                 (Fd_types::NETLINKSK, Fd_types::NETLINKSK) => {
                     crate::nlsk::check(f)?;
                 }
+                (Fd_types::PACKETSK, Fd_types::PACKETSK) => {
+                    crate::packetsk::check(f)?;
+                }
                 (ft, et) if ft == et && crate::anonfd::is_anon(ft) => {
                     crate::anonfd::check(f, files, &fdinfo, &fdinfo_name)?;
                 }

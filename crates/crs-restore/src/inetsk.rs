@@ -331,6 +331,12 @@ pub(crate) fn create_in_crs(
             entries.into_iter().partition(|(_, e)| is_connection(e));
         let err = |id| move |(what, source)| RestoreError::InetSocket { id, what, source };
         let mut made = each(others, par, |(id, e)| Ok((id, make(e).map_err(err(id))?)))?;
+        // Every one bound (on the pool, in no order): now each gets its reuse options
+        // as dumped, as CRIU's restore does once all are open (one turned off earlier
+        // would refuse a later socket its shared port).
+        for (id, fd) in &made {
+            reuse_as_dumped(fd.as_fd(), isk(&first.files[id])?).map_err(err(*id))?;
+        }
         if tcp_close {
             made.extend(each(conns, par, |(id, e)| {
                 Ok((id, make_closed(e).map_err(err(id))?))
@@ -720,7 +726,7 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
         // With SO_REUSEADDR and SO_REUSEPORT, as CRIU binds: two sockets of the tree may
         // share a port (SO_REUSEPORT listeners, one of which turned it off after), and a
         // connection's TIME-WAIT remnant (the kernel's) may hold a port a while after
-        // the dump. Set as dumped once bound and listening (below).
+        // the dump. Set as dumped once every socket is bound (`reuse_as_dumped`).
         int(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(at("SO_REUSEADDR"))?;
         int(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(at("SO_REUSEPORT"))?;
         inetsk::bind(fd, &src).map_err(at(&format!("bind to {src}")))?;
@@ -754,19 +760,28 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
             _ => {}
         }
     }
-    let reuseaddr = e.opts.as_ref().is_some_and(|o| o.reuseaddr());
-    let reuseport = e.opts.as_ref().is_some_and(|o| o.so_reuseport());
-    if bound && !reuseaddr {
-        int(libc::SOL_SOCKET, libc::SO_REUSEADDR, 0).map_err(at("SO_REUSEADDR"))?;
-    }
-    if bound && !reuseport {
-        int(libc::SOL_SOCKET, libc::SO_REUSEPORT, 0).map_err(at("SO_REUSEPORT"))?;
-    }
+    // SO_REUSEADDR and SO_REUSEPORT stay on until every socket is bound (`reuse_as_dumped`).
     if e.flags() & libc::O_NONBLOCK as u32 != 0 {
         sk::set_nonblock(fd, true).map_err(at("O_NONBLOCK"))?;
     }
     debug!(id = e.id(), %src, state = e.state(), tcp, "inet socket made");
     Ok(s)
+}
+
+/// SO_REUSEADDR and SO_REUSEPORT of a socket `make` bound, as dumped.
+fn reuse_as_dumped(fd: BorrowedFd<'_>, e: &Inet_sk_entry) -> Result<(), Failed> {
+    let family = e.family() as i32;
+    let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
+    let raw = e.type_() as i32 == libc::SOCK_RAW;
+    let bound = (src.port() != 0 && !raw) || !src.ip().is_unspecified();
+    if !bound {
+        return Ok(());
+    }
+    let reuseaddr = e.opts.as_ref().is_some_and(|o| o.reuseaddr());
+    let reuseport = e.opts.as_ref().is_some_and(|o| o.so_reuseport());
+    let int = |name, v: bool| sk::setsockopt_int(fd, libc::SOL_SOCKET, name, i32::from(v));
+    int(libc::SO_REUSEADDR, reuseaddr).map_err(at("SO_REUSEADDR"))?;
+    int(libc::SO_REUSEPORT, reuseport).map_err(at("SO_REUSEPORT"))
 }
 
 /// A connection restored closed (`--tcp-close`, as CRIU does it): a new socket with its

@@ -38,6 +38,7 @@ mod locks;
 mod memfd;
 mod netns;
 mod nlsk;
+mod packetsk;
 pub use netns::parse_external_veth;
 mod ns;
 mod pages;
@@ -474,6 +475,11 @@ fn restore_inner(
         &mut crs_files,
     )?;
     nlsk::create_in_crs(
+        &loaded,
+        ns.net.is_some().then_some(root_host),
+        &mut crs_files,
+    )?;
+    packetsk::create_in_crs(
         &loaded,
         ns.net.is_some().then_some(root_host),
         &mut crs_files,

@@ -15,6 +15,7 @@ pub mod net;
 pub mod netlock;
 pub mod nlsk;
 pub mod ns;
+pub mod packetsk;
 pub mod pidfd;
 pub mod pipe;
 pub mod probe;
