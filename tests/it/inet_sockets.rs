@@ -1,6 +1,7 @@
 //! Inet sockets crs does not dump (yet, or without the option that asks for them) are
 //! refused by name, and the task runs on; the UDP and TCP sockets it dumps are the zoo's
-//! `udp_sockets`, `raw_sockets`, `tcp_listeners`, `tcp_connections` and `tcp_half_closed`.
+//! `udp_sockets`, `raw_sockets`, `tcp_listeners`, `tcp_connections`, `tcp_half_closed`,
+//! `netlink_sockets` and `packet_sockets`.
 
 use std::process::Command;
 
@@ -179,4 +180,18 @@ fn icmp_ping_socket_keeps_its_identifier_and_pings_after_restore() {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "4242 0/2/4242/crs 0 2147483647\n");
+}
+
+#[test]
+fn sock_packet_socket_is_refused_by_name_task_runs_on() {
+    if skip_unless_root("sock_packet_socket_is_refused_by_name_task_runs_on") {
+        return;
+    }
+    // AF_PACKET, SOCK_PACKET (10), no protocol: it receives nothing.
+    let mut g = python("s = socket.socket(socket.AF_PACKET, 10, 0)");
+    refused(
+        &mut g,
+        "a packet socket of the obsolete SOCK_PACKET type (crs restores SOCK_RAW and \
+         SOCK_DGRAM ones)",
+    );
 }

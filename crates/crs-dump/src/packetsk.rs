@@ -62,6 +62,13 @@ impl FileTable {
                     psk::diag(ino).map_err(io_err("asking packet_diag about"))
                 })?
                 .ok_or_else(|| unsupported("a packet socket packet_diag does not describe"))?;
+                // SOCK_PACKET, the obsolete interface (bound by device name).
+                if i32::from(d.kind) != libc::SOCK_RAW && i32::from(d.kind) != libc::SOCK_DGRAM {
+                    return Err(unsupported(
+                        "a packet socket of the obsolete SOCK_PACKET type (crs restores \
+                         SOCK_RAW and SOCK_DGRAM ones)",
+                    ));
+                }
                 if d.mclist.iter().any(|m| m.count > 1) {
                     return Err(unsupported(
                         "a packet socket holding a membership more than once (CRIU's images \
