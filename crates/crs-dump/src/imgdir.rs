@@ -40,6 +40,8 @@ pub(crate) struct ImageDir {
     /// Where images are written: `dir` itself, or a staging directory inside it.
     staging: PathBuf,
     names: Vec<String>,
+    /// `names` as a set: a dump of thousands of connections writes as many images.
+    known: std::collections::HashSet<String>,
     /// Files already moved into `dir` (removed again if the commit fails half way).
     moved: Vec<PathBuf>,
     /// The checksums of the images written so far, by name; None when they are not kept.
@@ -95,6 +97,7 @@ impl ImageDir {
                 dir: dir.to_path_buf(),
                 staging: dir.to_path_buf(),
                 names: Vec::new(),
+                known: Default::default(),
                 moved: Vec::new(),
                 sums,
                 sealed: false,
@@ -117,6 +120,7 @@ impl ImageDir {
             dir: dir.to_path_buf(),
             staging,
             names: Vec::new(),
+            known: Default::default(),
             moved: Vec::new(),
             sums,
             sealed: false,
@@ -143,7 +147,7 @@ impl ImageDir {
                 },
             });
         }
-        if !self.names.iter().any(|n| n == name) {
+        if self.known.insert(name.to_string()) {
             self.names.push(name.to_string());
         }
         Ok(self.staging.join(name))
@@ -284,6 +288,7 @@ impl ImageDir {
         }
         self.remove_stale()?;
         let names = std::mem::take(&mut self.names);
+        self.known.clear();
         let (inventory, others): (Vec<_>, Vec<_>) = names.into_iter().partition(|n| n == INVENTORY);
         for name in others.iter().chain(inventory.iter()) {
             let from = self.staging.join(name);
@@ -313,7 +318,7 @@ impl ImageDir {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
             let image = name.ends_with(".img") || name == checksums::FILE_NAME;
-            if !image || self.names.iter().any(|n| n == name) {
+            if !image || self.known.contains(name) {
                 continue;
             }
             if !e.file_type().is_ok_and(|t| t.is_file()) {
