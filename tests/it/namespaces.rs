@@ -136,14 +136,14 @@ fn dump_network_namespace_with_a_bridge_is_refused_by_name() {
 }
 
 #[test]
-fn dump_network_namespace_with_a_routing_rule_is_refused_by_name() {
-    if skip_unless_root("dump_network_namespace_with_a_routing_rule_is_refused_by_name") {
+fn dump_network_namespace_with_a_route_in_another_table_is_refused_by_name() {
+    if skip_unless_root("dump_network_namespace_with_a_route_in_another_table_is_refused_by_name") {
         return;
     }
     netns_extra_is_refused(
         "plain",
-        &[&["rule", "add", "from", "10.1.2.3", "table", "100"]],
-        "a routing rule (priority 32765, table 100)",
+        &[&["route", "add", "10.9.9.0/24", "dev", "lo", "table", "100"]],
+        "a route in table 100",
     );
 }
 
@@ -155,27 +155,39 @@ fn dump_network_namespace_with_a_sysctl_changed_is_refused_by_name() {
     netns_extra_is_refused("sysctl", &[], "sysctl net.core.somaxconn = \"1234\"");
 }
 
-/// The namespace's addresses and routes come back: 127.0.0.2 on lo (`addr`), a route of
-/// 10/8 through lo (`route`), and a route of the tests' own through it.
+/// The namespace's addresses, routes and rules come back: 127.0.0.2 on lo (`addr`), a
+/// route of 10/8 through lo (`route`), a route of the test's own through it, and an IPv4
+/// and an IPv6 routing rule.
 #[test]
 fn network_namespace_addresses_and_routes_are_restored() {
     if skip_unless_root("network_namespace_addresses_and_routes_are_restored") {
         return;
     }
     for mode in ["addr", "route"] {
-        let mut g = netns_extra(mode, &[&["route", "add", "192.0.2.0/24", "dev", "lo"]]);
-        let pid = g.pid();
-        let before = (
-            ip_in(pid, &["-4", "addr", "show"]),
-            ip_in(pid, &["route", "show"]),
+        let mut g = netns_extra(
+            mode,
+            &[
+                &["route", "add", "192.0.2.0/24", "dev", "lo"],
+                &["rule", "add", "from", "10.1.2.3", "table", "100"],
+                &["-6", "rule", "add", "from", "2001:db8::1", "table", "100"],
+            ],
         );
+        let pid = g.pid();
+        let state = || {
+            (
+                ip_in(pid, &["-4", "addr", "show"]),
+                ip_in(pid, &["route", "show"]),
+                ip_in(pid, &["rule", "show"]) + &ip_in(pid, &["-6", "rule", "show"]),
+            )
+        };
+        let before = state();
         let keys = crs_tests::stdio_pipe_keys(pid);
         let dir = tempfile::tempdir().unwrap();
         let images = dir.path().to_str().unwrap();
         let pid_s = pid.to_string();
         crs_tests::crs_ok(&["dump", "--shell-job", "-t", &pid_s, "-D", images]);
         g.wait().unwrap();
-        for f in ["ifaddr", "route", "route6"] {
+        for f in ["ifaddr", "route", "route6", "rule"] {
             assert!(
                 dir.path()
                     .join(format!("{f}-{}.img", net_ns_id(images)))
@@ -185,14 +197,12 @@ fn network_namespace_addresses_and_routes_are_restored() {
         }
         let (mut stdin, mut stdout) = crs_tests::restore_with_new_stdio(images, &keys);
         let _kill = crs_tests::process::KillOnDrop(pid);
-        let after = (
-            ip_in(pid, &["-4", "addr", "show"]),
-            ip_in(pid, &["route", "show"]),
-        );
+        let after = state();
         assert_eq!(
             after, before,
-            "{mode}: the addresses and routes (ip addr, ip route)"
+            "{mode}: the addresses, routes and rules (ip addr, route, rule)"
         );
+        assert!(before.2.contains("from 10.1.2.3 lookup 100"), "{before:?}");
         assert!(
             before.0.contains("127.0.0.2") || before.1.contains("10.0.0.0/8 dev lo"),
             "{mode}: {before:?}"

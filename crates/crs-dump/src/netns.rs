@@ -8,9 +8,10 @@
 //! save`, `ip route save` and `ip -6 route save`: a magic word, then the kernel's
 //! RTM_NEWADDR / RTM_NEWROUTE messages as a dump gives them, which crs writes itself.
 //!
+//! The routing rules go to `rule-ID.img` (`ip rule save`'s format, as CRIU's).
+//!
 //! Refused by name, as a restore would lose them: another kind of device, a veth pair
-//! with both ends inside, a routing rule other than a new namespace's, a route in a table
-//! other than main and local, firewall rules (iptables, nftables), and a sysctl of
+//! with both ends inside, a route in a table other than main and local, firewall rules (iptables, nftables), and a sysctl of
 //! `net.ipv4.conf.*`, `net.ipv6.conf.*` and a few per-namespace others whose value differs
 //! from a new namespace's (a device's from the namespace's `default`, which a new device
 //! takes); `net.ipv4.ping_group_range` and `net.unix.max_dgram_qlen` are saved in
@@ -25,7 +26,7 @@ use crs_images::pb::sysctl::{SysctlType, Sysctl_entry};
 use crs_sys::rtnl::route::address::AddressMessage;
 use crs_sys::rtnl::route::link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
 use crs_sys::rtnl::route::route::{RouteAttribute, RouteHeader, RouteMessage};
-use crs_sys::rtnl::route::rule::{RuleAttribute, RuleMessage};
+use crs_sys::rtnl::route::rule::RuleMessage;
 use crs_sys::rtnl::route::AddressFamily;
 use crs_sys::rtnl::{NetlinkPayload, RouteNetlinkMessage, Rtnl};
 use protobuf::EnumOrUnknown;
@@ -38,6 +39,8 @@ use crate::imgdir::ImageDir;
 pub const IFADDR_MAGIC: u32 = 0x4736_1222;
 /// `ip route save`'s, first in route-ID.img and route6-ID.img.
 pub const ROUTE_MAGIC: u32 = 0x4531_1224;
+/// `ip rule save`'s, first in rule-ID.img.
+pub const RULE_MAGIC: u32 = 0x7170_6986;
 /// The main routing table, and the local one (the kernel's own routes).
 const RT_TABLE_MAIN: u32 = 254;
 const RT_TABLE_LOCAL: u32 = 255;
@@ -53,6 +56,8 @@ pub(crate) struct NetNs {
     ifaddr: Vec<u8>,
     route: Vec<u8>,
     route6: Vec<u8>,
+    /// rule-ID.img.
+    rule: Vec<u8>,
 }
 
 fn refuse(pid: i32, what: String) -> DumpError {
@@ -151,7 +156,7 @@ pub(crate) fn read(pid: i32) -> Result<NetNs> {
             }
         }
     }
-    rules(pid, &mut rt)?;
+    let rule = rules(pid, &mut rt)?;
     firewall(pid)?;
     namespace_sysctls(pid)?;
     let [route, route6] = routes;
@@ -183,6 +188,7 @@ pub(crate) fn read(pid: i32) -> Result<NetNs> {
         ifaddr: saved(IFADDR_MAGIC, &addrs.iter().collect::<Vec<_>>()),
         route: saved(ROUTE_MAGIC, &route.iter().collect::<Vec<_>>()),
         route6: saved(ROUTE_MAGIC, &route6.iter().collect::<Vec<_>>()),
+        rule: saved(RULE_MAGIC, &rule.iter().collect::<Vec<_>>()),
     })
 }
 
@@ -245,65 +251,20 @@ fn device(pid: i32, l: &LinkMessage) -> Result<Net_device_entry> {
     })
 }
 
-/// Routing rules other than a new namespace's are refused (they are not saved).
-fn rules(pid: i32, rt: &mut Rtnl) -> Result<()> {
-    for (family, defaults) in [
-        (
-            AddressFamily::Inet,
-            &[(0, RT_TABLE_LOCAL), (32766, RT_TABLE_MAIN), (32767, 253)][..],
-        ),
-        (
-            AddressFamily::Inet6,
-            &[(0, RT_TABLE_LOCAL), (32766, RT_TABLE_MAIN)][..],
-        ),
-    ] {
+/// The routing rules, IPv4 then IPv6, as `ip rule save` writes them (a new namespace's
+/// too: a restore finds those there already).
+fn rules(pid: i32, rt: &mut Rtnl) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut req = RuleMessage::default();
         req.header.family = family;
         let raw = rt
             .dump(RouteNetlinkMessage::GetRule(req))
             .map_err(io_err(pid, "an rtnetlink dump of"))?;
-        for msg in payloads(pid, &raw)? {
-            let RouteNetlinkMessage::NewRule(r) = msg else {
-                continue;
-            };
-            let priority = r
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RuleAttribute::Priority(p) => Some(*p),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            let table = r
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RuleAttribute::Table(t) => Some(*t),
-                    _ => None,
-                })
-                .unwrap_or(u32::from(r.header.table));
-            // A new namespace's: no selector (addresses, devices, marks, ...).
-            let plain = r.header.src_len == 0
-                && r.header.dst_len == 0
-                && r.header.tos == 0
-                && r.attributes.iter().all(|a| {
-                    matches!(
-                        a,
-                        RuleAttribute::Table(_)
-                            | RuleAttribute::Priority(_)
-                            | RuleAttribute::Protocol(_)
-                            | RuleAttribute::SuppressPrefixLen(_)
-                    )
-                });
-            if !defaults.contains(&(priority, table)) || !plain {
-                return Err(refuse(
-                    pid,
-                    format!("a routing rule (priority {priority}, table {table})"),
-                ));
-            }
-        }
+        payloads(pid, &raw)?;
+        out.extend(raw);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Firewall rules are refused (they are not saved): iptables' tables, and nftables'
@@ -445,7 +406,8 @@ fn sysctls() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `netdev-ID.img`, `netns-ID.img`, `ifaddr-ID.img`, `route-ID.img`, `route6-ID.img`.
+/// `netdev-ID.img`, `netns-ID.img`, `ifaddr-ID.img`, `route-ID.img`, `route6-ID.img`,
+/// `rule-ID.img`.
 pub(crate) fn write(dir: &mut ImageDir, id: u32, ns: &NetNs) -> Result<()> {
     let name = format!("netdev-{id}.img");
     let mut img = ImageWriter::new(name.clone(), "NETDEV");
@@ -460,5 +422,6 @@ pub(crate) fn write(dir: &mut ImageDir, id: u32, ns: &NetNs) -> Result<()> {
     dir.write_bytes(&format!("ifaddr-{id}.img"), &ns.ifaddr)?;
     dir.write_bytes(&format!("route-{id}.img"), &ns.route)?;
     dir.write_bytes(&format!("route6-{id}.img"), &ns.route6)?;
+    dir.write_bytes(&format!("rule-{id}.img"), &ns.rule)?;
     Ok(())
 }

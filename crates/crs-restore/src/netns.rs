@@ -26,6 +26,8 @@ use crs_images::pb::netdev::{Nd_type, Net_device_entry, Netns_entry};
 use crs_sys::rtnl::route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use crs_sys::rtnl::route::route::RouteProtocol;
+use crs_sys::rtnl::route::rule::RuleAttribute;
 use crs_sys::rtnl::{NetlinkPayload, RouteNetlinkMessage, Rtnl, NLM_F_CREATE, NLM_F_EXCL};
 use tracing::debug;
 
@@ -173,6 +175,15 @@ pub(crate) fn load(dir: &Path, id: u32) -> Result<NetImages, RestoreError> {
     let addr = |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewAddress(_));
     let route = |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewRoute(_));
     let rule = |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewRule(_));
+    // A new namespace has the kernel's own rules already (the local, main and default
+    // tables'): replayed, one without a priority would come back a second time.
+    let kernels = |m: &[u8]| {
+        matches!(
+            crs_sys::rtnl::parse(m).map(|p| p.payload),
+            Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRule(r)))
+                if r.attributes.iter().any(|a| matches!(a, RuleAttribute::Protocol(RouteProtocol::Kernel)))
+        )
+    };
     let mut routes = saved(dir, &format!("route-{id}.img"), ROUTE_MAGIC, route)?;
     routes.extend(saved(dir, &format!("route6-{id}.img"), ROUTE_MAGIC, route)?);
     Ok(NetImages {
@@ -180,7 +191,10 @@ pub(crate) fn load(dir: &Path, id: u32) -> Result<NetImages, RestoreError> {
         sysctls,
         addrs: saved(dir, &format!("ifaddr-{id}.img"), IFADDR_MAGIC, addr)?,
         routes,
-        rules: saved(dir, &format!("rule-{id}.img"), RULE_MAGIC, rule)?,
+        rules: saved(dir, &format!("rule-{id}.img"), RULE_MAGIC, rule)?
+            .into_iter()
+            .filter(|m| !kernels(m))
+            .collect(),
     })
 }
 
