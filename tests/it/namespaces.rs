@@ -72,6 +72,22 @@ fn ip_in(pid: i32, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `nft ARGS` inside the network namespace of `pid` (the nftables package); its stdout.
+fn nft_in(pid: i32, args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg("nft")
+        .args(args)
+        .output()
+        .expect("run nsenter nft (nftables)");
+    assert!(
+        out.status.success(),
+        "nft {args:?} in the namespace of {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A network namespace made by `workloads/netns_extra.c` in mode `mode`, then given more
 /// with each `ip` command of `setup` run inside.
 fn netns_extra(mode: &str, setup: &[&[&str]]) -> ProcessGuard {
@@ -156,8 +172,8 @@ fn dump_network_namespace_with_a_sysctl_changed_is_refused_by_name() {
 }
 
 /// The namespace's addresses, routes and rules come back: 127.0.0.2 on lo (`addr`), a
-/// route of 10/8 through lo (`route`), a route of the test's own through it, and an IPv4
-/// and an IPv6 routing rule.
+/// route of 10/8 through lo (`route`), a route of the test's own through it, an IPv4 and
+/// an IPv6 routing rule, and an nftables table with a rule.
 #[test]
 fn network_namespace_addresses_and_routes_are_restored() {
     if skip_unless_root("network_namespace_addresses_and_routes_are_restored") {
@@ -173,11 +189,26 @@ fn network_namespace_addresses_and_routes_are_restored() {
             ],
         );
         let pid = g.pid();
+        nft_in(pid, &["add", "table", "inet", "crstest"]);
+        nft_in(
+            pid,
+            &[
+                "add", "chain", "inet", "crstest", "input", "{", "type", "filter", "hook", "input",
+                "priority", "0", ";", "}",
+            ],
+        );
+        nft_in(
+            pid,
+            &[
+                "add", "rule", "inet", "crstest", "input", "tcp", "dport", "9", "drop",
+            ],
+        );
         let state = || {
             (
                 ip_in(pid, &["-4", "addr", "show"]),
                 ip_in(pid, &["route", "show"]),
                 ip_in(pid, &["rule", "show"]) + &ip_in(pid, &["-6", "rule", "show"]),
+                nft_in(pid, &["list", "ruleset"]),
             )
         };
         let before = state();
@@ -187,7 +218,7 @@ fn network_namespace_addresses_and_routes_are_restored() {
         let pid_s = pid.to_string();
         crs_tests::crs_ok(&["dump", "--shell-job", "-t", &pid_s, "-D", images]);
         g.wait().unwrap();
-        for f in ["ifaddr", "route", "route6", "rule"] {
+        for f in ["ifaddr", "route", "route6", "rule", "nftables"] {
             assert!(
                 dir.path()
                     .join(format!("{f}-{}.img", net_ns_id(images)))
@@ -200,9 +231,10 @@ fn network_namespace_addresses_and_routes_are_restored() {
         let after = state();
         assert_eq!(
             after, before,
-            "{mode}: the addresses, routes and rules (ip addr, route, rule)"
+            "{mode}: the addresses, routes, rules and nftables ruleset"
         );
         assert!(before.2.contains("from 10.1.2.3 lookup 100"), "{before:?}");
+        assert!(before.3.contains("tcp dport 9 drop"), "{before:?}");
         assert!(
             before.0.contains("127.0.0.2") || before.1.contains("10.0.0.0/8 dev lo"),
             "{mode}: {before:?}"

@@ -57,8 +57,8 @@ pub enum DumpError {
     #[error(
         "the network namespace of process {pid} holds {what}, which crs does not restore \
          yet (it restores the loopback, veth devices whose peer is outside, their \
-         addresses, the main table's routes and the routing rules; use --empty-ns net to have \
-         the namespace made empty)"
+         addresses, the main table's routes, routing rules and nftables rules; use \
+         --empty-ns net to have the namespace made empty)"
     )]
     NetNamespace { pid: Tid, what: String },
     #[error("network lock ({what})")]

@@ -8,10 +8,11 @@
 //! save`, `ip route save` and `ip -6 route save`: a magic word, then the kernel's
 //! RTM_NEWADDR / RTM_NEWROUTE messages as a dump gives them, which crs writes itself.
 //!
-//! The routing rules go to `rule-ID.img` (`ip rule save`'s format, as CRIU's).
+//! The routing rules go to `rule-ID.img` (`ip rule save`'s format, as CRIU's), the
+//! nftables ruleset to `nftables-ID.img` (`nft list ruleset`'s text, as CRIU's).
 //!
 //! Refused by name, as a restore would lose them: another kind of device, a veth pair
-//! with both ends inside, a route in a table other than main and local, firewall rules (iptables, nftables), and a sysctl of
+//! with both ends inside, a route in a table other than main and local, iptables tables, and a sysctl of
 //! `net.ipv4.conf.*`, `net.ipv6.conf.*` and a few per-namespace others whose value differs
 //! from a new namespace's (a device's from the namespace's `default`, which a new device
 //! takes); `net.ipv4.ping_group_range` and `net.unix.max_dgram_qlen` are saved in
@@ -58,6 +59,8 @@ pub(crate) struct NetNs {
     route6: Vec<u8>,
     /// rule-ID.img.
     rule: Vec<u8>,
+    /// nftables-ID.img: `nft list ruleset`'s text.
+    nftables: String,
 }
 
 fn refuse(pid: i32, what: String) -> DumpError {
@@ -157,7 +160,7 @@ pub(crate) fn read(pid: i32) -> Result<NetNs> {
         }
     }
     let rule = rules(pid, &mut rt)?;
-    firewall(pid)?;
+    let nftables = firewall(pid)?;
     namespace_sysctls(pid)?;
     let [route, route6] = routes;
     let read = |f: &str| {
@@ -189,6 +192,7 @@ pub(crate) fn read(pid: i32) -> Result<NetNs> {
         route: saved(ROUTE_MAGIC, &route.iter().collect::<Vec<_>>()),
         route6: saved(ROUTE_MAGIC, &route6.iter().collect::<Vec<_>>()),
         rule: saved(RULE_MAGIC, &rule.iter().collect::<Vec<_>>()),
+        nftables,
     })
 }
 
@@ -267,32 +271,53 @@ fn rules(pid: i32, rt: &mut Rtnl) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// Firewall rules are refused (they are not saved): iptables' tables, and nftables'
-/// (but the dump's own network lock, `CRIU-*`).
-fn firewall(pid: i32) -> Result<()> {
+/// The namespace's nftables ruleset (`nft list ruleset`, run from this thread, so in the
+/// namespace), without the dump's own network lock (`table inet CRIU-*`): CRIU's
+/// nftables-ID.img. Without nft none can have been made here by it: empty. iptables
+/// tables are refused (iptables-restore would be needed to put them back).
+fn firewall(pid: i32) -> Result<String> {
     for f in ["ip_tables_names", "ip6_tables_names"] {
         let names = std::fs::read_to_string(format!("/proc/self/net/{f}")).unwrap_or_default();
         if let Some(t) = names.lines().next() {
             return Err(refuse(pid, format!("iptables table {t} ({f})")));
         }
     }
-    // Run from this thread, so in the namespace; without nft no nftables tables can have
-    // been made here by it.
-    if let Ok(out) = std::process::Command::new("nft")
-        .args(["list", "tables"])
+    let Ok(out) = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
         .output()
-    {
-        if out.status.success() {
-            let text = String::from_utf8_lossy(&out.stdout);
-            if let Some(t) = text
-                .lines()
-                .find(|l| !l.trim().is_empty() && !l.contains(" CRIU-"))
-            {
-                return Err(refuse(pid, format!("nftables {}", t.trim())));
-            }
+    else {
+        return Ok(String::new());
+    };
+    if !out.status.success() {
+        return Err(refuse(
+            pid,
+            format!(
+                "an nftables ruleset nft cannot list ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(without_lock(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `nft list ruleset`'s text without the top-level `table inet CRIU-*` blocks (the dump's
+/// own network lock, gone with the dump).
+pub(crate) fn without_lock(ruleset: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in ruleset.lines() {
+        if !skipping && line.starts_with("table inet CRIU-") {
+            skipping = true;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if skipping && line == "}" {
+            skipping = false;
         }
     }
-    Ok(())
+    out
 }
 
 /// A device's sysctls (`net.ipv4.conf.NAME.*`, `net.ipv6.conf.NAME.*`) differing from the
@@ -423,5 +448,17 @@ pub(crate) fn write(dir: &mut ImageDir, id: u32, ns: &NetNs) -> Result<()> {
     dir.write_bytes(&format!("route-{id}.img"), &ns.route)?;
     dir.write_bytes(&format!("route6-{id}.img"), &ns.route6)?;
     dir.write_bytes(&format!("rule-{id}.img"), &ns.rule)?;
+    dir.write_bytes(&format!("nftables-{id}.img"), ns.nftables.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_lock_drops_only_the_lock_tables() {
+        let r = "table inet CRIU-abc {\n\tset conns4 {\n\t}\n}\ntable inet t {\n\tchain c {\n\t}\n}\ntable inet CRIU-def {\n}\n";
+        assert_eq!(without_lock(r), "table inet t {\n\tchain c {\n\t}\n}\n");
+    }
 }

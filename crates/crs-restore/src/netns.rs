@@ -6,11 +6,12 @@
 //!          route6-ID.img and rule-ID.img (`ip ... save`'s format: a magic word, then
 //!          rtnetlink messages, each parsed here), iptables-ID.img / ip6tables-ID.img
 //!          (iptables-save's text: refused unless it has no rule) and nftables-ID.img
-//!          (refused unless empty); another kind of device is refused by name
+//!          (`nft list ruleset`'s text); another kind of device is refused by name
 //! set up : each veth made with its index, name, MAC address and MTU, its peer in crs's
 //!          own namespace named by `--external veth[NAME]:OUTSIDE[@BRIDGE]` (CRIU's
 //!          option), then put in BRIDGE and up; every device's flags (up) and the
-//!          loopback's MTU; then the addresses, routes and rules, each message sent again
+//!          loopback's MTU; the nftables ruleset (`nft -f -`); then the addresses,
+//!          routes and rules, each message sent again
 //!          as `ip ... restore` sends it (one the kernel has already, EEXIST, is fine:
 //!          the loopback's addresses, the routes an address brings)
 //! ```
@@ -49,6 +50,8 @@ pub(crate) struct NetImages {
     pub devices: Vec<Net_device_entry>,
     /// netns-ID.img's sysctls set again: (path under /proc/sys/net, value).
     pub sysctls: Vec<(&'static str, String)>,
+    /// nftables-ID.img: the namespace's nftables ruleset (`nft list ruleset`'s text).
+    pub nftables: String,
     /// The raw rtnetlink messages of ifaddr-ID.img, route-ID.img and route6-ID.img,
     /// rule-ID.img, in order.
     pub addrs: Vec<Vec<u8>>,
@@ -110,18 +113,15 @@ pub(crate) fn load(dir: &Path, id: u32) -> Result<NetImages, RestoreError> {
             }
         }
     }
-    let name = format!("nftables-{id}.img");
-    let path = dir.join(&name);
-    if path.exists()
-        && !String::from_utf8_lossy(&read_file(&path)?)
+    // `nft list ruleset`'s text, given back to `nft -f -` in the namespace.
+    let path = dir.join(format!("nftables-{id}.img"));
+    let nftables = if path.exists() {
+        String::from_utf8_lossy(&read_file(&path)?)
             .trim()
-            .is_empty()
-    {
-        return Err(unsupported(format!(
-            "{name}: nftables rules of a network namespace (restore with --empty-ns net to \
-             have it made empty)"
-        )));
-    }
+            .to_string()
+    } else {
+        String::new()
+    };
     let name = format!("netdev-{id}.img");
     let path = dir.join(&name);
     if !path.exists() {
@@ -189,6 +189,7 @@ pub(crate) fn load(dir: &Path, id: u32) -> Result<NetImages, RestoreError> {
     Ok(NetImages {
         devices,
         sysctls,
+        nftables,
         addrs: saved(dir, &format!("ifaddr-{id}.img"), IFADDR_MAGIC, addr)?,
         routes,
         rules: saved(dir, &format!("rule-{id}.img"), RULE_MAGIC, rule)?
@@ -196,6 +197,37 @@ pub(crate) fn load(dir: &Path, id: u32) -> Result<NetImages, RestoreError> {
             .filter(|m| !kernels(m))
             .collect(),
     })
+}
+
+/// Runs `nft -f -` with `ruleset` from the calling thread (so in its network namespace).
+fn nft_load(ruleset: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("running nft (the nftables package), which the ruleset needs: {e}"),
+            )
+        })?;
+    let fed = child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(ruleset.as_bytes());
+    let out = child.wait_with_output()?;
+    fed?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "nft -f -: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// `--external veth[NAME]:OUTSIDE[@BRIDGE]` values: (NAME, OUTSIDE, BRIDGE).
@@ -286,6 +318,10 @@ impl NetImages {
                     d.name(),
                     d.flags()
                 )))?;
+            }
+            if !self.nftables.is_empty() {
+                nft_load(&self.nftables)
+                    .map_err(err("loading the nftables ruleset into".into()))?;
             }
             for (what, msgs) in [
                 ("an address", &self.addrs),
