@@ -29,6 +29,38 @@ pub(crate) struct CrsFiles {
 }
 
 impl CrsFiles {
+    /// Makes, with `make`, every file of type `kind` the tree holds (in the tree's network
+    /// namespace when it has one: `net_of`, the process to take it from), for the
+    /// holders to take: the sockets made one by one in crs.
+    pub fn make_held(
+        &mut self,
+        tree: &crate::images::Tree,
+        kind: crs_images::pb::fdinfo::Fd_types,
+        net_of: Option<crs_sys::Tid>,
+        make: impl Fn(u32, &crs_images::pb::fdinfo::File_entry) -> Result<OwnedFd, crate::RestoreError>
+            + Send
+            + Sync,
+    ) -> Result<(), crate::RestoreError> {
+        let Some(first) = tree.procs.first() else {
+            return Ok(());
+        };
+        let held = tree.held(kind);
+        if held.is_empty() {
+            return Ok(());
+        }
+        let make_all = || -> Result<Vec<(u32, OwnedFd)>, crate::RestoreError> {
+            held.iter()
+                .map(|&id| Ok((id, make(id, &first.files[&id])?)))
+                .collect()
+        };
+        let made = match net_of {
+            Some(pid) => crate::ns::within(pid, &["net"], make_all)?,
+            None => make_all()?,
+        };
+        self.by_id.extend(made);
+        Ok(())
+    }
+
     /// Whether file `id` is created by crs (the task must not create it itself).
     pub fn has(&self, id: u32) -> bool {
         self.by_id.contains_key(&id)

@@ -77,42 +77,25 @@ pub(crate) fn create_in_crs(
     net_of: Option<crs_sys::Tid>,
     out: &mut CrsFiles,
 ) -> Result<(), RestoreError> {
-    let Some(first) = tree.procs.first() else {
-        return Ok(());
-    };
-    let held = tree.held(Fd_types::NETLINKSK);
-    if held.is_empty() {
-        return Ok(());
-    }
-    let make_all = || -> Result<Vec<(u32, OwnedFd)>, RestoreError> {
-        held.iter()
-            .map(|&id| {
-                let e = nlsk_of(&first.files[&id])?;
-                let s = make(e).map_err(|source| RestoreError::NetlinkSocket {
-                    id,
-                    what: format!(
-                        "protocol {}, port id {}, peer {}/{}",
-                        e.protocol(),
-                        e.portid(),
-                        e.dst_portid(),
-                        e.dst_group()
-                    ),
-                    source,
-                })?;
-                debug!(
-                    id,
-                    protocol = e.protocol(),
-                    portid = e.portid(),
-                    "netlink socket made"
-                );
-                Ok((id, s))
-            })
-            .collect()
-    };
-    let made = match net_of {
-        Some(pid) => crate::ns::within(pid, &["net"], make_all)?,
-        None => make_all()?,
-    };
-    out.by_id.extend(made);
-    Ok(())
+    out.make_held(tree, Fd_types::NETLINKSK, net_of, |id, f| {
+        let e = nlsk_of(f)?;
+        let s = make(e).map_err(|source| RestoreError::NetlinkSocket {
+            id,
+            what: format!(
+                "protocol {}, port id {}, peer {}/{}",
+                e.protocol(),
+                e.portid(),
+                e.dst_portid(),
+                e.dst_group()
+            ),
+            source,
+        })?;
+        debug!(
+            id,
+            protocol = e.protocol(),
+            portid = e.portid(),
+            "netlink socket made"
+        );
+        Ok(s)
+    })
 }

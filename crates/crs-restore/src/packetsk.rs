@@ -142,36 +142,16 @@ pub(crate) fn create_in_crs(
     net_of: Option<crs_sys::Tid>,
     out: &mut CrsFiles,
 ) -> Result<(), RestoreError> {
-    let Some(first) = tree.procs.first() else {
-        return Ok(());
-    };
-    let held = tree.held(Fd_types::PACKETSK);
-    if held.is_empty() {
-        return Ok(());
-    }
-    let make_all = || -> Result<Vec<(u32, OwnedFd)>, RestoreError> {
-        held.iter()
-            .map(|&id| {
-                let e = psk_of(&first.files[&id])?;
-                let s = make(e).map_err(|(what, source)| RestoreError::PacketSocket {
-                    id,
-                    what,
-                    source,
-                })?;
-                debug!(
-                    id,
-                    kind = e.type_(),
-                    protocol = e.protocol(),
-                    "packet socket made"
-                );
-                Ok((id, s))
-            })
-            .collect()
-    };
-    let made = match net_of {
-        Some(pid) => crate::ns::within(pid, &["net"], make_all)?,
-        None => make_all()?,
-    };
-    out.by_id.extend(made);
-    Ok(())
+    out.make_held(tree, Fd_types::PACKETSK, net_of, |id, f| {
+        let e = psk_of(f)?;
+        let s =
+            make(e).map_err(|(what, source)| RestoreError::PacketSocket { id, what, source })?;
+        debug!(
+            id,
+            kind = e.type_(),
+            protocol = e.protocol(),
+            "packet socket made"
+        );
+        Ok(s)
+    })
 }
