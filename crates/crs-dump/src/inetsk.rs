@@ -53,6 +53,7 @@ use crs_images::pb::sk_opts::Sk_shutdown;
 use crs_images::pb::tcp_stream::{Tcp_opts_entry, Tcp_stream_entry};
 use crs_proc::FdInfo;
 use crs_sys::inetsk;
+use crs_sys::inetsk::tcp_state::*;
 use crs_sys::tcp_repair::{self as repair, Queue};
 use crs_sys::unixsk as sk;
 use protobuf::{EnumOrUnknown, MessageField};
@@ -63,30 +64,9 @@ use super::unixsk::sk_opts;
 use super::{image_err, FdEntry, FileTable};
 use crate::error::{DumpError, Result};
 
-/// TCP states as inet_diag reports them, which CRIU records for UDP too.
-const TCP_ESTABLISHED: u32 = 1;
-const TCP_CLOSE: u32 = 7;
-const TCP_LISTEN: u8 = 10;
-/// Half-closed states crs dumps: our FIN sent (not yet acknowledged, or acknowledged), or
-/// the peer's received; and closing on both sides with our FIN not acknowledged yet (sent
-/// after the peer's came, or before: a simultaneous close).
-const TCP_FIN_WAIT1: u32 = 4;
-const TCP_FIN_WAIT2: u32 = 5;
-const TCP_CLOSE_WAIT: u32 = 8;
-const TCP_LAST_ACK: u32 = 9;
-const TCP_CLOSING: u32 = 11;
-
 /// The states of a connection crs dumps with `--tcp-established`.
 pub(crate) fn dumped_connection(state: u32) -> bool {
-    [
-        TCP_ESTABLISHED,
-        TCP_FIN_WAIT1,
-        TCP_FIN_WAIT2,
-        TCP_CLOSE_WAIT,
-        TCP_LAST_ACK,
-        TCP_CLOSING,
-    ]
-    .contains(&state)
+    CONNECTED.contains(&state)
 }
 
 /// The established sockets a dump read in repair mode, each with its SO_REUSEADDR (repair
@@ -160,7 +140,7 @@ fn read_stream(
     let mut unsq_len = repair::unsent_len(s)?;
     // A FIN we sent counts one in the send queue's sizes (its sequence number): it is no
     // byte to save (CRIU's images do not count it either).
-    if [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING].contains(&state) {
+    if fin_sent(state) {
         outq_len = outq_len.saturating_sub(1);
         unsq_len = unsq_len.saturating_sub(1);
     }
@@ -298,7 +278,6 @@ impl FileTable {
     /// one holding bytes, are refused, or left out (lost) with `--skip-in-flight`. With
     /// `--tcp-close` every one is left out: the connections come back closed.
     pub(crate) fn resolve_pending(&mut self) -> Result<()> {
-        const TCP_CLOSE_WAIT: u8 = 8;
         let listeners = std::mem::take(&mut self.pending_listeners);
         for l in &listeners {
             let unsupported = |why| DumpError::UnsupportedFd {
@@ -346,7 +325,8 @@ impl FileTable {
                 let client_in_tree = self.inet_conns.contains(&(remote, local));
                 // inet_diag counts rcv_nxt - copied_seq: the client's FIN, once received,
                 // is one of them.
-                let bytes = w.rqueue - u32::from(w.state == TCP_CLOSE_WAIT).min(w.rqueue);
+                let bytes =
+                    w.rqueue - u32::from(u32::from(w.state) == TCP_CLOSE_WAIT).min(w.rqueue);
                 let why = match (client_in_tree, bytes) {
                     (true, 0) => None,
                     (true, _) => Some(
@@ -494,26 +474,24 @@ impl FileTable {
                     None
                 };
                 let (tcp_state, backlog) = if let Some(info) = tcp_info {
-                    match info.state {
-                        TCP_LISTEN => (u32::from(TCP_LISTEN), info.backlog),
-                        st if u32::from(st) == TCP_CLOSE => (TCP_CLOSE, 0),
+                    match u32::from(info.state) {
+                        TCP_LISTEN => (TCP_LISTEN, info.backlog),
+                        TCP_CLOSE => (TCP_CLOSE, 0),
                         // CRIU's --tcp-close: the connection as it was, to be restored
                         // closed (its state is not read).
-                        st if dumped_connection(u32::from(st)) && self.tcp_close => {
-                            (u32::from(st), 0)
-                        }
-                        st if dumped_connection(u32::from(st)) && !self.tcp_established => {
+                        st if dumped_connection(st) && self.tcp_close => (st, 0),
+                        st if dumped_connection(st) && !self.tcp_established => {
                             return Err(unsupported(
                                 "an established TCP connection (dump with --tcp-established, \
                                  or --tcp-close to restore it closed)",
                             ))
                         }
                         // The backlog CRIU records for a connection: its send queue.
-                        st if dumped_connection(u32::from(st)) => (
-                            u32::from(st),
+                        st if dumped_connection(st) => (
+                            st,
                             repair::outq_len(s).map_err(io_err("reading SIOCOUTQ of"))?,
                         ),
-                        2 | 3 => {
+                        TCP_SYN_SENT | TCP_SYN_RECV => {
                             return Err(unsupported(
                                 "a TCP connection being opened (SYN sent or received)",
                             ))
@@ -556,7 +534,6 @@ impl FileTable {
                 // has given the port back (getsockname still shows it): saved unbound,
                 // so that its restore does not take the port (a TIME-WAIT remnant of
                 // the connection may hold it) and it can be bound again, as it could.
-                const TCP_BOUND_INACTIVE: u32 = 13;
                 if tcp
                     && tcp_state == TCP_CLOSE
                     && local.is_some_and(|a| a.port() != 0)
@@ -599,7 +576,9 @@ impl FileTable {
                 let (src, dst) = (any(&local), any(&peer));
                 // Connections waiting in a listener's queue: which ones, and whether
                 // they can be kept, once every socket of the tree is known.
-                if let Some(info) = tcp_info.filter(|i| i.state == TCP_LISTEN && i.pending > 0) {
+                if let Some(info) =
+                    tcp_info.filter(|i| u32::from(i.state) == TCP_LISTEN && i.pending > 0)
+                {
                     self.pending_listeners.push(PendingListener {
                         pid,
                         fd,

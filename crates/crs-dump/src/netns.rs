@@ -29,19 +29,15 @@ use crs_sys::rtnl::route::link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerTyp
 use crs_sys::rtnl::route::route::{RouteAttribute, RouteHeader, RouteMessage};
 use crs_sys::rtnl::route::rule::RuleMessage;
 use crs_sys::rtnl::route::AddressFamily;
-use crs_sys::rtnl::{NetlinkPayload, RouteNetlinkMessage, Rtnl};
+use crs_sys::rtnl::{
+    save, NetlinkPayload, RouteNetlinkMessage, Rtnl, IFADDR_MAGIC, ROUTE_MAGIC, RULE_MAGIC,
+};
 use protobuf::EnumOrUnknown;
 
 use crate::error::{DumpError, Result};
 use crate::files::image_err;
 use crate::imgdir::ImageDir;
 
-/// `ip addr save`'s magic word, first in ifaddr-ID.img.
-pub const IFADDR_MAGIC: u32 = 0x4736_1222;
-/// `ip route save`'s, first in route-ID.img and route6-ID.img.
-pub const ROUTE_MAGIC: u32 = 0x4531_1224;
-/// `ip rule save`'s, first in rule-ID.img.
-pub const RULE_MAGIC: u32 = 0x7170_6986;
 /// The main routing table, and the local one (the kernel's own routes).
 const RT_TABLE_MAIN: u32 = 254;
 const RT_TABLE_LOCAL: u32 = 255;
@@ -91,18 +87,8 @@ fn payloads(pid: i32, raw: &[Vec<u8>]) -> Result<Vec<RouteNetlinkMessage>> {
         .collect()
 }
 
-/// A saved image: `magic`, then the messages, each 4-byte aligned.
-fn saved(magic: u32, raw: &[&Vec<u8>]) -> Vec<u8> {
-    let mut out = magic.to_ne_bytes().to_vec();
-    for m in raw {
-        out.extend_from_slice(m);
-        out.resize(out.len().next_multiple_of(4), 0);
-    }
-    out
-}
-
 /// The table of route `r` (RTA_TABLE when the header's byte cannot hold it).
-pub(crate) fn route_table(r: &RouteMessage) -> u32 {
+fn route_table(r: &RouteMessage) -> u32 {
     r.attributes
         .iter()
         .find_map(|a| match a {
@@ -188,10 +174,10 @@ pub(crate) fn read(pid: i32) -> Result<NetNs> {
     Ok(NetNs {
         devices,
         entry,
-        ifaddr: saved(IFADDR_MAGIC, &addrs.iter().collect::<Vec<_>>()),
-        route: saved(ROUTE_MAGIC, &route.iter().collect::<Vec<_>>()),
-        route6: saved(ROUTE_MAGIC, &route6.iter().collect::<Vec<_>>()),
-        rule: saved(RULE_MAGIC, &rule.iter().collect::<Vec<_>>()),
+        ifaddr: save(IFADDR_MAGIC, &addrs),
+        route: save(ROUTE_MAGIC, &route),
+        route6: save(ROUTE_MAGIC, &route6),
+        rule: save(RULE_MAGIC, &rule),
         nftables,
     })
 }

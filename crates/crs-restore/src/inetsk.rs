@@ -35,6 +35,7 @@ use crs_images::pb::fdinfo::{Fd_types, File_entry};
 use crs_images::pb::sk_inet::Inet_sk_entry;
 use crs_images::pb::tcp_stream::{Tcp_opts_entry, Tcp_stream_entry};
 use crs_sys::inetsk;
+use crs_sys::inetsk::tcp_state::*;
 use crs_sys::tcp_repair::{self as repair, Queue};
 use crs_sys::unixsk as sk;
 use tracing::{debug, info, warn};
@@ -43,42 +44,6 @@ use crate::error::{invalid, unsupported};
 use crate::handoff::CrsFiles;
 use crate::images::Tree;
 use crate::RestoreError;
-
-const TCP_ESTABLISHED: u32 = 1;
-/// Half-closed connections: our FIN sent and not acknowledged, or acknowledged; the
-/// peer's FIN received.
-const TCP_FIN_WAIT1: u32 = 4;
-const TCP_FIN_WAIT2: u32 = 5;
-const TCP_CLOSE_WAIT: u32 = 8;
-/// Closing on both sides, our FIN not acknowledged: sent after the peer's came, or before
-/// (a simultaneous close).
-const TCP_LAST_ACK: u32 = 9;
-const TCP_CLOSING: u32 = 11;
-const CONNECTED: [u32; 6] = [
-    TCP_ESTABLISHED,
-    TCP_FIN_WAIT1,
-    TCP_FIN_WAIT2,
-    TCP_CLOSE_WAIT,
-    TCP_LAST_ACK,
-    TCP_CLOSING,
-];
-
-/// The peer's FIN came (it is in the saved rcv_nxt).
-fn fin_received(state: u32) -> bool {
-    [TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING].contains(&state)
-}
-
-/// We sent a FIN (it is in the saved write_seq).
-fn fin_sent(state: u32) -> bool {
-    [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING].contains(&state)
-}
-
-/// Our FIN is not acknowledged: it goes out again after the unsent bytes.
-fn fin_unacknowledged(state: u32) -> bool {
-    [TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_CLOSING].contains(&state)
-}
-const TCP_CLOSE: u32 = 7;
-const TCP_LISTEN: u32 = 10;
 
 fn isk(f: &File_entry) -> Result<&Inet_sk_entry, RestoreError> {
     f.isk

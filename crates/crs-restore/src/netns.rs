@@ -29,20 +29,16 @@ use crs_sys::rtnl::route::link::{
 };
 use crs_sys::rtnl::route::route::RouteProtocol;
 use crs_sys::rtnl::route::rule::RuleAttribute;
-use crs_sys::rtnl::{NetlinkPayload, RouteNetlinkMessage, Rtnl, NLM_F_CREATE, NLM_F_EXCL};
+use crs_sys::rtnl::{
+    NetlinkPayload, RouteNetlinkMessage, Rtnl, IFADDR_MAGIC, NLM_F_CREATE, NLM_F_EXCL, ROUTE_MAGIC,
+    RULE_MAGIC,
+};
 use tracing::debug;
 
 use crate::error::{invalid, unsupported};
 use crate::images::read_one;
 use crate::ns::within;
 use crate::RestoreError;
-
-/// `ip addr save`'s magic word, first in ifaddr-ID.img.
-const IFADDR_MAGIC: u32 = 0x4736_1222;
-/// `ip route save`'s, first in route-ID.img and route6-ID.img.
-const ROUTE_MAGIC: u32 = 0x4531_1224;
-/// `ip rule save`'s, first in rule-ID.img.
-const RULE_MAGIC: u32 = 0x7170_6986;
 
 /// A network namespace's images.
 #[derive(Debug, Default, PartialEq)]

@@ -5,6 +5,51 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+/// TCP states (the kernel's `tcp_states.h`), as TCP_INFO and inet_diag report them (and
+/// CRIU's images record: 1 and 7 for UDP too), and the ones a connection of crs's is in.
+pub mod tcp_state {
+    pub const TCP_ESTABLISHED: u32 = 1;
+    pub const TCP_SYN_SENT: u32 = 2;
+    pub const TCP_SYN_RECV: u32 = 3;
+    pub const TCP_FIN_WAIT1: u32 = 4;
+    pub const TCP_FIN_WAIT2: u32 = 5;
+    pub const TCP_CLOSE: u32 = 7;
+    pub const TCP_CLOSE_WAIT: u32 = 8;
+    pub const TCP_LAST_ACK: u32 = 9;
+    pub const TCP_LISTEN: u32 = 10;
+    pub const TCP_CLOSING: u32 = 11;
+    /// Bound, not listening nor connected (inet_diag only, Linux 6.10).
+    pub const TCP_BOUND_INACTIVE: u32 = 13;
+
+    /// The connections crs dumps (with `--tcp-established`) and restores: established,
+    /// half-closed (our FIN sent, acknowledged or not; the peer's received), closing on
+    /// both sides with our FIN not acknowledged (sent after the peer's came, or before: a
+    /// simultaneous close).
+    pub const CONNECTED: [u32; 6] = [
+        TCP_ESTABLISHED,
+        TCP_FIN_WAIT1,
+        TCP_FIN_WAIT2,
+        TCP_CLOSE_WAIT,
+        TCP_LAST_ACK,
+        TCP_CLOSING,
+    ];
+
+    /// The peer's FIN came: it is in rcv_nxt.
+    pub fn fin_received(state: u32) -> bool {
+        [TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING].contains(&state)
+    }
+
+    /// We sent a FIN: it is in write_seq (and counts one in SIOCOUTQ).
+    pub fn fin_sent(state: u32) -> bool {
+        [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING].contains(&state)
+    }
+
+    /// Our FIN is not acknowledged.
+    pub fn fin_unacknowledged(state: u32) -> bool {
+        [TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_CLOSING].contains(&state)
+    }
+}
+
 /// Where `family`'s freebind option is: IP_FREEBIND, or for IPv6 IPV6_FREEBIND (the same
 /// flag; a raw IPv6 socket has only the latter).
 pub fn freebind_opt(family: i32) -> (i32, i32) {
@@ -255,20 +300,6 @@ pub fn diag_shutdown(
         .collect())
 }
 
-/// The inodes of the TCP sockets of `family` (AF_INET, AF_INET6) in crs's network
-/// namespace that hold a port without listening or being connected: bound, or closed with
-/// the port they were bound to (inet_diag's TCP_BOUND_INACTIVE, Linux 6.10). A socket
-/// closed after a connection on a port it did not bind itself has given the port back,
-/// though getsockname still shows it.
-pub fn tcp_bound_inactive(family: i32) -> io::Result<std::collections::HashSet<u64>> {
-    const TCP_BOUND_INACTIVE: u32 = 13;
-    Ok(
-        diag_shutdown(family, libc::IPPROTO_TCP, 1 << TCP_BOUND_INACTIVE)?
-            .into_keys()
-            .collect(),
-    )
-}
-
 /// The shutdown state (1 receive, 2 send) that poll shows of socket `fd`: receive once
 /// POLLRDHUP, both once POLLHUP too. For a socket the kernel's tables do not list (not
 /// bound, or closed), where inet_diag cannot tell; a send-only shutdown does not show.
@@ -433,9 +464,17 @@ mod tests {
         c.shutdown(std::net::Shutdown::Write).unwrap();
         let mut buf = [0u8; 1];
         assert_eq!(std::io::Read::read(&mut &c, &mut buf).unwrap(), 0);
-        let bound = tcp_bound_inactive(libc::AF_INET).unwrap();
-        assert!(bound.contains(&b_ino), "the bound socket is not listed");
-        assert!(!bound.contains(&ino(&c)), "the closed connection is listed");
+        let bound = diag_shutdown(
+            libc::AF_INET,
+            libc::IPPROTO_TCP,
+            1 << tcp_state::TCP_BOUND_INACTIVE,
+        )
+        .unwrap();
+        assert!(bound.contains_key(&b_ino), "the bound socket is not listed");
+        assert!(
+            !bound.contains_key(&ino(&c)),
+            "the closed connection is listed"
+        );
     }
 
     #[test]

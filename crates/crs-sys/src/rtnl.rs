@@ -13,6 +13,22 @@ pub use netlink_packet_route as route;
 pub use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+/// The magic words `ip addr save`, `ip route save` and `ip rule save` write first: CRIU's
+/// ifaddr-ID.img, route-ID.img / route6-ID.img and rule-ID.img are their output.
+pub const IFADDR_MAGIC: u32 = 0x4736_1222;
+pub const ROUTE_MAGIC: u32 = 0x4531_1224;
+pub const RULE_MAGIC: u32 = 0x7170_6986;
+
+/// What `ip ... save` writes: `magic`, then the raw messages, each 4-byte aligned.
+pub fn save<M: AsRef<[u8]>>(magic: u32, msgs: &[M]) -> Vec<u8> {
+    let mut out = magic.to_ne_bytes().to_vec();
+    for m in msgs {
+        out.extend_from_slice(m.as_ref());
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    out
+}
+
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_DUMP_INTR: u16 = 16;
