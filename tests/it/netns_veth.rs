@@ -42,6 +42,24 @@ struct HostSide {
     outside2: String,
 }
 
+impl HostSide {
+    /// A veth pair: `outside` here, `eth0` in the network namespace of `pid`.
+    fn veth_into(&self, pid: i32) {
+        let pid = pid.to_string();
+        let args = [
+            "link",
+            "add",
+            &self.outside,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+        ];
+        ip(None, &[&args[..], &["netns", &pid]].concat()).unwrap();
+    }
+}
+
 impl Drop for HostSide {
     fn drop(&mut self) {
         let _ = ip(None, &["link", "del", &self.outside]);
@@ -121,22 +139,7 @@ fn server_behind_a_veth_in_a_bridge_is_reached_again_after_restore() {
     let mut g = server();
     let pid = g.pid();
     let pid_s = pid.to_string();
-    ip(
-        None,
-        &[
-            "link",
-            "add",
-            &host.outside,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &pid_s,
-        ],
-    )
-    .unwrap();
+    host.veth_into(pid);
     ip(
         None,
         &["link", "set", &host.outside, "master", &host.bridge, "up"],
@@ -229,22 +232,7 @@ fn restore_of_a_veth_without_its_outside_name_is_refused_by_name() {
     let mut g = server();
     let pid = g.pid();
     let pid_s = pid.to_string();
-    ip(
-        None,
-        &[
-            "link",
-            "add",
-            &host.outside,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &pid_s,
-        ],
-    )
-    .unwrap();
+    host.veth_into(pid);
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().to_str().unwrap().to_owned();
     crs_tests::crs_ok(&["dump", "--shell-job", "-t", &pid_s, "-D", &images]);

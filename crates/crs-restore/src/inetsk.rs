@@ -676,9 +676,7 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     let fd = s.as_fd();
     let int = |level, name, v: u32| sk::setsockopt_int(fd, level, name, v as i32);
     let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
-    // A raw socket's port is its protocol, bound or not.
-    let raw = e.type_() as i32 == libc::SOCK_RAW;
-    let bound = (src.port() != 0 && !raw) || !src.ip().is_unspecified();
+    let bound = is_bound(e);
     // Freebind where the image has it.
     let (fb_level, fb_name) = inetsk::freebind_opt(family);
     let has_freebind = e.ip_opts.as_ref().is_some_and(|ip| ip.has_freebind());
@@ -733,13 +731,17 @@ fn make(e: &Inet_sk_entry) -> Result<OwnedFd, Failed> {
     Ok(s)
 }
 
+/// Whether socket `e` was bound: to a port, or to an address (a raw socket's port is its
+/// protocol, bound or not).
+fn is_bound(e: &Inet_sk_entry) -> bool {
+    let src = addr(e.family() as i32, &e.src_addr, e.src_port()).expect("checked at load");
+    let raw = e.type_() as i32 == libc::SOCK_RAW;
+    (src.port() != 0 && !raw) || !src.ip().is_unspecified()
+}
+
 /// SO_REUSEADDR and SO_REUSEPORT of a socket `make` bound, as dumped.
 fn reuse_as_dumped(fd: BorrowedFd<'_>, e: &Inet_sk_entry) -> Result<(), Failed> {
-    let family = e.family() as i32;
-    let src = addr(family, &e.src_addr, e.src_port()).expect("checked at load");
-    let raw = e.type_() as i32 == libc::SOCK_RAW;
-    let bound = (src.port() != 0 && !raw) || !src.ip().is_unspecified();
-    if !bound {
+    if !is_bound(e) {
         return Ok(());
     }
     let reuseaddr = e.opts.as_ref().is_some_and(|o| o.reuseaddr());

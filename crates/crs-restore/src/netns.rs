@@ -55,13 +55,14 @@ pub(crate) struct NetImages {
     pub rules: Vec<Vec<u8>>,
 }
 
-/// The messages of `ip ... save` image `name` (absent: none), each checked to be one of
-/// `want` (`RTM_NEWADDR`, ...).
+/// The messages of `ip ... save` image `name` (absent: none) that `keep` keeps: it says
+/// `None` of one of another kind than the image's (`RTM_NEWADDR`, ...), an error, and
+/// `Some(false)` of one to leave out.
 fn saved(
     dir: &Path,
     name: &str,
     magic: u32,
-    want: fn(&RouteNetlinkMessage) -> bool,
+    keep: fn(&RouteNetlinkMessage) -> Option<bool>,
 ) -> Result<Vec<Vec<u8>>, RestoreError> {
     let path = dir.join(name);
     if !path.exists() {
@@ -81,12 +82,17 @@ fn saved(
     let mut out = Vec::new();
     for m in crs_sys::rtnl::split(&bytes[4..]).map_err(|e| invalid(name, e.to_string()))? {
         let parsed = crs_sys::rtnl::parse(m).map_err(|e| invalid(name, e.to_string()))?;
-        match parsed.payload {
-            NetlinkPayload::InnerMessage(p) if want(&p) => out.push(m.to_vec()),
-            other => {
+        let kept = match &parsed.payload {
+            NetlinkPayload::InnerMessage(p) => keep(p),
+            _ => None,
+        };
+        match kept {
+            Some(true) => out.push(m.to_vec()),
+            Some(false) => {}
+            None => {
                 return Err(invalid(
                     name,
-                    format!("a message of another kind: {other:?}"),
+                    format!("a message of another kind: {:?}", parsed.payload),
                 ))
             }
         }
@@ -168,17 +174,19 @@ pub(crate) fn load(dir: &Path, id: u32) -> Result<NetImages, RestoreError> {
             sysctls.push(("unix/max_dgram_qlen", v.to_string()));
         }
     }
-    let addr = |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewAddress(_));
-    let route = |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewRoute(_));
-    let rule = |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewRule(_));
+    let addr =
+        |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewAddress(_)).then_some(true);
+    let route =
+        |m: &RouteNetlinkMessage| matches!(m, RouteNetlinkMessage::NewRoute(_)).then_some(true);
     // A new namespace has the kernel's own rules already (the local, main and default
     // tables'): replayed, one without a priority would come back a second time.
-    let kernels = |m: &[u8]| {
-        matches!(
-            crs_sys::rtnl::parse(m).map(|p| p.payload),
-            Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRule(r)))
-                if r.attributes.iter().any(|a| matches!(a, RuleAttribute::Protocol(RouteProtocol::Kernel)))
-        )
+    let rule = |m: &RouteNetlinkMessage| match m {
+        RouteNetlinkMessage::NewRule(r) => Some(
+            !r.attributes
+                .iter()
+                .any(|a| matches!(a, RuleAttribute::Protocol(RouteProtocol::Kernel))),
+        ),
+        _ => None,
     };
     let mut routes = saved(dir, &format!("route-{id}.img"), ROUTE_MAGIC, route)?;
     routes.extend(saved(dir, &format!("route6-{id}.img"), ROUTE_MAGIC, route)?);
@@ -188,10 +196,7 @@ pub(crate) fn load(dir: &Path, id: u32) -> Result<NetImages, RestoreError> {
         nftables,
         addrs: saved(dir, &format!("ifaddr-{id}.img"), IFADDR_MAGIC, addr)?,
         routes,
-        rules: saved(dir, &format!("rule-{id}.img"), RULE_MAGIC, rule)?
-            .into_iter()
-            .filter(|m| !kernels(m))
-            .collect(),
+        rules: saved(dir, &format!("rule-{id}.img"), RULE_MAGIC, rule)?,
     })
 }
 
